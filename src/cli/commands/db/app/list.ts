@@ -1,0 +1,34 @@
+import { SengCommand } from '../../../base.js';
+import { appJson, dbFlag, table, type AppJson } from '../../../store-flags.js';
+import { openStore } from '../../../../store/index.js';
+
+export default class AppList extends SengCommand<typeof AppList> {
+  static override summary = 'List allowed apps with decoded measurements, subnets and categories.';
+  static override flags = { db: dbFlag };
+
+  async run(): Promise<AppJson[]> {
+    const store = openStore(this.flags.db, { readonly: true });
+    try {
+      const subnets = store.listSubnets();
+      const rows = store.listApps().map((a) => appJson(a, subnets));
+      if (store.schema === 'vanilla') {
+        this.log(
+          table(
+            ['ID', 'NAME', 'MRENCLAVE', 'HOST SUBNET', 'ENCLAVE SUBNET'],
+            rows.map((r) => [String(r.id), r.name, r.mrEnclave, r.hostSubnet ?? '', r.enclaveSubnet ?? '?']),
+          ),
+        );
+      } else {
+        this.log(
+          table(
+            ['ID', 'NAME', 'MRENCLAVE', 'CATEGORIES'],
+            rows.map((r) => [String(r.id), r.name, r.mrEnclave, (r.categories ?? []).join(',')]),
+          ),
+        );
+      }
+      return rows;
+    } finally {
+      store.close();
+    }
+  }
+}

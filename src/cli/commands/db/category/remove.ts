@@ -1,0 +1,28 @@
+import { Args, Flags } from '@oclif/core';
+import { SengCommand } from '../../../base.js';
+import { dbFlag } from '../../../store-flags.js';
+import { openStore } from '../../../../store/index.js';
+import { validateCategory } from '../../../../store/validate.js';
+
+export default class CategoryRemove extends SengCommand<typeof CategoryRemove> {
+  static override summary = 'Take an app out of a category (netfilter database).';
+  static override description =
+    'A running `seng serve -n` picks the change up without a restart and updates the kernel module for active apps.';
+  static override examples = ['<%= config.bin %> db category remove -d nf.db Browser --app firefox'];
+  static override args = {
+    category: Args.string({ description: 'Category name: 1-20 of A-Z a-z 0-9 _ . -', required: true }),
+  };
+  static override flags = { db: dbFlag, app: Flags.string({ summary: 'App name.', required: true }) };
+
+  async run(): Promise<{ app: string; category: string; removed: true }> {
+    const category = validateCategory(this.args.category);
+    const store = openStore(this.flags.db);
+    try {
+      store.removeCategory(this.flags.app, category);
+    } finally {
+      store.close();
+    }
+    this.log(`removed ${this.flags.app} from category ${category}`);
+    return { app: this.flags.app, category, removed: true };
+  }
+}
