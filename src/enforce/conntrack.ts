@@ -1,0 +1,237 @@
+/**
+ * Conntrack purge over ctnetlink (NETLINK_NETFILTER, subsystem CTNETLINK).
+ *
+ * `purgeConntrack(ip)` deletes every IPv4 conntrack entry whose *original* source or
+ * destination is `ip`, in the network namespace of the calling process, and returns how
+ * many it deleted. It is what a session end needs so that a reused enclave IP never
+ * rides on a previous enclave's connections (SPEC §5.1).
+ *
+ * How: two kernel-filtered dumps (CTA_FILTER on the original source, then on the original
+ * destination; Linux ≥ 5.8), so the kernel only serializes matching entries; on kernels that
+ * refuse the filter we fall back to a full dump. Every returned entry is checked again in
+ * user space, then deleted by its original tuple, zone and id (the id guards against
+ * deleting a newer entry that reuses the tuple), many deletes per datagram. An entry that
+ * vanished between dump and delete (ENOENT) is not counted.
+ */
+import {
+  NETLINK_NETFILTER,
+  NLM_F_ACK,
+  NLM_F_DUMP,
+  NLM_F_REQUEST,
+  NetlinkChannel,
+  RawSocketTransport,
+  attrMap,
+  encodeNlmsg,
+  nlaBe32,
+  nlaNested,
+  nlaU32,
+  type NetlinkTransport,
+  type NlMessage,
+} from '../../kmod-bridge/netlink.js';
+import { ConntrackError, NetlinkErrnoError, NetlinkTimeoutError } from '../../kmod-bridge/errors.js';
+import { formatIpv4, type Ipv4 } from '../util/ipv4.js';
+
+const NFNL_SUBSYS_CTNETLINK = 1;
+const IPCTNL_MSG_CT_GET = 1;
+const IPCTNL_MSG_CT_DELETE = 2;
+const AF_INET = 2;
+const NFNETLINK_V0 = 0;
+
+const CTA_TUPLE_ORIG = 1;
+const CTA_ID = 12;
+const CTA_ZONE = 18;
+const CTA_FILTER = 25;
+const CTA_TUPLE_IP = 1;
+const CTA_IP_V4_SRC = 1;
+const CTA_IP_V4_DST = 2;
+const CTA_FILTER_ORIG_FLAGS = 1;
+const CTA_FILTER_FLAG_IP_SRC = 1 << 0;
+const CTA_FILTER_FLAG_IP_DST = 1 << 1;
+
+const ENOENT = 2;
+const EINVAL = 22;
+const EOPNOTSUPP = 95;
+
+/** Deletes per datagram: the kernel acks each; 128 acks fit any receive buffer. */
+const DELETE_BATCH = 128;
+
+export interface PurgeOptions {
+  /** Milliseconds to wait for each dump / batch of deletes (default 5000). */
+  timeoutMs?: number;
+  /** Reuse this purger (its socket) instead of the process-wide default one. */
+  purger?: ConntrackPurger;
+}
+
+/** nfgenmsg: family, version, res_id (big-endian, 0). */
+function nfgenmsg(family: number): Buffer {
+  return Buffer.from([family, NFNETLINK_V0, 0, 0]);
+}
+
+function ctType(msg: number): number {
+  return (NFNL_SUBSYS_CTNETLINK << 8) | msg;
+}
+
+/** Encodes the filtered dump request: original source (`dir: 'src'`) or destination equal to ip. */
+export function encodeCtDump(seq: number, port: number, ip: Ipv4 | null, dir: 'src' | 'dst'): Buffer {
+  const attrs: Buffer[] = [];
+  if (ip !== null) {
+    attrs.push(
+      nlaNested(CTA_TUPLE_ORIG, [
+        nlaNested(CTA_TUPLE_IP, [nlaBe32(dir === 'src' ? CTA_IP_V4_SRC : CTA_IP_V4_DST, ip)]),
+      ]),
+      nlaNested(CTA_FILTER, [
+        nlaU32(CTA_FILTER_ORIG_FLAGS, dir === 'src' ? CTA_FILTER_FLAG_IP_SRC : CTA_FILTER_FLAG_IP_DST),
+      ]),
+    );
+  }
+  return encodeNlmsg(
+    { type: ctType(IPCTNL_MSG_CT_GET), flags: NLM_F_REQUEST | NLM_F_DUMP, seq, port },
+    Buffer.concat([nfgenmsg(AF_INET), ...attrs]),
+  );
+}
+
+export interface CtEntry {
+  /** Original-direction source and destination (host order). */
+  src: Ipv4;
+  dst: Ipv4;
+  /** Encoded attributes identifying the entry for a delete (tuple, zone, id), verbatim from the dump. */
+  key: Buffer;
+}
+
+/** Parses one IPCTNL_MSG_CT_NEW message of a dump; null if it is not an IPv4 entry. */
+export function parseCtEntry(msg: NlMessage): CtEntry | null {
+  if (msg.payload.length < 4 || msg.payload[0] !== AF_INET) return null;
+  const attrs = attrMap(msg.payload.subarray(4));
+  const orig = attrs.get(CTA_TUPLE_ORIG);
+  if (!orig) return null;
+  const ipAttr = attrMap(orig.value).get(CTA_TUPLE_IP);
+  if (!ipAttr) return null;
+  const ips = attrMap(ipAttr.value);
+  const s = ips.get(CTA_IP_V4_SRC);
+  const d = ips.get(CTA_IP_V4_DST);
+  if (!s || !d || s.value.length < 4 || d.value.length < 4) return null;
+  const keyParts = [orig.raw, attrs.get(CTA_ZONE)?.raw, attrs.get(CTA_ID)?.raw].filter(
+    (b): b is Buffer => b !== undefined,
+  );
+  // Re-pad each attribute to 4 bytes: `raw` excludes the trailing padding.
+  const key = Buffer.concat(
+    keyParts.map((b) => (b.length % 4 === 0 ? b : Buffer.concat([b, Buffer.alloc(4 - (b.length % 4))]))),
+  );
+  return { src: s.value.readUInt32BE(0), dst: d.value.readUInt32BE(0), key };
+}
+
+/**
+ * Holds one ctnetlink socket (bound in the network namespace the process was in when the
+ * purger was created) for repeated purges.
+ */
+export class ConntrackPurger {
+  private readonly channel: NetlinkChannel;
+  /** null until the first dump tells us whether the kernel accepts CTA_FILTER. */
+  private filterSupported: boolean | null = null;
+
+  constructor(opts: { transport?: NetlinkTransport } = {}) {
+    let transport = opts.transport;
+    if (!transport) {
+      try {
+        transport = new RawSocketTransport(NETLINK_NETFILTER, { recvBufferSize: 1 << 20 });
+      } catch (err) {
+        throw new ConntrackError(`cannot open a ctnetlink socket: ${(err as Error).message}`, err);
+      }
+    }
+    this.channel = new NetlinkChannel(transport);
+  }
+
+  /** Deletes every IPv4 entry whose original source or destination is `ip`; returns the count. */
+  async purge(ip: Ipv4, opts: { timeoutMs?: number } = {}): Promise<number> {
+    const timeoutMs = opts.timeoutMs ?? 5000;
+    const entries = new Map<string, CtEntry>();
+    try {
+      if (this.filterSupported !== false) {
+        try {
+          for (const dir of ['src', 'dst'] as const) {
+            for (const e of await this.dump(ip, dir, timeoutMs)) entries.set(e.key.toString('hex'), e);
+          }
+          this.filterSupported = true;
+        } catch (err) {
+          if (
+            this.filterSupported === null &&
+            err instanceof NetlinkErrnoError &&
+            err.source === 'kernel' &&
+            (err.errno === EOPNOTSUPP || err.errno === EINVAL)
+          ) {
+            this.filterSupported = false;
+            entries.clear();
+          } else {
+            throw err;
+          }
+        }
+      }
+      if (this.filterSupported === false) {
+        for (const e of await this.dump(null, 'src', timeoutMs)) entries.set(e.key.toString('hex'), e);
+      }
+      const victims = [...entries.values()].filter((e) => e.src === ip || e.dst === ip);
+      return await this.deleteAll(victims, timeoutMs);
+    } catch (err) {
+      if (err instanceof ConntrackError) throw err;
+      if (err instanceof NetlinkErrnoError || err instanceof NetlinkTimeoutError) {
+        throw new ConntrackError(
+          `purging conntrack entries of ${formatIpv4(ip)} failed: ${err.message}`,
+          err,
+        );
+      }
+      throw err;
+    }
+  }
+
+  private async dump(ip: Ipv4 | null, dir: 'src' | 'dst', timeoutMs: number): Promise<CtEntry[]> {
+    const msgs = await this.channel.request((seq, port) => encodeCtDump(seq, port, ip, dir), {
+      timeoutMs,
+      dump: true,
+      what: `dumping conntrack entries${ip === null ? '' : ` with original ${dir} ${formatIpv4(ip)}`}`,
+    });
+    const out: CtEntry[] = [];
+    for (const m of msgs) {
+      const e = parseCtEntry(m);
+      if (e) out.push(e);
+    }
+    return out;
+  }
+
+  private async deleteAll(victims: CtEntry[], timeoutMs: number): Promise<number> {
+    let deleted = 0;
+    for (let i = 0; i < victims.length; i += DELETE_BATCH) {
+      const batch = victims.slice(i, i + DELETE_BATCH);
+      const results = await this.channel.requestMany(
+        batch.map(
+          (e) => (seq: number, port: number) =>
+            encodeNlmsg(
+              { type: ctType(IPCTNL_MSG_CT_DELETE), flags: NLM_F_REQUEST | NLM_F_ACK, seq, port },
+              Buffer.concat([nfgenmsg(AF_INET), e.key]),
+            ),
+        ),
+        { timeoutMs, what: 'deleting a conntrack entry' },
+      );
+      for (const r of results) {
+        if (!(r instanceof NetlinkErrnoError)) deleted++;
+        else if (r.errno !== ENOENT) throw r;
+      }
+    }
+    return deleted;
+  }
+
+  close(): void {
+    this.channel.close();
+  }
+}
+
+let shared: ConntrackPurger | undefined;
+
+/**
+ * Deletes every IPv4 conntrack entry whose original source or destination is `ip` (host
+ * order) in the caller's network namespace and resolves with the number deleted. Calls
+ * share one netlink socket unless `opts.purger` is given. Throws {@link ConntrackError}.
+ */
+export async function purgeConntrack(ip: Ipv4, opts: PurgeOptions = {}): Promise<number> {
+  const purger = opts.purger ?? (shared ??= new ConntrackPurger());
+  return purger.purge(ip, opts.timeoutMs === undefined ? {} : { timeoutMs: opts.timeoutMs });
+}
