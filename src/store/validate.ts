@@ -26,7 +26,7 @@ export function validateCategory(name: string): string {
 }
 
 export function validateAppName(name: string): string {
-  if (name.trim() === '' || name.length > 255 || /[\x00-\x1f]/.test(name)) {
+  if (name.trim() === '' || name.length > 255 || [...name].some((ch) => ch.charCodeAt(0) < 0x20)) {
     throw new InputError(`app name "${name}" is invalid: it must be 1 to 255 printable characters`);
   }
   return name;
