@@ -1,0 +1,10 @@
+{
+  "targets": [
+    {
+      "target_name": "tun",
+      "sources": ["src/tun.c"],
+      "cflags": ["-std=gnu11", "-Wall", "-Wextra", "-Werror=implicit-function-declaration", "-O2"],
+      "defines": ["NAPI_VERSION=8"]
+    }
+  ]
+}
