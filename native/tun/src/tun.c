@@ -13,7 +13,6 @@
  *                              errno != 0 means reading failed and the watcher stopped.
  *   .stop()                    stops watching (the fd stays open)
  *   .write(buf) -> number      bytes written, or -errno (-EAGAIN when the queue is full)
- *   .writeBatch(bufs) -> n     packets written; stops at the first failure
  *   .setBatch(n)               max packets per wakeup (1..4096)
  *   .ref() / .unref()          whether an active watcher keeps the event loop alive
  *   .stats() -> object         counters
@@ -478,34 +477,6 @@ static napi_value tun_write(napi_env env, napi_callback_info info) {
   return out;
 }
 
-static napi_value tun_write_batch(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1];
-  tun_t *t = unwrap_this(env, info, &argc, argv, NULL);
-  if (t == NULL) return NULL;
-  bool is_array = false;
-  if (argc < 1 || napi_is_array(env, argv[0], &is_array) != napi_ok || !is_array) {
-    napi_throw_type_error(env, "EINVAL", "writeBatch(packets) needs an array of Buffers");
-    return NULL;
-  }
-  uint32_t len = 0, i;
-  CHECK(napi_get_array_length(env, argv[0], &len));
-  for (i = 0; i < len; i++) {
-    napi_value el;
-    void *data = NULL;
-    size_t n = 0;
-    CHECK(napi_get_element(env, argv[0], i, &el));
-    if (!get_bytes(env, el, &data, &n)) {
-      napi_throw_type_error(env, "EINVAL", "writeBatch: every element must be a Buffer");
-      return NULL;
-    }
-    if (write_one(t, data, n) < 0) break;
-  }
-  napi_value out;
-  CHECK(napi_create_uint32(env, i, &out));
-  return out;
-}
-
 static napi_value tun_set_batch(napi_env env, napi_callback_info info) {
   size_t argc = 1;
   napi_value argv[1];
@@ -592,7 +563,6 @@ static napi_value init(napi_env env, napi_value exports) {
       {"stop", NULL, tun_stop, NULL, NULL, NULL, napi_default, NULL},
       {"close", NULL, tun_close, NULL, NULL, NULL, napi_default, NULL},
       {"write", NULL, tun_write, NULL, NULL, NULL, napi_default, NULL},
-      {"writeBatch", NULL, tun_write_batch, NULL, NULL, NULL, napi_default, NULL},
       {"setBatch", NULL, tun_set_batch, NULL, NULL, NULL, napi_default, NULL},
       {"ref", NULL, tun_ref, NULL, NULL, NULL, napi_default, NULL},
       {"unref", NULL, tun_unref, NULL, NULL, NULL, napi_default, NULL},
