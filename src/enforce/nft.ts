@@ -1,0 +1,341 @@
+/**
+ * nftables enforcement backend: per-app, per-category and per-host firewall rules
+ * without the seng kernel module.
+ *
+ * The policy's rules live in one nftables table owned by seng (see src/policy/nft.ts)
+ * and refer to sets of enclave IPs; this backend keeps those sets equal to the live
+ * sessions: `join` adds the enclave IP to the sets it belongs in (all enclaves, its app,
+ * its categories, the host subnets that contain its untrusted host IP), `leave` removes
+ * it and then purges its conntrack entries.
+ *
+ * Set updates go over a long-lived netfilter netlink socket (src/enforce/nft-netlink.ts)
+ * and are coalesced: every join/leave issued in the same event-loop turn (or within
+ * `batchDelayMs`) becomes one kernel transaction, one round trip. Policy reloads are one
+ * `nft -j -f` transaction that keeps existing sets and fills new ones from the live
+ * registrations, so sessions survive a reload.
+ */
+import type { Logger } from '../util/log.js';
+import { silentLogger } from '../util/log.js';
+import { formatIpv4, parseIpv4, type Ipv4 } from '../util/ipv4.js';
+import { SengError, errorMessage } from '../util/errors.js';
+import type { EnclaveRegistration, Enforcer } from './types.js';
+import type { CompiledPolicy, SetSpec } from '../policy/types.js';
+import { ENCLAVES_SET, parseSetName, setHolds } from '../policy/compile.js';
+import { NFT_FAMILY, nftApplyDocument, type NftCommand } from '../policy/nft.js';
+import { NftCli } from './nft-cli.js';
+import { NftNetlink, type SetElementChange } from './nft-netlink.js';
+import { purgeConntrack } from './conntrack.js';
+
+/** Writes set-element changes as one transaction. */
+export interface ElementWriter {
+  apply(changes: SetElementChange[]): Promise<void>;
+  close(): void;
+}
+
+/** Runs whole-table nft transactions and reads the table back. */
+export interface NftRunner {
+  run(doc: { nftables: NftCommand[] }, opts?: { check?: boolean }): Promise<void>;
+  listTable(table: string): Promise<{ sets: { name: string; elements: string[] }[] } | null>;
+}
+
+export interface NftEnforcerOptions {
+  /** Policy installed by start() (and replaced by applyPolicy). Without one, start() keeps the live rules. */
+  policy?: CompiledPolicy;
+  /** Table name (default: the policy's, else `seng`). */
+  tableName?: string;
+  logger?: Logger;
+  /** Deletes conntrack entries of an IP (default: purgeConntrack of src/enforce/conntrack.ts). */
+  purge?: (ip: Ipv4) => Promise<number>;
+  nft?: NftRunner;
+  elements?: ElementWriter;
+  /** Extra time to gather a batch (default 0: everything issued in the same event-loop turn). */
+  batchDelayMs?: number;
+}
+
+export class NftEnforcerError extends SengError {
+  constructor(message: string, hint?: string, cause?: unknown) {
+    super('ENFTENFORCE', message, { ...(hint === undefined ? {} : { hint }), cause });
+  }
+}
+
+interface Waiter {
+  resolve: () => void;
+  reject: (e: unknown) => void;
+}
+
+export class NftEnforcer implements Enforcer {
+  readonly name = 'nftables';
+  readonly table: string;
+  private policy: CompiledPolicy | undefined;
+  private readonly log: Logger;
+  private readonly purge: (ip: Ipv4) => Promise<number>;
+  private readonly nft: NftRunner;
+  private readonly writer: ElementWriter;
+  private readonly batchDelayMs: number;
+  /** Live registrations by enclave IP. */
+  private readonly regs = new Map<Ipv4, EnclaveRegistration>();
+  /** The sets of the table, by name. */
+  private catalog = new Map<string, SetSpec>();
+  /** Desired element state changes not yet written: set → ip → present? */
+  private pending = new Map<string, Map<Ipv4, boolean>>();
+  private waiters: Waiter[] = [];
+  private scheduled = false;
+  /** Serializes batches and policy swaps. */
+  private chain: Promise<void> = Promise.resolve();
+  private started = false;
+  /** Counters for `seng status` and benchmarks. */
+  readonly stats = { batches: 0, elementOps: 0, failures: 0 };
+
+  constructor(opts: NftEnforcerOptions = {}) {
+    this.policy = opts.policy;
+    this.table = opts.tableName ?? opts.policy?.table ?? 'seng';
+    if (opts.policy && opts.policy.table !== this.table) {
+      throw new NftEnforcerError(
+        `policy is for table ${opts.policy.table}, the enforcer manages table ${this.table}`,
+      );
+    }
+    this.log = (opts.logger ?? silentLogger).child({ backend: 'nftables', table: this.table });
+    this.purge = opts.purge ?? ((ip) => purgeConntrack(ip));
+    this.nft = opts.nft ?? new NftCli();
+    this.writer = opts.elements ?? new NftNetlink({ table: this.table });
+    this.batchDelayMs = opts.batchDelayMs ?? 0;
+  }
+
+  /** The sets currently managed (for status output and tests). */
+  sets(): SetSpec[] {
+    return [...this.catalog.values()];
+  }
+
+  /**
+   * Installs the policy (if any) and reconciles: the table and its sets exist, and every
+   * element left by an earlier run is removed (no session is live before start).
+   */
+  async start(): Promise<void> {
+    await this.serialize(async () => {
+      const live = await this.nft.listTable(this.table);
+      const liveSets = live?.sets ?? [];
+      const cmds: NftCommand[] = [];
+      if (this.policy) {
+        cmds.push(...nftApplyDocument(this.policy, { liveSets: liveSets.map((s) => s.name) }).nftables);
+      } else {
+        cmds.push({ add: { table: { family: NFT_FAMILY, name: this.table } } });
+        cmds.push({
+          add: { set: { family: NFT_FAMILY, table: this.table, name: ENCLAVES_SET, type: 'ipv4_addr' } },
+        });
+      }
+      // Stale elements: flush every seng set that survives this transaction.
+      const keep = new Set(this.policy ? this.policy.sets.map((s) => s.name) : []);
+      let stale = 0;
+      for (const s of liveSets) {
+        if (!parseSetName(s.name)) continue;
+        if (this.policy && !keep.has(s.name)) continue; // deleted by the document
+        if (s.elements.length) {
+          stale += s.elements.length;
+          cmds.push({ flush: { set: { family: NFT_FAMILY, table: this.table, name: s.name } } });
+        }
+      }
+      await this.nft.run({ nftables: cmds });
+      this.catalog = new Map();
+      if (this.policy) for (const s of this.policy.sets) this.catalog.set(s.name, s);
+      else {
+        for (const s of liveSets) {
+          const spec = parseSetName(s.name);
+          if (spec) this.catalog.set(s.name, spec);
+        }
+        this.catalog.set(ENCLAVES_SET, { kind: 'enclaves', name: ENCLAVES_SET });
+      }
+      this.started = true;
+      this.log.info(
+        { sets: this.catalog.size, staleElements: stale, rules: this.policy?.rules.length },
+        this.policy
+          ? 'nftables policy installed, sets reconciled'
+          : 'nftables sets reconciled (rules left as they are)',
+      );
+    });
+  }
+
+  /**
+   * Swaps in a new policy in one transaction without dropping sessions: existing sets
+   * keep their elements, new sets are filled from the live registrations in the same
+   * transaction, obsolete seng sets are deleted.
+   */
+  async applyPolicy(policy: CompiledPolicy): Promise<void> {
+    if (policy.table !== this.table) {
+      throw new NftEnforcerError(
+        `policy is for table ${policy.table}, this server manages table ${this.table}`,
+        'set `table:` in the policy',
+      );
+    }
+    await this.serialize(async () => {
+      // Pending element changes go first, so the live state matches `regs`.
+      await this.writeBatch();
+      const live = await this.nft.listTable(this.table);
+      const liveNames = new Set((live?.sets ?? []).map((s) => s.name));
+      const elements = new Map<string, string[]>();
+      for (const s of policy.sets) {
+        if (liveNames.has(s.name) && this.catalog.has(s.name)) continue;
+        const ips = [...this.regs.values()].filter((r) => setHolds(s, r)).map((r) => formatIpv4(r.enclaveIp));
+        if (ips.length) elements.set(s.name, ips);
+      }
+      await this.nft.run(nftApplyDocument(policy, { liveSets: [...liveNames], elements }));
+      this.policy = policy;
+      this.catalog = new Map(policy.sets.map((s) => [s.name, s]));
+      this.log.info(
+        { rules: policy.rules.length, sets: policy.sets.length, source: policy.source },
+        'nftables policy reloaded',
+      );
+    });
+  }
+
+  async join(reg: EnclaveRegistration): Promise<void> {
+    this.requireStarted();
+    this.regs.set(reg.enclaveIp, { ...reg, categories: [...reg.categories] });
+    for (const s of this.catalog.values()) if (setHolds(s, reg)) this.queue(s.name, reg.enclaveIp, true);
+    await this.flushSoon();
+  }
+
+  async leave(reg: EnclaveRegistration): Promise<void> {
+    this.requireStarted();
+    const known = this.regs.get(reg.enclaveIp) ?? reg;
+    this.regs.delete(reg.enclaveIp);
+    for (const s of this.catalog.values()) if (setHolds(s, known)) this.queue(s.name, reg.enclaveIp, false);
+    await this.flushSoon();
+    try {
+      const n = await this.purge(reg.enclaveIp);
+      this.log.debug({ ip: formatIpv4(reg.enclaveIp), conntrack: n }, 'enclave left, conntrack purged');
+    } catch (e) {
+      throw new NftEnforcerError(
+        `enclave ${formatIpv4(reg.enclaveIp)} left but purging its conntrack entries failed: ${errorMessage(e)}`,
+        'run `seng conntrack purge` for that IP; do not reuse it until then',
+        e,
+      );
+    }
+  }
+
+  async updateCategories(
+    mrEnclave: Buffer,
+    categories: string[],
+    active: EnclaveRegistration[],
+  ): Promise<void> {
+    this.requireStarted();
+    for (const a of active) {
+      if (!a.mrEnclave.equals(mrEnclave)) continue;
+      const before = this.regs.get(a.enclaveIp) ?? a;
+      const after = { ...before, categories: [...categories] };
+      this.regs.set(a.enclaveIp, after);
+      for (const s of this.catalog.values()) {
+        if (s.kind !== 'cat') continue;
+        const was = setHolds(s, before);
+        const now = setHolds(s, after);
+        if (was !== now) this.queue(s.name, a.enclaveIp, now);
+      }
+    }
+    await this.flushSoon();
+  }
+
+  /** Removes every element this backend added; the table and its rules stay (enclave rules then match nobody). */
+  async stop(): Promise<void> {
+    if (!this.started) {
+      this.writer.close();
+      return;
+    }
+    for (const reg of [...this.regs.values()]) {
+      for (const s of this.catalog.values()) if (setHolds(s, reg)) this.queue(s.name, reg.enclaveIp, false);
+    }
+    this.regs.clear();
+    try {
+      await this.flushSoon();
+    } finally {
+      this.started = false;
+      this.writer.close();
+    }
+    this.log.info('nftables sets emptied');
+  }
+
+  private requireStarted(): void {
+    if (!this.started)
+      throw new NftEnforcerError('the nftables backend is not started', 'call start() first');
+  }
+
+  private queue(set: string, ip: Ipv4, present: boolean): void {
+    let m = this.pending.get(set);
+    if (!m) {
+      m = new Map();
+      this.pending.set(set, m);
+    }
+    m.set(ip, present);
+  }
+
+  private serialize(fn: () => Promise<void>): Promise<void> {
+    const run = this.chain.then(fn);
+    this.chain = run.catch(() => undefined);
+    return run;
+  }
+
+  /** Resolves when the changes queued so far are in the kernel. */
+  private flushSoon(): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      this.waiters.push({ resolve, reject });
+      if (this.scheduled) return;
+      this.scheduled = true;
+      const go = (): void => {
+        this.scheduled = false;
+        void this.serialize(() => this.writeBatch());
+      };
+      if (this.batchDelayMs > 0) setTimeout(go, this.batchDelayMs);
+      else setImmediate(go);
+    });
+  }
+
+  /** Writes everything pending as one transaction and settles the waiters of those changes. */
+  private async writeBatch(): Promise<void> {
+    const pending = this.pending;
+    const waiters = this.waiters;
+    this.pending = new Map();
+    this.waiters = [];
+    if (pending.size === 0) {
+      for (const w of waiters) w.resolve();
+      return;
+    }
+    const changes: SetElementChange[] = [];
+    let ops = 0;
+    for (const [set, m] of pending) {
+      const c: SetElementChange = { set, add: [], remove: [] };
+      for (const [ip, present] of m) (present ? c.add : c.remove).push(ip);
+      ops += m.size;
+      changes.push(c);
+    }
+    try {
+      try {
+        await this.writer.apply(changes);
+      } catch (e) {
+        // A set may have been removed behind our back (an admin, a policy applied without
+        // the server): re-read the table, drop missing sets from the catalog, retry once.
+        this.log.warn({ err: errorMessage(e) }, 'set update failed; re-reading the table and retrying');
+        const live = await this.nft.listTable(this.table);
+        const names = new Set((live?.sets ?? []).map((s) => s.name));
+        for (const n of [...this.catalog.keys()]) if (!names.has(n)) this.catalog.delete(n);
+        const retry = changes.filter((c) => names.has(c.set));
+        if (!names.has(ENCLAVES_SET)) throw e;
+        await this.writer.apply(retry);
+      }
+      this.stats.batches += 1;
+      this.stats.elementOps += ops;
+      for (const w of waiters) w.resolve();
+    } catch (e) {
+      this.stats.failures += 1;
+      const err = new NftEnforcerError(
+        `updating the nftables sets of table ${NFT_FAMILY} ${this.table} failed: ${errorMessage(e)}`,
+        `check \`nft list table ${NFT_FAMILY} ${this.table}\`; restart seng serve --nft to reconcile`,
+        e,
+      );
+      this.log.error({ err: err.message }, 'nftables set update failed');
+      for (const w of waiters) w.reject(err);
+    }
+  }
+}
+
+/** Parses an nft element string back to an address (for tests and status output). */
+export function elementToIp(e: string): Ipv4 {
+  return parseIpv4(e);
+}

@@ -1,0 +1,202 @@
+/**
+ * Compiled policy → nftables, through nft's JSON API (`nft -j -f`), plus a text
+ * rendering in nft syntax for humans (`seng rules render --format nft`).
+ *
+ * One table (family ip) owned by seng holds the enclave-IP sets and three base chains
+ * (input, forward, output; filter priority). Applying a policy is ONE JSON document,
+ * which nft commits as one netlink transaction: either all of it takes effect or none.
+ * The document adds the table and any missing sets (existing sets, and their live
+ * elements, are kept), re-declares the chains with their policies, flushes them and
+ * re-adds every rule, and deletes seng sets the new policy no longer uses.
+ */
+import { formatIpv4, type Cidr } from '../util/ipv4.js';
+import { parseSetName } from './compile.js';
+import type { Chain, CompiledPolicy, CompiledRule, Negatable, PortRange, SengCondition } from './types.js';
+import { CHAINS } from './types.js';
+
+export type NftCommand = Record<string, unknown>;
+export interface NftDocument {
+  nftables: NftCommand[];
+}
+
+export const NFT_FAMILY = 'ip';
+/** Base chain priority (filter = 0): after mangle/DNAT, like iptables' filter table. */
+export const NFT_PRIORITY = 0;
+
+function iface(name: string): string {
+  // iptables writes a prefix wildcard as "eth+", nft as "eth*".
+  return name.endsWith('+') ? `${name.slice(0, -1)}*` : name;
+}
+
+function addrJson(c: Cidr): unknown {
+  return c.prefix === 32 ? formatIpv4(c.network) : { prefix: { addr: formatIpv4(c.network), len: c.prefix } };
+}
+
+function addrText(c: Cidr): string {
+  return c.prefix === 32 ? formatIpv4(c.network) : `${formatIpv4(c.network)}/${c.prefix}`;
+}
+
+function portJson(p: PortRange): unknown {
+  return p.from === p.to ? p.from : { range: [p.from, p.to] };
+}
+
+function portText(p: PortRange): string {
+  return p.from === p.to ? String(p.from) : `${p.from}-${p.to}`;
+}
+
+function listJson<T>(values: T[], one: (v: T) => unknown): unknown {
+  return values.length === 1 ? one(values[0] as T) : { set: values.map(one) };
+}
+
+function listText<T>(values: T[], one: (v: T) => string): string {
+  return values.length === 1 ? one(values[0] as T) : `{ ${values.map(one).join(', ')} }`;
+}
+
+function match(left: unknown, right: unknown, negate: boolean): NftCommand {
+  return { match: { op: negate ? '!=' : '==', left, right } };
+}
+
+const payload = (protocol: string, field: string): unknown => ({ payload: { protocol, field } });
+const meta = (key: string): unknown => ({ meta: { key } });
+
+/** Seng conditions of one side: the registered-enclave check first, then each condition. */
+function sengSides(r: CompiledRule): { side: 'src' | 'dst'; conds: SengCondition[] }[] {
+  return (['src', 'dst'] as const)
+    .map((side) => ({ side, conds: r.seng.filter((c) => c.side === side) }))
+    .filter((s) => s.conds.length > 0);
+}
+
+export function ruleExpressions(r: CompiledRule, enclavesSet = 'enclaves'): NftCommand[] {
+  const e: NftCommand[] = [];
+  if (r.inIface) e.push(match(meta('iifname'), iface(r.inIface.value), r.inIface.negate));
+  if (r.outIface) e.push(match(meta('oifname'), iface(r.outIface.value), r.outIface.negate));
+  if (r.protocol) e.push(match(meta('l4proto'), r.protocol.value, r.protocol.negate));
+  if (r.srcAddr) e.push(match(payload('ip', 'saddr'), listJson(r.srcAddr.value, addrJson), r.srcAddr.negate));
+  if (r.dstAddr) e.push(match(payload('ip', 'daddr'), listJson(r.dstAddr.value, addrJson), r.dstAddr.negate));
+  const l4 = r.protocol?.value ?? 'tcp';
+  if (r.sport) e.push(match(payload(l4, 'sport'), listJson(r.sport.value, portJson), r.sport.negate));
+  if (r.dport) e.push(match(payload(l4, 'dport'), listJson(r.dport.value, portJson), r.dport.negate));
+  for (const { side, conds } of sengSides(r)) {
+    const field = side === 'src' ? 'saddr' : 'daddr';
+    // SPEC §5.2: a condition about an address can only hold for a registered enclave,
+    // even when negated. The positive set lookups imply it; the explicit check makes the
+    // rule correct on its own and costs one hash lookup.
+    e.push(match(payload('ip', field), `@${enclavesSet}`, false));
+    for (const c of conds) e.push(match(payload('ip', field), `@${c.set}`, c.negate));
+  }
+  if (r.counter) e.push({ counter: null });
+  if (r.log) e.push({ log: { prefix: r.log.prefix, level: r.log.level } });
+  e.push({ [r.action]: null });
+  return e;
+}
+
+function neg(n: Negatable<unknown>): string {
+  return n.negate ? '!= ' : '';
+}
+
+/** The same rule in nft syntax (what `nft list` would show, modulo counters). */
+export function ruleText(r: CompiledRule, enclavesSet = 'enclaves'): string {
+  const t: string[] = [];
+  if (r.inIface) t.push(`iifname ${neg(r.inIface)}"${iface(r.inIface.value)}"`);
+  if (r.outIface) t.push(`oifname ${neg(r.outIface)}"${iface(r.outIface.value)}"`);
+  if (r.protocol) t.push(`meta l4proto ${neg(r.protocol)}${r.protocol.value}`);
+  if (r.srcAddr) t.push(`ip saddr ${neg(r.srcAddr)}${listText(r.srcAddr.value, addrText)}`);
+  if (r.dstAddr) t.push(`ip daddr ${neg(r.dstAddr)}${listText(r.dstAddr.value, addrText)}`);
+  const l4 = r.protocol?.value ?? 'tcp';
+  if (r.sport) t.push(`${l4} sport ${neg(r.sport)}${listText(r.sport.value, portText)}`);
+  if (r.dport) t.push(`${l4} dport ${neg(r.dport)}${listText(r.dport.value, portText)}`);
+  for (const { side, conds } of sengSides(r)) {
+    const field = side === 'src' ? 'saddr' : 'daddr';
+    t.push(`ip ${field} @${enclavesSet}`);
+    for (const c of conds) t.push(`ip ${field} ${c.negate ? '!= ' : ''}@${c.set}`);
+  }
+  if (r.counter) t.push('counter');
+  if (r.log) t.push(`log prefix "${r.log.prefix}"${r.log.level === 'warn' ? '' : ` level ${r.log.level}`}`);
+  t.push(r.action);
+  t.push(`comment "${r.name}"`);
+  return t.join(' ');
+}
+
+export interface ApplyDocumentOptions {
+  /** Names of the sets that exist in the live table (obsolete seng sets get deleted). */
+  liveSets?: string[];
+  /** Names of the chains that exist in the live table (to flush only existing ones). */
+  liveChains?: string[];
+  /** Elements to add to sets in the same transaction (e.g. a server filling new sets). */
+  elements?: Map<string, string[]>;
+}
+
+/**
+ * The one-transaction document that makes the live table equal to the policy while
+ * keeping existing sets and their elements.
+ */
+export function nftApplyDocument(p: CompiledPolicy, opts: ApplyDocumentOptions = {}): NftDocument {
+  const table = p.table;
+  const base = { family: NFT_FAMILY, table };
+  const cmds: NftCommand[] = [{ add: { table: { family: NFT_FAMILY, name: table } } }];
+  for (const s of p.sets) {
+    cmds.push({ add: { set: { ...base, name: s.name, type: 'ipv4_addr' } } });
+  }
+  for (const chain of CHAINS) {
+    cmds.push({
+      add: {
+        chain: {
+          ...base,
+          name: chain,
+          type: 'filter',
+          hook: chain,
+          prio: NFT_PRIORITY,
+          policy: p.defaults[chain],
+        },
+      },
+    });
+  }
+  // `add chain` does not empty an existing chain: flush, then add the rules.
+  for (const chain of CHAINS) cmds.push({ flush: { chain: { ...base, name: chain } } });
+  for (const r of p.rules) {
+    cmds.push({ add: { rule: { ...base, chain: r.chain, comment: r.name, expr: ruleExpressions(r) } } });
+  }
+  for (const [set, elems] of opts.elements ?? []) {
+    if (elems.length) cmds.push({ add: { element: { ...base, name: set, elem: elems } } });
+  }
+  const wanted = new Set(p.sets.map((s) => s.name));
+  for (const name of opts.liveSets ?? []) {
+    if (!wanted.has(name) && parseSetName(name)) cmds.push({ delete: { set: { ...base, name } } });
+  }
+  return { nftables: cmds };
+}
+
+/** The policy as an nft script, for review (apply it with `seng rules apply`, which is atomic). */
+export function nftText(p: CompiledPolicy): string {
+  const out: string[] = [
+    `# nftables ruleset generated by seng from ${p.source}`,
+    '# Review only: `seng rules apply` installs it atomically and keeps the live set elements.',
+    `table ${NFT_FAMILY} ${p.table} {`,
+  ];
+  for (const s of p.sets) {
+    const what =
+      s.kind === 'enclaves'
+        ? 'every registered enclave IP'
+        : s.kind === 'app'
+          ? `enclave IPs of app ${s.mrEnclave}`
+          : s.kind === 'cat'
+            ? `enclave IPs of apps in category "${s.category}"`
+            : `enclave IPs whose untrusted host is in ${addrText(s.cidr)}`;
+    out.push(
+      `\tset ${s.name} {`,
+      `\t\ttype ipv4_addr`,
+      `\t\tcomment "${what.replace(/"/g, "'")}"`,
+      `\t}`,
+      '',
+    );
+  }
+  CHAINS.forEach((chain: Chain, i) => {
+    out.push(`\tchain ${chain} {`);
+    out.push(`\t\ttype filter hook ${chain} priority filter; policy ${p.defaults[chain]};`);
+    for (const r of p.rules.filter((x) => x.chain === chain)) out.push(`\t\t${ruleText(r)}`);
+    out.push('\t}');
+    if (i < CHAINS.length - 1) out.push('');
+  });
+  out.push('}');
+  return `${out.join('\n')}\n`;
+}
