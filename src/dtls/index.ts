@@ -1,0 +1,31 @@
+/**
+ * DTLS 1.2 for seng: a server over one UDP socket for many enclaves and a client, both on the
+ * OpenSSL inside node (native/dtls addon). See docs/dtls.md.
+ */
+import { loadAddon, type NativeStats } from './native.js';
+
+export { DtlsServer, type DtlsServerStats } from './server.js';
+export { DtlsSession, type DtlsSessionStats } from './session.js';
+export { dtlsConnect } from './client.js';
+export {
+  DEFAULT_CIPHERS,
+  DtlsError,
+  type CloseReason,
+  type DtlsConnectOptions,
+  type DtlsIdentity,
+  type DtlsServerOptions,
+  type PeerAddress,
+  type PeerVerdict,
+  type RejectAlert,
+} from './types.js';
+export type { NativeStats };
+
+/** Counts of live native objects (SSL, SSL_CTX, connections) and of datagram send paths; for leak tests. */
+export function nativeStats(): NativeStats {
+  return loadAddon().nativeStats();
+}
+
+/** The OpenSSL version the addon runs on (the one inside node). */
+export function opensslVersion(): string {
+  return loadAddon().opensslVersion;
+}

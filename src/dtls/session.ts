@@ -1,0 +1,272 @@
+/**
+ * One established DTLS association (server or client side). Records are decrypted and encrypted
+ * synchronously in the addon; encrypted records go straight to the socket with sendto(2).
+ */
+import { EventEmitter } from 'node:events';
+import type { Logger } from 'pino';
+import { silentLogger } from '../util/log.js';
+import { F_FATAL, F_MORE, F_OUTPUT, F_PEER_CLOSED, type NativeConn } from './native.js';
+import type { CloseReason } from './types.js';
+
+/** Where a session's queued datagrams go (only used when the kernel said EAGAIN). */
+export interface DatagramSink {
+  send(datagram: Buffer): void;
+}
+
+// Decrypted records are written into a shared slab and handed out as views of it (no copy, no
+// allocation per record); a new slab is started when less than one maximal record fits.
+const SLAB_BYTES = 128 * 1024;
+const MAX_PLAIN = 16384;
+let slab = Buffer.allocUnsafe(SLAB_BYTES);
+let slabOff = 0;
+const lens = new Uint32Array(1024);
+
+/** Buffered records while nobody listens for 'message' yet (e.g. right after dtlsConnect resolves). */
+const MAX_EARLY_RECORDS = 256;
+
+export interface SessionInit {
+  conn: NativeConn;
+  sink: DatagramSink;
+  remoteAddress: string;
+  remotePort: number;
+  peerChain: Buffer[];
+  verifyContext?: unknown;
+  idleTimeoutMs: number;
+  logger?: Logger;
+  /** Called once when the session ends (before the 'close' event). */
+  onEnd?: (session: DtlsSession, reason: CloseReason) => void;
+}
+
+export interface DtlsSessionStats {
+  recordsIn: number;
+  recordsOut: number;
+  bytesIn: number;
+  bytesOut: number;
+  /** send() calls refused because the record was larger than maxRecordSize. */
+  oversize: number;
+}
+
+export interface DtlsSessionEvents {
+  message: [record: Buffer];
+  close: [reason: CloseReason, detail: string];
+  newListener: [event: string | symbol, listener: unknown];
+}
+
+export class DtlsSession extends EventEmitter<DtlsSessionEvents> {
+  readonly remoteAddress: string;
+  readonly remotePort: number;
+  /** DER of the peer's (verified) certificate: the client's on the server, the server's on the client. */
+  readonly peerCertificate: Buffer;
+  /** The peer's whole certificate chain as sent, DER, leaf first. */
+  readonly peerChain: Buffer[];
+  /** What the verification hook returned as context (server side). */
+  readonly verifyContext: unknown;
+  /** OpenSSL name of the negotiated cipher suite, e.g. ECDHE-RSA-AES256-GCM-SHA384. */
+  readonly cipher: string;
+  /** Largest record send() accepts: what fits the link MTU after IP, UDP and DTLS overhead. */
+  readonly maxRecordSize: number;
+
+  private conn: NativeConn | undefined;
+  private readonly sink: DatagramSink;
+  private readonly logger: Logger;
+  private readonly onEnd: ((session: DtlsSession, reason: CloseReason) => void) | undefined;
+  private idleMs: number;
+  private idleTimer: NodeJS.Timeout | undefined;
+  private lastRx = Date.now();
+  private early: Buffer[] | undefined;
+  private ended = false;
+  private readonly counters: DtlsSessionStats = {
+    recordsIn: 0,
+    recordsOut: 0,
+    bytesIn: 0,
+    bytesOut: 0,
+    oversize: 0,
+  };
+
+  /** @internal sessions are made by DtlsServer and dtlsConnect. */
+  constructor(init: SessionInit) {
+    super();
+    this.conn = init.conn;
+    this.sink = init.sink;
+    this.remoteAddress = init.remoteAddress;
+    this.remotePort = init.remotePort;
+    this.peerChain = init.peerChain;
+    this.peerCertificate = init.peerChain[0] ?? Buffer.alloc(0);
+    this.verifyContext = init.verifyContext;
+    this.logger = init.logger ?? silentLogger;
+    this.onEnd = init.onEnd;
+    const info = init.conn.info();
+    this.cipher = info.cipher ?? '';
+    this.maxRecordSize = info.maxRecord;
+    this.idleMs = init.idleTimeoutMs;
+    this.armIdle(this.idleMs);
+    this.on('newListener', (event: string | symbol) => {
+      if (event === 'message' && this.early) {
+        const queued = this.early;
+        this.early = undefined;
+        queueMicrotask(() => {
+          for (const r of queued) {
+            if (this.ended && this.listenerCount('message') === 0) break;
+            this.emit('message', r);
+          }
+        });
+      }
+    });
+  }
+
+  /** True until the session has ended. */
+  get open(): boolean {
+    return !this.ended;
+  }
+
+  stats(): DtlsSessionStats {
+    return { ...this.counters };
+  }
+
+  /**
+   * Encrypts one application record and sends it. Returns false when the session is closed or the
+   * record is empty or larger than maxRecordSize (nothing is sent then).
+   */
+  send(record: Uint8Array): boolean {
+    const conn = this.conn;
+    if (!conn) return false;
+    const r = conn.send(record);
+    if (r > 0) {
+      this.counters.recordsOut++;
+      this.counters.bytesOut += record.byteLength;
+      if (r & 2) this.flush();
+      return true;
+    }
+    if (r === -1) {
+      this.counters.oversize++;
+      return false;
+    }
+    if (r === -2) this.end('error', conn.info().error);
+    return false;
+  }
+
+  /** Sends close_notify and ends the session with the given reason (default 'local'). */
+  close(reason: CloseReason = 'local'): void {
+    const conn = this.conn;
+    if (!conn) return;
+    const flags = conn.shutdown();
+    if (flags & F_OUTPUT) this.flush();
+    this.end(reason, '');
+  }
+
+  /** Changes the idle timeout (ms; 0 disables it). */
+  setIdleTimeout(ms: number): void {
+    if (!Number.isFinite(ms) || ms < 0)
+      throw new RangeError(`idle timeout must be a non-negative number of ms, got ${ms}`);
+    this.idleMs = ms;
+    this.armIdle(ms);
+  }
+
+  /** @internal one datagram from the peer (null: only collect records OpenSSL has buffered). */
+  input(datagram: Buffer | null): void {
+    if (!this.conn) return;
+    if (datagram) this.lastRx = Date.now();
+    let dg: Buffer | null = datagram;
+    for (;;) {
+      const conn = this.conn;
+      if (!conn) return;
+      if (slab.length - slabOff < MAX_PLAIN) {
+        slab = Buffer.allocUnsafe(SLAB_BYTES);
+        slabOff = 0;
+      }
+      const r = conn.input(dg, slab, slabOff, lens);
+      dg = null;
+      const flags = r & 0xff;
+      const n = Math.floor(r / 256);
+      if (n > 0) this.deliver(n);
+      if (flags & F_OUTPUT) this.flush();
+      if (flags & F_PEER_CLOSED) {
+        this.end('close_notify', '');
+        return;
+      }
+      if (flags & F_FATAL) {
+        const info = conn.info();
+        const alert = info.alertReceived;
+        if (alert && alert.level === 'fatal') this.end('alert', alert.name);
+        else this.end('error', info.error);
+        return;
+      }
+      if (!(flags & F_MORE)) return;
+    }
+  }
+
+  /** @internal ends the session without sending anything (server shutdown sends close_notify first). */
+  end(reason: CloseReason, detail: string): void {
+    if (this.ended) return;
+    this.ended = true;
+    if (this.idleTimer) clearTimeout(this.idleTimer);
+    this.idleTimer = undefined;
+    const conn = this.conn;
+    this.conn = undefined;
+    if (conn) {
+      const out = conn.takeOutput();
+      if (out) for (const d of out) this.sink.send(d);
+      conn.free();
+    }
+    this.logger.debug(
+      { peer: `${this.remoteAddress}:${this.remotePort}`, reason, detail: detail || undefined },
+      'dtls session ended',
+    );
+    this.onEnd?.(this, reason);
+    this.emit('close', reason, detail);
+  }
+
+  private deliver(n: number): void {
+    // Take all views first: a 'message' listener may cause other input (re-entrancy) that reuses lens.
+    let records: Buffer | Buffer[];
+    if (n === 1) {
+      const len = lens[0] ?? 0;
+      records = slab.subarray(slabOff, slabOff + len);
+      slabOff += len;
+    } else {
+      records = [];
+      for (let i = 0; i < n; i++) {
+        const len = lens[i] ?? 0;
+        records.push(slab.subarray(slabOff, slabOff + len));
+        slabOff += len;
+      }
+    }
+    if (Array.isArray(records)) for (const rec of records) this.deliverOne(rec);
+    else this.deliverOne(records);
+  }
+
+  private deliverOne(rec: Buffer): void {
+    this.counters.recordsIn++;
+    this.counters.bytesIn += rec.length;
+    if (this.listenerCount('message') === 0) {
+      this.early ??= [];
+      if (this.early.length < MAX_EARLY_RECORDS) this.early.push(rec);
+    } else if (!this.ended) {
+      this.emit('message', rec);
+    }
+  }
+
+  private flush(): void {
+    const out = this.conn?.takeOutput();
+    if (out) for (const d of out) this.sink.send(d);
+  }
+
+  private armIdle(ms: number): void {
+    if (this.idleTimer) clearTimeout(this.idleTimer);
+    this.idleTimer = undefined;
+    if (ms <= 0 || this.ended) return;
+    const check = (): void => {
+      this.idleTimer = undefined;
+      if (this.ended) return;
+      const quiet = Date.now() - this.lastRx;
+      if (quiet >= this.idleMs) {
+        this.close('idle');
+        return;
+      }
+      this.idleTimer = setTimeout(check, this.idleMs - quiet);
+      this.idleTimer.unref();
+    };
+    this.idleTimer = setTimeout(check, ms);
+    this.idleTimer.unref();
+  }
+}

@@ -1,0 +1,104 @@
+import type { Logger } from 'pino';
+import { SengError } from '../util/errors.js';
+
+/** A certificate (PEM, leaf first, optionally followed by its chain) and its unencrypted private key. */
+export interface DtlsIdentity {
+  certPem: string;
+  keyPem: string;
+}
+
+/** Fatal alerts a verification hook may ask for when it rejects a peer. */
+export type RejectAlert =
+  | 'access_denied'
+  | 'bad_certificate'
+  | 'unsupported_certificate'
+  | 'certificate_revoked'
+  | 'certificate_expired'
+  | 'certificate_unknown'
+  | 'handshake_failure'
+  | 'internal_error';
+
+export const ALERT_CODES: Record<RejectAlert, number> = {
+  handshake_failure: 40,
+  bad_certificate: 42,
+  unsupported_certificate: 43,
+  certificate_revoked: 44,
+  certificate_expired: 45,
+  certificate_unknown: 46,
+  access_denied: 49,
+  internal_error: 80,
+};
+
+export type PeerVerdict =
+  | { accept: true; context?: unknown }
+  | { accept: false; reason: string; /** default access_denied */ alert?: RejectAlert };
+
+export interface PeerAddress {
+  address: string;
+  port: number;
+}
+
+export interface DtlsServerOptions {
+  host: string;
+  port: number;
+  /** RSA and/or ECDSA identities; give both to serve both cipher suites. */
+  identities: DtlsIdentity[];
+  /** OpenSSL cipher list; default ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-AES128-GCM-SHA256. */
+  cipherList?: string;
+  /** Decides whether a client (certificate chain as DER, leaf first) is accepted. */
+  verifyPeer: (chainDer: Buffer[], peer: PeerAddress) => Promise<PeerVerdict>;
+  /** Link MTU (IP packet size) the records and handshake fragments must fit; default 1500. */
+  mtu?: number;
+  /** Deadline of the whole handshake, verification hook included; default 5000 ms. */
+  handshakeTimeoutMs?: number;
+  /** A session that receives nothing for this long ends with reason 'idle'; default 120000 ms. */
+  idleTimeoutMs?: number;
+  /** Concurrent handshakes (verification included); further new peers are dropped. Default 256. */
+  maxHandshakes?: number;
+  /** Concurrent sessions plus handshakes; further new peers are dropped. Default 10000. */
+  maxSessions?: number;
+  /** How often the cookie secret rotates (cookies stay valid for up to two periods); default 30000 ms. */
+  cookieRotationMs?: number;
+  /** SO_RCVBUF / SO_SNDBUF of the socket; default 4 MiB (the kernel may cap it). */
+  socketBufferBytes?: number;
+  logger?: Logger;
+}
+
+export interface DtlsConnectOptions {
+  host: string;
+  port: number;
+  certPem: string;
+  keyPem: string;
+  /** The server certificate(s) to pin (trusted as CA file; need not be self-signed). */
+  caPem: string;
+  cipherList?: string;
+  mtu?: number;
+  handshakeTimeoutMs?: number;
+  localAddress?: string;
+  idleTimeoutMs?: number;
+  socketBufferBytes?: number;
+  logger?: Logger;
+}
+
+/**
+ * Why a session ended: 'close_notify' (peer closed), 'alert' (peer sent a fatal alert), 'idle'
+ * (nothing received within the idle timeout), 'local' (close() here), 'server-shutdown',
+ * 'replaced' (the same address and port started a new handshake), 'error' (protocol or I/O error).
+ */
+export type CloseReason =
+  'close_notify' | 'alert' | 'idle' | 'local' | 'server-shutdown' | 'replaced' | 'error' | string;
+
+export const DEFAULT_CIPHERS = 'ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-AES128-GCM-SHA256';
+
+export class DtlsError extends SengError {
+  /** Alert received from the peer, when that is what ended the handshake. */
+  readonly alert: string | undefined;
+  constructor(
+    code: string,
+    message: string,
+    options: { hint?: string; cause?: unknown; alert?: string } = {},
+  ) {
+    super(code, message, options);
+    this.alert = options.alert;
+  }
+}
