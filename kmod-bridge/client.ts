@@ -158,6 +158,16 @@ export class SengKmodClient {
     return this.send('flush', encodeFlush());
   }
 
+  /** Runs `fn` with a fresh client and closes it afterwards (for one-shot commands). */
+  static async with<T>(opts: SengKmodClientOptions, fn: (client: SengKmodClient) => Promise<T>): Promise<T> {
+    const client = new SengKmodClient(opts);
+    try {
+      return await fn(client);
+    } finally {
+      client.close();
+    }
+  }
+
   close(): void {
     if (this.closed) return;
     this.closed = true;

@@ -1,0 +1,34 @@
+import { Flags } from '@oclif/core';
+import { SengCommand } from '../../../base.js';
+import { SengKmodClient, parseAppHex, validateCategory } from '../../../../../kmod-bridge/index.js';
+
+export default class KmodCategoryAdd extends SengCommand<typeof KmodCategoryAdd> {
+  static override summary = 'Add a category to an app the seng kernel module knows.';
+  static override description =
+    'Sends APP + CAT + ADD (SPEC §5.1 rule 3). The module only knows apps with at least one registered enclave ' +
+    'and rejects the request otherwise.';
+  static override examples = ['<%= config.bin %> kmod category add --app d923…c3b0 --category Browser'];
+  static override flags = {
+    app: Flags.string({ summary: 'App measurement (MRENCLAVE), 64 hex digits.', required: true }),
+    category: Flags.string({
+      summary: 'Category name (at most 20 printable ASCII characters).',
+      required: true,
+    }),
+    timeout: Flags.integer({
+      summary: 'Milliseconds to wait for each acknowledgement.',
+      default: 1000,
+      min: 1,
+    }),
+  };
+
+  async run(): Promise<{ app: string; category: string; added: true }> {
+    const mrEnclave = parseAppHex(this.flags.app);
+    const category = validateCategory(this.flags.category);
+    await SengKmodClient.with({ logger: this.logger, timeoutMs: this.flags.timeout }, (c) =>
+      c.addCategory(mrEnclave, category),
+    );
+    const app = mrEnclave.toString('hex');
+    this.log(`added category ${category} to app ${app}`);
+    return { app, category, added: true };
+  }
+}
