@@ -1,0 +1,103 @@
+import { Flags } from '@oclif/core';
+import { readFileSync } from 'node:fs';
+import { SengCommand } from '../../base.js';
+import { InputError } from '../../../util/errors.js';
+import { SimEnclave } from '../../../sim/enclave.js';
+
+export default class SimEnclaveCommand extends SengCommand<typeof SimEnclaveCommand> {
+  static override summary =
+    'Simulate an enclave running the SENG Runtime: attest, get an IP, tunnel a TUN device through the gateway.';
+  static override description = `Connects like a SENG client (two DTLS sessions, IpAssignment/IpAssignACK) with an RA-TLS certificate from "seng sim cert". With --tun it creates a TUN device (moved into --netns if given), configures the assigned IP and routes, and forwards packets, so ping/iperf3/nc in that namespace talk through the gateway.
+Prints one JSON line {"event":"ready",...} on stdout when the tunnel is up; runs until SIGINT/SIGTERM (exit 0) or until the gateway ends the session (exit 3).`;
+  static override examples = [
+    '<%= config.bin %> sim enclave --gateway 10.0.0.1 --cert app.crt --key app.key --gateway-cert gw.crt --tun senc0 --netns app1 --route 10.99.0.0/24',
+  ];
+  static override enableJsonFlag = false;
+  static override flags = {
+    gateway: Flags.string({ summary: 'Gateway address.', default: '127.0.0.1' }),
+    port: Flags.integer({
+      summary: 'Gateway receive-tunnel port P (send tunnel: P+1).',
+      default: 12345,
+      min: 1,
+      max: 65534,
+    }),
+    cert: Flags.string({
+      summary: 'RA-TLS client certificate (PEM or DER) from seng sim cert.',
+      required: true,
+    }),
+    key: Flags.string({ summary: 'Private key of --cert (PEM).', required: true }),
+    'gateway-cert': Flags.string({ summary: "The gateway's certificate (PEM), pinned.", required: true }),
+    tun: Flags.string({
+      summary: 'Create this TUN device and forward its packets (omit for a control-plane-only client).',
+    }),
+    netns: Flags.string({ summary: 'Move the TUN device into this network namespace.', dependsOn: ['tun'] }),
+    route: Flags.string({
+      summary: 'Route this CIDR through the tunnel (repeatable).',
+      multiple: true,
+      dependsOn: ['tun'],
+    }),
+    'local-address': Flags.string({ summary: 'Local address to send from.' }),
+    'spoof-source': Flags.string({
+      summary: 'Misbehave: rewrite the source of every packet to this address.',
+    }),
+    'skip-ack': Flags.boolean({ summary: 'Misbehave: never send IpAssignACK.' }),
+    'second-cert': Flags.string({
+      summary: 'Misbehave: present this certificate on the second session.',
+      dependsOn: ['second-key'],
+    }),
+    'second-key': Flags.string({ summary: 'Key of --second-cert.', dependsOn: ['second-cert'] }),
+  };
+
+  async run(): Promise<void> {
+    const f = this.flags;
+    const read = (p: string) => {
+      try {
+        return readFileSync(p, 'utf8');
+      } catch (err) {
+        throw new InputError(`cannot read ${p}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
+      }
+    };
+    const certRaw = readFileSync(f.cert);
+    const certPem = certRaw.includes('-----BEGIN') ? certRaw.toString('utf8') : derToPem(certRaw);
+    const sim = new SimEnclave({
+      gateway: f.gateway,
+      port: f.port,
+      certPem,
+      keyPem: read(f.key),
+      gatewayCertPem: read(f['gateway-cert']),
+      ...(f['second-cert']
+        ? { secondCertPem: read(f['second-cert']), secondKeyPem: read(f['second-key'] as string) }
+        : {}),
+      skipAck: f['skip-ack'],
+      ...(f['spoof-source'] ? { spoofSource: f['spoof-source'] } : {}),
+      ...(f.tun
+        ? { tun: { name: f.tun, ...(f.netns ? { netns: f.netns } : {}), routes: f.route ?? [] } }
+        : {}),
+      ...(f['local-address'] ? { localAddress: f['local-address'] } : {}),
+      logger: this.logger,
+    });
+    const assignment = await sim.connect();
+    process.stdout.write(
+      `${JSON.stringify({ event: 'ready', ...assignment, tun: sim.tun?.name ?? null })}\n`,
+    );
+    this.logger.info(
+      { event: 'ready', ...assignment },
+      `enclave IP ${assignment.ip}/${assignment.prefix} via ${assignment.gateway}`,
+    );
+    const exitCode = await new Promise<number>((resolve) => {
+      const stop = () => void sim.close('stopped by signal').then(() => resolve(0));
+      process.once('SIGINT', stop);
+      process.once('SIGTERM', stop);
+      sim.once('closed', (reason: string) => {
+        this.logger.warn({ event: 'closed', reason }, `session ended: ${reason}`);
+        resolve(3);
+      });
+    });
+    process.exitCode = exitCode;
+  }
+}
+
+function derToPem(der: Buffer): string {
+  const b64 = der.toString('base64').replace(/(.{64})/g, '$1\n');
+  return `-----BEGIN CERTIFICATE-----\n${b64}${b64.endsWith('\n') ? '' : '\n'}-----END CERTIFICATE-----\n`;
+}

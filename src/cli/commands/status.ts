@@ -1,0 +1,50 @@
+import { Flags } from '@oclif/core';
+import { SengCommand } from '../base.js';
+import { controlRequest, DEFAULT_CONTROL_PATH } from '../../gateway/control.js';
+import type { EnclaveStatus } from '../../gateway/gateway.js';
+import { table } from '../store-flags.js';
+
+interface StatusResult {
+  listen: string;
+  tun: string;
+  enforcement: string;
+  database: string | null;
+  subnets: { subnet: string; gateway: string; inUse: number; free: number }[];
+  stats: Record<string, number>;
+  sessions: EnclaveStatus[];
+}
+
+export default class Status extends SengCommand<typeof Status> {
+  static override summary =
+    'Show the sessions of a running gateway: enclave IP, app, measurements, client, traffic.';
+  static override flags = {
+    control: Flags.string({ summary: 'Control socket of the gateway.', default: DEFAULT_CONTROL_PATH }),
+  };
+
+  async run(): Promise<StatusResult> {
+    const s = (await controlRequest(this.flags.control, { cmd: 'status' })) as StatusResult;
+    this.log(
+      `gateway ${s.listen}  tun ${s.tun}  enforcement ${s.enforcement}  database ${s.database ?? '-'}`,
+    );
+    this.log(
+      `subnets: ${s.subnets.map((x) => `${x.subnet} (${x.inUse} in use, ${x.free} free)`).join(', ')}`,
+    );
+    this.log('');
+    this.log(
+      table(
+        ['ENCLAVE IP', 'STATE', 'APP', 'MRENCLAVE', 'CLIENT', 'SINCE', 'PKTS IN/OUT', 'BYTES IN/OUT'],
+        s.sessions.map((x) => [
+          x.enclaveIp,
+          x.state,
+          x.app ?? '-',
+          `${x.mrEnclave.slice(0, 16)}…`,
+          x.client,
+          x.since,
+          `${x.packetsIn}/${x.packetsOut}`,
+          `${x.bytesIn}/${x.bytesOut}`,
+        ]),
+      ),
+    );
+    return s;
+  }
+}

@@ -1,0 +1,204 @@
+/**
+ * Assembles a running gateway from its configuration: attestation policy, policy store
+ * and enclave index, enforcement backend, TUN device, the two DTLS listeners, the
+ * control socket, signal handling and database watching. Whatever startup opened is
+ * closed again if a later step fails, so a failed start leaves nothing behind.
+ */
+import { loadAttestationPolicy, type AttestationPolicyOptions } from '../attestation/index.js';
+import { DtlsServer, type DtlsIdentity } from '../dtls/index.js';
+import type { Enforcer } from '../enforce/types.js';
+import { openStore, type Store } from '../store/index.js';
+import { TunDevice, GATEWAY_TUN_MTU } from '../tunnel/index.js';
+import { InputError, errorMessage } from '../util/errors.js';
+import { formatIpv4 } from '../util/ipv4.js';
+import type { Logger } from '../util/log.js';
+import { ControlServer, type ControlRequest } from './control.js';
+import { EnclaveIndex } from './enclave-index.js';
+import { createEnforcer, type NftConfig } from './enforcers.js';
+import { Gateway } from './gateway.js';
+import { parseIpv4 } from '../util/ipv4.js';
+import type { ListenTunnel, TunnelListener } from './types.js';
+
+export interface ServeConfig {
+  host: string;
+  port: number;
+  identities: DtlsIdentity[];
+  dbPath: string | undefined;
+  netfilter: boolean;
+  nft: NftConfig | undefined;
+  attestation: AttestationPolicyOptions;
+  requireSigner: boolean;
+  tun: { name: string; existing: boolean };
+  controlPath: string;
+  timeouts: { idleMs: number; setupMs: number; ackTries: number };
+  limits: { maxSessions: number; maxHandshakes: number };
+  /** How often the database is checked for changes (hot reload); default 1000 ms. */
+  dbPollMs?: number;
+}
+
+export interface RunningGateway {
+  gateway: Gateway;
+  /** Resolves when the gateway has shut down (after SIGINT/SIGTERM or stop()). */
+  closed: Promise<void>;
+  stop(reason?: string): Promise<void>;
+}
+
+export async function startGateway(config: ServeConfig, log: Logger): Promise<RunningGateway> {
+  const cleanups: (() => Promise<void> | void)[] = [];
+  const cleanup = async () => {
+    for (const fn of cleanups.reverse()) {
+      try {
+        await fn();
+      } catch (err) {
+        log.warn({ err: errorMessage(err) }, 'cleanup step failed');
+      }
+    }
+  };
+  try {
+    const attestation = loadAttestationPolicy(config.attestation);
+    let store: Store | undefined;
+    if (config.dbPath !== undefined) {
+      const s = openStore(config.dbPath, { readonly: true });
+      store = s;
+      cleanups.push(() => s.close());
+      if (config.netfilter && s.schema !== 'netfilter') {
+        throw new InputError(
+          `-n needs a netfilter database, but ${config.dbPath} is a ${s.schema} database`,
+          'create one with: seng db init -d FILE --schema netfilter',
+        );
+      }
+      if (!config.netfilter && !config.nft && s.schema === 'netfilter') {
+        throw new InputError(
+          `${config.dbPath} is a netfilter database, which needs -n (kernel module) or --nft (nftables)`,
+          'without either, use a vanilla database (seng db init --schema vanilla)',
+        );
+      }
+    }
+    const index = new EnclaveIndex(store, { requireSigner: config.requireSigner });
+    const enforcer: Enforcer | undefined = await createEnforcer(config, index, log);
+
+    const device = await TunDevice.open({
+      name: config.tun.name,
+      mtu: GATEWAY_TUN_MTU,
+      create: !config.tun.existing,
+      up: true,
+      addresses: index.subnets().map((p) => `${formatIpv4(p.gateway)}/${p.cidr.prefix}`),
+      logger: log,
+    });
+    cleanups.push(() => device.close());
+
+    const listen: ListenTunnel = async (port, verifyPeer): Promise<TunnelListener> =>
+      DtlsServer.listen({
+        host: config.host,
+        port,
+        identities: config.identities,
+        verifyPeer,
+        mtu: 1500,
+        handshakeTimeoutMs: config.timeouts.setupMs,
+        idleTimeoutMs: config.timeouts.idleMs,
+        maxSessions: config.limits.maxSessions,
+        maxHandshakes: config.limits.maxHandshakes,
+        logger: log,
+      });
+
+    const gateway = new Gateway({
+      port: config.port,
+      listen,
+      attestation,
+      index,
+      device,
+      ...(enforcer ? { enforcer } : {}),
+      mtu: GATEWAY_TUN_MTU,
+      timeouts: {
+        ackIntervalMs: Math.max(200, Math.floor(config.timeouts.setupMs / config.timeouts.ackTries)),
+        ackTries: config.timeouts.ackTries,
+        sendSessionMs: config.timeouts.setupMs,
+        idleMs: config.timeouts.idleMs,
+      },
+      logger: log,
+    });
+    await gateway.start();
+    cleanups.push(() => gateway.stop());
+
+    const reload = async (): Promise<{ changedApps: number; policy: string | null }> => {
+      const changedApps = await gateway.reloadIndex(true);
+      const policy =
+        enforcer && 'reloadPolicy' in enforcer
+          ? await (enforcer as { reloadPolicy(): Promise<string> }).reloadPolicy()
+          : null;
+      log.info({ event: 'reloaded', changedApps, policy }, 'reloaded database and policy');
+      return { changedApps, policy };
+    };
+    const control = await ControlServer.listen(config.controlPath, async (req: ControlRequest) => {
+      if (req.cmd === 'status') {
+        return {
+          listen: `${config.host}:${config.port}/${config.port + 1}`,
+          tun: config.tun.name,
+          enforcement: enforcer?.name ?? 'none',
+          database: config.dbPath ?? null,
+          subnets: index
+            .subnets()
+            .map((p) => ({ subnet: p.label, gateway: formatIpv4(p.gateway), inUse: p.inUse, free: p.free })),
+          stats: gateway.stats,
+          sessions: gateway.status(),
+        };
+      }
+      if (req.cmd === 'kick') return { kicked: await gateway.kick(parseIpv4(req.ip)) };
+      return reload();
+    });
+    cleanups.push(() => control.close());
+
+    const poll = setInterval(() => {
+      gateway
+        .reloadIndex()
+        .catch((err: unknown) => log.error({ err: errorMessage(err) }, 'database reload failed'));
+    }, config.dbPollMs ?? 1000);
+    poll.unref();
+    cleanups.push(() => clearInterval(poll));
+
+    let resolveClosed!: () => void;
+    const closed = new Promise<void>((r) => (resolveClosed = r));
+    let stopping: Promise<void> | undefined;
+    const stop = (reason = 'stop'): Promise<void> => {
+      stopping ??= (async () => {
+        log.info(
+          { event: 'shutdown', reason, sessions: gateway.status().length },
+          `shutting down (${reason})`,
+        );
+        process.off('SIGINT', onInt);
+        process.off('SIGTERM', onTerm);
+        process.off('SIGHUP', onHup);
+        await cleanup();
+        log.info({ event: 'stopped' }, 'gateway stopped');
+        resolveClosed();
+      })();
+      return stopping;
+    };
+    const onInt = () => void stop('SIGINT');
+    const onTerm = () => void stop('SIGTERM');
+    const onHup = () =>
+      void reload().catch((err: unknown) => log.error({ err: errorMessage(err) }, 'reload failed'));
+    process.on('SIGINT', onInt);
+    process.on('SIGTERM', onTerm);
+    process.on('SIGHUP', onHup);
+
+    log.info(
+      {
+        event: 'listening',
+        receive: `${config.host}:${config.port}`,
+        send: `${config.host}:${config.port + 1}`,
+        tun: config.tun.name,
+        subnets: index.subnets().map((p) => p.label),
+        database: config.dbPath ?? null,
+        mode: index.mode,
+        enforcement: enforcer?.name ?? 'none',
+        control: config.controlPath,
+      },
+      `seng gateway listening on ${config.host}:${config.port}/${config.port + 1}`,
+    );
+    return { gateway, closed, stop };
+  } catch (err) {
+    await cleanup();
+    throw err;
+  }
+}
