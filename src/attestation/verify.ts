@@ -140,7 +140,7 @@ function verifyEpid(c: Checks, ev: EpidEvidence, policy: AttestationPolicy, now:
   c.result(
     'ias-chain',
     chain.ok ? null : `${chain.detail}; trust anchor: ${policy.iasRootSource}`,
-    `${chain.detail}${policy.at ? '' : ' (the report timestamp)'}`,
+    policy.at ? chain.detail : `${chain.detail}, the IAS report timestamp`,
   );
 
   const key = publicKeyOf(signingCert);
