@@ -25,6 +25,7 @@ import { NFT_FAMILY, nftApplyDocument, type NftCommand } from '../policy/nft.js'
 import { NftCli } from './nft-cli.js';
 import { NftNetlink, type SetElementChange } from './nft-netlink.js';
 import { purgeConntrack } from './conntrack.js';
+import { loadCompiledPolicy } from '../policy/index.js';
 
 /** Writes set-element changes as one transaction. */
 export interface ElementWriter {
@@ -50,6 +51,12 @@ export interface NftEnforcerOptions {
   elements?: ElementWriter;
   /** Extra time to gather a batch (default 0: everything issued in the same event-loop turn). */
   batchDelayMs?: number;
+  /**
+   * Policy file: start() loads it when `policy` is not given, and reloadPolicy() (SIGHUP,
+   * `seng rules apply` while serving) re-reads it. App names resolve in `db`.
+   */
+  policyFile?: string;
+  db?: string;
 }
 
 export class NftEnforcerError extends SengError {
@@ -83,6 +90,8 @@ export class NftEnforcer implements Enforcer {
   /** Serializes batches and policy swaps. */
   private chain: Promise<void> = Promise.resolve();
   private started = false;
+  private readonly policyFile: string | undefined;
+  private readonly db: string | undefined;
   /** Counters for `seng status` and benchmarks. */
   readonly stats = { batches: 0, elementOps: 0, failures: 0 };
 
@@ -99,6 +108,27 @@ export class NftEnforcer implements Enforcer {
     this.nft = opts.nft ?? new NftCli();
     this.writer = opts.elements ?? new NftNetlink({ table: this.table });
     this.batchDelayMs = opts.batchDelayMs ?? 0;
+    this.policyFile = opts.policyFile;
+    this.db = opts.db;
+    if (!this.policy && this.policyFile) this.policy = loadCompiledPolicy(this.policyFile, this.db).compiled;
+    // The server's table (--nft-table) wins over the policy's `table:`.
+    if (this.policy) this.policy = { ...this.policy, table: this.table };
+  }
+
+  /**
+   * Re-reads the policy file (and the database for app names) and swaps the rules in
+   * one transaction. Returns a one-line summary. Validation errors leave everything as is.
+   */
+  async reloadPolicy(): Promise<string> {
+    if (!this.policyFile) return 'no policy file configured; rules left as they are';
+    const { compiled } = loadCompiledPolicy(this.policyFile, this.db);
+    await this.applyPolicy(compiled);
+    return `${this.policyFile}: ${compiled.rules.length} rules, ${compiled.sets.length} sets`;
+  }
+
+  /** The installed policy, if any. */
+  currentPolicy(): CompiledPolicy | undefined {
+    return this.policy;
   }
 
   /** The sets currently managed (for status output and tests). */
