@@ -7,7 +7,12 @@
  */
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { KmodFamilyMissingError, KmodRejectedError, SengKmodClient } from '../../../kmod-bridge/index.js';
+import {
+  KmodFamilyMissingError,
+  KmodRejectedError,
+  KmodTimeoutError,
+  SengKmodClient,
+} from '../../../kmod-bridge/index.js';
 import { KmodEnforcer, KmodInconsistentError } from '../../../src/enforce/kmod.js';
 import type { EnclaveRegistration } from '../../../src/enforce/types.js';
 import { InputError } from '../../../src/util/errors.js';
@@ -187,6 +192,69 @@ describe('KmodEnforcer server flow', () => {
     await enforcer.join(reg('192.168.28.2', APP_A, []));
     await assert.rejects(enforcer.join(reg('192.168.28.2', APP_B, [])), /already registered/);
     assert.deepEqual(events, ['flush', 'register 192.168.28.2 app=aaaaaaaa host=127.0.0.1']);
+  });
+
+  it('a failed category update resynchronizes the module with the database categories', async () => {
+    const { events, enforcer } = setup();
+    await enforcer.start();
+    await enforcer.join(reg('192.168.28.2', APP_A, ['Demo']));
+    events.length = 0;
+    // Not failing: plain diff.
+    await enforcer.updateCategories(APP_A, ['Demo', 'Web'], []);
+    assert.deepEqual(events, ['cat-add aaaaaaaa Web']);
+
+    let calls = 0;
+    // Fail once, then let the resync's push through.
+    const { events: ev2, enforcer: e2 } = setup((line) =>
+      line === 'cat-add aaaaaaaa Browser' && calls++ === 0 ? 22 : 0,
+    );
+    await e2.start();
+    await e2.join(reg('192.168.28.2', APP_A, ['Demo']));
+    await e2.join(reg('192.168.28.3', APP_B, []));
+    ev2.length = 0;
+    await e2.updateCategories(APP_A, ['Browser'], []);
+    assert.deepEqual(ev2, [
+      'cat-remove aaaaaaaa Demo',
+      'cat-add aaaaaaaa Browser -> 22',
+      'flush',
+      'register 192.168.28.2 app=aaaaaaaa host=127.0.0.1',
+      'cat-add aaaaaaaa Browser',
+      'register 192.168.28.3 app=bbbbbbbb host=127.0.0.1',
+    ]);
+    assert.deepEqual(e2.snapshot().apps[0]?.categories, ['Browser']);
+  });
+
+  it('a later enclave of a live app brings changed database categories along', async () => {
+    const { events, enforcer } = setup();
+    await enforcer.start();
+    await enforcer.join(reg('192.168.28.2', APP_A, ['Demo', 'Old']));
+    await enforcer.join(reg('192.168.28.3', APP_A, ['Demo', 'New']));
+    assert.deepEqual(events.slice(-3), [
+      'register 192.168.28.3 app=aaaaaaaa host=127.0.0.1',
+      'cat-remove aaaaaaaa Old',
+      'cat-add aaaaaaaa New',
+    ]);
+  });
+
+  it('a register that is never acknowledged is undone before the admission is rejected', async () => {
+    const { events, enforcer } = setup((line) => (line.startsWith('register') ? 'drop' : 0));
+    await enforcer.start();
+    await assert.rejects(enforcer.join(reg('192.168.28.2', APP_A, ['Demo'])), KmodTimeoutError);
+    assert.deepEqual(events, [
+      'flush',
+      'register 192.168.28.2 app=aaaaaaaa host=127.0.0.1 -> drop',
+      'register 192.168.28.2 app=aaaaaaaa host=127.0.0.1 -> drop',
+      'unregister 192.168.28.2',
+    ]);
+    // The IP can be admitted again once the module answers.
+    assert.deepEqual(enforcer.snapshot(), { enclaves: [], apps: [] });
+  });
+
+  it('leave of an enclave that never joined only purges its conntrack entries', async () => {
+    const { events, enforcer } = setup();
+    await enforcer.start();
+    await enforcer.leave(reg('192.168.28.9', APP_A, []));
+    assert.deepEqual(events, ['flush', 'purge 192.168.28.9']);
   });
 
   it('start fails fast when the module is not loaded', async () => {
