@@ -426,6 +426,8 @@ export interface SimCertificateOptions {
   reportTimestamp?: Date;
   /** EPID: also carry the full quote in extension .6. */
   includeQuote?: boolean;
+  /** DCAP: also carry the PCK certificate and its chain in extensions .7/.8, as sgx-ra-tls does (default true). */
+  pckExtensions?: boolean;
   /** DCAP: include TCB info, its signing chain and QE identity (default true). */
   collateral?: boolean;
   /** Encode the extensions' criticality FALSE explicitly instead of omitting it. */
@@ -701,11 +703,13 @@ function dcapExtensions(ca: SimCa, body: Buffer, o: SimCertificateOptions): Exte
   sigLen.writeUInt32LE(sigData.length);
   const quote = Buffer.concat([signedPart, sigLen, sigData]);
 
-  const ext: ExtensionSpec[] = [
-    { oid: OID.quote, critical: false, value: quote },
-    { oid: OID.pckCert, critical: false, value: Buffer.from(ca.pck.pem) },
-    { oid: OID.pckChain, critical: false, value: Buffer.from(ca.pckCa.pem + ca.sgxRoot.pem) },
-  ];
+  const ext: ExtensionSpec[] = [{ oid: OID.quote, critical: false, value: quote }];
+  if (o.pckExtensions !== false) {
+    ext.push(
+      { oid: OID.pckCert, critical: false, value: Buffer.from(ca.pck.pem) },
+      { oid: OID.pckChain, critical: false, value: Buffer.from(ca.pckCa.pem + ca.sgxRoot.pem) },
+    );
+  }
   if (o.collateral !== false) {
     const now = new Date();
     const issueDate = new Date(now.getTime() - 3600_000).toISOString().replace(/\.\d+Z$/, 'Z');
