@@ -60,8 +60,39 @@ const RULE_KEYS = [
   'out-iface',
 ] as const;
 
+/** Levenshtein distance, for "did you mean" suggestions. */
+function distance(a: string, b: string): number {
+  const d = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i += 1) {
+    let prev = d[0] as number;
+    d[0] = i;
+    for (let j = 1; j <= b.length; j += 1) {
+      const tmp = d[j] as number;
+      d[j] = Math.min((d[j] as number) + 1, (d[j - 1] as number) + 1, prev + (a[i - 1] === b[j - 1] ? 0 : 1));
+      prev = tmp;
+    }
+  }
+  return d[b.length] as number;
+}
+
+function closest(key: string, options: readonly string[]): string | undefined {
+  const k = key.toLowerCase().replace(/_/g, '-');
+  let best: string | undefined;
+  let bestD = 3;
+  for (const o of options) {
+    const dd = distance(k, o);
+    if (dd < bestD) {
+      best = o;
+      bestD = dd;
+    }
+  }
+  return best;
+}
+
 class Ctx {
   readonly issues: PolicyIssue[] = [];
+  /** Rule name → line of its first use. */
+  readonly names = new Map<string, number>();
   constructor(
     readonly doc: Document.Parsed,
     readonly lc: LineCounter,
@@ -291,9 +322,7 @@ function parseRule(ctx: Ctx, node: Node | null, index: number): PolicyRule | und
       continue;
     }
     if (!(RULE_KEYS as readonly string[]).includes(key)) {
-      const suggestion = RULE_KEYS.find(
-        (k) => k.replace(/-/g, '') === key.replace(/[-_]/g, '').toLowerCase(),
-      );
+      const suggestion = closest(key, RULE_KEYS);
       ctx.err(
         pair.key as Node,
         `${path}.${key}`,
@@ -316,6 +345,10 @@ function parseRule(ctx: Ctx, node: Node | null, index: number): PolicyRule | und
   if (!fields.has('name')) ctx.err(node, path, 'missing "name"');
   else {
     name = expectString(ctx, get('name') ?? null, p('name'), 'a rule name');
+    const first = name === undefined ? undefined : ctx.names.get(name);
+    if (name !== undefined && first !== undefined) {
+      ctx.err(get('name'), p('name'), `duplicate rule name "${name}" (first used on line ${first})`);
+    } else if (name !== undefined) ctx.names.set(name, ctx.pos(node).line);
     if (name !== undefined && !RULE_NAME.test(name)) {
       ctx.err(
         get('name'),
@@ -481,7 +514,7 @@ export function parsePolicy(text: string, source = '<policy>'): Policy {
   const doc = parseDocument(text, { lineCounter: lc, prettyErrors: false, uniqueKeys: true });
   const ctx = new Ctx(doc, lc);
   for (const e of [...doc.errors, ...doc.warnings]) {
-    const lp = e.linePos?.[0] ?? { line: 0, col: 0 };
+    const lp = e.linePos?.[0] ?? lc.linePos(e.pos[0]);
     ctx.issues.push({ line: lp.line, col: lp.col, path: '', message: e.message.split('\n')[0] ?? e.message });
   }
   if (ctx.issues.length) throw new PolicyError(source, ctx.issues);
@@ -545,16 +578,9 @@ export function parsePolicy(text: string, source = '<policy>'): Policy {
     ctx.err(root, 'rules', 'missing `rules:` (a list of rules; may be empty: `rules: []`)');
   else if (rulesNode !== null && !isSeq(rulesNode)) ctx.err(rulesNode, 'rules', 'expected a list of rules');
   else if (rulesNode) {
-    const seen = new Map<string, number>();
     rulesNode.items.forEach((item, i) => {
-      const node = ctx.resolve(item);
-      const r = parseRule(ctx, node, i);
-      if (!r) return;
-      const prev = seen.get(r.name);
-      if (prev !== undefined)
-        ctx.err(node, `rules[${i}].name`, `duplicate rule name "${r.name}" (first used on line ${prev})`);
-      else seen.set(r.name, r.pos.line);
-      policy.rules.push(r);
+      const r = parseRule(ctx, ctx.resolve(item), i);
+      if (r) policy.rules.push(r);
     });
   }
   if (ctx.issues.length) throw new PolicyError(source, ctx.issues);

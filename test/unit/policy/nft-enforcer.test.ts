@@ -1,0 +1,136 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { NftEnforcer, type ElementWriter, type NftRunner } from '../../../src/enforce/nft.js';
+import type { SetElementChange } from '../../../src/enforce/nft-netlink.js';
+import { parsePolicy } from '../../../src/policy/parse.js';
+import { compilePolicy } from '../../../src/policy/compile.js';
+import { parseIpv4 } from '../../../src/util/ipv4.js';
+import type { EnclaveRegistration } from '../../../src/enforce/types.js';
+
+const A = 'a'.repeat(64);
+const policy = compilePolicy(
+  parsePolicy(
+    `version: 1\nrules:\n  - {name: r1, chain: input, action: accept, src-app: ${A}}\n  - {name: r2, chain: input, action: drop, src-cat: Web}\n  - {name: r3, chain: input, action: drop, src-host: '!10.0.0.0/8'}\n`,
+  ),
+);
+
+class FakeWriter implements ElementWriter {
+  batches: SetElementChange[][] = [];
+  async apply(changes: SetElementChange[]): Promise<void> {
+    this.batches.push(
+      changes.map((c) => ({ set: c.set, add: [...c.add].sort(), remove: [...c.remove].sort() })),
+    );
+  }
+  close(): void {}
+}
+
+class FakeNft implements NftRunner {
+  docs: unknown[] = [];
+  sets: { name: string; elements: string[] }[] = [{ name: 'enclaves', elements: ['192.168.28.9'] }];
+  async run(doc: { nftables: Record<string, unknown>[] }): Promise<void> {
+    this.docs.push(doc);
+  }
+  async listTable(): Promise<{ sets: { name: string; elements: string[] }[] }> {
+    return { sets: this.sets };
+  }
+}
+
+function reg(ip: string, app: string, cats: string[], host: string): EnclaveRegistration {
+  return {
+    enclaveIp: parseIpv4(ip),
+    mrEnclave: Buffer.from(app, 'hex'),
+    mrSigner: Buffer.alloc(32),
+    hostIp: parseIpv4(host),
+    categories: cats,
+  };
+}
+
+test('start installs the policy and flushes stale elements in the same transaction', async () => {
+  const nft = new FakeNft();
+  const e = new NftEnforcer({ policy, nft, elements: new FakeWriter(), purge: async () => 0 });
+  await e.start();
+  assert.equal(nft.docs.length, 1);
+  const cmds = (nft.docs[0] as { nftables: Record<string, unknown>[] }).nftables;
+  assert.ok(
+    cmds.some(
+      (c) =>
+        JSON.stringify(c) ===
+        JSON.stringify({ flush: { set: { family: 'ip', table: 'seng', name: 'enclaves' } } }),
+    ),
+  );
+  assert.deepEqual(
+    e.sets().map((s) => s.name),
+    ['enclaves', `app_${A}`, 'cat_Web', 'host_10_0_0_0_8'],
+  );
+});
+
+test('joins in one event-loop turn become one batch; leave removes then purges conntrack', async () => {
+  const w = new FakeWriter();
+  const purged: number[] = [];
+  const e = new NftEnforcer({
+    policy,
+    nft: new FakeNft(),
+    elements: w,
+    purge: async (ip) => (purged.push(ip), 1),
+  });
+  await e.start();
+  const r1 = reg('192.168.28.2', A, ['Web'], '10.1.1.1');
+  const r2 = reg('192.168.28.3', 'b'.repeat(64), [], '192.0.2.1');
+  await Promise.all([e.join(r1), e.join(r2)]);
+  assert.equal(w.batches.length, 1);
+  const byset = Object.fromEntries((w.batches[0] ?? []).map((c) => [c.set, c]));
+  assert.deepEqual(byset.enclaves?.add, [r1.enclaveIp, r2.enclaveIp].sort());
+  assert.deepEqual(byset[`app_${A}`]?.add, [r1.enclaveIp]);
+  assert.deepEqual(byset.cat_Web?.add, [r1.enclaveIp]);
+  assert.deepEqual(byset.host_10_0_0_0_8?.add, [r1.enclaveIp]);
+  await e.leave(r1);
+  assert.equal(w.batches.length, 2);
+  assert.deepEqual(
+    (w.batches[1] ?? []).map((c) => c.set).sort(),
+    ['app_' + A, 'cat_Web', 'enclaves', 'host_10_0_0_0_8'].sort(),
+  );
+  assert.ok((w.batches[1] ?? []).every((c) => c.add.length === 0 && c.remove[0] === r1.enclaveIp));
+  assert.deepEqual(purged, [r1.enclaveIp]);
+});
+
+test('a join and leave of the same IP in one turn coalesce to the final state', async () => {
+  const w = new FakeWriter();
+  const e = new NftEnforcer({ policy, nft: new FakeNft(), elements: w, purge: async () => 0 });
+  await e.start();
+  const r = reg('192.168.28.7', A, [], '10.0.0.1');
+  await Promise.all([e.join(r), e.leave(r)]);
+  assert.equal(w.batches.length, 1);
+  assert.ok((w.batches[0] ?? []).every((c) => c.add.length === 0));
+});
+
+test('category updates move enclaves between category sets; reload fills new sets from live sessions', async () => {
+  const w = new FakeWriter();
+  const nft = new FakeNft();
+  const e = new NftEnforcer({ policy, nft, elements: w, purge: async () => 0 });
+  await e.start();
+  const r = reg('192.168.28.4', A, [], '10.0.0.1');
+  await e.join(r);
+  await e.updateCategories(r.mrEnclave, ['Web'], [r]);
+  assert.deepEqual(w.batches.at(-1), [{ set: 'cat_Web', add: [r.enclaveIp], remove: [] }]);
+  nft.sets = policy.sets.map((s) => ({ name: s.name, elements: [] }));
+  const next = compilePolicy(
+    parsePolicy(
+      'version: 1\nrules:\n  - {name: n, chain: forward, action: accept, src-cat: Web, dst-host: 10.0.0.0/8}\n',
+    ),
+  );
+  await e.applyPolicy(next);
+  const doc = JSON.stringify(nft.docs.at(-1));
+  assert.match(doc, /"delete":\{"set":\{"family":"ip","table":"seng","name":"app_a+"\}\}/);
+  assert.ok(!doc.includes('"element"'), 'existing sets keep their elements; no re-adding');
+  await e.stop();
+  assert.deepEqual((w.batches.at(-1) ?? []).map((c) => c.set).sort(), [
+    'cat_Web',
+    'enclaves',
+    'host_10_0_0_0_8',
+  ]);
+});
+
+test('join before start is refused', async () => {
+  const e = new NftEnforcer({ policy, nft: new FakeNft(), elements: new FakeWriter(), purge: async () => 0 });
+  await assert.rejects(e.join(reg('192.168.28.2', A, [], '10.0.0.1')), /not started/);
+});
