@@ -188,6 +188,27 @@ export function attrMap(buf: Buffer): Map<number, NlAttr> {
   return m;
 }
 
+/**
+ * The first attribute of `type` in a run of attributes, as [value, raw] views, without
+ * allocating anything for the others (hot path of large dumps). Throws on a malformed run.
+ */
+export function findAttr(buf: Buffer, type: number): { value: Buffer; raw: Buffer } | undefined {
+  let off = 0;
+  while (off + NLA_HDRLEN <= buf.length) {
+    const len = readU16(buf, off);
+    if (len < NLA_HDRLEN || off + len > buf.length) {
+      throw new NetlinkProtocolError(
+        `netlink attribute at offset ${off} claims ${len} bytes of ${buf.length - off}`,
+      );
+    }
+    if ((readU16(buf, off + 2) & NLA_TYPE_MASK) === type) {
+      return { value: buf.subarray(off + NLA_HDRLEN, off + len), raw: buf.subarray(off, off + len) };
+    }
+    off += align4(len);
+  }
+  return undefined;
+}
+
 export interface NlError {
   /** 0 for an ack, otherwise a positive errno. */
   errno: number;
@@ -442,7 +463,7 @@ export class NetlinkChannel {
       } else if (m.type === NLMSG_OVERRUN) {
         this.finish(m.seq)?.reject(new NetlinkErrnoError(105, 'socket', `${p.what}: overrun`));
       } else if (m.type !== NLMSG_NOOP) {
-        p.messages.push({ ...m, payload: Buffer.from(m.payload) });
+        p.messages.push(m); // a view into the datagram, which is never reused by the socket
       }
     }
   }

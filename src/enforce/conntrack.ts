@@ -6,10 +6,12 @@
  * many it deleted. It is what a session end needs so that a reused enclave IP never
  * rides on a previous enclave's connections (SPEC §5.1).
  *
- * How: two kernel-filtered dumps (CTA_FILTER on the original source, then on the original
- * destination; Linux ≥ 5.8), so the kernel only serializes matching entries; on kernels that
- * refuse the filter we fall back to a full dump. Every returned entry is checked again in
- * user space, then deleted by its original tuple, zone and id (the id guards against
+ * How: every conntrack dump walks the whole global hash table (nf_conntrack_buckets, often
+ * 262144 buckets: several ms), whatever it returns. So with few entries in the namespace
+ * (IPCTNL_MSG_CT_GET_STATS, no walk) we do one unfiltered dump; with many, two
+ * kernel-filtered dumps (CTA_FILTER on the original source, then on the original destination;
+ * Linux ≥ 5.8) so the kernel only serializes matching entries; on kernels that refuse the
+ * filter we always do the full dump. Every returned entry is checked again in user space, then deleted by its original tuple, zone and id (the id guards against
  * deleting a newer entry that reuses the tuple), many deletes per datagram. An entry that
  * vanished between dump and delete (ENOENT) is not counted.
  */
@@ -20,8 +22,10 @@ import {
   NLM_F_REQUEST,
   NetlinkChannel,
   RawSocketTransport,
+  align4,
   attrMap,
   encodeNlmsg,
+  findAttr,
   nlaBe32,
   nlaNested,
   nlaU32,
@@ -34,6 +38,9 @@ import { formatIpv4, type Ipv4 } from '../util/ipv4.js';
 const NFNL_SUBSYS_CTNETLINK = 1;
 const IPCTNL_MSG_CT_GET = 1;
 const IPCTNL_MSG_CT_DELETE = 2;
+const IPCTNL_MSG_CT_GET_STATS = 5;
+const CTA_STATS_GLOBAL_ENTRIES = 1;
+const AF_UNSPEC = 0;
 const AF_INET = 2;
 const NFNETLINK_V0 = 0;
 
@@ -101,22 +108,27 @@ export interface CtEntry {
 /** Parses one IPCTNL_MSG_CT_NEW message of a dump; null if it is not an IPv4 entry. */
 export function parseCtEntry(msg: NlMessage): CtEntry | null {
   if (msg.payload.length < 4 || msg.payload[0] !== AF_INET) return null;
-  const attrs = attrMap(msg.payload.subarray(4));
-  const orig = attrs.get(CTA_TUPLE_ORIG);
+  const attrs = msg.payload.subarray(4);
+  const orig = findAttr(attrs, CTA_TUPLE_ORIG);
   if (!orig) return null;
-  const ipAttr = attrMap(orig.value).get(CTA_TUPLE_IP);
+  const ipAttr = findAttr(orig.value, CTA_TUPLE_IP);
   if (!ipAttr) return null;
-  const ips = attrMap(ipAttr.value);
-  const s = ips.get(CTA_IP_V4_SRC);
-  const d = ips.get(CTA_IP_V4_DST);
+  const s = findAttr(ipAttr.value, CTA_IP_V4_SRC);
+  const d = findAttr(ipAttr.value, CTA_IP_V4_DST);
   if (!s || !d || s.value.length < 4 || d.value.length < 4) return null;
-  const keyParts = [orig.raw, attrs.get(CTA_ZONE)?.raw, attrs.get(CTA_ID)?.raw].filter(
-    (b): b is Buffer => b !== undefined,
-  );
-  // Re-pad each attribute to 4 bytes: `raw` excludes the trailing padding.
-  const key = Buffer.concat(
-    keyParts.map((b) => (b.length % 4 === 0 ? b : Buffer.concat([b, Buffer.alloc(4 - (b.length % 4))]))),
-  );
+  const zone = findAttr(attrs, CTA_ZONE);
+  const id = findAttr(attrs, CTA_ID);
+  // Each part re-padded to 4 bytes (`raw` excludes the trailing padding).
+  const parts = [orig.raw, zone?.raw, id?.raw];
+  let size = 0;
+  for (const b of parts) if (b) size += align4(b.length);
+  const key = Buffer.alloc(size);
+  let off = 0;
+  for (const b of parts) {
+    if (!b) continue;
+    b.copy(key, off);
+    off += align4(b.length);
+  }
   return { src: s.value.readUInt32BE(0), dst: d.value.readUInt32BE(0), key };
 }
 
@@ -128,8 +140,14 @@ export class ConntrackPurger {
   private readonly channel: NetlinkChannel;
   /** null until the first dump tells us whether the kernel accepts CTA_FILTER. */
   private filterSupported: boolean | null = null;
+  private readonly fullDumpBelow: number;
 
-  constructor(opts: { transport?: NetlinkTransport } = {}) {
+  /**
+   * @param opts.fullDumpBelow with at most this many entries in the namespace, one unfiltered
+   *   dump replaces the two kernel-filtered ones (default 500; 0 = always filter).
+   */
+  constructor(opts: { transport?: NetlinkTransport; fullDumpBelow?: number } = {}) {
+    this.fullDumpBelow = opts.fullDumpBelow ?? 500;
     let transport = opts.transport;
     if (!transport) {
       try {
@@ -145,12 +163,18 @@ export class ConntrackPurger {
   async purge(ip: Ipv4, opts: { timeoutMs?: number } = {}): Promise<number> {
     const timeoutMs = opts.timeoutMs ?? 5000;
     const entries = new Map<string, CtEntry>();
+    const collect = (list: CtEntry[]): void => {
+      for (const e of list) entries.set(e.key.toString('latin1'), e);
+    };
     try {
-      if (this.filterSupported !== false) {
+      // Every dump walks the whole (global) conntrack hash table, which costs the same
+      // whatever it returns: with few entries in this namespace one unfiltered walk is
+      // cheaper than the two filtered ones.
+      const small =
+        this.filterSupported === false || (await this.entryCount(timeoutMs)) <= this.fullDumpBelow;
+      if (!small) {
         try {
-          for (const dir of ['src', 'dst'] as const) {
-            for (const e of await this.dump(ip, dir, timeoutMs)) entries.set(e.key.toString('hex'), e);
-          }
+          for (const dir of ['src', 'dst'] as const) collect(await this.dump(ip, dir, timeoutMs));
           this.filterSupported = true;
         } catch (err) {
           if (
@@ -166,9 +190,7 @@ export class ConntrackPurger {
           }
         }
       }
-      if (this.filterSupported === false) {
-        for (const e of await this.dump(null, 'src', timeoutMs)) entries.set(e.key.toString('hex'), e);
-      }
+      if (small || this.filterSupported === false) collect(await this.dump(null, 'src', timeoutMs));
       const victims = [...entries.values()].filter((e) => e.src === ip || e.dst === ip);
       return await this.deleteAll(victims, timeoutMs);
     } catch (err) {
@@ -181,6 +203,24 @@ export class ConntrackPurger {
       }
       throw err;
     }
+  }
+
+  /** Number of conntrack entries in this namespace (IPCTNL_MSG_CT_GET_STATS; no table walk). */
+  async entryCount(timeoutMs = 5000): Promise<number> {
+    const msgs = await this.channel.request(
+      (seq, port) =>
+        encodeNlmsg(
+          { type: ctType(IPCTNL_MSG_CT_GET_STATS), flags: NLM_F_REQUEST | NLM_F_ACK, seq, port },
+          nfgenmsg(AF_UNSPEC),
+        ),
+      { timeoutMs, what: 'reading conntrack statistics' },
+    );
+    for (const m of msgs) {
+      const n = attrMap(m.payload.subarray(4)).get(CTA_STATS_GLOBAL_ENTRIES);
+      if (n && n.value.length >= 4) return n.value.readUInt32BE(0);
+    }
+    // No statistics in the reply: assume a big table, the filtered path is always correct.
+    return Number.MAX_SAFE_INTEGER;
   }
 
   private async dump(ip: Ipv4 | null, dir: 'src' | 'dst', timeoutMs: number): Promise<CtEntry[]> {

@@ -167,42 +167,47 @@ describe('conntrack purge (ctnetlink, in a network namespace)', () => {
     assert.equal(again.stdout.trim(), '0');
   });
 
-  it('purges hundreds of entries (batched deletes) and leaves other zones and addresses alone', async () => {
-    const target = '10.66.0.1';
-    const script = [];
-    for (let i = 0; i < 150; i++) {
-      script.push(
-        `conntrack -I -s ${target} -d 10.66.1.${(i % 200) + 1} -p udp --sport ${10000 + i} --dport 53 -t 120`,
-      );
-      script.push(
-        `conntrack -I -s 10.66.2.${(i % 200) + 1} -d ${target} -p tcp --sport ${20000 + i} --dport 443 --state ESTABLISHED -t 120 -w ${i % 3}`,
-      );
-    }
-    script.push(`conntrack -I -s 10.66.3.1 -d 10.66.3.2 -p udp --sport 1 --dport 2 -t 120`);
-    await nsA.exec('sh', ['-c', `${script.join(' >/dev/null 2>&1\n')} >/dev/null 2>&1`], {
-      timeoutMs: 120_000,
-    });
-    const before = await listConntrack(nsA);
-    const expected = before.filter((e) => e.src === target || e.dst === target).length;
-    assert.equal(expected, 300);
+  for (const strategy of ['kernel-filtered dumps', 'one unfiltered dump'] as const) {
+    it(`purges hundreds of entries (batched deletes) through ${strategy}, other zones included`, async () => {
+      const target = strategy === 'one unfiltered dump' ? '10.66.0.1' : '10.67.0.1';
+      const net = target.split('.').slice(0, 2).join('.');
+      const script = [];
+      for (let i = 0; i < 150; i++) {
+        script.push(
+          `conntrack -I -s ${target} -d ${net}.1.${(i % 200) + 1} -p udp --sport ${10000 + i} --dport 53 -t 120`,
+        );
+        script.push(
+          `conntrack -I -s ${net}.2.${(i % 200) + 1} -d ${target} -p tcp --sport ${20000 + i} --dport 443 --state ESTABLISHED -t 120 -w ${i % 3}`,
+        );
+      }
+      script.push(`conntrack -I -s ${net}.3.1 -d ${net}.3.2 -p udp --sport 1 --dport 2 -t 120`);
+      await nsA.exec('sh', ['-c', `${script.join(' >/dev/null 2>&1\n')} >/dev/null 2>&1`], {
+        timeoutMs: 120_000,
+      });
+      const before = await listConntrack(nsA);
+      assert.equal(before.filter((e) => e.src === target || e.dst === target).length, 300);
 
-    // Through the library in the namespace, with a shared socket across calls.
-    const mod = join(repoRoot, 'dist', 'src', 'enforce', 'conntrack.js');
-    const code = `
-      import { purgeConntrack } from ${JSON.stringify(mod)};
-      import { parseIpv4 } from ${JSON.stringify(join(repoRoot, 'dist', 'src', 'util', 'ipv4.js'))};
-      const first = await purgeConntrack(parseIpv4(${JSON.stringify(target)}));
-      const second = await purgeConntrack(parseIpv4(${JSON.stringify(target)}));
-      console.log(JSON.stringify({ first, second }));`;
-    const r = await nsA.exec(process.execPath, ['--input-type=module', '-e', code]);
-    assert.deepEqual(JSON.parse(r.stdout), { first: 300, second: 0 });
-    const afterList = await listConntrack(nsA);
-    assert.equal(afterList.filter((e) => e.src === target || e.dst === target).length, 0);
-    assert.ok(
-      afterList.some((e) => e.src === '10.66.3.1'),
-      'unrelated entry survived',
-    );
-  });
+      // Through the library in the namespace, one purger (socket) across calls. fullDumpBelow
+      // picks the strategy: 0 always filters in the kernel, a huge value always dumps everything.
+      const mod = join(repoRoot, 'dist', 'src', 'enforce', 'conntrack.js');
+      const code = `
+        import { ConntrackPurger } from ${JSON.stringify(mod)};
+        import { parseIpv4 } from ${JSON.stringify(join(repoRoot, 'dist', 'src', 'util', 'ipv4.js'))};
+        const p = new ConntrackPurger({ fullDumpBelow: ${strategy === 'one unfiltered dump' ? 1e9 : 0} });
+        const first = await p.purge(parseIpv4(${JSON.stringify(target)}));
+        const second = await p.purge(parseIpv4(${JSON.stringify(target)}));
+        p.close();
+        console.log(JSON.stringify({ first, second }));`;
+      const r = await nsA.exec(process.execPath, ['--input-type=module', '-e', code]);
+      assert.deepEqual(JSON.parse(r.stdout), { first: 300, second: 0 });
+      const afterList = await listConntrack(nsA);
+      assert.equal(afterList.filter((e) => e.src === target || e.dst === target).length, 0);
+      assert.ok(
+        afterList.some((e) => e.src === `${net}.3.1`),
+        'unrelated entry survived',
+      );
+    });
+  }
 
   it('rejects a bad address with a usage hint', async () => {
     const r = await sengIn(nsA, ['conntrack', 'purge', '10.0.0.300']);
