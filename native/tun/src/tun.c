@@ -157,12 +157,18 @@ static void destroy_actx(tun_t *t) {
   t->actx = NULL;
 }
 
+/* Stops the watcher and drops the strong references that kept the wrapper (and, through the
+ * callback's closure, usually its owner) alive, so an idle handle can be garbage-collected. */
 static void stop_polling(tun_t *t) {
   if (t->poll && t->polling) uv_poll_stop(t->poll);
   if (t->polling) {
     t->polling = 0;
     uint32_t rc = 0;
     if (t->self_ref) napi_reference_unref(t->env, t->self_ref, &rc);
+  }
+  if (t->cb_ref) {
+    napi_delete_reference(t->env, t->cb_ref);
+    t->cb_ref = NULL;
   }
 }
 
@@ -178,10 +184,6 @@ static void close_handle(tun_t *t) {
     close(t->fd);
     t->fd = -1;
     live_fds--;
-  }
-  if (t->cb_ref) {
-    napi_delete_reference(t->env, t->cb_ref);
-    t->cb_ref = NULL;
   }
   destroy_actx(t);
 }

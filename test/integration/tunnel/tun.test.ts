@@ -262,6 +262,10 @@ test('devices dropped without close() are released by the finalizer', async () =
   const r = await agent.ok('churn', { n: 20, prefix: 'tunL', leak: true }, 30_000);
   assert.deepEqual(r.live, { fds: 0, polls: 0, objects: 0 });
   assert.deepEqual(r.remaining, []);
+  // Read from, then paused: the stopped watcher must not keep the device alive either.
+  const paused = await agent.ok('churn', { n: 20, prefix: 'tunQ', leak: true, read: true }, 30_000);
+  assert.deepEqual(paused.live, { fds: 0, polls: 0, objects: 0 });
+  assert.deepEqual(paused.remaining, []);
   await agent.exit();
   await ns.destroy();
 });
