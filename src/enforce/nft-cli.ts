@@ -4,6 +4,9 @@
  * and reading the live table back.
  */
 import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { EnvironmentError, SengError } from '../util/errors.js';
 import type { NftDocument } from '../policy/nft.js';
 
@@ -66,7 +69,9 @@ export class NftCli {
 
   /** Commits a JSON document as one transaction (or only checks it with `check`). */
   async run(doc: NftDocument, opts: { check?: boolean } = {}): Promise<void> {
-    const r = await this.exec([...(opts.check ? ['-c'] : []), '-j', '-f', '-'], JSON.stringify(doc));
+    const r = await withDocumentFile(doc, (path) =>
+      this.exec([...(opts.check ? ['-c'] : []), '-j', '-f', path]),
+    );
     if (r.code !== 0) {
       throw new NftCommandError(
         `nft ${opts.check ? 'rejected (check mode)' : 'rejected'} the ruleset; ${opts.check ? 'nothing would change' : 'the previous ruleset is unchanged'}: ${r.stderr.trim().split('\n')[0] ?? ''}`,
@@ -138,6 +143,21 @@ export class NftCli {
       );
     }
     return r.stdout;
+  }
+}
+
+/**
+ * Writes a document to a private temporary file for `nft -f FILE` (nft cannot read
+ * `-f -` from a socket, which is what node gives a child as stdin) and removes it after.
+ */
+export async function withDocumentFile<T>(doc: NftDocument, fn: (path: string) => Promise<T>): Promise<T> {
+  const dir = mkdtempSync(join(tmpdir(), 'seng-nft-'));
+  const path = join(dir, 'ruleset.json');
+  try {
+    writeFileSync(path, JSON.stringify(doc), { mode: 0o600 });
+    return await fn(path);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
   }
 }
 

@@ -6,7 +6,7 @@
  * values), and the desired one by loading the apply document into a throw-away network
  * namespace (`unshare -n`) and listing it there. Nothing in the real namespace changes.
  */
-import { NftCli } from '../enforce/nft-cli.js';
+import { NftCli, withDocumentFile } from '../enforce/nft-cli.js';
 import { nftApplyDocument } from './nft.js';
 import { CHAINS, type CompiledPolicy } from './types.js';
 
@@ -84,15 +84,17 @@ export function diffLines(a: string[], b: string[]): DiffLine[] {
 
 /** The desired table as nft prints it, built in a throw-away network namespace. */
 export async function desiredTableText(p: CompiledPolicy): Promise<string> {
-  const cli = new NftCli([
-    'unshare',
-    '-n',
-    'sh',
-    '-c',
-    'nft -j -f /dev/stdin && nft -t -s list table ip "$0"',
-    p.table,
-  ]);
-  const r = await cli.exec([], JSON.stringify(nftApplyDocument(p)));
+  const r = await withDocumentFile(nftApplyDocument(p), (path) =>
+    new NftCli([
+      'unshare',
+      '-n',
+      'sh',
+      '-c',
+      'nft -j -f "$1" && nft -t -s list table ip "$0"',
+      p.table,
+      path,
+    ]).exec([]),
+  );
   if (r.code !== 0) {
     const { NftCommandError } = await import('../enforce/nft-cli.js');
     throw new NftCommandError(
