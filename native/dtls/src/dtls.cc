@@ -938,7 +938,13 @@ class Context : public Napi::ObjectWrap<Context> {
       pipe->maxEpoch0Seq = 0;
       pipe->alertRecv = pipe->alertSent = -1;
       DTLS_set_link_mtu(ssl, shared_->linkMtu);
-      return makeConn(env, ssl, std::move(pipe));
+      Napi::Object conn = makeConn(env, ssl, std::move(pipe));
+      // The next listener right away, so that the count of live SSL objects of a server is
+      // (sessions + handshakes + 1) at all times.
+      listenerPipe_ = std::make_unique<Pipe>();
+      listener_ = newSsl(env, shared_.get(), listenerPipe_.get());
+      listenerPipe_->fd = fd_;
+      return conn;
     }
     if (r < 0) {
       // Fatal for the listener object only: start a fresh one next time.
