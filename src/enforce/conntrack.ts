@@ -141,6 +141,7 @@ export class ConntrackPurger {
   /** null until the first dump tells us whether the kernel accepts CTA_FILTER. */
   private filterSupported: boolean | null = null;
   private readonly fullDumpBelow: number;
+  private queue: Promise<unknown> = Promise.resolve();
 
   /**
    * @param opts.fullDumpBelow with at most this many entries in the namespace, one unfiltered
@@ -159,8 +160,17 @@ export class ConntrackPurger {
     this.channel = new NetlinkChannel(transport);
   }
 
-  /** Deletes every IPv4 entry whose original source or destination is `ip`; returns the count. */
-  async purge(ip: Ipv4, opts: { timeoutMs?: number } = {}): Promise<number> {
+  /**
+   * Deletes every IPv4 entry whose original source or destination is `ip`; returns the count.
+   * Calls are serialized (a netlink socket runs one dump at a time).
+   */
+  purge(ip: Ipv4, opts: { timeoutMs?: number } = {}): Promise<number> {
+    const run = this.queue.then(() => this.purgeNow(ip, opts));
+    this.queue = run.catch(() => undefined);
+    return run;
+  }
+
+  private async purgeNow(ip: Ipv4, opts: { timeoutMs?: number }): Promise<number> {
     const timeoutMs = opts.timeoutMs ?? 5000;
     const entries = new Map<string, CtEntry>();
     const collect = (list: CtEntry[]): void => {

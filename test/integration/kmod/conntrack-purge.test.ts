@@ -194,8 +194,11 @@ describe('conntrack purge (ctnetlink, in a network namespace)', () => {
         import { ConntrackPurger } from ${JSON.stringify(mod)};
         import { parseIpv4 } from ${JSON.stringify(join(repoRoot, 'dist', 'src', 'util', 'ipv4.js'))};
         const p = new ConntrackPurger({ fullDumpBelow: ${strategy === 'one unfiltered dump' ? 1e9 : 0} });
-        const first = await p.purge(parseIpv4(${JSON.stringify(target)}));
-        const second = await p.purge(parseIpv4(${JSON.stringify(target)}));
+        // Concurrent calls share the socket: they must queue, not collide (EBUSY).
+        const [first, second] = await Promise.all([
+          p.purge(parseIpv4(${JSON.stringify(target)})),
+          p.purge(parseIpv4(${JSON.stringify(target)})),
+        ]);
         p.close();
         console.log(JSON.stringify({ first, second }));`;
       const r = await nsA.exec(process.execPath, ['--input-type=module', '-e', code]);
