@@ -137,6 +137,7 @@ export async function dtlsConnect(opts: DtlsConnectOptions): Promise<DtlsSession
           sink: { send: sendRaw },
           remoteAddress: host,
           remotePort: port,
+          localPort: bound.port,
           peerChain: conn.peerChain(),
           idleTimeoutMs: opts.idleTimeoutMs ?? 120_000,
           logger,

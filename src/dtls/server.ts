@@ -367,6 +367,7 @@ export class DtlsServer extends EventEmitter<DtlsServerEvents> {
       sink: this.sink(hs.address, hs.port),
       remoteAddress: hs.address,
       remotePort: hs.port,
+      localPort: this.address.port,
       peerChain: chain,
       verifyContext: v.context,
       idleTimeoutMs: this.opts.idleTimeoutMs,

@@ -29,6 +29,7 @@ export interface SessionInit {
   sink: DatagramSink;
   remoteAddress: string;
   remotePort: number;
+  localPort: number;
   peerChain: Buffer[];
   verifyContext?: unknown;
   idleTimeoutMs: number;
@@ -55,6 +56,8 @@ export interface DtlsSessionEvents {
 export class DtlsSession extends EventEmitter<DtlsSessionEvents> {
   readonly remoteAddress: string;
   readonly remotePort: number;
+  /** Our UDP port of this session (the server's port on the server side). */
+  readonly localPort: number;
   /** DER of the peer's (verified) certificate: the client's on the server, the server's on the client. */
   readonly peerCertificate: Buffer;
   /** The peer's whole certificate chain as sent, DER, leaf first. */
@@ -90,6 +93,7 @@ export class DtlsSession extends EventEmitter<DtlsSessionEvents> {
     this.sink = init.sink;
     this.remoteAddress = init.remoteAddress;
     this.remotePort = init.remotePort;
+    this.localPort = init.localPort;
     this.peerChain = init.peerChain;
     this.peerCertificate = init.peerChain[0] ?? Buffer.alloc(0);
     this.verifyContext = init.verifyContext;
