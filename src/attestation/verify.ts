@@ -199,8 +199,11 @@ function verifyEpid(c: Checks, ev: EpidEvidence, policy: AttestationPolicy, now:
     bodyProblem = `the quote body has version ${hdr.version}, not an EPID quote (1 or 2)`;
   else if (ev.separateQuote) {
     const sep = ev.separateQuote;
-    if (sep.length < QUOTE_BODY_SIZE) bodyProblem = `the quote in extension .6 is only ${sep.length} bytes`;
-    else if (!sep.subarray(0, QUOTE_BODY_SIZE).equals(ev.quote)) {
+    if (sep.length < QUOTE_BODY_SIZE + 4)
+      bodyProblem = `the quote in extension .6 is only ${sep.length} bytes`;
+    else if (sep.readUInt32LE(QUOTE_BODY_SIZE) !== sep.length - QUOTE_BODY_SIZE - 4) {
+      bodyProblem = `the quote in extension .6 declares a ${sep.readUInt32LE(QUOTE_BODY_SIZE)}-byte signature but carries ${sep.length - QUOTE_BODY_SIZE - 4} bytes`;
+    } else if (!sep.subarray(0, QUOTE_BODY_SIZE).equals(ev.quote)) {
       let at = 0;
       while (sep[at] === ev.quote[at]) at++;
       bodyProblem = `the quote in extension .6 differs from the IAS report's isvEnclaveQuoteBody (first difference at byte ${at})`;
@@ -210,7 +213,7 @@ function verifyEpid(c: Checks, ev: EpidEvidence, policy: AttestationPolicy, now:
     'quote-body-match',
     bodyProblem,
     ev.separateQuote
-      ? 'the quote in extension .6 matches the IAS report quote body'
+      ? 'the quote in extension .6 matches the IAS report quote body (its EPID signature is verifiable only by IAS)'
       : `the quote is the IAS report's isvEnclaveQuoteBody (EPID v${hdr.version}); the certificate carries no other copy`,
   );
 }

@@ -302,7 +302,10 @@ export function verifyChain(
   for (let depth = 0; depth < 8; depth++) {
     const v = validityProblem(cur, at);
     if (v) return { ok: false, detail: `${v} (checked at ${at.toISOString()})`, path };
-    if (anchors.some((a) => a.der.equals(cur.der))) {
+    const self = anchors.find((a) => a.der.equals(cur.der));
+    if (self) {
+      const stray = strayProblem(pool, path, self);
+      if (stray) return { ok: false, detail: stray, path };
       return { ok: true, detail: chainDetail(path, at), path };
     }
     let lastProblem: string | null = null;
@@ -315,7 +318,11 @@ export function verifyChain(
         lastProblem ??= `${describe(cur)} is not signed by trust anchor ${describe(anchor)}: ${sigProblem}`;
         continue;
       }
-      const problem = issuerProblem(anchor) ?? validityProblem(anchor, at) ?? pathLenProblem(anchor, path);
+      const problem =
+        issuerProblem(anchor) ??
+        validityProblem(anchor, at) ??
+        pathLenProblem(anchor, path) ??
+        strayProblem(pool, path, anchor);
       if (problem) return { ok: false, detail: problem, path: [...path, anchor] };
       return { ok: true, detail: chainDetail([...path, anchor], at), path: [...path, anchor] };
     }
@@ -364,6 +371,24 @@ export function verifyChain(
     cur = next;
   }
   return { ok: false, detail: 'certificate chain is too long', path };
+}
+
+/**
+ * Every certificate the evidence carries must be on the validated path, or be a copy of the
+ * root: self-signed with the trust anchor's key. Anything else means the chain is not what it
+ * claims to be.
+ */
+function strayProblem(
+  pool: ParsedCertificate[],
+  path: ParsedCertificate[],
+  anchor: ParsedCertificate,
+): string | null {
+  for (const c of pool) {
+    if (path.some((p) => p.der.equals(c.der))) continue;
+    if (c.issuerRaw.equals(c.subjectRaw) && c.publicKeyBits.equals(anchor.publicKeyBits)) continue;
+    return `the evidence carries ${describe(c)}, which is neither on the path to the trust anchor nor a copy of it`;
+  }
+  return null;
 }
 
 function pathLenProblem(issuer: ParsedCertificate, below: ParsedCertificate[]): string | null {
