@@ -576,3 +576,222 @@ export async function linkNames(ns: Netns | null): Promise<string[]> {
     .map((l) => /^\d+:\s+([^:@\s]+)/.exec(l)?.[1])
     .filter((n): n is string => n !== undefined);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Node agents: a node script running in a namespace, driven over JSON lines on stdin/stdout
+
+/** A reply ({ id, ok, ...result } or { id, ok: false, code, message }) or an event ({ event, ... }). */
+export type AgentMessage = Record<string, unknown> & {
+  id?: number;
+  ok?: boolean;
+  event?: string;
+  code?: string;
+  message?: string;
+};
+
+export interface AgentStartOptions {
+  /** Extra node flags, e.g. ['--expose-gc']. */
+  nodeArgs?: string[];
+  env?: NodeJS.ProcessEnv;
+  /** How long to wait for the agent's ready event (default 10 s). */
+  readyTimeoutMs?: number;
+}
+
+/**
+ * Test side of a node agent. The agent script calls serveAgent(); the test does
+ *   const agent = await NodeAgent.start(ns, script);
+ *   const r = await agent.ok('open', { name: 'tunX' });    // rejects on { ok: false }
+ *   const ev = await agent.waitForEvent((e) => e.event === 'icmp');
+ *   await agent.exit();                                     // closes stdin, waits, kills if needed
+ * The process is tracked like any ns.spawn() child, so cleanupAll() kills it too.
+ */
+export class NodeAgent {
+  /** Events received so far, in order. */
+  readonly events: AgentMessage[] = [];
+  private stderrText = '';
+  private nextId = 1;
+  private readonly pending = new Map<number, (r: AgentMessage) => void>();
+
+  private constructor(readonly child: ChildProcess) {
+    let buf = '';
+    child.stdout?.setEncoding('utf8').on('data', (d: string) => {
+      buf += d;
+      let nl: number;
+      while ((nl = buf.indexOf('\n')) >= 0) {
+        const line = buf.slice(0, nl);
+        buf = buf.slice(nl + 1);
+        this.receive(line);
+      }
+    });
+    child.stderr?.setEncoding('utf8').on('data', (d: string) => {
+      this.stderrText += d;
+    });
+    child.once('exit', (code, signal) => {
+      const msg: AgentMessage = {
+        ok: false,
+        code: 'EAGENTEXIT',
+        message: `agent exited (${signal ?? code}) before replying; stderr:\n${this.stderrText}`,
+      };
+      for (const resolve of this.pending.values()) resolve(msg);
+      this.pending.clear();
+    });
+  }
+
+  static async start(
+    ns: Netns | null,
+    script: string,
+    args: string[] = [],
+    opts: AgentStartOptions = {},
+  ): Promise<NodeAgent> {
+    const argv = [...(opts.nodeArgs ?? []), script, ...args];
+    const spawnOpts: SpawnInOptions = {
+      stdio: ['pipe', 'pipe', 'pipe'],
+      ...(opts.env ? { env: opts.env } : {}),
+    };
+    const child = ns
+      ? ns.spawn(process.execPath, argv, spawnOpts)
+      : spawnTracked(process.execPath, argv, spawnOpts);
+    const agent = new NodeAgent(child);
+    await agent.waitForEvent((e) => e.event === 'ready', opts.readyTimeoutMs ?? 10_000);
+    return agent;
+  }
+
+  /** Everything the agent wrote to stderr so far. */
+  get stderr(): string {
+    return this.stderrText;
+  }
+
+  private receive(line: string): void {
+    if (line.trim() === '') return;
+    let msg: AgentMessage;
+    try {
+      msg = JSON.parse(line) as AgentMessage;
+    } catch {
+      this.events.push({ event: 'stdout', line });
+      return;
+    }
+    if (typeof msg.event === 'string') {
+      this.events.push(msg);
+    } else if (typeof msg.id === 'number') {
+      this.pending.get(msg.id)?.(msg);
+      this.pending.delete(msg.id);
+    } else {
+      this.events.push({ event: 'stdout', line });
+    }
+  }
+
+  /** Sends a command; resolves with the reply, successful or not. */
+  call(cmd: string, args: Record<string, unknown> = {}, timeoutMs = 15_000): Promise<AgentMessage> {
+    const id = this.nextId++;
+    return new Promise((resolve, reject) => {
+      if (this.child.exitCode !== null || this.child.signalCode !== null) {
+        reject(new Error(`agent has exited; stderr:\n${this.stderrText}`));
+        return;
+      }
+      const timer = setTimeout(() => {
+        this.pending.delete(id);
+        reject(new Error(`agent: no reply to ${cmd} within ${timeoutMs} ms; stderr:\n${this.stderrText}`));
+      }, timeoutMs);
+      this.pending.set(id, (r) => {
+        clearTimeout(timer);
+        resolve(r);
+      });
+      this.child.stdin?.write(JSON.stringify({ ...args, id, cmd }) + '\n');
+    });
+  }
+
+  /** Like call(), but rejects when the agent replies { ok: false }. */
+  async ok(cmd: string, args: Record<string, unknown> = {}, timeoutMs?: number): Promise<AgentMessage> {
+    const r = await this.call(cmd, args, timeoutMs);
+    if (r.ok !== true) throw new Error(`agent command ${cmd} failed: ${r.code ?? ''} ${r.message ?? ''}`);
+    return r;
+  }
+
+  /** The first event (already received or future) matching `predicate`. */
+  async waitForEvent(predicate: (e: AgentMessage) => boolean, timeoutMs = 5000): Promise<AgentMessage> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const found = this.events.find(predicate);
+      if (found) return found;
+      if (this.child.exitCode !== null || this.child.signalCode !== null) {
+        throw new Error(
+          `agent exited (${this.child.signalCode ?? this.child.exitCode}); stderr:\n${this.stderrText}`,
+        );
+      }
+      if (Date.now() >= deadline) {
+        throw new Error(`agent: no matching event within ${timeoutMs} ms; stderr:\n${this.stderrText}`);
+      }
+      await new Promise((r) => setTimeout(r, 10));
+    }
+  }
+
+  /** Closes the agent's stdin (serveAgent then runs its onClose and exits), kills it if needed. */
+  async exit(timeoutMs = 5000): Promise<void> {
+    this.child.stdin?.end();
+    try {
+      await waitFor(() => this.child.exitCode !== null || this.child.signalCode !== null, timeoutMs);
+    } catch {
+      await stopProcess(this.child);
+    }
+  }
+}
+
+export type AgentHandler = (
+  cmd: string,
+  args: Record<string, unknown>,
+) => Promise<Record<string, unknown> | void> | Record<string, unknown> | void;
+
+/**
+ * Agent side: serves commands from stdin (one JSON object per line, `{ id, cmd, ...args }`)
+ * and writes `{ id, ok: true, ...result }` or `{ id, ok: false, code, message }` replies (code
+ * from the error's `code` property). Prints `{ event: 'ready', pid }` first. When stdin
+ * closes, runs `onClose` and exits with code 0. Returns `emit(event, data)` for unsolicited
+ * events.
+ */
+export function serveAgent(
+  handler: AgentHandler,
+  opts: { onClose?: () => Promise<void> | void } = {},
+): { emit(event: string, data?: Record<string, unknown>): void } {
+  const write = (obj: unknown): void => {
+    process.stdout.write(JSON.stringify(obj) + '\n');
+  };
+  let buf = '';
+  process.stdin.setEncoding('utf8');
+  process.stdin.on('data', (d: string) => {
+    buf += d;
+    let nl: number;
+    while ((nl = buf.indexOf('\n')) >= 0) {
+      const line = buf.slice(0, nl);
+      buf = buf.slice(nl + 1);
+      let msg: { id?: unknown; cmd?: unknown } & Record<string, unknown>;
+      try {
+        msg = JSON.parse(line) as typeof msg;
+      } catch {
+        write({ event: 'bad-input', line });
+        continue;
+      }
+      const { id, cmd, ...args } = msg;
+      Promise.resolve()
+        .then(() => handler(String(cmd), args))
+        .then(
+          (result) => write({ ...(result ?? {}), id, ok: true }),
+          (err: unknown) => {
+            const e = err as { code?: unknown; message?: unknown };
+            write({
+              id,
+              ok: false,
+              code: typeof e?.code === 'string' ? e.code : 'ERR',
+              message: typeof e?.message === 'string' ? e.message : String(err),
+            });
+          },
+        );
+    }
+  });
+  process.stdin.on('end', () => {
+    Promise.resolve()
+      .then(() => opts.onClose?.())
+      .finally(() => process.exit(0));
+  });
+  write({ event: 'ready', pid: process.pid });
+  return { emit: (event, data = {}) => write({ ...data, event }) };
+}

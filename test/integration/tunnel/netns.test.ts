@@ -15,7 +15,12 @@ import {
   run,
   uniqueIfName,
   CommandError,
+  NodeAgent,
+  reapStale,
 } from '../../helpers/netns.js';
+import { spawnSync } from 'node:child_process';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 
 after(cleanupAll);
 
@@ -98,5 +103,39 @@ test('waitFor times out with the given message; runIn runs node in the namespace
   const r = await runIn(ns, '-e', ['console.log(require("os").networkInterfaces().lo ? "lo" : "none")']);
   assert.equal(r.stdout.trim(), 'lo');
   assert.ok(uniqueIfName('averylongtag', 'x').length <= 15);
+  await ns.destroy();
+});
+
+test('reapStale deletes namespaces whose creating process is gone, and only those', async () => {
+  // A PID that certainly existed and has exited: a child we ran to completion.
+  const dead = spawnSync('true').pid as number;
+  const stale = `sg-tun-${dead}-1`;
+  await run('ip', ['netns', 'add', stale]);
+  const live = await createNetns('tun');
+  try {
+    const reaped = reapStale();
+    assert.ok(reaped.includes(stale));
+    assert.ok(!existsSync(`/var/run/netns/${stale}`));
+    assert.ok(existsSync(`/var/run/netns/${live.name}`), 'namespaces of live processes are kept');
+  } finally {
+    await run('ip', ['netns', 'delete', stale], { check: false });
+    await live.destroy();
+  }
+});
+
+test('NodeAgent: replies, error replies, events and exit', async () => {
+  const script = join(dirname(fileURLToPath(import.meta.url)), 'fixtures', 'tun-agent.js');
+  const ns = await createNetns('tun');
+  const agent = await NodeAgent.start(ns, script);
+  assert.equal((await agent.waitForEvent((e) => e.event === 'ready')).event, 'ready');
+  const bad = await agent.call('no-such-command');
+  assert.equal(bad.ok, false);
+  assert.match(String(bad.message), /unknown command/);
+  await assert.rejects(agent.ok('no-such-command'), /unknown command/);
+  const err = await agent.call('open', { opts: { name: 'bad name!' } });
+  assert.equal(err.code, 'EINPUT');
+  await agent.exit();
+  assert.equal(agent.child.exitCode, 0);
+  await assert.rejects(agent.call('counts'), /exited/);
   await ns.destroy();
 });

@@ -4,84 +4,16 @@
  */
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { createInterface } from 'node:readline';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { ChildProcess } from 'node:child_process';
-import {
-  cleanupAll,
-  createNetns,
-  linkNames,
-  stop,
-  waitFor,
-  waitForLine,
-  type Netns,
-} from '../../helpers/netns.js';
+import { NodeAgent, cleanupAll, createNetns, linkNames, waitFor, type Netns } from '../../helpers/netns.js';
 
 after(cleanupAll);
 
 const agentScript = join(dirname(fileURLToPath(import.meta.url)), 'fixtures', 'tun-agent.js');
 
-type Reply = Record<string, unknown> & { ok?: boolean; code?: string; message?: string };
-
-class Agent {
-  readonly events: Reply[] = [];
-  private nextId = 1;
-  private readonly pending = new Map<number, (r: Reply) => void>();
-
-  private constructor(readonly child: ChildProcess) {
-    createInterface({ input: child.stdout as NodeJS.ReadableStream }).on('line', (line) => {
-      const msg = JSON.parse(line) as Reply & { id?: number };
-      if (typeof msg.id === 'number') {
-        this.pending.get(msg.id)?.(msg);
-        this.pending.delete(msg.id);
-      } else this.events.push(msg);
-    });
-  }
-
-  static async start(ns: Netns): Promise<Agent> {
-    const child = ns.spawn(process.execPath, ['--expose-gc', agentScript], {
-      stdio: ['pipe', 'pipe', 'pipe'],
-    });
-    let stderr = '';
-    child.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
-    const ready = waitForLine(child, /"event":"ready"/, 10_000).catch((err: Error) => {
-      throw new Error(`${err.message}\nstderr: ${stderr}`);
-    });
-    const agent = new Agent(child);
-    await ready;
-    return agent;
-  }
-
-  /** Sends a command; resolves with the reply (ok or not). */
-  call(cmd: string, args: Record<string, unknown> = {}, timeoutMs = 15_000): Promise<Reply> {
-    const id = this.nextId++;
-    return new Promise((resolve, reject) => {
-      const timer = setTimeout(
-        () => reject(new Error(`agent: no reply to ${cmd} in ${timeoutMs} ms`)),
-        timeoutMs,
-      );
-      this.pending.set(id, (r) => {
-        clearTimeout(timer);
-        resolve(r);
-      });
-      this.child.stdin?.write(JSON.stringify({ id, cmd, ...args }) + '\n');
-    });
-  }
-
-  /** Like call(), but fails the test on an error reply. */
-  async ok(cmd: string, args: Record<string, unknown> = {}, timeoutMs?: number): Promise<Reply> {
-    const r = await this.call(cmd, args, timeoutMs);
-    assert.equal(r.ok, true, `${cmd} failed: ${r.code} ${r.message}`);
-    return r;
-  }
-
-  async exit(): Promise<void> {
-    this.child.stdin?.end();
-    await waitFor(() => this.child.exitCode !== null || this.child.signalCode !== null, 5000).catch(() =>
-      stop(this.child),
-    );
-  }
+function startAgent(ns: Netns): Promise<NodeAgent> {
+  return NodeAgent.start(ns, agentScript, [], { nodeArgs: ['--expose-gc'] });
 }
 
 async function addrOf(ns: Netns, dev: string): Promise<string> {
@@ -90,7 +22,7 @@ async function addrOf(ns: Netns, dev: string): Promise<string> {
 
 test('ping into a TUN route reaches JS as ICMP echo requests; JS replies and ping succeeds', async () => {
   const ns = await createNetns('tun');
-  const agent = await Agent.start(ns);
+  const agent = await startAgent(ns);
   const opened = await agent.ok('open', { opts: { name: 'tunT0', mtu: 1432, addresses: ['10.70.0.1/24'] } });
   assert.equal(opened.name, 'tunT0');
   assert.equal(opened.mtu, 1432);
@@ -132,7 +64,7 @@ test('ping into a TUN route reaches JS as ICMP echo requests; JS replies and pin
 
 test('packets queued while JS is busy are delivered in batches', async () => {
   const ns = await createNetns('tun');
-  const agent = await Agent.start(ns);
+  const agent = await startAgent(ns);
   await agent.ok('open', {
     opts: { name: 'tunB0', addresses: ['10.71.0.1/24'], batch: 32, txQueueLen: 1000 },
   });
@@ -160,7 +92,7 @@ test('packets queued while JS is busy are delivered in batches', async () => {
 
 test('write: well-formed packets up to the MTU are written; oversize ones dropped; closed throws', async () => {
   const ns = await createNetns('tun');
-  const agent = await Agent.start(ns);
+  const agent = await startAgent(ns);
   await agent.ok('open', { opts: { name: 'tunW0', mtu: 1432, addresses: ['10.72.0.1/24'] } });
   const udp = { src: '10.72.0.2', dst: '10.72.0.1' };
   const atMtu = await agent.ok('writeUdp', { ...udp, size: 1432 });
@@ -183,7 +115,7 @@ test('attach to a pre-created device: works, and close leaves the device but rem
   const ns = await createNetns('tun');
   await ns.exec('ip', ['tuntap', 'add', 'dev', 'tunP0', 'mode', 'tun']);
   await ns.exec('ip', ['addr', 'add', '10.73.5.1/24', 'dev', 'tunP0']);
-  const agent = await Agent.start(ns);
+  const agent = await startAgent(ns);
   const opened = await agent.ok('open', {
     opts: { name: 'tunP0', create: false, mtu: 1432, addresses: ['10.73.0.1/24', '10.73.5.1/24'] },
   });
@@ -209,7 +141,7 @@ test('typed errors: create over an existing name, attach to a missing device, ba
   const ns = await createNetns('tun');
   await ns.exec('ip', ['tuntap', 'add', 'dev', 'tunE0', 'mode', 'tun']);
   await ns.exec('ip', ['tuntap', 'add', 'dev', 'tapE0', 'mode', 'tap']);
-  const agent = await Agent.start(ns);
+  const agent = await startAgent(ns);
   const exists = await agent.call('open', { opts: { name: 'tunE0' } });
   assert.equal(exists.ok, false);
   assert.equal(exists.code, 'ETUN_EXISTS');
@@ -231,11 +163,11 @@ test('typed errors: create over an existing name, attach to a missing device, ba
 
 test('deleting the device under a reader reports ETUN_GONE', async () => {
   const ns = await createNetns('tun');
-  const agent = await Agent.start(ns);
+  const agent = await startAgent(ns);
   await agent.ok('open', { opts: { name: 'tunG0', addresses: ['10.74.0.1/24'] } });
   await agent.ok('collect');
   await ns.exec('ip', ['link', 'del', 'tunG0']);
-  const ev = await waitFor(() => agent.events.find((e) => e.event === 'error'), 5000);
+  const ev = await agent.waitForEvent((e) => e.event === 'error', 5000);
   assert.equal(ev.code, 'ETUN_GONE');
   await agent.ok('close');
   await agent.exit();
@@ -244,7 +176,7 @@ test('deleting the device under a reader reports ETUN_GONE', async () => {
 
 test('open/close 200 times leaves no live handles and no devices', async () => {
   const ns = await createNetns('tun');
-  const agent = await Agent.start(ns);
+  const agent = await startAgent(ns);
   const r = await agent.ok('churn', { n: 200, prefix: 'tunC', read: true }, 60_000);
   assert.deepEqual(r.live, { fds: 0, polls: 0, objects: 0 });
   assert.deepEqual(r.remaining, []);
@@ -258,7 +190,7 @@ test('open/close 200 times leaves no live handles and no devices', async () => {
 
 test('devices dropped without close() are released by the finalizer', async () => {
   const ns = await createNetns('tun');
-  const agent = await Agent.start(ns);
+  const agent = await startAgent(ns);
   const r = await agent.ok('churn', { n: 20, prefix: 'tunL', leak: true }, 30_000);
   assert.deepEqual(r.live, { fds: 0, polls: 0, objects: 0 });
   assert.deepEqual(r.remaining, []);
