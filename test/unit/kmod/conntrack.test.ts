@@ -1,0 +1,251 @@
+/**
+ * ctnetlink purge logic against a fake conntrack table at the transport boundary: request
+ * bytes (derived from linux/netfilter/nfnetlink_conntrack.h), strategy choice, de-duplication,
+ * ENOENT races, batching. The real kernel is exercised in test/integration/kmod.
+ */
+import { describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { endianness } from 'node:os';
+import type { NetlinkErrnoError, NetlinkTransport } from '../../../kmod-bridge/index.js';
+import { ConntrackPurger, encodeCtDump } from '../../../src/enforce/conntrack.js';
+import { parseIpv4 } from '../../../src/util/ipv4.js';
+
+interface Ct {
+  src: string;
+  dst: string;
+  sport: number;
+  id: number;
+  zone?: number;
+}
+
+function attr(type: number, payload: Buffer): Buffer {
+  const len = 4 + payload.length;
+  const out = Buffer.alloc((len + 3) & ~3);
+  out.writeUInt16LE(len, 0);
+  out.writeUInt16LE(type, 2);
+  payload.copy(out, 4);
+  return out;
+}
+const be32 = (n: number): Buffer => {
+  const b = Buffer.alloc(4);
+  b.writeUInt32BE(n >>> 0, 0);
+  return b;
+};
+const be16 = (n: number): Buffer => {
+  const b = Buffer.alloc(2);
+  b.writeUInt16BE(n, 0);
+  return b;
+};
+const NESTED = 0x8000;
+
+function nlmsg(type: number, flags: number, seq: number, payload: Buffer): Buffer {
+  const out = Buffer.alloc((16 + payload.length + 3) & ~3);
+  out.writeUInt32LE(16 + payload.length, 0);
+  out.writeUInt16LE(type, 4);
+  out.writeUInt16LE(flags, 6);
+  out.writeUInt32LE(seq, 8);
+  payload.copy(out, 16);
+  return out;
+}
+
+function ack(seq: number, errno: number): Buffer {
+  const p = Buffer.alloc(20);
+  p.writeInt32LE(-errno, 0);
+  return nlmsg(2, 0x100, seq, p);
+}
+
+/** An IPCTNL_MSG_CT_NEW message as a dump returns it: tuple orig/reply, [zone], id, status. */
+function ctMessage(e: Ct, seq: number): Buffer {
+  const tuple = (s: string, d: string, sp: number, dp: number): Buffer =>
+    Buffer.concat([
+      attr(1 | NESTED, Buffer.concat([attr(1, be32(parseIpv4(s))), attr(2, be32(parseIpv4(d)))])),
+      attr(2 | NESTED, Buffer.concat([attr(1, Buffer.from([17])), attr(2, be16(sp)), attr(3, be16(dp))])),
+    ]);
+  const payload = Buffer.concat([
+    Buffer.from([2, 0, 0, 0]),
+    attr(1 | NESTED, tuple(e.src, e.dst, e.sport, 53)),
+    attr(2 | NESTED, tuple(e.dst, e.src, 53, e.sport)),
+    attr(3, be32(8)),
+    ...(e.zone === undefined ? [] : [attr(18, be16(e.zone))]),
+    attr(12, be32(e.id)),
+  ]);
+  return nlmsg(0x0100, 2, seq, payload);
+}
+
+/** Reads attribute `type` from a run (little-endian headers). */
+function get(buf: Buffer, type: number): Buffer | undefined {
+  let off = 0;
+  while (off + 4 <= buf.length) {
+    const len = buf.readUInt16LE(off);
+    if ((buf.readUInt16LE(off + 2) & 0x3fff) === type) return buf.subarray(off + 4, off + len);
+    off += (len + 3) & ~3;
+  }
+  return undefined;
+}
+
+class FakeConntrack implements NetlinkTransport {
+  readonly portId = 77;
+  table: Ct[] = [];
+  log: string[] = [];
+  datagrams = 0;
+  /** Entries that disappear between dump and delete (the delete gets ENOENT). */
+  vanishOnDelete = new Set<number>();
+  filterSupported = true;
+  private deliver: ((d: Buffer) => void) | undefined;
+
+  send(d: Buffer): Promise<void> {
+    this.datagrams++;
+    const out: Buffer[] = [];
+    let off = 0;
+    while (off < d.length) {
+      const len = d.readUInt32LE(off);
+      const type = d.readUInt16LE(off + 4);
+      const flags = d.readUInt16LE(off + 6);
+      const seq = d.readUInt32LE(off + 8);
+      const payload = d.subarray(off + 16, off + len);
+      off += (len + 3) & ~3;
+      const attrs = payload.subarray(4);
+      if (type === 0x0105) {
+        this.log.push('stats');
+        out.push(
+          nlmsg(0x0105, 0, seq, Buffer.concat([Buffer.alloc(4), attr(1, be32(this.table.length))])),
+          ack(seq, 0),
+        );
+      } else if (type === 0x0101) {
+        assert.equal(flags, 0x301, 'dump flags');
+        const filter = get(attrs, 25);
+        let rows = this.table;
+        if (filter) {
+          if (!this.filterSupported) {
+            out.push(ack(seq, 95));
+            continue;
+          }
+          const which = (get(filter, 1) as Buffer).readUInt32LE(0);
+          const ips = get(get(get(attrs, 1) as Buffer, 1) as Buffer, which === 1 ? 1 : 2) as Buffer;
+          const ip = [...ips].join('.');
+          this.log.push(`dump ${which === 1 ? 'src' : 'dst'} ${ip}`);
+          rows = rows.filter((e) => (which === 1 ? e.src : e.dst) === ip);
+        } else {
+          this.log.push('dump all');
+        }
+        for (const e of rows) out.push(ctMessage(e, seq));
+        out.push(nlmsg(3, 2, seq, Buffer.alloc(4)));
+      } else if (type === 0x0102) {
+        assert.equal(flags, 5, 'delete flags');
+        const id = (get(attrs, 12) as Buffer).readUInt32BE(0);
+        const zone = get(attrs, 18);
+        const e = this.table.find((x) => x.id === id);
+        assert.ok(get(attrs, 1), 'delete carries the original tuple');
+        if (e) assert.equal(zone ? zone.readUInt16BE(0) : undefined, e.zone, 'delete carries the zone');
+        if (!e || this.vanishOnDelete.has(id)) {
+          this.table = this.table.filter((x) => x.id !== id);
+          out.push(ack(seq, 2));
+        } else {
+          this.table = this.table.filter((x) => x.id !== id);
+          this.log.push(`delete ${id}`);
+          out.push(ack(seq, 0));
+        }
+      }
+    }
+    setImmediate(() => {
+      for (const o of out) this.deliver?.(o);
+    });
+    return Promise.resolve();
+  }
+  setReceiver(onDatagram: (d: Buffer) => void, _onError: (e: NetlinkErrnoError) => void): void {
+    this.deliver = onDatagram;
+  }
+  setActive(): void {}
+  close(): void {}
+}
+
+const T = '192.168.28.2';
+
+function sampleTable(): Ct[] {
+  return [
+    { src: T, dst: '8.8.8.8', sport: 1000, id: 1 },
+    { src: '10.0.0.9', dst: T, sport: 1001, id: 2, zone: 7 },
+    { src: T, dst: T, sport: 1002, id: 3 }, // matched by both filtered dumps: deleted once
+    { src: '10.0.0.9', dst: '10.0.0.10', sport: 1003, id: 4 },
+    { src: '192.168.28.20', dst: '8.8.8.8', sport: 1004, id: 5 },
+  ];
+}
+
+describe('conntrack purge (fake ctnetlink)', () => {
+  it(
+    'dump request bytes: nfgenmsg, CTA_TUPLE_ORIG{CTA_TUPLE_IP{CTA_IP_V4_SRC}}, CTA_FILTER{ORIG_FLAGS}',
+    {
+      skip: endianness() !== 'LE' && 'little-endian golden bytes',
+    },
+    () => {
+      // len 48 = 16 hdr + 4 nfgenmsg + 16 tuple + 12 filter; type (CTNETLINK 1 << 8) | GET 1;
+      // flags REQUEST | DUMP (0x301); nested types carry NLA_F_NESTED (0x8000); CTA_FILTER = 25.
+      const expected =
+        '30000000 0101 0103 01000000 02000000' +
+        '02 00 0000' +
+        '1000 0180  0c00 0180  0800 0100 0a010203' +
+        '0c00 1980  0800 0100 01000000';
+      assert.equal(
+        encodeCtDump(1, 2, parseIpv4('10.1.2.3'), 'src').toString('hex'),
+        expected.replace(/ /g, ''),
+      );
+      const dst = encodeCtDump(1, 2, parseIpv4('10.1.2.3'), 'dst');
+      assert.equal(dst.subarray(30, 32).toString('hex'), '0200', 'CTA_IP_V4_DST');
+      assert.equal(dst.readUInt32LE(44), 2, 'CTA_FILTER_FLAG(CTA_IP_DST)');
+    },
+  );
+
+  it('big table: two kernel-filtered dumps, each entry deleted once with its zone and id', async () => {
+    const k = new FakeConntrack();
+    k.table = sampleTable();
+    const p = new ConntrackPurger({ transport: k, fullDumpBelow: 2 });
+    assert.equal(await p.purge(parseIpv4(T)), 3);
+    // Source matches (1, 3) first, then destination matches (2; 3 again is not deleted twice).
+    assert.deepEqual(k.log, ['stats', `dump src ${T}`, `dump dst ${T}`, 'delete 1', 'delete 3', 'delete 2']);
+    assert.deepEqual(
+      k.table.map((e) => e.id),
+      [4, 5],
+    );
+  });
+
+  it('small table: one unfiltered dump filtered in user space', async () => {
+    const k = new FakeConntrack();
+    k.table = sampleTable();
+    const p = new ConntrackPurger({ transport: k });
+    assert.equal(await p.purge(parseIpv4(T)), 3);
+    assert.deepEqual(k.log, ['stats', 'dump all', 'delete 1', 'delete 2', 'delete 3']);
+    assert.deepEqual(
+      k.table.map((e) => e.id),
+      [4, 5],
+    );
+  });
+
+  it('a kernel without CTA_FILTER falls back to the full dump, and remembers', async () => {
+    const k = new FakeConntrack();
+    k.filterSupported = false;
+    k.table = sampleTable();
+    const p = new ConntrackPurger({ transport: k, fullDumpBelow: 0 });
+    assert.equal(await p.purge(parseIpv4(T)), 3);
+    k.table = sampleTable();
+    k.log = [];
+    assert.equal(await p.purge(parseIpv4(T)), 3);
+    assert.deepEqual(k.log, ['dump all', 'delete 1', 'delete 2', 'delete 3']);
+  });
+
+  it('entries that vanish before their delete are not counted', async () => {
+    const k = new FakeConntrack();
+    k.table = sampleTable();
+    k.vanishOnDelete.add(2);
+    assert.equal(await new ConntrackPurger({ transport: k }).purge(parseIpv4(T)), 2);
+  });
+
+  it('batches deletes, 128 per datagram', async () => {
+    const k = new FakeConntrack();
+    k.table = Array.from({ length: 300 }, (_, i) => ({ src: T, dst: '8.8.4.4', sport: i + 1, id: i + 1 }));
+    const p = new ConntrackPurger({ transport: k });
+    assert.equal(await p.purge(parseIpv4(T)), 300);
+    // stats + dump + ceil(300 / 128) = 3 delete datagrams
+    assert.equal(k.datagrams, 5);
+    assert.equal(k.table.length, 0);
+  });
+});
