@@ -360,7 +360,7 @@ void loadIdentity(Napi::Env env, SSL_CTX *ctx, const std::string &certPem, const
   if (key == nullptr) throwSsl(env, "EDTLS_IDENTITY", "key PEM does not contain an unencrypted private key");
   ok = SSL_CTX_use_PrivateKey(ctx, key);
   EVP_PKEY_free(key);
-  if (ok != 1) throwSsl(env, "EDTLS_IDENTITY", "private key not usable");
+  if (ok != 1) throwSsl(env, "EDTLS_IDENTITY", "private key does not match its certificate or is not usable");
   if (SSL_CTX_check_private_key(ctx) != 1) throwSsl(env, "EDTLS_IDENTITY", "private key does not match its certificate");
 }
 
