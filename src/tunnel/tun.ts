@@ -25,7 +25,6 @@ export const DEFAULT_BATCH = 64;
 
 const EAGAIN = 11;
 const EBADF = 9;
-const EIO = 5;
 const EBADFD = 77;
 
 export interface TunOpenOptions {
@@ -299,8 +298,9 @@ export class TunDevice extends EventEmitter<TunEvents> {
 
   /**
    * Writes one IP packet. Never blocks. Returns false if the packet was dropped: larger than
-   * the MTU, the device queue full (EAGAIN), or rejected by the kernel. Throws if the device
-   * is closed or gone.
+   * the MTU, the device queue full (EAGAIN), the link down (EIO) or otherwise rejected by the
+   * kernel (see stats()). Throws ETUN_CLOSED after close() and ETUN_GONE if the interface was
+   * deleted under us.
    */
   write(packet: Uint8Array): boolean {
     if (packet.length > this.currentMtu) {
@@ -386,7 +386,7 @@ export class TunDevice extends EventEmitter<TunEvents> {
   private readFailed(errno: number): void {
     this.reading = false;
     if (this.closed) return;
-    const gone = errno === EBADFD || errno === EBADF || errno === EIO;
+    const gone = errno === EBADFD || errno === EBADF;
     const err = new EnvironmentError(
       gone ? 'ETUN_GONE' : 'ETUN_READ',
       gone
@@ -401,14 +401,16 @@ export class TunDevice extends EventEmitter<TunEvents> {
     if (errno === EBADF) {
       throw new EnvironmentError('ETUN_CLOSED', `TUN device ${this.name} is closed`);
     }
-    if (errno === EBADFD || errno === EIO) {
+    if (errno === EBADFD) {
       throw new EnvironmentError(
         'ETUN_GONE',
-        `TUN device ${this.name} went away (errno ${errno})`,
+        `TUN device ${this.name} went away`,
         'someone deleted the interface; restart to recreate it',
       );
     }
-    return false; // the kernel rejected this one packet (EINVAL, ENOMEM, ...): counted in txErrors
+    // This one packet was refused (EIO: link down; EINVAL: malformed; ENOMEM, ...): counted in
+    // txErrors, the device stays usable.
+    return false;
   }
 
   private report(err: SengError): void {

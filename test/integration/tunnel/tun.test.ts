@@ -111,6 +111,20 @@ test('write: well-formed packets up to the MTU are written; oversize ones droppe
   await ns.destroy();
 });
 
+test('write on a link that is down drops the packet (txErrors) instead of throwing', async () => {
+  const ns = await createNetns('tun');
+  const agent = await startAgent(ns);
+  const opened = await agent.ok('open', { opts: { name: 'tunD0', up: false, addresses: ['10.75.0.1/24'] } });
+  assert.equal(opened.created, true);
+  assert.doesNotMatch((await ns.exec('ip', ['-o', 'link', 'show', 'tunD0'])).stdout, /[<,]UP[,>]/);
+  const r = await agent.ok('writeUdp', { src: '10.75.0.2', dst: '10.75.0.1', size: 100 });
+  assert.equal(r.written, false);
+  assert.equal((r.stats as Record<string, number>).txErrors, 1);
+  assert.equal((r.stats as Record<string, number>).txPackets, 0);
+  await agent.exit();
+  await ns.destroy();
+});
+
 test('attach to a pre-created device: works, and close leaves the device but removes our address', async () => {
   const ns = await createNetns('tun');
   await ns.exec('ip', ['tuntap', 'add', 'dev', 'tunP0', 'mode', 'tun']);
@@ -169,6 +183,8 @@ test('deleting the device under a reader reports ETUN_GONE', async () => {
   await ns.exec('ip', ['link', 'del', 'tunG0']);
   const ev = await agent.waitForEvent((e) => e.event === 'error', 5000);
   assert.equal(ev.code, 'ETUN_GONE');
+  const w = await agent.call('writeUdp', { src: '10.74.0.2', dst: '10.74.0.1', size: 60 });
+  assert.equal(w.code, 'ETUN_GONE');
   await agent.ok('close');
   await agent.exit();
   await ns.destroy();
