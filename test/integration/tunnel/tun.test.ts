@@ -163,6 +163,9 @@ test('typed errors: create over an existing name, attach to a missing device, ba
   assert.equal(missing.code, 'ETUN_MISSING');
   const tap = await agent.call('open', { opts: { name: 'tapE0', create: false } });
   assert.equal(tap.code, 'ETUN_TYPE');
+  await agent.ok('open', { opts: { name: 'tunE2' } });
+  const busy = await agent.call('open', { opts: { name: 'tunE2', create: false } });
+  assert.equal(busy.code, 'ETUN_BUSY', 'a single-queue device has one reader');
   assert.equal((await agent.call('open', { opts: { name: 'way-too-long-name0' } })).code, 'EINPUT');
   assert.equal((await agent.call('open', { opts: { name: 'tunE1', mtu: 20 } })).code, 'EINPUT');
   assert.equal(
