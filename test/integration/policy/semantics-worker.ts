@@ -19,11 +19,15 @@ export interface WorkerInput {
   regs: { ip: string; mrEnclave: string; categories: string[]; host: string }[];
   packets: { id: number; src: string; dst: string; dport: number }[];
   leave: string[];
+  /** A second policy applied with applyPolicy() after phase 1 (live sessions stay). */
+  reload?: string;
 }
 
 export interface WorkerOutput {
   phase1: number[];
   phase2: number[];
+  /** After the reload (when `reload` was given), before anyone leaves. */
+  phaseReload?: number[];
   setsAfterLeave: Record<string, string[]>;
   conntrackBefore: number;
   conntrackAfter: number;
@@ -97,6 +101,11 @@ async function main(): Promise<void> {
   // All admissions at once: one batch.
   await Promise.all([...regs.values()].map((r) => enforcer.join(r)));
   const phase1 = await sendAll(input);
+  let phaseReload: number[] | undefined;
+  if (input.reload !== undefined) {
+    await enforcer.applyPolicy(compilePolicy(parsePolicy(input.reload, 'reload.yaml'), { apps }));
+    phaseReload = await sendAll(input);
+  }
   const conntrackBefore = conntrackCount(input.leave);
   await Promise.all(input.leave.map((ip) => enforcer.leave(regs.get(ip) as EnclaveRegistration)));
   const conntrackAfter = conntrackCount(input.leave);
@@ -107,7 +116,14 @@ async function main(): Promise<void> {
   for (const it of listing.nftables) if (it.set) setsAfterLeave[it.set.name] = it.set.elem ?? [];
   const phase2 = await sendAll(input);
   await enforcer.stop();
-  const out: WorkerOutput = { phase1, phase2, setsAfterLeave, conntrackBefore, conntrackAfter };
+  const out: WorkerOutput = {
+    phase1,
+    phase2,
+    setsAfterLeave,
+    conntrackBefore,
+    conntrackAfter,
+    ...(phaseReload && { phaseReload }),
+  };
   process.stdout.write(JSON.stringify(out));
 }
 
