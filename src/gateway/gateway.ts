@@ -467,7 +467,10 @@ export class Gateway extends EventEmitter {
   /** Ends an enclave's session for `reason`; idempotent. Resolves when its IP is free again. */
   end(e: Enclave, reason: string): Promise<void> {
     if (e.ended) return e.ended;
-    e.ended = this.finish(e, reason);
+    // Assign before finishing: closing a session emits 'close' synchronously, which re-enters here.
+    let done!: () => void;
+    e.ended = new Promise<void>((resolve) => (done = resolve));
+    void this.finish(e, reason).finally(done);
     return e.ended;
   }
 

@@ -32,6 +32,8 @@ export interface SimEnclaveOptions {
   /** TUN device: name, and the network namespace to move it into (default: stay here). */
   tun?: { name: string; netns?: string; routes?: string[] } | undefined;
   localAddress?: string;
+  /** Send the second session from this local address instead (misbehaviour). */
+  secondLocalAddress?: string;
   handshakeTimeoutMs?: number;
   /** How long to wait for IpAssignment after the first handshake; default 5000 ms. */
   assignmentTimeoutMs?: number;
@@ -91,12 +93,19 @@ export class SimEnclave extends EventEmitter {
       this.recv.on('close', (reason: string) => void this.close(`receive tunnel closed: ${reason}`));
       const assignment = await this.awaitAssignment(this.recv);
       this.assignment = assignment;
-      if (!o.skipAck) this.recv.send(encodeIpAssignAck(toWire(parseIpv4(assignment.ip))));
+      if (o.skipAck) {
+        // A client that never acknowledges just waits; the gateway must give up on it.
+        const recv = this.recv;
+        const reason = await new Promise<string>((resolve) => recv.once('close', resolve));
+        throw new SimEnclaveError(`the gateway closed the session while waiting for IpAssignACK: ${reason}`);
+      }
+      this.recv.send(encodeIpAssignAck(toWire(parseIpv4(assignment.ip))));
       this.send = await dtlsConnect({
         ...common,
         port: o.port + 1,
         certPem: o.secondCertPem ?? o.certPem,
         keyPem: o.secondKeyPem ?? o.keyPem,
+        ...(o.secondLocalAddress ? { localAddress: o.secondLocalAddress } : {}),
       });
       this.send.on('close', (reason: string) => void this.close(`send tunnel closed: ${reason}`));
       if (o.tun) await this.plumb(o.tun, assignment);
@@ -166,17 +175,20 @@ export class SimEnclave extends EventEmitter {
       logger: this.log,
     });
     const ns = tun.netns;
-    const ip = (...args: string[]) => {
-      const full = ns === undefined ? args : ['-n', ns, ...args];
+    const run = (full: string[]) => {
       const r = spawnSync('ip', full, { encoding: 'utf8' });
       if (r.status !== 0)
         throw new EnvironmentError('ESIM_NET', `ip ${full.join(' ')} failed: ${r.stderr.trim()}`);
     };
+    // `ip` inside the target namespace (or here when there is none).
+    const ip = (...args: string[]) => run(ns === undefined ? args : ['-n', ns, ...args]);
     if (ns !== undefined) {
-      ip('link', 'set', 'dev', tun.name, 'netns', ns);
+      run(['link', 'set', 'dev', tun.name, 'netns', ns]);
       // The fd keeps working across namespaces; cleanup happens when it closes.
       ip('link', 'set', 'dev', tun.name, 'mtu', '1432', 'up');
       ip('link', 'set', 'dev', 'lo', 'up');
+      // Moving a device resets its IPv6 settings; keep router solicitations out of the tunnel.
+      spawnSync('ip', ['netns', 'exec', ns, 'sysctl', '-qw', `net.ipv6.conf.${tun.name}.disable_ipv6=1`]);
     }
     ip('addr', 'add', `${a.ip}/${a.prefix}`, 'dev', tun.name);
     for (const route of tun.routes ?? []) ip('route', 'replace', route, 'via', a.gateway, 'dev', tun.name);

@@ -37,6 +37,7 @@ Prints one JSON line {"event":"ready",...} on stdout when the tunnel is up; runs
       dependsOn: ['tun'],
     }),
     'local-address': Flags.string({ summary: 'Local address to send from.' }),
+    'second-local-address': Flags.string({ summary: 'Misbehave: open the second session from this local address.' }),
     'spoof-source': Flags.string({
       summary: 'Misbehave: rewrite the source of every packet to this address.',
     }),
@@ -74,6 +75,7 @@ Prints one JSON line {"event":"ready",...} on stdout when the tunnel is up; runs
         ? { tun: { name: f.tun, ...(f.netns ? { netns: f.netns } : {}), routes: f.route ?? [] } }
         : {}),
       ...(f['local-address'] ? { localAddress: f['local-address'] } : {}),
+      ...(f['second-local-address'] ? { secondLocalAddress: f['second-local-address'] } : {}),
       logger: this.logger,
     });
     const assignment = await sim.connect();
