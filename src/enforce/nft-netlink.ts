@@ -36,6 +36,8 @@ const NFTA_SET_ELEM_LIST_ELEMENTS = 3;
 const NFTA_LIST_ELEM = 1;
 const NFTA_SET_ELEM_KEY = 1;
 const NFTA_DATA_VALUE = 1;
+/** 16 bytes per element; an attribute holds at most 65535 bytes. */
+const MAX_ELEMENTS_PER_MESSAGE = 2048;
 
 /** Element changes of one set. Addresses are host-order numbers. */
 export interface SetElementChange {
@@ -205,7 +207,13 @@ export class NftNetlink {
       return this.seq;
     };
     msgs.push(message(NFNL_MSG_BATCH_BEGIN, NLM_F_REQUEST, next(), 0, NFNL_SUBSYS_NFTABLES, Buffer.alloc(0)));
-    const elemMsg = (type: number, flags: number, set: string, ips: number[], what: string): void => {
+    const elemMsg = (type: number, flags: number, set: string, all: number[], what: string): void => {
+      // The element list is one attribute, whose length field has 16 bits: chunk it.
+      for (let i = 0; i < all.length; i += MAX_ELEMENTS_PER_MESSAGE) {
+        elemChunk(type, flags, set, all.slice(i, i + MAX_ELEMENTS_PER_MESSAGE), what);
+      }
+    };
+    const elemChunk = (type: number, flags: number, set: string, ips: number[], what: string): void => {
       const seq = next();
       const body = Buffer.concat([
         strAttr(NFTA_SET_ELEM_LIST_TABLE, this.table),

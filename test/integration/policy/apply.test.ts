@@ -8,7 +8,7 @@ import { mkdtempSync, writeFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createNetns, cleanupAll, type Netns } from '../../helpers/netns.js';
-import { sengBin } from '../../helpers/cli.js';
+import { repoRoot, sengBin } from '../../helpers/cli.js';
 import { parsePolicy } from '../../../src/policy/parse.js';
 import { compilePolicy } from '../../../src/policy/compile.js';
 import { nftApplyDocument } from '../../../src/policy/nft.js';
@@ -150,5 +150,55 @@ rules:
     const withSeng = iptablesText(compilePolicy(parsePolicy(V1)));
     const r2 = await ns.exec('iptables-restore', ['--test', '--noflush'], { input: withSeng, check: false });
     if (r2.code !== 0) assert.match(r2.stderr, /seng|Couldn't load match/i);
+  },
+);
+
+test(
+  'the golden nft text and JSON outputs are accepted by nft (check mode)',
+  { timeout: 60_000 },
+  async () => {
+    const ns = await createNetns('pol');
+    const fixtures = join(repoRoot, 'test', 'fixtures', 'policy');
+    for (const name of ['spec-sample', 'mixed']) {
+      const j = await ns.exec('nft', ['-c', '-j', '-f', join(fixtures, `${name}.nft.json`)], {
+        check: false,
+      });
+      assert.equal(j.code, 0, `${name}.nft.json: ${j.stderr}`);
+      const t = await ns.exec('nft', ['-c', '-f', join(fixtures, `${name}.nft`)], { check: false });
+      assert.equal(t.code, 0, `${name}.nft: ${t.stderr}`);
+    }
+  },
+);
+
+test(
+  'a burst larger than one netlink attribute is split and committed as one transaction',
+  { timeout: 60_000 },
+  async () => {
+    const ns = await createNetns('pol');
+    await ns.exec('nft', [
+      'add table ip burst; add set ip burst enclaves { type ipv4_addr; }; add set ip burst other { type ipv4_addr; }',
+    ]);
+    const script = `
+    import { NftNetlink } from ${JSON.stringify(join(repoRoot, 'dist', 'src', 'enforce', 'nft-netlink.js'))};
+    const nl = new NftNetlink({ table: 'burst' });
+    const ips = Array.from({ length: 5000 }, (_, i) => (0x0a000000 + i) >>> 0);
+    await nl.apply([{ set: 'enclaves', add: ips, remove: [] }]);
+    let failed = '';
+    try { await nl.apply([{ set: 'other', add: ips, remove: [] }, { set: 'missing', add: [1], remove: [] }]); }
+    catch (e) { failed = e.message; }
+    nl.close();
+    console.log(JSON.stringify({ failed }));
+  `;
+    const r = await ns.exec(process.execPath, ['--input-type=module', '-e', script], { timeoutMs: 30_000 });
+    assert.match(
+      (JSON.parse(r.stdout) as { failed: string }).failed,
+      /ENOENT on add to set missing.*nothing was changed/,
+    );
+    const list = JSON.parse((await ns.exec('nft', ['-j', 'list', 'table', 'ip', 'burst'])).stdout) as {
+      nftables: { set?: { name: string; elem?: unknown[] } }[];
+    };
+    const count = (n: string): number => list.nftables.find((x) => x.set?.name === n)?.set?.elem?.length ?? 0;
+    assert.equal(count('enclaves'), 5000);
+    assert.equal(count('other'), 0, 'the failed batch left no partial state');
   },
 );

@@ -2,6 +2,7 @@ import { SengCommand } from '../../base.js';
 import { policyArg, policyFlags } from '../../../policy/cli-common.js';
 import { loadCompiledPolicy } from '../../../policy/index.js';
 import type { SetSpec } from '../../../policy/types.js';
+import { formatCidr } from '../../../util/ipv4.js';
 
 interface CheckResult {
   file: string;
@@ -34,12 +35,7 @@ export default class RulesCheck extends SengCommand<typeof RulesCheck> {
       kind: s.kind,
       ...(s.kind === 'app' && { value: s.mrEnclave }),
       ...(s.kind === 'cat' && { value: s.category }),
-      ...(s.kind === 'host' && {
-        value: s.name
-          .replace(/^host_/, '')
-          .replace(/_(\d+)$/, '/$1')
-          .replace(/_/g, '.'),
-      }),
+      ...(s.kind === 'host' && { value: formatCidr(s.cidr) }),
     }));
     this.log(
       `${this.args.file}: OK — ${policy.rules.length} rules (input ${chains.input}, forward ${chains.forward}, output ${chains.output})`,
