@@ -77,7 +77,14 @@ export async function dtlsConnect(opts: DtlsConnectOptions): Promise<DtlsSession
     ctx.free(); // the connection keeps what it needs
   }
   const port = opts.port;
-  const sendRaw = (d: Buffer): void => socket.send(d, port, host);
+  let socketClosed = false;
+  socket.once('close', () => (socketClosed = true));
+  const sendRaw = (d: Buffer): void => {
+    if (socketClosed) return;
+    socket.send(d, port, host, (err) => {
+      if (err) logger.debug({ err: errorMessage(err) }, 'dtls send failed');
+    });
+  };
   const flush = (): void => {
     const out = conn.takeOutput();
     if (out) for (const d of out) sendRaw(d);

@@ -96,6 +96,7 @@ export class DtlsServer extends EventEmitter<DtlsServerEvents> {
   private handshakeCount = 0;
   private sessionCount = 0;
   private closing: Promise<void> | undefined;
+  private socketClosed = false;
   private readonly counters = {
     cookiesSent: 0,
     rejected: 0,
@@ -120,11 +121,15 @@ export class DtlsServer extends EventEmitter<DtlsServerEvents> {
     this.address = address;
     this.opts = opts;
     this.logger = logger;
-    this.sink = (addr, port) => ({ send: (d) => this.socket.send(d, port, addr) });
+    this.sink = (addr, port) => ({ send: (d) => this.sendRaw(d, port, addr) });
     this.cookieTimer = setInterval(() => this.ctx.rotateCookieSecret(), opts.cookieRotationMs);
     this.cookieTimer.unref();
     socket.on('message', (msg, rinfo) => this.onDatagram(msg, rinfo.address, rinfo.port));
-    socket.on('error', (err) => this.emit('error', err));
+    // A socket error must not take the process down when nobody listens for 'error'.
+    socket.on('error', (err) => {
+      if (this.listenerCount('error') > 0) this.emit('error', err);
+      else this.logger.error({ err: errorMessage(err) }, 'dtls server socket error');
+    });
   }
 
   /** Binds host:port (port 0: any free port) and starts serving. */
@@ -211,6 +216,7 @@ export class DtlsServer extends EventEmitter<DtlsServerEvents> {
         this.peers.delete(key);
       }
       this.ctx.free();
+      this.socketClosed = true;
       await new Promise<void>((resolve) => this.socket.close(() => resolve()));
       this.logger.debug({ port: this.address.port }, 'dtls server closed');
     })();
@@ -254,7 +260,7 @@ export class DtlsServer extends EventEmitter<DtlsServerEvents> {
       else this.counters.cookiesSent++;
       if (r === 2) {
         const out = this.ctx.takeOutput();
-        if (out) for (const d of out) this.socket.send(d, port, address);
+        if (out) for (const d of out) this.sendRaw(d, port, address);
       }
       return;
     }
@@ -409,7 +415,15 @@ export class DtlsServer extends EventEmitter<DtlsServerEvents> {
 
   private flushConn(hs: Handshake): void {
     const out = hs.conn.takeOutput();
-    if (out) for (const d of out) this.socket.send(d, hs.port, hs.address);
+    if (out) for (const d of out) this.sendRaw(d, hs.port, hs.address);
+  }
+
+  /** Datagrams the addon could not send itself (EAGAIN): through node's socket, errors logged. */
+  private sendRaw(d: Buffer, port: number, address: string): void {
+    if (this.socketClosed) return;
+    this.socket.send(d, port, address, (err) => {
+      if (err) this.logger.debug({ peer: `${address}:${port}`, err: errorMessage(err) }, 'dtls send failed');
+    });
   }
 }
 
