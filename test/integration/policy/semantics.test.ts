@@ -36,6 +36,8 @@ rules:
   - { name: multi-by-name, chain: input, action: accept, src-app: multi, protocol: udp, dport: 7006 }
   - { name: not-multi-dst, chain: input, action: accept, dst-app: { not: multi }, src-host: 10.0.0.0/8, protocol: udp, dport: 7007 }
   - { name: plain-l3, chain: input, action: accept, src-addr: 10.5.0.0/16, protocol: udp, dport: [7008, 7009] }
+  - { name: iface-not-lo, chain: input, action: accept, in-iface: { not: lo }, protocol: udp, dport: 7010 }
+  - { name: iface-wildcard, chain: input, action: accept, in-iface: 'l+', src-cat: Mail, protocol: udp, dport: 7010 }
 `;
 
 const RELOAD = `
@@ -96,7 +98,7 @@ async function runCase(reload: string | undefined): Promise<void> {
   const packets: WorkerInput['packets'] = [];
   for (const src of sources) {
     for (const dst of dests)
-      for (let dport = 7001; dport <= 7009; dport += 1) packets.push({ id: packets.length, src, dst, dport });
+      for (let dport = 7001; dport <= 7010; dport += 1) packets.push({ id: packets.length, src, dst, dport });
   }
   const leave = ['192.168.28.2', '192.168.28.5'];
   const input: WorkerInput = {
@@ -124,7 +126,14 @@ async function runCase(reload: string | undefined): Promise<void> {
       .filter((p) => {
         const v = evaluate(
           policy,
-          { chain: 'input', src: parseIpv4(p.src), dst: parseIpv4(p.dst), protocol: 'udp', dport: p.dport },
+          {
+            chain: 'input',
+            src: parseIpv4(p.src),
+            dst: parseIpv4(p.dst),
+            protocol: 'udp',
+            dport: p.dport,
+            iif: 'lo',
+          },
           m,
           dir,
         );
