@@ -12,7 +12,7 @@ export interface NativeTunStats {
   rxBytes: number;
   /** Poll wakeups that delivered packets (rxPackets / rxWakeups = average batch). */
   rxWakeups: number;
-  /** Wakeups that hit the batch cap (more packets were waiting). */
+  /** Wakeups that stopped at the batch cap (or slab room) with packets possibly still waiting. */
   rxFullBatches: number;
   txPackets: number;
   txBytes: number;
@@ -26,7 +26,11 @@ export interface NativeTunStats {
 
 export interface NativeTunHandle {
   readonly name: string;
-  start(cb: (this: NativeTunHandle, packets: Buffer[] | null, errno: number) => void): void;
+  /**
+   * cb once per wakeup: `slab` holds the packets back to back, `ends` each packet's end offset
+   * (uint32 little-endian); both null when only reporting an error (errno ≠ 0, reading stopped).
+   */
+  start(cb: (this: NativeTunHandle, slab: Buffer | null, ends: Buffer | null, errno: number) => void): void;
   stop(): void;
   /** Bytes written, or -errno (-11 = EAGAIN). */
   write(packet: Uint8Array): number;

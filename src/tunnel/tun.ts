@@ -373,9 +373,20 @@ export class TunDevice extends EventEmitter<TunEvents> {
     this.reading = true;
   }
 
-  /** Called by the addon once per wakeup. One closure for the device's lifetime. */
-  private readonly onNative = (packets: Buffer[] | null, errno: number): void => {
-    if (packets !== null) {
+  /**
+   * Called by the addon once per wakeup. One closure for the device's lifetime; per packet
+   * only a Buffer view into the wakeup's slab is created.
+   */
+  private readonly onNative = (slab: Buffer | null, ends: Buffer | null, errno: number): void => {
+    if (slab !== null && ends !== null) {
+      const count = ends.length >>> 2;
+      const packets = new Array<Buffer>(count);
+      let start = 0;
+      for (let i = 0; i < count; i++) {
+        const end = ends.readUInt32LE(i << 2);
+        packets[i] = slab.subarray(start, end);
+        start = end;
+      }
       const cb = this.packetCb;
       if (cb !== null) cb(packets);
       if (this.listenerCount('packets') > 0) this.emit('packets', packets);

@@ -9,7 +9,9 @@
  *       mode 1 = attach to an existing (pre-created, persistent) device (ENODEV if missing).
  *       Throws an Error with .code (errno name), .errno, .syscall on failure.
  *   .name                      actual interface name (the kernel fills in patterns like tun%d)
- *   .start(cb)                 cb(packets: Buffer[] | null, errno: number) once per wakeup;
+ *   .start(cb)                 cb(slab: Buffer | null, ends: Buffer | null, errno: number) once
+ *                              per wakeup: the packets read, back to back in `slab`; `ends`
+ *                              holds each packet's end offset as a little-endian uint32.
  *                              errno != 0 means reading failed and the watcher stopped.
  *   .stop()                    stops watching (the fd stays open)
  *   .write(buf) -> number      bytes written, or -errno (-EAGAIN when the queue is full)
@@ -37,9 +39,14 @@
 #include <unistd.h>
 #include <uv.h>
 
-#define READ_BUF_SIZE 65536
+/* Largest packet a TUN read can return; a read always gets this much room in the slab, so
+ * packets are never truncated. */
+#define READ_MAX 65536
 #define BATCH_DEFAULT 64
 #define BATCH_LIMIT 4096
+/* Slab room per batch slot beyond the first READ_MAX: packets up to this size fill a whole
+ * batch; bigger ones end the batch early (the rest is read on the next wakeup). */
+#define SLAB_PER_PACKET 2048
 
 typedef struct {
   napi_env env;
@@ -52,7 +59,9 @@ typedef struct {
   napi_ref cb_ref;
   napi_async_context actx;
   uint32_t batch_max;
-  uint8_t *buf;
+  uint8_t *slab; /* read area: READ_MAX + batch_max * SLAB_PER_PACKET bytes */
+  size_t slab_size;
+  uint32_t ends[BATCH_LIMIT];
   char name[IFNAMSIZ];
   /* counters */
   double rx_packets, rx_bytes, rx_wakeups, rx_full_batches;
@@ -197,13 +206,16 @@ static void finalize(napi_env env, void *data, void *hint) {
     napi_delete_reference(t->env, t->self_ref);
     t->self_ref = NULL;
   }
-  free(t->buf);
+  free(t->slab);
   free(t);
   live_objects--;
 }
 
 /* ------------------------------------------------------------------------------------------ */
-/* the poll callback: read up to batch_max packets, deliver them in one JS call */
+/* the poll callback: read up to batch_max packets into the slab, deliver them in one JS call
+ * as two Buffers (the packets back to back, and their end offsets) */
+
+static size_t slab_size_for(uint32_t batch) { return READ_MAX + (size_t)batch * SLAB_PER_PACKET; }
 
 static void on_readable(uv_poll_t *h, int status, int events) {
   (void)events;
@@ -213,8 +225,9 @@ static void on_readable(uv_poll_t *h, int status, int events) {
   napi_handle_scope scope;
   if (napi_open_handle_scope(env, &scope) != napi_ok) return;
 
-  napi_value self = NULL, cb = NULL, arr = NULL;
+  napi_value self = NULL, cb = NULL;
   uint32_t n = 0;
+  size_t off = 0;
   int err = 0;
   if (napi_get_reference_value(env, t->self_ref, &self) != napi_ok || self == NULL ||
       napi_get_reference_value(env, t->cb_ref, &cb) != napi_ok || cb == NULL) {
@@ -224,30 +237,26 @@ static void on_readable(uv_poll_t *h, int status, int events) {
   if (status < 0) {
     err = (status == UV_EBADF) ? EBADFD : -status;
   } else {
-    if (napi_create_array(env, &arr) != napi_ok) {
-      napi_close_handle_scope(env, scope);
-      return;
-    }
-    while (n < t->batch_max) {
-      ssize_t r = read(t->fd, t->buf, READ_BUF_SIZE);
+    int drained = 0;
+    while (n < t->batch_max && t->slab_size - off >= READ_MAX) {
+      ssize_t r = read(t->fd, t->slab + off, READ_MAX);
       if (r < 0) {
         if (errno == EINTR) continue;
-        if (errno != EAGAIN && errno != EWOULDBLOCK) err = errno;
+        if (errno == EAGAIN || errno == EWOULDBLOCK) drained = 1;
+        else err = errno;
         break;
       }
-      if (r == 0) break;
-      napi_value b;
-      if (napi_create_buffer_copy(env, (size_t)r, t->buf, NULL, &b) != napi_ok ||
-          napi_set_element(env, arr, n, b) != napi_ok) {
-        err = ENOMEM;
+      if (r == 0) {
+        drained = 1;
         break;
       }
-      n++;
+      off += (size_t)r;
+      t->ends[n++] = (uint32_t)off; /* off <= slab_size <= READ_MAX + 4096 * 2048 < 2^32 */
       t->rx_packets += 1;
       t->rx_bytes += (double)r;
     }
-    t->rx_wakeups += 1;
-    if (n == t->batch_max) t->rx_full_batches += 1;
+    if (n > 0) t->rx_wakeups += 1;
+    if (!drained && err == 0) t->rx_full_batches += 1;
   }
   if (n == 0 && err == 0) { /* spurious wakeup */
     napi_close_handle_scope(env, scope);
@@ -255,12 +264,21 @@ static void on_readable(uv_poll_t *h, int status, int events) {
   }
   if (err != 0) stop_polling(t);
 
-  napi_value argv[2];
-  if (n > 0) argv[0] = arr;
-  else napi_get_null(env, &argv[0]);
-  napi_create_int32(env, err, &argv[1]);
+  napi_value argv[3];
+  if (n > 0) {
+    if (napi_create_buffer_copy(env, off, t->slab, NULL, &argv[0]) != napi_ok ||
+        napi_create_buffer_copy(env, (size_t)n * sizeof(uint32_t), t->ends, NULL, &argv[1]) != napi_ok) {
+      /* Out of memory: these packets are lost; keep the watcher running. */
+      napi_close_handle_scope(env, scope);
+      return;
+    }
+  } else {
+    napi_get_null(env, &argv[0]);
+    napi_get_null(env, &argv[1]);
+  }
+  napi_create_int32(env, err, &argv[2]);
   t->in_callback = 1;
-  napi_status st = napi_make_callback(env, t->actx, self, cb, 2, argv, NULL);
+  napi_status st = napi_make_callback(env, t->actx, self, cb, 3, argv, NULL);
   t->in_callback = 0;
   if (t->actx_destroy_pending && t->actx) {
     napi_async_destroy(env, t->actx);
@@ -338,13 +356,13 @@ static napi_value tun_new(napi_env env, napi_callback_info info) {
   }
 
   tun_t *t = calloc(1, sizeof *t);
-  uint8_t *buf = malloc(READ_BUF_SIZE);
+  uint8_t *slab = malloc(slab_size_for(batch));
   uv_poll_t *poll = malloc(sizeof *poll);
   uv_loop_t *loop = NULL;
-  if (t == NULL || buf == NULL || poll == NULL || napi_get_uv_event_loop(env, &loop) != napi_ok ||
+  if (t == NULL || slab == NULL || poll == NULL || napi_get_uv_event_loop(env, &loop) != napi_ok ||
       uv_poll_init(loop, poll, fd) != 0) {
     free(t);
-    free(buf);
+    free(slab);
     free(poll);
     close(fd);
     throw_errno(env, ENOMEM, "init", name);
@@ -356,7 +374,8 @@ static napi_value tun_new(napi_env env, napi_callback_info info) {
   t->env = env;
   t->fd = fd;
   t->poll = poll;
-  t->buf = buf;
+  t->slab = slab;
+  t->slab_size = slab_size_for(batch);
   t->batch_max = batch;
   poll->data = t;
   memcpy(t->name, ifr.ifr_name, IFNAMSIZ);
@@ -368,7 +387,7 @@ static napi_value tun_new(napi_env env, napi_callback_info info) {
       napi_wrap(env, this_arg, t, finalize, NULL, &t->self_ref) != napi_ok) {
     close_handle(t);
     if (t->self_ref) napi_delete_reference(env, t->self_ref);
-    free(t->buf);
+    free(t->slab);
     free(t);
     live_objects--;
     throw_status(env, napi_generic_failure, "TunHandle setup");
@@ -489,6 +508,14 @@ static napi_value tun_set_batch(napi_env env, napi_callback_info info) {
     napi_throw_range_error(env, "EINVAL", "batchMax must be 1..4096");
     return NULL;
   }
+  /* Safe during the callback too: on_readable copied the slab before calling into JS. */
+  uint8_t *slab = realloc(t->slab, slab_size_for(b));
+  if (slab == NULL) {
+    throw_errno(env, ENOMEM, "setBatch", t->name);
+    return NULL;
+  }
+  t->slab = slab;
+  t->slab_size = slab_size_for(b);
   t->batch_max = b;
   return NULL;
 }
