@@ -24,6 +24,7 @@ export {
 export { appDirectoryFromList, emptyAppDirectory, type AppDirectory } from './apps.js';
 export { nftApplyDocument, nftText, ruleExpressions, ruleText } from './nft.js';
 export { iptablesText, parseSengMatch, sengMatchesOfLine, RenderError } from './iptables.js';
+export { lintPolicy } from './lint.js';
 export { evaluate, ruleMatches, type Packet, type Registration, type Verdict } from './evaluate.js';
 
 /** An app directory over the apps of a seng database (read-only). */

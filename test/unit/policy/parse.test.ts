@@ -104,3 +104,35 @@ test('YAML syntax errors carry positions', () => {
   assert.ok(got.length >= 1);
   assert.ok(got.every((i) => i.line > 0));
 });
+
+test('lint warns about unreachable rules, local enclave conditions and unknown measurements', async () => {
+  const { lintPolicy } = await import('../../../src/policy/lint.js');
+  const { appDirectoryFromList } = await import('../../../src/policy/apps.js');
+  const hex = 'e'.repeat(64);
+  const p = parsePolicy(
+    [
+      'version: 1',
+      'rules:',
+      '  - { name: all, chain: forward, action: drop }',
+      '  - { name: later, chain: forward, action: accept, src-cat: Web }',
+      '  - { name: in, chain: input, action: accept, dst-cat: Web }',
+      `  - { name: known, chain: forward, action: accept, src-app: ${hex} }`,
+    ].join('\n'),
+    'p.yaml',
+  );
+  const w = lintPolicy(
+    p,
+    appDirectoryFromList([{ name: 'other', mrEnclave: 'f'.repeat(64) }], 'database x.db'),
+  );
+  assert.deepEqual(
+    w.map((x) => [x.line, x.path]),
+    [
+      [4, 'rules[1]'],
+      [5, 'rules[2].dst-cat'],
+      [6, 'rules[3]'],
+      [6, 'rules[3].src-app'],
+    ],
+  );
+  assert.match(w[0]?.message ?? '', /never reached: rule "all"/);
+  assert.match(w[3]?.message ?? '', /not in database x\.db/);
+});

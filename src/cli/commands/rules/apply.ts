@@ -1,7 +1,7 @@
 import { Flags } from '@oclif/core';
 import { SengCommand } from '../../base.js';
 import { policyArg, policyFlags } from '../../../policy/cli-common.js';
-import { loadCompiledPolicy, parseSetName } from '../../../policy/index.js';
+import { lintPolicy, loadCompiledPolicy, parseSetName } from '../../../policy/index.js';
 import { nftApplyDocument } from '../../../policy/nft.js';
 import { diffPolicy, type DiffLine } from '../../../policy/diff.js';
 import { NftCli } from '../../../enforce/nft-cli.js';
@@ -34,7 +34,10 @@ While \`seng serve --nft\` runs, change its policy file and send SIGHUP (or \`se
   };
 
   async run(): Promise<ApplyResult> {
-    const { compiled: c } = loadCompiledPolicy(this.args.file, this.flags.db);
+    const { compiled: c, policy, apps } = loadCompiledPolicy(this.args.file, this.flags.db);
+    for (const w of lintPolicy(policy, apps)) {
+      process.stderr.write(`Warning: ${this.args.file}:${w.line}:${w.col}: ${w.path}: ${w.message}\n`);
+    }
     const compiled = this.flags.table ? { ...c, table: this.flags.table } : c;
     const nft = new NftCli();
     const live = await nft.listTable(compiled.table);

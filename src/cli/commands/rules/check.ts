@@ -1,6 +1,8 @@
 import { SengCommand } from '../../base.js';
 import { policyArg, policyFlags } from '../../../policy/cli-common.js';
 import { loadCompiledPolicy } from '../../../policy/index.js';
+import { lintPolicy } from '../../../policy/lint.js';
+import type { PolicyIssue } from '../../../policy/errors.js';
 import type { SetSpec } from '../../../policy/types.js';
 import { formatCidr } from '../../../util/ipv4.js';
 
@@ -14,6 +16,7 @@ interface CheckResult {
   defaults: Record<string, string>;
   sets: { name: string; kind: SetSpec['kind']; value?: string }[];
   apps: { ref: string; measurements: string[]; names: string[] }[];
+  warnings: PolicyIssue[];
 }
 
 export default class RulesCheck extends SengCommand<typeof RulesCheck> {
@@ -27,7 +30,8 @@ export default class RulesCheck extends SengCommand<typeof RulesCheck> {
   static override flags = policyFlags;
 
   async run(): Promise<CheckResult> {
-    const { policy, compiled } = loadCompiledPolicy(this.args.file, this.flags.db);
+    const { policy, compiled, apps } = loadCompiledPolicy(this.args.file, this.flags.db);
+    const warnings = lintPolicy(policy, apps);
     const chains: Record<string, number> = { input: 0, forward: 0, output: 0 };
     for (const r of policy.rules) chains[r.chain] = (chains[r.chain] ?? 0) + 1;
     const sets = compiled.sets.map((s) => ({
@@ -52,6 +56,9 @@ export default class RulesCheck extends SengCommand<typeof RulesCheck> {
         `  app ${a.ref} → ${a.measurements.join(', ')}${a.names.length ? ` (${a.names.join(', ')})` : ''}`,
       );
     }
+    for (const w of warnings) {
+      process.stderr.write(`Warning: ${this.args.file}:${w.line}:${w.col}: ${w.path}: ${w.message}\n`);
+    }
     return {
       file: this.args.file,
       ok: true,
@@ -62,6 +69,7 @@ export default class RulesCheck extends SengCommand<typeof RulesCheck> {
       defaults: compiled.defaults,
       sets,
       apps: compiled.apps,
+      warnings,
     };
   }
 }
