@@ -135,7 +135,7 @@ export class Gateway extends EventEmitter {
   private sendListener: TunnelListener | undefined;
   private nextId = 1;
   private stopping = false;
-  readonly stats = { admitted: 0, rejected: 0, ended: 0, unroutable: 0 };
+  readonly stats = { admitted: 0, rejected: 0, ended: 0, unroutable: 0, quarantined: 0 };
 
   constructor(opts: GatewayOptions) {
     super();
@@ -452,16 +452,20 @@ export class Gateway extends EventEmitter {
     };
   }
 
-  private async leave(e: Enclave): Promise<void> {
+  /** Removes the enclave from the firewall; false if the backend could not confirm it. */
+  private async leave(e: Enclave): Promise<boolean> {
     try {
       await this.opts.enforcer?.leave(this.registration(e));
+      return true;
     } catch (err) {
       this.log.error(
         { event: 'enforcement-failed', enclaveIp: formatIpv4(e.ip), err: errorMessage(err) },
         'firewall unregistration failed',
       );
+      return false;
+    } finally {
+      e.joined = false;
     }
-    e.joined = false;
   }
 
   /** Ends an enclave's session for `reason`; idempotent. Resolves when its IP is free again. */
@@ -483,8 +487,17 @@ export class Gateway extends EventEmitter {
     e.send?.close(reason);
     // Order matters: leave the firewall (unregister + conntrack purge) before the IP can be reused.
     if (e.joining) await e.joining;
-    if (e.joined) await this.leave(e);
-    e.pool.release(e.ip);
+    const left = e.joined ? await this.leave(e) : true;
+    if (left) {
+      e.pool.release(e.ip);
+    } else {
+      // The firewall may still attribute this IP to the old app: never hand it out again.
+      this.stats.quarantined++;
+      this.log.error(
+        { event: 'ip-quarantined', enclaveIp: formatIpv4(e.ip) },
+        `enclave IP ${formatIpv4(e.ip)} is quarantined until restart: the firewall could not confirm its removal`,
+      );
+    }
     this.enclaves.delete(e);
     this.stats.ended++;
     const c = e.counters;

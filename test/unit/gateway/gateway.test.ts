@@ -1,0 +1,256 @@
+/**
+ * Gateway session logic with in-memory DTLS sessions, device and enforcer: the SPEC §1.2
+ * sequence, enforcement ordering (join before routing; leave before the IP is reused),
+ * IpAssignment resends, quarantine when the firewall cannot confirm a removal.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { EventEmitter } from 'node:events';
+import { createSimCa, createSimCertificate, loadAttestationPolicy } from '../../../src/attestation/index.js';
+import { Gateway } from '../../../src/gateway/gateway.js';
+import { EnclaveIndex } from '../../../src/gateway/enclave-index.js';
+import type {
+  PacketDevice,
+  PeerVerdict,
+  TunnelListener,
+  TunnelSession,
+  VerifyPeer,
+} from '../../../src/gateway/types.js';
+import type { EnclaveRegistration, Enforcer } from '../../../src/enforce/types.js';
+import { decodeIpAssignment, encodeIpAssignAck } from '../../../src/proto/messages.js';
+import { formatIpv4, fromWire, parseIpv4 } from '../../../src/util/ipv4.js';
+
+const ca = createSimCa();
+const policy = loadAttestationPolicy({ iasRootPem: ca.iasRoot.pem, sgxRootPem: ca.sgxRoot.pem });
+const cert = createSimCertificate(ca, {
+  kind: 'dcap',
+  mrEnclave: '11'.repeat(32),
+  mrSigner: '22'.repeat(32),
+});
+const otherCert = createSimCertificate(ca, {
+  kind: 'dcap',
+  mrEnclave: '11'.repeat(32),
+  mrSigner: '22'.repeat(32),
+});
+
+class FakeSession extends EventEmitter implements TunnelSession {
+  readonly sent: Buffer[] = [];
+  closedWith: string | undefined;
+  idle = -1;
+  constructor(
+    readonly remoteAddress: string,
+    readonly remotePort: number,
+    readonly verifyContext: unknown,
+  ) {
+    super();
+  }
+  send(record: Buffer): boolean {
+    if (this.closedWith !== undefined) return false;
+    this.sent.push(Buffer.from(record));
+    return true;
+  }
+  close(reason = 'local'): void {
+    if (this.closedWith !== undefined) return;
+    this.closedWith = reason;
+    this.emit('close', reason);
+  }
+  setIdleTimeout(ms: number): void {
+    this.idle = ms;
+  }
+}
+
+class FakeListener extends EventEmitter implements TunnelListener {
+  async close(): Promise<void> {}
+}
+
+function harness(
+  enforcer?: Enforcer,
+  timeouts = { ackIntervalMs: 20, ackTries: 3, sendSessionMs: 200, idleMs: 1000 },
+) {
+  const verify = new Map<number, VerifyPeer>();
+  const listeners = new Map<number, FakeListener>();
+  const written: Buffer[] = [];
+  let deliver: (p: Buffer[]) => void = () => {};
+  const device: PacketDevice = {
+    write: (p) => (written.push(p), true),
+    onPackets: (h) => (deliver = h),
+    close: () => {},
+  };
+  const gateway = new Gateway({
+    port: 12345,
+    listen: async (port, v) => {
+      verify.set(port, v);
+      const l = new FakeListener();
+      listeners.set(port, l);
+      return l;
+    },
+    attestation: policy,
+    index: new EnclaveIndex(undefined),
+    device,
+    ...(enforcer ? { enforcer } : {}),
+    timeouts,
+  });
+  async function handshake(
+    port: number,
+    der: Buffer,
+    address = '10.0.0.7',
+  ): Promise<FakeSession | PeerVerdict> {
+    const verdict = await verify.get(port)!([der], { address, port: 40000 + port });
+    if (!verdict.accept) return verdict;
+    const s = new FakeSession(address, 40000 + port, verdict.context);
+    listeners.get(port)!.emit('session', s);
+    return s;
+  }
+  async function connect(der = cert.certDer): Promise<{ recv: FakeSession; send: FakeSession; ip: number }> {
+    const recv = (await handshake(12345, der)) as FakeSession;
+    const a = decodeIpAssignment(recv.sent[0]!);
+    recv.emit('message', encodeIpAssignAck(a.ip));
+    const send = (await handshake(12346, der)) as FakeSession;
+    assert.ok(send instanceof FakeSession, 'second session accepted');
+    await new Promise((r) => setImmediate(r));
+    return { recv, send, ip: fromWire(a.ip) };
+  }
+  return { gateway, handshake, connect, written, deliver: (p: Buffer[]) => deliver(p) };
+}
+
+function ipv4Packet(src: number, dst: number, len = 60): Buffer {
+  const p = Buffer.alloc(len);
+  p[0] = 0x45;
+  p.writeUInt16BE(len, 2);
+  p.writeUInt32BE(src, 12);
+  p.writeUInt32BE(dst, 16);
+  return p;
+}
+
+class RecordingEnforcer implements Enforcer {
+  readonly name = 'recording';
+  readonly calls: string[] = [];
+  failLeave = false;
+  failJoin = false;
+  async start() {
+    this.calls.push('start');
+  }
+  async join(r: EnclaveRegistration) {
+    this.calls.push(`join ${formatIpv4(r.enclaveIp)} host ${formatIpv4(r.hostIp)}`);
+    if (this.failJoin) throw new Error('join refused');
+  }
+  async leave(r: EnclaveRegistration) {
+    this.calls.push(`leave ${formatIpv4(r.enclaveIp)}`);
+    if (this.failLeave) throw new Error('module disagrees');
+  }
+  async updateCategories() {}
+  async stop() {
+    this.calls.push('stop');
+  }
+}
+
+test('SPEC §1.2 setup, forwarding with anti-spoofing, O(1) dispatch, ordered teardown', async () => {
+  const enf = new RecordingEnforcer();
+  const h = harness(enf);
+  await h.gateway.start();
+  const { recv, send, ip } = await h.connect();
+  assert.equal(formatIpv4(ip), '192.168.28.2');
+  const assignment = decodeIpAssignment(recv.sent[0]!);
+  assert.equal(formatIpv4(fromWire(assignment.netmask)), '255.255.255.0');
+  assert.equal(formatIpv4(fromWire(assignment.gwIp)), '192.168.28.1');
+  assert.deepEqual(enf.calls, ['start', 'join 192.168.28.2 host 10.0.0.7']);
+  assert.equal(send.idle, 0, 'liveness is judged on the receive tunnel');
+  assert.equal(recv.idle, 1000);
+
+  recv.emit('message', ipv4Packet(ip, parseIpv4('10.99.0.2')));
+  recv.emit('message', ipv4Packet(parseIpv4('192.168.28.99'), parseIpv4('10.99.0.2')));
+  recv.emit('message', ipv4Packet(ip, parseIpv4('10.99.0.2'), 1500)); // larger than the TUN MTU
+  recv.emit('message', Buffer.from('junk'));
+  assert.equal(h.written.length, 1);
+  const st = h.gateway.status()[0]!;
+  assert.equal(st.spoofedDropped, 1);
+  assert.equal(st.packetsIn, 1);
+
+  h.deliver([
+    ipv4Packet(parseIpv4('10.99.0.2'), ip),
+    ipv4Packet(parseIpv4('10.99.0.2'), parseIpv4('192.168.28.77')),
+  ]);
+  assert.equal(send.sent.length, 1);
+  assert.equal(h.gateway.stats.unroutable, 1);
+
+  recv.close('close_notify');
+  await new Promise((r) => setTimeout(r, 10));
+  assert.equal(send.closedWith, 'receive tunnel closed: close_notify');
+  assert.deepEqual(enf.calls.slice(2), ['leave 192.168.28.2']);
+  assert.equal(h.gateway.status().length, 0);
+  await h.gateway.stop();
+  assert.equal(enf.calls.at(-1), 'stop');
+});
+
+test('IpAssignment is resent on a timer and the setup is abandoned after the bounded tries', async () => {
+  const h = harness();
+  await h.gateway.start();
+  const recv = (await h.handshake(12345, cert.certDer)) as FakeSession;
+  await new Promise((r) => setTimeout(r, 120));
+  assert.equal(recv.sent.length, 3);
+  assert.match(recv.closedWith ?? '', /no IpAssignACK after 3/);
+  assert.equal(h.gateway.status().length, 0);
+});
+
+test('the second session must come from the same IP with the same quote and key', async () => {
+  const h = harness();
+  await h.gateway.start();
+  const recv = (await h.handshake(12345, cert.certDer)) as FakeSession;
+  recv.emit('message', encodeIpAssignAck(decodeIpAssignment(recv.sent[0]!).ip));
+  const fromElsewhere = (await h.handshake(12346, cert.certDer, '10.0.0.8')) as PeerVerdict;
+  assert.equal(fromElsewhere.accept, false);
+  const otherQuote = (await h.handshake(12346, otherCert.certDer)) as PeerVerdict;
+  assert.equal(otherQuote.accept, false);
+  await new Promise((r) => setTimeout(r, 250));
+  assert.match(recv.closedWith ?? '', /no send-tunnel handshake within 200 ms/);
+});
+
+test('an enclave whose removal the firewall cannot confirm keeps its IP out of the pool', async () => {
+  const enf = new RecordingEnforcer();
+  const h = harness(enf);
+  await h.gateway.start();
+  const first = await h.connect();
+  enf.failLeave = true;
+  first.recv.close('close_notify');
+  await new Promise((r) => setTimeout(r, 10));
+  assert.equal(h.gateway.stats.quarantined, 1);
+  enf.failLeave = false;
+  // Next-fit would move on anyway; fill the subnet to prove .2 never comes back.
+  const ips = new Set<string>();
+  for (let i = 0; i < 252; i++) ips.add(formatIpv4((await h.connect()).ip));
+  assert.equal(ips.has(formatIpv4(first.ip)), false);
+  assert.equal(ips.size, 252);
+  const full = (await h.handshake(12345, cert.certDer)) as FakeSession;
+  assert.match(full.closedWith ?? '', /enclave subnet full/);
+});
+
+test('a failed firewall registration ends the session and frees the IP', async () => {
+  const enf = new RecordingEnforcer();
+  enf.failJoin = true;
+  const h = harness(enf);
+  await h.gateway.start();
+  const { recv } = await h.connect();
+  await new Promise((r) => setTimeout(r, 10));
+  assert.match(recv.closedWith ?? '', /firewall registration failed: join refused/);
+  assert.equal(h.gateway.status().length, 0);
+  assert.equal(h.gateway.stats.admitted, 0);
+});
+
+test('a certificate that is not RA-TLS or fails attestation is rejected in the handshake', async () => {
+  const h = harness();
+  await h.gateway.start();
+  const bogus = (await h.handshake(12345, Buffer.from('not a certificate'))) as PeerVerdict;
+  assert.ok(!bogus.accept && /not an RA-TLS certificate/.test(bogus.reason));
+  const strict = new Gateway({
+    port: 1,
+    listen: async () => new FakeListener(),
+    attestation: loadAttestationPolicy({}), // Intel roots: the test authority is not trusted
+    index: new EnclaveIndex(undefined),
+    device: { write: () => true, onPackets: () => {}, close: () => {} },
+  });
+  const verdict = await (strict as unknown as { verifyRecv: VerifyPeer }).verifyRecv([cert.certDer], {
+    address: '10.0.0.1',
+    port: 1,
+  });
+  assert.ok(!verdict.accept && /attestation failed/.test(verdict.reason));
+});
