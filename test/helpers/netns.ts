@@ -103,6 +103,11 @@ export interface VethOptions {
   addrB?: string;
   /** Link MTU for both ends. */
   mtu?: number;
+  /**
+   * Area tag for the generated names (first 4 characters used); default: the tag of nsB's
+   * (else nsA's) namespace, e.g. 'gw' for sg-gw-<pid>-<n>.
+   */
+  tag?: string;
   /** Override the generated interface names (must be ≤ 15 characters). */
   nameA?: string;
   nameB?: string;
@@ -399,6 +404,10 @@ export async function createNetns(tag: string): Promise<Netns> {
   return ns;
 }
 
+function nsTag(ns: Netns | null): string | undefined {
+  return ns ? /^sg-([a-z0-9]+)-\d+-\d+$/.exec(ns.name)?.[1] : undefined;
+}
+
 /**
  * Creates a veth pair between two namespaces (null = root namespace), assigns the optional
  * addresses and brings both ends up. Interface names are unique (see uniqueIfName).
@@ -409,8 +418,9 @@ export async function vethPair(
   opts: VethOptions = {},
 ): Promise<VethPair> {
   installExitHooks();
-  const nameA = opts.nameA ?? uniqueIfName('veth', 'a');
-  const nameB = opts.nameB ?? uniqueIfName('veth', 'b');
+  const tag = opts.tag ?? nsTag(nsB) ?? nsTag(nsA) ?? 'veth';
+  const nameA = opts.nameA ?? uniqueIfName(tag, 'a');
+  const nameB = opts.nameB ?? uniqueIfName(tag, 'b');
   for (const n of [nameA, nameB])
     if (n.length > 15) throw new Error(`interface name ${n} longer than 15 characters`);
   // Create in the root namespace, then move: the root end is tracked until it is moved.

@@ -59,6 +59,11 @@ test('veth pair between root and a namespace carries traffic; destroy removes it
   const ns = await createNetns('tun');
   const v = await vethPair(null, ns, { addrA: '10.231.0.1/30', addrB: '10.231.0.2/30', mtu: 1400 });
   assert.ok(v.a.name.length <= 15 && v.b.name.length <= 15);
+  assert.match(
+    v.a.name,
+    new RegExp(`^tun-${process.pid.toString(36)}-[0-9a-z]+a$`),
+    'area tag and PID in the name',
+  );
   assert.equal(v.b.address, '10.231.0.2');
   assert.ok((await linkNames(null)).includes(v.a.name));
   assert.ok((await linkNames(ns)).includes(v.b.name));
