@@ -301,6 +301,25 @@ function verifyDcap(c: Checks, ev: DcapEvidence, policy: AttestationPolicy, now:
   qeIdentityCheck(c, ev, policy, now);
 }
 
+// Collateral (TCB info, QE identity) is the same for every client of a platform: memoize its
+// signature results (keyed by signer, content hash and signature; bounded).
+const collateralCache = new Map<string, boolean>();
+
+function collateralSignatureOk(
+  signer: ParsedCertificate,
+  data: Buffer,
+  signature: Buffer,
+  key: KeyObject,
+): boolean {
+  const id = `${signer.fingerprint}/${createHash('sha256').update(data).digest('hex')}/${signature.toString('hex')}`;
+  const hit = collateralCache.get(id);
+  if (hit !== undefined) return hit;
+  const ok = verifyP1363(data, signature, key);
+  if (collateralCache.size >= 1024) collateralCache.clear();
+  collateralCache.set(id, ok);
+  return ok;
+}
+
 /** Checks a TCB-signing-chain–signed document; returns the problem or null. */
 function collateralSignatureProblem(
   ev: DcapEvidence,
@@ -318,8 +337,9 @@ function collateralSignatureProblem(
   const key = publicKeyOf(signer);
   if (!key || key.asymmetricKeyType !== 'ec')
     return { problem: `${what} signing key is not an EC key`, signer: '' };
-  if (!verifyP1363(signedBytes, signature, key))
+  if (!collateralSignatureOk(signer, signedBytes, signature, key)) {
     return { problem: `${what} signature does not verify`, signer: '' };
+  }
   return { problem: null, signer: chain.detail };
 }
 

@@ -212,18 +212,23 @@ export function toPem(der: Buffer, label = 'CERTIFICATE'): string {
   return `-----BEGIN ${label}-----\n${b64}${b64.endsWith('\n') ? '' : '\n'}-----END ${label}-----\n`;
 }
 
-const keyCache = new WeakMap<ParsedCertificate, KeyObject | null>();
+// Loaded public keys by SPKI (loading is the expensive part of checking a chain link).
+const keyCache = new Map<string, KeyObject | null>();
+const KEY_CACHE_MAX = 4096;
 
 /** The certificate's public key, or null when Node cannot load it (unsupported or malformed). */
 export function publicKeyOf(cert: ParsedCertificate): KeyObject | null {
-  if (keyCache.has(cert)) return keyCache.get(cert)!;
+  const id = cert.spki.toString('base64');
+  const hit = keyCache.get(id);
+  if (hit !== undefined) return hit;
   let key: KeyObject | null = null;
   try {
     key = createPublicKey({ key: cert.spki, format: 'der', type: 'spki' });
   } catch {
     key = null;
   }
-  keyCache.set(cert, key);
+  if (keyCache.size >= KEY_CACHE_MAX) keyCache.clear();
+  keyCache.set(id, key);
   return key;
 }
 
@@ -251,6 +256,22 @@ export function checkCertSignature(cert: ParsedCertificate, key: KeyObject): str
   } catch (e) {
     return `signature does not verify (${(e as Error).message})`;
   }
+}
+
+// Signature results of certificate links never change: memoize them so that verifying many
+// clients of the same platform (same PCK and TCB-signing chains) costs one check per link.
+const linkCache = new Map<string, string | null>();
+const LINK_CACHE_MAX = 4096;
+
+function checkLink(cert: ParsedCertificate, issuer: ParsedCertificate): string | null {
+  const id = `${cert.fingerprint}/${issuer.fingerprint}`;
+  const hit = linkCache.get(id);
+  if (hit !== undefined) return hit;
+  const key = publicKeyOf(issuer);
+  const problem = key ? checkCertSignature(cert, key) : `key of ${describe(issuer)} cannot be loaded`;
+  if (linkCache.size >= LINK_CACHE_MAX) linkCache.clear();
+  linkCache.set(id, problem);
+  return problem;
 }
 
 function describe(cert: ParsedCertificate): string {
@@ -312,8 +333,7 @@ export function verifyChain(
     // A configured trust anchor that issued `cur`?
     for (const anchor of anchors) {
       if (!sameName(cur, anchor)) continue;
-      const key = publicKeyOf(anchor);
-      const sigProblem = key ? checkCertSignature(cur, key) : 'trust anchor key cannot be loaded';
+      const sigProblem = checkLink(cur, anchor);
       if (sigProblem) {
         lastProblem ??= `${describe(cur)} is not signed by trust anchor ${describe(anchor)}: ${sigProblem}`;
         continue;
@@ -331,8 +351,7 @@ export function verifyChain(
     let untrustedRoot: ParsedCertificate | undefined;
     for (const cand of pool) {
       if (path.some((p) => p.der.equals(cand.der)) || !sameName(cur, cand)) continue;
-      const key = publicKeyOf(cand);
-      const sigProblem = key ? checkCertSignature(cur, key) : `key of ${describe(cand)} cannot be loaded`;
+      const sigProblem = checkLink(cur, cand);
       if (sigProblem) {
         lastProblem ??= `${describe(cur)} is not signed by ${describe(cand)}: ${sigProblem}`;
         continue;

@@ -1,0 +1,235 @@
+// The `seng attest …` and `seng sim …` commands, run as an admin or a script would.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync, readFileSync, statSync, existsSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { seng, sengJson, repoRoot } from '../../helpers/cli.js';
+
+const SAMPLE = join(repoRoot, 'test', 'fixtures', 'attestation', 'ecdsa-ratls.der');
+const INTEL_SGX_ROOT = join(repoRoot, 'test', 'fixtures', 'attestation', 'intel-sgx-root-ca.pem');
+const MRE = 'c3'.repeat(32);
+const MRS = 'd4'.repeat(32);
+
+interface VerifyJson {
+  ok: boolean;
+  kind: string;
+  checks: { name: string; ok: boolean; status: string; required: boolean; detail: string }[];
+}
+
+let dir = '';
+before(() => {
+  dir = mkdtempSync(join(tmpdir(), `seng-attest-${process.pid}-`));
+});
+after(() => {
+  if (dir) rmSync(dir, { recursive: true, force: true });
+});
+
+const failed = (j: VerifyJson) => j.checks.filter((c) => c.status === 'fail').map((c) => c.name);
+
+test('attest inspect: the real DCAP sample', () => {
+  const { code, json } = sengJson<Record<string, unknown>>(['attest', 'inspect', SAMPLE]);
+  assert.equal(code, 0);
+  assert.equal(json.kind, 'dcap');
+  assert.equal(json.mrEnclave, 'ba955817182da60e188849038328f8088156eb7dbcd4f966428089be6d3fd411');
+  assert.equal(json.mrSigner, 'd412a4f07ef83892a5915fb2ab584be31e186e5a4f95ab5f6950fd4eb8694d7b');
+  assert.equal(json.reportData, '00'.repeat(64));
+  assert.equal(json.isvProdId, 0);
+  assert.equal(json.isvSvn, 0);
+  assert.equal(json.debug, true);
+  const human = seng(['attest', 'inspect', SAMPLE]);
+  assert.equal(human.code, 0);
+  assert.match(human.stdout, /MRENCLAVE\s+ba955817/);
+});
+
+test('attest verify: the sample passes its PCK chain and fails exactly debug and key binding', () => {
+  const { code, json } = sengJson<VerifyJson>([
+    'attest',
+    'verify',
+    SAMPLE,
+    '--sgx-root',
+    INTEL_SGX_ROOT,
+    '--at',
+    '2019-03-20T00:00:00Z',
+  ]);
+  assert.equal(code, 1);
+  assert.equal(json.ok, false);
+  assert.equal(json.checks.find((c) => c.name === 'pck-chain')?.ok, true);
+  assert.deepEqual(failed(json).sort(), ['debug', 'report-data-binding']);
+  for (const c of json.checks) {
+    assert.equal(typeof c.name, 'string');
+    assert.equal(typeof c.ok, 'boolean');
+    assert.equal(typeof c.detail, 'string');
+  }
+  const human = seng(['attest', 'verify', SAMPLE, '--at', '2019-03-20T00:00:00Z', '--allow-debug']);
+  assert.equal(human.code, 1);
+  assert.match(human.stdout, /FAIL\s+report-data-binding/);
+  assert.match(human.stdout, /REJECTED: 1 required check\(s\) failed: report-data-binding/);
+});
+
+test('sim ca + sim cert: EPID and DCAP certificates pass with the test roots only', () => {
+  const ca = join(dir, 'ca');
+  const r = sengJson<{ iasRoot: string; sgxRoot: string }>(['sim', 'ca', '--out', ca]);
+  assert.equal(r.code, 0);
+  assert.ok(existsSync(r.json.iasRoot) && existsSync(r.json.sgxRoot));
+  assert.equal(statSync(join(ca, 'ias-signing.key.pem')).mode & 0o077, 0);
+  // A second `sim ca` into the same directory refuses to overwrite it.
+  const again = seng(['sim', 'ca', '--out', ca]);
+  assert.equal(again.code, 1);
+  assert.match(again.stderr, /already holds a test authority/);
+
+  const roots = ['--ias-root', r.json.iasRoot, '--sgx-root', r.json.sgxRoot];
+  const cases: [string, string[]][] = [
+    ['epid', []],
+    ['epid', ['--encoding', 'base64', '--key-type', 'rsa3072']],
+    ['dcap', []],
+    ['dcap', ['--key-type', 'rsa3072']],
+  ];
+  for (const [i, [kind, extra]] of cases.entries()) {
+    const cert = join(dir, `c${i}.${i % 2 ? 'pem' : 'der'}`);
+    const keyFile = join(dir, `c${i}.key`);
+    const made = seng([
+      'sim',
+      'cert',
+      '--ca',
+      ca,
+      '--kind',
+      kind,
+      '--mrenclave',
+      MRE,
+      '--mrsigner',
+      MRS,
+      '--isv-svn',
+      '4',
+      ...extra,
+      '--out',
+      cert,
+      '--key',
+      keyFile,
+    ]);
+    assert.equal(made.code, 0, made.stderr);
+    assert.match(readFileSync(keyFile, 'utf8'), /^-----BEGIN PRIVATE KEY-----/);
+    if (i % 2) assert.match(readFileSync(cert, 'utf8'), /^-----BEGIN CERTIFICATE-----/);
+    else assert.equal(readFileSync(cert)[0], 0x30);
+
+    const ins = sengJson<Record<string, unknown>>(['attest', 'inspect', cert]);
+    assert.equal(ins.code, 0);
+    assert.equal(ins.json.kind, kind);
+    assert.equal(ins.json.mrEnclave, MRE);
+    assert.equal(ins.json.mrSigner, MRS);
+    assert.equal(ins.json.isvSvn, 4);
+    assert.equal(ins.json.debug, false);
+    assert.match(String(ins.json.reportData), /^[0-9a-f]{128}$/);
+
+    const ok = sengJson<VerifyJson>(['attest', 'verify', cert, ...roots, '--min-isv-svn', '4']);
+    assert.equal(ok.code, 0, JSON.stringify(ok.json));
+    assert.equal(ok.json.ok, true);
+    assert.equal(ok.json.kind, kind);
+
+    const low = sengJson<VerifyJson>(['attest', 'verify', cert, ...roots, '--min-isv-svn', '5']);
+    assert.equal(low.code, 1);
+    assert.deepEqual(failed(low.json), ['isv-svn']);
+
+    const dflt = sengJson<VerifyJson>(['attest', 'verify', cert]);
+    assert.equal(dflt.code, 1);
+    assert.ok(failed(dflt.json).includes(kind === 'epid' ? 'ias-chain' : 'pck-chain'));
+  }
+});
+
+test('sim cert --status / --debug and verify --allow-status / --allow-debug', () => {
+  const ca = join(dir, 'ca2');
+  assert.equal(seng(['sim', 'ca', '--out', ca]).code, 0);
+  const roots = ['--ias-root', join(ca, 'ias-root.pem'), '--sgx-root', join(ca, 'sgx-root.pem')];
+  const cert = join(dir, 'status.der');
+  const mk = seng([
+    'sim',
+    'cert',
+    '--ca',
+    ca,
+    '--kind',
+    'epid',
+    '--mrenclave',
+    MRE,
+    '--mrsigner',
+    MRS,
+    '--status',
+    'GROUP_OUT_OF_DATE',
+    '--debug',
+    '--out',
+    cert,
+    '--key',
+    join(dir, 'status.key'),
+  ]);
+  assert.equal(mk.code, 0, mk.stderr);
+  const strict = sengJson<VerifyJson>(['attest', 'verify', cert, ...roots]);
+  assert.deepEqual(failed(strict.json).sort(), ['debug', 'quote-status']);
+  const relaxed = sengJson<VerifyJson>([
+    'attest',
+    'verify',
+    cert,
+    ...roots,
+    '--allow-status',
+    'GROUP_OUT_OF_DATE',
+    '--allow-debug',
+  ]);
+  assert.equal(relaxed.code, 0);
+  assert.equal(relaxed.json.ok, true);
+});
+
+test('errors: unreadable, malformed and bad flags exit 1 with a message', () => {
+  const missing = seng(['attest', 'verify', join(dir, 'nope.der')]);
+  assert.equal(missing.code, 1);
+  assert.match(missing.stderr, /Error: cannot read certificate/);
+  const junk = seng(['attest', 'inspect', join(repoRoot, 'package.json')]);
+  assert.equal(junk.code, 1);
+  assert.match(junk.stderr, /^Error: /m);
+  const junkJson = sengJson<{ error: { code: string } }>([
+    'attest',
+    'verify',
+    join(repoRoot, 'package.json'),
+  ]);
+  assert.equal(junkJson.code, 1);
+  assert.equal(junkJson.json.error.code, 'EATTEST_PARSE');
+  const badStatus = seng(['attest', 'verify', SAMPLE, '--allow-status', 'KEY_REVOKED']);
+  assert.equal(badStatus.code, 1);
+  assert.match(badStatus.stderr, /cannot be allowed/);
+  const badAt = seng(['attest', 'verify', SAMPLE, '--at', 'yesterday-ish']);
+  assert.equal(badAt.code, 1);
+  assert.match(badAt.stderr, /invalid --at time/);
+  const noCa = seng([
+    'sim',
+    'cert',
+    '--ca',
+    join(dir, 'no-ca'),
+    '--kind',
+    'dcap',
+    '--mrenclave',
+    MRE,
+    '--mrsigner',
+    MRS,
+    '--out',
+    join(dir, 'x.der'),
+    '--key',
+    join(dir, 'x.key'),
+  ]);
+  assert.equal(noCa.code, 1);
+  assert.match(noCa.stderr, /Hint: Create a test authority/);
+  const badMr = seng([
+    'sim',
+    'cert',
+    '--ca',
+    join(dir, 'ca'),
+    '--kind',
+    'dcap',
+    '--mrenclave',
+    'zz',
+    '--mrsigner',
+    MRS,
+    '--out',
+    join(dir, 'x.der'),
+    '--key',
+    join(dir, 'x.key'),
+  ]);
+  assert.equal(badMr.code, 1);
+  assert.match(badMr.stderr, /MRENCLAVE must be 32 bytes/);
+});
