@@ -649,17 +649,23 @@ class Conn : public Napi::ObjectWrap<Conn> {
     return Napi::Number::New(env, outputFlag());
   }
 
-  // send(data: Buffer): 1 sent (| F_OUTPUT<<1 if queued), 0 closed, -1 too large / empty, -2 failed
+  // send(data: Uint8Array): 1 sent (| F_OUTPUT<<1 if queued), 0 closed, -1 too large / empty, -2 failed
   Napi::Value Send(const Napi::CallbackInfo &info) {
     Napi::Env env = info.Env();
-    if (info.Length() < 1 || !info[0].IsTypedArray()) throwCode(env, "EDTLS_USAGE", "send(buffer)");
+    // One napi_get_typedarray_info call (the data pointer already includes the view's offset);
+    // this is the per-record hot path.
+    napi_typedarray_type type;
+    size_t elements = 0;
+    void *data = nullptr;
+    if (info.Length() < 1 || !info[0].IsTypedArray() ||
+        napi_get_typedarray_info(env, info[0], &type, &elements, &data, nullptr, nullptr) != napi_ok ||
+        (type != napi_uint8_array && type != napi_uint8_clamped_array && type != napi_int8_array))
+      throwCode(env, "EDTLS_USAGE", "send(Uint8Array)");
     if (ssl_ == nullptr || state_ != State::Open) return Napi::Number::New(env, 0);
-    auto ta = info[0].As<Napi::TypedArray>();
-    auto *ab = static_cast<uint8_t *>(ta.ArrayBuffer().Data());
-    size_t len = ta.ByteLength();
-    if (len == 0 || len > maxRecord_ || ab == nullptr) return Napi::Number::New(env, -1);
+    const size_t len = elements;
+    if (len == 0 || len > maxRecord_ || data == nullptr) return Napi::Number::New(env, -1);
     ERR_clear_error();
-    int r = SSL_write(ssl_, ab + ta.ByteOffset(), static_cast<int>(len));
+    int r = SSL_write(ssl_, data, static_cast<int>(len));
     if (r != static_cast<int>(len)) {
       fail("write failed");
       return Napi::Number::New(env, -2);
