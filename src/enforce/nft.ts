@@ -90,7 +90,7 @@ export class NftEnforcer implements Enforcer {
   /** Serializes batches and policy swaps. */
   private chain: Promise<void> = Promise.resolve();
   private started = false;
-  private readonly policyFile: string | undefined;
+  private policyFile: string | undefined;
   private readonly db: string | undefined;
   /** Counters for `seng status` and benchmarks. */
   readonly stats = { batches: 0, elementOps: 0, failures: 0 };
@@ -124,6 +124,17 @@ export class NftEnforcer implements Enforcer {
     const { compiled } = loadCompiledPolicy(this.policyFile, this.db);
     await this.applyPolicy(compiled);
     return `${this.policyFile}: ${compiled.rules.length} rules, ${compiled.sets.length} sets`;
+  }
+
+  /**
+   * Makes `path` the policy file (`seng rules apply FILE` against a running gateway) and
+   * applies it; on a validation or kernel error the previous file and rules stay in force.
+   */
+  async usePolicyFile(path: string): Promise<string> {
+    const { compiled } = loadCompiledPolicy(path, this.db);
+    await this.applyPolicy(compiled);
+    this.policyFile = path;
+    return `${path}: ${compiled.rules.length} rules, ${compiled.sets.length} sets`;
   }
 
   /** The installed policy, if any. */

@@ -5,7 +5,8 @@
  *
  *   {"cmd":"status"}              → {"ok":true,"result":{...}}
  *   {"cmd":"kick","ip":"a.b.c.d"} → {"ok":true,"result":{"kicked":true}}
- *   {"cmd":"reload"}              → {"ok":true,"result":{...}}
+ *   {"cmd":"reload"}              → {"ok":true,"result":{...}}   (as SIGHUP)
+ *   {"cmd":"policy","path":"/abs/file.yaml"} → apply a policy through the running nft backend
  */
 import { chmodSync, existsSync, lstatSync, mkdirSync, unlinkSync } from 'node:fs';
 import { createConnection, createServer, type Server } from 'node:net';
@@ -15,7 +16,8 @@ import { EnvironmentError, SengError } from '../util/errors.js';
 export const DEFAULT_CONTROL_PATH = '/run/seng/seng.sock';
 const MAX_REQUEST = 4096;
 
-export type ControlRequest = { cmd: 'status' } | { cmd: 'kick'; ip: string } | { cmd: 'reload' };
+export type ControlRequest =
+  { cmd: 'status' } | { cmd: 'kick'; ip: string } | { cmd: 'reload' } | { cmd: 'policy'; path: string };
 export type ControlHandler = (req: ControlRequest) => Promise<unknown>;
 
 export class ControlServer {
@@ -89,7 +91,7 @@ export class ControlServer {
 async function respond(line: string, handler: ControlHandler): Promise<unknown> {
   try {
     const req = JSON.parse(line) as ControlRequest;
-    if (!req || typeof req !== 'object' || !['status', 'kick', 'reload'].includes(req.cmd)) {
+    if (!req || typeof req !== 'object' || !['status', 'kick', 'reload', 'policy'].includes(req.cmd)) {
       return { ok: false, error: { code: 'EINPUT', message: 'unknown command' } };
     }
     return { ok: true, result: await handler(req) };
@@ -99,7 +101,7 @@ async function respond(line: string, handler: ControlHandler): Promise<unknown> 
   }
 }
 
-function isAlive(path: string): Promise<boolean> {
+export function isAlive(path: string): Promise<boolean> {
   return new Promise((resolve) => {
     const c = createConnection(path);
     c.once('connect', () => {

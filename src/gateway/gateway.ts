@@ -50,6 +50,8 @@ export interface GatewayOptions {
   index: EnclaveIndex;
   device: PacketDevice;
   enforcer?: Enforcer;
+  /** The caller runs enforcer.start()/stop() itself (e.g. to fail fast before creating devices). */
+  enforcerStarted?: boolean;
   mtu?: number;
   timeouts?: Partial<GatewayTimeouts>;
   logger?: Logger;
@@ -146,7 +148,7 @@ export class Gateway extends EventEmitter {
   }
 
   async start(): Promise<void> {
-    await this.opts.enforcer?.start();
+    if (!this.opts.enforcerStarted) await this.opts.enforcer?.start();
     this.opts.device.onPackets((packets) => this.fromDevice(packets));
     this.recvListener = await this.opts.listen(this.opts.port, (chain, peer) => this.verifyRecv(chain, peer));
     try {
@@ -167,7 +169,8 @@ export class Gateway extends EventEmitter {
     this.stopping = true;
     await Promise.all([...this.enclaves].map((e) => this.end(e, 'server-shutdown')));
     await Promise.all([this.recvListener?.close(), this.sendListener?.close()]);
-    await this.opts.enforcer?.stop();
+    // Whoever started the backend stops it (after the device is gone, in serve.ts).
+    if (!this.opts.enforcerStarted) await this.opts.enforcer?.stop();
   }
 
   // ------------------------------------------------------------------ handshake 1 (port P)

@@ -9,7 +9,8 @@ import { DtlsServer, type DtlsIdentity } from '../dtls/index.js';
 import type { Enforcer } from '../enforce/types.js';
 import { openStore, type Store } from '../store/index.js';
 import { TunDevice, GATEWAY_TUN_MTU } from '../tunnel/index.js';
-import { InputError, errorMessage } from '../util/errors.js';
+import { InputError, SengError, errorMessage } from '../util/errors.js';
+import { NftEnforcer } from '../enforce/nft.js';
 import { formatIpv4 } from '../util/ipv4.js';
 import type { Logger } from '../util/log.js';
 import { ControlServer, type ControlRequest } from './control.js';
@@ -75,7 +76,12 @@ export async function startGateway(config: ServeConfig, log: Logger): Promise<Ru
       }
     }
     const index = new EnclaveIndex(store, { requireSigner: config.requireSigner });
-    const enforcer: Enforcer | undefined = await createEnforcer(config, index, log);
+    const enforcer: Enforcer | undefined = createEnforcer(config, log);
+    if (enforcer) {
+      // Fail fast (e.g. kernel module missing) before any device exists; flush/reconcile stale state.
+      await enforcer.start();
+      cleanups.push(() => enforcer.stop());
+    }
 
     const device = await TunDevice.open({
       name: config.tun.name,
@@ -107,7 +113,7 @@ export async function startGateway(config: ServeConfig, log: Logger): Promise<Ru
       attestation,
       index,
       device,
-      ...(enforcer ? { enforcer } : {}),
+      ...(enforcer ? { enforcer, enforcerStarted: true } : {}),
       mtu: GATEWAY_TUN_MTU,
       timeouts: {
         ackIntervalMs: Math.max(200, Math.floor(config.timeouts.setupMs / config.timeouts.ackTries)),
@@ -144,6 +150,20 @@ export async function startGateway(config: ServeConfig, log: Logger): Promise<Ru
         };
       }
       if (req.cmd === 'kick') return { kicked: await gateway.kick(parseIpv4(req.ip)) };
+      if (req.cmd === 'policy') {
+        if (!(enforcer instanceof NftEnforcer)) {
+          throw new SengError(
+            'ENOTNFT',
+            `this gateway enforces with ${enforcer?.name ?? 'nothing'}, not nftables`,
+            {
+              hint: 'apply the rules directly (seng rules apply --no-gateway), or start seng serve --nft',
+            },
+          );
+        }
+        const summary = await enforcer.usePolicyFile(req.path);
+        log.info({ event: 'policy-applied', policy: summary }, `applied policy ${summary}`);
+        return { policy: summary, sessions: gateway.status().length };
+      }
       return reload();
     });
     cleanups.push(() => control.close());

@@ -3,14 +3,15 @@
 import { connect } from 'node:net';
 import { createHash, randomBytes } from 'node:crypto';
 
-const [host = '127.0.0.1', portText = '7000', bytesText = '1048576'] = process.argv.slice(2);
+const [host = '127.0.0.1', portText = '7000', bytesText = '1048576', timeoutText = '20000'] =
+  process.argv.slice(2);
 const payload = randomBytes(Number(bytesText));
 const chunks: Buffer[] = [];
 let received = 0;
 const sock = connect(Number(portText), host, () => {
   sock.write(payload);
 });
-sock.setTimeout(20_000, () => {
+sock.setTimeout(Number(timeoutText), () => {
   process.stderr.write(`timeout after ${received} bytes\n`);
   process.exit(2);
 });

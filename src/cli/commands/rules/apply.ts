@@ -6,12 +6,17 @@ import { nftApplyDocument } from '../../../policy/nft.js';
 import { diffPolicy, type DiffLine } from '../../../policy/diff.js';
 import { NftCli } from '../../../enforce/nft-cli.js';
 import { SengError } from '../../../util/errors.js';
+import { controlRequest, DEFAULT_CONTROL_PATH, isAlive } from '../../../gateway/control.js';
+import { existsSync } from 'node:fs';
+import { resolve } from 'node:path';
 
 interface ApplyResult {
   file: string;
   table: string;
   dryRun: boolean;
   applied: boolean;
+  /** 'gateway' when a running seng serve --nft applied it (filling new sets with its live enclaves). */
+  appliedBy: 'nft' | 'gateway' | null;
   changes: DiffLine[];
   newSets: string[];
   deletedSets: string[];
@@ -21,7 +26,7 @@ export default class RulesApply extends SengCommand<typeof RulesApply> {
   static override summary = 'Install a policy into nftables as one atomic transaction.';
   static override description = `The table's rules are replaced in one nft transaction: if the kernel rejects any part, the previous ruleset stays intact. Existing enclave-IP sets keep their elements, so live sessions keep working; sets the policy no longer uses are deleted.
 --dry-run checks the whole transaction with the kernel (nft -c) and prints the changes without committing.
-While \`seng serve --nft\` runs, change its policy file and send SIGHUP (or \`seng kick\`-style control reload) instead: the server fills new sets with its live enclaves, which this command cannot know.`;
+While \`seng serve --nft\` runs (its control socket answers), the policy is handed to the server, which swaps the rules in one transaction and fills new sets with its live enclaves; no session is dropped. --direct bypasses a running server.`;
   static override examples = [
     '<%= config.bin %> rules apply --dry-run rules/examples/spec-sample.yaml',
     '<%= config.bin %> rules apply -d nf.db my-policy.yaml',
@@ -31,6 +36,8 @@ While \`seng serve --nft\` runs, change its policy file and send SIGHUP (or \`se
     ...policyFlags,
     'dry-run': Flags.boolean({ summary: 'Check with the kernel and show the changes; commit nothing.' }),
     force: Flags.boolean({ summary: 'Apply even though live enclaves would be missing from new sets.' }),
+    control: Flags.string({ summary: 'Control socket of a running gateway.', default: DEFAULT_CONTROL_PATH }),
+    direct: Flags.boolean({ summary: 'Apply with nft directly even when a gateway is running.' }),
   };
 
   async run(): Promise<ApplyResult> {
@@ -39,6 +46,8 @@ While \`seng serve --nft\` runs, change its policy file and send SIGHUP (or \`se
       process.stderr.write(`Warning: ${this.args.file}:${w.line}:${w.col}: ${w.path}: ${w.message}\n`);
     }
     const compiled = this.flags.table ? { ...c, table: this.flags.table } : c;
+    const viaGateway = await this.applyThroughGateway(compiled.table);
+    if (viaGateway) return viaGateway;
     const nft = new NftCli();
     const live = await nft.listTable(compiled.table);
     const liveNames = new Set((live?.sets ?? []).map((s) => s.name));
@@ -76,9 +85,37 @@ While \`seng serve --nft\` runs, change its policy file and send SIGHUP (or \`se
       table: compiled.table,
       dryRun: this.flags['dry-run'],
       applied: !this.flags['dry-run'],
+      appliedBy: this.flags['dry-run'] ? null : 'nft',
       changes,
       newSets,
       deletedSets,
     };
+  }
+
+  /** Hands the policy to a running `seng serve --nft`; undefined when there is none to hand it to. */
+  private async applyThroughGateway(table: string): Promise<ApplyResult | undefined> {
+    const control = this.flags.control;
+    if (this.flags['dry-run'] || this.flags.direct || !existsSync(control) || !(await isAlive(control)))
+      return undefined;
+    try {
+      const r = (await controlRequest(control, { cmd: 'policy', path: resolve(this.args.file) })) as {
+        policy: string;
+        sessions: number;
+      };
+      this.log(`applied through the running gateway: ${r.policy} (${r.sessions} live sessions kept)`);
+      return {
+        file: this.args.file,
+        table,
+        dryRun: false,
+        applied: true,
+        appliedBy: 'gateway',
+        changes: [],
+        newSets: [],
+        deletedSets: [],
+      };
+    } catch (err) {
+      if ((err as SengError).code === 'ENOTNFT') return undefined;
+      throw err;
+    }
   }
 }
