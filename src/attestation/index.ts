@@ -36,6 +36,7 @@ export {
   createSimCa,
   loadSimCa,
   createSimCertificate,
+  createSimCrl,
   SIM_CA_FILES,
   type SimCa,
   type SimCertificateOptions,

@@ -51,10 +51,13 @@ import { parseCertificate, pemCertificates, toPem } from './x509.js';
 export const SIM_CA_FILES = {
   manifest: 'manifest.json',
   iasRoot: 'ias-root.pem',
+  iasRootKey: 'ias-root.key.pem',
   iasSigning: 'ias-signing.pem',
   iasSigningKey: 'ias-signing.key.pem',
   sgxRoot: 'sgx-root.pem',
+  sgxRootKey: 'sgx-root.key.pem',
   pckCa: 'sgx-pck-ca.pem',
+  pckCaKey: 'sgx-pck-ca.key.pem',
   pck: 'sgx-pck.pem',
   pckKey: 'sgx-pck.key.pem',
   tcbSigning: 'sgx-tcb-signing.pem',
@@ -71,10 +74,10 @@ interface CertAndKey {
 
 export interface SimCa {
   dir: string | undefined;
-  iasRoot: CertAndKey;
+  iasRoot: Required<CertAndKey>;
   iasSigning: Required<CertAndKey>;
-  sgxRoot: CertAndKey;
-  pckCa: CertAndKey;
+  sgxRoot: Required<CertAndKey>;
+  pckCa: Required<CertAndKey>;
   pck: Required<CertAndKey>;
   tcbSigning: Required<CertAndKey>;
   platform: { fmspc: string; pceId: string; tcbComponents: number[]; pceSvn: number; cpuSvn: string };
@@ -296,10 +299,10 @@ export function createSimCa(dir?: string, options: { force?: boolean } = {}): Si
 
   const ca: SimCa = {
     dir,
-    iasRoot: { der: iasRoot.der, pem: iasRoot.pem },
+    iasRoot: { der: iasRoot.der, pem: iasRoot.pem, key: iasRootKey },
     iasSigning: { der: iasSigning.der, pem: iasSigning.pem, key: iasSigningKey },
-    sgxRoot: { der: sgxRoot.der, pem: sgxRoot.pem },
-    pckCa: { der: pckCa.der, pem: pckCa.pem },
+    sgxRoot: { der: sgxRoot.der, pem: sgxRoot.pem, key: rootKey },
+    pckCa: { der: pckCa.der, pem: pckCa.pem, key: pckCaKey },
     pck: { der: pck.der, pem: pck.pem, key: pckKey },
     tcbSigning: { der: tcbSigning.der, pem: tcbSigning.pem, key: tcbKey },
     platform,
@@ -319,10 +322,13 @@ function writeSimCa(ca: SimCa, dir: string): void {
     mkdirSync(dir, { recursive: true, mode: 0o700 });
     const w = (file: string, text: string, mode = 0o644) => writeFileSync(join(dir, file), text, { mode });
     w(SIM_CA_FILES.iasRoot, ca.iasRoot.pem);
+    w(SIM_CA_FILES.iasRootKey, keyPem(ca.iasRoot.key), 0o600);
     w(SIM_CA_FILES.iasSigning, ca.iasSigning.pem);
     w(SIM_CA_FILES.iasSigningKey, keyPem(ca.iasSigning.key), 0o600);
     w(SIM_CA_FILES.sgxRoot, ca.sgxRoot.pem);
+    w(SIM_CA_FILES.sgxRootKey, keyPem(ca.sgxRoot.key), 0o600);
     w(SIM_CA_FILES.pckCa, ca.pckCa.pem);
+    w(SIM_CA_FILES.pckCaKey, keyPem(ca.pckCa.key), 0o600);
     w(SIM_CA_FILES.pck, ca.pck.pem);
     w(SIM_CA_FILES.pckKey, keyPem(ca.pck.key), 0o600);
     w(SIM_CA_FILES.tcbSigning, ca.tcbSigning.pem);
@@ -393,10 +399,10 @@ export function loadSimCa(dir: string): SimCa {
   };
   return {
     dir,
-    iasRoot: cert(SIM_CA_FILES.iasRoot),
+    iasRoot: { ...cert(SIM_CA_FILES.iasRoot), key: key(SIM_CA_FILES.iasRootKey) },
     iasSigning: { ...cert(SIM_CA_FILES.iasSigning), key: key(SIM_CA_FILES.iasSigningKey) },
-    sgxRoot: cert(SIM_CA_FILES.sgxRoot),
-    pckCa: cert(SIM_CA_FILES.pckCa),
+    sgxRoot: { ...cert(SIM_CA_FILES.sgxRoot), key: key(SIM_CA_FILES.sgxRootKey) },
+    pckCa: { ...cert(SIM_CA_FILES.pckCa), key: key(SIM_CA_FILES.pckCaKey) },
     pck: { ...cert(SIM_CA_FILES.pck), key: key(SIM_CA_FILES.pckKey) },
     tcbSigning: { ...cert(SIM_CA_FILES.tcbSigning), key: key(SIM_CA_FILES.tcbSigningKey) },
     platform: manifest.platform,
@@ -428,6 +434,8 @@ export interface SimCertificateOptions {
   includeQuote?: boolean;
   /** DCAP: also carry the PCK certificate and its chain in extensions .7/.8, as sgx-ra-tls does (default true). */
   pckExtensions?: boolean;
+  /** DCAP: include a root CA CRL (.12) and a PCK CRL (.13), both revoking nothing (default true). */
+  crls?: boolean;
   /** DCAP: include TCB info, its signing chain and QE identity (default true). */
   collateral?: boolean;
   /** Encode the extensions' criticality FALSE explicitly instead of omitting it. */
@@ -769,5 +777,40 @@ function dcapExtensions(ca: SimCa, body: Buffer, o: SimCertificateOptions): Exte
       { oid: OID.qeIdentity, critical: false, value: Buffer.from(qeIdentity) },
     );
   }
+  if (o.crls !== false) {
+    ext.push(
+      { oid: OID.rootCaCrl, critical: false, value: createSimCrl(ca, 'root') },
+      { oid: OID.pckCrl, critical: false, value: createSimCrl(ca, 'pck') },
+    );
+  }
   return ext;
+}
+
+/**
+ * A CRL of the test SGX root ('root': revokes intermediate CAs) or of the test PCK CA ('pck':
+ * revokes PCK certificates), DER. `revoked` are serial numbers in hex.
+ */
+export function createSimCrl(
+  ca: SimCa,
+  which: 'root' | 'pck',
+  options: { revoked?: string[]; thisUpdate?: Date; nextUpdate?: Date } = {},
+): Buffer {
+  const issuer = which === 'root' ? ca.sgxRoot : ca.pckCa;
+  const issuerName = parseCertificate(issuer.der).subjectRaw;
+  const { alg } = signatureAlgorithm(issuer.key);
+  const now = Date.now();
+  const thisUpdate = options.thisUpdate ?? new Date(now - 3600_000);
+  const nextUpdate = options.nextUpdate ?? new Date(now + 30 * 86400_000);
+  const revoked = options.revoked ?? [];
+  const tbs = seq(
+    integer(1),
+    alg,
+    issuerName,
+    time(thisUpdate),
+    time(nextUpdate),
+    ...(revoked.length
+      ? [seq(...revoked.map((h) => seq(integer(Buffer.from(h, 'hex')), time(thisUpdate))))]
+      : []),
+  );
+  return seq(tbs, alg, bitString(cryptoSign('sha256', tbs, issuer.key)));
 }

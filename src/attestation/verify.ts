@@ -20,6 +20,7 @@ import {
   type EpidEvidence,
   type Evidence,
 } from './evidence.js';
+import { crlProblem, decodeCrl } from './crl.js';
 import { NEVER_ALLOWED_STATUSES, type AttestationPolicy } from './policy.js';
 import { QUOTE_BODY_SIZE } from './quote.js';
 import { checkCertSignature, publicKeyOf, verifyChain, type ParsedCertificate } from './x509.js';
@@ -240,6 +241,7 @@ function verifyDcap(c: Checks, ev: DcapEvidence, policy: AttestationPolicy, now:
   const sd = ev.signatureData;
   const leaf = ev.pckChain[0];
   let leafKey: KeyObject | null = null;
+  let pckPath: ParsedCertificate[] | null = null;
   if (!leaf) {
     c.fail(
       'pck-chain',
@@ -249,7 +251,8 @@ function verifyDcap(c: Checks, ev: DcapEvidence, policy: AttestationPolicy, now:
     const chain = verifyChain(leaf, ev.pckChain.slice(1), policy.sgxAnchors, now);
     let problem = chain.ok ? null : `${chain.detail}; trust anchor: ${policy.sgxRootSource}`;
     if (!problem && leaf.basicConstraints?.ca) problem = 'the PCK certificate is a CA certificate';
-    c.result('pck-chain', problem, `${chain.detail}; PCK chain from the ${ev.pckChainSource}`);
+    if (c.result('pck-chain', problem, `${chain.detail}; PCK chain from the ${ev.pckChainSource}`))
+      pckPath = chain.path;
     leafKey = publicKeyOf(leaf);
   }
 
@@ -299,6 +302,50 @@ function verifyDcap(c: Checks, ev: DcapEvidence, policy: AttestationPolicy, now:
   const tcbOk = tcbInfoCheck(c, ev, policy, now, pckInfo);
   tcbStatusCheck(c, ev, policy, pckInfo, tcbOk);
   qeIdentityCheck(c, ev, policy, now);
+  revocationCheck(c, ev, policy, now, pckPath);
+}
+
+function revocationCheck(
+  c: Checks,
+  ev: DcapEvidence,
+  policy: AttestationPolicy,
+  now: Date,
+  path: ParsedCertificate[] | null,
+): void {
+  if (!ev.pckCrl && !ev.rootCaCrl) {
+    c.notEvaluated(
+      'pck-revocation',
+      'the certificate carries no CRLs (extensions .12/.13)',
+      policy.requireCollateral,
+    );
+    return;
+  }
+  if (!path) {
+    c.notEvaluated('pck-revocation', 'the PCK chain did not verify', false);
+    return;
+  }
+  const checked: string[] = [];
+  for (const [value, what] of [
+    [ev.pckCrl, 'PCK CRL'],
+    [ev.rootCaCrl, 'root CA CRL'],
+  ] as const) {
+    if (!value) {
+      checked.push(`no ${what}`);
+      continue;
+    }
+    const crl = decodeCrl(value);
+    if (typeof crl === 'string') {
+      c.fail('pck-revocation', `the ${what} ${crl}`);
+      return;
+    }
+    const r = crlProblem(crl, path, now, what);
+    if (r.problem) {
+      c.fail('pck-revocation', r.problem);
+      return;
+    }
+    checked.push(r.checked);
+  }
+  c.pass('pck-revocation', `not revoked: ${checked.join('; ')}`);
 }
 
 // Collateral (TCB info, QE identity) is the same for every client of a platform: memoize its

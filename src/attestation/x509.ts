@@ -244,7 +244,10 @@ const SIG_ALGS: Record<string, { hash: string; ec: boolean }> = {
 };
 
 /** Verifies `cert`'s signature with `key`. Returns an explanation on failure, null on success. */
-export function checkCertSignature(cert: ParsedCertificate, key: KeyObject): string | null {
+export function checkCertSignature(
+  cert: Pick<ParsedCertificate, 'tbs' | 'signatureAlgorithm' | 'signature'>,
+  key: KeyObject,
+): string | null {
   const alg = SIG_ALGS[cert.signatureAlgorithm];
   if (!alg) return `unsupported signature algorithm ${cert.signatureAlgorithm}`;
   const keyType = key.asymmetricKeyType;

@@ -6,7 +6,10 @@ import {
   parseRaTlsCertificate,
   verifyEvidence,
 } from '../../../src/attestation/index.js';
+import { createSimCrl } from '../../../src/attestation/sim.js';
+import { parseCertificate, toPem } from '../../../src/attestation/x509.js';
 import {
+  simCa,
   ext,
   failedChecks,
   flip,
@@ -34,6 +37,7 @@ const ALL_DCAP = [
   'tcb-info',
   'tcb-status',
   'qe-identity',
+  'pck-revocation',
   'report-data-binding',
   'debug',
 ];
@@ -190,11 +194,12 @@ test('DCAP tampered QE identity: only qe-identity fails', () => {
   assert.deepEqual(failedChecks(verifyDer(der, simPolicy())), ['qe-identity']);
 });
 
-test('DCAP collateral past its nextUpdate fails tcb-info and qe-identity', () => {
+test('DCAP collateral past its nextUpdate fails tcb-info, qe-identity and the CRL check', () => {
   const der = make({ kind: 'dcap' }).der;
   const r = verifyDer(der, simPolicy({ at: new Date(Date.now() + 60 * 86400_000) }));
-  assert.deepEqual(failedChecks(r), ['tcb-info', 'qe-identity']);
+  assert.deepEqual(failedChecks(r), ['tcb-info', 'qe-identity', 'pck-revocation']);
   assert.match(r.checks.find((c) => c.name === 'tcb-info')!.detail, /expired/);
+  assert.match(r.checks.find((c) => c.name === 'pck-revocation')!.detail, /stale/);
 });
 
 test('DCAP debug enclave, low SVN, unbound key: only that check fails', () => {
@@ -214,4 +219,66 @@ test('DCAP debug enclave, low SVN, unbound key: only that check fails', () => {
     ),
     ['report-data-binding'],
   );
+});
+
+test('DCAP revoked PCK certificate or PCK CA: only pck-revocation fails', () => {
+  const m = make({ kind: 'dcap' });
+  const ca = simCa();
+  const pckSerial = parseCertificate(ca.pck.der).serialHex;
+  const caSerial = parseCertificate(ca.pckCa.der).serialHex;
+  const revokedLeaf = rewrap(m, (exts) => {
+    ext(exts, 13).value = createSimCrl(ca, 'pck', { revoked: ['0badc0de', pckSerial] });
+  });
+  const r = verifyDer(revokedLeaf, simPolicy());
+  assert.deepEqual(failedChecks(r), ['pck-revocation']);
+  assert.match(
+    r.checks.find((c) => c.name === 'pck-revocation')!.detail,
+    /SGX PCK Certificate.*is revoked by the PCK CRL/,
+  );
+  const revokedCa = rewrap(m, (exts) => {
+    ext(exts, 12).value = createSimCrl(ca, 'root', { revoked: [caSerial] });
+  });
+  const r2 = verifyDer(revokedCa, simPolicy());
+  assert.deepEqual(failedChecks(r2), ['pck-revocation']);
+  assert.match(r2.checks.find((c) => c.name === 'pck-revocation')!.detail, /PCK Processor CA.*root CA CRL/);
+});
+
+test('DCAP stale or foreign CRLs: only pck-revocation fails', () => {
+  const m = make({ kind: 'dcap' });
+  const stale = rewrap(m, (exts) => {
+    ext(exts, 13).value = createSimCrl(simCa(), 'pck', {
+      thisUpdate: new Date(Date.now() - 10 * 86400_000),
+      nextUpdate: new Date(Date.now() - 86400_000),
+    });
+  });
+  assert.deepEqual(failedChecks(verifyDer(stale, simPolicy())), ['pck-revocation']);
+  const foreign = rewrap(m, (exts) => {
+    ext(exts, 12).value = createSimCrl(otherSimCa(), 'root');
+  });
+  assert.deepEqual(failedChecks(verifyDer(foreign, simPolicy())), ['pck-revocation']);
+  const junk = rewrap(m, (exts) => {
+    ext(exts, 13).value = Buffer.from('not a CRL');
+  });
+  assert.deepEqual(failedChecks(verifyDer(junk, simPolicy())), ['pck-revocation']);
+});
+
+test('DCAP CRLs in PEM, URL-encoded PEM and hex are accepted; absent CRLs are not evaluated', () => {
+  const m = make({ kind: 'dcap' });
+  const forms: ((der: Buffer) => Buffer)[] = [
+    (d) => Buffer.from(toPem(d, 'X509 CRL')),
+    (d) => Buffer.from(encodeURIComponent(toPem(d, 'X509 CRL'))),
+    (d) => Buffer.from(d.toString('hex')),
+  ];
+  for (const form of forms) {
+    const der = rewrap(m, (exts) => {
+      ext(exts, 12).value = form(ext(exts, 12).value);
+      ext(exts, 13).value = form(ext(exts, 13).value);
+    });
+    const r = verifyDer(der, simPolicy());
+    assert.equal(r.ok, true, JSON.stringify(r.checks));
+    assert.equal(statusOf(r, 'pck-revocation'), 'pass');
+  }
+  const none = make({ kind: 'dcap', crls: false }).der;
+  assert.equal(statusOf(verifyDer(none, simPolicy()), 'pck-revocation'), 'not-evaluated');
+  assert.deepEqual(failedChecks(verifyDer(none, simPolicy({ requireCollateral: true }))), ['pck-revocation']);
 });

@@ -63,7 +63,7 @@ test('certificate parsing: fields, extensions and criticality', () => {
   assert.equal(c.subject, c.issuer);
   assert.deepEqual(
     c.extensions.map((e) => [e.oid, e.critical]),
-    [6, 7, 8, 9, 10, 11].map((n) => [`1.2.840.113741.1337.${n}`, false]),
+    [6, 7, 8, 9, 10, 11, 12, 13].map((n) => [`1.2.840.113741.1337.${n}`, false]),
   );
   assert.deepEqual(pemCertificates(toPem(der)), [der]);
   // Truncated, and with the same extension twice: malformed.

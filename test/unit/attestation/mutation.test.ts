@@ -45,6 +45,7 @@ function canonical(ev: Evidence): string {
     certs(ev.pckChain);
     certs(ev.tcbSigningChain);
     h.update(ev.tcbInfo ?? '-').update(ev.qeIdentity ?? '-');
+    h.update(ev.rootCaCrl ?? '-').update(ev.pckCrl ?? '-');
   }
   return h.digest('hex');
 }
@@ -71,7 +72,7 @@ test(
     const bases: Base[] = [
       { name: 'epid-raw', made: epidRaw, der: epidRaw.der, policy: simPolicy(), signedValues: [2, 5, 6] },
       { name: 'epid-base64', made: epidB64, der: epidB64.der, policy: simPolicy(), signedValues: [2, 4, 5] },
-      { name: 'dcap', made: dcap, der: dcap.der, policy: simPolicy(), signedValues: [6, 9, 10, 11] },
+      { name: 'dcap', made: dcap, der: dcap.der, policy: simPolicy(), signedValues: [6, 9, 10, 11, 12, 13] },
       {
         name: 'sample',
         der: sample,

@@ -65,6 +65,7 @@ test('sample: against the Intel SGX root its chain passes and exactly debug and 
     assert.equal(statusOf(r, name), 'pass', name);
   }
   assert.equal(statusOf(r, 'qe-identity'), 'not-evaluated');
+  assert.equal(statusOf(r, 'pck-revocation'), 'not-evaluated');
   assert.deepEqual(failedChecks(r).sort(), ['debug', 'report-data-binding']);
   assert.deepEqual(r.failed.sort(), ['debug', 'report-data-binding']);
   assert.match(r.checks.find((c) => c.name === 'tcb-status')!.detail, /UpToDate/);

@@ -10,7 +10,7 @@ import { SimAuthorityError } from '../../../attestation/errors.js';
 
 export default class SimCert extends SengCommand<typeof SimCert> {
   static override summary = 'Make an RA-TLS client certificate signed by a TEST attestation authority.';
-  static override description = `The certificate is self-signed by a new key (written as PKCS#8 PEM to --key) and carries SGX evidence bound to that key, in the layout real clients produce: EPID (IAS report, report-signing certificates and signature in 1.2.840.113741.1337.2-.5) or DCAP (v3 quote with PCK chain in .6, PCK certificate/chain in .7/.8, signed TCB info, TCB signing chain and QE identity in .9-.11).
+  static override description = `The certificate is self-signed by a new key (written as PKCS#8 PEM to --key) and carries SGX evidence bound to that key, in the layout real clients produce: EPID (IAS report, report-signing certificates and signature in 1.2.840.113741.1337.2-.5) or DCAP (v3 quote with PCK chain in .6, PCK certificate/chain in .7/.8, signed TCB info, TCB signing chain and QE identity in .9-.11, root CA and PCK CRLs in .12/.13).
 
 --status sets the IAS quote status (EPID) or the TCB status of the platform's TCB level (DCAP).
 --encoding base64 stores the EPID values the way the Go-era clients did.
@@ -94,6 +94,7 @@ export default class SimCert extends SengCommand<typeof SimCert> {
       encoding: f.encoding,
       reportTimestamp,
       collateral: !f['no-collateral'],
+      crls: !f['no-crls'],
     });
     const format = f['out-format'] ?? (f.out.toLowerCase().endsWith('.pem') ? 'pem' : 'der');
     try {
