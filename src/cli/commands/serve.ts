@@ -47,11 +47,13 @@ Runs until SIGINT/SIGTERM (graceful: every session is closed and its IP and fire
       summary: 'Server certificate (PEM); repeat for RSA and ECDSA identities.',
       required: true,
       multiple: true,
+      multipleNonGreedy: true,
     }),
     key: Flags.string({
       summary: 'Private key (PEM) of each --cert, in the same order.',
       required: true,
       multiple: true,
+      multipleNonGreedy: true,
     }),
     'ias-root': Flags.string({
       summary: 'Trust anchor for EPID/IAS reports (default: Intel report-signing CA).',
@@ -61,6 +63,7 @@ Runs until SIGINT/SIGTERM (graceful: every session is closed and its IP and fire
     'allow-status': Flags.string({
       summary: 'Also accept this quote/TCB status (repeatable), e.g. GROUP_OUT_OF_DATE.',
       multiple: true,
+      multipleNonGreedy: true,
     }),
     'min-isv-svn': Flags.integer({ summary: 'Minimum ISV SVN.', min: 0, max: 65535 }),
     'require-signer': Flags.boolean({

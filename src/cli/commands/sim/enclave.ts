@@ -34,10 +34,13 @@ Prints one JSON line {"event":"ready",...} on stdout when the tunnel is up; runs
     route: Flags.string({
       summary: 'Route this CIDR through the tunnel (repeatable).',
       multiple: true,
+      multipleNonGreedy: true,
       dependsOn: ['tun'],
     }),
     'local-address': Flags.string({ summary: 'Local address to send from.' }),
-    'second-local-address': Flags.string({ summary: 'Misbehave: open the second session from this local address.' }),
+    'second-local-address': Flags.string({
+      summary: 'Misbehave: open the second session from this local address.',
+    }),
     'spoof-source': Flags.string({
       summary: 'Misbehave: rewrite the source of every packet to this address.',
     }),

@@ -1,0 +1,95 @@
+/**
+ * `seng serve` refuses bad configurations before it creates anything (no TUN, no socket):
+ * 0.0.0.0, -n without the kernel module (SPEC §5.1's message), database layout vs mode,
+ * mismatched --cert/--key. Runs in the root namespace because nothing is ever created.
+ */
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, rmSync, existsSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { seng } from '../../helpers/cli.js';
+
+let dir: string;
+let cert: string;
+let key: string;
+let control: string;
+
+before(() => {
+  dir = mkdtempSync(join(tmpdir(), 'seng-serve-cli-'));
+  cert = join(dir, 'gw.crt');
+  key = join(dir, 'gw.key');
+  control = join(dir, 'ctl.sock');
+  execFileSync(
+    'openssl',
+    [
+      'req',
+      '-x509',
+      '-newkey',
+      'ec',
+      '-pkeyopt',
+      'ec_paramgen_curve:P-256',
+      '-nodes',
+      '-keyout',
+      key,
+      '-out',
+      cert,
+      '-subj',
+      '/CN=t',
+      '-days',
+      '1',
+    ],
+    { stdio: 'ignore' },
+  );
+  assert.equal(seng(['db', 'init', '-d', join(dir, 'nf.db'), '--schema', 'netfilter', '--demo']).code, 0);
+  assert.equal(seng(['db', 'init', '-d', join(dir, 'v.db'), '--schema', 'vanilla', '--demo']).code, 0);
+});
+after(() => rmSync(dir, { recursive: true, force: true }));
+
+const serve = (args: string[]) =>
+  seng(['serve', '--cert', cert, '--key', key, '--control', control, '--tun', 'sgclitest0', ...args]);
+
+test('refuses 0.0.0.0 with an explanation', () => {
+  const r = serve(['0.0.0.0', '12345']);
+  assert.equal(r.code, 1);
+  assert.match(r.stderr, /refusing to listen on 0\.0\.0\.0/);
+});
+
+test('-n without the seng kernel module fails fast with the actionable message', () => {
+  const r = serve(['-n', '-d', join(dir, 'nf.db'), '127.0.0.1', '12345']);
+  assert.equal(r.code, 1);
+  assert.match(r.stderr, /family seng_family not found: is the seng kernel module loaded\?/);
+  assert.equal(existsSync(control), false, 'no control socket was created');
+  assert.doesNotMatch(execFileSync('ip', ['-o', 'link'], { encoding: 'utf8' }), /sgclitest0/);
+});
+
+test('database layout must fit the mode', () => {
+  let r = serve(['-n', '-d', join(dir, 'v.db'), '127.0.0.1', '12345']);
+  assert.equal(r.code, 1);
+  assert.match(r.stderr, /-n needs a netfilter database/);
+  r = serve(['-d', join(dir, 'nf.db'), '127.0.0.1', '12345']);
+  assert.equal(r.code, 1);
+  assert.match(r.stderr, /needs -n \(kernel module\) or --nft/);
+  r = serve(['-n', '127.0.0.1', '12345']);
+  assert.notEqual(r.code, 0);
+  assert.match(r.stderr, /--db/);
+});
+
+test('each --cert needs its --key, and positional arguments are not swallowed by them', () => {
+  const r = seng([
+    'serve',
+    '--cert',
+    cert,
+    '--cert',
+    cert,
+    '--key',
+    key,
+    '--control',
+    control,
+    '127.0.0.1',
+    '12345',
+  ]);
+  assert.equal(r.code, 1);
+  assert.match(r.stderr, /2 --cert but 1 --key/);
+});
