@@ -1,14 +1,14 @@
 /**
  * DTLS 1.2 client (the enclave simulator's and the tests' side): one UDP socket per session,
- * the server certificate pinned.
+ * the server certificate pinned. IPv4 (SPEC §1.1).
  */
-import dgram from 'node:dgram';
 import { lookup } from 'node:dns/promises';
 import { isIP } from 'node:net';
 import { errorMessage, InputError } from '../util/errors.js';
 import { silentLogger } from '../util/log.js';
 import { F_FATAL, F_HANDSHAKE_DONE, F_OUTPUT, loadAddon, type NativeConn } from './native.js';
-import { nativeError } from './server.js';
+import { nativeError } from './errors.js';
+import { UdpEndpoint, ipv4FromString } from './endpoint.js';
 import { DtlsSession } from './session.js';
 import { DEFAULT_CIPHERS, DtlsError, type DtlsConnectOptions } from './types.js';
 
@@ -21,14 +21,16 @@ export async function dtlsConnect(opts: DtlsConnectOptions): Promise<DtlsSession
   let host = opts.host;
   if (isIP(host) === 0) {
     try {
-      host = (await lookup(host)).address;
+      host = (await lookup(host, { family: 4 })).address;
     } catch (err) {
       throw new DtlsError('EDTLS_RESOLVE', `cannot resolve ${opts.host}: ${errorMessage(err)}`, {
         cause: err,
       });
     }
   }
-  const family = isIP(host);
+  if (isIP(host) !== 4) throw new InputError(`DTLS server address must be IPv4 (SPEC §1.1), got '${host}'`);
+  const serverIp = ipv4FromString(host);
+  const port = opts.port;
   const addon = loadAddon();
   let ctx;
   try {
@@ -42,48 +44,33 @@ export async function dtlsConnect(opts: DtlsConnectOptions): Promise<DtlsSession
   } catch (err) {
     throw nativeError(err, 'cannot set up the DTLS client');
   }
-  let bound: { fd: number; port: number };
+  // Datagrams from the server go to whichever stage is current (handshake, then session).
+  let onServerDatagram: (arena: Buffer, off: number, len: number) => void = () => {};
+  let endpoint: UdpEndpoint;
   try {
-    bound = addon.openUdp(
-      opts.localAddress ?? (family === 6 ? '::' : '0.0.0.0'),
+    endpoint = UdpEndpoint.open(
+      opts.localAddress ?? '0.0.0.0',
       0,
       opts.socketBufferBytes ?? 1 << 20,
+      (arena, off, len, ip, p) => {
+        if (ip === serverIp && p === port) onServerDatagram(arena, off, len);
+      },
     );
   } catch (err) {
     ctx.free();
-    throw nativeError(err, 'cannot open a UDP socket');
-  }
-  const socket = dgram.createSocket({ type: family === 6 ? 'udp6' : 'udp4' });
-  try {
-    await new Promise<void>((resolve, reject) => {
-      socket.once('error', reject);
-      socket.bind({ fd: bound.fd }, () => {
-        socket.off('error', reject);
-        resolve();
-      });
-    });
-  } catch (err) {
-    ctx.free();
-    addon.closeFd(bound.fd);
-    throw new DtlsError('EDTLS_SOCKET', `cannot use the UDP socket: ${errorMessage(err)}`, { cause: err });
+    throw err;
   }
   let conn: NativeConn;
   try {
-    conn = ctx.connect(host, opts.port, bound.fd);
+    conn = ctx.connect(host, port, endpoint.fd);
   } catch (err) {
-    socket.close();
+    void endpoint.close();
     throw nativeError(err, 'cannot start the DTLS handshake');
   } finally {
     ctx.free(); // the connection keeps what it needs
   }
-  const port = opts.port;
-  let socketClosed = false;
-  socket.once('close', () => (socketClosed = true));
   const sendRaw = (d: Buffer): void => {
-    if (socketClosed) return;
-    socket.send(d, port, host, (err) => {
-      if (err) logger.debug({ err: errorMessage(err) }, 'dtls send failed');
-    });
+    endpoint.sendTo(d, serverIp, port);
   };
   const flush = (): void => {
     const out = conn.takeOutput();
@@ -103,7 +90,7 @@ export async function dtlsConnect(opts: DtlsConnectOptions): Promise<DtlsSession
       if (rtx) clearTimeout(rtx);
       flush();
       conn.free();
-      socket.close();
+      void endpoint.close();
       reject(err);
     };
     const deadline = setTimeout(
@@ -144,11 +131,11 @@ export async function dtlsConnect(opts: DtlsConnectOptions): Promise<DtlsSession
           sink: { send: sendRaw },
           remoteAddress: host,
           remotePort: port,
-          localPort: bound.port,
+          localPort: endpoint.port,
           peerChain: conn.peerChain(),
           idleTimeoutMs: opts.idleTimeoutMs ?? 120_000,
           logger,
-          onEnd: () => socket.close(),
+          onEnd: () => void endpoint.close(),
         });
         session.input(null); // records that arrived with the server's Finished
         resolve(session);
@@ -164,15 +151,10 @@ export async function dtlsConnect(opts: DtlsConnectOptions): Promise<DtlsSession
         }, ms);
       }
     };
-    socket.on('message', (msg, rinfo) => {
-      if (rinfo.port !== port || rinfo.address !== host || msg.length === 0) return;
-      if (session) session.input(msg);
-      else if (!settled) step(conn.input(msg, slab, 0, lens) & 0xff);
-    });
-    socket.on('error', (err) => {
-      if (session) session.end('error', errorMessage(err));
-      else fail(new DtlsError('EDTLS_SOCKET', `UDP socket error: ${errorMessage(err)}`, { cause: err }));
-    });
+    onServerDatagram = (arena, off, len) => {
+      if (session) session.input(arena, off, len);
+      else if (!settled) step(conn.input(arena, slab, 0, lens, off, len) & 0xff);
+    };
     step(conn.input(null, slab, 0, lens) & 0xff);
   });
 }

@@ -34,8 +34,18 @@ export interface NativeConnInfo {
 }
 
 export interface NativeConn {
-  /** Feeds one datagram (or null to continue); returns flags | (records << 8). */
-  input(datagram: Buffer | null, slab: Buffer, slabOffset: number, lens: Uint32Array): number;
+  /**
+   * Feeds one datagram (or null to continue); returns flags | (records << 8). With the last two
+   * arguments the datagram is bytes [datagramOffset, +datagramLength) of the first argument.
+   */
+  input(
+    datagram: Buffer | null,
+    slab: Buffer,
+    slabOffset: number,
+    lens: Uint32Array,
+    datagramOffset?: number,
+    datagramLength?: number,
+  ): number;
   timeout(): number;
   /** ms until the retransmission timer fires, -1 when not running. */
   nextTimeout(): number;
@@ -61,7 +71,13 @@ export interface NativeContextOptions {
 
 export interface NativeContext {
   /** A Conn for a ClientHello with a valid cookie, else 0 dropped / 1 HelloVerifyRequest sent / 2 queued. */
-  listen(datagram: Buffer, address: string, port: number): NativeConn | number;
+  listen(
+    datagram: Buffer,
+    address: string,
+    port: number,
+    datagramOffset?: number,
+    datagramLength?: number,
+  ): NativeConn | number;
   connect(address: string, port: number, fd: number): NativeConn;
   rotateCookieSecret(): void;
   setFd(fd: number): void;
@@ -69,8 +85,20 @@ export interface NativeContext {
   free(): void;
 }
 
+export interface NativeEndpoint {
+  /** Datagram i of a batch is arena[meta[4i], +meta[4i+1]) from IPv4 meta[4i+2] (host order), port meta[4i+3]. */
+  readonly arena: Buffer;
+  readonly meta: Uint32Array;
+  readonly fd: number;
+  start(): void;
+  close(onClosed?: () => void): void;
+  sendTo(datagram: Buffer, ipv4: number, port: number): boolean;
+}
+
 export interface NativeStats {
   liveSsl: number;
+  /** Open UDP sockets of the addon (server and client endpoints). */
+  liveEndpoint: number;
   liveCtx: number;
   liveConn: number;
   livePipe: number;
@@ -81,6 +109,7 @@ export interface NativeStats {
 
 export interface DtlsAddon {
   Context: new (opts: NativeContextOptions) => NativeContext;
+  Endpoint: new (fd: number, onBatch: (count: number) => void) => NativeEndpoint;
   nativeStats(): NativeStats;
   openUdp(address: string, port: number, bufferBytes: number): { fd: number; port: number };
   closeFd(fd: number): void;

@@ -11,7 +11,6 @@
  *      Rejected → a fatal alert (default access_denied) in epoch 0 tells the client why.
  */
 import { EventEmitter } from 'node:events';
-import dgram from 'node:dgram';
 import { isIP } from 'node:net';
 import type { Logger } from 'pino';
 import { errorMessage, InputError } from '../util/errors.js';
@@ -25,10 +24,11 @@ import {
   type NativeContext,
 } from './native.js';
 import { DtlsSession, type DatagramSink } from './session.js';
+import { UdpEndpoint, ipv4ToString } from './endpoint.js';
+import { nativeError } from './errors.js';
 import {
   ALERT_CODES,
   DEFAULT_CIPHERS,
-  DtlsError,
   type CloseReason,
   type DtlsServerOptions,
   type PeerAddress,
@@ -59,8 +59,9 @@ export interface DtlsServerStats {
 interface Handshake {
   conn: NativeConn;
   address: string;
+  ip: number;
   port: number;
-  key: string;
+  key: number;
   random: string;
   verifying: boolean;
   deadline: NodeJS.Timeout;
@@ -79,24 +80,30 @@ export interface DtlsServerEvents {
 const RANDOM_OFF = 13 + 12 + 2;
 
 /** An epoch-0 ClientHello (start of a new handshake), by its headers; its random as hex. */
-function clientHelloRandom(d: Buffer): string | undefined {
-  if (d.length < RANDOM_OFF + 32 || d[0] !== 22 || d[3] !== 0 || d[4] !== 0 || d[13] !== 1) return undefined;
-  return d.toString('hex', RANDOM_OFF, RANDOM_OFF + 32);
+function clientHelloRandom(d: Buffer, off: number, len: number): string | undefined {
+  if (len < RANDOM_OFF + 32 || d[off] !== 22 || d[off + 3] !== 0 || d[off + 4] !== 0 || d[off + 13] !== 1) {
+    return undefined;
+  }
+  return d.toString('hex', off + RANDOM_OFF, off + RANDOM_OFF + 32);
+}
+
+/** Peers are keyed by IPv4 address and port as one number (exact below 2^53). */
+function peerKey(ip: number, port: number): number {
+  return ip * 65536 + port;
 }
 
 export class DtlsServer extends EventEmitter<DtlsServerEvents> {
   readonly address: { address: string; port: number };
 
   private readonly ctx: NativeContext;
-  private readonly socket: dgram.Socket;
+  private endpoint!: UdpEndpoint;
   private readonly opts: Required<Omit<DtlsServerOptions, 'logger' | 'cipherList'>> & { cipherList: string };
   private readonly logger: Logger;
-  private readonly peers = new Map<string, Entry>();
+  private readonly peers = new Map<number, Entry>();
   private readonly cookieTimer: NodeJS.Timeout;
   private handshakeCount = 0;
   private sessionCount = 0;
   private closing: Promise<void> | undefined;
-  private socketClosed = false;
   private readonly counters = {
     cookiesSent: 0,
     rejected: 0,
@@ -106,36 +113,27 @@ export class DtlsServer extends EventEmitter<DtlsServerEvents> {
     dropped: 0,
     busy: 0,
   };
-  private readonly sink: (address: string, port: number) => DatagramSink;
+  private readonly sink: (ip: number, port: number) => DatagramSink;
 
-  private constructor(
-    ctx: NativeContext,
-    socket: dgram.Socket,
-    address: { address: string; port: number },
-    opts: DtlsServer['opts'],
-    logger: Logger,
-  ) {
+  private constructor(ctx: NativeContext, host: string, opts: DtlsServer['opts'], logger: Logger) {
     super();
     this.ctx = ctx;
-    this.socket = socket;
-    this.address = address;
     this.opts = opts;
     this.logger = logger;
-    this.sink = (addr, port) => ({ send: (d) => this.sendRaw(d, port, addr) });
+    this.sink = (ip, port) => ({ send: (d) => this.endpoint.sendTo(d, ip, port) });
+    this.endpoint = UdpEndpoint.open(host, opts.port, opts.socketBufferBytes, (arena, off, len, ip, port) =>
+      this.onDatagram(arena, off, len, ip, port),
+    );
+    this.address = { address: host, port: this.endpoint.port };
+    this.ctx.setFd(this.endpoint.fd);
     this.cookieTimer = setInterval(() => this.ctx.rotateCookieSecret(), opts.cookieRotationMs);
     this.cookieTimer.unref();
-    socket.on('message', (msg, rinfo) => this.onDatagram(msg, rinfo.address, rinfo.port));
-    // A socket error must not take the process down when nobody listens for 'error'.
-    socket.on('error', (err) => {
-      if (this.listenerCount('error') > 0) this.emit('error', err);
-      else this.logger.error({ err: errorMessage(err) }, 'dtls server socket error');
-    });
   }
 
   /** Binds host:port (port 0: any free port) and starts serving. */
   static async listen(options: DtlsServerOptions): Promise<DtlsServer> {
-    if (isIP(options.host) === 0) {
-      throw new InputError(`DTLS listen address must be an IP address, got '${options.host}'`);
+    if (isIP(options.host) !== 4) {
+      throw new InputError(`DTLS listen address must be an IPv4 address (SPEC §1.1), got '${options.host}'`);
     }
     if (!Number.isInteger(options.port) || options.port < 0 || options.port > 65535) {
       throw new InputError(`DTLS port must be 0..65535, got ${options.port}`);
@@ -168,30 +166,14 @@ export class DtlsServer extends EventEmitter<DtlsServerEvents> {
     } catch (err) {
       throw nativeError(err, 'cannot set up the DTLS server');
     }
-    let bound: { fd: number; port: number };
+    let server: DtlsServer;
     try {
-      bound = addon.openUdp(opts.host, opts.port, opts.socketBufferBytes);
+      server = new DtlsServer(ctx, opts.host, opts, logger);
     } catch (err) {
       ctx.free();
-      throw nativeError(err, `cannot listen on ${opts.host}:${opts.port}`);
+      throw err;
     }
-    const socket = dgram.createSocket({ type: isIP(opts.host) === 6 ? 'udp6' : 'udp4' });
-    try {
-      await new Promise<void>((resolve, reject) => {
-        socket.once('error', reject);
-        socket.bind({ fd: bound.fd }, () => {
-          socket.off('error', reject);
-          resolve();
-        });
-      });
-    } catch (err) {
-      ctx.free();
-      addon.closeFd(bound.fd);
-      throw new DtlsError('EDTLS_SOCKET', `cannot use the UDP socket: ${errorMessage(err)}`, { cause: err });
-    }
-    ctx.setFd(bound.fd);
-    const server = new DtlsServer(ctx, socket, { address: opts.host, port: bound.port }, opts, logger);
-    logger.debug({ address: opts.host, port: bound.port }, 'dtls server listening');
+    logger.debug({ address: opts.host, port: server.address.port }, 'dtls server listening');
     return server;
   }
 
@@ -216,8 +198,7 @@ export class DtlsServer extends EventEmitter<DtlsServerEvents> {
         this.peers.delete(key);
       }
       this.ctx.free();
-      this.socketClosed = true;
-      await new Promise<void>((resolve) => this.socket.close(() => resolve()));
+      await this.endpoint.close();
       this.logger.debug({ port: this.address.port }, 'dtls server closed');
     })();
     return this.closing;
@@ -225,16 +206,16 @@ export class DtlsServer extends EventEmitter<DtlsServerEvents> {
 
   // -------------------------------------------------------------------------------------------
 
-  private onDatagram(msg: Buffer, address: string, port: number): void {
-    if (this.closing || msg.length === 0) return;
-    const key = `${address}:${port}`;
+  private onDatagram(arena: Buffer, off: number, len: number, ip: number, port: number): void {
+    if (this.closing) return;
+    const key = peerKey(ip, port);
     const entry = this.peers.get(key);
     if (entry) {
-      const random = clientHelloRandom(msg);
+      const random = clientHelloRandom(arena, off, len);
       const current = entry.hs ? entry.hs.random : entry.random;
       if (random === undefined || random === current) {
-        if (entry.session) entry.session.input(msg);
-        else if (!entry.hs.verifying) this.drive(entry.hs, msg);
+        if (entry.session) entry.session.input(arena, off, len);
+        else if (!entry.hs.verifying) this.drive(entry.hs, arena, off, len);
         return;
       }
       // A new ClientHello from a known address:port: the peer restarted. Only a valid cookie
@@ -248,11 +229,12 @@ export class DtlsServer extends EventEmitter<DtlsServerEvents> {
       this.counters.busy++;
       return;
     }
+    const address = ipv4ToString(ip);
     let r: NativeConn | number;
     try {
-      r = this.ctx.listen(msg, address, port);
+      r = this.ctx.listen(arena, address, port, off, len);
     } catch (err) {
-      this.logger.warn({ peer: key, err: errorMessage(err) }, 'dtls listen failed');
+      this.logger.warn({ peer: `${address}:${port}`, err: errorMessage(err) }, 'dtls listen failed');
       return;
     }
     if (typeof r === 'number') {
@@ -260,7 +242,7 @@ export class DtlsServer extends EventEmitter<DtlsServerEvents> {
       else this.counters.cookiesSent++;
       if (r === 2) {
         const out = this.ctx.takeOutput();
-        if (out) for (const d of out) this.sendRaw(d, port, address);
+        if (out) for (const d of out) this.endpoint.sendTo(d, ip, port);
       }
       return;
     }
@@ -271,20 +253,21 @@ export class DtlsServer extends EventEmitter<DtlsServerEvents> {
     const hs: Handshake = {
       conn: r,
       address,
+      ip,
       port,
       key,
-      random: clientHelloRandom(msg) ?? '',
+      random: clientHelloRandom(arena, off, len) ?? '',
       verifying: false,
       rtx: undefined,
       deadline: setTimeout(() => this.onDeadline(hs), this.opts.handshakeTimeoutMs),
     };
     this.peers.set(key, { hs });
     this.handshakeCount++;
-    this.drive(hs, null);
+    this.drive(hs, null, 0, 0);
   }
 
-  private drive(hs: Handshake, datagram: Buffer | null): void {
-    const flags = hs.conn.input(datagram, EMPTY_SLAB, 0, EMPTY_LENS) & 0xff;
+  private drive(hs: Handshake, datagram: Buffer | null, off: number, len: number): void {
+    const flags = hs.conn.input(datagram, EMPTY_SLAB, 0, EMPTY_LENS, off, len) & 0xff;
     this.afterStep(hs, flags);
   }
 
@@ -295,7 +278,7 @@ export class DtlsServer extends EventEmitter<DtlsServerEvents> {
       this.counters.failed++;
       this.logger.debug(
         {
-          peer: hs.key,
+          peer: `${hs.address}:${hs.port}`,
           error: info.error,
           alertReceived: info.alertReceived?.name,
           alertSent: info.alertSent?.name,
@@ -340,7 +323,7 @@ export class DtlsServer extends EventEmitter<DtlsServerEvents> {
       (v) => this.onVerdict(hs, chain, v),
       (err: unknown) => {
         this.logger.error(
-          { peer: hs.key, err: errorMessage(err) },
+          { peer: `${hs.address}:${hs.port}`, err: errorMessage(err) },
           'dtls verifyPeer hook failed; rejecting the peer',
         );
         this.onVerdict(hs, chain, {
@@ -358,7 +341,7 @@ export class DtlsServer extends EventEmitter<DtlsServerEvents> {
       const reason = v && v.accept === false ? v.reason : 'invalid verdict';
       const alert = (v && v.accept === false && v.alert) || 'access_denied';
       this.counters.rejected++;
-      this.logger.info({ peer: hs.key, reason, alert }, 'dtls peer rejected');
+      this.logger.info({ peer: `${hs.address}:${hs.port}`, reason, alert }, 'dtls peer rejected');
       const flags = hs.conn.reject(ALERT_CODES[alert] ?? ALERT_CODES.access_denied);
       if (flags & F_OUTPUT) this.flushConn(hs);
       this.dropHandshake(hs, 'rejected');
@@ -370,7 +353,7 @@ export class DtlsServer extends EventEmitter<DtlsServerEvents> {
     this.handshakeCount--;
     const session = new DtlsSession({
       conn: hs.conn,
-      sink: this.sink(hs.address, hs.port),
+      sink: this.sink(hs.ip, hs.port),
       remoteAddress: hs.address,
       remotePort: hs.port,
       localPort: this.address.port,
@@ -383,11 +366,14 @@ export class DtlsServer extends EventEmitter<DtlsServerEvents> {
     this.peers.set(hs.key, { session, random: hs.random });
     this.sessionCount++;
     this.counters.accepted++;
-    this.logger.debug({ peer: hs.key, cipher: session.cipher }, 'dtls session established');
+    this.logger.debug(
+      { peer: `${hs.address}:${hs.port}`, cipher: session.cipher },
+      'dtls session established',
+    );
     this.emit('session', session);
   }
 
-  private onSessionEnd(key: string, s: DtlsSession, _reason: CloseReason): void {
+  private onSessionEnd(key: number, s: DtlsSession, _reason: CloseReason): void {
     this.sessionCount--;
     if (this.peers.get(key)?.session === s) this.peers.delete(key);
   }
@@ -395,7 +381,10 @@ export class DtlsServer extends EventEmitter<DtlsServerEvents> {
   private onDeadline(hs: Handshake): void {
     if (this.peers.get(hs.key)?.hs !== hs) return;
     this.counters.timedOut++;
-    this.logger.info({ peer: hs.key, verifying: hs.verifying }, 'dtls handshake deadline passed');
+    this.logger.info(
+      { peer: `${hs.address}:${hs.port}`, verifying: hs.verifying },
+      'dtls handshake deadline passed',
+    );
     if (hs.verifying) {
       const flags = hs.conn.reject(ALERT_CODES.handshake_failure);
       if (flags & F_OUTPUT) this.flushConn(hs);
@@ -415,33 +404,10 @@ export class DtlsServer extends EventEmitter<DtlsServerEvents> {
 
   private flushConn(hs: Handshake): void {
     const out = hs.conn.takeOutput();
-    if (out) for (const d of out) this.sendRaw(d, hs.port, hs.address);
-  }
-
-  /** Datagrams the addon could not send itself (EAGAIN): through node's socket, errors logged. */
-  private sendRaw(d: Buffer, port: number, address: string): void {
-    if (this.socketClosed) return;
-    this.socket.send(d, port, address, (err) => {
-      if (err) this.logger.debug({ peer: `${address}:${port}`, err: errorMessage(err) }, 'dtls send failed');
-    });
+    if (out) for (const d of out) this.endpoint.sendTo(d, hs.ip, hs.port);
   }
 }
 
 // The server side never reads application data during the handshake (it holds until the verdict).
 const EMPTY_SLAB = Buffer.alloc(0);
 const EMPTY_LENS = new Uint32Array(1);
-
-export function nativeError(err: unknown, what: string): DtlsError {
-  const code = (err as { code?: unknown }).code;
-  const c = typeof code === 'string' ? code : 'EDTLS_NATIVE';
-  const hints: Record<string, string> = {
-    EDTLS_IDENTITY: 'check that each certPem/keyPem pair is PEM, unencrypted, and belongs together',
-    EDTLS_CIPHERS: 'use OpenSSL cipher names such as ECDHE-RSA-AES256-GCM-SHA384',
-    EDTLS_CA: 'give the gateway certificate (PEM) to pin',
-    EADDRINUSE: 'another process uses this port; pick another one or stop it',
-    EADDRNOTAVAIL: 'the address is not configured on this host',
-    EACCES: 'binding this port needs privileges',
-  };
-  const hint = hints[c];
-  return new DtlsError(c, `${what}: ${errorMessage(err)}`, { cause: err, ...(hint ? { hint } : {}) });
-}

@@ -166,8 +166,11 @@ export class DtlsSession extends EventEmitter<DtlsSessionEvents> {
     this.armIdle(ms);
   }
 
-  /** @internal one datagram from the peer (null: only collect records OpenSSL has buffered). */
-  input(datagram: Buffer | null): void {
+  /**
+   * @internal one datagram from the peer: bytes [off, off + len) of `datagram` (whole when off and
+   * len are left out); null only collects records OpenSSL has buffered.
+   */
+  input(datagram: Buffer | null, off = 0, len = datagram ? datagram.length : 0): void {
     if (!this.conn) return;
     if (datagram) this.lastRx = Date.now();
     let dg: Buffer | null = datagram;
@@ -178,7 +181,7 @@ export class DtlsSession extends EventEmitter<DtlsSessionEvents> {
         slab = Buffer.allocUnsafe(SLAB_BYTES);
         slabOff = 0;
       }
-      const r = conn.input(dg, slab, slabOff, lens);
+      const r = conn.input(dg, slab, slabOff, lens, off, len);
       dg = null;
       const flags = r & 0xff;
       const n = Math.floor(r / 256);

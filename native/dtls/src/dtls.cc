@@ -3,15 +3,17 @@
 // Drives the OpenSSL 3 that is linked into the node binary (no library of our own is linked)
 // through a custom datagram BIO:
 //   - reads come from the one datagram handed to Conn.input() (borrowed, never copied into a BIO),
-//   - writes go straight to the UDP socket with sendto(2) (the socket is created here and shared
-//     with a node `dgram` socket that does the receiving), or are queued for JavaScript to send when
-//     the kernel says EAGAIN, when there is no socket, or while the server holds its final
-//     handshake flight back until the asynchronous certificate verdict is in.
+//   - writes go straight to the UDP socket with sendto(2), or are queued when there is no socket
+//     (in-memory use) or while the server holds its final handshake flight back until the
+//     asynchronous certificate verdict is in.
+// The UDP socket is ours too (Endpoint): libuv polls it, recvmmsg(2) reads up to 32 datagrams at
+// a time into one arena, and JavaScript gets one callback per batch.
 // One BIO_write is one datagram (one DTLS record), like OpenSSL's own dgram BIO.
 //
 // Everything runs on the JavaScript thread; nothing here blocks.
 
 #include <napi.h>
+#include <uv.h>
 
 #include <openssl/bio.h>
 #include <openssl/crypto.h>
@@ -48,6 +50,7 @@ std::atomic<int64_t> gLiveSsl{0};
 std::atomic<int64_t> gLiveCtx{0};
 std::atomic<int64_t> gLiveConn{0};
 std::atomic<int64_t> gLivePipe{0};
+std::atomic<int64_t> gLiveEndpoint{0};
 std::atomic<uint64_t> gDirectSends{0};
 std::atomic<uint64_t> gQueuedSends{0};
 std::atomic<uint64_t> gDroppedSends{0};
@@ -109,10 +112,13 @@ void appendDatagram(std::vector<uint8_t> &buf, std::vector<size_t> &ends, const 
   ends.push_back(buf.size());
 }
 
-// Sends one datagram now if possible, else queues it for JavaScript. Never fails: a datagram that
-// can be neither sent nor queued is dropped, which DTLS treats like loss.
+// Sends one datagram on the socket, or, without a socket (fd -1: in-memory use, tests), queues it
+// for takeOutput(). Never fails: a datagram that can be neither sent nor queued is dropped, which
+// DTLS treats like loss.
 void emitDatagram(Pipe *p, const uint8_t *d, size_t n) {
-  if (p->fd >= 0 && p->outEnds.empty()) {
+  if (p->fd >= 0) {
+    // A full socket buffer (EAGAIN / ENOBUFS) is congestion: the datagram is lost, as it would be
+    // a hop later; DTLS retransmits handshake flights and the tunnelled protocols recover.
     ssize_t r;
     do {
       r = sendto(p->fd, d, n, MSG_DONTWAIT | MSG_NOSIGNAL, reinterpret_cast<const sockaddr *>(&p->peer), p->peerLen);
@@ -121,11 +127,9 @@ void emitDatagram(Pipe *p, const uint8_t *d, size_t n) {
       ++gDirectSends;
       return;
     }
-    if (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != ENOBUFS) {
-      p->lastSendErrno = errno;
-      ++gDroppedSends;
-      return;
-    }
+    p->lastSendErrno = r < 0 ? errno : EMSGSIZE;
+    ++gDroppedSends;
+    return;
   }
   if (p->out.size() + n > kMaxQueuedBytes) {
     ++gDroppedSends;
@@ -534,9 +538,20 @@ class Conn : public Napi::ObjectWrap<Conn> {
 
     if (info[0].IsBuffer()) {
       auto dg = info[0].As<Napi::Buffer<uint8_t>>();
-      if (dg.Length() == 0) return Napi::Number::New(env, outputFlag());
-      pipe_->in = dg.Data();
-      pipe_->inLen = dg.Length();
+      size_t dgOff = 0;
+      size_t dgLen = dg.Length();
+      if (info.Length() >= 6 && info[4].IsNumber() && info[5].IsNumber()) {
+        // input(arena, slab, slabOffset, lens, datagramOffset, datagramLength)
+        double o = info[4].As<Napi::Number>().DoubleValue();
+        double l = info[5].As<Napi::Number>().DoubleValue();
+        if (!(o >= 0) || !(l >= 0) || o + l > static_cast<double>(dg.Length()))
+          throwCode(env, "EDTLS_USAGE", "datagram range out of bounds");
+        dgOff = static_cast<size_t>(o);
+        dgLen = static_cast<size_t>(l);
+      }
+      if (dgLen == 0) return Napi::Number::New(env, outputFlag());
+      pipe_->in = dg.Data() + dgOff;
+      pipe_->inLen = dgLen;
     }
     uint32_t flags = 0;
     uint32_t count = 0;
@@ -911,7 +926,18 @@ class Context : public Napi::ObjectWrap<Context> {
     if (info.Length() < 3 || !info[0].IsBuffer() || !info[1].IsString() || !info[2].IsNumber())
       throwCode(env, "EDTLS_USAGE", "listen(datagram, address, port)");
     auto dg = info[0].As<Napi::Buffer<uint8_t>>();
-    if (dg.Length() < kRecordHeader) return Napi::Number::New(env, 0);
+    size_t dgOff = 0;
+    size_t dgLen = dg.Length();
+    if (info.Length() >= 5 && info[3].IsNumber() && info[4].IsNumber()) {
+      // listen(arena, address, port, datagramOffset, datagramLength)
+      double o = info[3].As<Napi::Number>().DoubleValue();
+      double l = info[4].As<Napi::Number>().DoubleValue();
+      if (!(o >= 0) || !(l >= 0) || o + l > static_cast<double>(dg.Length()))
+        throwCode(env, "EDTLS_USAGE", "datagram range out of bounds");
+      dgOff = static_cast<size_t>(o);
+      dgLen = static_cast<size_t>(l);
+    }
+    if (dgLen < kRecordHeader) return Napi::Number::New(env, 0);
     if (listener_ == nullptr) {
       listenerPipe_ = std::make_unique<Pipe>();
       listener_ = newSsl(env, shared_.get(), listenerPipe_.get());
@@ -926,8 +952,8 @@ class Context : public Napi::ObjectWrap<Context> {
       throwCode(env, "EDTLS_USAGE", "bad peer address");
     p->mtuOverhead = p->peer.ss_family == AF_INET6 ? 48 : 28;
     p->fd = fd_;
-    p->in = dg.Data();
-    p->inLen = dg.Length();
+    p->in = dg.Data() + dgOff;
+    p->inLen = dgLen;
     size_t directBefore = gDirectSends.load();
     size_t queuedBefore = p->outEnds.size();
     ERR_clear_error();
@@ -1018,6 +1044,220 @@ class Context : public Napi::ObjectWrap<Context> {
   }
 };
 
+
+// ---------------------------------------------------------------------------------------------
+// Endpoint: a UDP socket read with recvmmsg(2) in batches, driven by a libuv poll handle on node's
+// loop. JavaScript gets onBatch(count) with, for datagram i, meta[4i..4i+3] = offset in the arena,
+// length (0 = truncated, drop), IPv4 address (host order), port. The arena is reused by the next
+// batch: everything must be consumed during the callback.
+
+constexpr unsigned kBatch = 32;
+constexpr size_t kSlot = 16384 + 2048;  // the largest DTLS record plus headers
+constexpr int kRoundsPerWakeup = 8;     // then yield to the loop (level-triggered: it comes back)
+
+class Endpoint : public Napi::ObjectWrap<Endpoint> {
+ public:
+  static Napi::Function Init(Napi::Env env) {
+    return DefineClass(env, "Endpoint",
+                       {
+                           InstanceMethod<&Endpoint::Start>("start"),
+                           InstanceMethod<&Endpoint::Close>("close"),
+                           InstanceMethod<&Endpoint::SendTo>("sendTo"),
+                           InstanceAccessor<&Endpoint::Arena>("arena"),
+                           InstanceAccessor<&Endpoint::Meta>("meta"),
+                           InstanceAccessor<&Endpoint::Fd>("fd"),
+                       });
+  }
+
+  // new Endpoint(fd, onBatch): takes ownership of fd (an IPv4 UDP socket, non-blocking).
+  explicit Endpoint(const Napi::CallbackInfo &info) : Napi::ObjectWrap<Endpoint>(info) {
+    Napi::Env env = info.Env();
+    if (info.Length() < 2 || !info[0].IsNumber() || !info[1].IsFunction())
+      throwCode(env, "EDTLS_USAGE", "new Endpoint(fd, onBatch)");
+    fd_ = info[0].As<Napi::Number>().Int32Value();
+    if (fd_ < 0) throwCode(env, "EDTLS_USAGE", "bad fd");
+    onBatch_ = Napi::Persistent(info[1].As<Napi::Function>());
+    arena_ = Napi::Persistent(Napi::Buffer<uint8_t>::New(env, kSlot * kBatch));
+    arenaData_ = arena_.Value().Data();
+    meta_ = Napi::Persistent(Napi::Uint32Array::New(env, kBatch * 4));
+    metaData_ = meta_.Value().Data();
+    for (unsigned i = 0; i < kBatch; i++) {
+      iov_[i].iov_base = arenaData_ + i * kSlot;
+      iov_[i].iov_len = kSlot;
+    }
+    env_ = env;
+    ++gLiveEndpoint;
+  }
+
+  ~Endpoint() override {
+    // Only reached when not polling (a polling endpoint holds a reference to itself).
+    closeFd();
+  }
+
+ private:
+  int fd_ = -1;
+  napi_env env_ = nullptr;
+  uv_poll_t poll_{};
+  bool polling_ = false;
+  bool closing_ = false;
+  Napi::FunctionReference onBatch_;
+  Napi::FunctionReference onClosed_;
+  std::unique_ptr<Napi::AsyncContext> async_;
+  Napi::Reference<Napi::Buffer<uint8_t>> arena_;
+  Napi::Reference<Napi::Uint32Array> meta_;
+  uint8_t *arenaData_ = nullptr;
+  uint32_t *metaData_ = nullptr;
+  iovec iov_[kBatch]{};
+  sockaddr_in addrs_[kBatch]{};
+  mmsghdr msgs_[kBatch]{};
+
+  // Closes the socket once; gLiveEndpoint counts open sockets.
+  void closeFd() {
+    if (fd_ < 0) return;
+    close(fd_);
+    fd_ = -1;
+    --gLiveEndpoint;
+  }
+
+  Napi::Value Arena(const Napi::CallbackInfo &info) { return arena_.IsEmpty() ? info.Env().Undefined() : arena_.Value(); }
+  Napi::Value Meta(const Napi::CallbackInfo &info) { return meta_.IsEmpty() ? info.Env().Undefined() : meta_.Value(); }
+  Napi::Value Fd(const Napi::CallbackInfo &info) { return Napi::Number::New(info.Env(), closing_ ? -1 : fd_); }
+
+  Napi::Value Start(const Napi::CallbackInfo &info) {
+    Napi::Env env = info.Env();
+    if (polling_ || closing_) throwCode(env, "EDTLS_USAGE", "endpoint already started or closed");
+    uv_loop_t *loop = nullptr;
+    if (napi_get_uv_event_loop(env, &loop) != napi_ok || loop == nullptr)
+      throwCode(env, "EDTLS_INTERNAL", "no event loop");
+    int r = uv_poll_init(loop, &poll_, fd_);
+    if (r != 0) throwCode(env, "EDTLS_SOCKET", std::string("uv_poll_init: ") + uv_strerror(r));
+    poll_.data = this;
+    async_ = std::make_unique<Napi::AsyncContext>(env, "seng-dtls-udp");
+    r = uv_poll_start(&poll_, UV_READABLE, OnPoll);
+    if (r != 0) {
+      // libuv owns the handle until its close callback: stay alive until then.
+      closing_ = true;
+      polling_ = true;
+      Ref();
+      uv_close(reinterpret_cast<uv_handle_t *>(&poll_), OnClosed);
+      throwCode(env, "EDTLS_SOCKET", std::string("uv_poll_start: ") + uv_strerror(r));
+    }
+    polling_ = true;
+    Ref();  // alive while libuv holds a pointer to us
+    return env.Undefined();
+  }
+
+  // close(onClosed?): stops reading; the socket is closed once libuv has let go of the handle,
+  // then onClosed() runs.
+  Napi::Value Close(const Napi::CallbackInfo &info) {
+    if (closing_) return info.Env().Undefined();
+    closing_ = true;
+    if (info.Length() >= 1 && info[0].IsFunction()) onClosed_ = Napi::Persistent(info[0].As<Napi::Function>());
+    if (polling_) {
+      uv_poll_stop(&poll_);
+      uv_close(reinterpret_cast<uv_handle_t *>(&poll_), OnClosed);
+    } else {
+      closeFd();
+      Napi::FunctionReference cb = std::move(onClosed_);
+      release();
+      if (!cb.IsEmpty()) cb.Call({});
+    }
+    return info.Env().Undefined();
+  }
+
+  static void OnClosed(uv_handle_t *h) {
+    auto *self = static_cast<Endpoint *>(h->data);
+    self->closeFd();
+    self->polling_ = false;
+    Napi::Env env(self->env_);
+    Napi::HandleScope scope(env);
+    if (!self->onClosed_.IsEmpty()) {
+      Napi::FunctionReference cb = std::move(self->onClosed_);
+      try {
+        cb.MakeCallback(env.Global(), {}, self->async_ ? static_cast<napi_async_context>(*self->async_) : nullptr);
+      } catch (const Napi::Error &e) {
+        napi_fatal_exception(self->env_, e.Value());
+      }
+    }
+    self->async_.reset();
+    self->release();
+    self->Unref();
+  }
+
+  // Drops the references to JavaScript (the batch handler's closure refers back to this object:
+  // kept, the persistent handles would keep the whole graph alive forever).
+  void release() {
+    onBatch_.Reset();
+    onClosed_.Reset();
+    arena_.Reset();
+    meta_.Reset();
+    arenaData_ = nullptr;
+    metaData_ = nullptr;
+  }
+
+  // sendTo(buffer, ipv4HostOrder, port): bool (for datagrams queued in memory, rarely used).
+  Napi::Value SendTo(const Napi::CallbackInfo &info) {
+    Napi::Env env = info.Env();
+    if (info.Length() < 3 || !info[0].IsBuffer() || !info[1].IsNumber() || !info[2].IsNumber())
+      throwCode(env, "EDTLS_USAGE", "sendTo(buffer, ipv4, port)");
+    if (closing_ || fd_ < 0) return Napi::Boolean::New(env, false);
+    auto b = info[0].As<Napi::Buffer<uint8_t>>();
+    sockaddr_in to{};
+    to.sin_family = AF_INET;
+    to.sin_addr.s_addr = htonl(info[1].As<Napi::Number>().Uint32Value());
+    to.sin_port = htons(static_cast<uint16_t>(info[2].As<Napi::Number>().Uint32Value()));
+    ssize_t r = sendto(fd_, b.Data(), b.Length(), MSG_DONTWAIT | MSG_NOSIGNAL, reinterpret_cast<sockaddr *>(&to), sizeof to);
+    if (r == static_cast<ssize_t>(b.Length())) ++gDirectSends;
+    else ++gDroppedSends;
+    return Napi::Boolean::New(env, r == static_cast<ssize_t>(b.Length()));
+  }
+
+  static void OnPoll(uv_poll_t *h, int status, int events) {
+    auto *self = static_cast<Endpoint *>(h->data);
+    if (self == nullptr || self->closing_ || self->metaData_ == nullptr || status < 0 || (events & UV_READABLE) == 0)
+      return;
+    self->Drain();
+  }
+
+  void Drain() {
+    Napi::Env env(env_);
+    Napi::HandleScope scope(env);
+    for (int round = 0; round < kRoundsPerWakeup && !closing_; round++) {
+      for (unsigned i = 0; i < kBatch; i++) {
+        std::memset(&msgs_[i].msg_hdr, 0, sizeof msgs_[i].msg_hdr);
+        msgs_[i].msg_hdr.msg_iov = &iov_[i];
+        msgs_[i].msg_hdr.msg_iovlen = 1;
+        msgs_[i].msg_hdr.msg_name = &addrs_[i];
+        msgs_[i].msg_hdr.msg_namelen = sizeof addrs_[i];
+        msgs_[i].msg_len = 0;
+      }
+      int n;
+      do {
+        n = recvmmsg(fd_, msgs_, kBatch, MSG_DONTWAIT, nullptr);
+      } while (n < 0 && errno == EINTR);
+      if (n <= 0) return;  // EAGAIN (or an error such as ECONNREFUSED from ICMP: nothing to read)
+      for (int i = 0; i < n; i++) {
+        const msghdr &m = msgs_[i].msg_hdr;
+        bool ok = (m.msg_flags & MSG_TRUNC) == 0 && m.msg_namelen >= sizeof(sockaddr_in) &&
+                  addrs_[i].sin_family == AF_INET && msgs_[i].msg_len <= kSlot;
+        metaData_[4 * i] = static_cast<uint32_t>(i * kSlot);
+        metaData_[4 * i + 1] = ok ? msgs_[i].msg_len : 0;
+        metaData_[4 * i + 2] = ntohl(addrs_[i].sin_addr.s_addr);
+        metaData_[4 * i + 3] = ntohs(addrs_[i].sin_port);
+      }
+      try {
+        onBatch_.MakeCallback(env.Global(), {Napi::Number::New(env, n)}, *async_);
+      } catch (const Napi::Error &e) {
+        // An exception from the batch handler is an uncaught exception of the process, like one
+        // thrown by a node event listener.
+        napi_fatal_exception(env_, e.Value());
+        return;
+      }
+      if (static_cast<unsigned>(n) < kBatch) return;
+    }
+  }
+};
+
 // ---------------------------------------------------------------------------------------------
 // Module functions.
 
@@ -1028,6 +1268,7 @@ Napi::Value NativeStats(const Napi::CallbackInfo &info) {
   o.Set("liveCtx", Napi::Number::New(env, static_cast<double>(gLiveCtx.load())));
   o.Set("liveConn", Napi::Number::New(env, static_cast<double>(gLiveConn.load())));
   o.Set("livePipe", Napi::Number::New(env, static_cast<double>(gLivePipe.load())));
+  o.Set("liveEndpoint", Napi::Number::New(env, static_cast<double>(gLiveEndpoint.load())));
   o.Set("directSends", Napi::Number::New(env, static_cast<double>(gDirectSends.load())));
   o.Set("queuedSends", Napi::Number::New(env, static_cast<double>(gQueuedSends.load())));
   o.Set("droppedSends", Napi::Number::New(env, static_cast<double>(gDroppedSends.load())));
@@ -1091,6 +1332,7 @@ Napi::Object InitModule(Napi::Env env, Napi::Object exports) {
   data->connCtor = Napi::Persistent(conn);
   exports.Set("Conn", conn);
   exports.Set("Context", Context::Init(env));
+  exports.Set("Endpoint", Endpoint::Init(env));
   exports.Set("nativeStats", Napi::Function::New(env, NativeStats));
   exports.Set("openUdp", Napi::Function::New(env, OpenUdp));
   exports.Set("closeFd", Napi::Function::New(env, CloseFd));

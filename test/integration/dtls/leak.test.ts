@@ -130,5 +130,6 @@ describe('dtls native objects do not leak', { timeout: 240_000 }, () => {
     assert.equal(end.livePipe, baseline.livePipe, 'BIO states');
     assert.equal(end.liveCtx, baseline.liveCtx, 'SSL_CTX objects');
     assert.equal(end.liveConn, baseline.liveConn, 'Conn wrappers (after GC)');
+    assert.equal(end.liveEndpoint, baseline.liveEndpoint, 'open UDP endpoints');
   });
 });
