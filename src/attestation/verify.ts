@@ -421,6 +421,8 @@ function tcbInfoCheck(
   let p = problem ?? freshnessProblem(doc.body, now, 'TCB info');
   const fmspc = typeof doc.body.fmspc === 'string' ? doc.body.fmspc.toLowerCase() : undefined;
   const pceId = typeof doc.body.pceId === 'string' ? doc.body.pceId.toLowerCase() : undefined;
+  if (!p && doc.body.id !== undefined && doc.body.id !== 'SGX')
+    p = `TCB info is for "${String(doc.body.id)}", not SGX`;
   if (!p) {
     if (typeof pck === 'string') p = `cannot match TCB info to the platform: ${pck}`;
     else if (fmspc !== pck.fmspc)

@@ -15,7 +15,10 @@ export interface CliResult {
   stderr: string;
 }
 
-export function seng(args: string[], opts: { input?: string; env?: NodeJS.ProcessEnv; timeoutMs?: number } = {}): CliResult {
+export function seng(
+  args: string[],
+  opts: { input?: string; env?: NodeJS.ProcessEnv; timeoutMs?: number } = {},
+): CliResult {
   const r = spawnSync(process.execPath, [sengBin, ...args], {
     input: opts.input ?? '',
     encoding: 'utf8',
@@ -26,13 +29,18 @@ export function seng(args: string[], opts: { input?: string; env?: NodeJS.Proces
 }
 
 /** Runs seng with --json and parses stdout. */
-export function sengJson<T = unknown>(args: string[], opts: { env?: NodeJS.ProcessEnv } = {}): { code: number; json: T; stderr: string } {
+export function sengJson<T = unknown>(
+  args: string[],
+  opts: { env?: NodeJS.ProcessEnv } = {},
+): { code: number; json: T; stderr: string } {
   const r = seng([...args, '--json'], opts);
   let json: T;
   try {
     json = JSON.parse(r.stdout) as T;
   } catch {
-    throw new Error(`seng ${args.join(' ')} --json printed no JSON (exit ${r.code}):\n${r.stdout}\n${r.stderr}`);
+    throw new Error(
+      `seng ${args.join(' ')} --json printed no JSON (exit ${r.code}):\n${r.stdout}\n${r.stderr}`,
+    );
   }
   return { code: r.code, json, stderr: r.stderr };
 }
