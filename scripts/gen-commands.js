@@ -15,7 +15,11 @@ const GLOBAL = new Set(['json', 'log-format', 'log-level', 'help']);
 function flagLine(name, f) {
   const short = f.char ? `-${f.char}, ` : '';
   const value = f.type === 'option' ? (f.options ? `=${f.options.join('|')}` : '=VALUE') : '';
-  const extra = [f.required ? 'required' : '', f.multiple ? 'repeatable' : '', f.default !== undefined && f.type === 'option' ? `default: ${f.default}` : '']
+  const extra = [
+    f.required ? 'required' : '',
+    f.multiple ? 'repeatable' : '',
+    f.default !== undefined && f.type === 'option' ? `default: ${f.default}` : '',
+  ]
     .filter(Boolean)
     .join(', ');
   return `| \`${short}--${name}${value}\` | ${(f.summary ?? f.description ?? '').replace(/\|/g, '\\|')}${extra ? ` (${extra})` : ''} |`;
@@ -23,7 +27,9 @@ function flagLine(name, f) {
 
 export async function render() {
   const config = await Config.load(root);
-  const commands = [...config.commands].filter((c) => !c.hidden && c.id !== 'help').sort((a, b) => a.id.localeCompare(b.id));
+  const commands = [...config.commands]
+    .filter((c) => !c.hidden && c.id !== 'help')
+    .sort((a, b) => a.id.localeCompare(b.id));
   const out = [
     '# seng command reference',
     '',
@@ -35,7 +41,10 @@ export async function render() {
     '',
     '| command | what it does |',
     '| --- | --- |',
-    ...commands.map((c) => `| [\`seng ${c.id.replace(/:/g, ' ')}\`](#seng-${c.id.replace(/:/g, '-')}) | ${c.summary ?? ''} |`),
+    ...commands.map(
+      (c) =>
+        `| [\`seng ${c.id.replace(/:/g, ' ')}\`](#seng-${c.id.replace(/:/g, '-')}) | ${c.summary ?? ''} |`,
+    ),
     '',
   ];
   for (const c of commands) {
@@ -43,11 +52,17 @@ export async function render() {
     const args = Object.entries(c.args ?? {});
     out.push(`## seng ${id}`, '', c.summary ?? '', '');
     if (c.description) out.push(c.description, '');
-    const usage = [`seng ${id}`, ...args.map(([n, a]) => (a.required ? n.toUpperCase() : `[${n.toUpperCase()}]`))].join(' ');
+    const usage = [
+      `seng ${id}`,
+      ...args.map(([n, a]) => (a.required ? n.toUpperCase() : `[${n.toUpperCase()}]`)),
+    ].join(' ');
     out.push('```', usage, '```', '');
     if (args.length) {
       out.push('| argument | meaning |', '| --- | --- |');
-      for (const [n, a] of args) out.push(`| \`${n.toUpperCase()}\` | ${a.description ?? ''}${a.default !== undefined ? ` (default: ${a.default})` : ''} |`);
+      for (const [n, a] of args)
+        out.push(
+          `| \`${n.toUpperCase()}\` | ${a.description ?? ''}${a.default !== undefined ? ` (default: ${a.default})` : ''} |`,
+        );
       out.push('');
     }
     const flags = Object.entries(c.flags ?? {}).filter(([n]) => !GLOBAL.has(n));
@@ -55,7 +70,9 @@ export async function render() {
       out.push('| flag | meaning |', '| --- | --- |', ...flags.map(([n, f]) => flagLine(n, f)), '');
     }
     if (c.flags?.json) out.push('Supports `--json`.', '');
-    const examples = (c.examples ?? []).map((e) => (typeof e === 'string' ? e : e.command).replace(/<%= config.bin %>/g, 'seng'));
+    const examples = (c.examples ?? []).map((e) =>
+      (typeof e === 'string' ? e : e.command).replace(/<%= config.bin %>/g, 'seng'),
+    );
     if (examples.length) out.push('Examples:', '', '```sh', ...examples, '```', '');
   }
   return `${out.join('\n').trimEnd()}\n`;

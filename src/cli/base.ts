@@ -8,7 +8,9 @@ import { Command, Flags, Errors, type Interfaces } from '@oclif/core';
 import { SengError } from '../util/errors.js';
 import { createLogger, type Logger, type LogFormat } from '../util/log.js';
 
-export type SengFlags<T extends typeof Command> = Interfaces.InferredFlags<(typeof SengCommand)['baseFlags'] & T['flags']>;
+export type SengFlags<T extends typeof Command> = Interfaces.InferredFlags<
+  (typeof SengCommand)['baseFlags'] & T['flags']
+>;
 export type SengArgs<T extends typeof Command> = Interfaces.InferredArgs<T['args']>;
 
 export abstract class SengCommand<T extends typeof Command> extends Command {

@@ -9,7 +9,11 @@ export class SengError extends Error {
   /** Process exit code the CLI uses for this error. */
   readonly exitCode: number;
 
-  constructor(code: string, message: string, options: { hint?: string; cause?: unknown; exitCode?: number } = {}) {
+  constructor(
+    code: string,
+    message: string,
+    options: { hint?: string; cause?: unknown; exitCode?: number } = {},
+  ) {
     super(message, options.cause === undefined ? undefined : { cause: options.cause });
     this.name = new.target.name;
     this.code = code;

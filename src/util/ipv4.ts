@@ -32,7 +32,9 @@ export function formatIpv4(ip: Ipv4): string {
 
 /** Host-order address → SPEC encoding (network bytes read little-endian). */
 export function toWire(ip: Ipv4): number {
-  return (((ip & 0xff) << 24) | (((ip >>> 8) & 0xff) << 16) | (((ip >>> 16) & 0xff) << 8) | (ip >>> 24)) >>> 0;
+  return (
+    (((ip & 0xff) << 24) | (((ip >>> 8) & 0xff) << 16) | (((ip >>> 16) & 0xff) << 8) | (ip >>> 24)) >>> 0
+  );
 }
 
 /** SPEC encoding → host-order address. The byte swap is its own inverse. */
@@ -66,10 +68,7 @@ export function parseCidr(text: string, opts: { strict?: boolean } = {}): Cidr {
   const addr = parseIpv4(m[1] as string);
   const network = (addr & mask) >>> 0;
   if (opts.strict && network !== addr) {
-    throw new InputError(
-      `"${text}" has host bits set`,
-      `did you mean ${formatIpv4(network)}/${prefix}?`,
-    );
+    throw new InputError(`"${text}" has host bits set`, `did you mean ${formatIpv4(network)}/${prefix}?`);
   }
   return { network, prefix, mask };
 }
@@ -79,7 +78,7 @@ export function formatCidr(c: Pick<Cidr, 'network' | 'prefix'>): string {
 }
 
 export function cidrContains(c: Pick<Cidr, 'network' | 'mask'>, ip: Ipv4): boolean {
-  return ((ip & c.mask) >>> 0) === c.network;
+  return (ip & c.mask) >>> 0 === c.network;
 }
 
 /** Number of usable host numbers (1 … 2^(32-prefix) - 2) in a subnet; 0 for /31 and /32. */

@@ -8,7 +8,11 @@ export default class Version extends SengCommand<typeof Version> {
     const pkg = JSON.parse(readFileSync(new URL('../../../../package.json', import.meta.url), 'utf8')) as {
       version: string;
     };
-    const info = { version: pkg.version, node: process.versions.node, openssl: process.versions.openssl ?? '' };
+    const info = {
+      version: pkg.version,
+      node: process.versions.node,
+      openssl: process.versions.openssl ?? '',
+    };
     this.log(`seng ${info.version} (node ${info.node}, OpenSSL ${info.openssl})`);
     return info;
   }
