@@ -40,6 +40,11 @@ test('attest inspect: the real DCAP sample', () => {
   const human = seng(['attest', 'inspect', SAMPLE]);
   assert.equal(human.code, 0);
   assert.match(human.stdout, /MRENCLAVE\s+ba955817/);
+  // PEM on stdin
+  const pem = readFileSync(join(repoRoot, 'test', 'fixtures', 'attestation', 'ecdsa-ratls.pem'), 'utf8');
+  const piped = seng(['attest', 'inspect', '-', '--json'], { input: pem });
+  assert.equal(piped.code, 0, piped.stderr);
+  assert.equal((JSON.parse(piped.stdout) as { mrEnclave: string }).mrEnclave, json.mrEnclave);
 });
 
 test('attest verify: the sample passes its PCK chain and fails exactly debug and key binding', () => {
@@ -126,6 +131,7 @@ test('sim ca + sim cert: EPID and DCAP certificates pass with the test roots onl
     assert.equal(ok.json.ok, true);
     assert.equal(ok.json.kind, kind);
 
+    if (i % 2) continue; // the policy paths below do not depend on the key type
     const low = sengJson<VerifyJson>(['attest', 'verify', cert, ...roots, '--min-isv-svn', '5']);
     assert.equal(low.code, 1);
     assert.deepEqual(failed(low.json), ['isv-svn']);
