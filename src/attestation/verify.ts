@@ -23,7 +23,13 @@ import {
 import { crlProblem, decodeCrl } from './crl.js';
 import { NEVER_ALLOWED_STATUSES, type AttestationPolicy } from './policy.js';
 import { QUOTE_BODY_SIZE } from './quote.js';
-import { checkCertSignature, publicKeyOf, verifyChain, type ParsedCertificate } from './x509.js';
+import {
+  KEY_USAGE_DIGITAL_SIGNATURE,
+  checkCertSignature,
+  publicKeyOf,
+  verifyChain,
+  type ParsedCertificate,
+} from './x509.js';
 
 export type CheckStatus = 'pass' | 'fail' | 'not-evaluated';
 
@@ -132,6 +138,14 @@ function certificateSignature(c: Checks, cert: ParsedCertificate): void {
   );
 }
 
+/** A signing leaf whose keyUsage is present must allow digitalSignature. */
+function signingUsageProblem(cert: ParsedCertificate, what: string): string | null {
+  if (cert.keyUsage !== undefined && (cert.keyUsage & KEY_USAGE_DIGITAL_SIGNATURE) === 0) {
+    return `the ${what} certificate's keyUsage does not allow digitalSignature`;
+  }
+  return null;
+}
+
 // ------------------------------------------------------------------------------------ EPID
 
 function verifyEpid(c: Checks, ev: EpidEvidence, policy: AttestationPolicy, now: Date): void {
@@ -140,7 +154,9 @@ function verifyEpid(c: Checks, ev: EpidEvidence, policy: AttestationPolicy, now:
   const chain = verifyChain(signingCert, caCert ? [caCert] : [], policy.iasAnchors, chainAt);
   c.result(
     'ias-chain',
-    chain.ok ? null : `${chain.detail}; trust anchor: ${policy.iasRootSource}`,
+    chain.ok
+      ? signingUsageProblem(signingCert, 'report-signing')
+      : `${chain.detail}; trust anchor: ${policy.iasRootSource}`,
     policy.at ? chain.detail : `${chain.detail}, the IAS report timestamp`,
   );
 
@@ -251,6 +267,7 @@ function verifyDcap(c: Checks, ev: DcapEvidence, policy: AttestationPolicy, now:
     const chain = verifyChain(leaf, ev.pckChain.slice(1), policy.sgxAnchors, now);
     let problem = chain.ok ? null : `${chain.detail}; trust anchor: ${policy.sgxRootSource}`;
     if (!problem && leaf.basicConstraints?.ca) problem = 'the PCK certificate is a CA certificate';
+    problem ??= signingUsageProblem(leaf, 'PCK');
     if (c.result('pck-chain', problem, `${chain.detail}; PCK chain from the ${ev.pckChainSource}`))
       pckPath = chain.path;
     leafKey = publicKeyOf(leaf);
