@@ -244,6 +244,55 @@ describe('dtls server robustness', { timeout: 120_000 }, () => {
     }
   });
 
+  it('a flood of cookie-verified handshakes is capped by maxHandshakes and drains by the deadline', async () => {
+    const { flights, relay, c } = await captureHandshake();
+    c.close();
+    await relay.close();
+    const first = flights.find(isClientHello);
+    assert.ok(first);
+    const capped = await DtlsServer.listen({
+      host: '127.0.0.1',
+      port: 0,
+      identities: [{ certPem: srv.certPem, keyPem: srv.keyPem }],
+      verifyPeer: () => Promise.resolve({ accept: true }),
+      handshakeTimeoutMs: 800,
+      maxHandshakes: 10,
+    });
+    const peers: RawPeer[] = [];
+    try {
+      const base = nativeStats().liveSsl;
+      for (let i = 0; i < 40; i++) {
+        const p = new RawPeer();
+        await p.start();
+        peers.push(p);
+        p.socket.send(first, capped.address.port, '127.0.0.1');
+      }
+      await sleep(200);
+      let started = 0;
+      for (const p of peers) {
+        const hvr = p.replies.find(isHelloVerifyRequest);
+        if (!hvr) continue;
+        p.socket.send(withCookie(first, Buffer.from(hvrCookie(hvr))), capped.address.port, '127.0.0.1');
+        started++;
+      }
+      assert.equal(started, 40, 'all got a cookie while no handshake was running');
+      await sleep(200);
+      const st = capped.stats();
+      assert.equal(st.handshakes, 10, 'capped at maxHandshakes');
+      assert.equal(st.busy, 30);
+      // The cap plus this server's one shared listener.
+      assert.equal(nativeStats().liveSsl - base, 10 + 1, 'native state bounded by the cap');
+      const end = Date.now() + 5000;
+      while (capped.stats().handshakes > 0 && Date.now() < end) await sleep(50);
+      assert.equal(capped.stats().handshakes, 0);
+      assert.equal(capped.stats().timedOut, 10);
+      assert.equal(nativeStats().liveSsl, base + 1);
+    } finally {
+      for (const p of peers) await p.close();
+      await capped.close();
+    }
+  });
+
   it('truncated and replayed handshake messages: no state from strangers, sessions survive', async () => {
     const { flights, relay, c, s } = await captureHandshake();
     try {
