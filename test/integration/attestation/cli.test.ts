@@ -180,6 +180,42 @@ test('sim cert --status / --debug and verify --allow-status / --allow-debug', ()
   ]);
   assert.equal(relaxed.code, 0);
   assert.equal(relaxed.json.ok, true);
+
+  // DCAP without collateral or CRLs: admitted ("not evaluated") unless collateral is required.
+  const bare = join(dir, 'bare.der');
+  const mkBare = seng([
+    'sim',
+    'cert',
+    '--ca',
+    ca,
+    '--kind',
+    'dcap',
+    '--mrenclave',
+    MRE,
+    '--mrsigner',
+    MRS,
+    '--no-collateral',
+    '--no-crls',
+    '--out',
+    bare,
+    '--key',
+    join(dir, 'bare.key'),
+  ]);
+  assert.equal(mkBare.code, 0, mkBare.stderr);
+  const lax = sengJson<VerifyJson>(['attest', 'verify', bare, ...roots]);
+  assert.equal(lax.code, 0);
+  assert.deepEqual(
+    lax.json.checks.filter((c) => c.status === 'not-evaluated').map((c) => c.name),
+    ['tcb-info', 'tcb-status', 'qe-identity', 'pck-revocation'],
+  );
+  const strictCollateral = sengJson<VerifyJson>(['attest', 'verify', bare, ...roots, '--require-collateral']);
+  assert.equal(strictCollateral.code, 1);
+  assert.deepEqual(failed(strictCollateral.json), [
+    'tcb-info',
+    'tcb-status',
+    'qe-identity',
+    'pck-revocation',
+  ]);
 });
 
 test('errors: unreadable, malformed and bad flags exit 1 with a message', () => {

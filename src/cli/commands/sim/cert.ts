@@ -61,6 +61,7 @@ export default class SimCert extends SengCommand<typeof SimCert> {
     'no-collateral': Flags.boolean({
       summary: 'DCAP: leave out TCB info, its signing chain and QE identity.',
     }),
+    'no-crls': Flags.boolean({ summary: 'DCAP: leave out the root CA and PCK CRLs.' }),
     out: Flags.string({ summary: 'Where to write the certificate.', required: true, helpValue: 'CERT' }),
     key: Flags.string({
       summary: 'Where to write the private key (PKCS#8 PEM, mode 0600).',
