@@ -8,7 +8,7 @@ import { silentLogger } from '../util/log.js';
 import { F_FATAL, F_MORE, F_OUTPUT, F_PEER_CLOSED, type NativeConn } from './native.js';
 import type { CloseReason } from './types.js';
 
-/** Where a session's queued datagrams go (only used when the kernel said EAGAIN). */
+/** Where datagrams the addon queued in memory go (only without a socket of its own; normally unused). */
 export interface DatagramSink {
   send(datagram: Buffer): void;
 }

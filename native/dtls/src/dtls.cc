@@ -908,12 +908,15 @@ class Context : public Napi::ObjectWrap<Context> {
   Napi::Object makeConn(Napi::Env env, SSL *ssl, std::unique_ptr<Pipe> pipe) {
     ConnInit init{ssl, std::move(pipe), shared_};
     auto *data = env.GetInstanceData<AddonData>();
-    Napi::Object conn = data->connCtor.New({Napi::External<ConnInit>::New(env, &init)});
-    if (init.ssl != nullptr) {  // constructor threw before taking ownership
-      SSL_free(init.ssl);
-      --gLiveSsl;
+    try {
+      return data->connCtor.New({Napi::External<ConnInit>::New(env, &init)});
+    } catch (...) {
+      if (init.ssl != nullptr) {  // the constructor did not take ownership
+        SSL_free(init.ssl);
+        --gLiveSsl;
+      }
+      throw;
     }
-    return conn;
   }
 
   // listen(datagram, address, port): a Conn when the datagram is a ClientHello with a valid cookie;
@@ -1200,12 +1203,14 @@ class Endpoint : public Napi::ObjectWrap<Endpoint> {
     Napi::Env env = info.Env();
     if (info.Length() < 3 || !info[0].IsBuffer() || !info[1].IsNumber() || !info[2].IsNumber())
       throwCode(env, "EDTLS_USAGE", "sendTo(buffer, ipv4, port)");
+    uint32_t port = info[2].As<Napi::Number>().Uint32Value();
+    if (port == 0 || port > 65535) throwCode(env, "EDTLS_USAGE", "port out of range");
     if (closing_ || fd_ < 0) return Napi::Boolean::New(env, false);
     auto b = info[0].As<Napi::Buffer<uint8_t>>();
     sockaddr_in to{};
     to.sin_family = AF_INET;
     to.sin_addr.s_addr = htonl(info[1].As<Napi::Number>().Uint32Value());
-    to.sin_port = htons(static_cast<uint16_t>(info[2].As<Napi::Number>().Uint32Value()));
+    to.sin_port = htons(static_cast<uint16_t>(port));
     ssize_t r = sendto(fd_, b.Data(), b.Length(), MSG_DONTWAIT | MSG_NOSIGNAL, reinterpret_cast<sockaddr *>(&to), sizeof to);
     if (r == static_cast<ssize_t>(b.Length())) ++gDirectSends;
     else ++gDroppedSends;
