@@ -151,6 +151,33 @@ describe('dtls interop with openssl', { timeout: 120_000 }, () => {
     }
   });
 
+  it('renegotiation is refused; the fatal alert s_client answers with ends the session as "alert"', async () => {
+    const { server } = await startServer('accept');
+    const proc = sClient('rsa', server.address.port);
+    try {
+      const session = await new Promise<DtlsSession>((resolve, reject) => {
+        server.once('session', resolve);
+        proc.exited.then((code) => reject(new Error(`s_client exited (${code}): ${proc.stderr}`)), reject);
+      });
+      const got = messages(session);
+      const closedP = new Promise<[string, string]>((resolve) =>
+        session.once('close', (r, d) => resolve([r, d])),
+      );
+      proc.write('before\n');
+      await waitUntil(() => got.text() === 'before\n', 5000, 'data before renegotiation');
+      proc.write('R\n'); // s_client: renegotiate
+      const [reason, detail] = await within(closedP, 5000, 'session end');
+      assert.equal(reason, 'alert');
+      assert.equal(detail, 'handshake failure');
+      await within(proc.exited, 5000, 's_client exit');
+      assert.match(proc.stderr, /no renegotiation/);
+      assert.equal(server.stats().sessions, 0);
+    } finally {
+      await proc.kill();
+      await server.close();
+    }
+  });
+
   function sServer(kind: 'rsa' | 'ec', port: number, clientCa: TestIdentity): Proc {
     const srv = ids[`srv-${kind}`]!;
     return new Proc('openssl', [
