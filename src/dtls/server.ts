@@ -153,6 +153,17 @@ export class DtlsServer extends EventEmitter<DtlsServerEvents> {
       cookieRotationMs: options.cookieRotationMs ?? 30_000,
       socketBufferBytes: options.socketBufferBytes ?? 4 * 1024 * 1024,
     };
+    const positive = (name: string, v: number, min: number): void => {
+      if (!Number.isFinite(v) || v < min)
+        throw new InputError(`DTLS option ${name} must be a number ≥ ${min}, got ${v}`);
+    };
+    positive('mtu', opts.mtu, 576);
+    positive('handshakeTimeoutMs', opts.handshakeTimeoutMs, 1);
+    positive('idleTimeoutMs', opts.idleTimeoutMs, 0);
+    positive('maxHandshakes', opts.maxHandshakes, 1);
+    positive('maxSessions', opts.maxSessions, 1);
+    positive('cookieRotationMs', opts.cookieRotationMs, 1000);
+    positive('socketBufferBytes', opts.socketBufferBytes, 0);
     const logger = options.logger ?? silentLogger;
     const addon = loadAddon();
     let ctx: NativeContext;

@@ -238,6 +238,9 @@ describe('dtls sessions over loopback', { timeout: 120_000 }, () => {
         startServer({ identities: [{ certPem: srvRsa.certPem, keyPem: srvEc.keyPem }] }),
         (err: unknown) => err instanceof DtlsError && err.code === 'EDTLS_IDENTITY' && err.hint !== undefined,
       );
+      await assert.rejects(startServer({ maxHandshakes: 0 }), { code: 'EINPUT', message: /maxHandshakes/ });
+      await assert.rejects(startServer({ mtu: 100 }), { code: 'EINPUT', message: /mtu/ });
+      await assert.rejects(startServer({ host: '::1' }), { code: 'EINPUT', message: /IPv4/ });
       await assert.rejects(
         startServer({ cipherList: 'NO-SUCH-CIPHER' }),
         (err: unknown) => err instanceof DtlsError && err.code === 'EDTLS_CIPHERS',
