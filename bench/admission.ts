@@ -1,0 +1,255 @@
+/**
+ * Section 2 (admission rate) and its scaling figure: full setups per second (two DTLS
+ * handshakes with cookie exchange, RA-TLS attestation, IP assignment and ACK, then close)
+ * with 1, 16 and 128 concurrent clients, per cipher suite, against the crypto-only limit.
+ *
+ * Crypto-only limit (gateway side, one core; the gateway's handshakes run on its one JS
+ * thread): per full setup the gateway does, for each of its two handshakes, one server
+ * signature (RSA-3072 or ECDSA P-256), one verification of the client's CertificateVerify
+ * signature (same algorithm), one P-256 ECDHE key generation (counted as one ECDSA P-256
+ * sign: both are a fixed-base scalar multiplication) and one ECDH derive; plus, once, the
+ * RSA-2048 verification of the IAS report signature of the EPID evidence (the CA chain
+ * checks are memoized by the gateway). The per-operation times come from `openssl speed`
+ * in the same run; limit = 1 / Σ(time per operation).
+ */
+import { generateKeyPair, type KeyObject } from 'node:crypto';
+import { createSimCertificate } from '../src/attestation/index.js';
+import {
+  GW_SENG,
+  MR_ENCLAVE,
+  MR_SIGNER,
+  SENG_PORT,
+  SUITE_NAMES,
+  pin,
+  startGateway,
+  type Lab,
+  type Suite,
+} from './lib/lab.js';
+import {
+  CpuMeter,
+  errorText,
+  log,
+  round,
+  summarize,
+  type BenchOptions,
+  type OpensslSpeed,
+} from './lib/util.js';
+import { startClients } from './lib/workers.js';
+
+export interface AdmissionRun {
+  suite: Suite;
+  concurrency: number;
+  /** '2' = gateway free on both cores, '1' = gateway pinned to CPU 0. */
+  gatewayCores: 1 | 2;
+  setups: number;
+  failures: number;
+  errors?: Record<string, number>;
+  perSecond: number;
+  latencyMs: { median: number; p90: number; p99: number };
+  gatewayCpuSeconds: number;
+  /** Gateway CPU busy fraction (1.0 = one core saturated). */
+  gatewayUtilization: number;
+  /** CPU busy fraction of the simulated clients (all their processes). */
+  clientUtilization?: number;
+  /** Setups per gateway CPU-second: the admission capacity of one core. */
+  perGatewayCpuSecond: number;
+  ratioToCryptoLimit?: number;
+  capacityRatioToCryptoLimit?: number;
+  error?: string;
+}
+
+export interface CryptoLimit {
+  suite: Suite;
+  model: string;
+  microsecondsPerSetup: number;
+  setupsPerSecond: number;
+}
+
+export interface AdmissionResult {
+  seconds: number;
+  cryptoLimits: CryptoLimit[];
+  runs: AdmissionRun[];
+}
+
+export function cryptoLimit(suite: Suite, s: OpensslSpeed): CryptoLimit {
+  const sig = suite === 'rsa' ? s.rsa3072 : s.ecdsaP256;
+  const perHandshake = 1 / sig.sign + 1 / sig.verify + 1 / s.ecdsaP256.sign + 1 / s.ecdhP256.op;
+  const total = 2 * perHandshake + 1 / s.rsa2048.verify;
+  const alg = suite === 'rsa' ? 'RSA-3072' : 'ECDSA P-256';
+  return {
+    suite,
+    model: `2 × (${alg} sign + ${alg} verify + P-256 keygen + P-256 ECDH) + RSA-2048 verify`,
+    microsecondsPerSetup: round(total * 1e6, 1),
+    setupsPerSecond: round(1 / total, 1),
+  };
+}
+
+function keyPair(suite: Suite): Promise<KeyObject> {
+  return new Promise((resolve, reject) => {
+    const cb = (err: Error | null, _pub: KeyObject, priv: KeyObject) => (err ? reject(err) : resolve(priv));
+    if (suite === 'rsa') generateKeyPair('rsa', { modulusLength: 3072 }, cb);
+    else generateKeyPair('ec', { namedCurve: 'prime256v1' }, cb);
+  });
+}
+
+/**
+ * `count` RA-TLS certificates with distinct quotes (the ISV product id differs), over a few
+ * keys (RSA-3072 key generation is slow): no two concurrent clients share a quote, which is
+ * what the gateway matches a send tunnel to its receive tunnel by.
+ */
+export async function certPool(
+  lab: Lab,
+  suite: Suite,
+  count: number,
+): Promise<{ certPem: string; keyPem: string }[]> {
+  const keys = await Promise.all(
+    Array.from({ length: Math.min(count, suite === 'rsa' ? 4 : 16) }, () => keyPair(suite)),
+  );
+  return Array.from({ length: count }, (_, i) => {
+    const c = createSimCertificate(lab.ca, {
+      kind: 'epid',
+      mrEnclave: MR_ENCLAVE,
+      mrSigner: MR_SIGNER,
+      privateKey: keys[i % keys.length] as KeyObject,
+      isvProdId: i,
+    });
+    return { certPem: c.certPem, keyPem: c.keyPem };
+  });
+}
+
+async function oneRun(
+  lab: Lab,
+  suite: Suite,
+  concurrency: number,
+  seconds: number,
+  certs: { certPem: string; keyPem: string }[],
+  gatewayPid: number | undefined,
+  gatewayCores: 1 | 2,
+  limit: CryptoLimit | undefined,
+): Promise<AdmissionRun> {
+  const base = { suite, concurrency, gatewayCores };
+  // Two client processes from 2 clients on: one simulator process cannot keep a gateway busy.
+  const nWorkers = concurrency >= 2 ? 2 : 1;
+  const workers = Array.from({ length: nWorkers }, (_, i) => {
+    const share = Math.floor(concurrency / nWorkers) + (i < concurrency % nWorkers ? 1 : 0);
+    const first = i * Math.ceil(concurrency / nWorkers);
+    return startClients(lab.sh, lab.dir, {
+      mode: 'admission',
+      gateway: GW_SENG,
+      port: SENG_PORT,
+      gatewayCertPem: lab.gwKeys[suite].certPem,
+      certs: certs.slice(first, first + share),
+      concurrency: share,
+      seconds,
+    });
+  });
+  const meter = new CpuMeter({ gateway: gatewayPid });
+  try {
+    const rs = (await Promise.all(
+      workers.map((w) => w.next(['result'], (seconds + 60) * 1000)),
+    )) as unknown as {
+      setups: number;
+      failures: number;
+      errors: Record<string, number>;
+      elapsedSeconds: number;
+      latencies: number[];
+      cpuSeconds: number;
+    }[];
+    const m = meter.read();
+    const gwCpu = m.cpu.gateway ?? NaN;
+    const setups = rs.reduce((a, r) => a + r.setups, 0);
+    const failures = rs.reduce((a, r) => a + r.failures, 0);
+    const elapsed = Math.max(...rs.map((r) => r.elapsedSeconds));
+    const errors: Record<string, number> = {};
+    for (const r of rs) for (const [k, v] of Object.entries(r.errors)) errors[k] = (errors[k] ?? 0) + v;
+    const lat = summarize(
+      rs.flatMap((r) => r.latencies),
+      1,
+    );
+    // Each client process reports its own CPU time (it has exited by now).
+    const clientCpu = rs.reduce((a, r) => a + r.cpuSeconds, 0);
+    const run: AdmissionRun = {
+      ...base,
+      setups,
+      failures,
+      ...(failures ? { errors } : {}),
+      perSecond: round(setups / elapsed, 1),
+      latencyMs: { median: lat.median, p90: lat.p90, p99: lat.p99 },
+      gatewayCpuSeconds: gwCpu,
+      gatewayUtilization: round(gwCpu / m.wallSeconds, 2),
+      clientUtilization: round(clientCpu / m.wallSeconds, 2),
+      perGatewayCpuSecond: round(setups / gwCpu, 1),
+    };
+    if (limit) {
+      run.ratioToCryptoLimit = round(run.perSecond / limit.setupsPerSecond, 3);
+      run.capacityRatioToCryptoLimit = round(run.perGatewayCpuSecond / limit.setupsPerSecond, 3);
+    }
+    return run;
+  } finally {
+    await Promise.all(workers.map((w) => w.proc.stop()));
+  }
+}
+
+export async function runAdmission(
+  lab: Lab,
+  opts: BenchOptions,
+  speed: OpensslSpeed | undefined,
+): Promise<AdmissionResult> {
+  const seconds = opts.quick ? 3 : 8;
+  const levels = [1, 16, 128];
+  const result: AdmissionResult = { seconds, cryptoLimits: [], runs: [] };
+  for (const suite of ['ec', 'rsa'] as const) {
+    const limit = speed ? cryptoLimit(suite, speed) : undefined;
+    if (limit) result.cryptoLimits.push(limit);
+    log(`admission: ${SUITE_NAMES[suite]}: ${Math.max(...levels)} client certificates`);
+    let gw;
+    try {
+      const certs = await certPool(lab, suite, Math.max(...levels));
+      gw = await startGateway(lab, { suite, maxHandshakes: 512 });
+      for (const c of levels) {
+        try {
+          const run = await oneRun(lab, suite, c, seconds, certs, gw.pid, 2, limit);
+          result.runs.push(run);
+          log(
+            `  ${suite} c=${c}: ${run.perSecond}/s (gateway ${run.gatewayUtilization} busy, clients ${run.clientUtilization}, ${run.perGatewayCpuSecond}/CPU-s), failures ${run.failures}, ratio ${run.ratioToCryptoLimit}`,
+          );
+        } catch (err) {
+          result.runs.push(failed(suite, c, 2, err));
+        }
+      }
+      // Scaling: the gateway confined to one core (clients still free).
+      try {
+        pin([gw.pid], '0');
+        const run = await oneRun(lab, suite, 16, seconds, certs, gw.pid, 1, limit);
+        result.runs.push(run);
+        log(`  ${suite} c=16, gateway on one core: ${run.perSecond}/s`);
+      } catch (err) {
+        result.runs.push(failed(suite, 16, 1, err));
+      } finally {
+        pin([gw.pid], '0-1');
+      }
+    } catch (err) {
+      result.runs.push(failed(suite, 0, 2, err));
+      log(`  ${suite} failed: ${errorText(err)}`);
+    } finally {
+      await gw?.stop();
+    }
+  }
+  return result;
+}
+
+function failed(suite: Suite, concurrency: number, gatewayCores: 1 | 2, err: unknown): AdmissionRun {
+  return {
+    suite,
+    concurrency,
+    gatewayCores,
+    setups: 0,
+    failures: 0,
+    perSecond: NaN,
+    latencyMs: { median: NaN, p90: NaN, p99: NaN },
+    gatewayCpuSeconds: NaN,
+    gatewayUtilization: NaN,
+    perGatewayCpuSecond: NaN,
+    error: errorText(err),
+  };
+}

@@ -1,0 +1,401 @@
+/**
+ * Section 1 (tunnel data path) and the data-path half of section 5 (scaling): iperf3 TCP
+ * (1 and 4 streams) and UDP packet rate (1400- and 64-byte datagrams) from an enclave host
+ * to a service behind the gateway, over
+ *   raw     plain routing through the gateway namespace (the machine's limit),
+ *   openvpn OpenVPN 2.6 in TLS mode, UDP, AES-256-GCM, TUN, tun-mtu 1432 (user space, no DCO),
+ *   wireguard when the kernel offers it,
+ *   seng-*  `seng sim enclave` ↔ `seng serve`, once per cipher suite of SPEC §1.1.
+ * CPU seconds are read from /proc for the gateway-side and the client-side process of each
+ * system; "CPU s/GB" divides them by the bytes that arrived at the service.
+ */
+import { execFileSync } from 'node:child_process';
+import { join } from 'node:path';
+import { writeFileSync } from 'node:fs';
+import {
+  appCert,
+  drained,
+  pin,
+  startGateway,
+  startSim,
+  waitForLine,
+  SERVICE,
+  GW_OVPN,
+  SUITE_NAMES,
+  type Lab,
+  type Proc,
+  type Suite,
+  type Netns,
+} from './lib/lab.js';
+import { CpuMeter, errorText, log, round, sleep, type BenchOptions } from './lib/util.js';
+
+export type TestName = 'tcp1' | 'tcp4' | 'udp1400' | 'udp64';
+export const TESTS: TestName[] = ['tcp1', 'tcp4', 'udp1400', 'udp64'];
+
+export interface TestResult {
+  test: TestName;
+  /** Goodput at the service. */
+  mbps: number;
+  /** Datagrams per second that reached the service (UDP), segments are not counted for TCP. */
+  pps?: number;
+  /** Datagrams per second the sender pushed (UDP). */
+  sentPps?: number;
+  lossPercent?: number;
+  bytes: number;
+  seconds: number;
+  /** CPU seconds of each measured process during the test, and per GB delivered. */
+  cpu: Record<string, number>;
+  cpuPerGB: Record<string, number>;
+  /** Machine-wide busy CPU seconds (both cores, all processes and softirq). */
+  machineBusySeconds: number;
+  error?: string;
+}
+
+export interface SystemResult {
+  system: string;
+  description: string;
+  available: boolean;
+  note?: string;
+  /** Role → which process was measured. */
+  processes: Record<string, string>;
+  results: TestResult[];
+  /** TCP 1-stream with every process of the system pinned to CPU 0 (scaling: 1 core vs 2). */
+  oneCore?: TestResult;
+  error?: string;
+}
+
+export interface DatapathResult {
+  seconds: number;
+  systems: SystemResult[];
+}
+
+interface Iperf {
+  end: {
+    sum_received?: { bytes: number; seconds: number; bits_per_second: number };
+    sum_sent?: { bytes: number; seconds: number; bits_per_second: number };
+    sum?: { bytes: number; seconds: number; packets: number; lost_packets: number; lost_percent: number };
+  };
+  server_output_json?: Iperf;
+  error?: string;
+}
+
+async function iperf(
+  client: Netns,
+  test: TestName,
+  seconds: number,
+  port: number,
+  wrap: string[] = [],
+): Promise<{
+  mbps: number;
+  bytes: number;
+  seconds: number;
+  pps?: number;
+  sentPps?: number;
+  lossPercent?: number;
+}> {
+  const args = ['-c', SERVICE, '-p', String(port), '-t', String(seconds), '-J', '--get-server-output'];
+  if (test === 'tcp4') args.push('-P', '4');
+  if (test === 'udp1400') args.push('-u', '-b', '0', '-l', '1400');
+  if (test === 'udp64') args.push('-u', '-b', '0', '-l', '64');
+  const r = await client.exec(
+    wrap.length ? wrap[0]! : 'iperf3',
+    wrap.length ? [...wrap.slice(1), 'iperf3', ...args] : args,
+    {
+      timeoutMs: (seconds + 20) * 1000,
+      check: false,
+    },
+  );
+  let j: Iperf;
+  try {
+    j = JSON.parse(r.stdout) as Iperf;
+  } catch {
+    throw new Error(`iperf3 ${test}: no JSON (exit ${r.code}): ${r.stderr.trim().slice(0, 300)}`);
+  }
+  if (j.error) throw new Error(`iperf3 ${test}: ${j.error}`);
+  if (test.startsWith('tcp')) {
+    const s = j.end.sum_received;
+    if (!s) throw new Error(`iperf3 ${test}: no sum_received`);
+    return { mbps: round(s.bits_per_second / 1e6, 1), bytes: s.bytes, seconds: s.seconds };
+  }
+  // UDP: the server's view (packets that arrived), from the client report's end.sum.
+  const s = j.end.sum;
+  if (!s) throw new Error(`iperf3 ${test}: no UDP sum`);
+  const received = s.packets - s.lost_packets;
+  const size = test === 'udp64' ? 64 : 1400;
+  return {
+    mbps: round((received * size * 8) / s.seconds / 1e6, 1),
+    bytes: received * size,
+    seconds: s.seconds,
+    pps: Math.round(received / s.seconds),
+    sentPps: Math.round(s.packets / s.seconds),
+    lossPercent: round(s.lost_percent, 1),
+  };
+}
+
+async function measure(
+  client: Netns,
+  test: TestName,
+  seconds: number,
+  port: number,
+  pids: Record<string, number | undefined>,
+  wrap: string[] = [],
+): Promise<TestResult> {
+  const meter = new CpuMeter(pids);
+  try {
+    const r = await iperf(client, test, seconds, port, wrap);
+    const m = meter.read();
+    const gb = r.bytes / 1e9;
+    const cpuPerGB: Record<string, number> = {};
+    for (const [k, v] of Object.entries(m.cpu)) cpuPerGB[k] = round(v / gb, 2);
+    return { test, ...r, cpu: m.cpu, cpuPerGB, machineBusySeconds: m.machineBusySeconds };
+  } catch (err) {
+    const m = meter.read();
+    return {
+      test,
+      mbps: NaN,
+      bytes: 0,
+      seconds: 0,
+      cpu: m.cpu,
+      cpuPerGB: {},
+      machineBusySeconds: m.machineBusySeconds,
+      error: errorText(err),
+    };
+  }
+}
+
+/** Runs every test, then TCP 1-stream pinned to one core. */
+async function runTests(
+  sys: SystemResult,
+  client: Netns,
+  seconds: number,
+  port: number,
+  pids: Record<string, number | undefined>,
+  iperfServer: number | undefined,
+): Promise<void> {
+  for (const test of TESTS) {
+    const r = await measure(client, test, seconds, port, pids);
+    log(
+      `  ${sys.system} ${test}: ${r.error ?? `${r.mbps} Mbit/s${r.pps ? `, ${r.pps} pkt/s` : ''} cpu ${JSON.stringify(r.cpu)}`}`,
+    );
+    sys.results.push(r);
+    await sleep(300);
+  }
+  const all = [...Object.values(pids), iperfServer];
+  try {
+    pin(all, '0');
+    sys.oneCore = await measure(client, 'tcp1', seconds, port, pids, ['taskset', '-c', '0']);
+    log(`  ${sys.system} tcp1 on one core: ${sys.oneCore.error ?? `${sys.oneCore.mbps} Mbit/s`}`);
+  } finally {
+    pin(all, '0-1');
+  }
+}
+
+function ovpnCerts(dir: string): void {
+  const o = (args: string[]) => execFileSync('openssl', args, { stdio: 'ignore', cwd: dir });
+  const ec = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes'];
+  o([
+    'req',
+    '-x509',
+    ...ec,
+    '-keyout',
+    'ca.key',
+    '-out',
+    'ca.crt',
+    '-subj',
+    '/CN=bench-ovpn-ca',
+    '-days',
+    '2',
+  ]);
+  for (const n of ['server', 'client']) {
+    o(['req', ...ec, '-keyout', `${n}.key`, '-out', `${n}.csr`, '-subj', `/CN=${n}`]);
+    o([
+      'x509',
+      '-req',
+      '-in',
+      `${n}.csr`,
+      '-CA',
+      'ca.crt',
+      '-CAkey',
+      'ca.key',
+      '-CAcreateserial',
+      '-out',
+      `${n}.crt`,
+      '-days',
+      '2',
+    ]);
+  }
+}
+
+async function openvpn(
+  lab: Lab,
+  sys: SystemResult,
+  seconds: number,
+  port: number,
+  iperfPid: number | undefined,
+) {
+  const dir = join(lab.dir, 'ovpn');
+  execFileSync('mkdir', ['-p', dir]);
+  ovpnCerts(dir);
+  const common = [
+    '--dev',
+    `bn${process.pid.toString(36)}ov`,
+    '--dev-type',
+    'tun',
+    '--proto',
+    'udp',
+    '--cipher',
+    'AES-256-GCM',
+    '--data-ciphers',
+    'AES-256-GCM',
+    '--tun-mtu',
+    '1432',
+    '--disable-dco',
+    '--dh',
+    'none',
+    '--ca',
+    join(dir, 'ca.crt'),
+    '--verb',
+    '1',
+  ];
+  const procs: Proc[] = [];
+  try {
+    const server = drained(
+      lab.gw.spawn('openvpn', [
+        ...common,
+        '--tls-server',
+        '--local',
+        GW_OVPN,
+        '--lport',
+        '1194',
+        '--cert',
+        join(dir, 'server.crt'),
+        '--key',
+        join(dir, 'server.key'),
+        '--ifconfig',
+        '10.8.0.1',
+        '10.8.0.2',
+      ]),
+    );
+    procs.push(server);
+    const client = drained(
+      lab.ovc.spawn('openvpn', [
+        ...common,
+        '--tls-client',
+        '--remote',
+        GW_OVPN,
+        '1194',
+        '--nobind',
+        '--cert',
+        join(dir, 'client.crt'),
+        '--key',
+        join(dir, 'client.key'),
+        '--ifconfig',
+        '10.8.0.2',
+        '10.8.0.1',
+      ]),
+    );
+    procs.push(client);
+    await waitForLine(client.child, /Initialization Sequence Completed/, 30_000);
+    await lab.ovc.ip('route', 'replace', '10.99.0.0/24', 'via', '10.8.0.1');
+    sys.processes = { gateway: 'openvpn (server, gateway namespace)', client: 'openvpn (client)' };
+    await runTests(sys, lab.ovc, seconds, port, { gateway: server.pid, client: client.pid }, iperfPid);
+  } finally {
+    for (const p of procs) await p.stop();
+  }
+}
+
+async function seng(
+  lab: Lab,
+  suite: Suite,
+  sys: SystemResult,
+  seconds: number,
+  port: number,
+  iperfPid: number | undefined,
+) {
+  const procs: Proc[] = [];
+  try {
+    const gw = await startGateway(lab, { suite });
+    procs.push(gw);
+    const sim = await startSim(lab, appCert(lab, suite), suite);
+    procs.push(sim);
+    sys.processes = { gateway: 'seng serve', client: 'seng sim enclave' };
+    await runTests(sys, lab.app, seconds, port, { gateway: gw.pid, client: sim.pid }, iperfPid);
+  } finally {
+    for (const p of procs.reverse()) await p.stop();
+  }
+}
+
+function wireguard(lab: Lab): { available: boolean; note: string } {
+  const name = `bn${process.pid.toString(36)}wg`;
+  try {
+    execFileSync('ip', ['-n', lab.gw.name, 'link', 'add', name, 'type', 'wireguard'], { stdio: 'pipe' });
+  } catch (err) {
+    const msg = String((err as { stderr?: Buffer }).stderr ?? errorText(err)).trim();
+    return { available: false, note: `kernel has no WireGuard (ip link add type wireguard: ${msg})` };
+  }
+  execFileSync('ip', ['-n', lab.gw.name, 'link', 'del', name], { stdio: 'ignore' });
+  return {
+    available: false,
+    note: 'the kernel offers WireGuard, but wg(8) is not installed to configure it; not measured',
+  };
+}
+
+export async function runDatapath(lab: Lab, opts: BenchOptions): Promise<DatapathResult> {
+  const seconds = opts.quick ? 3 : 8;
+  const port = 5201;
+  const result: DatapathResult = { seconds, systems: [] };
+  const server = drained(lab.svc.spawn('iperf3', ['-s', '-p', String(port)]));
+  writeFileSync(join(lab.dir, 'iperf.pid'), String(server.pid));
+  await sleep(500);
+  try {
+    const systems: { system: string; description: string; run: (s: SystemResult) => Promise<void> }[] = [
+      {
+        system: 'raw',
+        description: 'raw veth routing through the gateway namespace, no tunnel',
+        run: (s) => {
+          s.processes = {};
+          return runTests(s, lab.raw, seconds, port, {}, server.pid);
+        },
+      },
+      {
+        system: 'openvpn',
+        description: 'OpenVPN 2.6, UDP, AES-256-GCM, TUN, tun-mtu 1432, TLS mode, user space (no DCO)',
+        run: (s) => openvpn(lab, s, seconds, port, server.pid),
+      },
+      ...(['rsa', 'ec'] as const).map((suite) => ({
+        system: `seng-${suite}`,
+        description: `seng sim enclave ↔ seng serve, ${SUITE_NAMES[suite]}`,
+        run: (s: SystemResult) => seng(lab, suite, s, seconds, port, server.pid),
+      })),
+    ];
+    const wg = wireguard(lab);
+    result.systems.push({
+      system: 'wireguard',
+      description: 'kernel WireGuard',
+      available: wg.available,
+      note: wg.note,
+      processes: {},
+      results: [],
+    });
+    for (const def of systems) {
+      const sys: SystemResult = {
+        system: def.system,
+        description: def.description,
+        available: true,
+        processes: {},
+        results: [],
+      };
+      result.systems.push(sys);
+      log(`datapath: ${def.system}`);
+      try {
+        await def.run(sys);
+      } catch (err) {
+        sys.error = errorText(err);
+        log(`  ${def.system} failed: ${sys.error}`);
+      }
+    }
+  } finally {
+    await server.stop();
+  }
+  return result;
+}

@@ -1,0 +1,105 @@
+/**
+ * Section 4 (memory): the gateway's resident set (VmRSS) with 0, 1,000 and 10,000 idle
+ * sessions (each a full setup: two DTLS sessions, an enclave IP). The simulated enclaves run
+ * without TUN in a few worker processes in the enclave host namespace (a process holds at
+ * most 3,500 enclaves = 7,000 UDP sockets, below this machine's open-file limit); connects are
+ * paced by bounded concurrency. The gateway runs with a long idle timeout so nothing expires.
+ */
+import { GW_SENG, SENG_PORT, startGateway, type Lab, type Proc } from './lib/lab.js';
+import { log, round, rssKiB, sleep, type BenchOptions } from './lib/util.js';
+import { certPool } from './admission.js';
+import { startClients, type ClientsWorker } from './lib/workers.js';
+
+export interface MemoryPoint {
+  sessions: number;
+  /** Sessions the workers reported established and open. */
+  live: number;
+  rssKiB: number;
+  /** (RSS − RSS with 0 sessions) / sessions. */
+  kibPerSession?: number;
+  connectSeconds?: number;
+  failures?: number;
+}
+
+export interface MemoryResult {
+  suite: 'ec';
+  points: MemoryPoint[];
+  error?: string;
+}
+
+const PER_WORKER = 3500;
+
+export async function runMemory(lab: Lab, opts: BenchOptions): Promise<MemoryResult> {
+  const targets = opts.quick ? [1000] : [1000, 10000];
+  const result: MemoryResult = { suite: 'ec', points: [] };
+  const max = Math.max(...targets);
+  const certs = await certPool(lab, 'ec', 64);
+  let gw: Proc | undefined;
+  const workers: ClientsWorker[] = [];
+  try {
+    gw = await startGateway(lab, {
+      suite: 'ec',
+      idleTimeoutS: 7200,
+      maxSessions: max + 1000,
+      maxHandshakes: 256,
+    });
+    await sleep(3000);
+    const base = rssKiB(gw.pid);
+    result.points.push({ sessions: 0, live: 0, rssKiB: base });
+    log(`memory: 0 sessions: ${base} KiB`);
+    let have = 0;
+    for (const target of targets) {
+      const t0 = Date.now();
+      const batch: ClientsWorker[] = [];
+      let need = target - have;
+      let slot = workers.length;
+      while (need > 0) {
+        const count = Math.min(PER_WORKER, need);
+        need -= count;
+        const offset = (slot++ * 16) % certs.length;
+        batch.push(
+          startClients(lab.sh, lab.dir, {
+            mode: 'hold',
+            gateway: GW_SENG,
+            port: SENG_PORT,
+            gatewayCertPem: lab.gwKeys.ec.certPem,
+            // Each worker its own certificates: no two enclaves with one quote await a send tunnel at once.
+            certs: certs.slice(offset, offset + 16),
+            concurrency: 16,
+            count,
+          }),
+        );
+      }
+      workers.push(...batch);
+      let live = 0;
+      let failures = 0;
+      for (const w of batch) {
+        const r = await w.next(['reached'], (opts.quick ? 120 : 400) * 1000);
+        live += Number(r.live);
+        failures += Number(r.failures);
+      }
+      have = target;
+      const seconds = (Date.now() - t0) / 1000;
+      await sleep(3000);
+      const rss = rssKiB(gw.pid);
+      const total =
+        result.points.length > 1 ? live + (result.points[result.points.length - 1]?.live ?? 0) : live;
+      result.points.push({
+        sessions: target,
+        live: total,
+        rssKiB: rss,
+        kibPerSession: round((rss - base) / target, 2),
+        connectSeconds: round(seconds, 1),
+        failures,
+      });
+      log(
+        `memory: ${target} sessions (${total} live): ${rss} KiB, ${round((rss - base) / target, 2)} KiB/session`,
+      );
+    }
+  } finally {
+    for (const w of workers) w.send('exit');
+    await Promise.all(workers.map((w) => w.proc.stop()));
+    await gw?.stop();
+  }
+  return result;
+}

@@ -1,0 +1,134 @@
+/**
+ * `npm run bench` — builds namespace topologies, measures seng next to the alternatives in
+ * one run on this machine, tears everything down and writes BENCHMARKS.md plus the raw
+ * results (bench/results/latest.json). See docs/bench.md.
+ *
+ *   npm run bench                      full run (≈ 15 min)
+ *   npm run bench -- --quick           short pass (a few minutes)
+ *   npm run bench -- --only datapath   one section (datapath, admission, enforcement, memory, profile); comma-separated
+ *   npm run bench -- --out DIR         write the report and JSON somewhere else
+ */
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { buildLab, cleanupAll, cleanupAllSync, repoRoot, type Lab } from './lib/lab.js';
+import { errorText, log, machineInfo, opensslSpeed, type BenchOptions } from './lib/util.js';
+import { runDatapath } from './datapath.js';
+import { runAdmission } from './admission.js';
+import { runEnforcement } from './enforcement.js';
+import { runMemory } from './memory.js';
+import { runProfile } from './profile.js';
+import { renderReport, type BenchResults } from './report.js';
+
+export const SECTIONS = ['datapath', 'admission', 'enforcement', 'memory', 'profile'] as const;
+
+function parseArgs(argv: string[]): BenchOptions & { writeReport: boolean } {
+  const only = new Set<string>();
+  let quick = false;
+  let outDir = repoRoot;
+  let writeReport = true;
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    if (a === '--quick') quick = true;
+    else if (a === '--only') {
+      const v = argv[++i] ?? '';
+      for (const s of v.split(',')) {
+        if (!(SECTIONS as readonly string[]).includes(s))
+          throw new Error(`unknown section "${s}" (one of ${SECTIONS.join(', ')})`);
+        only.add(s);
+      }
+    } else if (a === '--out') outDir = argv[++i] ?? outDir;
+    else if (a === '--no-report') writeReport = false;
+    else if (a === '--help' || a === '-h') {
+      process.stdout.write(
+        'usage: npm run bench -- [--quick] [--only datapath|admission|enforcement|memory|profile] [--out DIR] [--no-report]\n',
+      );
+      process.exit(0);
+    } else throw new Error(`unknown option ${a}`);
+  }
+  return { quick, only, outDir, writeReport };
+}
+
+async function main(): Promise<void> {
+  const opts = parseArgs(process.argv.slice(2));
+  if (process.getuid?.() !== 0)
+    throw new Error('the benchmark needs root (network namespaces, TUN, nftables)');
+  const started = Date.now();
+  const results: BenchResults = {
+    version: 1,
+    mode: opts.quick ? 'quick' : 'full',
+    machine: machineInfo(),
+    sections: {},
+    errors: {},
+    durationSeconds: 0,
+  };
+  const want = (s: string) => opts.only.size === 0 || opts.only.has(s);
+  let lab: Lab | undefined;
+  const onSignal = (sig: NodeJS.Signals) => {
+    log(`${sig}: cleaning up`);
+    cleanupAllSync();
+    lab?.destroy();
+    process.exit(130);
+  };
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
+  try {
+    if (want('admission')) {
+      try {
+        log('openssl speed (crypto-only limits)');
+        results.opensslSpeed = opensslSpeed(opts.quick ? 1 : 3);
+      } catch (err) {
+        results.errors['openssl-speed'] = errorText(err);
+      }
+    }
+    if (want('datapath') || want('admission') || want('memory') || want('profile')) {
+      try {
+        log('building the namespace lab');
+        lab = await buildLab();
+      } catch (err) {
+        results.errors.lab = errorText(err);
+        log(`lab failed: ${results.errors.lab}`);
+      }
+    }
+    const section = async <T>(name: string, fn: () => Promise<T>) => {
+      if (!want(name)) return;
+      log(`=== ${name}`);
+      const t0 = Date.now();
+      try {
+        (results.sections as Record<string, unknown>)[name] = await fn();
+      } catch (err) {
+        results.errors[name] = errorText(err);
+        log(`${name} failed: ${results.errors[name]}`);
+      }
+      log(`=== ${name} done in ${Math.round((Date.now() - t0) / 1000)} s`);
+    };
+    const needLab = () => {
+      if (!lab) throw new Error(`no lab: ${results.errors.lab ?? 'not built'}`);
+      return lab;
+    };
+    await section('datapath', () => runDatapath(needLab(), opts));
+    await section('admission', () => runAdmission(needLab(), opts, results.opensslSpeed));
+    await section('enforcement', () => runEnforcement(opts));
+    await section('memory', () => runMemory(needLab(), opts));
+    await section('profile', () => runProfile(needLab(), opts));
+  } finally {
+    await cleanupAll();
+    lab?.destroy();
+  }
+  results.durationSeconds = Math.round((Date.now() - started) / 1000);
+  results.loadAverageEnd = readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ');
+  mkdirSync(join(opts.outDir, 'bench', 'results'), { recursive: true });
+  const jsonPath = join(opts.outDir, 'bench', 'results', 'latest.json');
+  writeFileSync(jsonPath, `${JSON.stringify(results, null, 2)}\n`);
+  log(`raw results: ${jsonPath}`);
+  if (opts.writeReport) {
+    const md = join(opts.outDir, 'BENCHMARKS.md');
+    writeFileSync(md, renderReport(results));
+    log(`report: ${md}`);
+  }
+}
+
+main().catch((err: unknown) => {
+  log(`bench failed: ${errorText(err)}`);
+  cleanupAllSync();
+  process.exit(1);
+});
