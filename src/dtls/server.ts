@@ -102,6 +102,8 @@ export class DtlsServer extends EventEmitter<DtlsServerEvents> {
   private readonly peers = new Map<number, Entry>();
   private readonly cookieTimer: NodeJS.Timeout;
   private handshakeCount = 0;
+  /** Handshakes in progress per IPv4 address. */
+  private readonly handshakesByIp = new Map<number, number>();
   private sessionCount = 0;
   private closing: Promise<void> | undefined;
   private readonly counters = {
@@ -150,6 +152,7 @@ export class DtlsServer extends EventEmitter<DtlsServerEvents> {
       idleTimeoutMs: options.idleTimeoutMs ?? 120_000,
       maxHandshakes: options.maxHandshakes ?? 256,
       maxSessions: options.maxSessions ?? 10_000,
+      maxHandshakesPerAddress: options.maxHandshakesPerAddress ?? 32,
       cookieRotationMs: options.cookieRotationMs ?? 30_000,
       socketBufferBytes: options.socketBufferBytes ?? 4 * 1024 * 1024,
     };
@@ -162,6 +165,7 @@ export class DtlsServer extends EventEmitter<DtlsServerEvents> {
     positive('idleTimeoutMs', opts.idleTimeoutMs, 0);
     positive('maxHandshakes', opts.maxHandshakes, 1);
     positive('maxSessions', opts.maxSessions, 1);
+    positive('maxHandshakesPerAddress', opts.maxHandshakesPerAddress, 1);
     positive('cookieRotationMs', opts.cookieRotationMs, 1000);
     positive('socketBufferBytes', opts.socketBufferBytes, 0);
     const logger = options.logger ?? silentLogger;
@@ -240,6 +244,10 @@ export class DtlsServer extends EventEmitter<DtlsServerEvents> {
       this.counters.busy++;
       return;
     }
+    if (!entry && (this.handshakesByIp.get(ip) ?? 0) >= this.opts.maxHandshakesPerAddress) {
+      this.counters.busy++;
+      return;
+    }
     const address = ipv4ToString(ip);
     let r: NativeConn | number;
     try {
@@ -273,7 +281,7 @@ export class DtlsServer extends EventEmitter<DtlsServerEvents> {
       deadline: setTimeout(() => this.onDeadline(hs), this.opts.handshakeTimeoutMs),
     };
     this.peers.set(key, { hs });
-    this.handshakeCount++;
+    this.countHandshake(ip, +1);
     this.drive(hs, null, 0, 0);
   }
 
@@ -361,7 +369,7 @@ export class DtlsServer extends EventEmitter<DtlsServerEvents> {
     const flags = hs.conn.release();
     if (flags & F_OUTPUT) this.flushConn(hs);
     clearTimeout(hs.deadline);
-    this.handshakeCount--;
+    this.countHandshake(hs.ip, -1);
     const session = new DtlsSession({
       conn: hs.conn,
       sink: this.sink(hs.ip, hs.port),
@@ -410,7 +418,14 @@ export class DtlsServer extends EventEmitter<DtlsServerEvents> {
     if (this.peers.get(hs.key)?.hs === hs) this.peers.delete(hs.key);
     this.flushConn(hs);
     hs.conn.free();
-    this.handshakeCount--;
+    this.countHandshake(hs.ip, -1);
+  }
+
+  private countHandshake(ip: number, delta: 1 | -1): void {
+    this.handshakeCount += delta;
+    const n = (this.handshakesByIp.get(ip) ?? 0) + delta;
+    if (n > 0) this.handshakesByIp.set(ip, n);
+    else this.handshakesByIp.delete(ip);
   }
 
   private flushConn(hs: Handshake): void {

@@ -57,6 +57,11 @@ export interface DtlsServerOptions {
   maxHandshakes?: number;
   /** Concurrent sessions plus handshakes; further new peers are dropped. Default 10000. */
   maxSessions?: number;
+  /**
+   * Concurrent handshakes from one IPv4 address (all its ports), so that one host cannot take all
+   * of maxHandshakes. Default 32.
+   */
+  maxHandshakesPerAddress?: number;
   /** How often the cookie secret rotates (cookies stay valid for up to two periods); default 30000 ms. */
   cookieRotationMs?: number;
   /** SO_RCVBUF / SO_SNDBUF of the socket; default 4 MiB (the kernel may cap it). */

@@ -244,7 +244,10 @@ describe('dtls server robustness', { timeout: 120_000 }, () => {
     }
   });
 
-  it('a flood of cookie-verified handshakes is capped by maxHandshakes and drains by the deadline', async () => {
+  async function flood(
+    limits: { maxHandshakes: number; maxHandshakesPerAddress?: number },
+    cap: number,
+  ): Promise<void> {
     const { flights, relay, c } = await captureHandshake();
     c.close();
     await relay.close();
@@ -256,7 +259,7 @@ describe('dtls server robustness', { timeout: 120_000 }, () => {
       identities: [{ certPem: srv.certPem, keyPem: srv.keyPem }],
       verifyPeer: () => Promise.resolve({ accept: true }),
       handshakeTimeoutMs: 800,
-      maxHandshakes: 10,
+      ...limits,
     });
     const peers: RawPeer[] = [];
     try {
@@ -278,19 +281,27 @@ describe('dtls server robustness', { timeout: 120_000 }, () => {
       assert.equal(started, 40, 'all got a cookie while no handshake was running');
       await sleep(200);
       const st = capped.stats();
-      assert.equal(st.handshakes, 10, 'capped at maxHandshakes');
-      assert.equal(st.busy, 30);
+      assert.equal(st.handshakes, cap, 'capped');
+      assert.equal(st.busy, 40 - cap);
       // The cap plus this server's one shared listener.
-      assert.equal(nativeStats().liveSsl - base, 10 + 1, 'native state bounded by the cap');
+      assert.equal(nativeStats().liveSsl - base, cap + 1, 'native state bounded by the cap');
       const end = Date.now() + 5000;
       while (capped.stats().handshakes > 0 && Date.now() < end) await sleep(50);
       assert.equal(capped.stats().handshakes, 0);
-      assert.equal(capped.stats().timedOut, 10);
+      assert.equal(capped.stats().timedOut, cap);
       assert.equal(nativeStats().liveSsl, base + 1);
     } finally {
       for (const p of peers) await p.close();
       await capped.close();
     }
+  }
+
+  it('a flood of cookie-verified handshakes is capped by maxHandshakes and drains by the deadline', async () => {
+    await flood({ maxHandshakes: 10 }, 10);
+  });
+
+  it('one address cannot take more than maxHandshakesPerAddress handshakes', async () => {
+    await flood({ maxHandshakes: 100, maxHandshakesPerAddress: 6 }, 6);
   });
 
   it('truncated and replayed handshake messages: no state from strangers, sessions survive', async () => {
