@@ -36,6 +36,7 @@ Exit status: 0 admitted, 1 rejected (the checks are still printed) or unreadable
       summary:
         'Also accept this EPID quote status or DCAP TCB status besides OK/UpToDate (repeatable, comma-separated), e.g. GROUP_OUT_OF_DATE, SW_HARDENING_NEEDED, OutOfDate.',
       multiple: true,
+      multipleNonGreedy: true,
       helpValue: 'S',
     }),
     'min-isv-svn': Flags.integer({
@@ -47,11 +48,13 @@ Exit status: 0 admitted, 1 rejected (the checks are still printed) or unreadable
     'allowed-prod-id': Flags.string({
       summary: 'Allowed ISV product id (repeatable, comma-separated).',
       multiple: true,
+      multipleNonGreedy: true,
       helpValue: 'N',
     }),
     'allowed-signer': Flags.string({
       summary: 'Allowed MRSIGNER, 64 hex digits (repeatable, comma-separated).',
       multiple: true,
+      multipleNonGreedy: true,
       helpValue: 'HEX',
     }),
     'max-report-age': Flags.integer({
