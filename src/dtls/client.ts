@@ -55,6 +55,7 @@ export async function dtlsConnect(opts: DtlsConnectOptions): Promise<DtlsSession
       (arena, off, len, ip, p) => {
         if (ip === serverIp && p === port) onServerDatagram(arena, off, len);
       },
+      8, // one peer: a small arena (8 × 18 KiB) is plenty
     );
   } catch (err) {
     ctx.free();

@@ -109,7 +109,7 @@ export interface NativeStats {
 
 export interface DtlsAddon {
   Context: new (opts: NativeContextOptions) => NativeContext;
-  Endpoint: new (fd: number, onBatch: (count: number) => void) => NativeEndpoint;
+  Endpoint: new (fd: number, onBatch: (count: number) => void, batch?: number) => NativeEndpoint;
   nativeStats(): NativeStats;
   openUdp(address: string, port: number, bufferBytes: number): { fd: number; port: number };
   closeFd(fd: number): void;

@@ -1072,19 +1072,25 @@ class Endpoint : public Napi::ObjectWrap<Endpoint> {
                        });
   }
 
-  // new Endpoint(fd, onBatch): takes ownership of fd (an IPv4 UDP socket, non-blocking).
+  // new Endpoint(fd, onBatch, batch?): takes ownership of fd (an IPv4 UDP socket, non-blocking);
+  // batch (1..32, default 32) datagrams are read per recvmmsg call (a client needs few).
   explicit Endpoint(const Napi::CallbackInfo &info) : Napi::ObjectWrap<Endpoint>(info) {
     Napi::Env env = info.Env();
     if (info.Length() < 2 || !info[0].IsNumber() || !info[1].IsFunction())
-      throwCode(env, "EDTLS_USAGE", "new Endpoint(fd, onBatch)");
+      throwCode(env, "EDTLS_USAGE", "new Endpoint(fd, onBatch, batch?)");
+    if (info.Length() >= 3 && info[2].IsNumber()) {
+      int b = info[2].As<Napi::Number>().Int32Value();
+      if (b < 1 || b > static_cast<int>(kBatch)) throwCode(env, "EDTLS_USAGE", "batch must be 1..32");
+      batch_ = static_cast<unsigned>(b);
+    }
     fd_ = info[0].As<Napi::Number>().Int32Value();
     if (fd_ < 0) throwCode(env, "EDTLS_USAGE", "bad fd");
     onBatch_ = Napi::Persistent(info[1].As<Napi::Function>());
-    arena_ = Napi::Persistent(Napi::Buffer<uint8_t>::New(env, kSlot * kBatch));
+    arena_ = Napi::Persistent(Napi::Buffer<uint8_t>::New(env, kSlot * batch_));
     arenaData_ = arena_.Value().Data();
-    meta_ = Napi::Persistent(Napi::Uint32Array::New(env, kBatch * 4));
+    meta_ = Napi::Persistent(Napi::Uint32Array::New(env, batch_ * 4));
     metaData_ = meta_.Value().Data();
-    for (unsigned i = 0; i < kBatch; i++) {
+    for (unsigned i = 0; i < batch_; i++) {
       iov_[i].iov_base = arenaData_ + i * kSlot;
       iov_[i].iov_len = kSlot;
     }
@@ -1099,6 +1105,7 @@ class Endpoint : public Napi::ObjectWrap<Endpoint> {
 
  private:
   int fd_ = -1;
+  unsigned batch_ = kBatch;
   napi_env env_ = nullptr;
   uv_poll_t poll_{};
   bool polling_ = false;
@@ -1228,7 +1235,7 @@ class Endpoint : public Napi::ObjectWrap<Endpoint> {
     Napi::Env env(env_);
     Napi::HandleScope scope(env);
     for (int round = 0; round < kRoundsPerWakeup && !closing_; round++) {
-      for (unsigned i = 0; i < kBatch; i++) {
+      for (unsigned i = 0; i < batch_; i++) {
         std::memset(&msgs_[i].msg_hdr, 0, sizeof msgs_[i].msg_hdr);
         msgs_[i].msg_hdr.msg_iov = &iov_[i];
         msgs_[i].msg_hdr.msg_iovlen = 1;
@@ -1238,7 +1245,7 @@ class Endpoint : public Napi::ObjectWrap<Endpoint> {
       }
       int n;
       do {
-        n = recvmmsg(fd_, msgs_, kBatch, MSG_DONTWAIT, nullptr);
+        n = recvmmsg(fd_, msgs_, batch_, MSG_DONTWAIT, nullptr);
       } while (n < 0 && errno == EINTR);
       if (n <= 0) return;  // EAGAIN (or an error such as ECONNREFUSED from ICMP: nothing to read)
       for (int i = 0; i < n; i++) {
@@ -1258,7 +1265,7 @@ class Endpoint : public Napi::ObjectWrap<Endpoint> {
         napi_fatal_exception(env_, e.Value());
         return;
       }
-      if (static_cast<unsigned>(n) < kBatch) return;
+      if (static_cast<unsigned>(n) < batch_) return;
     }
   }
 };
