@@ -77,6 +77,8 @@ interface Enclave {
   clientAddress: string;
   clientPort: number;
   evidence: Evidence;
+  /** DER of the receive tunnel's client certificate. */
+  certDer: Buffer;
   fingerprint: string;
   keyHash: string;
   appName: string | undefined;
@@ -96,6 +98,7 @@ interface Enclave {
 /** What the first handshake's verification hands to the session handler. */
 interface RecvContext {
   kind: 'recv';
+  certDer: Buffer;
   evidence: Evidence;
   pool: IpPool;
   appName: string | undefined;
@@ -133,6 +136,8 @@ export class Gateway extends EventEmitter {
   private readonly enclaves = new Set<Enclave>();
   /** Established enclaves by IP: the TUN → enclave dispatch table (O(1)). */
   private readonly routes = new Map<Ipv4, Enclave>();
+  /** Enclaves whose send tunnel may now be opened, by client address (second-handshake lookup). */
+  private readonly awaiting = new Map<string, Set<Enclave>>();
   private recvListener: TunnelListener | undefined;
   private sendListener: TunnelListener | undefined;
   private nextId = 1;
@@ -203,6 +208,7 @@ export class Gateway extends EventEmitter {
     if (!admission.ok) return reject(admission.check, admission.reason);
     const context: RecvContext = {
       kind: 'recv',
+      certDer: Buffer.from(leaf),
       evidence,
       pool: admission.pool,
       appName: admission.appName,
@@ -237,6 +243,7 @@ export class Gateway extends EventEmitter {
       clientAddress: session.remoteAddress,
       clientPort: session.remotePort,
       evidence: ctx.evidence,
+      certDer: ctx.certDer,
       fingerprint: quoteFingerprint(ctx.evidence),
       keyHash: keyBindingHash(ctx.evidence.certificate).toString('hex'),
       appName: ctx.appName,
@@ -284,6 +291,7 @@ export class Gateway extends EventEmitter {
     }
     clearTimeout(e.timer);
     e.state = 'awaiting-send';
+    this.setAwaiting(e, true);
     e.timer = setTimeout(
       () => void this.end(e, `no send-tunnel handshake within ${this.timeouts.sendSessionMs} ms`),
       this.timeouts.sendSessionMs,
@@ -304,27 +312,36 @@ export class Gateway extends EventEmitter {
     };
     const leaf = chain[0];
     if (!leaf) return reject('no client certificate');
-    let evidence: Evidence;
-    try {
-      evidence = parseRaTlsCertificate(leaf);
-    } catch (err) {
-      return reject(`not an RA-TLS certificate: ${errorMessage(err)}`);
+    const fromHost = [...(this.awaiting.get(peer.address) ?? [])];
+    // SENG clients present the very certificate of their first session: equal bytes mean an
+    // equal quote and key, with no second parse.
+    let enclave = fromHost.find((e) => e.certDer.equals(leaf));
+    if (!enclave) {
+      let evidence: Evidence;
+      try {
+        evidence = parseRaTlsCertificate(leaf);
+      } catch (err) {
+        return reject(`not an RA-TLS certificate: ${errorMessage(err)}`);
+      }
+      const fingerprint = quoteFingerprint(evidence);
+      const keyHash = keyBindingHash(evidence.certificate).toString('hex');
+      const sameQuote = fromHost.filter((e) => e.fingerprint === fingerprint);
+      if (sameQuote.length === 0) {
+        const elsewhere = [...this.awaiting.values()]
+          .flatMap((set) => [...set])
+          .find((e) => e.fingerprint === fingerprint);
+        return reject(
+          elsewhere
+            ? `the receive tunnel with this quote came from another IP (${elsewhere.clientAddress})`
+            : 'no receive tunnel awaits a send tunnel with this quote',
+        );
+      }
+      enclave = sameQuote.find((e) => e.keyHash === keyHash);
+      if (!enclave) return reject("the certificate key differs from the receive tunnel's");
     }
-    const fingerprint = quoteFingerprint(evidence);
-    const keyHash = keyBindingHash(evidence.certificate).toString('hex');
-    const candidates = [...this.enclaves].filter(
-      (e) => e.state === 'awaiting-send' && e.fingerprint === fingerprint,
-    );
-    if (candidates.length === 0) return reject('no receive tunnel awaits a send tunnel with this quote');
-    const sameHost = candidates.filter((e) => e.clientAddress === peer.address);
-    if (sameHost.length === 0)
-      return reject(
-        `the receive tunnel with this quote came from another IP (${candidates[0]?.clientAddress})`,
-      );
-    const enclave = sameHost.find((e) => e.keyHash === keyHash);
-    if (!enclave) return reject("the certificate key differs from the receive tunnel's");
     // Claim it now, so two concurrent handshakes cannot both bind to the same enclave.
     enclave.state = 'joining';
+    this.setAwaiting(enclave, false);
     const context: SendContext = { kind: 'send', enclave };
     return { accept: true, context };
   }
@@ -444,6 +461,16 @@ export class Gateway extends EventEmitter {
 
   // ------------------------------------------------------------------------- teardown
 
+  private setAwaiting(e: Enclave, awaiting: boolean): void {
+    let set = this.awaiting.get(e.clientAddress);
+    if (awaiting) {
+      if (!set) this.awaiting.set(e.clientAddress, (set = new Set()));
+      set.add(e);
+    } else if (set?.delete(e) && set.size === 0) {
+      this.awaiting.delete(e.clientAddress);
+    }
+  }
+
   private registration(e: Enclave): EnclaveRegistration {
     return {
       enclaveIp: e.ip,
@@ -484,6 +511,7 @@ export class Gateway extends EventEmitter {
   private async finish(e: Enclave, reason: string): Promise<void> {
     const wasActive = e.state === 'active';
     e.state = 'closing';
+    this.setAwaiting(e, false);
     clearTimeout(e.timer);
     if (this.routes.get(e.ip) === e) this.routes.delete(e.ip);
     e.recv.close(reason);
