@@ -141,7 +141,9 @@ export class ConntrackPurger {
   /** null until the first dump tells us whether the kernel accepts CTA_FILTER. */
   private filterSupported: boolean | null = null;
   private readonly fullDumpBelow: number;
-  private queue: Promise<unknown> = Promise.resolve();
+  /** Purges requested while a dump runs; the next run serves all of them with one walk. */
+  private pending = new Map<Ipv4, { resolve: (n: number) => void; reject: (e: unknown) => void }[]>();
+  private running = false;
 
   /**
    * @param opts.fullDumpBelow with at most this many entries in the namespace, one unfiltered
@@ -162,26 +164,54 @@ export class ConntrackPurger {
 
   /**
    * Deletes every IPv4 entry whose original source or destination is `ip`; returns the count.
-   * Calls are serialized (a netlink socket runs one dump at a time).
+   * A netlink socket runs one dump at a time, and every dump walks the whole table; so calls
+   * made while a purge runs are coalesced, and the next run purges all their IPs at once (a
+   * burst of session ends costs a few table walks, not one each).
    */
   purge(ip: Ipv4, opts: { timeoutMs?: number } = {}): Promise<number> {
-    const run = this.queue.then(() => this.purgeNow(ip, opts));
-    this.queue = run.catch(() => undefined);
-    return run;
+    return new Promise<number>((resolve, reject) => {
+      const waiters = this.pending.get(ip) ?? [];
+      waiters.push({ resolve, reject });
+      this.pending.set(ip, waiters);
+      this.pump(opts.timeoutMs ?? 5000);
+    });
   }
 
-  private async purgeNow(ip: Ipv4, opts: { timeoutMs?: number }): Promise<number> {
-    const timeoutMs = opts.timeoutMs ?? 5000;
+  private pump(timeoutMs: number): void {
+    if (this.running || this.pending.size === 0) return;
+    this.running = true;
+    const batch = this.pending;
+    this.pending = new Map();
+    this.purgeNow([...batch.keys()], timeoutMs)
+      .then(
+        (counts) => {
+          for (const [ip, waiters] of batch) for (const w of waiters) w.resolve(counts.get(ip) ?? 0);
+        },
+        (err: unknown) => {
+          for (const waiters of batch.values()) for (const w of waiters) w.reject(err);
+        },
+      )
+      .finally(() => {
+        this.running = false;
+        this.pump(timeoutMs);
+      });
+  }
+
+  private async purgeNow(ips: Ipv4[], timeoutMs: number): Promise<Map<Ipv4, number>> {
+    const wanted = new Set(ips);
     const entries = new Map<string, CtEntry>();
     const collect = (list: CtEntry[]): void => {
       for (const e of list) entries.set(e.key.toString('latin1'), e);
     };
     try {
       // Every dump walks the whole (global) conntrack hash table, which costs the same
-      // whatever it returns: with few entries in this namespace one unfiltered walk is
-      // cheaper than the two filtered ones.
+      // whatever it returns: with few entries in this namespace, or several IPs to purge,
+      // one unfiltered walk is cheaper than two filtered ones per IP.
       const small =
-        this.filterSupported === false || (await this.entryCount(timeoutMs)) <= this.fullDumpBelow;
+        this.filterSupported === false ||
+        ips.length > 1 ||
+        (await this.entryCount(timeoutMs)) <= this.fullDumpBelow;
+      const ip = ips[0] as Ipv4;
       if (!small) {
         try {
           for (const dir of ['src', 'dst'] as const) collect(await this.dump(ip, dir, timeoutMs));
@@ -201,13 +231,18 @@ export class ConntrackPurger {
         }
       }
       if (small || this.filterSupported === false) collect(await this.dump(null, 'src', timeoutMs));
-      const victims = [...entries.values()].filter((e) => e.src === ip || e.dst === ip);
-      return await this.deleteAll(victims, timeoutMs);
+      const victims = [...entries.values()].filter((e) => wanted.has(e.src) || wanted.has(e.dst));
+      const counts = new Map<Ipv4, number>();
+      for (const e of await this.deleteAll(victims, timeoutMs)) {
+        const owner = wanted.has(e.src) ? e.src : e.dst;
+        counts.set(owner, (counts.get(owner) ?? 0) + 1);
+      }
+      return counts;
     } catch (err) {
       if (err instanceof ConntrackError) throw err;
       if (err instanceof NetlinkErrnoError || err instanceof NetlinkTimeoutError) {
         throw new ConntrackError(
-          `purging conntrack entries of ${formatIpv4(ip)} failed: ${err.message}`,
+          `purging conntrack entries of ${ips.map(formatIpv4).join(', ')} failed: ${err.message}`,
           err,
         );
       }
@@ -247,8 +282,9 @@ export class ConntrackPurger {
     return out;
   }
 
-  private async deleteAll(victims: CtEntry[], timeoutMs: number): Promise<number> {
-    let deleted = 0;
+  /** Deletes the entries; returns those the kernel deleted (ENOENT: already gone, not counted). */
+  private async deleteAll(victims: CtEntry[], timeoutMs: number): Promise<CtEntry[]> {
+    const deleted: CtEntry[] = [];
     for (let i = 0; i < victims.length; i += DELETE_BATCH) {
       const batch = victims.slice(i, i + DELETE_BATCH);
       const results = await this.channel.requestMany(
@@ -261,10 +297,10 @@ export class ConntrackPurger {
         ),
         { timeoutMs, what: 'deleting a conntrack entry' },
       );
-      for (const r of results) {
-        if (!(r instanceof NetlinkErrnoError)) deleted++;
+      results.forEach((r, i) => {
+        if (!(r instanceof NetlinkErrnoError)) deleted.push(batch[i] as CtEntry);
         else if (r.errno !== ENOENT) throw r;
-      }
+      });
     }
     return deleted;
   }

@@ -208,6 +208,29 @@ describe('conntrack purge (fake ctnetlink)', () => {
     );
   });
 
+  it('purges requested while one runs are coalesced into one table walk', async () => {
+    const k = new FakeConntrack();
+    k.table = [
+      ...sampleTable(),
+      { src: '192.168.28.3', dst: '8.8.8.8', sport: 2000, id: 6 },
+      { src: '10.0.0.9', dst: '192.168.28.4', sport: 2001, id: 7 },
+    ];
+    const p = new ConntrackPurger({ transport: k, fullDumpBelow: 2 });
+    const counts = await Promise.all(
+      [T, '192.168.28.3', '192.168.28.4', '192.168.28.5'].map((ip) => p.purge(parseIpv4(ip))),
+    );
+    assert.deepEqual(counts, [3, 1, 1, 0]);
+    // The first purge runs alone (filtered: big table); the three queued behind it share one walk.
+    assert.deepEqual(
+      k.log.filter((l) => l.startsWith('dump')),
+      [`dump src ${T}`, `dump dst ${T}`, 'dump all'],
+    );
+    assert.deepEqual(
+      k.table.map((e) => e.id),
+      [4, 5],
+    );
+  });
+
   it('small table: one unfiltered dump filtered in user space', async () => {
     const k = new FakeConntrack();
     k.table = sampleTable();
