@@ -23,6 +23,7 @@ import {
   pin,
   startGateway,
   type Lab,
+  type Proc,
   type Suite,
 } from './lib/lab.js';
 import {
@@ -44,6 +45,8 @@ export interface AdmissionRun {
   setups: number;
   failures: number;
   errors?: Record<string, number>;
+  /** Why the gateway rejected handshakes during the run (its log), by reason. */
+  gatewayRejections?: Record<string, number>;
   perSecond: number;
   latencyMs: { median: number; p90: number; p99: number };
   gatewayCpuSeconds: number;
@@ -123,10 +126,12 @@ async function oneRun(
   concurrency: number,
   seconds: number,
   certs: { certPem: string; keyPem: string }[],
-  gatewayPid: number | undefined,
+  gateway: Proc,
   gatewayCores: 1 | 2,
   limit: CryptoLimit | undefined,
 ): Promise<AdmissionRun> {
+  const gatewayPid = gateway.pid;
+  gateway.takeRejections();
   const base = { suite, concurrency, gatewayCores };
   // Two client processes from 2 clients on: one simulator process cannot keep a gateway busy.
   const nWorkers = concurrency >= 2 ? 2 : 1;
@@ -173,6 +178,10 @@ async function oneRun(
       setups,
       failures,
       ...(failures ? { errors } : {}),
+      ...(() => {
+        const r = gateway.takeRejections();
+        return Object.keys(r).length ? { gatewayRejections: r } : {};
+      })(),
       perSecond: round(setups / elapsed, 1),
       latencyMs: { median: lat.median, p90: lat.p90, p99: lat.p99 },
       gatewayCpuSeconds: gwCpu,
@@ -208,7 +217,7 @@ export async function runAdmission(
       gw = await startGateway(lab, { suite, maxHandshakes: 512 });
       for (const c of levels) {
         try {
-          const run = await oneRun(lab, suite, c, seconds, certs, gw.pid, 2, limit);
+          const run = await oneRun(lab, suite, c, seconds, certs, gw, 2, limit);
           result.runs.push(run);
           log(
             `  ${suite} c=${c}: ${run.perSecond}/s (gateway ${run.gatewayUtilization} busy, clients ${run.clientUtilization}, ${run.perGatewayCpuSecond}/CPU-s), failures ${run.failures}, ratio ${run.ratioToCryptoLimit}`,
@@ -220,7 +229,7 @@ export async function runAdmission(
       // Scaling: the gateway confined to one core (clients still free).
       try {
         pin([gw.pid], '0');
-        const run = await oneRun(lab, suite, 16, seconds, certs, gw.pid, 1, limit);
+        const run = await oneRun(lab, suite, 16, seconds, certs, gw, 1, limit);
         result.runs.push(run);
         log(`  ${suite} c=16, gateway on one core: ${run.perSecond}/s`);
       } catch (err) {

@@ -11,7 +11,7 @@
  */
 import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
-import { writeFileSync } from 'node:fs';
+import { mkdirSync } from 'node:fs';
 import {
   appCert,
   drained,
@@ -24,7 +24,6 @@ import {
   SUITE_NAMES,
   type Lab,
   type Proc,
-  type Suite,
   type Netns,
 } from './lib/lab.js';
 import { CpuMeter, errorText, log, round, sleep, type BenchOptions } from './lib/util.js';
@@ -48,6 +47,10 @@ export interface TestResult {
   cpuPerGB: Record<string, number>;
   /** Machine-wide busy CPU seconds (both cores, all processes and softirq). */
   machineBusySeconds: number;
+  /** seng: median of the ratios to the OpenVPN measurement taken right before, per round. */
+  ratioToOpenvpn?: number;
+  /** Number of successful samples the figure is the median of. */
+  samples?: number;
   error?: string;
 }
 
@@ -66,6 +69,7 @@ export interface SystemResult {
 
 export interface DatapathResult {
   seconds: number;
+  rounds: number;
   systems: SystemResult[];
 }
 
@@ -163,28 +167,23 @@ async function measure(
   }
 }
 
-/** Runs every test, then TCP 1-stream pinned to one core. */
-async function runTests(
-  sys: SystemResult,
-  client: Netns,
+interface Running {
+  system: string;
+  client: Netns;
+  pids: Record<string, number | undefined>;
+}
+
+/** TCP 1-stream with every process of the system (and iperf3) pinned to CPU 0. */
+async function oneCore(
+  r: Running,
   seconds: number,
   port: number,
-  pids: Record<string, number | undefined>,
   iperfServer: number | undefined,
-): Promise<void> {
-  for (const test of TESTS) {
-    const r = await measure(client, test, seconds, port, pids);
-    log(
-      `  ${sys.system} ${test}: ${r.error ?? `${r.mbps} Mbit/s${r.pps ? `, ${r.pps} pkt/s` : ''} cpu ${JSON.stringify(r.cpu)}`}`,
-    );
-    sys.results.push(r);
-    await sleep(300);
-  }
-  const all = [...Object.values(pids), iperfServer];
+): Promise<TestResult> {
+  const all = [...Object.values(r.pids), iperfServer];
   try {
     pin(all, '0');
-    sys.oneCore = await measure(client, 'tcp1', seconds, port, pids, ['taskset', '-c', '0']);
-    log(`  ${sys.system} tcp1 on one core: ${sys.oneCore.error ?? `${sys.oneCore.mbps} Mbit/s`}`);
+    return await measure(r.client, 'tcp1', seconds, port, r.pids, ['taskset', '-c', '0']);
   } finally {
     pin(all, '0-1');
   }
@@ -226,15 +225,10 @@ function ovpnCerts(dir: string): void {
   }
 }
 
-async function openvpn(
-  lab: Lab,
-  sys: SystemResult,
-  seconds: number,
-  port: number,
-  iperfPid: number | undefined,
-) {
+/** Starts the OpenVPN server (gateway namespace) and client (ovc namespace); resolves when the tunnel is up. */
+async function startOpenvpn(lab: Lab, procs: Proc[]): Promise<Running> {
   const dir = join(lab.dir, 'ovpn');
-  execFileSync('mkdir', ['-p', dir]);
+  mkdirSync(dir, { recursive: true });
   ovpnCerts(dir);
   const common = [
     '--dev',
@@ -257,72 +251,45 @@ async function openvpn(
     '--verb',
     '1',
   ];
-  const procs: Proc[] = [];
-  try {
-    const server = drained(
-      lab.gw.spawn('openvpn', [
-        ...common,
-        '--tls-server',
-        '--local',
-        GW_OVPN,
-        '--lport',
-        '1194',
-        '--cert',
-        join(dir, 'server.crt'),
-        '--key',
-        join(dir, 'server.key'),
-        '--ifconfig',
-        '10.8.0.1',
-        '10.8.0.2',
-      ]),
-    );
-    procs.push(server);
-    const client = drained(
-      lab.ovc.spawn('openvpn', [
-        ...common,
-        '--tls-client',
-        '--remote',
-        GW_OVPN,
-        '1194',
-        '--nobind',
-        '--cert',
-        join(dir, 'client.crt'),
-        '--key',
-        join(dir, 'client.key'),
-        '--ifconfig',
-        '10.8.0.2',
-        '10.8.0.1',
-      ]),
-    );
-    procs.push(client);
-    await waitForLine(client.child, /Initialization Sequence Completed/, 30_000);
-    await lab.ovc.ip('route', 'replace', '10.99.0.0/24', 'via', '10.8.0.1');
-    sys.processes = { gateway: 'openvpn (server, gateway namespace)', client: 'openvpn (client)' };
-    await runTests(sys, lab.ovc, seconds, port, { gateway: server.pid, client: client.pid }, iperfPid);
-  } finally {
-    for (const p of procs) await p.stop();
-  }
-}
-
-async function seng(
-  lab: Lab,
-  suite: Suite,
-  sys: SystemResult,
-  seconds: number,
-  port: number,
-  iperfPid: number | undefined,
-) {
-  const procs: Proc[] = [];
-  try {
-    const gw = await startGateway(lab, { suite });
-    procs.push(gw);
-    const sim = await startSim(lab, appCert(lab, suite), suite);
-    procs.push(sim);
-    sys.processes = { gateway: 'seng serve', client: 'seng sim enclave' };
-    await runTests(sys, lab.app, seconds, port, { gateway: gw.pid, client: sim.pid }, iperfPid);
-  } finally {
-    for (const p of procs.reverse()) await p.stop();
-  }
+  const server = drained(
+    lab.gw.spawn('openvpn', [
+      ...common,
+      '--tls-server',
+      '--local',
+      GW_OVPN,
+      '--lport',
+      '1194',
+      '--cert',
+      join(dir, 'server.crt'),
+      '--key',
+      join(dir, 'server.key'),
+      '--ifconfig',
+      '10.8.0.1',
+      '10.8.0.2',
+    ]),
+  );
+  procs.push(server);
+  const client = drained(
+    lab.ovc.spawn('openvpn', [
+      ...common,
+      '--tls-client',
+      '--remote',
+      GW_OVPN,
+      '1194',
+      '--nobind',
+      '--cert',
+      join(dir, 'client.crt'),
+      '--key',
+      join(dir, 'client.key'),
+      '--ifconfig',
+      '10.8.0.2',
+      '10.8.0.1',
+    ]),
+  );
+  procs.push(client);
+  await waitForLine(client.child, /Initialization Sequence Completed/, 30_000);
+  await lab.ovc.ip('route', 'replace', '10.99.0.0/24', 'via', '10.8.0.1');
+  return { system: 'openvpn', client: lab.ovc, pids: { gateway: server.pid, client: client.pid } };
 }
 
 function wireguard(lab: Lab): { available: boolean; note: string } {
@@ -340,62 +307,138 @@ function wireguard(lab: Lab): { available: boolean; note: string } {
   };
 }
 
+const value = (r: TestResult) => (r.test.startsWith('tcp') ? r.mbps : (r.pps ?? NaN));
+
+/** The sample with the median value (errors only when every sample failed). */
+function medianSample(samples: TestResult[]): TestResult | undefined {
+  const ok = samples.filter((r) => !r.error && Number.isFinite(value(r))).sort((a, b) => value(a) - value(b));
+  if (!ok.length) return samples[0];
+  return { ...(ok[Math.floor((ok.length - 1) / 2)] as TestResult), samples: ok.length };
+}
+
+function describe(r: TestResult): string {
+  return r.error ?? `${r.mbps} Mbit/s${r.pps ? `, ${r.pps} pkt/s` : ''} cpu ${JSON.stringify(r.cpu)}`;
+}
+
+/**
+ * raw first; then, per seng suite, every test alternates OpenVPN and seng for `rounds` rounds
+ * (OpenVPN stays up throughout), so each seng figure has OpenVPN figures taken right next to
+ * it: the ratio is the median of these paired ratios, which drift in the shared machine's load
+ * affects far less than two separate blocks of measurements.
+ */
 export async function runDatapath(lab: Lab, opts: BenchOptions): Promise<DatapathResult> {
-  const seconds = opts.quick ? 3 : 8;
+  const seconds = opts.quick ? 3 : 6;
+  const rounds = opts.quick ? 1 : 2;
   const port = 5201;
-  const result: DatapathResult = { seconds, systems: [] };
+  const result: DatapathResult = { seconds, rounds, systems: [] };
   const server = drained(lab.svc.spawn('iperf3', ['-s', '-p', String(port)]));
-  writeFileSync(join(lab.dir, 'iperf.pid'), String(server.pid));
   await sleep(500);
+  const wg = wireguard(lab);
+  result.systems.push({
+    system: 'wireguard',
+    description: 'kernel WireGuard',
+    available: wg.available,
+    note: wg.note,
+    processes: {},
+    results: [],
+  });
+  const sys = (system: string, description: string, processes: Record<string, string>): SystemResult => {
+    const s: SystemResult = { system, description, available: true, processes, results: [] };
+    result.systems.push(s);
+    return s;
+  };
+  const procs: Proc[] = [];
   try {
-    const systems: { system: string; description: string; run: (s: SystemResult) => Promise<void> }[] = [
-      {
-        system: 'raw',
-        description: 'raw veth routing through the gateway namespace, no tunnel',
-        run: (s) => {
-          s.processes = {};
-          return runTests(s, lab.raw, seconds, port, {}, server.pid);
-        },
-      },
-      {
-        system: 'openvpn',
-        description: 'OpenVPN 2.6, UDP, AES-256-GCM, TUN, tun-mtu 1432, TLS mode, user space (no DCO)',
-        run: (s) => openvpn(lab, s, seconds, port, server.pid),
-      },
-      ...(['rsa', 'ec'] as const).map((suite) => ({
-        system: `seng-${suite}`,
-        description: `seng sim enclave ↔ seng serve, ${SUITE_NAMES[suite]}`,
-        run: (s: SystemResult) => seng(lab, suite, s, seconds, port, server.pid),
-      })),
-    ];
-    const wg = wireguard(lab);
-    result.systems.push({
-      system: 'wireguard',
-      description: 'kernel WireGuard',
-      available: wg.available,
-      note: wg.note,
-      processes: {},
-      results: [],
-    });
-    for (const def of systems) {
-      const sys: SystemResult = {
-        system: def.system,
-        description: def.description,
-        available: true,
-        processes: {},
-        results: [],
-      };
-      result.systems.push(sys);
-      log(`datapath: ${def.system}`);
+    // raw
+    const raw = sys('raw', 'raw veth routing through the gateway namespace, no tunnel', {});
+    log('datapath: raw');
+    const rawRun: Running = { system: 'raw', client: lab.raw, pids: {} };
+    for (const test of TESTS) {
+      const r = await measure(lab.raw, test, seconds, port, {});
+      raw.results.push(r);
+      log(`  raw ${test}: ${describe(r)}`);
+    }
+    raw.oneCore = await oneCore(rawRun, seconds, port, server.pid);
+    // OpenVPN, kept up.
+    const ovpn = sys(
+      'openvpn',
+      'OpenVPN 2.6, UDP, AES-256-GCM, TUN, tun-mtu 1432, TLS mode, user space (no DCO)',
+      { gateway: 'openvpn (server, gateway namespace)', client: 'openvpn (client)' },
+    );
+    let ovpnRun: Running | undefined;
+    try {
+      ovpnRun = await startOpenvpn(lab, procs);
+    } catch (err) {
+      ovpn.error = errorText(err);
+      log(`  openvpn failed: ${ovpn.error}`);
+    }
+    const ovpnSamples = new Map<TestName, TestResult[]>(TESTS.map((t) => [t, []]));
+    for (const suite of ['rsa', 'ec'] as const) {
+      const seng = sys(`seng-${suite}`, `seng sim enclave ↔ seng serve, ${SUITE_NAMES[suite]}`, {
+        gateway: 'seng serve',
+        client: 'seng sim enclave',
+      });
+      log(`datapath: seng-${suite} (alternating with openvpn, ${rounds} round(s))`);
+      const mine: Proc[] = [];
       try {
-        await def.run(sys);
+        const gw = await startGateway(lab, { suite });
+        mine.push(gw);
+        const sim = await startSim(lab, appCert(lab, suite), suite);
+        mine.push(sim);
+        const sengRun: Running = {
+          system: seng.system,
+          client: lab.app,
+          pids: { gateway: gw.pid, client: sim.pid },
+        };
+        for (const test of TESTS) {
+          const samples: TestResult[] = [];
+          const ratios: number[] = [];
+          for (let round = 0; round < rounds; round++) {
+            let o: TestResult | undefined;
+            if (ovpnRun) {
+              o = await measure(ovpnRun.client, test, seconds, port, ovpnRun.pids);
+              ovpnSamples.get(test)?.push(o);
+              log(`  openvpn ${test}: ${describe(o)}`);
+              await sleep(200);
+            }
+            const r = await measure(sengRun.client, test, seconds, port, sengRun.pids);
+            samples.push(r);
+            log(`  seng-${suite} ${test}: ${describe(r)}`);
+            if (o && !o.error && !r.error && value(o) > 0) ratios.push(value(r) / value(o));
+            await sleep(200);
+          }
+          const m = medianSample(samples);
+          if (m) {
+            ratios.sort((a, b) => a - b);
+            if (ratios.length)
+              m.ratioToOpenvpn = round2(ratios[Math.floor((ratios.length - 1) / 2)] as number);
+            seng.results.push(m);
+          }
+        }
+        seng.oneCore = await oneCore(sengRun, seconds, port, server.pid);
+        log(`  seng-${suite} tcp1 on one core: ${describe(seng.oneCore)}`);
       } catch (err) {
-        sys.error = errorText(err);
-        log(`  ${def.system} failed: ${sys.error}`);
+        seng.error = errorText(err);
+        log(`  seng-${suite} failed: ${seng.error}`);
+      } finally {
+        for (const p of mine.reverse()) await p.stop();
       }
     }
+    for (const test of TESTS) {
+      const m = medianSample(ovpnSamples.get(test) ?? []);
+      if (m) ovpn.results.push(m);
+    }
+    if (ovpnRun) {
+      ovpn.oneCore = await oneCore(ovpnRun, seconds, port, server.pid);
+      log(`  openvpn tcp1 on one core: ${describe(ovpn.oneCore)}`);
+    }
   } finally {
+    for (const p of procs.reverse()) await p.stop();
     await server.stop();
   }
   return result;
+}
+
+function round2(x: number): number {
+  return Math.round(x * 100) / 100;
 }

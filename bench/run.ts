@@ -7,6 +7,7 @@
  *   npm run bench -- --quick           short pass (a few minutes)
  *   npm run bench -- --only datapath   one section (datapath, admission, enforcement, memory, profile); comma-separated
  *   npm run bench -- --out DIR         write the report and JSON somewhere else
+ *   npm run bench -- --render          re-render BENCHMARKS.md from the last results (after editing bench/findings.md)
  */
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -21,9 +22,10 @@ import { renderReport, type BenchResults } from './report.js';
 
 export const SECTIONS = ['datapath', 'admission', 'enforcement', 'memory', 'profile'] as const;
 
-function parseArgs(argv: string[]): BenchOptions & { writeReport: boolean } {
+function parseArgs(argv: string[]): BenchOptions & { writeReport: boolean; renderOnly: boolean } {
   const only = new Set<string>();
   let quick = false;
+  let renderOnly = false;
   let outDir = repoRoot;
   let writeReport = true;
   for (let i = 0; i < argv.length; i++) {
@@ -38,18 +40,28 @@ function parseArgs(argv: string[]): BenchOptions & { writeReport: boolean } {
       }
     } else if (a === '--out') outDir = argv[++i] ?? outDir;
     else if (a === '--no-report') writeReport = false;
+    else if (a === '--render') renderOnly = true;
     else if (a === '--help' || a === '-h') {
       process.stdout.write(
-        'usage: npm run bench -- [--quick] [--only datapath|admission|enforcement|memory|profile] [--out DIR] [--no-report]\n',
+        'usage: npm run bench -- [--quick] [--only datapath|admission|enforcement|memory|profile] [--out DIR] [--no-report] [--render]\n' +
+          '  --render: only re-render BENCHMARKS.md from bench/results/latest.json (e.g. after editing bench/findings.md)\n',
       );
       process.exit(0);
     } else throw new Error(`unknown option ${a}`);
   }
-  return { quick, only, outDir, writeReport };
+  return { quick, only, outDir, writeReport, renderOnly };
 }
 
 async function main(): Promise<void> {
   const opts = parseArgs(process.argv.slice(2));
+  if (opts.renderOnly) {
+    const res = JSON.parse(
+      readFileSync(join(opts.outDir, 'bench', 'results', 'latest.json'), 'utf8'),
+    ) as BenchResults;
+    writeFileSync(join(opts.outDir, 'BENCHMARKS.md'), renderReport(res));
+    log(`report: ${join(opts.outDir, 'BENCHMARKS.md')}`);
+    return;
+  }
   if (process.getuid?.() !== 0)
     throw new Error('the benchmark needs root (network namespaces, TUN, nftables)');
   const started = Date.now();

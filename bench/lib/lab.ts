@@ -178,17 +178,29 @@ export interface Proc {
   child: ChildProcess;
   pid: number | undefined;
   tail(): string;
+  /** Counts of `reason` in JSON log lines with "event":"rejected" (seng serve), since the last call. */
+  takeRejections(): Record<string, number>;
   stop(): Promise<void>;
 }
 
 export function drained(child: ChildProcess): Proc {
   const lines: string[] = [];
+  let rejections: Record<string, number> = {};
   let buf = '';
   const keep = (d: Buffer) => {
     buf += d.toString();
     let nl: number;
     while ((nl = buf.indexOf('\n')) >= 0) {
-      lines.push(buf.slice(0, nl));
+      const line = buf.slice(0, nl);
+      if (line.includes('"event":"rejected"')) {
+        try {
+          const reason = String((JSON.parse(line) as { reason?: unknown }).reason ?? 'unknown').slice(0, 120);
+          rejections[reason] = (rejections[reason] ?? 0) + 1;
+        } catch {
+          /* not JSON */
+        }
+      }
+      lines.push(line);
       if (lines.length > 40) lines.shift();
       buf = buf.slice(nl + 1);
     }
@@ -200,6 +212,11 @@ export function drained(child: ChildProcess): Proc {
     child,
     pid: child.pid,
     tail: () => lines.join('\n'),
+    takeRejections: () => {
+      const r = rejections;
+      rejections = {};
+      return r;
+    },
     stop: () => stop(child, 8000),
   };
 }
