@@ -49,6 +49,8 @@ export interface TestResult {
   machineBusySeconds: number;
   /** seng: median of the ratios to the OpenVPN measurement taken right before, per round. */
   ratioToOpenvpn?: number;
+  /** seng: every paired ratio (seng ÷ the OpenVPN sample taken right before it). */
+  pairedRatios?: number[];
   /** Number of successful samples the figure is the median of. */
   samples?: number;
   error?: string;
@@ -323,7 +325,7 @@ function describe(r: TestResult): string {
 /**
  * raw first; then, per seng suite, every test alternates OpenVPN and seng for `rounds` rounds
  * (OpenVPN stays up throughout), so each seng figure has OpenVPN figures taken right next to
- * it: the ratio is the median of these paired ratios, which drift in the shared machine's load
+ * it: the ratio is the lower median of these paired ratios, which drift in the shared machine's load
  * affects far less than two separate blocks of measurements.
  */
 export async function runDatapath(lab: Lab, opts: BenchOptions): Promise<DatapathResult> {

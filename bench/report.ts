@@ -107,11 +107,12 @@ function targets(res: BenchResults): Target[] {
   const a10 = meanCost(e, 10);
   const a10k = meanCost(e, 10000);
   if (a10 && a10k) {
-    const r = ratio(a10k.cpu, a10.cpu);
+    // Max forwarding rate is the robust figure; machine-wide CPU per datagram is swamped by other load.
+    const r = ratio(a10k.pps, a10.pps);
     out.push({
-      target: 'per-packet cost with 10,000 vs 10 enclaves does not grow (≤ 1.1×)',
-      value: `${fmt(r, 2)}× CPU/packet, ${fmt(ratio(a10k.pps, a10.pps), 2)}× max rate`,
-      met: Number.isFinite(r) ? r <= 1.1 : undefined,
+      target: 'per-packet cost with 10,000 vs 10 enclaves does not grow (max rate ≥ 0.9×)',
+      value: `${fmt(r, 2)}× max forwarding rate (${fmt(a10k.pps)} vs ${fmt(a10.pps)} pkt/s)`,
+      met: Number.isFinite(r) ? r >= 0.9 : undefined,
     });
   }
   const m = res.sections.memory;
@@ -158,7 +159,7 @@ function datapathTables(d: DatapathResult): string {
   );
   parts.push(
     '',
-    `Each figure is the median of ${d.rounds} sample(s). Ratios in parentheses are to OpenVPN in this run; for seng they are the median of paired ratios (OpenVPN and seng measured back to back, alternating, per round). UDP: datagrams per second that reached the service (iperf3 \`-b 0\`, sender unlimited).`,
+    `Each figure is the median of ${d.rounds} sample(s). Ratios in parentheses are to OpenVPN in this run; for seng they are the lower median of the paired ratios (OpenVPN and seng measured back to back, alternating, per round; with 2 rounds the lower of the two — conservative), so they can differ from the ratio of the two medians shown. UDP: datagrams per second that reached the service (iperf3 \`-b 0\`, sender unlimited).`,
     '',
     '**CPU seconds per GB delivered** (gateway-side process / client-side process; for raw veth the forwarding happens in softirq and is not attributed):',
     '',
@@ -208,7 +209,7 @@ function cell(s: SystemResult, t: TestName, openvpn: SystemResult | undefined): 
     openvpn?.results.find((x) => x.test === t && !x.error),
     t,
   );
-  const rr = s.system === 'openvpn' ? NaN : ratio(v, o);
+  const rr = s.system === 'openvpn' ? NaN : (r?.ratioToOpenvpn ?? ratio(v, o));
   return `${fmt(v)}${Number.isFinite(rr) ? ` (${fmt(rr, 2)}×)` : ''}`;
 }
 
@@ -345,7 +346,7 @@ function enforcementTables(e: EnforcementResult): string {
         ),
       ),
       '',
-      "The traffic source is itself a registered enclave, so every rule does its hash-set lookups (enclaves set, app set, category set) on each datagram. Rounds alternate 10 and 10,000 registrations so that drift in the shared machine's load shows up as disagreement between rounds. CPU per datagram is machine-wide busy time (/proc/stat) divided by datagrams sent, so it includes iperf3 and anything else running on the machine.",
+      "The traffic source is itself a registered enclave, so every rule does its hash-set lookups (enclaves set, app set, category set) on each datagram. Rounds alternate 10 and 10,000 registrations so that drift in the shared machine's load shows up as disagreement between rounds. CPU per datagram is machine-wide busy time (/proc/stat) divided by datagrams sent, so it includes iperf3 and anything else running on the shared machine — it is too noisy to judge by; the maximum forwarding rate is the figure the target uses.",
     );
   for (const err of e.errors) parts.push(`- **error**: ${err}`);
   return parts.join('\n');
