@@ -412,8 +412,10 @@ export async function runDatapath(lab: Lab, opts: BenchOptions): Promise<Datapat
           const m = medianSample(samples);
           if (m) {
             ratios.sort((a, b) => a - b);
-            if (ratios.length)
+            if (ratios.length) {
               m.ratioToOpenvpn = round2(ratios[Math.floor((ratios.length - 1) / 2)] as number);
+              m.pairedRatios = ratios.map(round2);
+            }
             seng.results.push(m);
           }
         }

@@ -19,6 +19,11 @@ export interface MemoryPoint {
   kibPerSession?: number;
   connectSeconds?: number;
   failures?: number;
+  /**
+   * The gateway's JS heap after its last major GC (node --trace-gc: "Mark-Compact A (B) -> C (D) MB",
+   * C = used, D = committed), MiB: the rest of VmRSS is native (OpenSSL, libuv, addons, code).
+   */
+  jsHeapMiB?: { used: number; committed: number; line: string };
 }
 
 export interface MemoryResult {
@@ -42,10 +47,11 @@ export async function runMemory(lab: Lab, opts: BenchOptions): Promise<MemoryRes
       idleTimeoutS: 7200,
       maxSessions: max + 1000,
       maxHandshakes: 256,
+      nodeArgs: ['--trace-gc'],
     });
     await sleep(3000);
     const base = rssKiB(gw.pid);
-    result.points.push({ sessions: 0, live: 0, rssKiB: base });
+    result.points.push({ sessions: 0, live: 0, rssKiB: base, ...heap(gw) });
     log(`memory: 0 sessions: ${base} KiB`);
     let have = 0;
     for (const target of targets) {
@@ -91,6 +97,7 @@ export async function runMemory(lab: Lab, opts: BenchOptions): Promise<MemoryRes
         kibPerSession: round((rss - base) / target, 2),
         connectSeconds: round(seconds, 1),
         failures,
+        ...heap(gw),
       });
       log(
         `memory: ${target} sessions (${total} live): ${rss} KiB, ${round((rss - base) / target, 2)} KiB/session`,
@@ -102,4 +109,11 @@ export async function runMemory(lab: Lab, opts: BenchOptions): Promise<MemoryRes
     await gw?.stop();
   }
   return result;
+}
+
+function heap(gw: Proc): Pick<MemoryPoint, 'jsHeapMiB'> {
+  const line = gw.lastMajorGc();
+  const m = line ? /Mark-Compact[^>]*->\s*([\d.]+)\s*\(([\d.]+)\)\s*MB/.exec(line) : null;
+  if (!line || !m) return {};
+  return { jsHeapMiB: { used: Number(m[1]), committed: Number(m[2]), line: line.trim().slice(0, 200) } };
 }

@@ -72,6 +72,7 @@ async function main(): Promise<void> {
     sections: {},
     errors: {},
     durationSeconds: 0,
+    ...(process.env.SENG_BENCH_GATEWAY_WRAP ? { gatewayWrap: process.env.SENG_BENCH_GATEWAY_WRAP } : {}),
   };
   const want = (s: string) => opts.only.size === 0 || opts.only.has(s);
   let lab: Lab | undefined;

@@ -178,6 +178,8 @@ export interface Proc {
   child: ChildProcess;
   pid: number | undefined;
   tail(): string;
+  /** Last stdout line matching /Mark-Compact/ (node --trace-gc), if any. */
+  lastMajorGc(): string | undefined;
   /** Counts of `reason` in JSON log lines with "event":"rejected" (seng serve), since the last call. */
   takeRejections(): Record<string, number>;
   stop(): Promise<void>;
@@ -206,12 +208,22 @@ export function drained(child: ChildProcess): Proc {
     }
   };
   child.stderr?.on('data', keep);
-  // Keep stdout flowing (readers like waitForLine attach their own listeners).
-  child.stdout?.on('data', () => undefined);
+  // Keep stdout flowing (readers like waitForLine attach their own listeners); remember the
+  // last major GC line of --trace-gc.
+  let lastGc: string | undefined;
+  let out = '';
+  child.stdout?.on('data', (d: Buffer) => {
+    out += d.toString();
+    const nl = out.lastIndexOf('\n');
+    if (nl < 0) return;
+    for (const line of out.slice(0, nl).split('\n')) if (line.includes('Mark-Compact')) lastGc = line;
+    out = out.slice(nl + 1);
+  });
   return {
     child,
     pid: child.pid,
     tail: () => lines.join('\n'),
+    lastMajorGc: () => lastGc,
     takeRejections: () => {
       const r = rejections;
       rejections = {};
@@ -266,7 +278,10 @@ export async function startGateway(lab: Lab, o: GatewayOptions): Promise<Proc> {
     GW_SENG,
     String(SENG_PORT),
   ];
-  const cmd = [...(o.wrap ?? []), process.execPath, ...(o.nodeArgs ?? []), ...args];
+  // SENG_BENCH_GATEWAY_WRAP (space-separated) prefixes the gateway's command, for experiments
+  // such as `env MALLOC_ARENA_MAX=1`; the report records it.
+  const extra = (process.env.SENG_BENCH_GATEWAY_WRAP ?? '').split(' ').filter(Boolean);
+  const cmd = [...extra, ...(o.wrap ?? []), process.execPath, ...(o.nodeArgs ?? []), ...args];
   const child = lab.gw.spawn('sh', ['-c', 'ulimit -n 65536 2>/dev/null; exec "$@"', 'sh', ...cmd]);
   const p = drained(child);
   await waitForLine(child, /"event":"listening"/, 30_000, { stream: 'stderr' }).catch((err: unknown) => {
