@@ -462,7 +462,7 @@ export function renderReport(res: BenchResults): string {
     '',
     '```sh',
     'npm ci && npm run build        # TypeScript and the native addons',
-    'sudo npm run bench             # full run, ≈ 15 min; writes BENCHMARKS.md and bench/results/latest.json',
+    'sudo npm run bench             # full run, ≈ 10 min; writes BENCHMARKS.md and bench/results/latest.json',
     'sudo npm run bench -- --quick  # short pass, a few minutes',
     'sudo npm run bench -- --only datapath   # or admission, enforcement, memory (comma-separated)',
     '```',

@@ -3,7 +3,7 @@
  * one run on this machine, tears everything down and writes BENCHMARKS.md plus the raw
  * results (bench/results/latest.json). See docs/bench.md.
  *
- *   npm run bench                      full run (≈ 15 min)
+ *   npm run bench                      full run (≈ 10 min)
  *   npm run bench -- --quick           short pass (a few minutes)
  *   npm run bench -- --only datapath   one section (datapath, admission, enforcement, memory, profile); comma-separated
  *   npm run bench -- --out DIR         write the report and JSON somewhere else
