@@ -207,10 +207,11 @@ export class ConntrackPurger {
       // Every dump walks the whole (global) conntrack hash table, which costs the same
       // whatever it returns: with few entries in this namespace, or several IPs to purge,
       // one unfiltered walk is cheaper than two filtered ones per IP.
-      const small =
-        this.filterSupported === false ||
-        ips.length > 1 ||
-        (await this.entryCount(timeoutMs)) <= this.fullDumpBelow;
+      // The entry count costs no table walk; an empty table (conntrack unused in this
+      // namespace) needs no walk at all.
+      const count = await this.entryCount(timeoutMs);
+      if (count === 0) return new Map();
+      const small = this.filterSupported === false || ips.length > 1 || count <= this.fullDumpBelow;
       const ip = ips[0] as Ipv4;
       if (!small) {
         try {

@@ -252,7 +252,14 @@ describe('conntrack purge (fake ctnetlink)', () => {
     k.table = sampleTable();
     k.log = [];
     assert.equal(await p.purge(parseIpv4(T)), 3);
-    assert.deepEqual(k.log, ['dump all', 'delete 1', 'delete 2', 'delete 3']);
+    assert.deepEqual(k.log, ['stats', 'dump all', 'delete 1', 'delete 2', 'delete 3']);
+  });
+
+  it('an empty conntrack table is not walked at all', async () => {
+    const k = new FakeConntrack();
+    const p = new ConntrackPurger({ transport: k });
+    assert.equal(await p.purge(parseIpv4(T)), 0);
+    assert.deepEqual(k.log, ['stats']);
   });
 
   it('entries that vanish before their delete are not counted', async () => {
