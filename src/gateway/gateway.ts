@@ -69,7 +69,6 @@ interface Counters {
 }
 
 interface Enclave {
-  id: number;
   state: EnclaveState;
   ip: Ipv4;
   pool: IpPool;
@@ -140,7 +139,6 @@ export class Gateway extends EventEmitter {
   private readonly awaiting = new Map<string, Set<Enclave>>();
   private recvListener: TunnelListener | undefined;
   private sendListener: TunnelListener | undefined;
-  private nextId = 1;
   private stopping = false;
   readonly stats = { admitted: 0, rejected: 0, ended: 0, unroutable: 0, quarantined: 0 };
 
@@ -235,7 +233,6 @@ export class Gateway extends EventEmitter {
       return;
     }
     const e: Enclave = {
-      id: this.nextId++,
       state: 'assigning',
       ip,
       pool: ctx.pool,
