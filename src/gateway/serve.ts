@@ -11,13 +11,12 @@ import { openStore, type Store } from '../store/index.js';
 import { TunDevice, GATEWAY_TUN_MTU } from '../tunnel/index.js';
 import { InputError, SengError, errorMessage } from '../util/errors.js';
 import { NftEnforcer } from '../enforce/nft.js';
-import { formatIpv4 } from '../util/ipv4.js';
+import { formatIpv4, parseIpv4 } from '../util/ipv4.js';
 import type { Logger } from '../util/log.js';
 import { ControlServer, type ControlRequest } from './control.js';
 import { EnclaveIndex } from './enclave-index.js';
 import { createEnforcer, type NftConfig } from './enforcers.js';
 import { Gateway } from './gateway.js';
-import { parseIpv4 } from '../util/ipv4.js';
 import type { ListenTunnel, TunnelListener } from './types.js';
 
 export interface ServeConfig {
@@ -128,10 +127,7 @@ export async function startGateway(config: ServeConfig, log: Logger): Promise<Ru
 
     const reload = async (): Promise<{ changedApps: number; policy: string | null }> => {
       const changedApps = await gateway.reloadIndex(true);
-      const policy =
-        enforcer && 'reloadPolicy' in enforcer
-          ? await (enforcer as { reloadPolicy(): Promise<string> }).reloadPolicy()
-          : null;
+      const policy = enforcer instanceof NftEnforcer ? await enforcer.reloadPolicy() : null;
       log.info({ event: 'reloaded', changedApps, policy }, 'reloaded database and policy');
       return { changedApps, policy };
     };
