@@ -58,6 +58,10 @@ export interface NativeConn {
   peerChain(): Buffer[];
   info(): NativeConnInfo;
   setFd(fd: number): void;
+  /** Write well-formed IPv4 records from sourceIp (host order, ≤ mtu bytes) to fd natively; fd < 0: off. */
+  setForward(fd: number, sourceIp: number, mtu: number): void;
+  /** [packets, bytes, dropped] forwarded natively. */
+  forwardStats(): [number, number, number];
   free(): void;
 }
 

@@ -70,6 +70,8 @@ export class DtlsSession extends EventEmitter<DtlsSessionEvents> {
   readonly maxRecordSize: number;
 
   private conn: NativeConn | undefined;
+  /** forwardStats() as of the last read, kept after the native object is freed. */
+  private lastForward = { packets: 0, bytes: 0, dropped: 0 };
   private readonly sink: DatagramSink;
   private readonly logger: Logger;
   private readonly onEnd: ((session: DtlsSession, reason: CloseReason) => void) | undefined;
@@ -158,6 +160,23 @@ export class DtlsSession extends EventEmitter<DtlsSessionEvents> {
     this.end(reason, '');
   }
 
+  /**
+   * Fast path for a tunnel endpoint: decrypted records that are IPv4 packets with source
+   * `sourceIp` (host order) and at most `mtu` bytes are written to `fd` (a TUN device) inside
+   * the addon and never surface as 'message' events; every other record still does. Pass
+   * fd = -1 to turn it off. Counters: forwardStats().
+   */
+  forwardTo(fd: number, sourceIp: number, mtu: number): void {
+    this.conn?.setForward(fd, sourceIp, mtu);
+  }
+
+  /** Packets and bytes written by forwardTo(), and packets the device refused. */
+  forwardStats(): { packets: number; bytes: number; dropped: number } {
+    const s = this.conn?.forwardStats();
+    if (s) this.lastForward = { packets: s[0], bytes: s[1], dropped: s[2] };
+    return { ...this.lastForward };
+  }
+
   /** Changes the idle timeout (ms; 0 disables it). */
   setIdleTimeout(ms: number): void {
     if (!Number.isFinite(ms) || ms < 0)
@@ -209,6 +228,7 @@ export class DtlsSession extends EventEmitter<DtlsSessionEvents> {
     if (this.idleTimer) clearTimeout(this.idleTimer);
     this.idleTimer = undefined;
     const conn = this.conn;
+    if (conn) this.forwardStats();
     this.conn = undefined;
     if (conn) {
       const out = conn.takeOutput();

@@ -52,6 +52,12 @@ export interface GatewayOptions {
   enforcer?: Enforcer;
   /** The caller runs enforcer.start()/stop() itself (e.g. to fail fast before creating devices). */
   enforcerStarted?: boolean;
+  /**
+   * Let the DTLS layer write the enclave's valid packets straight into the device (no JS per
+   * packet); packets it does not forward (spoofed, malformed, too large) still reach the
+   * gateway's checks. Default true when both sides support it.
+   */
+  nativeForward?: boolean;
   mtu?: number;
   timeouts?: Partial<GatewayTimeouts>;
   logger?: Logger;
@@ -382,6 +388,9 @@ export class Gateway extends EventEmitter {
     if (e.state !== 'joining') return;
     e.state = 'active';
     e.recv.setIdleTimeout(this.timeouts.idleMs);
+    const fd = this.opts.device.fd;
+    if ((this.opts.nativeForward ?? true) && fd !== undefined && fd >= 0)
+      e.recv.forwardTo?.(fd, e.ip, this.mtu);
     this.routes.set(e.ip, e);
     this.stats.admitted++;
     this.log.info(
@@ -468,6 +477,17 @@ export class Gateway extends EventEmitter {
     }
   }
 
+  /** JS-path counters plus what the DTLS layer forwarded natively. */
+  private counters(e: Enclave): Counters {
+    const f = e.recv.forwardStats?.();
+    if (!f) return e.counters;
+    return {
+      ...e.counters,
+      packetsIn: e.counters.packetsIn + f.packets,
+      bytesIn: e.counters.bytesIn + f.bytes,
+    };
+  }
+
   private registration(e: Enclave): EnclaveRegistration {
     return {
       enclaveIp: e.ip,
@@ -528,7 +548,7 @@ export class Gateway extends EventEmitter {
     }
     this.enclaves.delete(e);
     this.stats.ended++;
-    const c = e.counters;
+    const c = this.counters(e);
     this.log.info(
       {
         event: wasActive ? 'session-end' : 'setup-failed',
@@ -547,7 +567,12 @@ export class Gateway extends EventEmitter {
   // ------------------------------------------------------------------------- operations
 
   status(): EnclaveStatus[] {
-    return [...this.enclaves].map((e) => ({
+    return [...this.enclaves].map((e) => this.describe(e));
+  }
+
+  private describe(e: Enclave): EnclaveStatus {
+    const c = this.counters(e);
+    return {
       enclaveIp: formatIpv4(e.ip),
       state: e.state,
       app: e.appName ?? null,
@@ -556,12 +581,12 @@ export class Gateway extends EventEmitter {
       categories: e.categories,
       client: `${e.clientAddress}:${e.clientPort}`,
       since: e.since.toISOString(),
-      packetsIn: e.counters.packetsIn,
-      bytesIn: e.counters.bytesIn,
-      packetsOut: e.counters.packetsOut,
-      bytesOut: e.counters.bytesOut,
-      spoofedDropped: e.counters.spoofed,
-    }));
+      packetsIn: c.packetsIn,
+      bytesIn: c.bytesIn,
+      packetsOut: c.packetsOut,
+      bytesOut: c.bytesOut,
+      spoofedDropped: c.spoofed,
+    };
   }
 
   /** Ends the session of the enclave with this IP; false if there is none. */

@@ -113,6 +113,8 @@ export async function startGateway(config: ServeConfig, log: Logger): Promise<Ru
       index,
       device,
       ...(enforcer ? { enforcer, enforcerStarted: true } : {}),
+      // SENG_NATIVE_FORWARD=0 keeps every packet on the JS path (A/B measurements, debugging).
+      nativeForward: process.env.SENG_NATIVE_FORWARD !== '0',
       mtu: GATEWAY_TUN_MTU,
       timeouts: {
         ackIntervalMs: Math.max(200, Math.floor(config.timeouts.setupMs / config.timeouts.ackTries)),

@@ -19,6 +19,9 @@ export interface TunnelSession extends EventEmitter {
   send(record: Buffer): boolean;
   close(reason?: string): void;
   setIdleTimeout(ms: number): void;
+  /** Optional fast path: write valid packets from sourceIp straight to a device fd (see DtlsSession). */
+  forwardTo?(fd: number, sourceIp: number, mtu: number): void;
+  forwardStats?(): { packets: number; bytes: number; dropped: number };
 }
 
 /** A DTLS listener: 'session' (s: TunnelSession) events. */
@@ -30,6 +33,8 @@ export type ListenTunnel = (port: number, verifyPeer: VerifyPeer) => Promise<Tun
 
 /** The gateway side of the TUN interface. */
 export interface PacketDevice {
+  /** The device fd for native forwarding, when the device has one (-1 once closed). */
+  readonly fd?: number;
   /** Writes one IPv4 packet into the kernel; false if it was dropped. */
   write(packet: Buffer): boolean;
   /** Registers the handler for packets the kernel routes into the device (batched). */

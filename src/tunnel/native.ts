@@ -38,6 +38,8 @@ export interface NativeTunHandle {
   ref(): void;
   unref(): void;
   stats(): NativeTunStats;
+  /** The device fd, or -1 once closed. */
+  fd(): number;
   close(): void;
 }
 

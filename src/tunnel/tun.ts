@@ -250,6 +250,14 @@ export class TunDevice extends EventEmitter<TunEvents> {
   }
 
   /** Link MTU; write() drops larger packets. */
+  /**
+   * The device fd (-1 once closed), so a native forwarder (the DTLS layer) can write packets
+   * straight into the device. Valid until close().
+   */
+  get fd(): number {
+    return this.closed ? -1 : this.handle.fd();
+  }
+
   get mtu(): number {
     return this.currentMtu;
   }

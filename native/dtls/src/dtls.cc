@@ -453,6 +453,8 @@ class Conn : public Napi::ObjectWrap<Conn> {
                            InstanceMethod<&Conn::PeerChain>("peerChain"),
                            InstanceMethod<&Conn::Info>("info"),
                            InstanceMethod<&Conn::SetFd>("setFd"),
+                           InstanceMethod<&Conn::SetForward>("setForward"),
+                           InstanceMethod<&Conn::ForwardStats>("forwardStats"),
                            InstanceMethod<&Conn::Free>("free"),
                        });
   }
@@ -483,6 +485,21 @@ class Conn : public Napi::ObjectWrap<Conn> {
   State state_ = State::Handshaking;
   std::string error_;
   size_t maxRecord_ = 0;
+  // Native forwarding (gateway receive tunnel): decrypted records that are well-formed IPv4
+  // packets from `fwdSrc_` (network order) of at most `fwdMtu_` bytes are written to `fwdFd_`
+  // here, without a trip through JS; anything else is handed to JS as usual.
+  int fwdFd_ = -1;
+  uint32_t fwdSrc_ = 0;
+  size_t fwdMtu_ = 0;
+  double fwdPackets_ = 0, fwdBytes_ = 0, fwdDropped_ = 0;
+
+  bool forwardable(const uint8_t *p, size_t n) const {
+    if (n < 20 || n > fwdMtu_ || (p[0] >> 4) != 4 || (p[0] & 0x0f) < 5) return false;
+    if ((static_cast<size_t>(p[2]) << 8 | p[3]) != n) return false;
+    uint32_t src;
+    std::memcpy(&src, p + 12, 4);
+    return src == fwdSrc_;
+  }
 
   void release() {
     if (ssl_ != nullptr) {
@@ -584,6 +601,16 @@ class Conn : public Napi::ObjectWrap<Conn> {
         }
         size_t room = slabLen - off;
         int n = SSL_read(ssl_, slab.Data() + off, room > INT_MAX ? INT_MAX : static_cast<int>(room));
+        if (n > 0 && fwdFd_ >= 0 && forwardable(slab.Data() + off, static_cast<size_t>(n))) {
+          // The slab space is reused for the next record: nothing was handed to JS.
+          if (write(fwdFd_, slab.Data() + off, static_cast<size_t>(n)) == n) {
+            fwdPackets_ += 1;
+            fwdBytes_ += n;
+          } else {
+            fwdDropped_ += 1;  // full queue or link down: a lost packet, like on a wire
+          }
+          continue;
+        }
         if (n > 0) {
           lens[count++] = static_cast<uint32_t>(n);
           off += static_cast<size_t>(n);
@@ -608,6 +635,32 @@ class Conn : public Napi::ObjectWrap<Conn> {
     }
     ERR_clear_error();
     return Napi::Number::New(env, static_cast<double>(flags | outputFlag()) + static_cast<double>(count) * 256.0);
+  }
+
+  // setForward(fd, sourceIpv4HostOrder, mtu): fd < 0 turns forwarding off.
+  Napi::Value SetForward(const Napi::CallbackInfo &info) {
+    Napi::Env env = info.Env();
+    if (info.Length() < 3 || !info[0].IsNumber() || !info[1].IsNumber() || !info[2].IsNumber())
+      throwCode(env, "EDTLS_USAGE", "setForward(fd, sourceIp, mtu)");
+    int fd = info[0].As<Napi::Number>().Int32Value();
+    double ip = info[1].As<Napi::Number>().DoubleValue();
+    double mtu = info[2].As<Napi::Number>().DoubleValue();
+    if (!(ip >= 0 && ip <= 4294967295.0) || !(mtu >= 20 && mtu <= 65535))
+      throwCode(env, "EDTLS_USAGE", "sourceIp must be a uint32 and mtu 20..65535");
+    fwdFd_ = fd < 0 ? -1 : fd;
+    fwdSrc_ = htonl(static_cast<uint32_t>(ip));
+    fwdMtu_ = static_cast<size_t>(mtu);
+    return env.Undefined();
+  }
+
+  // forwardStats(): [packets, bytes, dropped] forwarded natively.
+  Napi::Value ForwardStats(const Napi::CallbackInfo &info) {
+    Napi::Env env = info.Env();
+    Napi::Array a = Napi::Array::New(env, 3);
+    a.Set(0u, Napi::Number::New(env, fwdPackets_));
+    a.Set(1u, Napi::Number::New(env, fwdBytes_));
+    a.Set(2u, Napi::Number::New(env, fwdDropped_));
+    return a;
   }
 
   Napi::Value Timeout(const Napi::CallbackInfo &info) {

@@ -538,6 +538,16 @@ static int set_num(napi_env env, napi_value obj, const char *key, double v) {
   return napi_create_double(env, v, &n) == napi_ok && napi_set_named_property(env, obj, key, n) == napi_ok;
 }
 
+/* The device fd (-1 once closed), for a native forwarder that writes packets to it. */
+static napi_value tun_fd(napi_env env, napi_callback_info info) {
+  size_t argc = 0;
+  tun_t *t = unwrap_this(env, info, &argc, NULL, NULL);
+  if (t == NULL) return NULL;
+  napi_value out;
+  CHECK(napi_create_int32(env, t->fd, &out));
+  return out;
+}
+
 static napi_value tun_stats(napi_env env, napi_callback_info info) {
   size_t argc = 0;
   tun_t *t = unwrap_this(env, info, &argc, NULL, NULL);
@@ -596,6 +606,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"ref", NULL, tun_ref, NULL, NULL, NULL, napi_default, NULL},
       {"unref", NULL, tun_unref, NULL, NULL, NULL, napi_default, NULL},
       {"stats", NULL, tun_stats, NULL, NULL, NULL, napi_default, NULL},
+      {"fd", NULL, tun_fd, NULL, NULL, NULL, napi_default, NULL},
   };
   napi_value cls;
   CHECK(napi_define_class(env, "TunHandle", NAPI_AUTO_LENGTH, tun_new, NULL,
