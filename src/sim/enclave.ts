@@ -10,7 +10,7 @@ import { spawnSync } from 'node:child_process';
 import { EventEmitter } from 'node:events';
 import { dtlsConnect, type DtlsSession } from '../dtls/index.js';
 import { decodeIpAssignment, encodeIpAssignAck } from '../proto/messages.js';
-import { TunDevice } from '../tunnel/index.js';
+import { TunDevice, ipv4UpdateChecksum, setIpv4Source } from '../tunnel/index.js';
 import { EnvironmentError, SengError, errorMessage } from '../util/errors.js';
 import { formatIpv4, fromWire, maskToPrefix, parseIpv4, toWire, type Ipv4 } from '../util/ipv4.js';
 import { silentLogger, type Logger } from '../util/log.js';
@@ -201,8 +201,8 @@ export class SimEnclave extends EventEmitter {
   toGateway(packet: Buffer): boolean {
     if (!this.recv || this.closed) return false;
     if (this.spoof !== undefined && packet.length >= 20) {
-      packet.writeUInt32BE(this.spoof, 12);
-      fixIpv4Checksum(packet);
+      setIpv4Source(packet, this.spoof);
+      ipv4UpdateChecksum(packet);
     }
     this.counters.toGateway++;
     return this.recv.send(packet);
@@ -216,15 +216,4 @@ export class SimEnclave extends EventEmitter {
     await this.tun?.close();
     this.emit('closed', reason);
   }
-}
-
-/** Recomputes the IPv4 header checksum in place (after rewriting an address). */
-export function fixIpv4Checksum(packet: Buffer): void {
-  const ihl = (packet[0]! & 0x0f) * 4;
-  if (ihl < 20 || packet.length < ihl) return;
-  packet.writeUInt16BE(0, 10);
-  let sum = 0;
-  for (let i = 0; i < ihl; i += 2) sum += packet.readUInt16BE(i);
-  while (sum > 0xffff) sum = (sum & 0xffff) + (sum >>> 16);
-  packet.writeUInt16BE(~sum & 0xffff, 10);
 }

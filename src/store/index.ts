@@ -5,7 +5,15 @@
  */
 import { existsSync, statSync } from 'node:fs';
 import Database from 'better-sqlite3';
-import { cidrContains, fromWire, maskToPrefix, toWire, type Cidr, type Ipv4 } from '../util/ipv4.js';
+import {
+  cidrContains,
+  formatCidr,
+  fromWire,
+  maskToPrefix,
+  toWire,
+  type Cidr,
+  type Ipv4,
+} from '../util/ipv4.js';
 import { StoreOpenError, StoreWriteError } from './errors.js';
 import { DEMO_MEASUREMENTS, LAYOUTS, NETFILTER_DDL, VANILLA_DDL, type SchemaKind } from './schema.js';
 
@@ -146,7 +154,7 @@ export class Store {
       );
       if (overlapping) {
         throw new StoreWriteError(
-          `enclave subnet ${fmt(cidr)} overlaps subnet ${overlapping.id} (${fmt(overlapping.cidr)})`,
+          `enclave subnet ${formatCidr(cidr)} overlaps subnet ${overlapping.id} (${formatCidr(overlapping.cidr)})`,
           'enclave subnets must not overlap: each enclave IP must belong to exactly one subnet',
         );
       }
@@ -164,13 +172,16 @@ export class Store {
         (s) => s.cidr.network === cidr.network && s.cidr.prefix === cidr.prefix,
       );
       if (!subnet)
-        throw new StoreWriteError(`no enclave subnet ${fmt(cidr)}`, 'list them with: seng db subnet list');
+        throw new StoreWriteError(
+          `no enclave subnet ${formatCidr(cidr)}`,
+          'list them with: seng db subnet list',
+        );
       const users = this.db.prepare('SELECT name FROM apps WHERE enc_subnet_id = ?').all(subnet.id) as {
         name: string;
       }[];
       if (users.length > 0) {
         throw new StoreWriteError(
-          `enclave subnet ${fmt(cidr)} is still used by app(s) ${[...new Set(users.map((u) => u.name))].join(', ')}`,
+          `enclave subnet ${formatCidr(cidr)} is still used by app(s) ${[...new Set(users.map((u) => u.name))].join(', ')}`,
           'remove those apps first (seng db app remove NAME)',
         );
       }
@@ -258,8 +269,8 @@ export class Store {
         );
         if (!subnet) {
           throw new StoreWriteError(
-            `no enclave subnet ${fmt(target)} in ${this.path}`,
-            `add it first: seng db subnet add -d ${this.path} ${fmt(target)}`,
+            `no enclave subnet ${formatCidr(target)} in ${this.path}`,
+            `add it first: seng db subnet add -d ${this.path} ${formatCidr(target)}`,
           );
         }
         const info = this.db
@@ -291,7 +302,7 @@ export class Store {
           throw new StoreWriteError(
             this.schema === 'netfilter'
               ? `an app with measurement ${app.mrEnclave.toString('hex')} already exists`
-              : `an app with measurement ${app.mrEnclave.toString('hex')} and host subnet ${fmt(app.hostSubnet as Cidr)} already exists`,
+              : `an app with measurement ${app.mrEnclave.toString('hex')} and host subnet ${formatCidr(app.hostSubnet as Cidr)} already exists`,
             'list apps with: seng db app list',
           );
         }
@@ -310,7 +321,7 @@ export class Store {
       }
       if (rows.length === 0)
         throw new StoreWriteError(
-          `no app named "${name}"${opts.hostSubnet ? ` for host subnet ${fmt(opts.hostSubnet)}` : ''}`,
+          `no app named "${name}"${opts.hostSubnet ? ` for host subnet ${formatCidr(opts.hostSubnet)}` : ''}`,
           'list apps with: seng db app list',
         );
       for (const r of rows) {
@@ -388,10 +399,6 @@ export class Store {
       cat.run(2, 'Server', 2);
     }
   }
-}
-
-function fmt(c: Pick<Cidr, 'network' | 'prefix'>): string {
-  return `${[c.network >>> 24, (c.network >>> 16) & 255, (c.network >>> 8) & 255, c.network & 255].join('.')}/${c.prefix}`;
 }
 
 function detectSchema(db: Database.Database, path: string): SchemaKind {
