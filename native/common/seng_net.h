@@ -152,7 +152,9 @@ typedef struct seng_gro_frame {
   uint16_t gso_size;
   uint32_t next_seq;
   uint32_t total_len;  /* IP total length of the merged packet */
-  uint32_t flow_hash;
+  uint8_t is_tcp;      /* tcp_key is set: an IPv4/TCP packet with readable ports */
+  uint8_t psh;         /* the last merged segment had PSH */
+  uint8_t tcp_key[12]; /* source, destination address; source, destination port */
 } seng_gro_frame;
 
 typedef struct seng_gro {
