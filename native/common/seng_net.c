@@ -368,6 +368,7 @@ size_t seng_gro_write(seng_gro *g, int fd, seng_gro_result *res) {
     }
     if (w >= 0) {
       r.frames_written++;
+      if (count > 1) r.frames_gso++;
       r.packets_written += count;
       r.bytes_written += (uint32_t)(flen - SENG_VNET_HDR_LEN);
     } else {

@@ -182,6 +182,7 @@ int seng_gro_frame_iov(seng_gro *g, size_t i, struct iovec *iov, size_t iov_cap,
 
 typedef struct seng_gro_result {
   uint32_t frames_written;  /* frames the kernel accepted */
+  uint32_t frames_gso;      /* of those, GSO frames (two or more coalesced segments) */
   uint32_t packets_written; /* packets in those frames (what the caller handed in) */
   uint32_t bytes_written;   /* IP bytes (without virtio headers) */
   uint32_t frames_eagain;   /* frames dropped: device queue full */

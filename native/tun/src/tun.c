@@ -604,7 +604,7 @@ static uint32_t flush_gro(tun_t *t, int *fatal) {
   seng_gro_write(t->gro, t->fd, &res);
   t->tx_packets += res.packets_written;
   t->tx_bytes += res.bytes_written;
-  t->tx_gso += res.frames_written;
+  t->tx_gso += res.frames_gso;
   t->tx_eagain += res.frames_eagain;
   t->tx_errors += res.frames_failed;
   if (res.frames_failed && (res.last_errno == EBADFD || res.last_errno == EBADF)) *fatal = res.last_errno;
