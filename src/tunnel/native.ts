@@ -3,7 +3,7 @@
  */
 import { createRequire } from 'node:module';
 import { existsSync, readFileSync } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { EnvironmentError, errorMessage } from '../util/errors.js';
 
@@ -110,9 +110,16 @@ export function packageRoot(from: string = dirname(fileURLToPath(import.meta.url
   }
 }
 
+/** Where the native builds live: the package root, or SENG_NATIVE_ROOT (relative to it). */
+export function nativeRoot(): string {
+  const override = process.env.SENG_NATIVE_ROOT;
+  return override ? resolve(packageRoot(), override) : packageRoot();
+}
+
 export function loadTunAddon(): NativeTunAddon {
   if (cached) return cached;
-  const file = join(packageRoot(), 'native', 'tun', 'build', 'Release', 'tun.node');
+  // SENG_NATIVE_ROOT=build-sanitize selects the ASan/UBSan build (docs/native.md).
+  const file = join(nativeRoot(), 'native', 'tun', 'build', 'Release', 'tun.node');
   if (!existsSync(file)) {
     throw new EnvironmentError(
       'ETUN_ADDON',
