@@ -26,7 +26,7 @@
  *   .writeBatch(bufs) -> number  packets written (OFFLOAD: TCP segments coalesced into GSO
  *                              frames; otherwise one write() each)
  *   .setMtu(n)                 OFFLOAD segmentation size (68..65535)
- *   .setBatch(n)               max packets per wakeup (1..4096)
+ *   .setBatch(n)               max reads per wakeup (1..4096): packets, or frames with OFFLOAD
  *   .ref() / .unref()          whether an active watcher keeps the event loop alive
  *   .stats() -> object         counters
  *   .close()                   stops watching and closes the fd; idempotent
