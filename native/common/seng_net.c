@@ -395,3 +395,28 @@ ssize_t seng_tun_write_vnet(int fd, const uint8_t *pkt, size_t len) {
   if (w < 0) return -errno;
   return w >= SENG_VNET_HDR_LEN ? w - SENG_VNET_HDR_LEN : 0;
 }
+
+int seng_tun_read(int fd, int vnet_hdr, size_t mtu, uint8_t *frame, size_t frame_cap, uint8_t *out,
+                  size_t out_cap, uint32_t *ends, size_t ends_cap) {
+  if (ends_cap < 1) return -ENOSPC;
+  if (!vnet_hdr) {
+    if (out_cap < SENG_TUN_READ_MAX) return -ENOSPC;
+    ssize_t r;
+    do {
+      r = read(fd, out, SENG_TUN_READ_MAX);
+    } while (r < 0 && errno == EINTR);
+    if (r < 0) return errno == EWOULDBLOCK ? -EAGAIN : -errno;
+    if (r == 0) return -EAGAIN;
+    ends[0] = (uint32_t)r;
+    return 1;
+  }
+  if (frame == NULL || frame_cap < SENG_TUN_FRAME_MAX) return -ENOSPC;
+  ssize_t r;
+  do {
+    r = read(fd, frame, SENG_TUN_FRAME_MAX);
+  } while (r < 0 && errno == EINTR);
+  if (r < 0) return errno == EWOULDBLOCK ? -EAGAIN : -errno;
+  if (r == 0) return -EAGAIN;
+  int n = seng_gso_split(frame, (size_t)r, mtu, out, out_cap, ends, ends_cap);
+  return n > 0 ? n : 0;
+}

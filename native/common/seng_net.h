@@ -116,7 +116,7 @@ int seng_gso_split(const uint8_t *frame, size_t frame_len, size_t mtu, uint8_t *
 /* ---------------------------------------------------------------------------------------------
  * us -> kernel: coalescing (GRO) and writing
  *
- *   seng_gro g;                         // ~10 KiB: keep one per writer, not on a small stack
+ *   seng_gro g;                         // ~12 KiB: keep one per writer, not on a small stack
  *   seng_gro_init(&g);
  *   for each packet p of a batch:       // p must stay valid and unchanged until the flush
  *     if (seng_gro_add(&g, p, len) == -ENOSPC) { seng_gro_write(&g, fd, NULL); seng_gro_add(...); }
@@ -198,6 +198,28 @@ size_t seng_gro_write(seng_gro *g, int fd, seng_gro_result *res);
 /* Writes one packet behind a zero virtio_net_hdr (writev, no copy). Returns bytes of the packet
  * written, or -errno. For a fd opened without IFF_VNET_HDR use write() instead. */
 ssize_t seng_tun_write_vnet(int fd, const uint8_t *pkt, size_t len);
+
+/* ---------------------------------------------------------------------------------------------
+ * Reading a TUN fd in either mode */
+
+/* Room a read needs: the largest packet (plain) or frame (IFF_VNET_HDR). */
+#define SENG_TUN_READ_MAX 65536
+#define SENG_TUN_FRAME_MAX (SENG_TUN_READ_MAX + SENG_VNET_HDR_LEN)
+
+/*
+ * Reads one packet (vnet_hdr == 0) or one frame (vnet_hdr != 0: the fd has IFF_VNET_HDR) from a
+ * TUN fd and leaves plain packets of at most `mtu` bytes back to back in `out`, ends[i] = end
+ * offset of packet i (relative to `out`), exactly as seng_gso_split() does.
+ *   plain: reads straight into out (needs out_cap >= SENG_TUN_READ_MAX); `frame` is unused and
+ *          may be NULL; mtu is not applied (the kernel never reads out more than the link MTU).
+ *   vnet:  reads into `frame` (frame_cap >= SENG_TUN_FRAME_MAX), then splits it.
+ * Returns the number of packets (>= 1); 0 when a frame was read but refused by seng_gso_split()
+ * (malformed/unsupported: count it and read on); -EAGAIN when nothing is queued; -ENOSPC when a
+ * buffer is too small (nothing read); another -errno from read() (e.g. -EBADFD: the device is
+ * gone).
+ */
+int seng_tun_read(int fd, int vnet_hdr, size_t mtu, uint8_t *frame, size_t frame_cap, uint8_t *out,
+                  size_t out_cap, uint32_t *ends, size_t ends_cap);
 
 #ifdef __cplusplus
 }

@@ -251,30 +251,19 @@ static size_t slab_size_for(uint32_t batch, int offload) {
  * *off. Returns the packets added (0 for a dropped frame), -1 at EAGAIN/EOF, -2 on an error
  * (*err set). */
 static int read_one(tun_t *t, size_t *off, uint32_t *n, int *err) {
-  ssize_t r;
-  do {
-    r = read(t->fd, t->offload ? t->frame : t->slab + *off,
-             t->offload ? READ_MAX + SENG_VNET_HDR_LEN : READ_MAX);
-  } while (r < 0 && errno == EINTR);
-  if (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
-    *err = errno;
+  int k = seng_tun_read(t->fd, t->offload, t->mtu, t->frame, t->frame ? SENG_TUN_FRAME_MAX : 0,
+                        t->slab + *off, t->slab_size - *off, t->ends + *n, ENDS_MAX - *n);
+  if (k == -EAGAIN) return -1;
+  if (k < 0) {
+    *err = -k;
     return -2;
   }
-  if (r <= 0) return -1;
-  if (!t->offload) {
-    *off += (size_t)r;
-    t->ends[(*n)++] = (uint32_t)*off; /* off <= slab_size < 2^32 */
-    t->rx_packets += 1;
-    t->rx_bytes += (double)r;
-    return 1;
-  }
-  int k = seng_gso_split(t->frame, (size_t)r, t->mtu, t->slab + *off, t->slab_size - *off,
-                         t->ends + *n, ENDS_MAX - *n);
-  if (k <= 0) {
+  if (k == 0) {
     t->rx_dropped += 1; /* malformed or unsupported frame from the kernel: skip it */
     return 0;
   }
   if (k > 1) t->rx_gso += 1;
+  /* ends are relative to slab + *off: make them slab offsets (< slab_size < 2^32). */
   for (int i = 0; i < k; i++) t->ends[*n + (uint32_t)i] += (uint32_t)*off;
   *n += (uint32_t)k;
   size_t end = t->ends[*n - 1];
@@ -438,7 +427,7 @@ static napi_value tun_new(napi_env env, napi_callback_info info) {
 
   tun_t *t = calloc(1, sizeof *t);
   uint8_t *slab = malloc(slab_size_for(batch, offload));
-  uint8_t *frame = offload ? malloc(READ_MAX + SENG_VNET_HDR_LEN) : NULL;
+  uint8_t *frame = offload ? malloc(SENG_TUN_FRAME_MAX) : NULL;
   seng_gro *gro = offload ? malloc(sizeof *gro) : NULL;
   uv_poll_t *poll = malloc(sizeof *poll);
   uv_loop_t *loop = NULL;
