@@ -5,7 +5,7 @@
  *
  *   npm run bench                      full run (≈ 10 min)
  *   npm run bench -- --quick           short pass (a few minutes)
- *   npm run bench -- --only datapath   one section (datapath, admission, enforcement, memory, profile); comma-separated
+ *   npm run bench -- --only datapath   one section (datapath, admission, enforcement, memory, profile, fuzz); comma-separated
  *   npm run bench -- --out DIR         write the report and JSON somewhere else
  *   npm run bench -- --render          re-render BENCHMARKS.md from the last results (after editing bench/findings.md)
  */
@@ -18,9 +18,10 @@ import { runAdmission } from './admission.js';
 import { runEnforcement } from './enforcement.js';
 import { runMemory } from './memory.js';
 import { runProfile } from './profile.js';
+import { runFuzz } from './fuzz.js';
 import { renderReport, type BenchResults } from './report.js';
 
-export const SECTIONS = ['datapath', 'admission', 'enforcement', 'memory', 'profile'] as const;
+export const SECTIONS = ['datapath', 'admission', 'enforcement', 'memory', 'profile', 'fuzz'] as const;
 
 function parseArgs(argv: string[]): BenchOptions & { writeReport: boolean; renderOnly: boolean } {
   const only = new Set<string>();
@@ -43,7 +44,7 @@ function parseArgs(argv: string[]): BenchOptions & { writeReport: boolean; rende
     else if (a === '--render') renderOnly = true;
     else if (a === '--help' || a === '-h') {
       process.stdout.write(
-        'usage: npm run bench -- [--quick] [--only datapath|admission|enforcement|memory|profile] [--out DIR] [--no-report] [--render]\n' +
+        'usage: npm run bench -- [--quick] [--only datapath|admission|enforcement|memory|profile|fuzz] [--out DIR] [--no-report] [--render]\n' +
           '  --render: only re-render BENCHMARKS.md from bench/results/latest.json (e.g. after editing bench/findings.md)\n',
       );
       process.exit(0);
@@ -123,6 +124,7 @@ async function main(): Promise<void> {
     await section('enforcement', () => runEnforcement(opts));
     await section('memory', () => runMemory(needLab(), opts));
     await section('profile', () => runProfile(needLab(), opts));
+    await section('fuzz', () => runFuzz(opts));
   } finally {
     await cleanupAll();
     lab?.destroy();

@@ -9,6 +9,8 @@ PKGS=(
   iproute2 iputils-ping netcat-openbsd  # network namespaces, veth, ping, nc in e2e tests
   nftables iptables conntrack        # enforcement backends and their verification
   iperf3 openvpn                     # benchmarks: throughput and the OpenVPN peer
+  clang-14 libclang-rt-14-dev        # libFuzzer harness of native/common (fuzz/run.js)
+  libasan8 libubsan1                 # ASan/UBSan build of the addons (build-native.js --sanitize)
 )
 missing=()
 for p in "${PKGS[@]}"; do

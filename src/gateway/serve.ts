@@ -85,7 +85,9 @@ export async function startGateway(config: ServeConfig, log: Logger): Promise<Ru
     const device = await TunDevice.open({
       name: config.tun.name,
       mtu: GATEWAY_TUN_MTU,
-      create: !config.tun.existing,
+      // Without --tun-existing: attach to a pre-created TUN device of that name (the original's
+      // setup script makes one), else create it; --tun-existing requires it to exist.
+      create: config.tun.existing ? false : 'auto',
       up: true,
       addresses: index.subnets().map((p) => `${formatIpv4(p.gateway)}/${p.cidr.prefix}`),
       logger: log,

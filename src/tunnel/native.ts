@@ -3,7 +3,7 @@
  */
 import { createRequire } from 'node:module';
 import { existsSync, readFileSync } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { EnvironmentError, errorMessage } from '../util/errors.js';
 
@@ -20,6 +20,12 @@ export interface NativeTunStats {
   txEagain: number;
   /** Writes the kernel rejected for another reason (packet dropped). */
   txErrors: number;
+  /** Offload: TSO super-packets read and segmented (each counted once). */
+  rxGso: number;
+  /** Offload: frames from the kernel that could not be segmented (malformed/unsupported). */
+  rxDropped: number;
+  /** Offload: GSO frames written (each carrying two or more coalesced TCP segments). */
+  txGso: number;
   open: boolean;
   reading: boolean;
 }
@@ -34,6 +40,13 @@ export interface NativeTunHandle {
   stop(): void;
   /** Bytes written, or -errno (-11 = EAGAIN). */
   write(packet: Uint8Array): number;
+  /**
+   * Packets written, or -errno when the device is closed/gone. With OFFLOAD the TCP segments of
+   * one flow are coalesced into GSO frames (one write each).
+   */
+  writeBatch(packets: readonly Uint8Array[]): number;
+  /** OFFLOAD: the largest packet (bytes) that super-packets are segmented into. */
+  setMtu(mtu: number): void;
   setBatch(n: number): void;
   ref(): void;
   unref(): void;
@@ -43,10 +56,31 @@ export interface NativeTunHandle {
   close(): void;
 }
 
+/** TunHandle flags: IFF_VNET_HDR + TSO4/CSUM offloads; IFF_MULTI_QUEUE. */
+export const TUN_FLAG_OFFLOAD = 1;
+export const TUN_FLAG_MULTI_QUEUE = 2;
+
 export interface NativeTunAddon {
-  TunHandle: new (name: string, mode: 0 | 1, batchMax?: number) => NativeTunHandle;
+  TunHandle: new (
+    name: string,
+    mode: 0 | 1,
+    batchMax?: number,
+    flags?: number,
+    mtu?: number,
+  ) => NativeTunHandle;
   liveHandles(): { fds: number; polls: number; objects: number };
   ifIndex(name: string): number;
+  /**
+   * native/common's seng_gso_split() on one frame (virtio_net_hdr + packet): the packets back
+   * to back and their uint32 LE end offsets, or a negative errno. For tests and tools.
+   */
+  gsoSplit(frame: Uint8Array, mtu: number): { slab: Buffer; ends: Buffer } | number;
+  /** The frames (virtio_net_hdr + packet) seng_gro_write() would write for these packets. */
+  groCoalesce(packets: readonly Uint8Array[]): Buffer[];
+  /** seng_ipv4_check(): the codes of Ipv4Check. */
+  ipv4Check(packet: Uint8Array): number;
+  /** Whether an IPv4 TCP/UDP packet's transport checksum is right. */
+  l4ChecksumOk(packet: Uint8Array): boolean;
 }
 
 /** Error thrown by the addon: an Error with the errno name as code. */
@@ -76,9 +110,16 @@ export function packageRoot(from: string = dirname(fileURLToPath(import.meta.url
   }
 }
 
+/** Where the native builds live: the package root, or SENG_NATIVE_ROOT (relative to it). */
+export function nativeRoot(): string {
+  const override = process.env.SENG_NATIVE_ROOT;
+  return override ? resolve(packageRoot(), override) : packageRoot();
+}
+
 export function loadTunAddon(): NativeTunAddon {
   if (cached) return cached;
-  const file = join(packageRoot(), 'native', 'tun', 'build', 'Release', 'tun.node');
+  // SENG_NATIVE_ROOT=build-sanitize selects the ASan/UBSan build (docs/native.md).
+  const file = join(nativeRoot(), 'native', 'tun', 'build', 'Release', 'tun.node');
   if (!existsSync(file)) {
     throw new EnvironmentError(
       'ETUN_ADDON',

@@ -242,3 +242,74 @@ export function udpChecksumOk(buf: Uint8Array): boolean {
   const sum = onesComplementSum(buf, ihl, total, onesComplementSum(buf, 12, 20, IPPROTO_UDP + udpLen));
   return sum === 0xffff;
 }
+
+export const TCP_FIN = 0x01;
+export const TCP_SYN = 0x02;
+export const TCP_RST = 0x04;
+export const TCP_PSH = 0x08;
+export const TCP_ACK = 0x10;
+export const TCP_CWR = 0x80;
+
+/**
+ * Builds an IPv4/TCP packet (no IP options; checksums filled in). `options` are raw TCP option
+ * bytes (padded to a multiple of 4 with NOPs). For tests, simulators and benchmarks.
+ */
+export function buildTcpPacket(opts: {
+  src: number;
+  dst: number;
+  srcPort: number;
+  dstPort: number;
+  seq: number;
+  ack?: number;
+  flags?: number;
+  window?: number;
+  options?: Uint8Array;
+  payload: Uint8Array;
+  ttl?: number;
+  id?: number;
+}): Buffer {
+  const optLen = ((opts.options?.length ?? 0) + 3) & ~3;
+  const thl = 20 + optLen;
+  const total = IPV4_MIN_HEADER + thl + opts.payload.length;
+  if (thl > 60 || total > 0xffff) throw new RangeError('TCP options or payload too long for IPv4');
+  const b = Buffer.alloc(total);
+  b[0] = 0x45;
+  b.writeUInt16BE(total, 2);
+  b.writeUInt16BE((opts.id ?? 0) & 0xffff, 4);
+  b.writeUInt16BE(0x4000, 6); // DF
+  b[8] = opts.ttl ?? 64;
+  b[9] = IPPROTO_TCP;
+  setIpv4Source(b, opts.src);
+  setIpv4Destination(b, opts.dst);
+  ipv4UpdateChecksum(b);
+  const t = IPV4_MIN_HEADER;
+  b.writeUInt16BE(opts.srcPort, t);
+  b.writeUInt16BE(opts.dstPort, t + 2);
+  b.writeUInt32BE(opts.seq >>> 0, t + 4);
+  b.writeUInt32BE((opts.ack ?? 0) >>> 0, t + 8);
+  b[t + 12] = (thl / 4) << 4;
+  b[t + 13] = opts.flags ?? TCP_ACK;
+  b.writeUInt16BE(opts.window ?? 65535, t + 14);
+  if (opts.options) {
+    b.fill(1, t + 20, t + thl); // NOP padding
+    b.set(opts.options, t + 20);
+  }
+  b.set(opts.payload, t + thl);
+  const sum = onesComplementSum(
+    b,
+    t,
+    total,
+    onesComplementSum(b, 12, 20, IPPROTO_TCP + thl + opts.payload.length),
+  );
+  b.writeUInt16BE(~sum & 0xffff, t + 16);
+  return b;
+}
+
+/** Checks the TCP checksum of an unfragmented IPv4/TCP packet. */
+export function tcpChecksumOk(buf: Uint8Array): boolean {
+  const ihl = ipv4HeaderLength(buf);
+  const total = ipv4TotalLength(buf);
+  if (total < ihl + 20 || total > buf.length) return false;
+  const sum = onesComplementSum(buf, ihl, total, onesComplementSum(buf, 12, 20, IPPROTO_TCP + total - ihl));
+  return sum === 0xffff;
+}

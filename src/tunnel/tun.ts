@@ -12,16 +12,29 @@
  * one callback. Link configuration (MTU, addresses, up) goes over rtnetlink, not `ip`.
  */
 import { EventEmitter } from 'node:events';
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { EnvironmentError, InputError, SengError, errorMessage } from '../util/errors.js';
 import { parseIpv4 } from '../util/ipv4.js';
 import { silentLogger, type Logger } from '../util/log.js';
 import { LinkConfig } from './link.js';
-import { loadTunAddon, type NativeErrnoError, type NativeTunHandle, type NativeTunStats } from './native.js';
+import {
+  TUN_FLAG_MULTI_QUEUE,
+  TUN_FLAG_OFFLOAD,
+  loadTunAddon,
+  type NativeErrnoError,
+  type NativeTunHandle,
+  type NativeTunStats,
+} from './native.js';
 
 /** MTU of the gateway's TUN device (SPEC §1.1, §3). */
 export const GATEWAY_TUN_MTU = 1432;
 export const DEFAULT_BATCH = 64;
+/** Most queues `queues` may ask for (the kernel allows 256; more than the cores is no use). */
+export const MAX_QUEUES = 64;
+
+const IFF_TUN = 0x0001;
+const IFF_TAP = 0x0002;
+const IFF_MULTI_QUEUE = 0x0100;
 
 const EAGAIN = 11;
 const EBADF = 9;
@@ -48,6 +61,14 @@ export interface TunOpenOptions {
   txQueueLen?: number;
   /** Disable IPv6 on a device we create, so no router solicitations appear (default true). */
   disableIpv6?: boolean;
+  /**
+   * Offloads (IFF_VNET_HDR, TUN_F_CSUM | TUN_F_TSO4): the kernel may hand over TCP
+   * super-packets of up to 64 KiB, which the addon segments into packets of at most the MTU
+   * before they reach JS; writeBatch() coalesces TCP segments into GSO writes. Default false.
+   */
+  offload?: boolean;
+  /** Number of queues (IFF_MULTI_QUEUE when > 1): one fd per queue, 1–64; default 1. */
+  queues?: number;
   logger?: Logger;
 }
 
@@ -56,10 +77,11 @@ export interface TunStats extends NativeTunStats {
   txOversize: number;
 }
 
-export type PacketsCallback = (packets: Buffer[]) => void;
+/** `queue` is the index of the queue (fd) the packets were read from (0 with one queue). */
+export type PacketsCallback = (packets: Buffer[], queue: number) => void;
 
 interface TunEvents {
-  packets: [packets: Buffer[]];
+  packets: [packets: Buffer[], queue: number];
   error: [err: SengError];
   close: [];
 }
@@ -110,7 +132,7 @@ function openError(err: unknown, name: string, mode: 0 | 1): SengError {
         ? new EnvironmentError(
             'ETUN_EXISTS',
             `a network device named ${name} already exists`,
-            `attach to it (create: false / --attach) or remove it: ip link del ${name}`,
+            `attach to it (seng serve --tun-existing; TunDevice.open create: false or 'auto') or remove it: ip link del ${name}`,
             err,
           )
         : new EnvironmentError(
@@ -130,7 +152,7 @@ function openError(err: unknown, name: string, mode: 0 | 1): SengError {
       return new EnvironmentError(
         'ETUN_TYPE',
         `cannot use ${name} as a TUN device: ${base}`,
-        'the existing device is not a single-queue TUN device (TAP, multi-queue or another link type)',
+        'the existing device is not a TUN device of the requested queue mode (TAP, multi-queue or another link type)',
         err,
       );
     default:
@@ -146,7 +168,11 @@ export class TunDevice extends EventEmitter<TunEvents> {
   /** True if this TunDevice created the interface (close() then deletes it). */
   readonly created: boolean;
   private currentMtu: number;
+  /** Queue 0: writes go here. */
   private readonly handle: NativeTunHandle;
+  private readonly handles: readonly NativeTunHandle[];
+  /** Whether the fds carry a virtio_net_hdr (offload on). */
+  readonly offload: boolean;
   private readonly logger: Logger;
   /** Addresses we added to a device we attached to (removed again on close). */
   private readonly addedAddresses: ParsedAddress[];
@@ -158,7 +184,8 @@ export class TunDevice extends EventEmitter<TunEvents> {
   private txOversize = 0;
 
   private constructor(
-    handle: NativeTunHandle,
+    handles: NativeTunHandle[],
+    offload: boolean,
     index: number,
     created: boolean,
     mtu: number,
@@ -166,8 +193,11 @@ export class TunDevice extends EventEmitter<TunEvents> {
     logger: Logger,
   ) {
     super();
-    this.handle = handle;
-    this.name = handle.name;
+    this.handles = handles;
+    this.handle = handles[0] as NativeTunHandle;
+    this.offload = offload;
+    this.readers = handles.map((_, q) => this.readerFor(q));
+    this.name = this.handle.name;
     this.index = index;
     this.created = created;
     this.currentMtu = mtu;
@@ -202,17 +232,38 @@ export class TunDevice extends EventEmitter<TunEvents> {
     if (opts.txQueueLen !== undefined && (!Number.isInteger(opts.txQueueLen) || opts.txQueueLen < 1)) {
       throw new InputError(`txQueueLen ${opts.txQueueLen} is not a positive integer`);
     }
+    const queues = opts.queues ?? 1;
+    if (!Number.isInteger(queues) || queues < 1 || queues > MAX_QUEUES) {
+      throw new InputError(`queues ${queues} is out of range`, `use an integer between 1 and ${MAX_QUEUES}`);
+    }
     const addresses = (opts.addresses ?? []).map(parseHostCidr);
 
     const addon = loadTunAddon();
     const create = opts.create ?? true;
-    const mode: 0 | 1 = create === false || (create === 'auto' && addon.ifIndex(name) !== 0) ? 1 : 0;
-    let handle: NativeTunHandle;
+    const exists = addon.ifIndex(name) !== 0;
+    const mode: 0 | 1 = create === false || (create === 'auto' && exists) ? 1 : 0;
+    if (mode === 1 && exists) checkAttachable(name, queues > 1);
+    const offload = opts.offload ?? false;
+    const flags = (offload ? TUN_FLAG_OFFLOAD : 0) | (queues > 1 ? TUN_FLAG_MULTI_QUEUE : 0);
+    const handles: NativeTunHandle[] = [];
     try {
-      handle = new addon.TunHandle(name, mode, batch);
+      // The first queue creates (or attaches); the others attach to the same device.
+      for (let q = 0; q < queues; q++) {
+        handles.push(
+          new addon.TunHandle(
+            q === 0 ? name : (handles[0] as NativeTunHandle).name,
+            q === 0 ? mode : 1,
+            batch,
+            flags,
+            opts.mtu ?? 1500,
+          ),
+        );
+      }
     } catch (err) {
-      throw openError(err, name, mode);
+      for (const h of handles) h.close();
+      throw openError(err, name, handles.length === 0 ? mode : 1);
     }
+    const handle = handles[0] as NativeTunHandle;
     const created = mode === 0;
     const index = addon.ifIndex(handle.name);
     const added: ParsedAddress[] = [];
@@ -230,16 +281,25 @@ export class TunDevice extends EventEmitter<TunEvents> {
       }
       if (opts.up ?? true) await link.setUp(index, true, handle.name);
       const info = await link.getLink(index);
-      const dev = new TunDevice(handle, index, created, info.mtu, created ? [] : added, logger);
+      for (const h of handles) h.setMtu(info.mtu);
+      const dev = new TunDevice(handles, offload, index, created, info.mtu, created ? [] : added, logger);
       logger.debug(
-        { tun: dev.name, index, created, mtu: info.mtu, addresses: addresses.map((a) => a.text) },
+        {
+          tun: dev.name,
+          index,
+          created,
+          mtu: info.mtu,
+          offload,
+          queues,
+          addresses: addresses.map((a) => a.text),
+        },
         created ? 'created TUN device' : 'attached to TUN device',
       );
       return dev;
     } catch (err) {
-      // Undo: closing the fd removes a device we created; addresses added to an attached one
+      // Undo: closing the fds removes a device we created; addresses added to an attached one
       // are removed explicitly.
-      handle.close();
+      for (const h of handles) h.close();
       if (!created && link) {
         for (const a of added) await link.delAddress(index, a.address, a.prefix, handle.name).catch(() => {});
       }
@@ -249,15 +309,26 @@ export class TunDevice extends EventEmitter<TunEvents> {
     }
   }
 
-  /** Link MTU; write() drops larger packets. */
   /**
-   * The device fd (-1 once closed), so a native forwarder (the DTLS layer) can write packets
-   * straight into the device. Valid until close().
+   * The device fd of queue 0 (-1 once closed), so a native forwarder (the DTLS layer) can write
+   * packets straight into the device. Valid until close(). With `offload` every write on it
+   * must start with a virtio_net_hdr (native/common: seng_tun_write_vnet, seng_gro_write).
    */
   get fd(): number {
     return this.closed ? -1 : this.handle.fd();
   }
 
+  /** One fd per queue (`queues` option), for per-core forwarding; empty once closed. */
+  get fds(): number[] {
+    return this.closed ? [] : this.handles.map((h) => h.fd());
+  }
+
+  /** Number of queues (fds). */
+  get queues(): number {
+    return this.handles.length;
+  }
+
+  /** Link MTU; write() drops larger packets. */
   get mtu(): number {
     return this.currentMtu;
   }
@@ -269,6 +340,7 @@ export class TunDevice extends EventEmitter<TunEvents> {
     try {
       await link.setMtu(this.index, mtu, this.name);
       this.currentMtu = mtu;
+      for (const h of this.handles) h.setMtu(mtu);
     } finally {
       link.close();
     }
@@ -286,7 +358,7 @@ export class TunDevice extends EventEmitter<TunEvents> {
   /** Stops reading (packets queue in the kernel, then drop) until resume(). */
   pause(): void {
     this.paused = true;
-    if (this.reading && !this.closed) this.handle.stop();
+    if (this.reading && !this.closed) for (const h of this.handles) h.stop();
     this.reading = false;
   }
 
@@ -297,11 +369,11 @@ export class TunDevice extends EventEmitter<TunEvents> {
 
   /** Whether an active reader keeps the Node process alive (default: it does). */
   ref(): void {
-    this.handle.ref();
+    for (const h of this.handles) h.ref();
   }
 
   unref(): void {
-    this.handle.unref();
+    for (const h of this.handles) h.unref();
   }
 
   /**
@@ -321,15 +393,34 @@ export class TunDevice extends EventEmitter<TunEvents> {
     return this.writeFailed(-r);
   }
 
-  /** Writes several packets; returns how many were written (the others were dropped). */
+  /**
+   * Writes several packets; returns how many were written (the others were dropped). With
+   * `offload`, consecutive TCP segments of one flow are coalesced into one GSO write.
+   */
   writeBatch(packets: readonly Uint8Array[]): number {
-    let n = 0;
-    for (let i = 0; i < packets.length; i++) if (this.write(packets[i] as Uint8Array)) n++;
-    return n;
+    if (!this.offload) {
+      let n = 0;
+      for (let i = 0; i < packets.length; i++) if (this.write(packets[i] as Uint8Array)) n++;
+      return n;
+    }
+    let fitting: readonly Uint8Array[] = packets;
+    if (packets.some((p) => p.length > this.currentMtu)) {
+      fitting = packets.filter((p) => p.length <= this.currentMtu);
+      this.txOversize += packets.length - fitting.length;
+    }
+    const r = this.handle.writeBatch(fitting);
+    return r >= 0 ? r : (this.writeFailed(-r), 0);
   }
 
+  /** Counters, summed over the queues. */
   stats(): TunStats {
-    return { ...this.handle.stats(), txOversize: this.txOversize };
+    const sum = this.handle.stats();
+    for (let q = 1; q < this.handles.length; q++) {
+      const s = (this.handles[q] as NativeTunHandle).stats() as unknown as Record<string, number | boolean>;
+      const acc = sum as unknown as Record<string, number | boolean>;
+      for (const [k, v] of Object.entries(s)) if (typeof v === 'number') acc[k] = (acc[k] as number) + v;
+    }
+    return { ...sum, txOversize: this.txOversize };
   }
 
   get isClosed(): boolean {
@@ -349,7 +440,7 @@ export class TunDevice extends EventEmitter<TunEvents> {
   private async doClose(): Promise<void> {
     this.closed = true;
     this.reading = false;
-    this.handle.close();
+    for (const h of this.handles) h.close();
     const addon = loadTunAddon();
     let link: LinkConfig | undefined;
     try {
@@ -377,34 +468,41 @@ export class TunDevice extends EventEmitter<TunEvents> {
   private startReading(): void {
     if (this.reading || this.paused || this.closed) return;
     if (!this.packetCb && this.listenerCount('packets') === 0) return;
-    this.handle.start(this.onNative);
+    this.handles.forEach((h, q) => h.start(this.readers[q] as NativeReader));
     this.reading = true;
   }
 
+  /** One reader closure per queue for the device's lifetime. */
+  private readonly readers: readonly NativeReader[];
+
   /**
-   * Called by the addon once per wakeup. One closure for the device's lifetime; per packet
-   * only a Buffer view into the wakeup's slab is created.
+   * The addon calls the reader once per wakeup; per packet only a Buffer view into the
+   * wakeup's slab is created.
    */
-  private readonly onNative = (slab: Buffer | null, ends: Buffer | null, errno: number): void => {
-    if (slab !== null && ends !== null) {
-      const count = ends.length >>> 2;
-      const packets = new Array<Buffer>(count);
-      let start = 0;
-      for (let i = 0; i < count; i++) {
-        const end = ends.readUInt32LE(i << 2);
-        packets[i] = slab.subarray(start, end);
-        start = end;
+  private readerFor(queue: number): NativeReader {
+    return (slab, ends, errno) => {
+      if (slab !== null && ends !== null) {
+        const count = ends.length >>> 2;
+        const packets = new Array<Buffer>(count);
+        let start = 0;
+        for (let i = 0; i < count; i++) {
+          const end = ends.readUInt32LE(i << 2);
+          packets[i] = slab.subarray(start, end);
+          start = end;
+        }
+        const cb = this.packetCb;
+        if (cb !== null) cb(packets, queue);
+        if (this.listenerCount('packets') > 0) this.emit('packets', packets, queue);
       }
-      const cb = this.packetCb;
-      if (cb !== null) cb(packets);
-      if (this.listenerCount('packets') > 0) this.emit('packets', packets);
-    }
-    if (errno !== 0) this.readFailed(errno);
-  };
+      if (errno !== 0) this.readFailed(errno);
+    };
+  }
 
   private readFailed(errno: number): void {
+    if (!this.reading) return; // another queue already reported it
     this.reading = false;
     if (this.closed) return;
+    for (const h of this.handles) h.stop();
     const gone = errno === EBADFD || errno === EBADF;
     const err = new EnvironmentError(
       gone ? 'ETUN_GONE' : 'ETUN_READ',
@@ -439,7 +537,53 @@ export class TunDevice extends EventEmitter<TunEvents> {
 
   /** Human-readable summary for logs. */
   describe(): string {
-    return `${this.name} (#${this.index}, mtu ${this.currentMtu}, ${this.created ? 'created' : 'attached'})`;
+    const extras = `${this.offload ? ', offload' : ''}${this.handles.length > 1 ? `, ${this.handles.length} queues` : ''}`;
+    return `${this.name} (#${this.index}, mtu ${this.currentMtu}, ${this.created ? 'created' : 'attached'}${extras})`;
+  }
+}
+
+type NativeReader = (slab: Buffer | null, ends: Buffer | null, errno: number) => void;
+
+/**
+ * The TUN flags of an existing device (IFF_TUN, IFF_TAP, IFF_MULTI_QUEUE, ...), or null if the
+ * device is not a TUN/TAP device (veth, dummy, bridge, ...: no tun_flags in sysfs).
+ */
+export function existingTunFlags(name: string): number | null {
+  try {
+    const text = readFileSync(`/sys/class/net/${name}/tun_flags`, 'utf8').trim();
+    const flags = Number.parseInt(text, 16);
+    return Number.isNaN(flags) ? null : flags;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * Refuses to attach to a device seng cannot use: not TUN/TAP, a TAP (Ethernet frames), or a
+ * different queue mode. The packet-information header needs no check: attaching sets IFF_NO_PI
+ * (and IFF_VNET_HDR) for the device, whatever the creator chose.
+ */
+function checkAttachable(name: string, multiQueue: boolean): void {
+  const flags = existingTunFlags(name);
+  const remove = `remove it (ip link del ${name}) or choose another name (seng serve --tun NAME)`;
+  if (flags === null) {
+    throw new EnvironmentError('ETUN_TYPE', `${name} exists but is not a TUN device`, remove);
+  }
+  if ((flags & IFF_TAP) !== 0 || (flags & IFF_TUN) === 0) {
+    throw new EnvironmentError(
+      'ETUN_TYPE',
+      `${name} is a TAP device (Ethernet frames), not a TUN device`,
+      `recreate it as TUN (ip link del ${name}; ip tuntap add dev ${name} mode tun) or choose another name`,
+    );
+  }
+  if (((flags & IFF_MULTI_QUEUE) !== 0) !== multiQueue) {
+    throw new EnvironmentError(
+      'ETUN_TYPE',
+      `${name} is a ${multiQueue ? 'single' : 'multi'}-queue TUN device, but ${multiQueue ? 'several queues were' : 'one queue was'} requested`,
+      multiQueue
+        ? `recreate it with: ip tuntap add dev ${name} mode tun multi_queue`
+        : `recreate it without multi_queue, or open it with queues > 1`,
+    );
   }
 }
 

@@ -1,12 +1,20 @@
 /*
  * seng TUN addon: opens /dev/net/tun (IFF_TUN | IFF_NO_PI), watches the fd with a libuv poll
  * handle on the Node event loop and hands every packet that is ready to JavaScript in ONE
- * callback per wakeup (an array of Buffers), and writes packets without blocking.
+ * callback per wakeup (two Buffers: the packets back to back, and their end offsets), and
+ * writes packets without blocking.
+ *
+ * With OFFLOAD (IFF_VNET_HDR + TUNSETOFFLOAD(TUN_F_CSUM | TUN_F_TSO4)) every read starts with a
+ * virtio_net_hdr and may be a TCP super-packet of up to 64 KiB: the reader segments it with
+ * seng_gso_split() (native/common) so JS still sees plain packets of at most `mtu` bytes; writes
+ * get a zero header, and writeBatch() coalesces TCP segments into GSO frames (seng_gro_*).
  *
  * JS API (wrapped by src/tunnel/tun.ts; not meant to be used directly):
- *   new TunHandle(name: string, mode: 0 | 1, batchMax: number)
+ *   new TunHandle(name: string, mode: 0 | 1, batchMax: number, flags?: number, mtu?: number)
  *       mode 0 = create a new device (IFF_TUN_EXCL: fails with EBUSY if the name exists),
  *       mode 1 = attach to an existing (pre-created, persistent) device (ENODEV if missing).
+ *       flags: 1 = OFFLOAD, 2 = MULTI_QUEUE (IFF_MULTI_QUEUE: one handle per queue, the first
+ *       creates, the others attach). mtu: largest packet handed to JS in OFFLOAD mode (1432).
  *       Throws an Error with .code (errno name), .errno, .syscall on failure.
  *   .name                      actual interface name (the kernel fills in patterns like tun%d)
  *   .start(cb)                 cb(slab: Buffer | null, ends: Buffer | null, errno: number) once
@@ -15,11 +23,15 @@
  *                              errno != 0 means reading failed and the watcher stopped.
  *   .stop()                    stops watching (the fd stays open)
  *   .write(buf) -> number      bytes written, or -errno (-EAGAIN when the queue is full)
- *   .setBatch(n)               max packets per wakeup (1..4096)
+ *   .writeBatch(bufs) -> number  packets written (OFFLOAD: TCP segments coalesced into GSO
+ *                              frames; otherwise one write() each)
+ *   .setMtu(n)                 OFFLOAD segmentation size (68..65535)
+ *   .setBatch(n)               max reads per wakeup (1..4096): packets, or frames with OFFLOAD
  *   .ref() / .unref()          whether an active watcher keeps the event loop alive
  *   .stats() -> object         counters
  *   .close()                   stops watching and closes the fd; idempotent
- * Module functions: liveHandles() -> { fds, polls, objects }, ifIndex(name) -> number (0 = none).
+ * Module functions: liveHandles() -> { fds, polls, objects }, ifIndex(name) -> number (0 = none),
+ * and the pure packet functions of pure.c (gsoSplit, groCoalesce, ipv4Check; for tests).
  *
  * Threading: everything runs on the JS thread; the poll callback runs from the libuv loop.
  * Memory: the tun_t is owned by the JS wrapper (freed by its finalizer); the uv_poll_t is a
@@ -37,7 +49,11 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <unistd.h>
+#include <sys/uio.h>
 #include <uv.h>
+
+#include "../../common/seng_net.h"
+#include "pure.h"
 
 /* Largest packet a TUN read can return; a read always gets this much room in the slab, so
  * packets are never truncated. */
@@ -47,6 +63,11 @@
 /* Slab room per batch slot beyond the first READ_MAX: packets up to this size fill a whole
  * batch; bigger ones end the batch early (the rest is read on the next wakeup). */
 #define SLAB_PER_PACKET 2048
+/* OFFLOAD: room per batch slot (a wakeup may bring super-packets of up to 64 KiB). */
+#define SLAB_PER_FRAME 8192
+#define ENDS_MAX 4096
+#define FLAG_OFFLOAD 1
+#define FLAG_MULTI_QUEUE 2
 
 typedef struct {
   napi_env env;
@@ -59,13 +80,17 @@ typedef struct {
   napi_ref cb_ref;
   napi_async_context actx;
   uint32_t batch_max;
-  uint8_t *slab; /* read area: READ_MAX + batch_max * SLAB_PER_PACKET bytes */
+  int offload;
+  uint32_t mtu;       /* OFFLOAD: segment size limit */
+  uint8_t *slab;      /* packets handed to JS: slab_size_for(batch_max, offload) bytes */
   size_t slab_size;
-  uint32_t ends[BATCH_LIMIT];
+  uint8_t *frame;     /* OFFLOAD: one raw read (virtio_net_hdr + up to 64 KiB) */
+  seng_gro *gro;      /* OFFLOAD: coalescing state of writeBatch */
+  uint32_t ends[ENDS_MAX];
   char name[IFNAMSIZ];
   /* counters */
-  double rx_packets, rx_bytes, rx_wakeups, rx_full_batches;
-  double tx_packets, tx_bytes, tx_eagain, tx_errors;
+  double rx_packets, rx_bytes, rx_wakeups, rx_full_batches, rx_gso, rx_dropped;
+  double tx_packets, tx_bytes, tx_eagain, tx_errors, tx_gso;
 } tun_t;
 
 static int64_t live_fds = 0;
@@ -207,6 +232,8 @@ static void finalize(napi_env env, void *data, void *hint) {
     t->self_ref = NULL;
   }
   free(t->slab);
+  free(t->frame);
+  free(t->gro);
   free(t);
   live_objects--;
 }
@@ -215,7 +242,42 @@ static void finalize(napi_env env, void *data, void *hint) {
 /* the poll callback: read up to batch_max packets into the slab, deliver them in one JS call
  * as two Buffers (the packets back to back, and their end offsets) */
 
-static size_t slab_size_for(uint32_t batch) { return READ_MAX + (size_t)batch * SLAB_PER_PACKET; }
+static size_t slab_size_for(uint32_t batch, int offload) {
+  return offload ? SENG_GSO_SPLIT_ROOM + (size_t)batch * SLAB_PER_FRAME
+                 : READ_MAX + (size_t)batch * SLAB_PER_PACKET;
+}
+
+/* Reads one packet (plain mode) or one frame, segmented into packets (OFFLOAD), into the slab at
+ * *off. Returns the packets added (0 for a dropped frame), -1 at EAGAIN/EOF, -2 on an error
+ * (*err set). */
+static int read_one(tun_t *t, size_t *off, uint32_t *n, int *err) {
+  int k = seng_tun_read(t->fd, t->offload, t->mtu, t->frame, t->frame ? SENG_TUN_FRAME_MAX : 0,
+                        t->slab + *off, t->slab_size - *off, t->ends + *n, ENDS_MAX - *n);
+  if (k == -EAGAIN) return -1;
+  if (k < 0) {
+    *err = -k;
+    return -2;
+  }
+  if (k == 0) {
+    t->rx_dropped += 1; /* malformed or unsupported frame from the kernel: skip it */
+    return 0;
+  }
+  if (k > 1) t->rx_gso += 1;
+  /* ends are relative to slab + *off: make them slab offsets (< slab_size < 2^32). */
+  for (int i = 0; i < k; i++) t->ends[*n + (uint32_t)i] += (uint32_t)*off;
+  *n += (uint32_t)k;
+  size_t end = t->ends[*n - 1];
+  t->rx_packets += k;
+  t->rx_bytes += (double)(end - *off);
+  *off = end;
+  return k;
+}
+
+/* Whether the slab and the ends array can take one more read. */
+static int has_room(const tun_t *t, size_t off, uint32_t n) {
+  if (!t->offload) return n < ENDS_MAX && t->slab_size - off >= READ_MAX;
+  return ENDS_MAX - n >= SENG_GSO_MAX_SEGS && t->slab_size - off >= SENG_GSO_SPLIT_ROOM;
+}
 
 static void on_readable(uv_poll_t *h, int status, int events) {
   (void)events;
@@ -238,22 +300,11 @@ static void on_readable(uv_poll_t *h, int status, int events) {
     err = (status == UV_EBADF) ? EBADFD : -status;
   } else {
     int drained = 0;
-    while (n < t->batch_max && t->slab_size - off >= READ_MAX) {
-      ssize_t r = read(t->fd, t->slab + off, READ_MAX);
-      if (r < 0) {
-        if (errno == EINTR) continue;
-        if (errno == EAGAIN || errno == EWOULDBLOCK) drained = 1;
-        else err = errno;
-        break;
-      }
-      if (r == 0) {
-        drained = 1;
-        break;
-      }
-      off += (size_t)r;
-      t->ends[n++] = (uint32_t)off; /* off <= slab_size <= READ_MAX + 4096 * 2048 < 2^32 */
-      t->rx_packets += 1;
-      t->rx_bytes += (double)r;
+    /* batch_max counts reads: with OFFLOAD one read may bring up to SENG_GSO_MAX_SEGS packets. */
+    for (uint32_t reads = 0; reads < t->batch_max && has_room(t, off, n); reads++) {
+      int k = read_one(t, &off, &n, &err);
+      if (k == -1) drained = 1;
+      if (k < 0) break;
     }
     if (n > 0) t->rx_wakeups += 1;
     if (!drained && err == 0) t->rx_full_batches += 1;
@@ -296,8 +347,8 @@ static void on_readable(uv_poll_t *h, int status, int events) {
 /* methods */
 
 static napi_value tun_new(napi_env env, napi_callback_info info) {
-  size_t argc = 3;
-  napi_value argv[3], this_arg, target;
+  size_t argc = 5;
+  napi_value argv[5], this_arg, target;
   CHECK(napi_get_cb_info(env, info, &argc, argv, &this_arg, NULL));
   CHECK(napi_get_new_target(env, info, &target));
   if (target == NULL) {
@@ -334,6 +385,16 @@ static napi_value tun_new(napi_env env, napi_callback_info info) {
       }
     }
   }
+  uint32_t flags = 0, mtu = 1500;
+  if (argc >= 4 && (napi_get_value_uint32(env, argv[3], &flags) != napi_ok || flags > 3)) {
+    napi_throw_range_error(env, "EINVAL", "flags must be 0..3");
+    return NULL;
+  }
+  if (argc >= 5 && (napi_get_value_uint32(env, argv[4], &mtu) != napi_ok || mtu < 68 || mtu > 65535)) {
+    napi_throw_range_error(env, "EINVAL", "mtu must be 68..65535");
+    return NULL;
+  }
+  int offload = (flags & FLAG_OFFLOAD) != 0;
 
   if (mode == 1 && if_nametoindex(name) == 0) {
     throw_errno(env, ENODEV, "attach", name);
@@ -346,7 +407,9 @@ static napi_value tun_new(napi_env env, napi_callback_info info) {
   }
   struct ifreq ifr;
   memset(&ifr, 0, sizeof ifr);
-  ifr.ifr_flags = IFF_TUN | IFF_NO_PI | (mode == 0 ? IFF_TUN_EXCL : 0);
+  ifr.ifr_flags = (short)(IFF_TUN | IFF_NO_PI | (mode == 0 ? IFF_TUN_EXCL : 0) |
+                          (offload ? IFF_VNET_HDR : 0) |
+                          ((flags & FLAG_MULTI_QUEUE) ? IFF_MULTI_QUEUE : 0));
   memcpy(ifr.ifr_name, name, name_len); /* name_len < IFNAMSIZ: stays NUL-terminated */
   if (ioctl(fd, TUNSETIFF, &ifr) < 0) {
     int e = errno;
@@ -354,15 +417,26 @@ static napi_value tun_new(napi_env env, napi_callback_info info) {
     throw_errno(env, e, "ioctl(TUNSETIFF)", name);
     return NULL;
   }
+  /* The kernel may now hand us checksum-partial packets and TCPv4 super-packets. */
+  if (offload && ioctl(fd, TUNSETOFFLOAD, (unsigned long)(TUN_F_CSUM | TUN_F_TSO4)) < 0) {
+    int e = errno;
+    close(fd);
+    throw_errno(env, e, "ioctl(TUNSETOFFLOAD)", name);
+    return NULL;
+  }
 
   tun_t *t = calloc(1, sizeof *t);
-  uint8_t *slab = malloc(slab_size_for(batch));
+  uint8_t *slab = malloc(slab_size_for(batch, offload));
+  uint8_t *frame = offload ? malloc(SENG_TUN_FRAME_MAX) : NULL;
+  seng_gro *gro = offload ? malloc(sizeof *gro) : NULL;
   uv_poll_t *poll = malloc(sizeof *poll);
   uv_loop_t *loop = NULL;
-  if (t == NULL || slab == NULL || poll == NULL || napi_get_uv_event_loop(env, &loop) != napi_ok ||
-      uv_poll_init(loop, poll, fd) != 0) {
+  if (t == NULL || slab == NULL || poll == NULL || (offload && (frame == NULL || gro == NULL)) ||
+      napi_get_uv_event_loop(env, &loop) != napi_ok || uv_poll_init(loop, poll, fd) != 0) {
     free(t);
     free(slab);
+    free(frame);
+    free(gro);
     free(poll);
     close(fd);
     throw_errno(env, ENOMEM, "init", name);
@@ -375,8 +449,13 @@ static napi_value tun_new(napi_env env, napi_callback_info info) {
   t->fd = fd;
   t->poll = poll;
   t->slab = slab;
-  t->slab_size = slab_size_for(batch);
+  t->slab_size = slab_size_for(batch, offload);
   t->batch_max = batch;
+  t->offload = offload;
+  t->mtu = mtu;
+  t->frame = frame;
+  t->gro = gro;
+  if (gro) seng_gro_init(gro);
   poll->data = t;
   memcpy(t->name, ifr.ifr_name, IFNAMSIZ);
   t->name[IFNAMSIZ - 1] = '\0';
@@ -388,6 +467,8 @@ static napi_value tun_new(napi_env env, napi_callback_info info) {
     close_handle(t);
     if (t->self_ref) napi_delete_reference(env, t->self_ref);
     free(t->slab);
+    free(t->frame);
+    free(t->gro);
     free(t);
     live_objects--;
     throw_status(env, napi_generic_failure, "TunHandle setup");
@@ -450,9 +531,17 @@ static napi_value tun_close(napi_env env, napi_callback_info info) {
 static ssize_t write_one(tun_t *t, const void *data, size_t len) {
   if (t->fd < 0) return -EBADF;
   ssize_t r;
-  do {
-    r = write(t->fd, data, len);
-  } while (r < 0 && errno == EINTR);
+  if (t->offload) {
+    r = seng_tun_write_vnet(t->fd, data, len);
+    if (r < 0) {
+      errno = (int)-r;
+      r = -1;
+    }
+  } else {
+    do {
+      r = write(t->fd, data, len);
+    } while (r < 0 && errno == EINTR);
+  }
   if (r < 0) {
     int e = errno;
     if (e == EAGAIN || e == EWOULDBLOCK) {
@@ -498,6 +587,80 @@ static napi_value tun_write(napi_env env, napi_callback_info info) {
   return out;
 }
 
+/* Writes the coalesced frames and accounts for them; returns packets written. */
+static uint32_t flush_gro(tun_t *t, int *fatal) {
+  seng_gro_result res;
+  seng_gro_write(t->gro, t->fd, &res);
+  t->tx_packets += res.packets_written;
+  t->tx_bytes += res.bytes_written;
+  t->tx_gso += res.frames_gso;
+  t->tx_eagain += res.frames_eagain;
+  t->tx_errors += res.frames_failed;
+  if (res.frames_failed && (res.last_errno == EBADFD || res.last_errno == EBADF)) *fatal = res.last_errno;
+  return res.packets_written;
+}
+
+/* writeBatch(packets: Uint8Array[]) -> packets written, or -errno when the device is gone. */
+static napi_value tun_write_batch(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  tun_t *t = unwrap_this(env, info, &argc, argv, NULL);
+  if (t == NULL) return NULL;
+  bool is_array = false;
+  uint32_t count = 0;
+  if (argc < 1 || napi_is_array(env, argv[0], &is_array) != napi_ok || !is_array ||
+      napi_get_array_length(env, argv[0], &count) != napi_ok) {
+    napi_throw_type_error(env, "EINVAL", "writeBatch(packets) needs an array of Uint8Arrays");
+    return NULL;
+  }
+  int64_t written = 0;
+  int fatal = t->fd < 0 ? EBADF : 0;
+  for (uint32_t i = 0; i < count && !fatal; i++) {
+    napi_value v;
+    void *data = NULL;
+    size_t len = 0;
+    if (napi_get_element(env, argv[0], i, &v) != napi_ok || !get_bytes(env, v, &data, &len)) {
+      if (t->gro) seng_gro_init(t->gro);
+      napi_throw_type_error(env, "EINVAL", "writeBatch(packets) needs an array of Uint8Arrays");
+      return NULL;
+    }
+    if (!t->offload) {
+      ssize_t r = write_one(t, data, len);
+      if (r >= 0) written++;
+      else if (r == -EBADF || r == -EBADFD) fatal = (int)-r;
+      continue;
+    }
+    /* The Buffers stay alive (argv holds them) until the flush at the end of this call. */
+    int a = seng_gro_add(t->gro, data, len);
+    if (a == -ENOSPC) {
+      written += flush_gro(t, &fatal);
+      a = seng_gro_add(t->gro, data, len);
+    }
+    if (a < 0) t->tx_errors += 1;
+  }
+  if (t->offload) {
+    if (fatal) seng_gro_init(t->gro);
+    else written += flush_gro(t, &fatal);
+  }
+  napi_value out;
+  CHECK(napi_create_int64(env, fatal ? -(int64_t)fatal : written, &out));
+  return out;
+}
+
+static napi_value tun_set_mtu(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  tun_t *t = unwrap_this(env, info, &argc, argv, NULL);
+  if (t == NULL) return NULL;
+  uint32_t mtu = 0;
+  if (argc < 1 || napi_get_value_uint32(env, argv[0], &mtu) != napi_ok || mtu < 68 || mtu > 65535) {
+    napi_throw_range_error(env, "EINVAL", "mtu must be 68..65535");
+    return NULL;
+  }
+  t->mtu = mtu;
+  return NULL;
+}
+
 static napi_value tun_set_batch(napi_env env, napi_callback_info info) {
   size_t argc = 1;
   napi_value argv[1];
@@ -509,13 +672,13 @@ static napi_value tun_set_batch(napi_env env, napi_callback_info info) {
     return NULL;
   }
   /* Safe during the callback too: on_readable copied the slab before calling into JS. */
-  uint8_t *slab = realloc(t->slab, slab_size_for(b));
+  uint8_t *slab = realloc(t->slab, slab_size_for(b, t->offload));
   if (slab == NULL) {
     throw_errno(env, ENOMEM, "setBatch", t->name);
     return NULL;
   }
   t->slab = slab;
-  t->slab_size = slab_size_for(b);
+  t->slab_size = slab_size_for(b, t->offload);
   t->batch_max = b;
   return NULL;
 }
@@ -557,7 +720,9 @@ static napi_value tun_stats(napi_env env, napi_callback_info info) {
   if (!set_num(env, o, "rxPackets", t->rx_packets) || !set_num(env, o, "rxBytes", t->rx_bytes) ||
       !set_num(env, o, "rxWakeups", t->rx_wakeups) || !set_num(env, o, "rxFullBatches", t->rx_full_batches) ||
       !set_num(env, o, "txPackets", t->tx_packets) || !set_num(env, o, "txBytes", t->tx_bytes) ||
-      !set_num(env, o, "txEagain", t->tx_eagain) || !set_num(env, o, "txErrors", t->tx_errors)) {
+      !set_num(env, o, "txEagain", t->tx_eagain) || !set_num(env, o, "txErrors", t->tx_errors) ||
+      !set_num(env, o, "rxGso", t->rx_gso) || !set_num(env, o, "rxDropped", t->rx_dropped) ||
+      !set_num(env, o, "txGso", t->tx_gso)) {
     throw_status(env, napi_generic_failure, "stats");
     return NULL;
   }
@@ -602,6 +767,8 @@ static napi_value init(napi_env env, napi_value exports) {
       {"stop", NULL, tun_stop, NULL, NULL, NULL, napi_default, NULL},
       {"close", NULL, tun_close, NULL, NULL, NULL, napi_default, NULL},
       {"write", NULL, tun_write, NULL, NULL, NULL, napi_default, NULL},
+      {"writeBatch", NULL, tun_write_batch, NULL, NULL, NULL, napi_default, NULL},
+      {"setMtu", NULL, tun_set_mtu, NULL, NULL, NULL, napi_default, NULL},
       {"setBatch", NULL, tun_set_batch, NULL, NULL, NULL, napi_default, NULL},
       {"ref", NULL, tun_ref, NULL, NULL, NULL, napi_default, NULL},
       {"unref", NULL, tun_unref, NULL, NULL, NULL, napi_default, NULL},
@@ -617,6 +784,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"ifIndex", NULL, if_index, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   CHECK(napi_define_properties(env, exports, sizeof props / sizeof props[0], props));
+  if (!register_pure_functions(env, exports)) return NULL;
   return exports;
 }
 

@@ -71,7 +71,8 @@ Runs until SIGINT/SIGTERM (graceful: every session is closed and its IP and fire
     }),
     tun: Flags.string({ summary: 'TUN interface name.', default: 'tunFA' }),
     'tun-existing': Flags.boolean({
-      summary: 'Attach to a TUN device an admin created (ip tuntap add …) instead of creating one.',
+      summary:
+        'Require a TUN device an admin created (ip tuntap add …); without this flag seng attaches to one if it exists, else creates it.',
     }),
     control: Flags.string({
       summary: 'Control socket for seng status / seng kick.',
