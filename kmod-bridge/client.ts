@@ -12,14 +12,16 @@ import type { Logger } from 'pino';
 import { silentLogger } from '../src/util/log.js';
 import { formatIpv4, type Ipv4 } from '../src/util/ipv4.js';
 import {
-  KmodFamilyMissingError,
-  KmodRejectedError,
-  KmodTimeoutError,
-  NetlinkErrnoError,
+  NETLINK_GENERIC,
+  NetlinkChannel,
+  NetlinkError,
   NetlinkTimeoutError,
-} from './errors.js';
-import { getFamily, type GenlFamily } from './genl.js';
-import { NETLINK_GENERIC, NetlinkChannel, RawSocketTransport, type GenlTransport } from './netlink.js';
+  RawSocketTransport,
+  getFamily,
+  type GenlFamily,
+  type NetlinkTransport,
+} from '../src/netlink/index.js';
+import { KmodFamilyMissingError, KmodRejectedError, KmodTimeoutError } from './errors.js';
 import {
   SENG_FAMILY_NAME,
   SENG_MCGRP_NAME,
@@ -41,7 +43,7 @@ const TRANSIENT = new Set([
 
 export interface SengKmodClientOptions {
   /** Socket boundary; default: a real NETLINK_GENERIC socket. */
-  transport?: GenlTransport;
+  transport?: NetlinkTransport;
   /** Ack timeout per attempt, ms (default 1000). */
   timeoutMs?: number;
   /** Extra attempts after a transient failure (default 4, like the prototype library). */
@@ -65,7 +67,7 @@ export interface KmodStatus {
 
 function isTransient(err: unknown): boolean {
   if (err instanceof NetlinkTimeoutError) return true;
-  return err instanceof NetlinkErrnoError && TRANSIENT.has(err.errno);
+  return err instanceof NetlinkError && TRANSIENT.has(err.errno);
 }
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
@@ -186,7 +188,7 @@ export class SengKmodClient {
       this.acked++;
       this.log.debug({ request, detail }, 'seng module acknowledged');
     } catch (err) {
-      if (err instanceof NetlinkErrnoError && err.source === 'kernel') {
+      if (err instanceof NetlinkError && err.isKernel()) {
         if (err.errno === ENOENT) {
           // Messages to an unknown family id get ENOENT: the module was unloaded.
           this.family = undefined;

@@ -13,9 +13,12 @@ import {
   parseAttrs,
   readU16,
   readU32,
-  type NetlinkChannel,
   type NlMessage,
-} from './netlink.js';
+} from './wire.js';
+import type { NetlinkChannel } from './channel.js';
+import { NetlinkError } from './errors.js';
+
+const ENOENT = 2;
 
 export const GENL_HDRLEN = 4;
 export const GENL_ID_CTRL = 16;
@@ -110,12 +113,7 @@ export async function getFamily(
     }
     return null;
   } catch (err) {
-    if (
-      (err as { errno?: number; source?: string }).errno === 2 &&
-      (err as { source?: string }).source === 'kernel'
-    ) {
-      return null;
-    }
+    if (err instanceof NetlinkError && err.isKernel(ENOENT)) return null;
     throw err;
   }
 }
