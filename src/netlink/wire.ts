@@ -225,7 +225,7 @@ export interface NlError {
 /** Parses the payload of an NLMSG_ERROR message (`struct nlmsgerr` + optional ext-ack TLVs). */
 export function parseNlError(msg: NlMessage): NlError {
   if (msg.payload.length < 4) throw new NetlinkProtocolError('truncated NLMSG_ERROR');
-  const errno = -readI32(msg.payload, 0);
+  const errno = 0 - readI32(msg.payload, 0); // not -x: an ack would be -0
   const result: NlError = { errno };
   if (msg.flags & NLM_F_ACK_TLVS && msg.payload.length >= 4 + NLMSG_HDRLEN) {
     const origLen = readU32(msg.payload, 4);
