@@ -83,7 +83,14 @@ export interface PurgeOptions {
 }
 
 /** A ctnetlink message: nlmsghdr, nfgenmsg, attributes. */
-function ctMsg(msg: number, flags: number, family: number, seq: number, port: number, attrs: Buffer[] = []): Buffer {
+function ctMsg(
+  msg: number,
+  flags: number,
+  family: number,
+  seq: number,
+  port: number,
+  attrs: Buffer[] = [],
+): Buffer {
   return encodeNfnlMsg({ subsys: NFNL_SUBSYS_CTNETLINK, msg, flags, family, seq, port }, attrs);
 }
 

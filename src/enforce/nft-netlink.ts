@@ -145,16 +145,26 @@ export class NftNetlink {
         out.push({
           what,
           build: (seq, port) =>
-            encodeNfnlMsg({ subsys: NFNL_SUBSYS_NFTABLES, msg, flags, family: NFPROTO_IPV4, seq, port }, attrs),
+            encodeNfnlMsg(
+              { subsys: NFNL_SUBSYS_NFTABLES, msg, flags, family: NFPROTO_IPV4, seq, port },
+              attrs,
+            ),
         });
       }
     };
     for (const c of work) {
-      if (c.remove.length) elements(delType, NLM_F_REQUEST | NLM_F_ACK, c.set, c.remove, `remove from set ${c.set}`);
+      if (c.remove.length)
+        elements(delType, NLM_F_REQUEST | NLM_F_ACK, c.set, c.remove, `remove from set ${c.set}`);
     }
     for (const c of work) {
       if (c.add.length)
-        elements(NFT_MSG_NEWSETELEM, NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE, c.set, c.add, `add to set ${c.set}`);
+        elements(
+          NFT_MSG_NEWSETELEM,
+          NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE,
+          c.set,
+          c.add,
+          `add to set ${c.set}`,
+        );
     }
     return out;
   }

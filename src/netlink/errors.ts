@@ -54,7 +54,12 @@ export class NetlinkError extends SengError {
   readonly extack: string | undefined;
   readonly request: NetlinkRequest;
 
-  constructor(errno: number, source: NetlinkErrorSource, request: NetlinkRequest, opts: NetlinkErrorOptions = {}) {
+  constructor(
+    errno: number,
+    source: NetlinkErrorSource,
+    request: NetlinkRequest,
+    opts: NetlinkErrorOptions = {},
+  ) {
     const name = errnoName(errno);
     const how = source === 'kernel' ? 'kernel answered' : 'netlink socket failed with';
     super(

@@ -50,8 +50,7 @@ export function encodeNfnlMsg(h: NfnlHeader, attrs: Buffer[] = []): Buffer {
 function batchMarker(type: number, subsys: number): OutgoingMessage {
   return {
     noReply: true,
-    build: (seq, port) =>
-      encodeNlmsg({ type, flags: NLM_F_REQUEST, seq, port }, nfgenmsg(AF_UNSPEC, subsys)),
+    build: (seq, port) => encodeNlmsg({ type, flags: NLM_F_REQUEST, seq, port }, nfgenmsg(AF_UNSPEC, subsys)),
   };
 }
 

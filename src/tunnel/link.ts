@@ -203,7 +203,8 @@ function configError(what: string, err: unknown, hint?: string): EnvironmentErro
   return new EnvironmentError(
     'ETUN_CONFIG',
     `${what}: ${code && !isTimeout ? code : errorMessage(err)}`,
-    hint ?? (err instanceof NetlinkError && err.errno === EPERM ? 'run as root or with CAP_NET_ADMIN' : undefined),
+    hint ??
+      (err instanceof NetlinkError && err.errno === EPERM ? 'run as root or with CAP_NET_ADMIN' : undefined),
     err,
   );
 }

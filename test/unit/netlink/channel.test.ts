@@ -17,7 +17,14 @@ import {
   type NetlinkTransport,
   type NlMessage,
 } from '../../../src/netlink/index.js';
-import { attr, doneReply, errorReply, nlmsg, splitDatagram, type SentMessage } from '../../helpers/netlink-wire.js';
+import {
+  attr,
+  doneReply,
+  errorReply,
+  nlmsg,
+  splitDatagram,
+  type SentMessage,
+} from '../../helpers/netlink-wire.js';
 
 /** A kernel whose answers the test writes: `answer` sees each datagram's messages. */
 class ScriptedKernel implements NetlinkTransport {

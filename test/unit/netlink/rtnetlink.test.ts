@@ -25,7 +25,11 @@ import { attr, attrs, nlmsg, readU32, splitDatagram, u32 } from '../../helpers/n
 describe('rtnetlink', () => {
   it('RTM_SETLINK: ifinfomsg (index, flags, change) then attributes, REQUEST|ACK', () => {
     const [m] = splitDatagram(
-      encodeLinkRequest({ type: RTM_SETLINK, index: 7, ifFlags: IFF_UP, ifChange: IFF_UP, attrs: [nlaU32(IFLA_MTU, 1400)] }, 3, 4),
+      encodeLinkRequest(
+        { type: RTM_SETLINK, index: 7, ifFlags: IFF_UP, ifChange: IFF_UP, attrs: [nlaU32(IFLA_MTU, 1400)] },
+        3,
+        4,
+      ),
     );
     assert.ok(m);
     assert.deepEqual([m.type, m.flags, m.seq, m.port], [19, 5, 3, 4]);
@@ -57,11 +61,28 @@ describe('rtnetlink', () => {
 
   it('parses RTM_NEWLINK and RTM_NEWADDR replies; other messages are not links or addresses', () => {
     const ifi = Buffer.concat([Buffer.from([0, 0, 0xfe, 0xff]), u32(12), u32(0x1043), u32(0)]);
-    const link = nlmsg(16, 0, 1, 0, Buffer.concat([ifi, attr(3, Buffer.from('seng0\0')), attr(4, u32(1420))]));
+    const link = nlmsg(
+      16,
+      0,
+      1,
+      0,
+      Buffer.concat([ifi, attr(3, Buffer.from('seng0\0')), attr(4, u32(1420))]),
+    );
     const ifa = Buffer.concat([Buffer.from([2, 24, 0, 0]), u32(12)]);
-    const addr = nlmsg(20, 2, 1, 0, Buffer.concat([ifa, attr(1, Buffer.from([10, 0, 0, 2])), attr(2, Buffer.from([10, 0, 0, 1]))]));
+    const addr = nlmsg(
+      20,
+      2,
+      1,
+      0,
+      Buffer.concat([ifa, attr(1, Buffer.from([10, 0, 0, 2])), attr(2, Buffer.from([10, 0, 0, 1]))]),
+    );
     const [l, a] = parseNlmsgs(Buffer.concat([link, addr]));
-    assert.deepEqual(parseLinkMessage(l as NonNullable<typeof l>), { index: 12, name: 'seng0', mtu: 1420, flags: 0x1043 });
+    assert.deepEqual(parseLinkMessage(l as NonNullable<typeof l>), {
+      index: 12,
+      name: 'seng0',
+      mtu: 1420,
+      flags: 0x1043,
+    });
     assert.deepEqual(parseAddressMessage(a as NonNullable<typeof a>), {
       family: 2,
       prefix: 24,

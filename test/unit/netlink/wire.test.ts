@@ -23,7 +23,10 @@ import { attr, errorReply, nlmsg, splitDatagram, u16, u32 } from '../../helpers/
 
 describe('netlink framing (host byte order)', () => {
   it('encodes the header in host order and pads the payload; the independent reader agrees', () => {
-    const a = encodeNlmsg({ type: 0x1234, flags: 0x0305, seq: 0x01020304, port: 0x0a0b0c0d }, Buffer.from([1, 2, 3]));
+    const a = encodeNlmsg(
+      { type: 0x1234, flags: 0x0305, seq: 0x01020304, port: 0x0a0b0c0d },
+      Buffer.from([1, 2, 3]),
+    );
     assert.equal(a.length, 20, 'padded to 4 bytes');
     assert.deepEqual(a, nlmsg(0x1234, 0x0305, 0x01020304, 0x0a0b0c0d, Buffer.from([1, 2, 3])));
     assert.deepEqual(a.subarray(0, 4), u32(19), 'length excludes the padding');
@@ -56,7 +59,10 @@ describe('netlink framing (host byte order)', () => {
   it('rejects a message whose length overruns the datagram or is shorter than a header', () => {
     const a = encodeNlmsg({ type: 20, flags: 0, seq: 1, port: 0 }, Buffer.alloc(8));
     u32(64).copy(a, 0);
-    assert.throws(() => parseNlmsgs(a), (e: unknown) => e instanceof NetlinkProtocolError && /claims 64 bytes/.test(e.message));
+    assert.throws(
+      () => parseNlmsgs(a),
+      (e: unknown) => e instanceof NetlinkProtocolError && /claims 64 bytes/.test(e.message),
+    );
     u32(8).copy(a, 0);
     assert.throws(() => parseNlmsgs(a), NetlinkProtocolError);
   });
@@ -64,7 +70,10 @@ describe('netlink framing (host byte order)', () => {
   it('parses NLMSG_ERROR: errno, and the extended-ack message after a capped or a full echo', () => {
     const extack = attr(1, Buffer.from('bad\0'));
     // Capped: the echoed request is only its 16-byte header.
-    const capped = Buffer.concat([errorReply(8, 9, 22, nlmsg(99, 5, 8, 9, Buffer.alloc(12))).subarray(16), extack]);
+    const capped = Buffer.concat([
+      errorReply(8, 9, 22, nlmsg(99, 5, 8, 9, Buffer.alloc(12))).subarray(16),
+      extack,
+    ]);
     const [c] = parseNlmsgs(nlmsg(2, 0x300, 8, 9, capped));
     assert.deepEqual(parseNlError(c as NonNullable<typeof c>), { errno: 22, extack: 'bad' });
     // Not capped: the whole request (28 bytes) is echoed before the TLVs.
@@ -83,7 +92,11 @@ describe('netlink attributes', () => {
     assert.deepEqual(nla(7, Buffer.from([1])), attr(7, Buffer.from([1])));
     assert.deepEqual(nla(7).length, 4, 'a flag attribute is a bare header');
     assert.deepEqual(nlaU32(4, 1500), attr(4, u32(1500)));
-    assert.deepEqual(nlaBe32(1, 0x0a000001), attr(1, Buffer.from([10, 0, 0, 1])), 'addresses stay big-endian');
+    assert.deepEqual(
+      nlaBe32(1, 0x0a000001),
+      attr(1, Buffer.from([10, 0, 0, 1])),
+      'addresses stay big-endian',
+    );
     assert.deepEqual(nlaStringz(3, 'tun0'), attr(3, Buffer.from('tun0\0')));
     assert.deepEqual(
       nlaNested(2, [nla(1, u16(5)), nla(2)]),
@@ -107,7 +120,11 @@ describe('netlink attributes', () => {
         [1, false, [2, 2]],
       ],
     );
-    assert.deepEqual([...(all[0]?.raw ?? [])], [...attr(1, Buffer.from([1])).subarray(0, 5)], 'raw excludes padding');
+    assert.deepEqual(
+      [...(all[0]?.raw ?? [])],
+      [...attr(1, Buffer.from([1])).subarray(0, 5)],
+      'raw excludes padding',
+    );
     assert.deepEqual([...(attrMap(run).get(1)?.value ?? [])], [2, 2]);
     assert.deepEqual([...(findAttr(run, 1)?.value ?? [])], [1]);
     assert.equal(findAttr(run, 3), undefined);
