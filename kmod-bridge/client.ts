@@ -12,6 +12,7 @@ import type { Logger } from 'pino';
 import { silentLogger } from '../src/util/log.js';
 import { formatIpv4, type Ipv4 } from '../src/util/ipv4.js';
 import {
+  Errno,
   NETLINK_GENERIC,
   NetlinkChannel,
   NetlinkError,
@@ -34,12 +35,8 @@ import {
   type RegisterRequest,
 } from './seng.js';
 
-const ENOENT = 2;
-const EINVAL = 22;
 /** errnos worth another attempt: resource shortage or interruption, not a verdict. */
-const TRANSIENT = new Set([
-  4 /* EINTR */, 11 /* EAGAIN */, 12 /* ENOMEM */, 16 /* EBUSY */, 105 /* ENOBUFS */,
-]);
+const TRANSIENT = new Set<number>([Errno.EINTR, Errno.EAGAIN, Errno.ENOMEM, Errno.EBUSY, Errno.ENOBUFS]);
 
 export interface SengKmodClientOptions {
   /** Socket boundary; default: a real NETLINK_GENERIC socket. */
@@ -189,7 +186,7 @@ export class SengKmodClient {
       this.log.debug({ request, detail }, 'seng module acknowledged');
     } catch (err) {
       if (err instanceof NetlinkError && err.isKernel()) {
-        if (err.errno === ENOENT) {
+        if (err.errno === Errno.ENOENT) {
           // Messages to an unknown family id get ENOENT: the module was unloaded.
           this.family = undefined;
           const again = await getFamily(this.channel, this.familyName, this.timeoutMs).catch(() => null);
@@ -197,7 +194,7 @@ export class SengKmodClient {
           this.family = again;
         }
         throw new KmodRejectedError(request, err.errno, {
-          allEinval: err.errno === EINVAL && this.acked === 0,
+          allEinval: err.errno === Errno.EINVAL && this.acked === 0,
           ...(err.extack ? { extack: err.extack } : {}),
           ...(detail ? { detail } : {}),
         });

@@ -17,6 +17,7 @@
  */
 import {
   AF_INET,
+  Errno,
   AF_UNSPEC,
   NETLINK_NETFILTER,
   NFNL_SUBSYS_CTNETLINK,
@@ -55,10 +56,6 @@ const CTA_IP_V4_DST = 2;
 const CTA_FILTER_ORIG_FLAGS = 1;
 const CTA_FILTER_FLAG_IP_SRC = 1 << 0;
 const CTA_FILTER_FLAG_IP_DST = 1 << 1;
-
-const ENOENT = 2;
-const EINVAL = 22;
-const EOPNOTSUPP = 95;
 
 /** Deletes per datagram: the kernel acks each; 128 acks fit any receive buffer. */
 const DELETE_BATCH = 128;
@@ -234,7 +231,7 @@ export class ConntrackPurger {
           if (
             this.filterSupported === null &&
             err instanceof NetlinkError &&
-            (err.isKernel(EOPNOTSUPP) || err.isKernel(EINVAL))
+            (err.isKernel(Errno.EOPNOTSUPP) || err.isKernel(Errno.EINVAL))
           ) {
             this.filterSupported = false;
             entries.clear();
@@ -305,7 +302,7 @@ export class ConntrackPurger {
       );
       results.forEach((r, i) => {
         if (!(r instanceof NetlinkError)) deleted.push(batch[i] as CtEntry);
-        else if (!r.isKernel(ENOENT)) throw r;
+        else if (!r.isKernel(Errno.ENOENT)) throw r;
       });
     }
     return deleted;

@@ -16,6 +16,7 @@
  * layer's (src/netlink); this file owns only the nf_tables messages and what a failure means.
  */
 import {
+  Errno,
   NETLINK_NETFILTER,
   NFNL_SUBSYS_NFTABLES,
   NFPROTO_IPV4,
@@ -45,7 +46,6 @@ const NFTA_SET_ELEM_LIST_ELEMENTS = 3;
 const NFTA_LIST_ELEM = 1;
 const NFTA_SET_ELEM_KEY = 1;
 const NFTA_DATA_VALUE = 1;
-const EOPNOTSUPP = 95;
 /** 16 bytes per element; an attribute holds at most 65535 bytes. */
 const MAX_ELEMENTS_PER_MESSAGE = 2048;
 
@@ -120,7 +120,7 @@ export class NftNetlink {
       if (
         this.destroySupported &&
         e instanceof NetlinkError &&
-        e.isKernel(EOPNOTSUPP) &&
+        e.isKernel(Errno.EOPNOTSUPP) &&
         work.some((c) => c.remove.length)
       ) {
         this.destroySupported = false;

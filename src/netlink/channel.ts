@@ -5,7 +5,7 @@
  * wait with a timeout. Several messages can share one datagram (the kernel processes them in
  * order), which is also how nfnetlink batches are sent.
  */
-import { NetlinkError, NetlinkTimeoutError, type NetlinkRequest } from './errors.js';
+import { Errno, NetlinkError, NetlinkTimeoutError, type NetlinkRequest } from './errors.js';
 import {
   NLMSG_DONE,
   NLMSG_ERROR,
@@ -18,9 +18,6 @@ import {
   type NlMessage,
 } from './wire.js';
 import type { NetlinkTransport } from './socket.js';
-
-const EBADF = 9;
-const ENOBUFS = 105;
 
 /** Builds one complete netlink message for the sequence number and port the channel assigns. */
 export type BuildMessage = (seq: number, port: number) => Buffer;
@@ -171,7 +168,9 @@ export class NetlinkChannel {
         else p.resolve(p.messages);
       } else if (m.type === NLMSG_OVERRUN) {
         this.finish(m.seq);
-        p.reject(new NetlinkError(ENOBUFS, 'socket', { ...p.request, what: `${p.request.what}: overrun` }));
+        p.reject(
+          new NetlinkError(Errno.ENOBUFS, 'socket', { ...p.request, what: `${p.request.what}: overrun` }),
+        );
       } else if (m.type !== NLMSG_NOOP) {
         p.messages.push(m); // a view into the datagram, which is never reused by the socket
       }
@@ -199,7 +198,7 @@ export class NetlinkChannel {
 
   /** Rejects everything pending and closes the transport. */
   close(): void {
-    this.failAll(new NetlinkError(EBADF, 'socket', { what: 'netlink channel closed' }));
+    this.failAll(new NetlinkError(Errno.EBADF, 'socket', { what: 'netlink channel closed' }));
     this.transport.close();
   }
 }

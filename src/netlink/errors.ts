@@ -16,7 +16,22 @@ export function errnoName(errno: number): string {
   }
 }
 
-export const ETIMEDOUT = 110;
+/** The Linux errno numbers seng's netlink users branch on (one table, not one per file). */
+export const Errno = {
+  EPERM: 1,
+  ENOENT: 2,
+  EINTR: 4,
+  EIO: 5,
+  EBADF: 9,
+  EAGAIN: 11,
+  ENOMEM: 12,
+  EBUSY: 16,
+  EEXIST: 17,
+  EINVAL: 22,
+  EOPNOTSUPP: 95,
+  ENOBUFS: 105,
+  ETIMEDOUT: 110,
+} as const;
 
 /** The request an error answered. */
 export interface NetlinkRequest {
@@ -87,7 +102,7 @@ export class NetlinkError extends SengError {
 export class NetlinkTimeoutError extends NetlinkError {
   readonly timeoutMs: number;
   constructor(request: NetlinkRequest, timeoutMs: number) {
-    super(ETIMEDOUT, 'timeout', request, {
+    super(Errno.ETIMEDOUT, 'timeout', request, {
       code: 'ETIMEDOUT',
       message: `${request.what}: no reply from the kernel within ${timeoutMs} ms`,
     });

@@ -16,9 +16,7 @@ import {
   type NlMessage,
 } from './wire.js';
 import type { NetlinkChannel } from './channel.js';
-import { NetlinkError } from './errors.js';
-
-const ENOENT = 2;
+import { Errno, NetlinkError } from './errors.js';
 
 export const GENL_HDRLEN = 4;
 export const GENL_ID_CTRL = 16;
@@ -113,7 +111,7 @@ export async function getFamily(
     }
     return null;
   } catch (err) {
-    if (err instanceof NetlinkError && err.isKernel(ENOENT)) return null;
+    if (err instanceof NetlinkError && err.isKernel(Errno.ENOENT)) return null;
     throw err;
   }
 }

@@ -5,11 +5,7 @@
  * the process when it is opened; tests inject a fake kernel at this boundary.
  */
 import { RawNetlinkSocket } from 'netlink';
-import { NetlinkError } from './errors.js';
-
-const EIO = 5;
-const EBADF = 9;
-const ENOBUFS = 105;
+import { Errno, NetlinkError } from './errors.js';
 
 /** Moves whole netlink datagrams between this process and the kernel. */
 export interface NetlinkTransport {
@@ -32,7 +28,7 @@ export interface RawSocketOptions {
 /** The errno of a failed system call as Node reports it (EIO when it does not say). */
 function toErrno(err: unknown): number {
   const e = err as { errno?: unknown };
-  return typeof e.errno === 'number' ? Math.abs(e.errno) : EIO;
+  return typeof e.errno === 'number' ? Math.abs(e.errno) : Errno.EIO;
 }
 
 function socketError(err: unknown, what: string): NetlinkError {
@@ -62,7 +58,7 @@ export class RawSocketTransport implements NetlinkTransport {
   send(datagram: Buffer): Promise<void> {
     return new Promise((resolve, reject) => {
       if (this.closed) {
-        reject(new NetlinkError(EBADF, 'socket', { what: 'netlink socket already closed' }));
+        reject(new NetlinkError(Errno.EBADF, 'socket', { what: 'netlink socket already closed' }));
         return;
       }
       this.socket.send(datagram, { port: 0 }, (err) => {
@@ -75,7 +71,7 @@ export class RawSocketTransport implements NetlinkTransport {
   setReceiver(onDatagram: (datagram: Buffer) => void, onError: (err: NetlinkError) => void): void {
     this.socket.on('message', (msg) => onDatagram(msg));
     this.socket.on('truncatedMessage', () =>
-      onError(new NetlinkError(ENOBUFS, 'socket', { what: 'a reply was truncated' })),
+      onError(new NetlinkError(Errno.ENOBUFS, 'socket', { what: 'a reply was truncated' })),
     );
     this.socket.on('error', (err) => onError(socketError(err, 'receiving from the kernel')));
   }

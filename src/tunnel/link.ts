@@ -10,6 +10,7 @@
  * (src/netlink/rtnetlink.ts).
  */
 import {
+  Errno,
   IFF_UP,
   IFLA_MTU,
   IFLA_TXQLEN,
@@ -38,8 +39,6 @@ import { EnvironmentError, errorMessage } from '../util/errors.js';
 import { formatIpv4 } from '../util/ipv4.js';
 
 const REQUEST_TIMEOUT_MS = 5000;
-const EPERM = 1;
-const EEXIST = 17;
 
 export interface LinkInfo {
   index: number;
@@ -151,7 +150,7 @@ export class LinkConfig {
       );
       return true;
     } catch (err) {
-      const exists = err instanceof NetlinkError && err.isKernel(EEXIST);
+      const exists = err instanceof NetlinkError && err.isKernel(Errno.EEXIST);
       if (exists) {
         const existing = await this.listAddresses(index);
         if (existing.some((a) => a.address === address && a.prefix === prefix)) return false;
@@ -204,7 +203,9 @@ function configError(what: string, err: unknown, hint?: string): EnvironmentErro
     'ETUN_CONFIG',
     `${what}: ${code && !isTimeout ? code : errorMessage(err)}`,
     hint ??
-      (err instanceof NetlinkError && err.errno === EPERM ? 'run as root or with CAP_NET_ADMIN' : undefined),
+      (err instanceof NetlinkError && err.errno === Errno.EPERM
+        ? 'run as root or with CAP_NET_ADMIN'
+        : undefined),
     err,
   );
 }
