@@ -12,14 +12,17 @@ import type { Logger } from 'pino';
 import { silentLogger } from '../src/util/log.js';
 import { formatIpv4, type Ipv4 } from '../src/util/ipv4.js';
 import {
-  KmodFamilyMissingError,
-  KmodRejectedError,
-  KmodTimeoutError,
-  NetlinkErrnoError,
+  Errno,
+  NETLINK_GENERIC,
+  NetlinkChannel,
+  NetlinkError,
   NetlinkTimeoutError,
-} from './errors.js';
-import { getFamily, type GenlFamily } from './genl.js';
-import { NETLINK_GENERIC, NetlinkChannel, RawSocketTransport, type GenlTransport } from './netlink.js';
+  RawSocketTransport,
+  getFamily,
+  type GenlFamily,
+  type NetlinkTransport,
+} from '../src/netlink/index.js';
+import { KmodFamilyMissingError, KmodRejectedError, KmodTimeoutError } from './errors.js';
 import {
   SENG_FAMILY_NAME,
   SENG_MCGRP_NAME,
@@ -32,16 +35,12 @@ import {
   type RegisterRequest,
 } from './seng.js';
 
-const ENOENT = 2;
-const EINVAL = 22;
 /** errnos worth another attempt: resource shortage or interruption, not a verdict. */
-const TRANSIENT = new Set([
-  4 /* EINTR */, 11 /* EAGAIN */, 12 /* ENOMEM */, 16 /* EBUSY */, 105 /* ENOBUFS */,
-]);
+const TRANSIENT = new Set<number>([Errno.EINTR, Errno.EAGAIN, Errno.ENOMEM, Errno.EBUSY, Errno.ENOBUFS]);
 
 export interface SengKmodClientOptions {
   /** Socket boundary; default: a real NETLINK_GENERIC socket. */
-  transport?: GenlTransport;
+  transport?: NetlinkTransport;
   /** Ack timeout per attempt, ms (default 1000). */
   timeoutMs?: number;
   /** Extra attempts after a transient failure (default 4, like the prototype library). */
@@ -65,7 +64,7 @@ export interface KmodStatus {
 
 function isTransient(err: unknown): boolean {
   if (err instanceof NetlinkTimeoutError) return true;
-  return err instanceof NetlinkErrnoError && TRANSIENT.has(err.errno);
+  return err instanceof NetlinkError && TRANSIENT.has(err.errno);
 }
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
@@ -186,8 +185,8 @@ export class SengKmodClient {
       this.acked++;
       this.log.debug({ request, detail }, 'seng module acknowledged');
     } catch (err) {
-      if (err instanceof NetlinkErrnoError && err.source === 'kernel') {
-        if (err.errno === ENOENT) {
+      if (err instanceof NetlinkError && err.isKernel()) {
+        if (err.errno === Errno.ENOENT) {
           // Messages to an unknown family id get ENOENT: the module was unloaded.
           this.family = undefined;
           const again = await getFamily(this.channel, this.familyName, this.timeoutMs).catch(() => null);
@@ -195,7 +194,7 @@ export class SengKmodClient {
           this.family = again;
         }
         throw new KmodRejectedError(request, err.errno, {
-          allEinval: err.errno === EINVAL && this.acked === 0,
+          allEinval: err.errno === Errno.EINVAL && this.acked === 0,
           ...(err.extack ? { extack: err.extack } : {}),
           ...(detail ? { detail } : {}),
         });

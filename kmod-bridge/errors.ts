@@ -1,60 +1,10 @@
 /**
- * Typed errors of the netlink layer and of the seng kernel-module bridge. Every one
- * carries a stable `code` for scripts and, where we know one, a hint for the operator.
+ * Typed errors of the seng kernel-module bridge (the netlink layer's own are in
+ * src/netlink/errors.ts). Every one carries a stable `code` for scripts and, where we
+ * know one, a hint for the operator.
  */
-import { getSystemErrorName } from 'node:util';
+import { errnoName } from '../src/netlink/index.js';
 import { EnvironmentError, SengError } from '../src/util/errors.js';
-
-/** `ENOENT` for 2, `E123` when the platform does not know the number. */
-export function errnoName(errno: number): string {
-  try {
-    return getSystemErrorName(-Math.abs(errno));
-  } catch {
-    return `E${Math.abs(errno)}`;
-  }
-}
-
-/**
- * A netlink operation failed with an errno: either the kernel answered a request with
- * an `NLMSG_ERROR` carrying a negative errno (`source: 'kernel'`), or the socket itself
- * failed (`source: 'socket'`, e.g. `ENOBUFS` when the receive buffer overflowed).
- */
-export class NetlinkErrnoError extends SengError {
-  /** Positive errno value (22 for EINVAL). */
-  readonly errno: number;
-  readonly errnoName: string;
-  readonly source: 'kernel' | 'socket';
-  /** The kernel's extended-ack message, when it sent one. */
-  readonly extack: string | undefined;
-
-  constructor(errno: number, source: 'kernel' | 'socket', what: string, extack?: string) {
-    const name = errnoName(errno);
-    super(
-      'ENETLINK',
-      `${what}: ${source === 'kernel' ? 'kernel answered' : 'netlink socket failed with'} ${name}${extack ? ` (${extack})` : ''}`,
-    );
-    this.errno = Math.abs(errno);
-    this.errnoName = name;
-    this.source = source;
-    this.extack = extack;
-  }
-}
-
-/** No reply (ack or dump end) arrived in time. */
-export class NetlinkTimeoutError extends SengError {
-  readonly timeoutMs: number;
-  constructor(what: string, timeoutMs: number) {
-    super('ETIMEDOUT', `${what}: no reply from the kernel within ${timeoutMs} ms`);
-    this.timeoutMs = timeoutMs;
-  }
-}
-
-/** A reply that does not parse as netlink (truncated header, attribute overrunning its message…). */
-export class NetlinkProtocolError extends SengError {
-  constructor(message: string) {
-    super('ENLPROTO', message, { hint: 'this is a bug or a kernel incompatibility; please report it' });
-  }
-}
 
 /** The generic-netlink family `seng_family` is not registered: the module is not loaded. */
 export class KmodFamilyMissingError extends EnvironmentError {
@@ -114,17 +64,5 @@ export class KmodTimeoutError extends SengError {
       { hint: 'the kernel may be overloaded; check `dmesg` for seng messages and retry' },
     );
     this.request = request;
-  }
-}
-
-/** Conntrack maintenance over ctnetlink failed. */
-export class ConntrackError extends EnvironmentError {
-  constructor(message: string, cause?: unknown) {
-    super(
-      'ECONNTRACK',
-      message,
-      'conntrack over netlink needs CAP_NET_ADMIN and the nf_conntrack_netlink support in the kernel',
-      cause,
-    );
   }
 }

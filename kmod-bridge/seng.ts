@@ -13,8 +13,7 @@
  */
 import { InputError } from '../src/util/errors.js';
 import { formatIpv4, type Ipv4 } from '../src/util/ipv4.js';
-import { genlHeader } from './genl.js';
-import { NLM_F_ACK, NLM_F_REQUEST, encodeNlmsg, nla, nlaBe32 } from './netlink.js';
+import { NLM_F_ACK, NLM_F_REQUEST, encodeNlmsg, genlHeader, nla, nlaBe32 } from '../src/netlink/index.js';
 
 export const SENG_FAMILY_NAME = 'seng_family';
 export const SENG_MCGRP_NAME = 'seng_mcgrp';

@@ -16,33 +16,35 @@
  * vanished between dump and delete (ENOENT) is not counted.
  */
 import {
+  AF_INET,
+  Errno,
+  AF_UNSPEC,
   NETLINK_NETFILTER,
+  NFNL_SUBSYS_CTNETLINK,
   NLM_F_ACK,
   NLM_F_DUMP,
   NLM_F_REQUEST,
+  NFGENMSG_LEN,
   NetlinkChannel,
+  NetlinkError,
   RawSocketTransport,
   align4,
   attrMap,
-  encodeNlmsg,
+  encodeNfnlMsg,
   findAttr,
   nlaBe32,
   nlaNested,
   nlaU32,
   type NetlinkTransport,
   type NlMessage,
-} from '../../kmod-bridge/netlink.js';
-import { ConntrackError, NetlinkErrnoError, NetlinkTimeoutError } from '../../kmod-bridge/errors.js';
+} from '../netlink/index.js';
+import { EnvironmentError } from '../util/errors.js';
 import { formatIpv4, type Ipv4 } from '../util/ipv4.js';
 
-const NFNL_SUBSYS_CTNETLINK = 1;
 const IPCTNL_MSG_CT_GET = 1;
 const IPCTNL_MSG_CT_DELETE = 2;
 const IPCTNL_MSG_CT_GET_STATS = 5;
 const CTA_STATS_GLOBAL_ENTRIES = 1;
-const AF_UNSPEC = 0;
-const AF_INET = 2;
-const NFNETLINK_V0 = 0;
 
 const CTA_TUPLE_ORIG = 1;
 const CTA_ID = 12;
@@ -55,12 +57,20 @@ const CTA_FILTER_ORIG_FLAGS = 1;
 const CTA_FILTER_FLAG_IP_SRC = 1 << 0;
 const CTA_FILTER_FLAG_IP_DST = 1 << 1;
 
-const ENOENT = 2;
-const EINVAL = 22;
-const EOPNOTSUPP = 95;
-
 /** Deletes per datagram: the kernel acks each; 128 acks fit any receive buffer. */
 const DELETE_BATCH = 128;
+
+/** Conntrack maintenance over ctnetlink failed. */
+export class ConntrackError extends EnvironmentError {
+  constructor(message: string, cause?: unknown) {
+    super(
+      'ECONNTRACK',
+      message,
+      'conntrack over netlink needs CAP_NET_ADMIN and the nf_conntrack_netlink support in the kernel',
+      cause,
+    );
+  }
+}
 
 export interface PurgeOptions {
   /** Milliseconds to wait for each dump / batch of deletes (default 5000). */
@@ -69,13 +79,16 @@ export interface PurgeOptions {
   purger?: ConntrackPurger;
 }
 
-/** nfgenmsg: family, version, res_id (big-endian, 0). */
-function nfgenmsg(family: number): Buffer {
-  return Buffer.from([family, NFNETLINK_V0, 0, 0]);
-}
-
-function ctType(msg: number): number {
-  return (NFNL_SUBSYS_CTNETLINK << 8) | msg;
+/** A ctnetlink message: nlmsghdr, nfgenmsg, attributes. */
+function ctMsg(
+  msg: number,
+  flags: number,
+  family: number,
+  seq: number,
+  port: number,
+  attrs: Buffer[] = [],
+): Buffer {
+  return encodeNfnlMsg({ subsys: NFNL_SUBSYS_CTNETLINK, msg, flags, family, seq, port }, attrs);
 }
 
 /** Encodes the filtered dump request: original source (`dir: 'src'`) or destination equal to ip. */
@@ -91,10 +104,7 @@ export function encodeCtDump(seq: number, port: number, ip: Ipv4 | null, dir: 's
       ]),
     );
   }
-  return encodeNlmsg(
-    { type: ctType(IPCTNL_MSG_CT_GET), flags: NLM_F_REQUEST | NLM_F_DUMP, seq, port },
-    Buffer.concat([nfgenmsg(AF_INET), ...attrs]),
-  );
+  return ctMsg(IPCTNL_MSG_CT_GET, NLM_F_REQUEST | NLM_F_DUMP, AF_INET, seq, port, attrs);
 }
 
 export interface CtEntry {
@@ -107,8 +117,8 @@ export interface CtEntry {
 
 /** Parses one IPCTNL_MSG_CT_NEW message of a dump; null if it is not an IPv4 entry. */
 export function parseCtEntry(msg: NlMessage): CtEntry | null {
-  if (msg.payload.length < 4 || msg.payload[0] !== AF_INET) return null;
-  const attrs = msg.payload.subarray(4);
+  if (msg.payload.length < NFGENMSG_LEN || msg.payload[0] !== AF_INET) return null;
+  const attrs = msg.payload.subarray(NFGENMSG_LEN);
   const orig = findAttr(attrs, CTA_TUPLE_ORIG);
   if (!orig) return null;
   const ipAttr = findAttr(orig.value, CTA_TUPLE_IP);
@@ -220,9 +230,8 @@ export class ConntrackPurger {
         } catch (err) {
           if (
             this.filterSupported === null &&
-            err instanceof NetlinkErrnoError &&
-            err.source === 'kernel' &&
-            (err.errno === EOPNOTSUPP || err.errno === EINVAL)
+            err instanceof NetlinkError &&
+            (err.isKernel(Errno.EOPNOTSUPP) || err.isKernel(Errno.EINVAL))
           ) {
             this.filterSupported = false;
             entries.clear();
@@ -241,7 +250,7 @@ export class ConntrackPurger {
       return counts;
     } catch (err) {
       if (err instanceof ConntrackError) throw err;
-      if (err instanceof NetlinkErrnoError || err instanceof NetlinkTimeoutError) {
+      if (err instanceof NetlinkError) {
         throw new ConntrackError(
           `purging conntrack entries of ${ips.map(formatIpv4).join(', ')} failed: ${err.message}`,
           err,
@@ -254,15 +263,11 @@ export class ConntrackPurger {
   /** Number of conntrack entries in this namespace (IPCTNL_MSG_CT_GET_STATS; no table walk). */
   async entryCount(timeoutMs = 5000): Promise<number> {
     const msgs = await this.channel.request(
-      (seq, port) =>
-        encodeNlmsg(
-          { type: ctType(IPCTNL_MSG_CT_GET_STATS), flags: NLM_F_REQUEST | NLM_F_ACK, seq, port },
-          nfgenmsg(AF_UNSPEC),
-        ),
+      (seq, port) => ctMsg(IPCTNL_MSG_CT_GET_STATS, NLM_F_REQUEST | NLM_F_ACK, AF_UNSPEC, seq, port),
       { timeoutMs, what: 'reading conntrack statistics' },
     );
     for (const m of msgs) {
-      const n = attrMap(m.payload.subarray(4)).get(CTA_STATS_GLOBAL_ENTRIES);
+      const n = attrMap(m.payload.subarray(NFGENMSG_LEN)).get(CTA_STATS_GLOBAL_ENTRIES);
       if (n && n.value.length >= 4) return n.value.readUInt32BE(0);
     }
     // No statistics in the reply: assume a big table, the filtered path is always correct.
@@ -291,16 +296,13 @@ export class ConntrackPurger {
       const results = await this.channel.requestMany(
         batch.map(
           (e) => (seq: number, port: number) =>
-            encodeNlmsg(
-              { type: ctType(IPCTNL_MSG_CT_DELETE), flags: NLM_F_REQUEST | NLM_F_ACK, seq, port },
-              Buffer.concat([nfgenmsg(AF_INET), e.key]),
-            ),
+            ctMsg(IPCTNL_MSG_CT_DELETE, NLM_F_REQUEST | NLM_F_ACK, AF_INET, seq, port, [e.key]),
         ),
         { timeoutMs, what: 'deleting a conntrack entry' },
       );
       results.forEach((r, i) => {
-        if (!(r instanceof NetlinkErrnoError)) deleted.push(batch[i] as CtEntry);
-        else if (r.errno !== ENOENT) throw r;
+        if (!(r instanceof NetlinkError)) deleted.push(batch[i] as CtEntry);
+        else if (!r.isKernel(Errno.ENOENT)) throw r;
       });
     }
     return deleted;

@@ -5,16 +5,14 @@
  */
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
+import { KmodFamilyMissingError, KmodRejectedError, SengKmodClient } from '../../../kmod-bridge/index.js';
 import {
-  KmodFamilyMissingError,
-  KmodRejectedError,
   NETLINK_GENERIC,
   NetlinkChannel,
   RawSocketTransport,
-  SengKmodClient,
   getFamily,
   listFamilies,
-} from '../../../kmod-bridge/index.js';
+} from '../../../src/netlink/index.js';
 import { seng, sengJson } from '../../helpers/cli.js';
 
 const APP = 'ab'.repeat(32);

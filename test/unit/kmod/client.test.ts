@@ -1,5 +1,5 @@
 /**
- * SengKmodClient and NetlinkChannel against a fake kernel at the transport boundary:
+ * SengKmodClient against a fake kernel at the transport boundary:
  * family resolution, acks, typed errors, bounded retries on transient failures only.
  */
 import { describe, it } from 'node:test';
@@ -8,10 +8,6 @@ import {
   KmodFamilyMissingError,
   KmodRejectedError,
   KmodTimeoutError,
-  NetlinkChannel,
-  encodeNlmsg,
-  parseNlError,
-  parseNlmsgs,
   SengKmodClient,
 } from '../../../kmod-bridge/index.js';
 import { parseIpv4 } from '../../../src/util/ipv4.js';
@@ -147,72 +143,5 @@ describe('SengKmodClient', () => {
     k.family = null;
     k.verdict = () => 2;
     await assert.rejects(c.flush(), KmodFamilyMissingError);
-  });
-});
-
-describe('netlink framing', () => {
-  it('parses several messages of one datagram and an ack with extended-ack message', () => {
-    const a = encodeNlmsg({ type: 20, flags: 2, seq: 7, port: 9 }, Buffer.from([1, 2, 3]));
-    assert.equal(a.length, 20, 'padded to 4 bytes');
-    assert.equal(a.readUInt32LE(0), 19, 'length excludes padding');
-    // NLMSG_ERROR, flags CAPPED|ACK_TLVS, error -22, echoed header, then NLMSGERR_ATTR_MSG "bad".
-    const err = Buffer.alloc(4 + 16 + 8);
-    err.writeInt32LE(-22, 0);
-    err.writeUInt32LE(16, 4);
-    err.writeUInt16LE(8, 20);
-    err.writeUInt16LE(1, 22);
-    Buffer.from('bad\0').copy(err, 24);
-    const b = encodeNlmsg({ type: 2, flags: 0x300, seq: 8, port: 9 }, err);
-    const msgs = parseNlmsgs(Buffer.concat([a, b]));
-    assert.equal(msgs.length, 2);
-    assert.deepEqual([...(msgs[0]?.payload ?? [])], [1, 2, 3]);
-    assert.deepEqual(parseNlError(msgs[1] as (typeof msgs)[0]), { errno: 22, extack: 'bad' });
-  });
-
-  it('rejects a message whose length overruns the datagram', () => {
-    const a = encodeNlmsg({ type: 20, flags: 0, seq: 1, port: 0 }, Buffer.alloc(8));
-    a.writeUInt32LE(64, 0);
-    assert.throws(() => parseNlmsgs(a), /claims 64 bytes/);
-  });
-
-  it('collects a multipart dump until NLMSG_DONE and ignores replies to unknown sequence numbers', async () => {
-    let deliver: ((d: Buffer) => void) | undefined;
-    const ch = new NetlinkChannel({
-      portId: 1,
-      send: (d) => {
-        const seq = d.readUInt32LE(8);
-        setImmediate(() => {
-          const part = (n: number): Buffer =>
-            encodeNlmsg({ type: 99, flags: 2, seq, port: 0 }, Buffer.from([n]));
-          deliver?.(
-            Buffer.concat([
-              part(1),
-              encodeNlmsg({ type: 99, flags: 2, seq: seq + 1000, port: 0 }, Buffer.alloc(0)),
-            ]),
-          );
-          deliver?.(
-            Buffer.concat([part(2), encodeNlmsg({ type: 3, flags: 2, seq, port: 0 }, Buffer.alloc(4))]),
-          );
-        });
-        return Promise.resolve();
-      },
-      setReceiver: (d) => {
-        deliver = d;
-      },
-      setActive: () => undefined,
-      close: () => undefined,
-    });
-    const msgs = await ch.request(
-      (seq, port) => encodeNlmsg({ type: 99, flags: 0x301, seq, port }, Buffer.alloc(0)),
-      {
-        timeoutMs: 500,
-        dump: true,
-        what: 'test dump',
-      },
-    );
-    assert.deepEqual(
-      msgs.map((m) => m.payload[0]),
-      [1, 2],
-    );
   });
 });

@@ -4,48 +4,27 @@
  * for one family, and answers everything else with an ack or with an errno chosen by the
  * test. Its encoders are written from the kernel's structs independently of kmod-bridge.
  */
-import type { NetlinkErrnoError, NetlinkTransport } from '../../../kmod-bridge/index.js';
+import type { NetlinkError, NetlinkTransport } from '../../../src/netlink/index.js';
+import {
+  attr,
+  attrs,
+  errorReply as nlError,
+  nlmsg,
+  readU16,
+  splitDatagram,
+  u16,
+  u32,
+  type SentMessage,
+} from '../../helpers/netlink-wire.js';
 
-export interface SentMessage {
-  type: number;
-  flags: number;
-  seq: number;
-  port: number;
-  /** Payload after the nlmsghdr. */
-  payload: Buffer;
-  /** The whole message as sent. */
-  bytes: Buffer;
-}
+export type { SentMessage };
 
 /** What to do with a non-controller request: 0 = ack, >0 = answer -errno, 'drop' = never answer. */
 export type Verdict = number | 'drop';
 
-function attr(type: number, payload: Buffer): Buffer {
-  const len = 4 + payload.length;
-  const out = Buffer.alloc((len + 3) & ~3);
-  out.writeUInt16LE(len, 0);
-  out.writeUInt16LE(type, 2);
-  payload.copy(out, 4);
-  return out;
-}
-
-function nlmsg(type: number, flags: number, seq: number, port: number, payload: Buffer): Buffer {
-  const out = Buffer.alloc(16 + payload.length);
-  out.writeUInt32LE(16 + payload.length, 0);
-  out.writeUInt16LE(type, 4);
-  out.writeUInt16LE(flags, 6);
-  out.writeUInt32LE(seq, 8);
-  out.writeUInt32LE(port, 12);
-  payload.copy(out, 16);
-  return out;
-}
-
-/** NLMSG_ERROR (type 2) with `error = -errno` and the request's header echoed (NLM_F_CAPPED). */
+/** NLMSG_ERROR with `error = -errno` and the request's header echoed (NLM_F_CAPPED). */
 export function errorReply(req: SentMessage, errno: number): Buffer {
-  const p = Buffer.alloc(20);
-  p.writeInt32LE(-errno, 0);
-  req.bytes.copy(p, 4, 0, 16);
-  return nlmsg(2, 0x100, req.seq, req.port, p);
+  return nlError(req.seq, req.port, errno, req.bytes);
 }
 
 export class FakeKernel implements NetlinkTransport {
@@ -66,19 +45,8 @@ export class FakeKernel implements NetlinkTransport {
 
   send(datagram: Buffer): Promise<void> {
     const replies: Buffer[] = [];
-    let off = 0;
-    while (off < datagram.length) {
-      const len = datagram.readUInt32LE(off);
-      const m: SentMessage = {
-        type: datagram.readUInt16LE(off + 4),
-        flags: datagram.readUInt16LE(off + 6),
-        seq: datagram.readUInt32LE(off + 8),
-        port: datagram.readUInt32LE(off + 12),
-        payload: Buffer.from(datagram.subarray(off + 16, off + len)),
-        bytes: Buffer.from(datagram.subarray(off, off + len)),
-      };
+    for (const m of splitDatagram(datagram)) {
       this.sent.push(m);
-      off += (len + 3) & ~3;
       if (m.type === 16) replies.push(...this.controller(m));
       else {
         const v = this.verdict(m);
@@ -94,30 +62,24 @@ export class FakeKernel implements NetlinkTransport {
 
   private controller(m: SentMessage): Buffer[] {
     // GETFAMILY: genl header (cmd 3), then CTRL_ATTR_FAMILY_NAME (2) = NUL-terminated name.
-    const nameLen = m.payload.readUInt16LE(4);
+    const nameLen = readU16(m.payload, 4);
     const name = m.payload
       .subarray(8, 4 + nameLen)
       .toString('utf8')
       .replace(/\0+$/, '');
     if (!this.family || this.family.name !== name) return [errorReply(m, 2)];
-    const id = Buffer.alloc(2);
-    id.writeUInt16LE(this.family.id, 0);
-    const version = Buffer.alloc(4);
-    version.writeUInt32LE(1, 0);
-    const grpId = Buffer.alloc(4);
-    grpId.writeUInt32LE(0x20, 0);
-    const group = attr(1, Buffer.concat([attr(1, Buffer.from('seng_mcgrp\0')), attr(2, grpId)]));
+    const group = attr(1, Buffer.concat([attr(1, Buffer.from('seng_mcgrp\0')), attr(2, u32(0x20))]));
     const payload = Buffer.concat([
       Buffer.from([1 /* CTRL_CMD_NEWFAMILY */, 2, 0, 0]),
-      attr(1, id),
+      attr(1, u16(this.family.id)),
       attr(2, Buffer.from(`${this.family.name}\0`)),
-      attr(3, version),
+      attr(3, u32(1)),
       attr(7 | 0x8000, group),
     ]);
     return [nlmsg(16, 0, m.seq, m.port, payload), errorReply(m, 0)];
   }
 
-  setReceiver(onDatagram: (d: Buffer) => void, _onError: (e: NetlinkErrnoError) => void): void {
+  setReceiver(onDatagram: (d: Buffer) => void, _onError: (e: NetlinkError) => void): void {
     this.onDatagram = onDatagram;
   }
 
@@ -139,13 +101,7 @@ const IPS = (b: Buffer, off: number): string => [...b.subarray(off, off + 4)].jo
 export function describeSeng(payload: Buffer): string {
   if (payload[0] !== 1 || payload[1] !== 1)
     return `bad genl header ${payload.subarray(0, 4).toString('hex')}`;
-  const a = new Map<number, Buffer>();
-  let off = 4;
-  while (off < payload.length) {
-    const len = payload.readUInt16LE(off);
-    a.set(payload.readUInt16LE(off + 2), payload.subarray(off + 4, off + len));
-    off += (len + 3) & ~3;
-  }
+  const a = new Map(attrs(payload.subarray(4)));
   const app = a.get(1)?.toString('hex').slice(0, 8);
   const cat = a.get(2)?.subarray(0, -1).toString('ascii');
   if (a.has(4) && a.has(1) && a.has(3) && a.has(5)) {

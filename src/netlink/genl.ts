@@ -13,9 +13,10 @@ import {
   parseAttrs,
   readU16,
   readU32,
-  type NetlinkChannel,
   type NlMessage,
-} from './netlink.js';
+} from './wire.js';
+import type { NetlinkChannel } from './channel.js';
+import { Errno, NetlinkError } from './errors.js';
 
 export const GENL_HDRLEN = 4;
 export const GENL_ID_CTRL = 16;
@@ -110,12 +111,7 @@ export async function getFamily(
     }
     return null;
   } catch (err) {
-    if (
-      (err as { errno?: number; source?: string }).errno === 2 &&
-      (err as { source?: string }).source === 'kernel'
-    ) {
-      return null;
-    }
+    if (err instanceof NetlinkError && err.isKernel(Errno.ENOENT)) return null;
     throw err;
   }
 }

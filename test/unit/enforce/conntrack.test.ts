@@ -6,9 +6,19 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { endianness } from 'node:os';
-import type { NetlinkErrnoError, NetlinkTransport } from '../../../kmod-bridge/index.js';
-import { ConntrackPurger, encodeCtDump } from '../../../src/enforce/conntrack.js';
+import { NetlinkError, type NetlinkTransport } from '../../../src/netlink/index.js';
+import { ConntrackError, ConntrackPurger, encodeCtDump } from '../../../src/enforce/conntrack.js';
 import { parseIpv4 } from '../../../src/util/ipv4.js';
+import {
+  NESTED,
+  attr,
+  doneReply,
+  errorReply,
+  getAttr as get,
+  nlmsg as nlmsgTo,
+  readU32,
+  splitDatagram,
+} from '../../helpers/netlink-wire.js';
 
 interface Ct {
   src: string;
@@ -18,14 +28,6 @@ interface Ct {
   zone?: number;
 }
 
-function attr(type: number, payload: Buffer): Buffer {
-  const len = 4 + payload.length;
-  const out = Buffer.alloc((len + 3) & ~3);
-  out.writeUInt16LE(len, 0);
-  out.writeUInt16LE(type, 2);
-  payload.copy(out, 4);
-  return out;
-}
 const be32 = (n: number): Buffer => {
   const b = Buffer.alloc(4);
   b.writeUInt32BE(n >>> 0, 0);
@@ -36,23 +38,9 @@ const be16 = (n: number): Buffer => {
   b.writeUInt16BE(n, 0);
   return b;
 };
-const NESTED = 0x8000;
-
-function nlmsg(type: number, flags: number, seq: number, payload: Buffer): Buffer {
-  const out = Buffer.alloc((16 + payload.length + 3) & ~3);
-  out.writeUInt32LE(16 + payload.length, 0);
-  out.writeUInt16LE(type, 4);
-  out.writeUInt16LE(flags, 6);
-  out.writeUInt32LE(seq, 8);
-  payload.copy(out, 16);
-  return out;
-}
-
-function ack(seq: number, errno: number): Buffer {
-  const p = Buffer.alloc(20);
-  p.writeInt32LE(-errno, 0);
-  return nlmsg(2, 0x100, seq, p);
-}
+const nlmsg = (type: number, flags: number, seq: number, payload: Buffer): Buffer =>
+  nlmsgTo(type, flags, seq, 0, payload);
+const ack = (seq: number, errno: number): Buffer => errorReply(seq, 0, errno);
 
 /** An IPCTNL_MSG_CT_NEW message as a dump returns it: tuple orig/reply, [zone], id, status. */
 function ctMessage(e: Ct, seq: number): Buffer {
@@ -72,17 +60,6 @@ function ctMessage(e: Ct, seq: number): Buffer {
   return nlmsg(0x0100, 2, seq, payload);
 }
 
-/** Reads attribute `type` from a run (little-endian headers). */
-function get(buf: Buffer, type: number): Buffer | undefined {
-  let off = 0;
-  while (off + 4 <= buf.length) {
-    const len = buf.readUInt16LE(off);
-    if ((buf.readUInt16LE(off + 2) & 0x3fff) === type) return buf.subarray(off + 4, off + len);
-    off += (len + 3) & ~3;
-  }
-  return undefined;
-}
-
 class FakeConntrack implements NetlinkTransport {
   readonly portId = 77;
   table: Ct[] = [];
@@ -91,21 +68,18 @@ class FakeConntrack implements NetlinkTransport {
   /** Entries that disappear between dump and delete (the delete gets ENOENT). */
   vanishOnDelete = new Set<number>();
   filterSupported = true;
+  /** errno the kernel answers the statistics request with (0: it answers them). */
+  statsErrno = 0;
   private deliver: ((d: Buffer) => void) | undefined;
 
   send(d: Buffer): Promise<void> {
     this.datagrams++;
     const out: Buffer[] = [];
-    let off = 0;
-    while (off < d.length) {
-      const len = d.readUInt32LE(off);
-      const type = d.readUInt16LE(off + 4);
-      const flags = d.readUInt16LE(off + 6);
-      const seq = d.readUInt32LE(off + 8);
-      const payload = d.subarray(off + 16, off + len);
-      off += (len + 3) & ~3;
+    for (const { type, flags, seq, payload } of splitDatagram(d)) {
       const attrs = payload.subarray(4);
-      if (type === 0x0105) {
+      if (type === 0x0105 && this.statsErrno) {
+        out.push(ack(seq, this.statsErrno));
+      } else if (type === 0x0105) {
         this.log.push('stats');
         out.push(
           nlmsg(0x0105, 0, seq, Buffer.concat([Buffer.alloc(4), attr(1, be32(this.table.length))])),
@@ -120,7 +94,7 @@ class FakeConntrack implements NetlinkTransport {
             out.push(ack(seq, 95));
             continue;
           }
-          const which = (get(filter, 1) as Buffer).readUInt32LE(0);
+          const which = readU32(get(filter, 1) as Buffer, 0);
           const ips = get(get(get(attrs, 1) as Buffer, 1) as Buffer, which === 1 ? 1 : 2) as Buffer;
           const ip = [...ips].join('.');
           this.log.push(`dump ${which === 1 ? 'src' : 'dst'} ${ip}`);
@@ -129,7 +103,7 @@ class FakeConntrack implements NetlinkTransport {
           this.log.push('dump all');
         }
         for (const e of rows) out.push(ctMessage(e, seq));
-        out.push(nlmsg(3, 2, seq, Buffer.alloc(4)));
+        out.push(doneReply(seq));
       } else if (type === 0x0102) {
         assert.equal(flags, 5, 'delete flags');
         const id = (get(attrs, 12) as Buffer).readUInt32BE(0);
@@ -152,7 +126,7 @@ class FakeConntrack implements NetlinkTransport {
     });
     return Promise.resolve();
   }
-  setReceiver(onDatagram: (d: Buffer) => void, _onError: (e: NetlinkErrnoError) => void): void {
+  setReceiver(onDatagram: (d: Buffer) => void, _onError: (e: NetlinkError) => void): void {
     this.deliver = onDatagram;
   }
   setActive(): void {}
@@ -277,5 +251,22 @@ describe('conntrack purge (fake ctnetlink)', () => {
     // stats + dump + ceil(300 / 128) = 3 delete datagrams
     assert.equal(k.datagrams, 5);
     assert.equal(k.table.length, 0);
+  });
+
+  it('a kernel refusal is a ConntrackError whose cause is the typed NetlinkError of that request', async () => {
+    const k = new FakeConntrack();
+    k.statsErrno = 1; // EPERM
+    await assert.rejects(new ConntrackPurger({ transport: k }).purge(parseIpv4(T)), (e: unknown) => {
+      assert.ok(e instanceof ConntrackError);
+      assert.equal(e.code, 'ECONNTRACK');
+      const cause = e.cause;
+      assert.ok(cause instanceof NetlinkError);
+      assert.equal(cause.errno, 1);
+      assert.equal(cause.errnoName, 'EPERM');
+      assert.equal(cause.source, 'kernel');
+      assert.equal(cause.request.what, 'reading conntrack statistics');
+      assert.equal(cause.request.type, 0x0105);
+      return true;
+    });
   });
 });
