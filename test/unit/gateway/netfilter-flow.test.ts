@@ -64,7 +64,7 @@ test('flush → register → categories (first enclave of an app) → unregister
       return 0;
     };
     const enforcer = new KmodEnforcer({
-      client: new SengKmodClient({ transport: kernel, timeoutMs: 50, retries: 1, retryDelayMs: 1 }),
+      client: new SengKmodClient({ transport: kernel, timeoutMs: 5000, retries: 1, retryDelayMs: 1 }),
       purge: async (ip) => {
         events.push(`purge ${formatIpv4(ip)}`);
         return 0;
