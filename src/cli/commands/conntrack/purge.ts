@@ -7,7 +7,7 @@ export default class ConntrackPurge extends SengCommand<typeof ConntrackPurge> {
   static override summary = 'Delete every conntrack entry whose original source or destination is IP.';
   static override description =
     'Works over ctnetlink in the current network namespace (what the gateway does when a session ends, so a ' +
-    'reused enclave IP never inherits connections). Prints the number of entries deleted.';
+    'reused enclave IP never inherits connections). Prints "purged N conntrack entries of IP"; with --json, {"ip", "deleted"}.';
   static override examples = [
     '<%= config.bin %> conntrack purge 192.168.28.2',
     '<%= config.bin %> conntrack purge 192.168.28.2 --json',
@@ -20,7 +20,7 @@ export default class ConntrackPurge extends SengCommand<typeof ConntrackPurge> {
   async run(): Promise<{ ip: string; deleted: number }> {
     const ip = parseIpv4(this.args.ip);
     const deleted = await purgeConntrack(ip, { timeoutMs: this.flags.timeout });
-    this.log(String(deleted));
+    this.log(`purged ${deleted} conntrack ${deleted === 1 ? 'entry' : 'entries'} of ${formatIpv4(ip)}`);
     return { ip: formatIpv4(ip), deleted };
   }
 }
