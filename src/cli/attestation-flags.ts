@@ -1,6 +1,6 @@
 /** Certificate input and flag-value helpers of the `seng attest …` and `seng sim …` commands. */
 import { readFileSync, statSync } from 'node:fs';
-import { EnvironmentError, InputError } from '../util/errors.js';
+import { EnvironmentError, InputError, SengError } from '../util/errors.js';
 import { parseRaTlsCertificate, type Evidence } from '../attestation/evidence.js';
 
 /** Larger than any certificate a client sends (a DCAP RA-TLS certificate with collateral is ~10 KiB). */
@@ -46,17 +46,18 @@ export function assertCertificateShape(bytes: Buffer, path: string, what = 'cert
   const text = bytes.toString('latin1');
   if (bytes[0] === 0x30 || text.includes('-----BEGIN CERTIFICATE-----')) return;
   const other = /-----BEGIN ([A-Z0-9 ]+)-----/.exec(text)?.[1];
-  throw new InputError(
+  throw new SengError(
+    'ECERT_FORMAT',
     other
       ? `${what} ${path} holds a PEM "${other}" block, not a CERTIFICATE`
       : `${what} ${path} is neither a PEM nor a DER X.509 certificate`,
-    `Pass a certificate file: PEM ("-----BEGIN CERTIFICATE-----") or DER.`,
+    { hint: 'Pass a certificate file: PEM ("-----BEGIN CERTIFICATE-----") or DER.' },
   );
 }
 
 /** Reads a certificate file ('-' = stdin) and parses it; parse errors stay AttestationParseError. */
 export function readEvidence(path: string): Evidence {
-  return parseRaTlsCertificate(readCertificateFile(path, 'RA-TLS certificate'));
+  return parseRaTlsCertificate(readCertificateFile(path));
 }
 
 /** Splits repeated and comma-separated flag values. */
