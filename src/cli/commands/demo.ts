@@ -16,7 +16,7 @@ Without --rounds the demo runs until Ctrl-C (SIGINT) or SIGTERM, which is its no
       summary: 'Stop after this many probe rounds (default: run until Ctrl-C).',
       min: 1,
     }),
-    interval: Flags.integer({ summary: 'Seconds between probe rounds.', default: 2, min: 1 }),
+    interval: Flags.integer({ summary: 'Seconds between probe rounds.', default: 2, min: 1, max: 3600 }),
     json: Flags.boolean({ summary: 'Print one JSON line per round.' }),
   };
 

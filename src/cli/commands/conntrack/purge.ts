@@ -14,7 +14,12 @@ export default class ConntrackPurge extends SengCommand<typeof ConntrackPurge> {
   ];
   static override args = { ip: Args.string({ description: 'IPv4 address.', required: true }) };
   static override flags = {
-    timeout: Flags.integer({ summary: 'Milliseconds to wait for each kernel reply.', default: 5000, min: 1 }),
+    timeout: Flags.integer({
+      summary: 'Milliseconds to wait for each kernel reply.',
+      default: 5000,
+      min: 1,
+      max: 600_000, // node timers hold at most 2^31-1 ms
+    }),
   };
 
   async run(): Promise<{ ip: string; deleted: number }> {
