@@ -336,13 +336,18 @@ function prepareCaDirectory(dir: string): void {
       e,
     );
   }
-  if (!st.isDirectory()) throw new SimAuthorityError(`cannot create ${dir}: ${parent} is not a directory`, hint);
+  if (!st.isDirectory())
+    throw new SimAuthorityError(`cannot create ${dir}: ${parent} is not a directory`, hint);
   try {
     mkdirSync(dir, { mode: 0o700 });
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
     if (code !== 'EEXIST')
-      throw new SimAuthorityError(`cannot create the directory ${dir}: ${code ?? (e as Error).message}`, hint, e);
+      throw new SimAuthorityError(
+        `cannot create the directory ${dir}: ${code ?? (e as Error).message}`,
+        hint,
+        e,
+      );
     if (!statSync(dir).isDirectory())
       throw new SimAuthorityError(`${dir} exists and is not a directory`, hint);
   }

@@ -32,7 +32,10 @@ export function readCertificateFile(path: string, what = 'certificate'): Buffer 
     );
   }
   if (bytes.length > MAX_CERTIFICATE_BYTES)
-    throw new InputError(`${what} from ${path} is too large (${bytes.length} bytes) to be a certificate`, hint);
+    throw new InputError(
+      `${what} from ${path} is too large (${bytes.length} bytes) to be a certificate`,
+      hint,
+    );
   if (bytes.length === 0) throw new InputError(`${what} ${path === '-' ? 'on stdin' : path} is empty`, hint);
   assertCertificateShape(bytes, path, what);
   return bytes;

@@ -68,7 +68,10 @@ export function checkOutputPath(path: string, flag: string, force: boolean): voi
 }
 
 /** Refuses two outputs that name the same file (one would silently replace the other). */
-export function checkDistinctOutputs(a: { flag: string; path: string }, b: { flag: string; path: string }): void {
+export function checkDistinctOutputs(
+  a: { flag: string; path: string },
+  b: { flag: string; path: string },
+): void {
   if (canonicalOutputPath(a.path) === canonicalOutputPath(b.path))
     throw new InputError(
       `${a.flag} and ${b.flag} are the same file (${a.path})`,
@@ -87,7 +90,7 @@ export function writeOutputFile(path: string, data: string | Buffer, mode: numbe
     fd = openSync(path, flags, mode);
     fchmodSync(fd, mode);
     const buf = typeof data === 'string' ? Buffer.from(data) : data;
-    for (let off = 0; off < buf.length; ) off += writeSync(fd, buf, off);
+    for (let off = 0; off < buf.length;) off += writeSync(fd, buf, off);
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
     throw new OutputFileError(

@@ -93,7 +93,9 @@ Existing files are not replaced without --force; --out and --key must be two dif
       { flag: '--key', path: f.key },
     ] as const;
     checkDistinctOutputs(outputs[0], outputs[1]);
-    const authorityFiles = new Set(Object.values(SIM_CA_FILES).map((n) => canonicalOutputPath(join(f.ca, n))));
+    const authorityFiles = new Set(
+      Object.values(SIM_CA_FILES).map((n) => canonicalOutputPath(join(f.ca, n))),
+    );
     for (const o of outputs) {
       if (authorityFiles.has(canonicalOutputPath(o.path)))
         throw new InputError(
