@@ -490,7 +490,11 @@ export interface SimCertificate {
 
 function measurement(v: Buffer | string, what: string): Buffer {
   const b = Buffer.isBuffer(v) ? v : /^[0-9a-fA-F]{64}$/.test(v) ? Buffer.from(v, 'hex') : undefined;
-  if (!b || b.length !== 32) throw new SimAuthorityError(`${what} must be 32 bytes (64 hex digits)`);
+  if (!b || b.length !== 32)
+    throw new SimAuthorityError(
+      `${what} must be 32 bytes (64 hex digits), got ${Buffer.isBuffer(v) ? `${v.length} bytes` : `"${v}"`}`,
+      `Give ${what} as 64 hex digits, e.g. $(openssl rand -hex 32).`,
+    );
   return b;
 }
 

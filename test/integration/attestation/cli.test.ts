@@ -275,6 +275,7 @@ test('errors: unreadable, malformed and bad flags exit 1 with a message', () => 
   ]);
   assert.equal(badMr.code, 1);
   assert.match(badMr.stderr, /MRENCLAVE must be 32 bytes/);
+  assert.match(badMr.stderr, /Hint: Give MRENCLAVE as 64 hex digits/);
 });
 
 /** `seng sim cert` for the MRE/MRS app with the authority in dir/ca, plus `extra` flags. */
