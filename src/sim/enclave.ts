@@ -142,6 +142,8 @@ export class SimEnclave extends EventEmitter {
   private spoof: Ipv4 | undefined;
   private keepaliveTimer: NodeJS.Timeout | undefined;
   private lastTx = 0;
+  /** Set per packet sent (cheaper than a clock read); the keepalive tick turns it into lastTx. */
+  private sentSinceTick = false;
   readonly counters = { toGateway: 0, fromGateway: 0, keepalives: 0 };
 
   constructor(opts: SimEnclaveOptions) {
@@ -288,9 +290,14 @@ export class SimEnclave extends EventEmitter {
     // Check a few times per interval so a keepalive goes out at most `every` after the last packet.
     const tick = Math.max(100, Math.min(1000, Math.floor(every / 4)));
     this.keepaliveTimer = setInterval(() => {
-      if (this.closed || !this.recv || Date.now() - this.lastTx < every) return;
+      const now = Date.now();
+      if (this.sentSinceTick) {
+        this.sentSinceTick = false;
+        this.lastTx = now;
+      }
+      if (this.closed || !this.recv || now - this.lastTx < every) return;
       this.counters.keepalives++;
-      this.lastTx = Date.now();
+      this.lastTx = now;
       this.recv.send(icmpEchoRequest(src, dst, id, this.counters.keepalives));
       this.log.debug({ event: 'keepalive', seq: this.counters.keepalives }, 'keepalive sent');
     }, tick);
@@ -305,7 +312,7 @@ export class SimEnclave extends EventEmitter {
       ipv4UpdateChecksum(packet);
     }
     this.counters.toGateway++;
-    this.lastTx = Date.now();
+    this.sentSinceTick = true;
     return this.recv.send(packet);
   }
 
