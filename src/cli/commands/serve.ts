@@ -117,6 +117,10 @@ Runs until SIGINT/SIGTERM (graceful: every session is closed and its IP and fire
     if (!IFNAME_RE.test(f.tun))
       usageError(`--tun "${f.tun}" is not a network interface name (1-15 characters, no "/", ":" or spaces)`);
     if (f.control.length === 0) usageError('--control needs a socket path');
+    if (!NFT_TABLE_RE.test(f['nft-table']))
+      usageError(
+        `--nft-table "${f['nft-table']}" is not an nftables table name (a letter, then letters, digits, _ or -)`,
+      );
     if (f.cert.length !== f.key.length) {
       throw new InputError(
         `${f.cert.length} --cert but ${f.key.length} --key`,
@@ -158,6 +162,9 @@ Runs until SIGINT/SIGTERM (graceful: every session is closed and its IP and fire
 
 /** Linux interface names: at most IFNAMSIZ-1 = 15 bytes, no slash, colon or whitespace. */
 const IFNAME_RE = /^[^/:\s]{1,15}$/;
+
+/** nftables identifiers as seng uses them (unquoted in nft scripts). */
+const NFT_TABLE_RE = /^[A-Za-z][A-Za-z0-9_-]{0,63}$/;
 
 /** Gateway identities are small PEM files; anything bigger is the wrong file. */
 const MAX_PEM_BYTES = 1 << 20;

@@ -127,6 +127,7 @@ test('serve flags are bounded and its files are checked before anything starts',
     ['--max-handshakes', '0'],
     ['--ack-tries', '21'],
     ['--min-isv-svn', '70000'],
+    ['--nft', '--nft-table', 'x;y'],
   ];
   for (const flag of flagCases) {
     const r = seng([
