@@ -17,8 +17,8 @@ import {
   sign as cryptoSign,
   type KeyObject,
 } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
 import {
   bitString,
   boolean,
@@ -245,6 +245,8 @@ export function createSimCa(dir?: string, options: { force?: boolean } = {}): Si
       'Use another directory, or --force to replace it.',
     );
   }
+  // Before generating keys: a bad directory should fail at once.
+  if (dir) prepareCaDirectory(dir);
   const rsa = (bits: number) => generateKeyPairSync('rsa', { modulusLength: bits }).privateKey;
   const ec = () => generateKeyPairSync('ec', { namedCurve: 'prime256v1' }).privateKey;
 
@@ -317,9 +319,42 @@ export function createSimCa(dir?: string, options: { force?: boolean } = {}): Si
   return ca;
 }
 
+/**
+ * Makes `dir` (only its last component: a recursive mkdir under /proc or /sys never ends) or
+ * checks that an existing `dir` is a directory.
+ */
+function prepareCaDirectory(dir: string): void {
+  const parent = dirname(resolve(dir));
+  const hint = 'Give --out a new or empty directory whose parent exists and is writable.';
+  let st;
+  try {
+    st = statSync(parent);
+  } catch (e) {
+    throw new SimAuthorityError(
+      `cannot create ${dir}: its parent directory ${parent} does not exist (${(e as NodeJS.ErrnoException).code ?? ''})`,
+      `Create ${parent} first, or ${hint.charAt(0).toLowerCase()}${hint.slice(1)}`,
+      e,
+    );
+  }
+  if (!st.isDirectory())
+    throw new SimAuthorityError(`cannot create ${dir}: ${parent} is not a directory`, hint);
+  try {
+    mkdirSync(dir, { mode: 0o700 });
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code !== 'EEXIST')
+      throw new SimAuthorityError(
+        `cannot create the directory ${dir}: ${code ?? (e as Error).message}`,
+        hint,
+        e,
+      );
+    if (!statSync(dir).isDirectory())
+      throw new SimAuthorityError(`${dir} exists and is not a directory`, hint);
+  }
+}
+
 function writeSimCa(ca: SimCa, dir: string): void {
   try {
-    mkdirSync(dir, { recursive: true, mode: 0o700 });
     const w = (file: string, text: string, mode = 0o644) => writeFileSync(join(dir, file), text, { mode });
     w(SIM_CA_FILES.iasRoot, ca.iasRoot.pem);
     w(SIM_CA_FILES.iasRootKey, keyPem(ca.iasRoot.key), 0o600);
@@ -455,7 +490,11 @@ export interface SimCertificate {
 
 function measurement(v: Buffer | string, what: string): Buffer {
   const b = Buffer.isBuffer(v) ? v : /^[0-9a-fA-F]{64}$/.test(v) ? Buffer.from(v, 'hex') : undefined;
-  if (!b || b.length !== 32) throw new SimAuthorityError(`${what} must be 32 bytes (64 hex digits)`);
+  if (!b || b.length !== 32)
+    throw new SimAuthorityError(
+      `${what} must be 32 bytes (64 hex digits), got ${Buffer.isBuffer(v) ? `${v.length} bytes` : `"${v}"`}`,
+      `Give ${what} as 64 hex digits, e.g. $(openssl rand -hex 32).`,
+    );
   return b;
 }
 

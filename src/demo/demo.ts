@@ -21,7 +21,7 @@ import { DEMO_MEASUREMENTS, Store } from '../store/index.js';
 import { EnvironmentError } from '../util/errors.js';
 import { parseIpv4 } from '../util/ipv4.js';
 import type { Logger } from '../util/log.js';
-import { lineFrom, Topology } from './topology.js';
+import { DemoInterrupted, lineFrom, Topology } from './topology.js';
 
 export const DEMO_POLICY = `# seng demo policy: apps and categories, not IPs.
 version: 1
@@ -88,7 +88,14 @@ interface DemoEnclave {
 const PROBE = `const s=require('net').connect(+process.argv[2],process.argv[1]);const t=setTimeout(()=>{console.log('timeout');process.exit(0)},+process.argv[3]);s.on('connect',()=>{console.log('ok');process.exit(0)});s.on('error',e=>{console.log(e.code);process.exit(0)});`;
 const SERVER = `for(const p of process.argv.slice(1))require('net').createServer(c=>c.end()).listen(+p,'0.0.0.0');console.log('listening');`;
 
-export async function runDemo(opts: DemoOptions): Promise<ProbeResult[][]> {
+export interface DemoOutcome {
+  /** Every complete probe round (a round cut short by Ctrl-C is left out). */
+  rounds: ProbeResult[][];
+  /** True when SIGINT/SIGTERM ended the demo (its normal end without --rounds). */
+  stopped: boolean;
+}
+
+export async function runDemo(opts: DemoOptions): Promise<DemoOutcome> {
   if (process.getuid?.() !== 0) {
     throw new EnvironmentError(
       'EDEMO',
@@ -273,7 +280,12 @@ export async function runDemo(opts: DemoOptions): Promise<ProbeResult[][]> {
       if (opts.rounds === undefined || round < opts.rounds)
         await sleepUnless(opts.intervalMs ?? 2000, () => stopRequested);
     }
-    return rounds;
+    return { rounds, stopped: stopRequested };
+  } catch (err) {
+    // Ctrl-C while a probe or setup command ran: that command died of the signal. Stopping is
+    // what the user asked for, so it is not an error; everything is still cleaned up below.
+    if (err instanceof DemoInterrupted || stopRequested) return { rounds, stopped: true };
+    throw err;
   } finally {
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);

@@ -4,7 +4,17 @@
  * by `destroy()` (processes by PID, then namespaces), also on SIGINT/SIGTERM.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { EnvironmentError } from '../util/errors.js';
+import { EnvironmentError, SengError } from '../util/errors.js';
+
+/**
+ * A short-lived command died of SIGINT/SIGTERM: the user pressed Ctrl-C (the terminal signals
+ * the whole foreground process group, so the probe dies with it) or the demo is being stopped.
+ */
+export class DemoInterrupted extends SengError {
+  constructor() {
+    super('EINTERRUPTED', 'stopped');
+  }
+}
 
 export class Topology {
   readonly prefix: string;
@@ -19,6 +29,7 @@ export class Topology {
   /** Runs a command and returns stdout; throws with its stderr when it fails. */
   run(cmd: string, args: string[], input?: string): string {
     const r = spawnSync(cmd, args, { encoding: 'utf8', input: input ?? '', timeout: 30_000 });
+    if (r.signal === 'SIGINT' || r.signal === 'SIGTERM') throw new DemoInterrupted();
     if (r.status !== 0) {
       throw new EnvironmentError(
         'EDEMO',
@@ -52,9 +63,16 @@ export class Topology {
     return this.run('ip', ['netns', 'exec', ns, cmd, ...args], input);
   }
 
-  /** Starts a long-running process inside a namespace; it is killed by destroy(). */
+  /**
+   * Starts a long-running process inside a namespace; it is killed by destroy(). It gets its
+   * own process group, so Ctrl-C on the terminal does not kill the gateway or an enclave in
+   * the middle of a probe round: the demo stops them in order.
+   */
   spawn(ns: string, cmd: string, args: string[]): ChildProcess {
-    const child = spawn('ip', ['netns', 'exec', ns, cmd, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn('ip', ['netns', 'exec', ns, cmd, ...args], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      detached: true,
+    });
     this.children.push(child);
     return child;
   }

@@ -7,10 +7,17 @@
  * certificate on the second session) exist for tests.
  */
 import { spawnSync } from 'node:child_process';
+import { X509Certificate } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { dtlsConnect, type DtlsSession } from '../dtls/index.js';
 import { decodeIpAssignment, encodeIpAssignAck } from '../proto/messages.js';
-import { TunDevice, ipv4UpdateChecksum, setIpv4Source } from '../tunnel/index.js';
+import {
+  TunDevice,
+  ICMP_ECHO_REQUEST,
+  internetChecksum,
+  ipv4UpdateChecksum,
+  setIpv4Source,
+} from '../tunnel/index.js';
 import { EnvironmentError, SengError, errorMessage } from '../util/errors.js';
 import { formatIpv4, fromWire, maskToPrefix, parseIpv4, toWire, type Ipv4 } from '../util/ipv4.js';
 import { silentLogger, type Logger } from '../util/log.js';
@@ -35,6 +42,16 @@ export interface SimEnclaveOptions {
   /** Send the second session from this local address instead (misbehaviour). */
   secondLocalAddress?: string;
   handshakeTimeoutMs?: number;
+  /**
+   * OpenSSL cipher list offered to the gateway; default: chosen from the pinned certificate's
+   * key type (see `cipherForGatewayCert`).
+   */
+  cipherList?: string;
+  /**
+   * Send an ICMP echo request from the enclave IP to the gateway IP when nothing was sent for
+   * this long (ms), so the gateway's idle timeout does not end a quiet session; 0/undefined = off.
+   */
+  keepaliveMs?: number;
   /** How long to wait for IpAssignment after the first handshake; default 5000 ms. */
   assignmentTimeoutMs?: number;
   logger?: Logger;
@@ -45,6 +62,66 @@ export interface Assignment {
   netmask: string;
   prefix: number;
   gateway: string;
+}
+
+/** The DTLS 1.2 suites of SPEC §1.1, by the gateway key they authenticate. */
+export const SIM_CIPHERS = {
+  rsa: 'ECDHE-RSA-AES256-GCM-SHA384',
+  ec: 'ECDHE-ECDSA-AES128-GCM-SHA256',
+} as const;
+
+/**
+ * The suite(s) to offer given the pinned gateway certificate(s): the RSA suite for an RSA
+ * key, the ECDSA suite for an EC key. Offering both would let a gateway with both identities
+ * pick the RSA one, whose certificate is then not the pinned one.
+ */
+export function cipherForGatewayCert(pem: string): string {
+  const blocks = pem.match(/-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/g) ?? [];
+  const suites = new Set<string>();
+  for (const block of blocks) {
+    let type: string | undefined;
+    try {
+      type = new X509Certificate(block).publicKey.asymmetricKeyType;
+    } catch (err) {
+      throw new SimEnclaveError(
+        `the pinned gateway certificate cannot be parsed: ${errorMessage(err)}`,
+        'pass the PEM (or DER) certificate the gateway serves with --cert',
+      );
+    }
+    if (type === 'rsa' || type === 'rsa-pss') suites.add(SIM_CIPHERS.rsa);
+    else if (type === 'ec') suites.add(SIM_CIPHERS.ec);
+    else
+      throw new SimEnclaveError(
+        `the pinned gateway certificate has a ${String(type)} key`,
+        'SENG gateways use RSA or EC P-256 keys (SPEC §1.1)',
+      );
+  }
+  if (suites.size === 0)
+    throw new SimEnclaveError(
+      'the pinned gateway certificate holds no CERTIFICATE block',
+      'pass the PEM (or DER) certificate the gateway serves with --cert',
+    );
+  return [...suites].join(':');
+}
+
+/** An IPv4 ICMP echo request src → dst (the gateway's kernel answers it; harmless keepalive). */
+export function icmpEchoRequest(src: Ipv4, dst: Ipv4, id: number, seq: number): Buffer {
+  const payload = Buffer.from('seng-keepalive');
+  const p = Buffer.alloc(20 + 8 + payload.length);
+  p[0] = 0x45;
+  p.writeUInt16BE(p.length, 2);
+  p.writeUInt16BE(seq & 0xffff, 4); // identification
+  p[8] = 64; // TTL
+  p[9] = 1; // ICMP
+  p.writeUInt32BE(src >>> 0, 12);
+  p.writeUInt32BE(dst >>> 0, 16);
+  ipv4UpdateChecksum(p);
+  p[20] = ICMP_ECHO_REQUEST;
+  p.writeUInt16BE(id & 0xffff, 24);
+  p.writeUInt16BE(seq & 0xffff, 26);
+  payload.copy(p, 28);
+  p.writeUInt16BE(internetChecksum(p, 20, p.length), 22);
+  return p;
 }
 
 export class SimEnclaveError extends SengError {
@@ -63,7 +140,11 @@ export class SimEnclave extends EventEmitter {
   private readonly opts: SimEnclaveOptions;
   private readonly log: Logger;
   private spoof: Ipv4 | undefined;
-  readonly counters = { toGateway: 0, fromGateway: 0 };
+  private keepaliveTimer: NodeJS.Timeout | undefined;
+  private lastTx = 0;
+  /** Set per packet sent (cheaper than a clock read); the keepalive tick turns it into lastTx. */
+  private sentSinceTick = false;
+  readonly counters = { toGateway: 0, fromGateway: 0, keepalives: 0 };
 
   constructor(opts: SimEnclaveOptions) {
     super();
@@ -83,6 +164,7 @@ export class SimEnclave extends EventEmitter {
       host: o.gateway,
       caPem: o.gatewayCertPem,
       mtu: 1500,
+      cipherList: o.cipherList ?? cipherForGatewayCert(o.gatewayCertPem),
       handshakeTimeoutMs: o.handshakeTimeoutMs ?? 5000,
       idleTimeoutMs: 0,
       logger: this.log,
@@ -114,6 +196,7 @@ export class SimEnclave extends EventEmitter {
         this.tun?.write(pkt);
         this.emit('packet', pkt);
       });
+      this.startKeepalive(assignment);
       return assignment;
     } catch (err) {
       await this.close(`setup failed: ${errorMessage(err)}`);
@@ -197,6 +280,30 @@ export class SimEnclave extends EventEmitter {
     });
   }
 
+  private startKeepalive(a: Assignment): void {
+    const every = this.opts.keepaliveMs ?? 0;
+    if (every <= 0) return;
+    const src = parseIpv4(a.ip);
+    const dst = parseIpv4(a.gateway);
+    const id = process.pid & 0xffff;
+    this.lastTx = Date.now();
+    // Check a few times per interval so a keepalive goes out at most `every` after the last packet.
+    const tick = Math.max(100, Math.min(1000, Math.floor(every / 4)));
+    this.keepaliveTimer = setInterval(() => {
+      const now = Date.now();
+      if (this.sentSinceTick) {
+        this.sentSinceTick = false;
+        this.lastTx = now;
+      }
+      if (this.closed || !this.recv || now - this.lastTx < every) return;
+      this.counters.keepalives++;
+      this.lastTx = now;
+      this.recv.send(icmpEchoRequest(src, dst, id, this.counters.keepalives));
+      this.log.debug({ event: 'keepalive', seq: this.counters.keepalives }, 'keepalive sent');
+    }, tick);
+    this.keepaliveTimer.unref();
+  }
+
   /** Sends one IPv4 packet into the receive tunnel (applying the spoof switch). */
   toGateway(packet: Buffer): boolean {
     if (!this.recv || this.closed) return false;
@@ -205,12 +312,14 @@ export class SimEnclave extends EventEmitter {
       ipv4UpdateChecksum(packet);
     }
     this.counters.toGateway++;
+    this.sentSinceTick = true;
     return this.recv.send(packet);
   }
 
   async close(reason = 'closed by simulator'): Promise<void> {
     if (this.closedReason !== undefined) return;
     this.closedReason = reason;
+    clearInterval(this.keepaliveTimer);
     this.recv?.close();
     this.send?.close();
     await this.tun?.close();

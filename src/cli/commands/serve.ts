@@ -1,8 +1,8 @@
-import { Args, Flags } from '@oclif/core';
-import { readFileSync } from 'node:fs';
+import { Flags } from '@oclif/core';
+import { readFileSync, statSync } from 'node:fs';
 import { SengCommand } from '../base.js';
+import { ipv4Arg, tunnelPortArg, usageError } from '../usage.js';
 import { InputError } from '../../util/errors.js';
-import { isIpv4 } from '../../util/ipv4.js';
 import { startGateway, type ServeConfig } from '../../gateway/serve.js';
 import { DEFAULT_CONTROL_PATH } from '../../gateway/control.js';
 
@@ -19,13 +19,8 @@ Runs until SIGINT/SIGTERM (graceful: every session is closed and its IP and fire
   ];
   static override enableJsonFlag = false;
   static override args = {
-    ipv4: Args.string({ description: 'IPv4 address to listen on (not 0.0.0.0).', default: '127.0.0.1' }),
-    port: Args.integer({
-      description: 'Receive-tunnel UDP port P; the send tunnel uses P+1.',
-      default: 12345,
-      min: 1,
-      max: 65534,
-    }),
+    ipv4: ipv4Arg('IPv4 address to listen on (not 0.0.0.0).', '127.0.0.1'),
+    port: tunnelPortArg('Receive-tunnel UDP port P (1-65534); the send tunnel uses P+1.'),
   };
   static override flags = {
     db: Flags.string({ char: 'd', summary: 'Policy database (vanilla; netfilter with -n).', env: 'SENG_DB' }),
@@ -82,11 +77,13 @@ Runs until SIGINT/SIGTERM (graceful: every session is closed and its IP and fire
       summary: 'Seconds without a packet from an enclave before its session ends.',
       default: 120,
       min: 1,
+      max: 7 * 86400,
     }),
     'setup-timeout': Flags.integer({
       summary: 'Seconds allowed for each setup step (handshake, ACK, second session).',
       default: 5,
       min: 1,
+      max: 600,
     }),
     'ack-tries': Flags.integer({
       summary: 'How often IpAssignment is sent while waiting for IpAssignACK.',
@@ -98,24 +95,33 @@ Runs until SIGINT/SIGTERM (graceful: every session is closed and its IP and fire
       summary: 'Maximum concurrent DTLS sessions per port.',
       default: 10000,
       min: 1,
+      max: 1_000_000,
     }),
     'max-handshakes': Flags.integer({
       summary: 'Maximum concurrent DTLS handshakes per port.',
       default: 256,
       min: 1,
+      max: 65536,
     }),
   };
 
   async run(): Promise<void> {
     const f = this.flags;
-    const host = this.args.ipv4;
+    // Both positional arguments have defaults (see usage.ts); oclif's types do not know that.
+    const host = this.args.ipv4 ?? '127.0.0.1';
     if (host === '0.0.0.0') {
       throw new InputError(
         'refusing to listen on 0.0.0.0',
         'the second tunnel must come from the same client IP to the same gateway address; give the address clients reach, e.g. 10.0.0.1',
       );
     }
-    if (!isIpv4(host)) throw new InputError(`"${host}" is not an IPv4 address`);
+    if (!IFNAME_RE.test(f.tun))
+      usageError(`--tun "${f.tun}" is not a network interface name (1-15 characters, no "/", ":" or spaces)`);
+    if (f.control.length === 0) usageError('--control needs a socket path');
+    if (!NFT_TABLE_RE.test(f['nft-table']))
+      usageError(
+        `--nft-table "${f['nft-table']}" is not an nftables table name (a letter, then letters, digits, _ or -)`,
+      );
     if (f.cert.length !== f.key.length) {
       throw new InputError(
         `${f.cert.length} --cert but ${f.key.length} --key`,
@@ -128,7 +134,7 @@ Runs until SIGINT/SIGTERM (graceful: every session is closed and its IP and fire
     }));
     const config: ServeConfig = {
       host,
-      port: this.args.port,
+      port: this.args.port ?? 12345,
       identities,
       dbPath: f.db,
       netfilter: f.netfilter,
@@ -155,12 +161,38 @@ Runs until SIGINT/SIGTERM (graceful: every session is closed and its IP and fire
   }
 }
 
+/** Linux interface names: at most IFNAMSIZ-1 = 15 bytes, no slash, colon or whitespace. */
+const IFNAME_RE = /^[^/:\s]{1,15}$/;
+
+/** nftables identifiers as seng uses them (unquoted in nft scripts). */
+const NFT_TABLE_RE = /^[A-Za-z][A-Za-z0-9_-]{0,63}$/;
+
+/** Gateway identities are small PEM files; anything bigger is the wrong file. */
+const MAX_PEM_BYTES = 1 << 20;
+
 function readText(path: string, what: string): string {
+  const hint = `give the path of the PEM ${what} file`;
+  let text: string;
   try {
-    return readFileSync(path, 'utf8');
+    const st = statSync(path);
+    if (st.isDirectory()) throw new InputError(`${what} ${path} is a directory, not a file`, hint);
+    if (st.size > MAX_PEM_BYTES)
+      throw new InputError(`${what} ${path} is too large (${st.size} bytes) to be a PEM ${what}`, hint);
+    text = readFileSync(path, 'utf8');
   } catch (err) {
+    if (err instanceof InputError) throw err;
     throw new InputError(
       `cannot read ${what} ${path}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`,
+      hint,
     );
   }
+  const label = what === 'key' ? /-----BEGIN [A-Z ]*PRIVATE KEY-----/ : /-----BEGIN CERTIFICATE-----/;
+  if (!label.test(text))
+    throw new InputError(
+      `${what} ${path} is not PEM (no "-----BEGIN ${what === 'key' ? 'PRIVATE KEY' : 'CERTIFICATE'}-----" line)`,
+      what === 'key'
+        ? 'serve needs the PEM private key of each --cert (openssl genpkey/req -keyout writes one)'
+        : 'serve needs PEM certificates; convert DER with: openssl x509 -inform der -in CERT.der -out CERT.pem',
+    );
+  return text;
 }

@@ -1,7 +1,8 @@
 // The `seng attest …` and `seng sim …` commands, run as an admin or a script would.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync, readFileSync, statSync, existsSync } from 'node:fs';
+import { mkdtempSync, rmSync, readFileSync, statSync, existsSync, writeFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { seng, sengJson, repoRoot } from '../../helpers/cli.js';
@@ -231,7 +232,7 @@ test('errors: unreadable, malformed and bad flags exit 1 with a message', () => 
     join(repoRoot, 'package.json'),
   ]);
   assert.equal(junkJson.code, 1);
-  assert.equal(junkJson.json.error.code, 'EATTEST_PARSE');
+  assert.equal(junkJson.json.error.code, 'ECERT_FORMAT');
   const badStatus = seng(['attest', 'verify', SAMPLE, '--allow-status', 'KEY_REVOKED']);
   assert.equal(badStatus.code, 1);
   assert.match(badStatus.stderr, /cannot be allowed/);
@@ -274,4 +275,197 @@ test('errors: unreadable, malformed and bad flags exit 1 with a message', () => 
   ]);
   assert.equal(badMr.code, 1);
   assert.match(badMr.stderr, /MRENCLAVE must be 32 bytes/);
+  assert.match(badMr.stderr, /Hint: Give MRENCLAVE as 64 hex digits/);
+});
+
+/** `seng sim cert` for the MRE/MRS app with the authority in dir/ca, plus `extra` flags. */
+const simCert = (out: string, key: string, extra: string[] = []) =>
+  seng([
+    'sim',
+    'cert',
+    '--ca',
+    join(dir, 'ca'),
+    '--kind',
+    'epid',
+    '--mrenclave',
+    MRE,
+    '--mrsigner',
+    MRS,
+    '--out',
+    out,
+    '--key',
+    key,
+    ...extra,
+  ]);
+
+test('sim cert never replaces files without --force, never writes cert and key to one file', () => {
+  if (!existsSync(join(dir, 'ca', 'manifest.json')))
+    assert.equal(seng(['sim', 'ca', '--out', join(dir, 'ca')]).code, 0);
+  const out = join(dir, 'ow.der');
+  const key = join(dir, 'ow.key');
+  assert.equal(simCert(out, key).code, 0);
+  const certBefore = readFileSync(out);
+  const keyBefore = readFileSync(key);
+
+  const again = sengJson<{ error: { code: string; message: string; hint: string } }>([
+    'sim',
+    'cert',
+    '--ca',
+    join(dir, 'ca'),
+    '--kind',
+    'epid',
+    '--mrenclave',
+    MRE,
+    '--mrsigner',
+    MRS,
+    '--out',
+    out,
+    '--key',
+    key,
+  ]);
+  assert.equal(again.code, 1);
+  assert.equal(again.json.error.code, 'EEXIST');
+  assert.match(again.json.error.hint, /--force/);
+  assert.deepEqual(readFileSync(out), certBefore, 'certificate untouched');
+  assert.deepEqual(readFileSync(key), keyBefore, 'key untouched');
+
+  const forced = simCert(out, key, ['--force']);
+  assert.equal(forced.code, 0, forced.stderr);
+  assert.notDeepEqual(readFileSync(key), keyBefore, 'replaced with --force');
+  assert.equal(statSync(key).mode & 0o077, 0);
+
+  // The test authority's own key: refused even with --force.
+  const caKey = join(dir, 'ca', 'sgx-root.key.pem');
+  const caKeyBefore = readFileSync(caKey);
+  const onCa = simCert(join(dir, 'x1.der'), caKey, ['--force']);
+  assert.equal(onCa.code, 1);
+  assert.match(onCa.stderr, /is a file of the test authority/);
+  assert.deepEqual(readFileSync(caKey), caKeyBefore);
+
+  // One file for both: the key would replace the certificate; refused even with --force.
+  const same = join(dir, 'same.der');
+  for (const extra of [[], ['--force']]) {
+    const r = simCert(same, same, extra);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /--out and --key are the same file/);
+    assert.equal(existsSync(same), false);
+  }
+  const alias = simCert(same, join(dir, '.', 'same.der'));
+  assert.equal(alias.code, 1);
+  assert.match(alias.stderr, /same file/);
+
+  // A directory, a missing directory.
+  const isDir = simCert(join(dir, 'ca'), join(dir, 'k2.key'));
+  assert.equal(isDir.code, 1);
+  assert.match(isDir.stderr, /is a directory/);
+  const noDir = simCert(join(dir, 'no', 'such', 'c.der'), join(dir, 'k3.key'));
+  assert.equal(noDir.code, 1);
+  assert.match(noDir.stderr, /does not exist/);
+});
+
+test('sim ca: an --out under a missing or impossible parent fails at once with a hint', () => {
+  // Before the fix a recursive mkdir under /proc spun forever: the time limit turns that into a failure.
+  const proc = sengJson<{ error: { code: string; hint: string } }>(['sim', 'ca', '--out', '/proc/xx/ca']);
+  assert.equal(proc.code, 1);
+  assert.equal(proc.json.error.code, 'ESIM_CA');
+  assert.match(proc.json.error.hint, /Create \/proc\/xx first/);
+  const file = join(dir, 'plain-file');
+  writeFileSync(file, 'x');
+  const onFile = seng(['sim', 'ca', '--out', file], { timeoutMs: 20_000 });
+  assert.equal(onFile.code, 1);
+  assert.match(onFile.stderr, /exists and is not a directory/);
+  const under = seng(['sim', 'ca', '--out', join(file, 'ca')], { timeoutMs: 20_000 });
+  assert.equal(under.code, 1);
+  assert.match(under.stderr, /is not a directory/);
+});
+
+test('certificate inputs: random bytes, empty, directory, too large, wrong PEM block', () => {
+  const binary = join(dir, 'random.bin');
+  writeFileSync(binary, Buffer.concat([Buffer.from([0x7f]), randomBytes(600)]));
+  const empty = join(dir, 'empty.der');
+  writeFileSync(empty, '');
+  const huge = join(dir, 'huge.der');
+  writeFileSync(huge, Buffer.alloc(2 << 20, 0x30));
+  const keyPem = join(dir, 'some.key');
+  writeFileSync(keyPem, '-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n');
+  const cases: [string, RegExp, string][] = [
+    [binary, /is neither a PEM nor a DER X\.509 certificate/, 'ECERT_FORMAT'],
+    [empty, /is empty/, 'EINPUT'],
+    [dir, /is a directory/, 'EINPUT'],
+    [huge, /too large/, 'EINPUT'],
+    [keyPem, /holds a PEM "PRIVATE KEY" block, not a CERTIFICATE/, 'ECERT_FORMAT'],
+  ];
+  for (const [path, message, code] of cases) {
+    for (const cmd of [
+      ['attest', 'inspect'],
+      ['attest', 'verify'],
+    ]) {
+      const r = seng([...cmd, path]);
+      assert.equal(r.code, 1, `${cmd.join(' ')} ${path}`);
+      assert.match(r.stderr, message);
+      assert.match(r.stderr, /Hint: /);
+      assert.doesNotMatch(r.stderr, /no CERTIFICATE block|Internal error/);
+      const j = sengJson<{ error: { code: string; hint?: string } }>([...cmd, path]);
+      assert.equal(j.json.error.code, code);
+      assert.ok(j.json.error.hint);
+    }
+    const s = seng(['sim', 'enclave', '--cert', path, '--key', keyPem, '--gateway-cert', path]);
+    assert.equal(s.code, 1, `sim enclave --cert ${path}`);
+    assert.match(s.stderr, message);
+  }
+  // Stdin: random bytes.
+  const piped = seng(['attest', 'inspect', '-'], { input: 'hello, not a certificate' });
+  assert.equal(piped.code, 1);
+  assert.match(piped.stderr, /neither a PEM nor a DER/);
+});
+
+test('sim enclave: unusable key and gateway-certificate files fail before connecting', () => {
+  const cert = join(dir, 'se.der');
+  const key = join(dir, 'se.key');
+  if (!existsSync(join(dir, 'ca', 'manifest.json')))
+    assert.equal(seng(['sim', 'ca', '--out', join(dir, 'ca')]).code, 0);
+  assert.equal(simCert(cert, key, ['--force']).code, 0);
+  const run = (args: string[]) => seng(['sim', 'enclave', '--port', '9', ...args]);
+  const noKey = run(['--cert', cert, '--key', join(dir, 'missing.key'), '--gateway-cert', cert]);
+  assert.equal(noKey.code, 1);
+  assert.match(noKey.stderr, /cannot read key .*ENOENT/);
+  const certAsKey = run(['--cert', cert, '--key', cert, '--gateway-cert', cert]);
+  assert.equal(certAsKey.code, 1);
+  assert.match(certAsKey.stderr, /is not a PEM private key/);
+  const dirKey = run(['--cert', cert, '--key', dir, '--gateway-cert', cert]);
+  assert.equal(dirKey.code, 1);
+  assert.match(dirKey.stderr, /is a directory/);
+  const noGw = run(['--cert', cert, '--key', key, '--gateway-cert', join(dir, 'missing.crt')]);
+  assert.equal(noGw.code, 1);
+  assert.match(noGw.stderr, /cannot read gateway certificate/);
+  for (const bad of [
+    ['--keepalive', '-1'],
+    ['--cipher', 'NULL-MD5'],
+    ['--port', '65535'],
+  ]) {
+    const r = run(['--cert', cert, '--key', key, '--gateway-cert', cert, ...bad]);
+    assert.equal(r.code, 2, bad.join(' '));
+  }
+});
+
+test('attest verify --allowed-prod-id rejects non-numbers by name, never "NaN"', () => {
+  for (const v of ['1,x', '70000', '-1', '1.5']) {
+    const r = seng(['attest', 'verify', SAMPLE, '--allowed-prod-id', v]);
+    assert.equal(r.code, 1, v);
+    assert.match(r.stderr, /--allowed-prod-id: ".+" is not an ISV product id/);
+    assert.match(r.stderr, /Hint: Give integers from 0 to 65535/);
+    assert.doesNotMatch(r.stderr, /NaN/);
+  }
+  const j = sengJson<{ error: { code: string } }>(['attest', 'verify', SAMPLE, '--allowed-prod-id', '1,x']);
+  assert.equal(j.json.error.code, 'EINPUT');
+  const dirRoot = sengJson<{ error: { code: string; hint?: string } }>([
+    'attest',
+    'verify',
+    SAMPLE,
+    '--ias-root',
+    dir,
+  ]);
+  assert.equal(dirRoot.code, 1);
+  assert.equal(dirRoot.json.error.code, 'EATTEST_POLICY');
+  assert.ok(dirRoot.json.error.hint);
 });

@@ -161,10 +161,12 @@ describe('conntrack purge (ctnetlink, in a network namespace)', () => {
       );
     }
 
-    // Nothing left to delete: a second purge reports 0.
+    // Nothing left to delete: a second purge reports 0, labelled in text mode and bare in --json.
     const again = await sengIn(nsA, ['conntrack', 'purge', B]);
     assert.equal(again.code, 0, again.stderr);
-    assert.equal(again.stdout.trim(), '0');
+    assert.equal(again.stdout.trim(), `purged 0 conntrack entries of ${B}`);
+    const againJson = await sengIn(nsA, ['conntrack', 'purge', B, '--json']);
+    assert.deepEqual(JSON.parse(againJson.stdout), { ip: B, deleted: 0 });
   });
 
   for (const strategy of ['kernel-filtered dumps', 'one unfiltered dump'] as const) {

@@ -93,3 +93,70 @@ test('each --cert needs its --key, and positional arguments are not swallowed by
   assert.equal(r.code, 1);
   assert.match(r.stderr, /2 --cert but 1 --key/);
 });
+
+test('bad PORT and IPV4 arguments are usage errors (exit 2) that name the value', () => {
+  // P+1 is the send tunnel, so 65535 is out of range too.
+  for (const port of ['65535', '70000', '0', 'abc', '-1', '12.5']) {
+    const r = serve(['127.0.0.1', port]);
+    assert.equal(r.code, 2, `port ${port}: ${r.stderr}`);
+    // oclif wraps usage errors at the terminal width behind " ›   " markers.
+    const flat = r.stderr.replace(/\s*›\s*/g, ' ').replace(/\s+/g, ' ');
+    assert.ok(
+      flat.includes(`PORT (P; the send tunnel uses P+1) must be an integer from 1 to 65534, got "${port}"`),
+      flat,
+    );
+    assert.doesNotMatch(r.stderr, /Internal error/);
+  }
+  for (const ip of ['1.2.3', '10.0.0.256', 'localhost']) {
+    const r = serve([ip, '12345']);
+    assert.equal(r.code, 2, `address ${ip}: ${r.stderr}`);
+    assert.match(r.stderr, /is not an IPv4 address/);
+  }
+  assert.equal(existsSync(control), false, 'nothing was started');
+});
+
+test('serve flags are bounded and its files are checked before anything starts', () => {
+  const flagCases: string[][] = [
+    ['--tun', ''],
+    ['--tun', 'a-name-longer-than-15'],
+    ['--tun', 'bad/name'],
+    ['--max-sessions', '99999999999999999999'],
+    ['--idle-timeout', '0'],
+    ['--idle-timeout', '999999999'],
+    ['--setup-timeout', '100000'],
+    ['--max-handshakes', '0'],
+    ['--ack-tries', '21'],
+    ['--min-isv-svn', '70000'],
+    ['--nft', '--nft-table', 'x;y'],
+  ];
+  for (const flag of flagCases) {
+    const r = seng([
+      'serve',
+      '--cert',
+      cert,
+      '--key',
+      key,
+      '--control',
+      control,
+      ...flag,
+      '127.0.0.1',
+      '12345',
+    ]);
+    assert.equal(r.code, 2, `${flag.join(' ')}: ${r.stderr}`);
+    assert.doesNotMatch(r.stderr, /Internal error/);
+  }
+  const der = join(dir, 'gw.der');
+  execFileSync('openssl', ['x509', '-in', cert, '-outform', 'der', '-out', der]);
+  const fileCases: [string, string, RegExp][] = [
+    [dir, key, /certificate .* is a directory/],
+    [der, key, /is not PEM.*\n.*Hint: .*openssl x509 -inform der/],
+    [cert, cert, /key .* is not PEM/],
+    [join(dir, 'missing.crt'), key, /cannot read certificate .*ENOENT/],
+  ];
+  for (const [c, k, message] of fileCases) {
+    const r = seng(['serve', '--cert', c, '--key', k, '--control', control, '127.0.0.1', '12345']);
+    assert.equal(r.code, 1, `${c} ${k}: ${r.stderr}`);
+    assert.match(r.stderr, message);
+  }
+  assert.equal(existsSync(control), false, 'nothing was started');
+});

@@ -1,7 +1,7 @@
 import { Args } from '@oclif/core';
 import { SengCommand } from '../../base.js';
 import { describeEvidence, type EvidenceSummary } from '../../../attestation/describe.js';
-import { readEvidence } from '../../../attestation/cli-support.js';
+import { readEvidence } from '../../attestation-flags.js';
 
 export default class AttestInspect extends SengCommand<typeof AttestInspect> {
   static override summary = 'Show the SGX evidence an RA-TLS certificate claims (nothing is verified).';

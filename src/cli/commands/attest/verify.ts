@@ -2,7 +2,7 @@ import { Args, Flags } from '@oclif/core';
 import { SengCommand } from '../../base.js';
 import { loadAttestationPolicy } from '../../../attestation/policy.js';
 import { verifyEvidence, type VerificationResult } from '../../../attestation/verify.js';
-import { listFlag, readEvidence } from '../../../attestation/cli-support.js';
+import { listFlag, productIdsFlag, readEvidence } from '../../attestation-flags.js';
 
 export default class AttestVerify extends SengCommand<typeof AttestVerify> {
   static override summary =
@@ -70,10 +70,7 @@ Exit status: 0 admitted, 1 rejected (the checks are still printed) or unreadable
 
   async run(): Promise<VerificationResult> {
     const f = this.flags;
-    const prodIds = listFlag(f['allowed-prod-id']).map((v) => {
-      const n = Number(v);
-      return Number.isInteger(n) ? n : NaN;
-    });
+    const prodIds = productIdsFlag(f['allowed-prod-id'], '--allowed-prod-id');
     const policy = loadAttestationPolicy({
       iasRootPath: f['ias-root'],
       sgxRootPath: f['sgx-root'],

@@ -24,6 +24,7 @@ export default class KmodAdd extends SengCommand<typeof KmodAdd> {
       summary: 'Milliseconds to wait for each acknowledgement.',
       default: 1000,
       min: 1,
+      max: 600_000, // node timers hold at most 2^31-1 ms
     }),
   };
 

@@ -13,6 +13,7 @@ export default class KmodFlush extends SengCommand<typeof KmodFlush> {
       summary: 'Milliseconds to wait for each acknowledgement.',
       default: 1000,
       min: 1,
+      max: 600_000, // node timers hold at most 2^31-1 ms
     }),
   };
 

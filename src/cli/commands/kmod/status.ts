@@ -10,7 +10,12 @@ export default class KmodStatusCommand extends SengCommand<typeof KmodStatusComm
     '(check "present" in --json output); exits 1 only if the query itself fails.';
   static override examples = ['<%= config.bin %> kmod status', '<%= config.bin %> kmod status --json'];
   static override flags = {
-    timeout: Flags.integer({ summary: 'Milliseconds to wait for the kernel.', default: 1000, min: 1 }),
+    timeout: Flags.integer({
+      summary: 'Milliseconds to wait for the kernel.',
+      default: 1000,
+      min: 1,
+      max: 600_000, // node timers hold at most 2^31-1 ms
+    }),
   };
 
   async run(): Promise<KmodStatus> {

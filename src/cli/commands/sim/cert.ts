@@ -1,12 +1,16 @@
 import { Flags } from '@oclif/core';
-import { writeFileSync } from 'node:fs';
-import { resolve } from 'node:path';
+import { resolve, join } from 'node:path';
 import { SengCommand } from '../../base.js';
 import { InputError } from '../../../util/errors.js';
-import { createSimCertificate, loadSimCa, type SimKeyType } from '../../../attestation/sim.js';
+import { createSimCertificate, loadSimCa, SIM_CA_FILES, type SimKeyType } from '../../../attestation/sim.js';
 import { parseRaTlsCertificate } from '../../../attestation/evidence.js';
 import { describeEvidence, type EvidenceSummary } from '../../../attestation/describe.js';
-import { SimAuthorityError } from '../../../attestation/errors.js';
+import {
+  canonicalOutputPath,
+  checkDistinctOutputs,
+  checkOutputPath,
+  writeOutputFile,
+} from '../../output-files.js';
 
 export default class SimCert extends SengCommand<typeof SimCert> {
   static override summary = 'Make an RA-TLS client certificate signed by a TEST attestation authority.';
@@ -14,7 +18,8 @@ export default class SimCert extends SengCommand<typeof SimCert> {
 
 --status sets the IAS quote status (EPID) or the TCB status of the platform's TCB level (DCAP).
 --encoding base64 stores the EPID values the way the Go-era clients did.
---out-format pem writes PEM instead of DER (default: PEM if CERT ends in .pem, else DER).`;
+--out-format pem writes PEM instead of DER (default: PEM if CERT ends in .pem, else DER).
+Existing files are not replaced without --force; --out and --key must be two different files, and never files of the test authority itself.`;
   static override examples = [
     '<%= config.bin %> sim cert --ca sim-ca --kind epid --mrenclave $(printf a%.0s {1..64}) --mrsigner $(printf b%.0s {1..64}) --out enclave.der --key enclave.key',
     '<%= config.bin %> sim cert --ca sim-ca --kind dcap --key-type rsa3072 --mrenclave <64 hex> --mrsigner <64 hex> --isv-svn 2 --out enclave.pem --key enclave.key',
@@ -69,6 +74,7 @@ export default class SimCert extends SengCommand<typeof SimCert> {
       helpValue: 'KEY',
     }),
     'out-format': Flags.option({ options: ['der', 'pem'] as const, summary: 'Certificate file format.' })(),
+    force: Flags.boolean({ summary: 'Replace existing --out and --key files.' }),
   };
 
   async run(): Promise<{ cert: string; key: string; format: string; evidence: EvidenceSummary }> {
@@ -81,6 +87,22 @@ export default class SimCert extends SengCommand<typeof SimCert> {
           `invalid --report-time ${f['report-time']}`,
           'Use ISO 8601, e.g. 2024-01-01T00:00:00Z.',
         );
+    }
+    const outputs = [
+      { flag: '--out', path: f.out },
+      { flag: '--key', path: f.key },
+    ] as const;
+    checkDistinctOutputs(outputs[0], outputs[1]);
+    const authorityFiles = new Set(
+      Object.values(SIM_CA_FILES).map((n) => canonicalOutputPath(join(f.ca, n))),
+    );
+    for (const o of outputs) {
+      if (authorityFiles.has(canonicalOutputPath(o.path)))
+        throw new InputError(
+          `${o.flag} ${o.path} is a file of the test authority ${f.ca}`,
+          `write the enclave's certificate and key elsewhere, e.g. ${o.flag === '--out' ? '--out enclave.der' : '--key enclave.key'}`,
+        );
+      checkOutputPath(o.path, o.flag, f.force);
     }
     const ca = loadSimCa(f.ca);
     const made = createSimCertificate(ca, {
@@ -98,16 +120,9 @@ export default class SimCert extends SengCommand<typeof SimCert> {
       crls: !f['no-crls'],
     });
     const format = f['out-format'] ?? (f.out.toLowerCase().endsWith('.pem') ? 'pem' : 'der');
-    try {
-      writeFileSync(f.out, format === 'pem' ? made.certPem : made.certDer);
-      writeFileSync(f.key, made.keyPem, { mode: 0o600 });
-    } catch (e) {
-      throw new SimAuthorityError(
-        `cannot write the certificate or key: ${(e as Error).message}`,
-        undefined,
-        e,
-      );
-    }
+    // The key first: a certificate without its key is useless, the other way round is harmless.
+    writeOutputFile(f.key, made.keyPem, 0o600, f.force);
+    writeOutputFile(f.out, format === 'pem' ? made.certPem : made.certDer, 0o644, f.force);
     const evidence = describeEvidence(parseRaTlsCertificate(made.certDer));
     this.log(`wrote TEST ${f.kind} RA-TLS certificate ${f.out} (${format}) and key ${f.key}`);
     this.log(`  MRENCLAVE ${evidence.mrEnclave}, quote fingerprint ${evidence.quoteFingerprint}`);

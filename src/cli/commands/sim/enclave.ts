@@ -1,14 +1,19 @@
 import { Flags } from '@oclif/core';
-import { readFileSync } from 'node:fs';
+import { readFileSync, statSync } from 'node:fs';
 import { SengCommand } from '../../base.js';
-import { InputError } from '../../../util/errors.js';
-import { SimEnclave } from '../../../sim/enclave.js';
+import { EnvironmentError, InputError } from '../../../util/errors.js';
+import { SIM_CIPHERS, SimEnclave } from '../../../sim/enclave.js';
+import { toPem } from '../../../attestation/x509.js';
+import { readCertificateFile } from '../../attestation-flags.js';
 
 export default class SimEnclaveCommand extends SengCommand<typeof SimEnclaveCommand> {
   static override summary =
     'Simulate an enclave running the SENG Runtime: attest, get an IP, tunnel a TUN device through the gateway.';
   static override description = `Connects like a SENG client (two DTLS sessions, IpAssignment/IpAssignACK) with an RA-TLS certificate from "seng sim cert". With --tun it creates a TUN device (moved into --netns if given), configures the assigned IP and routes, and forwards packets, so ping/iperf3/nc in that namespace talk through the gateway.
-Prints one JSON line {"event":"ready",...} on stdout when the tunnel is up; runs until SIGINT/SIGTERM (exit 0) or until the gateway ends the session (exit 3).`;
+Prints one JSON line {"event":"ready",...} on stdout when the tunnel is up; runs until SIGINT/SIGTERM (exit 0) or until the gateway ends the session (exit 3).
+
+Cipher suite: the one matching the pinned gateway certificate's key (RSA: ECDHE-RSA-AES256-GCM-SHA384, EC: ECDHE-ECDSA-AES128-GCM-SHA256, SPEC §1.1), so a gateway with both identities serves the pinned one; --cipher overrides.
+Keepalive: the gateway ends a session after its idle timeout (default 120 s) without a packet from the enclave; unless --keepalive 0, the simulator sends an ICMP echo request from its enclave IP to the gateway IP whenever it has sent nothing for --keepalive seconds (the gateway's kernel answers it).`;
   static override examples = [
     '<%= config.bin %> sim enclave --gateway 10.0.0.1 --cert app.crt --key app.key --gateway-cert gw.crt --tun senc0 --netns app1 --route 10.99.0.0/24',
   ];
@@ -26,7 +31,21 @@ Prints one JSON line {"event":"ready",...} on stdout when the tunnel is up; runs
       required: true,
     }),
     key: Flags.string({ summary: 'Private key of --cert (PEM).', required: true }),
-    'gateway-cert': Flags.string({ summary: "The gateway's certificate (PEM), pinned.", required: true }),
+    'gateway-cert': Flags.string({
+      summary: "The gateway's certificate (PEM or DER), pinned; its key type selects the cipher suite.",
+      required: true,
+    }),
+    cipher: Flags.option({
+      options: [SIM_CIPHERS.rsa, SIM_CIPHERS.ec] as const,
+      summary: 'Offer only this cipher suite (default: the one for the key of --gateway-cert).',
+    })(),
+    keepalive: Flags.integer({
+      summary: 'Send an ICMP echo to the gateway IP after this many idle seconds (0 = never).',
+      default: 30,
+      min: 0,
+      max: 86400,
+      helpValue: 'SECONDS',
+    }),
     tun: Flags.string({
       summary: 'Create this TUN device and forward its packets (omit for a control-plane-only client).',
     }),
@@ -54,23 +73,20 @@ Prints one JSON line {"event":"ready",...} on stdout when the tunnel is up; runs
 
   async run(): Promise<void> {
     const f = this.flags;
-    const read = (p: string) => {
-      try {
-        return readFileSync(p, 'utf8');
-      } catch (err) {
-        throw new InputError(`cannot read ${p}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
-      }
-    };
-    const certRaw = readFileSync(f.cert);
-    const certPem = certRaw.includes('-----BEGIN') ? certRaw.toString('utf8') : derToPem(certRaw);
+    const certPem = certificatePem(f.cert, 'RA-TLS certificate');
     const sim = new SimEnclave({
       gateway: f.gateway,
       port: f.port,
       certPem,
-      keyPem: read(f.key),
-      gatewayCertPem: read(f['gateway-cert']),
+      keyPem: privateKeyPem(f.key),
+      gatewayCertPem: certificatePem(f['gateway-cert'], 'gateway certificate'),
+      ...(f.cipher ? { cipherList: f.cipher } : {}),
+      keepaliveMs: f.keepalive * 1000,
       ...(f['second-cert']
-        ? { secondCertPem: read(f['second-cert']), secondKeyPem: read(f['second-key'] as string) }
+        ? {
+            secondCertPem: certificatePem(f['second-cert'], 'second certificate'),
+            secondKeyPem: privateKeyPem(f['second-key'] as string),
+          }
         : {}),
       skipAck: f['skip-ack'],
       ...(f['spoof-source'] ? { spoofSource: f['spoof-source'] } : {}),
@@ -102,7 +118,33 @@ Prints one JSON line {"event":"ready",...} on stdout when the tunnel is up; runs
   }
 }
 
-function derToPem(der: Buffer): string {
-  const b64 = der.toString('base64').replace(/(.{64})/g, '$1\n');
-  return `-----BEGIN CERTIFICATE-----\n${b64}${b64.endsWith('\n') ? '' : '\n'}-----END CERTIFICATE-----\n`;
+/**
+ * A certificate file as PEM text. DER is told apart by its first byte (a SEQUENCE), not by
+ * searching for "-----BEGIN": a DCAP RA-TLS certificate in DER embeds its PCK chain as PEM.
+ */
+function certificatePem(path: string, what: string): string {
+  const bytes = readCertificateFile(path, what);
+  return bytes[0] === 0x30 ? toPem(bytes) : bytes.toString('utf8');
+}
+
+/** A private key file (PEM), checked to be one so a swapped --cert/--key is caught early. */
+function privateKeyPem(path: string): string {
+  const hint = 'pass the PKCS#8 PEM key written by `seng sim cert --key`';
+  let text: string;
+  try {
+    if (statSync(path).isDirectory()) throw new InputError(`key ${path} is a directory, not a file`, hint);
+    text = readFileSync(path, 'utf8');
+  } catch (err) {
+    if (err instanceof InputError) throw err;
+    const code = (err as NodeJS.ErrnoException).code;
+    throw new EnvironmentError(
+      code === 'ENOENT' ? 'ENOENT' : 'EREAD',
+      `cannot read key ${path}: ${code ?? String(err)}`,
+      hint,
+      err,
+    );
+  }
+  if (!/-----BEGIN [A-Z ]*PRIVATE KEY-----/.test(text))
+    throw new InputError(`key ${path} is not a PEM private key`, hint);
+  return text;
 }

@@ -18,6 +18,7 @@ export default class KmodCategoryRemove extends SengCommand<typeof KmodCategoryR
       summary: 'Milliseconds to wait for each acknowledgement.',
       default: 1000,
       min: 1,
+      max: 600_000, // node timers hold at most 2^31-1 ms
     }),
   };
 
