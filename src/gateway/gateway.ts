@@ -597,12 +597,19 @@ export class Gateway extends EventEmitter {
     return true;
   }
 
-  /** Re-reads the database; pushes category changes of active apps to the enforcer. */
-  async reloadIndex(force = false): Promise<number> {
+  /**
+   * Re-reads the database. Sessions the new database would no longer admit (app removed,
+   * measurements or host subnets changed, moved to another enclave subnet) are ended first,
+   * so a revoked app loses its network access at once; then category changes of the
+   * remaining active apps are pushed to the enforcer.
+   */
+  async reloadIndex(force = false): Promise<ReloadResult> {
+    const generation = this.opts.index.generation;
     const changed = this.opts.index.reload(force);
+    const ended = this.opts.index.generation === generation ? [] : await this.endRevoked();
     for (const change of changed) {
       const active = [...this.enclaves].filter(
-        (e) => e.joined && e.evidence.mrEnclave.equals(change.mrEnclave),
+        (e) => e.joined && e.state !== 'closing' && e.evidence.mrEnclave.equals(change.mrEnclave),
       );
       for (const e of active) e.categories = change.categories;
       if (active.length === 0) continue;
@@ -625,6 +632,46 @@ export class Gateway extends EventEmitter {
         this.log.error({ event: 'enforcement-failed', err: errorMessage(err) }, 'category update failed');
       }
     }
-    return changed.length;
+    return { changedApps: changed.length, ended };
   }
+
+  /** Ends every session the current index would no longer admit as it was; returns their IPs. */
+  private async endRevoked(): Promise<string[]> {
+    const revoked: [Enclave, string][] = [];
+    for (const e of this.enclaves) {
+      if (e.state === 'closing') continue;
+      const reason = revocationReason(e, this.opts.index);
+      if (reason !== undefined) revoked.push([e, reason]);
+    }
+    await Promise.all(revoked.map(([e, reason]) => this.end(e, reason)));
+    return revoked.map(([e]) => formatIpv4(e.ip));
+  }
+}
+
+export interface ReloadResult {
+  /** Apps whose categories changed. */
+  changedApps: number;
+  /** Enclave IPs whose sessions were ended because the database no longer admits them. */
+  ended: string[];
+}
+
+/**
+ * Why the index would no longer admit this enclave as it was admitted, or undefined if it
+ * still would: the same app, from the same client host, into the same enclave subnet.
+ */
+function revocationReason(e: Enclave, index: EnclaveIndex): string | undefined {
+  const admission = index.admit(e.evidence.mrEnclave, e.evidence.mrSigner, e.clientIp);
+  const app = e.appName ?? e.evidence.mrEnclave.toString('hex').slice(0, 16);
+  if (!admission.ok) {
+    return admission.check === 'allowlist'
+      ? `app ${app} removed from the allowlist`
+      : `app ${app} no longer admitted: ${admission.reason}`;
+  }
+  if (admission.appName !== e.appName) {
+    return admission.appName === undefined
+      ? `app ${app} removed from the allowlist`
+      : `app ${app} is now registered as ${admission.appName}`;
+  }
+  if (admission.pool !== e.pool) return `app ${app} moved to enclave subnet ${admission.pool.label}`;
+  return undefined;
 }

@@ -127,11 +127,11 @@ export async function startGateway(config: ServeConfig, log: Logger): Promise<Ru
     await gateway.start();
     cleanups.push(() => gateway.stop());
 
-    const reload = async (): Promise<{ changedApps: number; policy: string | null }> => {
-      const changedApps = await gateway.reloadIndex(true);
+    const reload = async (): Promise<{ changedApps: number; ended: string[]; policy: string | null }> => {
+      const { changedApps, ended } = await gateway.reloadIndex(true);
       const policy = enforcer instanceof NftEnforcer ? await enforcer.reloadPolicy() : null;
-      log.info({ event: 'reloaded', changedApps, policy }, 'reloaded database and policy');
-      return { changedApps, policy };
+      log.info({ event: 'reloaded', changedApps, ended, policy }, 'reloaded database and policy');
+      return { changedApps, ended, policy };
     };
     const control = await ControlServer.listen(config.controlPath, async (req: ControlRequest) => {
       if (req.cmd === 'status') {

@@ -128,7 +128,7 @@ test('flush → register → categories (first enclave of an app) → unregister
     writer.removeCategory('browser', 'Web');
     writer.addCategory('browser', 'Social');
     writer.close();
-    assert.equal(await gateway.reloadIndex(), 1);
+    assert.deepEqual(await gateway.reloadIndex(), { changedApps: 1, ended: [] });
     assert.deepEqual(events.sort(), ['cat-add aaaaaaaa Social', 'cat-remove aaaaaaaa Web']);
     events.length = 0;
 
