@@ -10,8 +10,8 @@ import { EnclaveIndex } from '../../../src/gateway/enclave-index.js';
 import type {
   PacketDevice,
   PeerVerdict,
-  TunnelListener,
-  TunnelSession,
+  ChannelListener,
+  EnclaveChannel,
   VerifyPeer,
 } from '../../../src/gateway/types.js';
 import type { EnclaveRegistration, Enforcer } from '../../../src/enforce/types.js';
@@ -31,7 +31,7 @@ export const otherCert = createSimCertificate(ca, {
   mrSigner: '22'.repeat(32),
 });
 
-export class FakeSession extends EventEmitter implements TunnelSession {
+export class FakeSession extends EventEmitter implements EnclaveChannel {
   readonly sent: Buffer[] = [];
   closedWith: string | undefined;
   idle = -1;
@@ -57,7 +57,7 @@ export class FakeSession extends EventEmitter implements TunnelSession {
   }
 }
 
-export class FakeListener extends EventEmitter implements TunnelListener {
+export class FakeListener extends EventEmitter implements ChannelListener {
   async close(): Promise<void> {}
 }
 

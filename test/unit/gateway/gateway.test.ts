@@ -48,7 +48,7 @@ test('SPEC §1.2 setup, forwarding with anti-spoofing, O(1) dispatch, ordered te
     ipv4Packet(parseIpv4('10.99.0.2'), parseIpv4('192.168.28.77')),
   ]);
   assert.equal(send.sent.length, 1);
-  assert.equal(h.gateway.stats.unroutable, 1);
+  assert.equal(h.gateway.stats.unknownDestination, 1);
 
   recv.close('close_notify');
   await new Promise((r) => setTimeout(r, 10));
@@ -125,7 +125,8 @@ test('a certificate that is not RA-TLS or fails attestation is rejected in the h
     index: new EnclaveIndex(undefined),
     device: { write: () => true, onPackets: () => {}, close: () => {} },
   });
-  const verdict = await (strict as unknown as { verifyRecv: VerifyPeer }).verifyRecv([cert.certDer], {
+  const { admission } = strict as unknown as { admission: { verifyRecv: VerifyPeer } };
+  const verdict = await admission.verifyRecv([cert.certDer], {
     address: '10.0.0.1',
     port: 1,
   });
