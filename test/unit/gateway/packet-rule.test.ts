@@ -9,30 +9,13 @@ import assert from 'node:assert/strict';
 import { classifyEnclavePacket, routeDevicePacket } from '../../../src/tunnel/packet.js';
 import { parseIpv4 } from '../../../src/util/ipv4.js';
 import { harness, ipv4Packet } from './fakes.js';
+import { invalidForms as forms, type DropReason } from '../../helpers/packet-forms.js';
 
 const MTU = 1432;
 const SERVICE = parseIpv4('10.99.0.2');
 
-/** The invalid forms of SPEC §1.4, built for an enclave whose IP is `ip`. */
-export function invalidForms(ip: number): [string, 'oversize' | 'malformed' | 'spoofed', Buffer][] {
-  const p = (mutate: (b: Buffer) => Buffer | void, len = 60) => {
-    const b = ipv4Packet(ip, SERVICE, len);
-    return mutate(b) ?? b;
-  };
-  return [
-    ['larger than the MTU', 'oversize', p(() => {}, MTU + 1)],
-    ['shorter than 20 bytes', 'malformed', p((b) => b.subarray(0, 19))],
-    ['version 6', 'malformed', p((b) => void (b[0] = 0x65))],
-    ['IHL below 5', 'malformed', p((b) => void (b[0] = 0x44))],
-    ['IHL × 4 longer than the record', 'malformed', p((b) => void (b[0] = 0x4f), 40)],
-    [
-      'total length shorter than the record (trailing bytes)',
-      'malformed',
-      p((b) => void b.writeUInt16BE(40, 2)),
-    ],
-    ['total length longer than the record', 'malformed', p((b) => void b.writeUInt16BE(80, 2))],
-    ['source is not the enclave', 'spoofed', ipv4Packet(parseIpv4('192.168.28.99'), SERVICE)],
-  ];
+function invalidForms(ip: number): [string, DropReason, Buffer][] {
+  return forms(ip).map((f) => [f.name, f.reason, f.packet]);
 }
 
 test('classifyEnclavePacket: the order oversize, malformed, spoofed; valid packets pass', () => {
