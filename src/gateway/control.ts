@@ -36,19 +36,35 @@ const HINT_CONTROL = 'is the gateway running (seng serve)? pass its --control pa
 
 /**
  * Makes sure the control socket can be created at `path` before the gateway creates anything:
- * only the default runtime directory (/run/seng) is created; a user-given directory must exist.
+ * only the default runtime directory (/run/seng) is created; a user-given directory must
+ * exist; the path must not be another file or the socket of a running gateway.
  */
-export function prepareControlDirectory(path: string): void {
+export async function prepareControlPath(path: string): Promise<void> {
   const dir = dirname(path);
-  if (existsSync(dir)) return;
-  if (dir === DEFAULT_CONTROL_DIR) {
+  if (!existsSync(dir)) {
+    if (dir !== DEFAULT_CONTROL_DIR) {
+      throw new InputError(
+        `the directory of the control socket ${path} does not exist`,
+        `create ${dir} first (mode 0700), or pass another --control path`,
+      );
+    }
     mkdirSync(dir, { recursive: true, mode: 0o700 });
-    return;
   }
-  throw new InputError(
-    `the directory of the control socket ${path} does not exist`,
-    `create ${dir} first (mode 0700), or pass another --control path`,
-  );
+  if (!existsSync(path)) return;
+  if (!lstatSync(path).isSocket()) {
+    throw new EnvironmentError(
+      'ECONTROL',
+      `${path} exists and is not a socket`,
+      'remove it or pass another --control path',
+    );
+  }
+  if (await isAlive(path)) {
+    throw new EnvironmentError(
+      'ECONTROL',
+      `another seng serve is already running with control socket ${path}`,
+      'stop it first, or pass another --control path',
+    );
+  }
 }
 
 export class ControlServer {
@@ -58,24 +74,8 @@ export class ControlServer {
   ) {}
 
   static async listen(path: string, handler: ControlHandler): Promise<ControlServer> {
-    prepareControlDirectory(path);
-    if (existsSync(path)) {
-      if (!lstatSync(path).isSocket()) {
-        throw new EnvironmentError(
-          'ECONTROL',
-          `${path} exists and is not a socket`,
-          'remove it or pass another --control path',
-        );
-      }
-      if (await isAlive(path)) {
-        throw new EnvironmentError(
-          'ECONTROL',
-          `another seng serve is already running with control socket ${path}`,
-          'stop it first, or pass another --control path',
-        );
-      }
-      unlinkSync(path); // stale socket of a crashed run
-    }
+    await prepareControlPath(path);
+    if (existsSync(path)) unlinkSync(path); // stale socket of a crashed run
     const server = createServer((conn) => {
       let buf = '';
       conn.setEncoding('utf8');

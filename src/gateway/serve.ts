@@ -12,7 +12,7 @@ import { TunDevice, GATEWAY_TUN_MTU } from '../tunnel/index.js';
 import { InputError, errorMessage } from '../util/errors.js';
 import { formatIpv4 } from '../util/ipv4.js';
 import type { Logger } from '../util/log.js';
-import { ControlServer, prepareControlDirectory } from './control.js';
+import { ControlServer, prepareControlPath } from './control.js';
 import { controlDispatcher, reloadGateway } from './control-dispatch.js';
 import { EnclaveIndex } from './enclave-index.js';
 import { createEnforcer, type NftConfig } from './enforcers.js';
@@ -55,7 +55,7 @@ export async function startGateway(config: ServeConfig, log: Logger): Promise<Ru
     }
   };
   try {
-    prepareControlDirectory(config.controlPath);
+    await prepareControlPath(config.controlPath);
     const attestation = loadAttestationPolicy(config.attestation);
     let store: Store | undefined;
     if (config.dbPath !== undefined) {
