@@ -38,4 +38,12 @@ export interface Enforcer {
   updateCategories(mrEnclave: Buffer, categories: string[], active: EnclaveRegistration[]): Promise<void>;
   /** Server shutdown: remove everything this backend registered. */
   stop(): Promise<void>;
+
+  // Optional capabilities: a backend that compiles a policy file (nftables) has them; the
+  // control socket and SIGHUP use them when present instead of testing the backend's type.
+
+  /** Re-reads the configured policy file and swaps the rules; returns a one-line summary. */
+  reloadPolicy?(): Promise<string>;
+  /** Makes `path` the policy file and applies it; on error the previous rules stay. Returns a summary. */
+  usePolicyFile?(path: string): Promise<string>;
 }

@@ -4,21 +4,68 @@
  * one JSON request line and one JSON response line per connection.
  *
  *   {"cmd":"status"}              → {"ok":true,"result":{...}}
- *   {"cmd":"kick","ip":"a.b.c.d"} → {"ok":true,"result":{"kicked":true}}
+ *   {"cmd":"kick","ip":"a.b.c.d"} → {"ok":true,"result":{"kicked":true,"ended":[...]}}
+ *     (or "app":"NAME", "host":"a.b.c.d", "all":true instead of "ip")
  *   {"cmd":"reload"}              → {"ok":true,"result":{...}}   (as SIGHUP)
  *   {"cmd":"policy","path":"/abs/file.yaml"} → apply a policy through the running nft backend
+ *
+ * What each request does is in control-dispatch.ts.
  */
 import { chmodSync, existsSync, lstatSync, mkdirSync, unlinkSync } from 'node:fs';
 import { createConnection, createServer, type Server } from 'node:net';
 import { dirname } from 'node:path';
-import { EnvironmentError, SengError } from '../util/errors.js';
+import { EnvironmentError, InputError, SengError } from '../util/errors.js';
 
 export const DEFAULT_CONTROL_PATH = '/run/seng/seng.sock';
+/** The runtime directory seng creates itself; any other socket directory must exist. */
+const DEFAULT_CONTROL_DIR = dirname(DEFAULT_CONTROL_PATH);
 const MAX_REQUEST = 4096;
 
+export interface KickRequest {
+  cmd: 'kick';
+  ip?: string;
+  app?: string;
+  host?: string;
+  all?: boolean;
+}
 export type ControlRequest =
-  { cmd: 'status' } | { cmd: 'kick'; ip: string } | { cmd: 'reload' } | { cmd: 'policy'; path: string };
+  { cmd: 'status' } | KickRequest | { cmd: 'reload' } | { cmd: 'policy'; path: string };
 export type ControlHandler = (req: ControlRequest) => Promise<unknown>;
+
+const HINT_CONTROL = 'is the gateway running (seng serve)? pass its --control path';
+
+/**
+ * Makes sure the control socket can be created at `path` before the gateway creates anything:
+ * only the default runtime directory (/run/seng) is created; a user-given directory must
+ * exist; the path must not be another file or the socket of a running gateway.
+ */
+export async function prepareControlPath(path: string): Promise<void> {
+  const dir = dirname(path);
+  if (!existsSync(dir)) {
+    if (dir !== DEFAULT_CONTROL_DIR) {
+      throw new InputError(
+        `the directory of the control socket ${path} does not exist`,
+        `create ${dir} first (mode 0700), or pass another --control path`,
+      );
+    }
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+  }
+  if (!existsSync(path)) return;
+  if (!lstatSync(path).isSocket()) {
+    throw new EnvironmentError(
+      'ECONTROL',
+      `${path} exists and is not a socket`,
+      'remove it or pass another --control path',
+    );
+  }
+  if (await isAlive(path)) {
+    throw new EnvironmentError(
+      'ECONTROL',
+      `another seng serve is already running with control socket ${path}`,
+      'stop it first, or pass another --control path',
+    );
+  }
+}
 
 export class ControlServer {
   private constructor(
@@ -27,24 +74,8 @@ export class ControlServer {
   ) {}
 
   static async listen(path: string, handler: ControlHandler): Promise<ControlServer> {
-    mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
-    if (existsSync(path)) {
-      if (!lstatSync(path).isSocket()) {
-        throw new EnvironmentError(
-          'ECONTROL',
-          `${path} exists and is not a socket`,
-          'remove it or pass another --control path',
-        );
-      }
-      if (await isAlive(path)) {
-        throw new EnvironmentError(
-          'ECONTROL',
-          `another seng serve is already running with control socket ${path}`,
-          'stop it first, or pass another --control path',
-        );
-      }
-      unlinkSync(path); // stale socket of a crashed run
-    }
+    await prepareControlPath(path);
+    if (existsSync(path)) unlinkSync(path); // stale socket of a crashed run
     const server = createServer((conn) => {
       let buf = '';
       conn.setEncoding('utf8');
@@ -90,14 +121,38 @@ export class ControlServer {
 
 async function respond(line: string, handler: ControlHandler): Promise<unknown> {
   try {
-    const req = JSON.parse(line) as ControlRequest;
-    if (!req || typeof req !== 'object' || !['status', 'kick', 'reload', 'policy'].includes(req.cmd)) {
-      return { ok: false, error: { code: 'EINPUT', message: 'unknown command' } };
-    }
+    const req = parseRequest(line);
+    if (!req) return { ok: false, error: { code: 'EINPUT', message: 'unknown command' } };
     return { ok: true, result: await handler(req) };
   } catch (err) {
     if (err instanceof SengError) return { ok: false, error: err.toJSON() };
     return { ok: false, error: { code: 'EINTERNAL', message: (err as Error).message } };
+  }
+}
+
+/** The request on `line`, or undefined if it is not one this server understands. */
+function parseRequest(line: string): ControlRequest | undefined {
+  let req: unknown;
+  try {
+    req = JSON.parse(line);
+  } catch {
+    return undefined;
+  }
+  if (!req || typeof req !== 'object') return undefined;
+  const r = req as Record<string, unknown>;
+  const optionalString = (k: string) => r[k] === undefined || typeof r[k] === 'string';
+  switch (r.cmd) {
+    case 'status':
+    case 'reload':
+      return { cmd: r.cmd };
+    case 'policy':
+      return typeof r.path === 'string' ? { cmd: 'policy', path: r.path } : undefined;
+    case 'kick':
+      if (!optionalString('ip') || !optionalString('app') || !optionalString('host')) return undefined;
+      if (r.all !== undefined && typeof r.all !== 'boolean') return undefined;
+      return r as unknown as KickRequest;
+    default:
+      return undefined;
   }
 }
 
@@ -118,19 +173,76 @@ export async function controlRequest(
   req: ControlRequest,
   timeoutMs = 10_000,
 ): Promise<unknown> {
-  const reply = await new Promise<string>((resolve, reject) => {
+  if (existsSync(path) && !lstatSync(path).isSocket()) {
+    throw new EnvironmentError('ECONTROL', `${path} is not a socket`, HINT_CONTROL);
+  }
+  const reply = await exchange(path, req, timeoutMs);
+  const parsed = parseReply(reply);
+  if (!parsed) {
+    throw new EnvironmentError(
+      'ECONTROL',
+      reply.trim() === ''
+        ? `${path} closed the connection without an answer`
+        : `${path} did not answer like a seng gateway (${reply.length > 60 ? `${reply.slice(0, 60)}…` : reply.trim()})`,
+      HINT_CONTROL,
+    );
+  }
+  if (!parsed.ok) {
+    const e = parsed.error;
+    throw new SengError(
+      typeof e?.code === 'string' ? e.code : 'ECONTROL',
+      typeof e?.message === 'string' ? e.message : 'request failed',
+      typeof e?.hint === 'string' ? { hint: e.hint } : {},
+    );
+  }
+  return parsed.result;
+}
+
+/** Thrown by the CLI when a gateway's result lacks what the command needs (another program on the socket). */
+export function unexpectedReply(path: string, what: string): EnvironmentError {
+  return new EnvironmentError(
+    'ECONTROL',
+    `${path} answered without ${what}: not a seng gateway of this version?`,
+    HINT_CONTROL,
+  );
+}
+
+type Reply = { ok: boolean; result?: unknown; error?: { code?: unknown; message?: unknown; hint?: unknown } };
+
+function parseReply(text: string): Reply | undefined {
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch {
+    return undefined;
+  }
+  if (!value || typeof value !== 'object' || typeof (value as Reply).ok !== 'boolean') return undefined;
+  return value as Reply;
+}
+
+function exchange(path: string, req: ControlRequest, timeoutMs: number): Promise<string> {
+  return new Promise<string>((resolve, reject) => {
     const c = createConnection(path);
     let data = '';
     c.setEncoding('utf8');
     c.setTimeout(timeoutMs, () => {
       c.destroy();
       reject(
-        new EnvironmentError('ECONTROL', `the gateway did not answer on ${path} within ${timeoutMs} ms`),
+        new EnvironmentError(
+          'ECONTROL',
+          `the gateway did not answer on ${path} within ${timeoutMs} ms`,
+          HINT_CONTROL,
+        ),
       );
     });
     c.on('connect', () => c.write(`${JSON.stringify(req)}\n`));
-    c.on('data', (d: string) => (data += d));
+    c.on('data', (d: string) => {
+      data += d;
+      // One line is the whole answer; a peer that keeps talking is not a seng gateway.
+      if (data.length > 16 * 1024 * 1024) c.destroy();
+    });
     c.on('end', () => resolve(data));
+    c.on('close', () => resolve(data));
     c.on('error', (err: NodeJS.ErrnoException) =>
       reject(
         new EnvironmentError(
@@ -138,25 +250,10 @@ export async function controlRequest(
           err.code === 'ENOENT' || err.code === 'ECONNREFUSED'
             ? `no running gateway at ${path}`
             : `cannot reach the gateway at ${path}: ${err.message}`,
-          err.code === 'EACCES'
-            ? 'run as root (the control socket is mode 0600)'
-            : 'start it with seng serve, or pass its --control path',
+          err.code === 'EACCES' ? 'run as root (the control socket is mode 0600)' : HINT_CONTROL,
           err,
         ),
       ),
     );
   });
-  const parsed = JSON.parse(reply) as {
-    ok: boolean;
-    result?: unknown;
-    error?: { code: string; message: string; hint?: string };
-  };
-  if (!parsed.ok) {
-    throw new SengError(
-      parsed.error?.code ?? 'ECONTROL',
-      parsed.error?.message ?? 'request failed',
-      parsed.error?.hint ? { hint: parsed.error.hint } : {},
-    );
-  }
-  return parsed.result;
 }

@@ -33,6 +33,8 @@ export class EnclaveIndex {
   private readonly pools = new Map<number, IpPool>();
   private appsByMeasurement = new Map<string, AppRecord[]>();
   private lastVersion = -1;
+  /** Incremented whenever the index was rebuilt from the database (admissions may differ). */
+  generation = 0;
 
   constructor(store: Store | undefined, opts: EnclaveIndexOptions = {}) {
     this.store = store;
@@ -58,6 +60,7 @@ export class EnclaveIndex {
     if (!force && version === this.lastVersion) return [];
     const firstLoad = this.lastVersion === -1;
     this.lastVersion = version;
+    this.generation++;
     const previous = this.appsByMeasurement;
     const next = new Map<string, AppRecord[]>();
     for (const app of this.store.listApps()) {

@@ -9,15 +9,15 @@ import { DtlsServer, type DtlsIdentity } from '../dtls/index.js';
 import type { Enforcer } from '../enforce/types.js';
 import { openStore, type Store } from '../store/index.js';
 import { TunDevice, GATEWAY_TUN_MTU } from '../tunnel/index.js';
-import { InputError, SengError, errorMessage } from '../util/errors.js';
-import { NftEnforcer } from '../enforce/nft.js';
-import { formatIpv4, parseIpv4 } from '../util/ipv4.js';
+import { InputError, errorMessage } from '../util/errors.js';
+import { formatIpv4 } from '../util/ipv4.js';
 import type { Logger } from '../util/log.js';
-import { ControlServer, type ControlRequest } from './control.js';
+import { ControlServer, prepareControlPath } from './control.js';
+import { controlDispatcher, reloadGateway } from './control-dispatch.js';
 import { EnclaveIndex } from './enclave-index.js';
 import { createEnforcer, type NftConfig } from './enforcers.js';
 import { Gateway } from './gateway.js';
-import type { ListenTunnel, TunnelListener } from './types.js';
+import type { ChannelListener, ListenChannels } from './types.js';
 
 export interface ServeConfig {
   host: string;
@@ -55,6 +55,7 @@ export async function startGateway(config: ServeConfig, log: Logger): Promise<Ru
     }
   };
   try {
+    await prepareControlPath(config.controlPath);
     const attestation = loadAttestationPolicy(config.attestation);
     let store: Store | undefined;
     if (config.dbPath !== undefined) {
@@ -94,7 +95,7 @@ export async function startGateway(config: ServeConfig, log: Logger): Promise<Ru
     });
     cleanups.push(() => device.close());
 
-    const listen: ListenTunnel = async (port, verifyPeer): Promise<TunnelListener> =>
+    const listen: ListenChannels = async (port, verifyPeer): Promise<ChannelListener> =>
       DtlsServer.listen({
         host: config.host,
         port,
@@ -129,43 +130,21 @@ export async function startGateway(config: ServeConfig, log: Logger): Promise<Ru
     await gateway.start();
     cleanups.push(() => gateway.stop());
 
-    const reload = async (): Promise<{ changedApps: number; policy: string | null }> => {
-      const changedApps = await gateway.reloadIndex(true);
-      const policy = enforcer instanceof NftEnforcer ? await enforcer.reloadPolicy() : null;
-      log.info({ event: 'reloaded', changedApps, policy }, 'reloaded database and policy');
-      return { changedApps, policy };
-    };
-    const control = await ControlServer.listen(config.controlPath, async (req: ControlRequest) => {
-      if (req.cmd === 'status') {
-        return {
+    const reload = () => reloadGateway({ gateway, enforcer, log });
+    const control = await ControlServer.listen(
+      config.controlPath,
+      controlDispatcher({
+        gateway,
+        index,
+        enforcer,
+        log,
+        info: {
           listen: `${config.host}:${config.port}/${config.port + 1}`,
           tun: config.tun.name,
-          enforcement: enforcer?.name ?? 'none',
           database: config.dbPath ?? null,
-          subnets: index
-            .subnets()
-            .map((p) => ({ subnet: p.label, gateway: formatIpv4(p.gateway), inUse: p.inUse, free: p.free })),
-          stats: gateway.stats,
-          sessions: gateway.status(),
-        };
-      }
-      if (req.cmd === 'kick') return { kicked: await gateway.kick(parseIpv4(req.ip)) };
-      if (req.cmd === 'policy') {
-        if (!(enforcer instanceof NftEnforcer)) {
-          throw new SengError(
-            'ENOTNFT',
-            `this gateway enforces with ${enforcer?.name ?? 'nothing'}, not nftables`,
-            {
-              hint: 'apply the rules directly (seng rules apply --no-gateway), or start seng serve --nft',
-            },
-          );
-        }
-        const summary = await enforcer.usePolicyFile(req.path);
-        log.info({ event: 'policy-applied', policy: summary }, `applied policy ${summary}`);
-        return { policy: summary, sessions: gateway.status().length };
-      }
-      return reload();
-    });
+        },
+      }),
+    );
     cleanups.push(() => control.close());
 
     const poll = setInterval(() => {

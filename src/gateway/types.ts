@@ -2,6 +2,10 @@
  * The narrow views of the DTLS layer and the TUN device the gateway needs. Keeping
  * them structural lets tests drive the gateway with in-memory fakes, and keeps the
  * session logic independent of how packets are moved.
+ *
+ * Naming: a *channel* is one DTLS session between the gateway and an enclave (each enclave
+ * has two: the receive channel on port P and the send channel on P+1). The word *tunnel*
+ * is kept for the TUN device side (src/tunnel/), so the two are never confused.
  */
 import type { EventEmitter } from 'node:events';
 
@@ -11,8 +15,8 @@ export type VerifyPeer = (
   peer: { address: string; port: number },
 ) => Promise<PeerVerdict>;
 
-/** One DTLS session: 'message' (record: Buffer) and 'close' (reason: string) events. */
-export interface TunnelSession extends EventEmitter {
+/** One DTLS session with an enclave: 'message' (record: Buffer) and 'close' (reason: string) events. */
+export interface EnclaveChannel extends EventEmitter {
   readonly remoteAddress: string;
   readonly remotePort: number;
   readonly verifyContext: unknown;
@@ -24,12 +28,13 @@ export interface TunnelSession extends EventEmitter {
   forwardStats?(): { packets: number; bytes: number; dropped: number };
 }
 
-/** A DTLS listener: 'session' (s: TunnelSession) events. */
-export interface TunnelListener extends EventEmitter {
+/** A DTLS listener: 'session' (channel: EnclaveChannel) events. */
+export interface ChannelListener extends EventEmitter {
   close(): Promise<void>;
 }
 
-export type ListenTunnel = (port: number, verifyPeer: VerifyPeer) => Promise<TunnelListener>;
+/** Opens a DTLS listener on `port` whose handshakes are judged by `verifyPeer`. */
+export type ListenChannels = (port: number, verifyPeer: VerifyPeer) => Promise<ChannelListener>;
 
 /** The gateway side of the TUN interface. */
 export interface PacketDevice {

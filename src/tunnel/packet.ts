@@ -53,6 +53,8 @@ export function isIpv4(buf: Uint8Array): boolean {
 /**
  * Validates version, IHL and total length against the buffer. A buffer longer than the total
  * length (trailing bytes) is accepted, as the kernel does; use ipv4TotalLength() to trim.
+ * This is a general header check; what the gateway forwards from an enclave is decided by
+ * the stricter classifyEnclavePacket().
  */
 export function checkIpv4(buf: Uint8Array): Ipv4CheckCode {
   if (buf.length < IPV4_MIN_HEADER) return Ipv4Check.TOO_SHORT;
@@ -64,6 +66,52 @@ export function checkIpv4(buf: Uint8Array): Ipv4CheckCode {
   if (total < ihl || total > buf.length) return Ipv4Check.BAD_TOTAL_LENGTH;
   return Ipv4Check.OK;
 }
+
+/**
+ * What the gateway does with a record an enclave sent on its receive session (SPEC §1.4).
+ * This is THE definition of a valid inner packet, for every path that writes enclave packets
+ * into the TUN device (the native fast path in native/dtls must agree with it):
+ *
+ *   1. `oversize`  — the record is longer than the TUN MTU (1432);
+ *   2. `malformed` — shorter than 20 bytes, version ≠ 4, IHL < 5, IHL × 4 > the record, or the
+ *                    total-length field ≠ the record length (one packet per record, no
+ *                    trailing bytes);
+ *   3. `spoofed`   — the source address is not the enclave's IP;
+ *   otherwise `ok`: the packet may be written to the TUN device.
+ */
+export type EnclavePacketVerdict = 'ok' | 'oversize' | 'malformed' | 'spoofed';
+
+/** Classifies one record from an enclave whose IP is `enclaveIp` (host order); see above. */
+export function classifyEnclavePacket(buf: Uint8Array, mtu: number, enclaveIp: number): EnclavePacketVerdict {
+  const len = buf.length;
+  if (len > mtu) return 'oversize';
+  if (len < IPV4_MIN_HEADER) return 'malformed';
+  const b0 = buf[0] as number;
+  const ihl = (b0 & 0x0f) << 2;
+  if (b0 >>> 4 !== 4 || ihl < IPV4_MIN_HEADER || ihl > len) return 'malformed';
+  if ((((buf[2] as number) << 8) | (buf[3] as number)) !== len) return 'malformed';
+  return read32(buf, 12) === enclaveIp >>> 0 ? 'ok' : 'spoofed';
+}
+
+/**
+ * The rule for packets the kernel routes into the TUN device, towards an enclave, in this
+ * order: `malformed` if shorter than 20 bytes or not IPv4 (the destination cannot be read);
+ * `unknownDestination` if `lookup(destination)` finds no owner; `oversize` if longer than the
+ * MTU. Otherwise returns the owner (an object, so `typeof result === 'string'` tells a drop).
+ */
+export function routeDevicePacket<T extends object>(
+  buf: Uint8Array,
+  mtu: number,
+  lookup: (destination: number) => T | undefined,
+): T | 'malformed' | 'unknownDestination' | 'oversize' {
+  if (!isIpv4(buf)) return 'malformed';
+  const owner = lookup(read32(buf, 16));
+  if (owner === undefined) return 'unknownDestination';
+  return buf.length > mtu ? 'oversize' : owner;
+}
+
+/** Drop reasons on the data path; the gateway counts each (per enclave and in total). */
+export type PacketDropReason = 'oversize' | 'malformed' | 'spoofed' | 'unknownDestination';
 
 /** Header length in bytes (IHL × 4). */
 export function ipv4HeaderLength(buf: Uint8Array): number {

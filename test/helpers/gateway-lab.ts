@@ -128,30 +128,39 @@ export interface Served {
 }
 
 /** Starts `seng serve` in the gateway namespace and waits until it listens. */
-export async function serve(lab: Lab, extra: string[], listen = GW_HOST1): Promise<Served> {
-  const child = lab.gw.spawn(process.execPath, [
-    sengBin,
-    'serve',
-    '--cert',
-    lab.gwKeys[0]!.cert,
-    '--key',
-    lab.gwKeys[0]!.key,
-    '--cert',
-    lab.gwKeys[1]!.cert,
-    '--key',
-    lab.gwKeys[1]!.key,
-    '--ias-root',
-    join(lab.dir, 'ca', 'ias-root.pem'),
-    '--sgx-root',
-    join(lab.dir, 'ca', 'sgx-root.pem'),
-    '--control',
-    lab.control,
-    '--log-format',
-    'json',
-    ...extra,
-    listen,
-    '12345',
-  ]);
+export async function serve(
+  lab: Lab,
+  extra: string[],
+  listen = GW_HOST1,
+  opts: { env?: NodeJS.ProcessEnv } = {},
+): Promise<Served> {
+  const child = lab.gw.spawn(
+    process.execPath,
+    [
+      sengBin,
+      'serve',
+      '--cert',
+      lab.gwKeys[0]!.cert,
+      '--key',
+      lab.gwKeys[0]!.key,
+      '--cert',
+      lab.gwKeys[1]!.cert,
+      '--key',
+      lab.gwKeys[1]!.key,
+      '--ias-root',
+      join(lab.dir, 'ca', 'ias-root.pem'),
+      '--sgx-root',
+      join(lab.dir, 'ca', 'sgx-root.pem'),
+      '--control',
+      lab.control,
+      '--log-format',
+      'json',
+      ...extra,
+      listen,
+      '12345',
+    ],
+    opts.env ? { env: opts.env } : {},
+  );
   const log: string[] = [];
   let buf = '';
   child.stderr?.on('data', (d: Buffer) => {

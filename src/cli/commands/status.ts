@@ -1,6 +1,6 @@
 import { Flags } from '@oclif/core';
 import { SengCommand } from '../base.js';
-import { controlRequest, DEFAULT_CONTROL_PATH } from '../../gateway/control.js';
+import { controlRequest, DEFAULT_CONTROL_PATH, unexpectedReply } from '../../gateway/control.js';
 import type { EnclaveStatus } from '../../gateway/gateway.js';
 import { table } from '../store-flags.js';
 
@@ -22,7 +22,11 @@ export default class Status extends SengCommand<typeof Status> {
   };
 
   async run(): Promise<StatusResult> {
-    const s = (await controlRequest(this.flags.control, { cmd: 'status' })) as StatusResult;
+    const control = this.flags.control;
+    const s = (await controlRequest(control, { cmd: 'status' })) as StatusResult | null;
+    if (!s || typeof s !== 'object' || !Array.isArray(s.sessions) || !Array.isArray(s.subnets)) {
+      throw unexpectedReply(control, 'a status (sessions, subnets)');
+    }
     this.log(
       `gateway ${s.listen}  tun ${s.tun}  enforcement ${s.enforcement}  database ${s.database ?? '-'}`,
     );
@@ -37,7 +41,7 @@ export default class Status extends SengCommand<typeof Status> {
           x.enclaveIp,
           x.state,
           x.app ?? '-',
-          `${x.mrEnclave.slice(0, 16)}…`,
+          `${String(x.mrEnclave).slice(0, 16)}…`,
           x.client,
           x.since,
           `${x.packetsIn}/${x.packetsOut}`,

@@ -9,7 +9,8 @@ import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { seng } from '../../helpers/cli.js';
+import { createServer } from 'node:net';
+import { seng, sengSpawn } from '../../helpers/cli.js';
 
 let dir: string;
 let cert: string;
@@ -74,6 +75,40 @@ test('database layout must fit the mode', () => {
   r = serve(['-n', '127.0.0.1', '12345']);
   assert.notEqual(r.code, 0);
   assert.match(r.stderr, /--db/);
+});
+
+test('a refusal before the gateway started does not log that it stopped', async () => {
+  const layout = serve(['-d', join(dir, 'nf.db'), '--log-format', 'json', '127.0.0.1', '12345']);
+  assert.equal(layout.code, 1);
+  assert.doesNotMatch(layout.stderr, /"event":"stopped"|gateway stopped/);
+  // The control socket of a running gateway is refused before any device exists.
+  const busy = join(dir, 'busy.sock');
+  const server = createServer((c) => c.end());
+  await new Promise<void>((resolve) => server.listen(busy, resolve));
+  try {
+    const r = await new Promise<{ code: number; stderr: string }>((resolve) => {
+      const child = sengSpawn([
+        'serve',
+        '--cert',
+        cert,
+        '--key',
+        key,
+        '--control',
+        busy,
+        '--tun',
+        'sgclitest0',
+      ]);
+      let stderr = '';
+      child.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
+      child.once('close', (code) => resolve({ code: code ?? -1, stderr }));
+    });
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /another seng serve is already running/);
+    assert.doesNotMatch(r.stderr, /"event":"stopped"|gateway stopped/);
+    assert.doesNotMatch(execFileSync('ip', ['-o', 'link'], { encoding: 'utf8' }), /sgclitest0/);
+  } finally {
+    server.close();
+  }
 });
 
 test('each --cert needs its --key, and positional arguments are not swallowed by them', () => {

@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { createSimCa, createSimCertificate, loadAttestationPolicy } from '../../../src/attestation/index.js';
 import { Gateway } from '../../../src/gateway/gateway.js';
 import { EnclaveIndex } from '../../../src/gateway/enclave-index.js';
-import type { TunnelListener, TunnelSession, VerifyPeer } from '../../../src/gateway/types.js';
+import type { ChannelListener, EnclaveChannel, VerifyPeer } from '../../../src/gateway/types.js';
 import { KmodEnforcer } from '../../../src/enforce/kmod.js';
 import { SengKmodClient } from '../../../kmod-bridge/index.js';
 import { Store } from '../../../src/store/index.js';
@@ -20,7 +20,7 @@ import { decodeIpAssignment, encodeIpAssignAck } from '../../../src/proto/messag
 import { formatIpv4 } from '../../../src/util/ipv4.js';
 import { FakeKernel, describeSeng } from '../kmod/fake-kernel.js';
 
-class Peer extends EventEmitter implements TunnelSession {
+class Peer extends EventEmitter implements EnclaveChannel {
   readonly sent: Buffer[] = [];
   closed = false;
   constructor(
@@ -83,7 +83,7 @@ test('flush → register → categories (first enclave of an app) → unregister
       port: 5000,
       listen: async (port, v) => {
         verify.set(port, v);
-        const l = new EventEmitter() as EventEmitter & TunnelListener;
+        const l = new EventEmitter() as EventEmitter & ChannelListener;
         l.close = async () => {};
         listeners.set(port, l);
         return l;
@@ -128,7 +128,7 @@ test('flush → register → categories (first enclave of an app) → unregister
     writer.removeCategory('browser', 'Web');
     writer.addCategory('browser', 'Social');
     writer.close();
-    assert.equal(await gateway.reloadIndex(), 1);
+    assert.deepEqual(await gateway.reloadIndex(), { changedApps: 1, ended: [] });
     assert.deepEqual(events.sort(), ['cat-add aaaaaaaa Social', 'cat-remove aaaaaaaa Web']);
     events.length = 0;
 

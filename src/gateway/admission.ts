@@ -1,0 +1,298 @@
+/**
+ * Admission (SPEC §1.2): how an enclave becomes an active session.
+ *
+ *   handshake 1 (port P)    verifyRecv: RA-TLS certificate → attestation → enclave index
+ *                           (allowlist, host subnet, enclave subnet)
+ *   receive channel         onRecvSession: take an IP from the subnet's pool, send
+ *                           IpAssignment (resent on a timer), wait for IpAssignACK (onAck)
+ *   handshake 2 (port P+1)  verifySend: same client IP, same quote and key as the first
+ *   send channel            onSendSession → join: register with the firewall backend, then
+ *                           hand the enclave to the data path (activate)
+ *
+ * Every step has a deadline; any failure ends the session through teardown.ts.
+ */
+import {
+  keyBindingHash,
+  parseRaTlsCertificate,
+  quoteFingerprint,
+  verifyEvidence,
+  type Evidence,
+} from '../attestation/index.js';
+import { decodeIpAssignAck, encodeIpAssignment } from '../proto/messages.js';
+import { errorMessage } from '../util/errors.js';
+import { formatIpv4, parseIpv4, toWire } from '../util/ipv4.js';
+import type { GatewayContext } from './context.js';
+import { appLabel, newCounters, registration, type Enclave } from './enclave.js';
+import type { IpPool } from './ip-pool.js';
+import type { EnclaveChannel, PeerVerdict } from './types.js';
+
+/** What the first handshake's verification hands to the session handler. */
+interface RecvContext {
+  kind: 'recv';
+  certDer: Buffer;
+  evidence: Evidence;
+  pool: IpPool;
+  appName: string | undefined;
+  categories: string[];
+}
+
+interface SendContext {
+  kind: 'send';
+  enclave: Enclave;
+}
+
+/** What admission needs from the other parts of the gateway. */
+export interface AdmissionHooks {
+  /** A record from an active enclave (the data path). */
+  fromEnclave(e: Enclave, record: Buffer): void;
+  /** The enclave is registered and both channels are up: start forwarding. */
+  activate(e: Enclave): void;
+  /** Ends the session (teardown). */
+  end(e: Enclave, reason: string): Promise<void>;
+  admitted(e: Enclave): void;
+}
+
+type Peer = { address: string; port: number };
+
+export class Admission {
+  constructor(
+    private readonly ctx: GatewayContext,
+    private readonly hooks: AdmissionHooks,
+  ) {}
+
+  // ------------------------------------------------------------------ handshake 1 (port P)
+
+  async verifyRecv(chain: Buffer[], peer: Peer): Promise<PeerVerdict> {
+    const client = `${peer.address}:${peer.port}`;
+    const reject = (check: string, reason: string): PeerVerdict => {
+      this.ctx.stats.rejected++;
+      this.ctx.log.warn({ event: 'rejected', client, check, reason }, `rejected ${client}: ${reason}`);
+      return { accept: false, reason };
+    };
+    if (this.ctx.stopping) return reject('shutdown', 'the gateway is shutting down');
+    const leaf = chain[0];
+    if (!leaf) return reject('certificate', 'no client certificate');
+    let evidence: Evidence;
+    try {
+      evidence = parseRaTlsCertificate(leaf);
+    } catch (err) {
+      return reject('certificate', `not an RA-TLS certificate: ${errorMessage(err)}`);
+    }
+    const result = verifyEvidence(evidence, this.ctx.opts.attestation);
+    if (!result.ok) {
+      const details = result.checks
+        .filter((c) => c.required && !c.ok)
+        .map((c) => `${c.name}: ${c.detail}`)
+        .join('; ');
+      return reject(result.failed.join(','), `attestation failed (${details})`);
+    }
+    const admission = this.ctx.opts.index.admit(
+      evidence.mrEnclave,
+      evidence.mrSigner,
+      parseIpv4(peer.address),
+    );
+    if (!admission.ok) return reject(admission.check, admission.reason);
+    const context: RecvContext = {
+      kind: 'recv',
+      certDer: Buffer.from(leaf),
+      evidence,
+      pool: admission.pool,
+      appName: admission.appName,
+      categories: admission.categories,
+    };
+    return { accept: true, context };
+  }
+
+  onRecvSession(channel: EnclaveChannel): void {
+    const ctx = channel.verifyContext as RecvContext | undefined;
+    if (!ctx || ctx.kind !== 'recv' || this.ctx.stopping) {
+      channel.close('not admitted');
+      return;
+    }
+    const ip = ctx.pool.allocate();
+    const client = `${channel.remoteAddress}:${channel.remotePort}`;
+    if (ip === undefined) {
+      this.ctx.stats.rejected++;
+      this.ctx.log.warn(
+        { event: 'rejected', client, check: 'subnet-full', subnet: ctx.pool.label },
+        `rejected ${client}: enclave subnet ${ctx.pool.label} is full`,
+      );
+      channel.close('enclave subnet full');
+      return;
+    }
+    const e: Enclave = {
+      state: 'assigning',
+      ip,
+      pool: ctx.pool,
+      clientIp: parseIpv4(channel.remoteAddress),
+      clientAddress: channel.remoteAddress,
+      clientPort: channel.remotePort,
+      evidence: ctx.evidence,
+      certDer: ctx.certDer,
+      fingerprint: quoteFingerprint(ctx.evidence),
+      keyHash: keyBindingHash(ctx.evidence.certificate).toString('hex'),
+      appName: ctx.appName,
+      categories: ctx.categories,
+      recv: channel,
+      send: undefined,
+      since: new Date(),
+      counters: newCounters(),
+      timer: undefined,
+      joined: false,
+      joining: undefined,
+      lastSpoofLog: 0,
+      ended: undefined,
+    };
+    this.ctx.table.all.add(e);
+    channel.on('message', (record: Buffer) => {
+      if (e.state === 'active') this.hooks.fromEnclave(e, record);
+      else if (e.state === 'assigning') this.onAck(e, record);
+      // awaiting-send / joining: the client sends nothing meaningful before both channels exist.
+    });
+    channel.on('close', (reason: string) => void this.hooks.end(e, `receive tunnel closed: ${reason}`));
+    this.sendAssignment(e, 1);
+  }
+
+  private sendAssignment(e: Enclave, attempt: number): void {
+    if (e.state !== 'assigning') return;
+    const { ackTries, ackIntervalMs } = this.ctx.timeouts;
+    if (attempt > ackTries) {
+      void this.hooks.end(e, `no IpAssignACK after ${ackTries} IpAssignment(s)`);
+      return;
+    }
+    e.recv.send(
+      encodeIpAssignment({
+        ip: toWire(e.ip),
+        netmask: toWire(e.pool.cidr.mask),
+        gwIp: toWire(e.pool.gateway),
+      }),
+    );
+    e.timer = setTimeout(() => this.sendAssignment(e, attempt + 1), ackIntervalMs);
+  }
+
+  private onAck(e: Enclave, record: Buffer): void {
+    let echoed: number;
+    try {
+      echoed = decodeIpAssignAck(record);
+    } catch (err) {
+      void this.hooks.end(e, errorMessage(err));
+      return;
+    }
+    if (echoed !== toWire(e.ip)) {
+      void this.hooks.end(
+        e,
+        `IpAssignACK echoed ${formatIpv4(toWire(echoed))} instead of ${formatIpv4(e.ip)}`,
+      );
+      return;
+    }
+    clearTimeout(e.timer);
+    e.state = 'awaiting-send';
+    this.ctx.table.setAwaiting(e, true);
+    const ms = this.ctx.timeouts.sendSessionMs;
+    e.timer = setTimeout(() => void this.hooks.end(e, `no send-tunnel handshake within ${ms} ms`), ms);
+  }
+
+  // ---------------------------------------------------------------- handshake 2 (port P+1)
+
+  async verifySend(chain: Buffer[], peer: Peer): Promise<PeerVerdict> {
+    const client = `${peer.address}:${peer.port}`;
+    const reject = (reason: string): PeerVerdict => {
+      this.ctx.stats.rejected++;
+      this.ctx.log.warn(
+        { event: 'rejected', client, check: 'send-tunnel', reason },
+        `rejected send tunnel from ${client}: ${reason}`,
+      );
+      return { accept: false, reason };
+    };
+    const leaf = chain[0];
+    if (!leaf) return reject('no client certificate');
+    const fromHost = this.ctx.table.awaitingFrom(peer.address);
+    // SENG clients present the very certificate of their first session: equal bytes mean an
+    // equal quote and key, with no second parse.
+    let enclave = fromHost.find((e) => e.certDer.equals(leaf));
+    if (!enclave) {
+      let evidence: Evidence;
+      try {
+        evidence = parseRaTlsCertificate(leaf);
+      } catch (err) {
+        return reject(`not an RA-TLS certificate: ${errorMessage(err)}`);
+      }
+      const fingerprint = quoteFingerprint(evidence);
+      const keyHash = keyBindingHash(evidence.certificate).toString('hex');
+      const sameQuote = fromHost.filter((e) => e.fingerprint === fingerprint);
+      if (sameQuote.length === 0) {
+        const elsewhere = this.ctx.table.awaitingAnywhere().find((e) => e.fingerprint === fingerprint);
+        return reject(
+          elsewhere
+            ? `the receive tunnel with this quote came from another IP (${elsewhere.clientAddress})`
+            : 'no receive tunnel awaits a send tunnel with this quote',
+        );
+      }
+      enclave = sameQuote.find((e) => e.keyHash === keyHash);
+      if (!enclave) return reject("the certificate key differs from the receive tunnel's");
+    }
+    // Claim it now, so two concurrent handshakes cannot both bind to the same enclave.
+    enclave.state = 'joining';
+    this.ctx.table.setAwaiting(enclave, false);
+    const context: SendContext = { kind: 'send', enclave };
+    return { accept: true, context };
+  }
+
+  onSendSession(channel: EnclaveChannel): void {
+    const ctx = channel.verifyContext as SendContext | undefined;
+    const e = ctx?.kind === 'send' ? ctx.enclave : undefined;
+    if (!e || e.state !== 'joining' || e.send) {
+      channel.close('not admitted');
+      return;
+    }
+    e.send = channel;
+    clearTimeout(e.timer);
+    // The enclave never sends on its send channel; liveness is judged on the receive channel.
+    channel.setIdleTimeout(0);
+    channel.on('close', (reason: string) => void this.hooks.end(e, `send tunnel closed: ${reason}`));
+    void this.join(e);
+  }
+
+  /** Registers the enclave with the firewall backend, then activates it (unless it ended meanwhile). */
+  private async join(e: Enclave): Promise<void> {
+    const enforcer = this.ctx.opts.enforcer;
+    let failure: unknown;
+    e.joining = (async () => {
+      try {
+        await enforcer?.join(registration(e));
+        e.joined = enforcer !== undefined;
+      } catch (err) {
+        failure = err;
+      }
+    })();
+    await e.joining;
+    if (failure !== undefined) {
+      this.ctx.log.error(
+        { event: 'enforcement-failed', enclaveIp: formatIpv4(e.ip), err: errorMessage(failure) },
+        'firewall registration failed',
+      );
+      await this.hooks.end(e, `firewall registration failed: ${errorMessage(failure)}`);
+      return;
+    }
+    // Ended while joining: teardown waited for the join and undoes it.
+    if (e.state !== 'joining') return;
+    e.state = 'active';
+    e.recv.setIdleTimeout(this.ctx.timeouts.idleMs);
+    this.hooks.activate(e);
+    this.ctx.stats.admitted++;
+    this.ctx.log.info(
+      {
+        event: 'admitted',
+        enclaveIp: formatIpv4(e.ip),
+        app: e.appName ?? null,
+        mrEnclave: e.evidence.mrEnclave.toString('hex'),
+        mrSigner: e.evidence.mrSigner.toString('hex'),
+        kind: e.evidence.kind,
+        client: `${e.clientAddress}:${e.clientPort}`,
+        categories: e.categories,
+      },
+      `admitted ${appLabel(e)} from ${e.clientAddress} as ${formatIpv4(e.ip)}`,
+    );
+    this.hooks.admitted(e);
+  }
+}

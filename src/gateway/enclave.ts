@@ -1,0 +1,169 @@
+/**
+ * One enclave's session as the gateway tracks it (both DTLS channels, its IP, attestation
+ * evidence, counters), and the table that finds enclaves by IP (the TUN → enclave dispatch)
+ * and by client address (the second-handshake lookup).
+ */
+import type { Evidence } from '../attestation/index.js';
+import type { EnclaveRegistration } from '../enforce/types.js';
+import { formatIpv4, type Ipv4 } from '../util/ipv4.js';
+import type { IpPool } from './ip-pool.js';
+import type { EnclaveChannel } from './types.js';
+
+/**
+ * assigning: receive channel up, IpAssignment sent; awaiting-send: ACK received, waiting for
+ * the send channel; joining: send channel accepted, firewall registration in flight; active:
+ * forwarding; closing: being torn down.
+ */
+export type EnclaveState = 'assigning' | 'awaiting-send' | 'joining' | 'active' | 'closing';
+
+export interface Counters {
+  packetsIn: number;
+  bytesIn: number;
+  packetsOut: number;
+  bytesOut: number;
+  /** Drops by reason (SPEC §1.4). */
+  spoofed: number;
+  malformed: number;
+  oversize: number;
+}
+
+export interface Enclave {
+  state: EnclaveState;
+  ip: Ipv4;
+  pool: IpPool;
+  clientIp: Ipv4;
+  clientAddress: string;
+  clientPort: number;
+  evidence: Evidence;
+  /** DER of the receive channel's client certificate. */
+  certDer: Buffer;
+  fingerprint: string;
+  keyHash: string;
+  appName: string | undefined;
+  categories: string[];
+  recv: EnclaveChannel;
+  send: EnclaveChannel | undefined;
+  since: Date;
+  counters: Counters;
+  timer: NodeJS.Timeout | undefined;
+  joined: boolean;
+  /** The enforcer join in flight, awaited by teardown so it can be undone in order. */
+  joining: Promise<void> | undefined;
+  lastSpoofLog: number;
+  ended: Promise<void> | undefined;
+}
+
+export interface EnclaveStatus {
+  enclaveIp: string;
+  state: EnclaveState;
+  app: string | null;
+  mrEnclave: string;
+  mrSigner: string;
+  categories: string[];
+  client: string;
+  since: string;
+  packetsIn: number;
+  bytesIn: number;
+  packetsOut: number;
+  bytesOut: number;
+  spoofedDropped: number;
+  malformedDropped: number;
+  oversizeDropped: number;
+}
+
+export function newCounters(): Counters {
+  return { packetsIn: 0, bytesIn: 0, packetsOut: 0, bytesOut: 0, spoofed: 0, malformed: 0, oversize: 0 };
+}
+
+/** JS-path counters plus what the DTLS layer forwarded natively. */
+export function totalCounters(e: Enclave): Counters {
+  const f = e.recv.forwardStats?.();
+  if (!f) return e.counters;
+  return {
+    ...e.counters,
+    packetsIn: e.counters.packetsIn + f.packets,
+    bytesIn: e.counters.bytesIn + f.bytes,
+  };
+}
+
+/** The app's name, or the start of its MRENCLAVE when the database does not know it. */
+export function appLabel(e: Enclave): string {
+  return e.appName ?? e.evidence.mrEnclave.toString('hex').slice(0, 16);
+}
+
+export function registration(e: Enclave): EnclaveRegistration {
+  return {
+    enclaveIp: e.ip,
+    mrEnclave: e.evidence.mrEnclave,
+    mrSigner: e.evidence.mrSigner,
+    hostIp: e.clientIp,
+    ...(e.appName === undefined ? {} : { appName: e.appName }),
+    categories: e.categories,
+  };
+}
+
+export function describeEnclave(e: Enclave): EnclaveStatus {
+  const c = totalCounters(e);
+  return {
+    enclaveIp: formatIpv4(e.ip),
+    state: e.state,
+    app: e.appName ?? null,
+    mrEnclave: e.evidence.mrEnclave.toString('hex'),
+    mrSigner: e.evidence.mrSigner.toString('hex'),
+    categories: e.categories,
+    client: `${e.clientAddress}:${e.clientPort}`,
+    since: e.since.toISOString(),
+    packetsIn: c.packetsIn,
+    bytesIn: c.bytesIn,
+    packetsOut: c.packetsOut,
+    bytesOut: c.bytesOut,
+    spoofedDropped: c.spoofed,
+    malformedDropped: c.malformed,
+    oversizeDropped: c.oversize,
+  };
+}
+
+export class EnclaveTable {
+  /** Every enclave from its first handshake until its teardown finished. */
+  readonly all = new Set<Enclave>();
+  /** Established enclaves by IP: the TUN → enclave dispatch table (O(1)). */
+  private readonly routes = new Map<Ipv4, Enclave>();
+  /** Enclaves whose send channel may now be opened, by client address. */
+  private readonly awaiting = new Map<string, Set<Enclave>>();
+
+  /** Enclaves not being torn down. */
+  live(): Enclave[] {
+    return [...this.all].filter((e) => e.state !== 'closing');
+  }
+
+  route(e: Enclave): void {
+    this.routes.set(e.ip, e);
+  }
+
+  unroute(e: Enclave): void {
+    if (this.routes.get(e.ip) === e) this.routes.delete(e.ip);
+  }
+
+  /** The established enclave that owns this destination IP, if any. */
+  byDestination(ip: Ipv4): Enclave | undefined {
+    return this.routes.get(ip);
+  }
+
+  setAwaiting(e: Enclave, awaiting: boolean): void {
+    let set = this.awaiting.get(e.clientAddress);
+    if (awaiting) {
+      if (!set) this.awaiting.set(e.clientAddress, (set = new Set()));
+      set.add(e);
+    } else if (set?.delete(e) && set.size === 0) {
+      this.awaiting.delete(e.clientAddress);
+    }
+  }
+
+  awaitingFrom(address: string): Enclave[] {
+    return [...(this.awaiting.get(address) ?? [])];
+  }
+
+  awaitingAnywhere(): Enclave[] {
+    return [...this.awaiting.values()].flatMap((set) => [...set]);
+  }
+}

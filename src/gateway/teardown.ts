@@ -1,0 +1,82 @@
+/**
+ * Ending a session, for whatever reason (close_notify, idle, setup failure, kick, revocation,
+ * shutdown). Whatever ends a session frees everything it held, in the order enforcement
+ * needs: stop routing, close both channels, leave the firewall (unregister, purge
+ * conntrack), and only then release the IP — or quarantine it if the firewall could not
+ * confirm the removal.
+ */
+import { errorMessage } from '../util/errors.js';
+import { formatIpv4 } from '../util/ipv4.js';
+import type { GatewayContext } from './context.js';
+import { registration, totalCounters, type Enclave } from './enclave.js';
+
+export class Teardown {
+  constructor(
+    private readonly ctx: GatewayContext,
+    private readonly onEnded: (e: Enclave, reason: string) => void,
+  ) {}
+
+  /** Ends an enclave's session for `reason`; idempotent. Resolves when its IP is free again. */
+  end(e: Enclave, reason: string): Promise<void> {
+    if (e.ended) return e.ended;
+    // Assign before finishing: closing a channel emits 'close' synchronously, which re-enters here.
+    let done!: () => void;
+    e.ended = new Promise<void>((resolve) => (done = resolve));
+    void this.finish(e, reason).finally(done);
+    return e.ended;
+  }
+
+  private async finish(e: Enclave, reason: string): Promise<void> {
+    const wasActive = e.state === 'active';
+    e.state = 'closing';
+    this.ctx.table.setAwaiting(e, false);
+    clearTimeout(e.timer);
+    this.ctx.table.unroute(e);
+    e.recv.close(reason);
+    e.send?.close(reason);
+    // Order matters: leave the firewall (unregister + conntrack purge) before the IP can be reused.
+    if (e.joining) await e.joining;
+    const left = e.joined ? await this.leave(e) : true;
+    if (left) {
+      e.pool.release(e.ip);
+    } else {
+      // The firewall may still attribute this IP to the old app: never hand it out again.
+      this.ctx.stats.quarantined++;
+      this.ctx.log.error(
+        { event: 'ip-quarantined', enclaveIp: formatIpv4(e.ip) },
+        `enclave IP ${formatIpv4(e.ip)} is quarantined until restart: the firewall could not confirm its removal`,
+      );
+    }
+    this.ctx.table.all.delete(e);
+    this.ctx.stats.ended++;
+    this.ctx.log.info(
+      {
+        event: wasActive ? 'session-end' : 'setup-failed',
+        enclaveIp: formatIpv4(e.ip),
+        app: e.appName ?? null,
+        client: `${e.clientAddress}:${e.clientPort}`,
+        reason,
+        durationMs: Date.now() - e.since.getTime(),
+        ...totalCounters(e),
+      },
+      `${wasActive ? 'session ended' : 'setup failed'} for ${formatIpv4(e.ip)}: ${reason}`,
+    );
+    this.onEnded(e, reason);
+  }
+
+  /** Removes the enclave from the firewall; false if the backend could not confirm it. */
+  private async leave(e: Enclave): Promise<boolean> {
+    try {
+      await this.ctx.opts.enforcer?.leave(registration(e));
+      return true;
+    } catch (err) {
+      this.ctx.log.error(
+        { event: 'enforcement-failed', enclaveIp: formatIpv4(e.ip), err: errorMessage(err) },
+        'firewall unregistration failed',
+      );
+      return false;
+    } finally {
+      e.joined = false;
+    }
+  }
+}
