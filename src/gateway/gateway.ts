@@ -21,6 +21,7 @@ import { decodeIpAssignAck, encodeIpAssignment } from '../proto/messages.js';
 import { errorMessage } from '../util/errors.js';
 import { formatIpv4, parseIpv4, toWire, type Ipv4 } from '../util/ipv4.js';
 import { silentLogger, type Logger } from '../util/log.js';
+import type { ShadowEnclave, ShadowHooks } from '../shadow/types.js';
 import type { EnclaveIndex } from './enclave-index.js';
 import type { IpPool } from './ip-pool.js';
 import type { ListenTunnel, PacketDevice, PeerVerdict, TunnelListener, TunnelSession } from './types.js';
@@ -59,6 +60,8 @@ export interface GatewayOptions {
    */
   nativeForward?: boolean;
   mtu?: number;
+  /** Port shadowing (seng serve -s): awaited on every session end, before the IP is released. */
+  shadowHooks?: ShadowHooks;
   timeouts?: Partial<GatewayTimeouts>;
   logger?: Logger;
 }
@@ -535,8 +538,9 @@ export class Gateway extends EventEmitter {
     e.send?.close(reason);
     // Order matters: leave the firewall (unregister + conntrack purge) before the IP can be reused.
     if (e.joining) await e.joining;
+    const unshadowed = await this.endShadows(e);
     const left = e.joined ? await this.leave(e) : true;
-    if (left) {
+    if (left && unshadowed) {
       e.pool.release(e.ip);
     } else {
       // The firewall may still attribute this IP to the old app: never hand it out again.
@@ -562,6 +566,34 @@ export class Gateway extends EventEmitter {
       `${wasActive ? 'session ended' : 'setup failed'} for ${formatIpv4(e.ip)}: ${reason}`,
     );
     this.emit('ended', formatIpv4(e.ip), reason);
+  }
+
+  /** Removes the enclave's port shadows (DNAT rules) before its IP can be reused; false if that failed. */
+  private async endShadows(e: Enclave): Promise<boolean> {
+    try {
+      await this.opts.shadowHooks?.enclaveEnding(e.ip);
+      return true;
+    } catch (err) {
+      this.log.error(
+        { event: 'shadow-teardown-failed', enclaveIp: formatIpv4(e.ip), err: errorMessage(err) },
+        'shadow teardown failed',
+      );
+      return false;
+    }
+  }
+
+  /** The established enclave holding `ip`, as the ShadowServer sees it. */
+  activeEnclave(ip: Ipv4): ShadowEnclave | undefined {
+    const e = this.routes.get(ip);
+    if (!e || e.state !== 'active') return undefined;
+    return {
+      enclaveIp: e.ip,
+      hostIp: e.clientIp,
+      mrEnclave: e.evidence.mrEnclave,
+      mrSigner: e.evidence.mrSigner,
+      appName: e.appName,
+      gatewayIp: e.pool.gateway,
+    };
   }
 
   // ------------------------------------------------------------------------- operations

@@ -18,6 +18,8 @@ import { EnclaveIndex } from './enclave-index.js';
 import { createEnforcer, type NftConfig } from './enforcers.js';
 import { Gateway } from './gateway.js';
 import type { ListenTunnel, TunnelListener } from './types.js';
+import { createShadowService, type ShadowConfig } from '../shadow/setup.js';
+import type { ShadowService } from '../shadow/service.js';
 
 export interface ServeConfig {
   host: string;
@@ -34,6 +36,8 @@ export interface ServeConfig {
   limits: { maxSessions: number; maxHandshakes: number };
   /** How often the database is checked for changes (hot reload); default 1000 ms. */
   dbPollMs?: number;
+  /** Port shadowing (-s): the control service on 2409 at every enclave subnet's gateway IP. */
+  shadow?: ShadowConfig;
 }
 
 export interface RunningGateway {
@@ -106,8 +110,10 @@ export async function startGateway(config: ServeConfig, log: Logger): Promise<Ru
         logger: log,
       });
 
+    let shadow: ShadowService | undefined;
     const gateway = new Gateway({
       port: config.port,
+      ...(config.shadow ? { shadowHooks: { enclaveEnding: async (ip) => shadow?.enclaveEnding(ip) } } : {}),
       listen,
       attestation,
       index,
@@ -126,6 +132,18 @@ export async function startGateway(config: ServeConfig, log: Logger): Promise<Ru
     });
     await gateway.start();
     cleanups.push(() => gateway.stop());
+    if (config.shadow) {
+      const service = createShadowService(
+        config.shadow,
+        gateway,
+        index.subnets().map((p) => p.gateway),
+        log,
+      );
+      await service.start();
+      shadow = service;
+      // Runs before gateway.stop(): every shadow is gone before the sessions end.
+      cleanups.push(() => service.stop());
+    }
 
     const reload = async (): Promise<{ changedApps: number; policy: string | null }> => {
       const changedApps = await gateway.reloadIndex(true);
@@ -145,6 +163,7 @@ export async function startGateway(config: ServeConfig, log: Logger): Promise<Ru
             .map((p) => ({ subnet: p.label, gateway: formatIpv4(p.gateway), inUse: p.inUse, free: p.free })),
           stats: gateway.stats,
           sessions: gateway.status(),
+          ...(shadow ? { shadows: shadow.list() } : {}),
         };
       }
       if (req.cmd === 'kick') return { kicked: await gateway.kick(parseIpv4(req.ip)) };
