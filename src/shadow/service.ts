@@ -167,6 +167,11 @@ export class ShadowService implements ShadowHooks {
     });
   }
 
+  /** The bound control ports, one per address (tests listen on port 0). */
+  boundPorts(): number[] {
+    return this.servers.map((s) => (s.address() as net.AddressInfo | null)?.port ?? 0);
+  }
+
   /** Current shadows (for `seng status`). */
   list(): ShadowStatus[] {
     return [...this.shadows.values()]

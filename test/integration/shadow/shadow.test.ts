@@ -63,6 +63,12 @@ async function shadowMap(): Promise<string[]> {
   return (map?.elem ?? []).map(([k, v]) => `${k.concat[0]} . ${k.concat[1]} : ${v}`);
 }
 
+/** Conntrack entries in the gateway namespace whose reply source is `ip` (DNATed flows). */
+async function shadowFlows(ip: string): Promise<number> {
+  const r = await lab.gw.exec('conntrack', ['-L', '--reply-src', ip], { check: false });
+  return r.stdout.split('\n').filter((l) => l.includes(`src=${ip}`)).length;
+}
+
 /** Tries to bind a TCP port on host1: 'bound' or the error code. */
 async function bindOnHost(port: number): Promise<string> {
   const r = await lab.host1.exec(process.execPath, [
@@ -171,6 +177,8 @@ test('a granted shadow makes <host IP>:X reach the enclave from outside and from
     st.shadows.map((x) => [x.port, x.state, x.enclaveIp]),
     [[4711, 'active', s.ready!.ip]],
   );
+  // The DNATed flows are tracked with the enclave IP as reply source only.
+  assert.ok((await shadowFlows(s.ready!.ip)) > 0, 'expected conntrack entries of the shadowed flows');
   // SIGTERM: the simulated runtime closes its listener first (close notify), then the tunnel.
   await stop(s.child, 8000);
   const removed = await waitFor(
@@ -180,6 +188,7 @@ test('a granted shadow makes <host IP>:X reach the enclave from outside and from
   );
   assert.match(removed, /"reason":"close notify"/);
   assert.deepEqual(await shadowMap(), []);
+  assert.equal(await shadowFlows(s.ready!.ip), 0, 'conntrack entries of the shadowed flows survived');
   await waitFor(async () => (await bindOnHost(4711)) === 'bound', 5000, { message: 'blocker kept 4711' });
   assert.ok(
     blocker!.log.some((l) => l.includes('"event":"released"') && l.includes('"reply":"NOW_UNLBOCKED"')),
