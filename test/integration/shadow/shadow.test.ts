@@ -148,8 +148,28 @@ before(async () => {
   const outside = /^\d+: ([^\s@]+)\s+inet 10\.99\.0\.1\//m.exec(addrs.stdout)?.[1];
   assert.ok(outside, addrs.stdout);
   await startBlocker();
+  // A shadow left by an earlier run: the start must drop it (the first test sees only its own).
+  await lab.gw.exec('nft', ['add', 'table', 'ip', 'seng_shadow']);
+  await lab.gw.exec('nft', [
+    'add',
+    'map',
+    'ip',
+    'seng_shadow',
+    'tcp_dnat',
+    '{ type ipv4_addr . inet_service : ipv4_addr; }',
+  ]);
+  await lab.gw.exec('nft', [
+    'add',
+    'element',
+    'ip',
+    'seng_shadow',
+    'tcp_dnat',
+    '{ 10.50.0.2 . 80 : 192.168.28.77 }',
+  ]);
+  assert.equal((await shadowMap()).length, 1);
   gw = await serve(lab, ['-d', db, '-s', '--shadow-interface', outside, '--setup-timeout', '3']);
   await waitFor(() => gw.log.find((l) => l.includes('"event":"shadow-listening"')), 5000);
+  assert.deepEqual(await shadowMap(), [], 'stale shadows must be flushed at start');
 });
 
 after(async () => {
