@@ -31,6 +31,8 @@ export interface BlockerClientOptions {
   port?: number;
   /** Deadline of each step in ms. */
   timeoutMs: number;
+  /** Aborting closes the connection at once (e.g. the enclave is disconnecting). */
+  signal?: AbortSignal;
 }
 
 /** mbedTLS 2.x (the original blocker) offers these; so does `seng blocker`. */
@@ -60,6 +62,10 @@ export class BlockerConnection {
     const port = opts.port ?? BLOCKER_PORT;
     const peer = `${host}:${port}`;
     return new Promise((resolve, reject) => {
+      if (opts.signal?.aborted) {
+        reject(new BlockerError(`socket blocker ${peer}: aborted`));
+        return;
+      }
       // No SNI (host is an address), no client certificate, no verification (SPEC §6.8).
       const socket = tls.connect({
         host,
@@ -73,6 +79,13 @@ export class BlockerConnection {
         socket.destroy();
         reject(new BlockerError(`socket blocker ${peer}: no TLS handshake within ${opts.timeoutMs} ms`));
       }, opts.timeoutMs);
+      const onAbort = (): void => {
+        clearTimeout(timer);
+        socket.destroy();
+        reject(new BlockerError(`socket blocker ${peer}: aborted`));
+      };
+      opts.signal?.addEventListener('abort', onAbort, { once: true });
+      socket.once('close', () => opts.signal?.removeEventListener('abort', onAbort));
       socket.once('secureConnect', () => {
         clearTimeout(timer);
         socket.off('error', onError);

@@ -80,6 +80,8 @@ interface Shadow {
 
 interface Transaction {
   socket: net.Socket;
+  /** Aborts the blocker exchange (enclave ending, shutdown). */
+  abort: AbortController;
   done: Promise<void>;
 }
 
@@ -214,10 +216,10 @@ export class ShadowService implements ShadowHooks {
     }
     let set = this.inflight.get(ip);
     if (!set) this.inflight.set(ip, (set = new Set()));
-    const tx: Transaction = { socket, done: Promise.resolve() };
+    const tx: Transaction = { socket, abort: new AbortController(), done: Promise.resolve() };
     set.add(tx);
     const enclaveIp = ip;
-    tx.done = this.transaction(enclave, socket)
+    tx.done = this.transaction(enclave, socket, tx.abort.signal)
       .catch((err: unknown) =>
         this.log.error(
           { event: 'shadow-error', enclaveIp: source, err: errorMessage(err) },
@@ -232,7 +234,7 @@ export class ShadowService implements ShadowHooks {
       });
   }
 
-  private async transaction(enclave: ShadowEnclave, socket: net.Socket): Promise<void> {
+  private async transaction(enclave: ShadowEnclave, socket: net.Socket, signal: AbortSignal): Promise<void> {
     const reader = new FrameReader(socket);
     const who = formatIpv4(enclave.enclaveIp);
     let msg;
@@ -252,7 +254,7 @@ export class ShadowService implements ShadowHooks {
     try {
       shadow = this.claim(enclave, port, proto, handle);
       try {
-        conn = await BlockerConnection.open(enclave.hostIp, this.blocker);
+        conn = await BlockerConnection.open(enclave.hostIp, { ...this.blocker, signal });
       } catch (err) {
         throw new Refusal(`socket blocker unavailable: ${errorMessage(err)}`);
       }
@@ -466,7 +468,7 @@ export class ShadowService implements ShadowHooks {
     this.ending.add(ip);
     try {
       const txs = [...(this.inflight.get(ip) ?? [])];
-      for (const tx of txs) tx.socket.destroy();
+      for (const tx of txs) this.abort(tx);
       await Promise.all(txs.map((t) => t.done));
       const mine = [...this.shadows.values()].filter((s) => s.rule.enclaveIp === ip && s.state === 'active');
       const removed = await Promise.all(
@@ -485,7 +487,7 @@ export class ShadowService implements ShadowHooks {
     this.stopping = true;
     const closing = this.closeServers();
     const txs = [...this.inflight.values()].flatMap((s) => [...s]);
-    for (const tx of txs) tx.socket.destroy();
+    for (const tx of txs) this.abort(tx);
     await Promise.all(txs.map((t) => t.done));
     const all = [...this.shadows.values()].filter((s) => s.state === 'active');
     await Promise.all(all.map((s) => this.drop(s, { notifyBlocker: true, reason: 'shutdown' })));
@@ -495,6 +497,11 @@ export class ShadowService implements ShadowHooks {
       this.log.error({ err: errorMessage(err) }, 'removing the shadow rules failed'),
     );
     this.log.info({ event: 'shadow-stopped', removed: all.length }, 'ShadowServer stopped');
+  }
+
+  private abort(tx: Transaction): void {
+    tx.abort.abort();
+    tx.socket.destroy();
   }
 
   private async closeServers(): Promise<void> {

@@ -235,3 +235,49 @@ test('shutdown removes every shadow, releases the blocker and drops the rule set
   assert.deepEqual(rules.log.slice(-2), [`remove ${port}/6->${LOOPBACK}`, 'stop']);
   assert.equal(blocker.reservations().length, 0);
 });
+
+test('enclaveEnding aborts a transaction stuck on a silent blocker instead of waiting out its deadline', async () => {
+  const silent = net.createServer((s) => s.on('error', () => undefined));
+  const contacted = new Promise<void>((r) => silent.once('connection', () => r()));
+  await new Promise<void>((r) => silent.listen(0, '127.0.0.1', () => r()));
+  const slowRules = new MemoryRules();
+  const slow = new ShadowService({
+    lookup: {
+      activeEnclave: (ip) =>
+        ip === LOOPBACK
+          ? {
+              enclaveIp: LOOPBACK,
+              hostIp: LOOPBACK,
+              mrEnclave: Buffer.alloc(32, 1),
+              mrSigner: Buffer.alloc(32, 2),
+              appName: undefined,
+              gatewayIp: LOOPBACK,
+            }
+          : undefined,
+    },
+    rules: slowRules,
+    addresses: [LOOPBACK],
+    port: 0,
+    blockerPort: (silent.address() as net.AddressInfo).port,
+    // Far longer than the test may take: only the abort can end the transaction in time.
+    stepTimeoutMs: 120_000,
+    purge: async () => 0,
+  });
+  await slow.start();
+  try {
+    const sock = net.connect({ host: '127.0.0.1', port: slow.boundPorts()[0] as number });
+    sock.on('error', () => undefined);
+    sock.write(frame(encodeControlMessage({ kind: 'request', handle: 9, port: 4999, proto: 6 })));
+    await contacted;
+    const outcome = await Promise.race([
+      slow.enclaveEnding(LOOPBACK).then(() => 'ended'),
+      new Promise((r) => setTimeout(() => r('stuck'), 10_000).unref()),
+    ]);
+    assert.equal(outcome, 'ended');
+    assert.deepEqual(slowRules.log, ['start']);
+    assert.equal(slow.list().length, 0);
+  } finally {
+    await slow.stop();
+    silent.close();
+  }
+});
