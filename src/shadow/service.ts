@@ -85,6 +85,9 @@ interface Transaction {
   done: Promise<void>;
 }
 
+/** Concurrent control connections one enclave may have open. */
+const MAX_CONNECTIONS_PER_ENCLAVE = 8;
+
 /** A refusal of ours: answered with an explicit DENIED. */
 class Refusal extends SengError {
   constructor(message: string) {
@@ -216,6 +219,16 @@ export class ShadowService implements ShadowHooks {
     }
     let set = this.inflight.get(ip);
     if (!set) this.inflight.set(ip, (set = new Set()));
+    if (set.size >= MAX_CONNECTIONS_PER_ENCLAVE) {
+      // One enclave must not hold every connection slot of the service.
+      this.stats.refusedSources++;
+      this.log.warn(
+        { event: 'shadow-refused', source, reason: 'too many concurrent connections' },
+        `ShadowServer connection from ${source}: ${set.size} already open`,
+      );
+      socket.destroy();
+      return;
+    }
     const tx: Transaction = { socket, abort: new AbortController(), done: Promise.resolve() };
     set.add(tx);
     const enclaveIp = ip;
@@ -472,7 +485,10 @@ export class ShadowService implements ShadowHooks {
       await Promise.all(txs.map((t) => t.done));
       const mine = [...this.shadows.values()].filter((s) => s.rule.enclaveIp === ip && s.state === 'active');
       const removed = await Promise.all(
-        mine.map((s) => this.drop(s, { notifyBlocker: true, reason: 'enclave disconnected' })),
+        // The blocker is told before the IP is released too (bounded by the step deadlines).
+        mine.map((s) =>
+          this.drop(s, { notifyBlocker: true, awaitBlocker: true, reason: 'enclave disconnected' }),
+        ),
       );
       if (removed.includes(false))
         throw new SengError('ESHADOWRULE', `DNAT rules to ${formatIpv4(ip)} could not be removed`);

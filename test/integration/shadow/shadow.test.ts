@@ -306,3 +306,16 @@ test('a blocker that never answers: DENIED within the deadline, nothing installe
   await stop(s.child, 8000);
   await stop(silent);
 });
+
+test('shutdown removes every shadow, the table, and the reservations', async () => {
+  await stop(blocker!.child, 5000).catch(() => undefined);
+  await startBlocker();
+  const { s, events } = await shadowedSim(apps[1]!, [4715]);
+  assert.equal(events[0]?.granted, true);
+  assert.equal(await bindOnHost(4715), 'EADDRINUSE');
+  await gw.stop();
+  const r = await lab.gw.exec('nft', ['list', 'table', 'ip', 'seng_shadow'], { check: false });
+  assert.notEqual(r.code, 0, 'the shadow table survived the shutdown');
+  assert.equal(await bindOnHost(4715), 'bound');
+  await s.exit;
+});

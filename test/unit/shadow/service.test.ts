@@ -281,3 +281,23 @@ test('enclaveEnding aborts a transaction stuck on a silent blocker instead of wa
     silent.close();
   }
 });
+
+test('one enclave cannot hold more than 8 control connections at once', async () => {
+  const socks = Array.from({ length: 9 }, () => {
+    const s = net.connect({ host: '127.0.0.1', port: controlPort });
+    s.on('error', () => undefined);
+    return { s, reader: new FrameReader(s) };
+  });
+  const results = await Promise.all(
+    socks.map(({ reader }) =>
+      reader.read(128, 5000, 'reply').then(
+        (b) => b.toString('hex'),
+        (e: Error) => (/closed before/.test(e.message) ? 'closed' : e.message),
+      ),
+    ),
+  );
+  // Silent connections: eight are served (DENIED at their read deadline), one is cut off.
+  assert.equal(results.filter((r) => r === '0800').length, 8);
+  assert.equal(results.filter((r) => r === 'closed').length, 1);
+  for (const { s } of socks) s.destroy();
+});
