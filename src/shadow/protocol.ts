@@ -23,6 +23,9 @@ export const MAX_BLOCKER_REPLY_BODY = 128;
 export const MAX_BLOCKER_REQUEST_BODY = 768;
 export const MAX_BLOCKER_CONFIRM_BODY = 128;
 
+/** Unread bytes a FrameReader holds at most (every message fits many times). */
+const MAX_BUFFERED = 4096;
+
 /** A malformed, oversize or out-of-range ShadowServer message. */
 export class ShadowProtocolError extends SengError {
   constructor(message: string) {
@@ -115,6 +118,12 @@ export class FrameReader {
   constructor(private readonly stream: Duplex) {
     stream.on('data', (d: Buffer) => {
       this.buf = this.buf.length === 0 ? d : Buffer.concat([this.buf, d]);
+      if (this.buf.length > MAX_BUFFERED) {
+        // Every message is small; a peer that floods us is cut off.
+        this.failure = new Error(`more than ${MAX_BUFFERED} bytes unread`);
+        this.buf = Buffer.alloc(0);
+        stream.destroy();
+      }
       this.wake?.();
     });
     stream.on('end', () => {

@@ -169,3 +169,11 @@ test('FrameReader: an empty prefix, EOF mid-message and the deadline reject', as
   const rc = new FrameReader(c);
   await assert.rejects(rc.read(128, 50, 'request'), /no request within 50 ms/);
 });
+
+test('FrameReader cuts off a peer that floods it', async () => {
+  const s = new PassThrough();
+  const r = new FrameReader(s);
+  s.write(Buffer.concat([frame(hex('0801')), Buffer.alloc(8192)]));
+  await assert.rejects(r.read(128, 2000, 'reply'), /unread/);
+  assert.equal(s.destroyed, true);
+});
