@@ -5,6 +5,7 @@
  */
 import type { AttestationPolicy } from '../attestation/index.js';
 import type { Enforcer } from '../enforce/types.js';
+import type { ShadowHooks } from '../shadow/types.js';
 import type { Logger } from '../util/log.js';
 import type { EnclaveIndex } from './enclave-index.js';
 import type { EnclaveTable } from './enclave.js';
@@ -44,6 +45,8 @@ export interface GatewayOptions {
    */
   nativeForward?: boolean;
   mtu?: number;
+  /** Port shadowing (seng serve -s): awaited on every session end, before the IP is released. */
+  shadowHooks?: ShadowHooks;
   timeouts?: Partial<GatewayTimeouts>;
   logger?: Logger;
 }

@@ -18,6 +18,8 @@ export interface DispatchContext {
   log: Logger;
   /** Static facts for `seng status`. */
   info: { listen: string; tun: string; database: string | null };
+  /** The ShadowServer's current shadows (seng serve -s), for `seng status`. */
+  shadows?: () => unknown[];
 }
 
 export interface ReloadReply {
@@ -60,6 +62,7 @@ function status(ctx: DispatchContext) {
       .map((p) => ({ subnet: p.label, gateway: formatIpv4(p.gateway), inUse: p.inUse, free: p.free })),
     stats: ctx.gateway.stats,
     sessions: ctx.gateway.status(),
+    ...(ctx.shadows ? { shadows: ctx.shadows() } : {}),
   };
 }
 

@@ -10,7 +10,8 @@
  *   enclave.ts     the per-enclave record and the table of enclaves; context.ts the shared state
  */
 import { EventEmitter } from 'node:events';
-import { formatIpv4 } from '../util/ipv4.js';
+import { formatIpv4, type Ipv4 } from '../util/ipv4.js';
+import type { ShadowEnclave } from '../shadow/types.js';
 import { silentLogger } from '../util/log.js';
 import { Admission } from './admission.js';
 import { DEFAULT_TIMEOUTS, type GatewayContext, type GatewayOptions, type GatewayStats } from './context.js';
@@ -100,6 +101,20 @@ export class Gateway extends EventEmitter {
   /** Ends the sessions the selector matches (by enclave IP, app, client host, or all). */
   kick(selector: KickSelector, reason?: string): Promise<EnclaveStatus[]> {
     return this.operations.kick(selector, reason);
+  }
+
+  /** The established enclave holding `ip`, as the ShadowServer sees it. */
+  activeEnclave(ip: Ipv4): ShadowEnclave | undefined {
+    const e = this.ctx.table.byDestination(ip);
+    if (!e || e.state !== 'active') return undefined;
+    return {
+      enclaveIp: e.ip,
+      hostIp: e.clientIp,
+      mrEnclave: e.evidence.mrEnclave,
+      mrSigner: e.evidence.mrSigner,
+      appName: e.appName,
+      gatewayIp: e.pool.gateway,
+    };
   }
 
   /** Re-reads the database: ends revoked sessions, pushes category changes (see operations.ts). */

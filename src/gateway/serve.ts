@@ -18,6 +18,8 @@ import { EnclaveIndex } from './enclave-index.js';
 import { createEnforcer, type NftConfig } from './enforcers.js';
 import { Gateway } from './gateway.js';
 import type { ChannelListener, ListenChannels } from './types.js';
+import { createShadowService, type ShadowConfig } from '../shadow/setup.js';
+import type { ShadowService } from '../shadow/service.js';
 
 export interface ServeConfig {
   host: string;
@@ -34,6 +36,8 @@ export interface ServeConfig {
   limits: { maxSessions: number; maxHandshakes: number };
   /** How often the database is checked for changes (hot reload); default 1000 ms. */
   dbPollMs?: number;
+  /** Port shadowing (-s): the control service on 2409 at every enclave subnet's gateway IP. */
+  shadow?: ShadowConfig;
 }
 
 export interface RunningGateway {
@@ -109,8 +113,10 @@ export async function startGateway(config: ServeConfig, log: Logger): Promise<Ru
         logger: log,
       });
 
+    let shadow: ShadowService | undefined;
     const gateway = new Gateway({
       port: config.port,
+      ...(config.shadow ? { shadowHooks: { enclaveEnding: async (ip) => shadow?.enclaveEnding(ip) } } : {}),
       listen,
       attestation,
       index,
@@ -129,6 +135,18 @@ export async function startGateway(config: ServeConfig, log: Logger): Promise<Ru
     });
     await gateway.start();
     cleanups.push(() => gateway.stop());
+    if (config.shadow) {
+      const service = createShadowService(
+        config.shadow,
+        gateway,
+        index.subnets().map((p) => p.gateway),
+        log,
+      );
+      await service.start();
+      shadow = service;
+      // Runs before gateway.stop(): every shadow is gone before the sessions end.
+      cleanups.push(() => service.stop());
+    }
 
     const reload = () => reloadGateway({ gateway, enforcer, log });
     const control = await ControlServer.listen(
@@ -143,6 +161,7 @@ export async function startGateway(config: ServeConfig, log: Logger): Promise<Ru
           tun: config.tun.name,
           database: config.dbPath ?? null,
         },
+        ...(shadow ? { shadows: () => shadow!.list() } : {}),
       }),
     );
     cleanups.push(() => control.close());

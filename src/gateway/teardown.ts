@@ -36,8 +36,9 @@ export class Teardown {
     e.send?.close(reason);
     // Order matters: leave the firewall (unregister + conntrack purge) before the IP can be reused.
     if (e.joining) await e.joining;
+    const unshadowed = await this.endShadows(e);
     const left = e.joined ? await this.leave(e) : true;
-    if (left) {
+    if (left && unshadowed) {
       e.pool.release(e.ip);
     } else {
       // The firewall may still attribute this IP to the old app: never hand it out again.
@@ -62,6 +63,20 @@ export class Teardown {
       `${wasActive ? 'session ended' : 'setup failed'} for ${formatIpv4(e.ip)}: ${reason}`,
     );
     this.onEnded(e, reason);
+  }
+
+  /** Removes the enclave's port shadows (DNAT rules) before its IP can be reused; false if that failed. */
+  private async endShadows(e: Enclave): Promise<boolean> {
+    try {
+      await this.ctx.opts.shadowHooks?.enclaveEnding(e.ip);
+      return true;
+    } catch (err) {
+      this.ctx.log.error(
+        { event: 'shadow-teardown-failed', enclaveIp: formatIpv4(e.ip), err: errorMessage(err) },
+        'shadow teardown failed',
+      );
+      return false;
+    }
   }
 
   /** Removes the enclave from the firewall; false if the backend could not confirm it. */

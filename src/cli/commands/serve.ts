@@ -5,17 +5,20 @@ import { ipv4Arg, tunnelPortArg, usageError } from '../usage.js';
 import { InputError } from '../../util/errors.js';
 import { startGateway, type ServeConfig } from '../../gateway/serve.js';
 import { DEFAULT_CONTROL_PATH } from '../../gateway/control.js';
+import { checkInterfaceName } from '../../shadow/rules.js';
 
 export default class Serve extends SengCommand<typeof Serve> {
   static override summary =
     'Run the SENG gateway: attest enclaves, assign enclave IPs, tunnel their packets into a TUN interface.';
   static override description = `Listens for DTLS on PORT (enclave → gateway) and PORT+1 (gateway → enclave) at IPV4.
 Enclaves are attested from their RA-TLS client certificates and admitted by the database (-d): a vanilla database is an allowlist with host and enclave subnets; with -n a netfilter database supplies categories for the seng kernel module. Without -d every attested enclave is admitted into 192.168.28.0/24.
-Runs until SIGINT/SIGTERM (graceful: every session is closed and its IP and firewall state released). SIGHUP re-reads the database and the policy.`;
+Runs until SIGINT/SIGTERM (graceful: every session is closed and its IP and firewall state released). SIGHUP re-reads the database and the policy.
+With -s (ShadowServer) an enclave can make a listening TCP port reachable at its untrusted host's IP: the gateway reserves the port with the socket blocker on that host (seng blocker) and DNATs <host IP>:port to the enclave (docs/shadow.md).`;
   static override examples = [
     '<%= config.bin %> serve --cert gw.crt --key gw.key -d policy.db 10.0.0.1 12345',
     '<%= config.bin %> serve --cert gw-rsa.crt --key gw-rsa.key --cert gw-ec.crt --key gw-ec.key -n -d nf.db 10.0.0.1 12345',
     '<%= config.bin %> serve --cert gw.crt --key gw.key --nft --policy rules/examples/spec-sample.yaml -d nf.db 10.0.0.1 12345',
+    '<%= config.bin %> serve --cert gw.crt --key gw.key -d policy.db -s --shadow-interface eth1 10.0.0.1 12345',
   ];
   static override enableJsonFlag = false;
   static override args = {
@@ -103,6 +106,21 @@ Runs until SIGINT/SIGTERM (graceful: every session is closed and its IP and fire
       min: 1,
       max: 65536,
     }),
+    shadow: Flags.boolean({
+      char: 's',
+      summary:
+        'ShadowServer: let enclaves shadow listening ports at their host IP (TCP 2409 on each enclave gateway IP; see docs/shadow.md).',
+    }),
+    'shadow-interface': Flags.string({
+      summary: 'Outside interface whose traffic to <host IP>:port is DNATed to the enclave ("any" for all).',
+      default: 'eth0',
+    }),
+    'shadow-backend': Flags.option({
+      options: ['nft', 'iptables'] as const,
+      summary:
+        "Shadow DNAT rules: seng's own nftables table, or the original's SENG_output/SENG_prerouting iptables chains.",
+      default: 'nft' as const,
+    })(),
   };
 
   async run(): Promise<void> {
@@ -155,6 +173,15 @@ Runs until SIGINT/SIGTERM (graceful: every session is closed and its IP and fire
         ackTries: f['ack-tries'],
       },
       limits: { maxSessions: f['max-sessions'], maxHandshakes: f['max-handshakes'] },
+      ...(f.shadow
+        ? {
+            shadow: {
+              backend: f['shadow-backend'],
+              iface: checkInterfaceName(f['shadow-interface']),
+              stepTimeoutMs: Math.min(5, f['setup-timeout']) * 1000,
+            },
+          }
+        : {}),
     };
     const running = await startGateway(config, this.logger);
     await running.closed;

@@ -3,6 +3,7 @@ import { SengCommand } from '../base.js';
 import { controlRequest, DEFAULT_CONTROL_PATH, unexpectedReply } from '../../gateway/control.js';
 import type { EnclaveStatus } from '../../gateway/gateway.js';
 import { table } from '../store-flags.js';
+import type { ShadowStatus } from '../../shadow/service.js';
 
 interface StatusResult {
   listen: string;
@@ -12,6 +13,8 @@ interface StatusResult {
   subnets: { subnet: string; gateway: string; inUse: number; free: number }[];
   stats: Record<string, number>;
   sessions: EnclaveStatus[];
+  /** Present when the gateway runs the ShadowServer (-s). */
+  shadows?: ShadowStatus[];
 }
 
 export default class Status extends SengCommand<typeof Status> {
@@ -49,6 +52,21 @@ export default class Status extends SengCommand<typeof Status> {
         ]),
       ),
     );
+    if (s.shadows) {
+      this.log('');
+      this.log(
+        table(
+          ['SHADOWED', 'ENCLAVE', 'STATE', 'APP', 'SINCE'],
+          s.shadows.map((x) => [
+            `${x.hostIp}:${x.port}/${x.proto}`,
+            x.enclaveIp,
+            x.state,
+            x.app ?? '-',
+            x.since,
+          ]),
+        ),
+      );
+    }
     return s;
   }
 }

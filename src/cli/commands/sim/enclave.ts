@@ -5,6 +5,7 @@ import { EnvironmentError, InputError } from '../../../util/errors.js';
 import { SIM_CIPHERS, SimEnclave } from '../../../sim/enclave.js';
 import { toPem } from '../../../attestation/x509.js';
 import { readCertificateFile } from '../../attestation-flags.js';
+import { SimShadowProcess } from '../../../sim/shadow.js';
 
 export default class SimEnclaveCommand extends SengCommand<typeof SimEnclaveCommand> {
   static override summary =
@@ -69,6 +70,15 @@ Keepalive: the gateway ends a session after its idle timeout (default 120 s) wit
       dependsOn: ['second-key'],
     }),
     'second-key': Flags.string({ summary: 'Key of --second-cert.', dependsOn: ['second-cert'] }),
+    shadow: Flags.integer({
+      summary:
+        'Listen on this TCP port (an echo server) and ask the gateway (seng serve -s) to shadow it at the host IP (repeatable; needs --tun). Prints {"event":"shadow",...} per port.',
+      multiple: true,
+      multipleNonGreedy: true,
+      min: 1,
+      max: 65535,
+      dependsOn: ['tun'],
+    }),
   };
 
   async run(): Promise<void> {
@@ -105,13 +115,26 @@ Keepalive: the gateway ends a session after its idle timeout (default 120 s) wit
       { event: 'ready', ...assignment },
       `enclave IP ${assignment.ip}/${assignment.prefix} via ${assignment.gateway}`,
     );
+    const shadow = f.shadow?.length
+      ? new SimShadowProcess({
+          gateway: assignment.gateway,
+          enclaveIp: assignment.ip,
+          ports: f.shadow,
+          ...(f.netns ? { netns: f.netns } : {}),
+        })
+      : undefined;
+    shadow?.start((e) => process.stdout.write(`${JSON.stringify(e)}\n`));
     const exitCode = await new Promise<number>((resolve) => {
-      const stop = () => void sim.close('stopped by signal').then(() => resolve(0));
+      // Shadowed listeners close first: their close notify still needs the tunnel.
+      const stop = () =>
+        void (shadow?.stop() ?? Promise.resolve())
+          .then(() => sim.close('stopped by signal'))
+          .then(() => resolve(0));
       process.once('SIGINT', stop);
       process.once('SIGTERM', stop);
       sim.once('closed', (reason: string) => {
         this.logger.warn({ event: 'closed', reason }, `session ended: ${reason}`);
-        resolve(3);
+        void (shadow?.stop(1000) ?? Promise.resolve()).then(() => resolve(3));
       });
     });
     process.exitCode = exitCode;
