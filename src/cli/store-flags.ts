@@ -5,10 +5,20 @@ import type { AppRecord, SubnetRecord } from '../store/index.js';
 
 export const dbFlag = Flags.string({
   char: 'd',
-  summary: 'Path of the SQLite policy database.',
+  summary: 'Path of the SQLite policy database (default: $SENG_DB).',
+  description:
+    'Set SENG_DB=/etc/seng/policy.db to leave -d out. Writes wait up to SENG_DB_BUSY_TIMEOUT_MS (default 10000) for another writer to finish.',
   env: 'SENG_DB',
   required: true,
 });
+
+/** Text for a terminal: control and format characters of stored values are shown escaped. */
+export function printable(text: string): string {
+  return text.replace(/[\p{Cc}\p{Cf}]/gu, (ch) => {
+    const cp = ch.codePointAt(0) ?? 0;
+    return cp <= 0xff ? `\\x${cp.toString(16).padStart(2, '0')}` : `\\u{${cp.toString(16)}}`;
+  });
+}
 
 export function subnetJson(s: SubnetRecord): { id: number; subnet: string; gateway: string | null } {
   return { id: s.id, subnet: formatCidr(s.cidr), gateway: s.gateway === null ? null : formatIpv4(s.gateway) };
@@ -43,6 +53,7 @@ export function appJson(a: AppRecord, subnets: SubnetRecord[]): AppJson {
 
 /** Renders rows as an aligned text table for terminals. */
 export function table(headers: string[], rows: string[][]): string {
+  rows = rows.map((r) => r.map(printable));
   const widths = headers.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
   const line = (cells: string[]) =>
     cells
