@@ -80,16 +80,26 @@ export function validateAppName(name: string): string {
  * Address ranges an enclave subnet must not touch, and why: the gateway hands out
  * these addresses as ordinary unicast host addresses routed through its TUN device.
  */
-const UNUSABLE_RANGES: { cidr: string; why: string }[] = [
-  { cidr: '0.0.0.0/8', why: '"this network" addresses are only valid as a source during boot' },
-  { cidr: '127.0.0.0/8', why: 'loopback addresses never leave a host, so enclaves could not be reached' },
+const UNUSABLE_RANGES: { cidr: string; label: string; why: string }[] = [
+  {
+    cidr: '0.0.0.0/8',
+    label: '"this network"',
+    why: '"this network" addresses are only valid as a source during boot',
+  },
+  {
+    cidr: '127.0.0.0/8',
+    label: 'loopback',
+    why: 'loopback addresses never leave a host, so enclaves could not be reached',
+  },
   {
     cidr: '169.254.0.0/16',
+    label: 'link-local',
     why: 'link-local addresses are self-assigned on one link and routers never forward them',
   },
-  { cidr: '224.0.0.0/4', why: 'multicast addresses name groups, not hosts' },
+  { cidr: '224.0.0.0/4', label: 'multicast', why: 'multicast addresses name groups, not hosts' },
   {
     cidr: '240.0.0.0/4',
+    label: 'reserved, with the broadcast address',
     why: 'reserved addresses (including the broadcast address 255.255.255.255) are not routable',
   },
 ];
@@ -103,7 +113,7 @@ export function checkEnclaveSubnetRange(cidr: Cidr): void {
   for (const range of UNUSABLE_RANGES) {
     if (overlaps(cidr, parseCidr(range.cidr))) {
       throw new InputError(
-        `enclave subnet ${formatCidr(cidr)} overlaps ${range.cidr}: ${range.why}`,
+        `enclave subnet ${formatCidr(cidr)} overlaps ${range.cidr} (${range.label}): ${range.why}`,
         'use a private range: 10.0.0.0/8, 172.16.0.0/12 or 192.168.0.0/16',
       );
     }

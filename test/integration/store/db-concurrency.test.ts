@@ -84,7 +84,10 @@ test('parallel category adds on one netfilter database all succeed', async () =>
   );
   for (const r of results) assert.equal(r.code, 0, r.stderr);
   assert.equal(
-    sqlite(db, "SELECT count(*) FROM categories c JOIN apps a ON a.id = c.apps_id WHERE a.name = 'DemoEnclave'"),
+    sqlite(
+      db,
+      "SELECT count(*) FROM categories c JOIN apps a ON a.id = c.apps_id WHERE a.name = 'DemoEnclave'",
+    ),
     String(n + 1),
   );
 });
@@ -100,7 +103,10 @@ async function holdWriteLock(db: string): Promise<{ release: () => Promise<void>
     process.stdin.on('end', () => { db.exec('ROLLBACK'); db.close(); });
     process.stdin.resume();
   `;
-  const child = spawn(process.execPath, ['-e', script, db], { cwd: repoRoot, stdio: ['pipe', 'pipe', 'inherit'] });
+  const child = spawn(process.execPath, ['-e', script, db], {
+    cwd: repoRoot,
+    stdio: ['pipe', 'pipe', 'inherit'],
+  });
   let out = '';
   child.stdout.on('data', (d: Buffer) => (out += d.toString()));
   while (!out.includes('locked')) {
@@ -126,7 +132,10 @@ test('a write lock held past the busy timeout gives a typed "busy, retry" error 
     const args = ['db', 'category', 'add', '-d', db, 'Web', '--app', 'DemoEnclave'];
     const r = await sengAsync(args, short);
     assert.equal(r.code, 1);
-    assert.match(r.stderr, /^Error: database .*busy\.db is busy: another process held its lock for more than 300 ms\nHint: retry/);
+    assert.match(
+      r.stderr,
+      /^Error: database .*busy\.db is busy: another process held its lock for more than 300 ms\nHint: retry/,
+    );
     assert.doesNotMatch(r.stderr, /Internal error|backup|corrupt|\n\s+at /);
     const j = await sengAsync([...args, '--json'], short);
     assert.equal(j.code, 1);

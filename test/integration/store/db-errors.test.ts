@@ -223,5 +223,11 @@ test('db export --out and db import report file problems as typed errors', () =>
   );
   const bad = join(dir, 'bad.json');
   writeFileSync(bad, '{"format": ');
-  expectTyped(seng, ['db', 'import', '-d', path, bad], 'EINPUT', /bad\.json is not valid JSON/, /seng db export/);
+  expectTyped(
+    seng,
+    ['db', 'import', '-d', path, bad],
+    'EINPUT',
+    /bad\.json is not valid JSON/,
+    /seng db export/,
+  );
 });
