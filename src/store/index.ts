@@ -650,18 +650,14 @@ export class Store {
           );
         }
       }
-      const sub = this.db.prepare(
-        'INSERT INTO enclave_subnets(id, subnet, submask, gateway) VALUES (?, ?, ?, ?)',
-      );
-      for (const s of dump.subnets) {
-        sub.run(
-          s.id,
-          toWire(s.subnet.address),
-          toWire(s.subnet.mask),
-          s.gateway === null ? null : toWire(s.gateway),
-        );
-      }
       if (this.schema === 'vanilla') {
+        const sub = this.db.prepare(
+          'INSERT INTO enclave_subnets(id, subnet, submask, gateway) VALUES (?, ?, ?, ?)',
+        );
+        for (const s of dump.subnets) {
+          const gateway = s.gateway === null ? null : toWire(s.gateway);
+          sub.run(s.id, toWire(s.subnet.address), toWire(s.subnet.mask), gateway);
+        }
         const app = this.db.prepare(
           'INSERT INTO apps(id, name, mr_enclave, mr_signer, host_subnet, host_submask, enc_subnet_id) VALUES (?, ?, ?, ?, ?, ?, ?)',
         );

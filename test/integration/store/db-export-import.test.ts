@@ -62,7 +62,7 @@ for (const layout of ['vanilla', 'netfilter'] as const) {
     // Change the database, then restore it.
     sqlite(
       db,
-      layout === 'vanilla' ? 'DELETE FROM apps WHERE id = 1' : 'DELETE FROM categories; DELETE FROM apps',
+      layout === 'vanilla' ? 'DELETE FROM apps WHERE id = 1' : 'DELETE FROM categories WHERE apps_id = 2',
     );
     assert.notEqual(dump(db), original);
     const refused = seng(['db', 'import', '-d', db, file]);
