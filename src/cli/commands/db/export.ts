@@ -2,10 +2,9 @@ import { Flags } from '@oclif/core';
 import { renameSync, rmSync, writeFileSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { SengCommand } from '../../base.js';
-import { dbFlag } from '../../store-flags.js';
-import { openStore, StorePathError, StorePermissionError } from '../../../store/index.js';
+import { dbFlag, fileError } from '../../store-flags.js';
+import { openStore } from '../../../store/index.js';
 import type { PolicyDump } from '../../../store/dump.js';
-import { EnvironmentError } from '../../../util/errors.js';
 
 export default class DbExport extends SengCommand<typeof DbExport> {
   static override summary = 'Write the whole policy store (layout, subnets, apps, categories) as JSON.';
@@ -50,39 +49,5 @@ function writeAtomically(path: string, text: string): void {
   } catch (err) {
     rmSync(temp, { force: true });
     throw fileError(err, path);
-  }
-}
-
-export function fileError(err: unknown, path: string): unknown {
-  const code = (err as NodeJS.ErrnoException).code;
-  const dir = dirname(path);
-  switch (code) {
-    case 'ENOENT':
-      return new StorePathError(`directory ${dir} does not exist`, `create it first: mkdir -p ${dir}`, err);
-    case 'ENOTDIR':
-      return new StorePathError(`${dir} is not a directory`, 'pick a path inside a directory', err);
-    case 'EISDIR':
-      return new StorePathError(
-        `${path} is a directory`,
-        `pass a file path, e.g. ${join(path, 'policy.json')}`,
-        err,
-      );
-    case 'EACCES':
-    case 'EPERM':
-    case 'EROFS':
-      return new StorePermissionError(
-        `cannot write ${path}: permission denied`,
-        `check ls -ld ${dir} ${path}`,
-        err,
-      );
-    case 'ENOSPC':
-      return new EnvironmentError(
-        'ESTORE_IO',
-        `cannot write ${path}: the disk is full`,
-        'free some space and retry',
-        err,
-      );
-    default:
-      return err;
   }
 }

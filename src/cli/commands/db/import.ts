@@ -2,7 +2,13 @@ import { Args, Flags } from '@oclif/core';
 import { existsSync, readFileSync, rmSync } from 'node:fs';
 import { SengCommand } from '../../base.js';
 import { dbFlag } from '../../store-flags.js';
-import { openStore, Store, StorePathError, StorePermissionError } from '../../../store/index.js';
+import {
+  openStore,
+  Store,
+  StoreIoError,
+  StorePathError,
+  StorePermissionError,
+} from '../../../store/index.js';
 import { validateDump } from '../../../store/dump.js';
 import { InputError } from '../../../util/errors.js';
 
@@ -61,6 +67,9 @@ function readInput(file: string): string {
       throw new StorePathError(`${file} is a directory`, 'pass the file seng db export wrote', err);
     if (code === 'EACCES' || code === 'EPERM') {
       throw new StorePermissionError(`cannot read ${file}: permission denied`, `check ls -l ${file}`, err);
+    }
+    if (typeof code === 'string') {
+      throw new StoreIoError(`cannot read ${file}: ${(err as Error).message}`, `check ls -l ${file}`, err);
     }
     throw err;
   }

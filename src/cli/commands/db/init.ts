@@ -2,6 +2,7 @@ import { Flags } from '@oclif/core';
 import { accessSync, constants as fsConstants, existsSync, renameSync, rmSync, statSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { SengCommand } from '../../base.js';
+import { fileError } from '../../store-flags.js';
 import { InputError } from '../../../util/errors.js';
 import { Store, StorePathError, StorePermissionError } from '../../../store/index.js';
 
@@ -31,11 +32,16 @@ export default class DbInit extends SengCommand<typeof DbInit> {
     const temp = join(dirname(path), `.${basename(path)}.seng-init-${process.pid}`);
     try {
       Store.create(temp, schema, { demo }).close();
-      renameSync(temp, path);
     } catch (err) {
       rmSync(temp, { force: true });
       rmSync(`${temp}-journal`, { force: true });
       throw err;
+    }
+    try {
+      renameSync(temp, path);
+    } catch (err) {
+      rmSync(temp, { force: true });
+      throw fileError(err, path);
     }
     this.log(`created ${schema} database ${path}${demo ? ' with demo content' : ''}`);
     return { path, schema, demo };
