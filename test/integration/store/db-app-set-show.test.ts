@@ -186,3 +186,16 @@ for (const c of badSets) {
     assert.equal(dump(db), before);
   });
 }
+
+test('names stored with control characters (by other tools) are shown escaped, never raw', () => {
+  const db = fromSql('netfilter');
+  sqlite(db, "UPDATE apps SET name = 'evil' || char(10) || char(27) || '[2Jname' WHERE id = 1");
+  const list = seng(['db', 'app', 'list', '-d', db]);
+  assert.equal(list.code, 0, list.stderr);
+  assert.equal(list.stdout.includes(String.fromCharCode(27)), false);
+  assert.match(list.stdout, /evil\\x0a\\x1b\[2Jname/);
+  assert.equal(list.stdout.trimEnd().split('\n').length, 3);
+  // JSON carries the exact stored value.
+  const json = sengJson(['db', 'app', 'list', '-d', db]);
+  assert.equal((json.json as { name: string }[])[0]?.name, 'evil\n\u001b[2Jname');
+});
