@@ -14,7 +14,7 @@ export const dbFlag = Flags.string({
   char: 'd',
   summary: 'Path of the SQLite policy database (default: $SENG_DB).',
   description:
-    'Set SENG_DB=/etc/seng/policy.db to leave -d out. Writes wait up to SENG_DB_BUSY_TIMEOUT_MS (default 10000) for another writer to finish.',
+    'Set SENG_DB=/etc/seng/policy.db to leave -d out. Writes wait up to SENG_DB_BUSY_TIMEOUT_MS (default 5000) for another writer to finish.',
   env: 'SENG_DB',
   required: true,
 });

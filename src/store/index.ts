@@ -93,8 +93,12 @@ function sameCidr(a: Cidr, b: Cidr): boolean {
   return a.network === b.network && a.prefix === b.prefix;
 }
 
-/** How long a connection waits for another one's lock before giving up (ms). */
-export const DEFAULT_BUSY_TIMEOUT_MS = 10_000;
+/**
+ * How long a connection waits for another one's lock before giving up (ms): better-sqlite3's
+ * own default. Not longer: the gateway reads the store synchronously on its event loop, so
+ * a lock held by a stuck sqlite3 session must not stall the data path for long.
+ */
+export const DEFAULT_BUSY_TIMEOUT_MS = 5_000;
 
 /** The busy timeout: SENG_DB_BUSY_TIMEOUT_MS, else the default. */
 export function busyTimeoutMs(env: NodeJS.ProcessEnv = process.env): number {
