@@ -3,8 +3,8 @@
  * layout of SPEC §4. Opening auto-detects the layout and refuses anything else;
  * every write runs in one transaction, so a failed command changes nothing.
  */
-import { accessSync, constants as fsConstants, existsSync, statSync } from 'node:fs';
-import { dirname } from 'node:path';
+import { accessSync, constants as fsConstants, existsSync, statSync, type Stats } from 'node:fs';
+import { dirname, join } from 'node:path';
 import Database from 'better-sqlite3';
 import { InputError } from '../util/errors.js';
 import {
@@ -113,19 +113,38 @@ export function busyTimeoutMs(env: NodeJS.ProcessEnv = process.env): number {
   return Number(text);
 }
 
+/** stat() of a path, or null when it does not exist; a directory we may not search is a permission error. */
+function statOrNull(path: string): Stats | null {
+  try {
+    return statSync(path);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT' || code === 'ENOTDIR') return null;
+    if (code === 'EACCES' || code === 'EPERM') {
+      throw new StorePermissionError(
+        `cannot look up ${path}: permission denied`,
+        `a directory on the way is not searchable for this user (ls -ld ${dirname(path)})`,
+        err,
+      );
+    }
+    throw err;
+  }
+}
+
 /** Refuses a path whose directory is missing or that names a directory, with what to do. */
-function checkDatabasePath(path: string): void {
+export function checkDatabasePath(path: string): void {
   const dir = dirname(path);
-  if (!existsSync(dir)) {
+  const dirStat = statOrNull(dir);
+  if (!dirStat) {
     throw new StorePathError(`directory ${dir} does not exist`, `create it first: mkdir -p ${dir}`);
   }
-  if (!statSync(dir).isDirectory()) {
+  if (!dirStat.isDirectory()) {
     throw new StorePathError(`${dir} is not a directory`, 'pick a database path inside a directory');
   }
-  if (existsSync(path) && statSync(path).isDirectory()) {
+  if (statOrNull(path)?.isDirectory()) {
     throw new StorePathError(
       `${path} is a directory, not a database file`,
-      `pass a file path, e.g. ${path}/policy.db`,
+      `pass a file path, e.g. ${join(path, 'policy.db')}`,
     );
   }
 }

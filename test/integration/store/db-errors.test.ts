@@ -191,6 +191,24 @@ test('a database the user may not read is refused as a permission problem, not a
     /cannot read .*secret\.db: permission denied/,
     /ls -l/,
   );
+  // Behind a directory nobody may search: a permission problem, not "does not exist".
+  const closed = join(dir, 'closed');
+  mkdirSync(closed, { mode: 0o700 });
+  const hidden = initDb(join(closed, 'p.db'), 'netfilter');
+  expectTyped(
+    sengAsNobody,
+    ['db', 'app', 'list', '-d', hidden],
+    'ESTORE_PERMISSION',
+    /cannot look up .*closed\/p\.db: permission denied/,
+    /not searchable/,
+  );
+  expectTyped(
+    sengAsNobody,
+    ['db', 'init', '-d', join(closed, 'sub', 'x.db'), '--schema', 'vanilla'],
+    'ESTORE_PERMISSION',
+    /cannot look up .*closed\/sub: permission denied/,
+    /not searchable/,
+  );
 });
 
 test('db export --out and db import report file problems as typed errors', () => {

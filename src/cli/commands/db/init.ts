@@ -1,10 +1,10 @@
 import { Flags } from '@oclif/core';
-import { accessSync, constants as fsConstants, existsSync, renameSync, rmSync, statSync } from 'node:fs';
+import { accessSync, constants as fsConstants, existsSync, renameSync, rmSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { SengCommand } from '../../base.js';
 import { fileError } from '../../store-flags.js';
 import { InputError } from '../../../util/errors.js';
-import { Store, StorePathError, StorePermissionError } from '../../../store/index.js';
+import { checkDatabasePath, Store, StorePermissionError } from '../../../store/index.js';
 
 export default class DbInit extends SengCommand<typeof DbInit> {
   static override summary = 'Create a new policy database with the vanilla or netfilter layout of SENG.';
@@ -50,23 +50,11 @@ export default class DbInit extends SengCommand<typeof DbInit> {
 
 /** Refuses, with what to do, every target init cannot (or must not) write. */
 function checkTarget(path: string, force: boolean): void {
+  checkDatabasePath(path);
+  if (existsSync(path) && !force) {
+    throw new InputError(`${path} already exists`, 'pass --force to replace it (its content is lost)');
+  }
   const dir = dirname(path);
-  if (!existsSync(dir)) {
-    throw new StorePathError(`directory ${dir} does not exist`, `create it first: mkdir -p ${dir}`);
-  }
-  if (!statSync(dir).isDirectory()) {
-    throw new StorePathError(`${dir} is not a directory`, 'pick a database path inside a directory');
-  }
-  if (existsSync(path)) {
-    if (statSync(path).isDirectory()) {
-      throw new StorePathError(
-        `${path} is a directory, not a database file`,
-        `pass a file path, e.g. ${join(path, 'policy.db')}`,
-      );
-    }
-    if (!force)
-      throw new InputError(`${path} already exists`, 'pass --force to replace it (its content is lost)');
-  }
   try {
     accessSync(dir, fsConstants.W_OK);
   } catch (err) {
