@@ -1,14 +1,31 @@
 /** Flags and output helpers shared by the `seng db …` commands. */
 import { Flags } from '@oclif/core';
+import { dirname, join } from 'node:path';
 import { formatCidr, formatIpv4 } from '../util/ipv4.js';
-import type { AppRecord, SubnetRecord } from '../store/index.js';
+import {
+  StoreIoError,
+  StorePathError,
+  StorePermissionError,
+  type AppRecord,
+  type SubnetRecord,
+} from '../store/index.js';
 
 export const dbFlag = Flags.string({
   char: 'd',
-  summary: 'Path of the SQLite policy database.',
+  summary: 'Path of the SQLite policy database (default: $SENG_DB).',
+  description:
+    'Set SENG_DB=/etc/seng/policy.db to leave -d out. Writes wait up to SENG_DB_BUSY_TIMEOUT_MS (default 5000) for another writer to finish.',
   env: 'SENG_DB',
   required: true,
 });
+
+/** Text for a terminal: control and format characters of stored values are shown escaped. */
+export function printable(text: string): string {
+  return text.replace(/[\p{Cc}\p{Cf}]/gu, (ch) => {
+    const cp = ch.codePointAt(0) ?? 0;
+    return cp <= 0xff ? `\\x${cp.toString(16).padStart(2, '0')}` : `\\u{${cp.toString(16)}}`;
+  });
+}
 
 export function subnetJson(s: SubnetRecord): { id: number; subnet: string; gateway: string | null } {
   return { id: s.id, subnet: formatCidr(s.cidr), gateway: s.gateway === null ? null : formatIpv4(s.gateway) };
@@ -43,6 +60,7 @@ export function appJson(a: AppRecord, subnets: SubnetRecord[]): AppJson {
 
 /** Renders rows as an aligned text table for terminals. */
 export function table(headers: string[], rows: string[][]): string {
+  rows = rows.map((r) => r.map(printable));
   const widths = headers.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
   const line = (cells: string[]) =>
     cells
@@ -50,4 +68,41 @@ export function table(headers: string[], rows: string[][]): string {
       .join('  ')
       .trimEnd();
   return [line(headers), ...rows.map(line)].join('\n');
+}
+
+/** Turns a Node file-system error on writing `path` into a typed error with a hint. */
+export function fileError(err: unknown, path: string): unknown {
+  const code = (err as NodeJS.ErrnoException).code;
+  const dir = dirname(path);
+  switch (code) {
+    case 'ENOENT':
+      return new StorePathError(`directory ${dir} does not exist`, `create it first: mkdir -p ${dir}`, err);
+    case 'ENOTDIR':
+      return new StorePathError(`${dir} is not a directory`, 'pick a path inside a directory', err);
+    case 'EISDIR':
+      return new StorePathError(
+        `${path} is a directory`,
+        `pass a file path, e.g. ${join(path, 'policy.json')}`,
+        err,
+      );
+    case 'EACCES':
+    case 'EPERM':
+    case 'EROFS':
+      return new StorePermissionError(
+        `cannot write ${path}: permission denied`,
+        `check ls -ld ${dir} ${path}`,
+        err,
+      );
+    case 'ENOSPC':
+      return new StoreIoError(`cannot write ${path}: the disk is full`, 'free some space and retry', err);
+    default:
+      // Any other errno of the file system (EEXIST, EIO, …) is the environment's, not a bug.
+      return typeof code === 'string'
+        ? new StoreIoError(
+            `cannot write ${path}: ${(err as Error).message}`,
+            `check ls -ld ${dir} ${path}`,
+            err,
+          )
+        : err;
+  }
 }

@@ -1,18 +1,53 @@
 /** Input validation for the policy store: the rules the original scripts never enforced. */
 import { InputError } from '../util/errors.js';
-import { cidrContains, formatIpv4, parseCidr, parseIpv4, type Cidr, type Ipv4 } from '../util/ipv4.js';
+import {
+  cidrContains,
+  formatCidr,
+  formatIpv4,
+  parseCidr,
+  parseIpv4,
+  type Cidr,
+  type Ipv4,
+} from '../util/ipv4.js';
 
 export const CATEGORY_PATTERN = /^[A-Za-z0-9_.-]{1,20}$/;
 
+/** Longest app name seng writes (SPEC §4 leaves TEXT unbounded; 255 fits any display and log line). */
+export const APP_NAME_MAX = 255;
+/** How much of a user's input an error message echoes. */
+const ECHO_MAX = 40;
+
+/**
+ * Quotes user input for an error message: control, format and bidi characters are
+ * escaped (a newline or an ANSI escape must not reach the terminal raw) and long
+ * input is cut, so a 5,000-character argument does not flood the screen.
+ */
+export function quoteInput(text: string, max = ECHO_MAX): string {
+  const chars = [...text];
+  const shown = chars.length > max ? chars.slice(0, max).join('') : text;
+  const escaped = shown.replace(/[\p{Cc}\p{Cf}\\"]/gu, (ch) => {
+    if (ch === '\\' || ch === '"') return `\\${ch}`;
+    const cp = ch.codePointAt(0) ?? 0;
+    return cp <= 0xff ? `\\x${cp.toString(16).padStart(2, '0')}` : `\\u{${cp.toString(16)}}`;
+  });
+  return chars.length > max ? `"${escaped}…" (${chars.length} characters)` : `"${escaped}"`;
+}
+
 export function parseMeasurement(hex: string, what: 'mrenclave' | 'mrsigner'): Buffer {
   const clean = hex.trim().toLowerCase();
-  if (!/^[0-9a-f]{64}$/.test(clean)) {
+  if (/^[0-9a-f]{64}$/.test(clean)) return Buffer.from(clean, 'hex');
+  const hint = 'print it with: seng attest inspect CERT --json';
+  const bad = [...clean].findIndex((ch) => !/[0-9a-f]/.test(ch));
+  if (bad >= 0) {
     throw new InputError(
-      `--${what} must be 64 hex digits (a 32-byte SHA-256 measurement), got ${hex.length} characters`,
-      `print it with: seng attest inspect CERT --json`,
+      `--${what} must be 64 hex digits (0-9, a-f), but character ${bad + 1} of ${quoteInput(hex)} is ${quoteInput([...clean][bad] ?? '')}, not a hex digit`,
+      hint,
     );
   }
-  return Buffer.from(clean, 'hex');
+  throw new InputError(
+    `--${what} must be 64 hex digits (a 32-byte SHA-256 measurement), got ${[...clean].length} hex digits`,
+    hint,
+  );
 }
 
 export function validateCategory(name: string): string {
@@ -26,10 +61,63 @@ export function validateCategory(name: string): string {
 }
 
 export function validateAppName(name: string): string {
-  if (name.trim() === '' || name.length > 255 || [...name].some((ch) => ch.charCodeAt(0) < 0x20)) {
-    throw new InputError(`app name "${name}" is invalid: it must be 1 to 255 printable characters`);
+  const length = [...name].length;
+  const rule = `an app name is 1 to ${APP_NAME_MAX} printable characters without leading or trailing spaces`;
+  if (name.trim() === '') throw new InputError(`app name ${quoteInput(name)} is empty`, rule);
+  if (length > APP_NAME_MAX) {
+    throw new InputError(`app name ${quoteInput(name)} is too long`, rule);
+  }
+  if (/[\p{Cc}\p{Cf}]/u.test(name)) {
+    throw new InputError(`app name ${quoteInput(name)} contains control or format characters`, rule);
+  }
+  if (name.trim() !== name) {
+    throw new InputError(`app name ${quoteInput(name)} has leading or trailing spaces`, rule);
   }
   return name;
+}
+
+/**
+ * Address ranges an enclave subnet must not touch, and why: the gateway hands out
+ * these addresses as ordinary unicast host addresses routed through its TUN device.
+ */
+const UNUSABLE_RANGES: { cidr: string; label: string; why: string }[] = [
+  {
+    cidr: '0.0.0.0/8',
+    label: '"this network"',
+    why: '"this network" addresses are only valid as a source during boot',
+  },
+  {
+    cidr: '127.0.0.0/8',
+    label: 'loopback',
+    why: 'loopback addresses never leave a host, so enclaves could not be reached',
+  },
+  {
+    cidr: '169.254.0.0/16',
+    label: 'link-local',
+    why: 'link-local addresses are self-assigned on one link and routers never forward them',
+  },
+  { cidr: '224.0.0.0/4', label: 'multicast', why: 'multicast addresses name groups, not hosts' },
+  {
+    cidr: '240.0.0.0/4',
+    label: 'reserved, with the broadcast address',
+    why: 'reserved addresses (including the broadcast address 255.255.255.255) are not routable',
+  },
+];
+
+function overlaps(a: Cidr, b: Cidr): boolean {
+  return cidrContains(a, b.network) || cidrContains(b, a.network);
+}
+
+/** Refuses an enclave subnet that overlaps loopback, link-local, multicast or reserved space. */
+export function checkEnclaveSubnetRange(cidr: Cidr): void {
+  for (const range of UNUSABLE_RANGES) {
+    if (overlaps(cidr, parseCidr(range.cidr))) {
+      throw new InputError(
+        `enclave subnet ${formatCidr(cidr)} overlaps ${range.cidr} (${range.label}): ${range.why}`,
+        'use a private range: 10.0.0.0/8, 172.16.0.0/12 or 192.168.0.0/16',
+      );
+    }
+  }
 }
 
 /** Parses an enclave subnet and its gateway; the gateway must be a host address inside it. */
@@ -41,6 +129,7 @@ export function parseSubnetWithGateway(
   if (cidr.prefix > 30) {
     throw new InputError(`enclave subnet ${cidrText} is too small`, 'use a prefix of /30 or shorter');
   }
+  checkEnclaveSubnetRange(cidr);
   const gateway = gatewayText === undefined ? (cidr.network + 1) >>> 0 : parseIpv4(gatewayText);
   const broadcast = (cidr.network | (~cidr.mask >>> 0)) >>> 0;
   if (!cidrContains(cidr, gateway) || gateway === cidr.network || gateway === broadcast) {

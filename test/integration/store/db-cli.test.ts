@@ -194,7 +194,138 @@ const badCases: BadCase[] = [
     name: 'non-hex measurement',
     schema: 'netfilter',
     args: (db) => ['db', 'app', 'add', '-d', db, 'x', '--mrenclave', H('a'), '--mrsigner', H('g')],
-    message: /--mrsigner must be 64 hex digits/,
+    message:
+      /--mrsigner must be 64 hex digits \(0-9, a-f\), but character 1 of "g{40}…" \(64 characters\) is "g", not a hex digit/,
+  },
+  ...(
+    [
+      ['127.0.0.0/8', /overlaps 127\.0\.0\.0\/8 \(loopback\)/],
+      ['127.0.0.0/24', /loopback/],
+      ['0.0.0.0/8', /overlaps 0\.0\.0\.0\/8 \("this network"\)/],
+      ['0.0.0.0/0', /overlaps 0\.0\.0\.0\/8/],
+      ['169.254.0.0/16', /link-local.*routers never forward/],
+      ['224.0.0.0/24', /multicast/],
+      ['239.1.0.0/16', /multicast/],
+      ['240.0.0.0/8', /reserved/],
+      ['255.255.255.0/24', /broadcast/],
+    ] as const
+  ).map(([cidr, message]): BadCase => ({
+    name: `enclave subnet ${cidr}`,
+    schema: 'vanilla',
+    args: (db) => ['db', 'subnet', 'add', '-d', db, cidr],
+    message,
+  })),
+  {
+    name: 'one measurement under two names with overlapping host subnets',
+    schema: 'vanilla',
+    args: (db) => [
+      'db',
+      'app',
+      'add',
+      '-d',
+      db,
+      'impostor',
+      '--mrenclave',
+      H('2'),
+      '--mrsigner',
+      H('b'),
+      '--host-subnet',
+      '10.1.0.0/16',
+      '--enclave-subnet',
+      '172.16.28.0/26',
+    ],
+    message:
+      /already allowed from host subnet 10\.0\.0\.0\/8 \(app "SDK-NGINX", row 3\), which overlaps 10\.1\.0\.0\/16: admission .* ambiguous/,
+  },
+  {
+    name: 'one measurement with a host subnet containing an existing one',
+    schema: 'vanilla',
+    args: (db) => [
+      'db',
+      'app',
+      'add',
+      '-d',
+      db,
+      'SDK-NGINX',
+      '--mrenclave',
+      H('2'),
+      '--mrsigner',
+      H('b'),
+      '--host-subnet',
+      '0.0.0.0/0',
+      '--enclave-subnet',
+      '192.168.28.0/24',
+    ],
+    message: /overlaps 0\.0\.0\.0\/0: admission .* ambiguous/,
+  },
+  {
+    name: 'remove --host-subnet on a netfilter database',
+    schema: 'netfilter',
+    args: (db) => ['db', 'app', 'remove', '-d', db, 'DemoEnclave', '--host-subnet', '10.0.0.0/8'],
+    message: /--host-subnet selects one row of an app in a vanilla database, but .* is a netfilter database/,
+  },
+  {
+    name: 'app name with a newline',
+    schema: 'netfilter',
+    args: (db) => ['db', 'app', 'add', '-d', db, 'a\nb', '--mrenclave', H('9'), '--mrsigner', H('9')],
+    message: /app name "a\\x0ab" contains control or format characters/,
+  },
+  {
+    name: 'app name with an ANSI escape',
+    schema: 'netfilter',
+    args: (db) => [
+      'db',
+      'app',
+      'add',
+      '-d',
+      db,
+      '\u001b[31mred',
+      '--mrenclave',
+      H('9'),
+      '--mrsigner',
+      H('9'),
+    ],
+    message: /app name "\\x1b\[31mred" contains control/,
+  },
+  {
+    name: 'app name of 5,000 characters',
+    schema: 'netfilter',
+    args: (db) => [
+      'db',
+      'app',
+      'add',
+      '-d',
+      db,
+      'n'.repeat(5000),
+      '--mrenclave',
+      H('9'),
+      '--mrsigner',
+      H('9'),
+    ],
+    message: /^(Error: )?app name "n{40}…" \(5000 characters\) is too long/,
+  },
+  {
+    name: 'app name of 256 characters',
+    schema: 'netfilter',
+    args: (db) => [
+      'db',
+      'app',
+      'add',
+      '-d',
+      db,
+      'n'.repeat(256),
+      '--mrenclave',
+      H('9'),
+      '--mrsigner',
+      H('9'),
+    ],
+    message: /\(256 characters\) is too long/,
+  },
+  {
+    name: 'unknown app with a newline is echoed escaped',
+    schema: 'vanilla',
+    args: (db) => ['db', 'app', 'remove', '-d', db, 'x\ny'],
+    message: /no app named "x\\x0ay"/,
   },
   {
     name: 'bad CIDR',
@@ -337,6 +468,8 @@ for (const c of badCases) {
     const r = seng(c.args(db));
     assert.equal(r.code, 1, `exit code (stderr: ${r.stderr})`);
     assert.match(r.stderr, c.message);
+    // One error line and at most one hint line, whatever the input was.
+    assert.match(r.stderr, /^Error: [^\n]{1,400}\n(Hint: [^\n]{1,400}\n)?$/);
     assert.equal(dump(db), beforeDump);
     const j = sengJson(c.args(db));
     assert.equal(j.code, 1);

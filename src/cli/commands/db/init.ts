@@ -1,15 +1,17 @@
 import { Flags } from '@oclif/core';
-import { existsSync, rmSync } from 'node:fs';
+import { accessSync, constants as fsConstants, existsSync, renameSync, rmSync } from 'node:fs';
+import { basename, dirname, join } from 'node:path';
 import { SengCommand } from '../../base.js';
+import { fileError } from '../../store-flags.js';
 import { InputError } from '../../../util/errors.js';
-import { Store } from '../../../store/index.js';
+import { checkDatabasePath, Store, StorePermissionError } from '../../../store/index.js';
 
 export default class DbInit extends SengCommand<typeof DbInit> {
   static override summary = 'Create a new policy database with the vanilla or netfilter layout of SENG.';
   static override description =
-    'The layout is byte-compatible with the original SENG SQL scripts. vanilla: allowlist with host and enclave subnets (seng serve -d). netfilter: apps and categories (seng serve -n -d).';
+    'The layout is byte-compatible with the original SENG SQL scripts. vanilla: allowlist with host and enclave subnets (seng serve -d). netfilter: apps and categories (seng serve -n -d). The directory must exist (mkdir -p /etc/seng). With --force an existing database is replaced atomically: the new file is written next to it and renamed over it, so a failure leaves the old one intact.';
   static override examples = [
-    '<%= config.bin %> db init -d /etc/seng/policy.db --schema vanilla',
+    'mkdir -p /etc/seng && <%= config.bin %> db init -d /etc/seng/policy.db --schema vanilla',
     '<%= config.bin %> db init -d demo.db --schema netfilter --demo',
   ];
   static override flags = {
@@ -25,13 +27,41 @@ export default class DbInit extends SengCommand<typeof DbInit> {
 
   async run(): Promise<{ path: string; schema: string; demo: boolean }> {
     const { db: path, schema, demo, force } = this.flags;
-    if (existsSync(path)) {
-      if (!force)
-        throw new InputError(`${path} already exists`, 'pass --force to replace it (its content is lost)');
-      rmSync(path);
+    checkTarget(path, force);
+    // Write a complete database under a temporary name, then rename it into place.
+    const temp = join(dirname(path), `.${basename(path)}.seng-init-${process.pid}`);
+    try {
+      Store.create(temp, schema, { demo }).close();
+    } catch (err) {
+      rmSync(temp, { force: true });
+      rmSync(`${temp}-journal`, { force: true });
+      throw err;
     }
-    Store.create(path, schema, { demo }).close();
+    try {
+      renameSync(temp, path);
+    } catch (err) {
+      rmSync(temp, { force: true });
+      throw fileError(err, path);
+    }
     this.log(`created ${schema} database ${path}${demo ? ' with demo content' : ''}`);
     return { path, schema, demo };
+  }
+}
+
+/** Refuses, with what to do, every target init cannot (or must not) write. */
+function checkTarget(path: string, force: boolean): void {
+  checkDatabasePath(path);
+  if (existsSync(path) && !force) {
+    throw new InputError(`${path} already exists`, 'pass --force to replace it (its content is lost)');
+  }
+  const dir = dirname(path);
+  try {
+    accessSync(dir, fsConstants.W_OK);
+  } catch (err) {
+    throw new StorePermissionError(
+      `cannot create ${path}: directory ${dir} is not writable for this user`,
+      `run as a user who may write ${dir} (ls -ld ${dir})`,
+      err,
+    );
   }
 }

@@ -1,6 +1,6 @@
 import { Args, Flags } from '@oclif/core';
 import { SengCommand } from '../../../base.js';
-import { appJson, dbFlag, type AppJson } from '../../../store-flags.js';
+import { appJson, dbFlag, printable, type AppJson } from '../../../store-flags.js';
 import { openStore } from '../../../../store/index.js';
 import { parseMeasurement, validateAppName } from '../../../../store/validate.js';
 import { parseCidr } from '../../../../util/ipv4.js';
@@ -47,7 +47,7 @@ export default class AppAdd extends SengCommand<typeof AppAdd> {
         ...(enclaveSubnet ? { enclaveSubnet } : {}),
       });
       const out = appJson(app, store.listSubnets());
-      this.log(`added app ${name} (${out.mrEnclave})`);
+      this.log(`added app ${printable(name)} (${out.mrEnclave})`);
       return out;
     } finally {
       store.close();

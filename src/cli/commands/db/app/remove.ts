@@ -1,6 +1,6 @@
 import { Args, Flags } from '@oclif/core';
 import { SengCommand } from '../../../base.js';
-import { appJson, dbFlag, type AppJson } from '../../../store-flags.js';
+import { appJson, dbFlag, printable, type AppJson } from '../../../store-flags.js';
 import { openStore } from '../../../../store/index.js';
 import { parseCidr } from '../../../../util/ipv4.js';
 
@@ -24,7 +24,7 @@ export default class AppRemove extends SengCommand<typeof AppRemove> {
       const removed = store
         .removeApp(this.args.name, hostSubnet ? { hostSubnet } : {})
         .map((a) => appJson(a, subnets));
-      this.log(`removed ${removed.length} row(s) of app ${this.args.name}`);
+      this.log(`removed ${removed.length} row(s) of app ${printable(this.args.name)}`);
       return removed;
     } finally {
       store.close();

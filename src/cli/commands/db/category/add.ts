@@ -1,6 +1,6 @@
 import { Args, Flags } from '@oclif/core';
 import { SengCommand } from '../../../base.js';
-import { dbFlag } from '../../../store-flags.js';
+import { dbFlag, printable } from '../../../store-flags.js';
 import { openStore } from '../../../../store/index.js';
 import { validateCategory } from '../../../../store/validate.js';
 
@@ -22,7 +22,7 @@ export default class CategoryAdd extends SengCommand<typeof CategoryAdd> {
     } finally {
       store.close();
     }
-    this.log(`added ${this.flags.app} to category ${category}`);
+    this.log(`added ${printable(this.flags.app)} to category ${category}`);
     return { app: this.flags.app, category, added: true };
   }
 }

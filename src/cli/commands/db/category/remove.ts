@@ -1,6 +1,6 @@
 import { Args, Flags } from '@oclif/core';
 import { SengCommand } from '../../../base.js';
-import { dbFlag } from '../../../store-flags.js';
+import { dbFlag, printable } from '../../../store-flags.js';
 import { openStore } from '../../../../store/index.js';
 import { validateCategory } from '../../../../store/validate.js';
 
@@ -22,7 +22,7 @@ export default class CategoryRemove extends SengCommand<typeof CategoryRemove> {
     } finally {
       store.close();
     }
-    this.log(`removed ${this.flags.app} from category ${category}`);
+    this.log(`removed ${printable(this.flags.app)} from category ${category}`);
     return { app: this.flags.app, category, removed: true };
   }
 }
