@@ -22,7 +22,8 @@ import type { EnclaveRegistration, Enforcer } from './types.js';
 import type { CompiledPolicy, SetSpec } from '../policy/types.js';
 import { ENCLAVES_SET, parseSetName, setHolds } from '../policy/compile.js';
 import { NFT_FAMILY, nftApplyDocument, type NftCommand } from '../policy/nft.js';
-import { NftCli } from './nft-cli.js';
+import { NftCli } from '../nft/cli.js';
+import { checkTableName } from '../nft/names.js';
 import { NftNetlink, type SetElementChange } from './nft-netlink.js';
 import { purgeConntrack } from './conntrack.js';
 import { loadCompiledPolicy } from '../policy/index.js';
@@ -97,7 +98,8 @@ export class NftEnforcer implements Enforcer {
 
   constructor(opts: NftEnforcerOptions = {}) {
     this.policy = opts.policy;
-    this.table = opts.tableName ?? opts.policy?.table ?? 'seng';
+    // Checked before the name reaches nft (commands) or netlink (set updates).
+    this.table = checkTableName(opts.tableName ?? opts.policy?.table ?? 'seng');
     if (opts.policy && opts.policy.table !== this.table) {
       throw new NftEnforcerError(
         `policy is for table ${opts.policy.table}, the enforcer manages table ${this.table}`,

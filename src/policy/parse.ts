@@ -11,6 +11,7 @@ import { readFileSync } from 'node:fs';
 import { Document, LineCounter, isAlias, isMap, isScalar, isSeq, parseDocument, type Node } from 'yaml';
 import { EnvironmentError, errorMessage } from '../util/errors.js';
 import { isIpv4, parseCidr, type Cidr } from '../util/ipv4.js';
+import { NFT_TABLE_NAME } from '../nft/names.js';
 import { PolicyError, type PolicyIssue } from './errors.js';
 import {
   ACTIONS,
@@ -28,7 +29,7 @@ import {
 } from './types.js';
 
 export const RULE_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
-export const TABLE_NAME = /^[A-Za-z][A-Za-z0-9_]{0,31}$/;
+export const TABLE_NAME = NFT_TABLE_NAME;
 /** Category names: the kernel module keeps at most 20 characters; no spaces or quotes. */
 export const CATEGORY_NAME = /^[A-Za-z0-9_.:+@-]{1,20}$/;
 export const MEASUREMENT = /^[0-9a-fA-F]{64}$/;

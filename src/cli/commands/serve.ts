@@ -5,6 +5,7 @@ import { InputError } from '../../util/errors.js';
 import { isIpv4 } from '../../util/ipv4.js';
 import { startGateway, type ServeConfig } from '../../gateway/serve.js';
 import { DEFAULT_CONTROL_PATH } from '../../gateway/control.js';
+import { tableFlag } from '../policy-flags.js';
 
 export default class Serve extends SengCommand<typeof Serve> {
   static override summary =
@@ -42,7 +43,7 @@ Runs until SIGINT/SIGTERM (graceful: every session is closed and its IP and fire
       summary: 'Policy file to compile and apply with --nft (see rules/).',
       dependsOn: ['nft'],
     }),
-    'nft-table': Flags.string({ summary: 'nftables table owned by seng.', default: 'seng' }),
+    'nft-table': tableFlag({ summary: 'nftables table owned by seng.', default: 'seng' }),
     cert: Flags.string({
       summary: 'Server certificate (PEM); repeat for RSA and ECDSA identities.',
       required: true,

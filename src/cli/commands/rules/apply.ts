@@ -1,10 +1,10 @@
 import { Flags } from '@oclif/core';
 import { SengCommand } from '../../base.js';
-import { policyArg, policyFlags } from '../../../policy/cli-common.js';
+import { policyArg, policyFlags } from '../../policy-flags.js';
 import { lintPolicy, loadCompiledPolicy, parseSetName } from '../../../policy/index.js';
 import { nftApplyDocument } from '../../../policy/nft.js';
 import { diffPolicy, type DiffLine } from '../../../policy/diff.js';
-import { NftCli } from '../../../enforce/nft-cli.js';
+import { NftCli } from '../../../nft/cli.js';
 import { SengError } from '../../../util/errors.js';
 import { controlRequest, DEFAULT_CONTROL_PATH, isAlive } from '../../../gateway/control.js';
 import { existsSync } from 'node:fs';
