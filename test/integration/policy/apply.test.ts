@@ -83,7 +83,13 @@ test('apply, diff and dry-run against the live table', { timeout: 120_000 }, asy
   assert.equal(r.code, 3);
   assert.match(r.stdout, /^\+ chain input: tcp dport 22 accept comment "ssh"/m);
   assert.match(r.stdout, /^- set cat_Web/m);
-  r = await sengIn(ns, ['rules', 'apply', v2]);
+  r = await sengIn(ns, ['rules', 'apply', v2, '--control', join(dir, 'no-gateway.sock')]);
+  assert.equal(r.code, 1, 'no gateway answers, but the sets hold a gateway state: refused');
+  assert.match(
+    r.stderr,
+    /holds 2 enclave IPs in its sets[^]*Hint: apply through that gateway with --control/,
+  );
+  r = await sengIn(ns, ['rules', 'apply', v2, '--direct']);
   assert.equal(r.code, 1, 'new sets while enclaves are registered need the server or --force');
   assert.match(r.stderr, /would start empty/);
   r = await sengIn(ns, ['rules', 'apply', v2, '--force', '--json']);

@@ -5,10 +5,40 @@ import { lintPolicy, loadCompiledPolicy, parseSetName } from '../../../policy/in
 import { nftApplyDocument } from '../../../policy/nft.js';
 import { diffPolicy, type DiffLine } from '../../../policy/diff.js';
 import { NftCli } from '../../../nft/cli.js';
-import { SengError } from '../../../util/errors.js';
-import { controlRequest, DEFAULT_CONTROL_PATH, isAlive } from '../../../gateway/control.js';
-import { existsSync } from 'node:fs';
+import { EnvironmentError, SengError } from '../../../util/errors.js';
+import { controlRequest, DEFAULT_CONTROL_PATH } from '../../../gateway/control.js';
+import { createConnection } from 'node:net';
 import { resolve } from 'node:path';
+
+/**
+ * Whether a gateway answers on the control socket. Only "nothing there" (no socket file,
+ * or a socket nobody listens on) means no gateway runs; any other failure (EACCES as
+ * non-root, a path that is not a socket) leaves open whether one runs, so it is an error
+ * rather than a reason to change the rules behind a gateway's back.
+ */
+export function probeControl(path: string): Promise<'up' | 'absent'> {
+  return new Promise((resolvePromise, reject) => {
+    const c = createConnection(path);
+    c.once('connect', () => {
+      c.destroy();
+      resolvePromise('up');
+    });
+    c.once('error', (err: NodeJS.ErrnoException) => {
+      if (err.code === 'ENOENT' || err.code === 'ECONNREFUSED') resolvePromise('absent');
+      else
+        reject(
+          new EnvironmentError(
+            'ECONTROL',
+            `cannot tell whether a gateway runs: connecting to its control socket ${path} failed (${err.code ?? err.message})`,
+            err.code === 'EACCES' || err.code === 'EPERM'
+              ? 'run as root (the control socket is mode 0600); --direct applies with nft without asking the gateway'
+              : 'pass the --control path of the running gateway, or --direct to apply with nft without it',
+            err,
+          ),
+        );
+    });
+  });
+}
 
 interface ApplyResult {
   file: string;
@@ -26,7 +56,7 @@ export default class RulesApply extends SengCommand<typeof RulesApply> {
   static override summary = 'Install a policy into nftables as one atomic transaction.';
   static override description = `The table's rules are replaced in one nft transaction: if the kernel rejects any part, the previous ruleset stays intact. Existing enclave-IP sets keep their elements, so live sessions keep working; sets the policy no longer uses are deleted.
 --dry-run checks the whole transaction with the kernel (nft -c) and prints the changes without committing.
-While \`seng serve --nft\` runs (its control socket answers), the policy is handed to the server, which swaps the rules in one transaction and fills new sets with its live enclaves; no session is dropped. --direct bypasses a running server.`;
+While \`seng serve --nft\` runs (its control socket answers), the policy is handed to the server, which swaps the rules in one transaction and fills new sets with its live enclaves; no session is dropped. Only when no gateway answers (no socket, or nobody listening on it) does it apply with nft directly, and then only if the table's sets hold no enclave IPs (a gateway's live state). If the socket cannot be reached for another reason (e.g. permission), it stops with the reason. --direct bypasses a running server.`;
   static override examples = [
     '<%= config.bin %> rules apply --dry-run rules/examples/spec-sample.yaml',
     '<%= config.bin %> rules apply -d nf.db my-policy.yaml',
@@ -56,6 +86,21 @@ While \`seng serve --nft\` runs (its control socket answers), the policy is hand
     const doc = nftApplyDocument(compiled, { liveSets: [...liveNames] });
     const deletedSets = [...liveNames].filter((n) => !wanted.has(n) && parseSetName(n) !== undefined);
     const registered = live?.sets.find((s) => s.name === 'enclaves')?.elements.length ?? 0;
+    const liveElements = (live?.sets ?? [])
+      .filter((s) => parseSetName(s.name) !== undefined)
+      .reduce((n, s) => n + s.elements.length, 0);
+    if (liveElements > 0 && !this.flags.direct && !this.flags.force && !this.flags['dry-run']) {
+      // No gateway answered, yet the sets hold enclave IPs: a gateway's state (one with
+      // another control socket, or one that died). Replacing its rules directly would
+      // fight with it.
+      throw new SengError(
+        'ELIVESESSIONS',
+        `no gateway answers on ${this.flags.control}, but table ip ${compiled.table} holds ${liveElements} enclave IPs in its sets (a gateway's live state)`,
+        {
+          hint: `apply through that gateway with --control PATH (its control socket); if no gateway uses table ${compiled.table}, pass --direct`,
+        },
+      );
+    }
     if (registered > 0 && newSets.length > 0 && !this.flags.force && !this.flags['dry-run']) {
       throw new SengError(
         'ELIVESESSIONS',
@@ -95,8 +140,8 @@ While \`seng serve --nft\` runs (its control socket answers), the policy is hand
   /** Hands the policy to a running `seng serve --nft`; undefined when there is none to hand it to. */
   private async applyThroughGateway(table: string): Promise<ApplyResult | undefined> {
     const control = this.flags.control;
-    if (this.flags['dry-run'] || this.flags.direct || !existsSync(control) || !(await isAlive(control)))
-      return undefined;
+    if (this.flags['dry-run'] || this.flags.direct) return undefined;
+    if ((await probeControl(control)) === 'absent') return undefined;
     try {
       const r = (await controlRequest(control, { cmd: 'policy', path: resolve(this.args.file) })) as {
         policy: string;
