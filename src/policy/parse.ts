@@ -12,6 +12,7 @@ import { Document, LineCounter, isAlias, isMap, isScalar, isSeq, parseDocument, 
 import { EnvironmentError, errorMessage } from '../util/errors.js';
 import { isIpv4, parseCidr, type Cidr } from '../util/ipv4.js';
 import { NFT_TABLE_NAME } from '../nft/names.js';
+import { CATEGORY_NAME as CATEGORY_RULE } from '../util/names.js';
 import { PolicyError, type PolicyIssue } from './errors.js';
 import {
   ACTIONS,
@@ -30,8 +31,8 @@ import {
 
 export const RULE_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
 export const TABLE_NAME = NFT_TABLE_NAME;
-/** Category names: the kernel module keeps at most 20 characters; no spaces or quotes. */
-export const CATEGORY_NAME = /^[A-Za-z0-9_.:+@-]{1,20}$/;
+/** Category names: the one rule of src/util/names.ts (database, policies, kernel module). */
+export const CATEGORY_NAME = CATEGORY_RULE;
 export const MEASUREMENT = /^[0-9a-fA-F]{64}$/;
 /** Interface names: IFNAMSIZ-1 characters; a trailing `+` is a prefix wildcard (iptables and nft). */
 export const IFACE_NAME = /^[A-Za-z0-9_.:-]{1,15}\+?$/;
@@ -424,7 +425,11 @@ function parseRule(ctx: Ctx, node: Node | null, index: number): PolicyRule | und
     APP_NAME,
     'is not an app name (database name) or a 64-hex MRENCLAVE',
   );
-  const catRef = str('a category name', CATEGORY_NAME, `is not a category name (${CATEGORY_NAME.source})`);
+  const catRef = str(
+    'a category name',
+    CATEGORY_NAME,
+    'is not a category name (1 to 20 characters of A-Z a-z 0-9 _ . -, as the database and the kernel module hold them)',
+  );
   const host = (n: Node | null, t: string | undefined, pp: string): Cidr | undefined => {
     const s = textOf(ctx, n, t, pp, 'an IPv4 address or CIDR');
     return s === undefined ? undefined : parseCidrText(ctx, n, s, pp);
