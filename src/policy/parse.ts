@@ -7,9 +7,9 @@
  * The format is documented in rules/README.md; rules/policy.schema.json describes the
  * same structure for editors.
  */
-import { readFileSync } from 'node:fs';
+import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
 import { Document, LineCounter, isAlias, isMap, isScalar, isSeq, parseDocument, type Node } from 'yaml';
-import { EnvironmentError, errorMessage } from '../util/errors.js';
+import { EnvironmentError, InputError, SengError, errorMessage } from '../util/errors.js';
 import { isIpv4, parseCidr, type Cidr } from '../util/ipv4.js';
 import { NFT_TABLE_NAME } from '../nft/names.js';
 import { CATEGORY_NAME as CATEGORY_RULE } from '../util/names.js';
@@ -593,11 +593,59 @@ export function parsePolicy(text: string, source = '<policy>'): Policy {
   return policy;
 }
 
-export function loadPolicyFile(path: string): Policy {
+/** Largest policy file read (1 MiB by default; SENG_POLICY_MAX_BYTES overrides it). */
+export const DEFAULT_POLICY_MAX_BYTES = 1024 * 1024;
+
+export function policyMaxBytes(env: NodeJS.ProcessEnv = process.env): number {
+  const v = env.SENG_POLICY_MAX_BYTES;
+  if (v === undefined || v === '') return DEFAULT_POLICY_MAX_BYTES;
+  const n = Number(v);
+  if (!Number.isSafeInteger(n) || n <= 0)
+    throw new InputError(
+      `SENG_POLICY_MAX_BYTES must be a positive number of bytes, got ${JSON.stringify(v)}`,
+    );
+  return n;
+}
+
+function tooLarge(path: string, max: number): SengError {
+  return new InputError(
+    `policy file ${path} is larger than ${max} bytes`,
+    'a policy of that size is almost certainly not the intended file; raise SENG_POLICY_MAX_BYTES if it is',
+  );
+}
+
+/**
+ * Reads at most `max` bytes: the size is checked before reading (a regular file), and
+ * the read stops one byte past the limit (a pipe or device that reports no size), so a
+ * huge or endless file never fills memory.
+ */
+function readCapped(path: string, max: number): string {
+  const fd = openSync(path, 'r');
+  try {
+    if (fstatSync(fd).size > max) throw tooLarge(path, max);
+    const buf = Buffer.alloc(Math.min(max + 1, 64 * 1024));
+    const chunks: Buffer[] = [];
+    let total = 0;
+    for (;;) {
+      const n = readSync(fd, buf, 0, buf.length, null);
+      if (n === 0) break;
+      total += n;
+      if (total > max) throw tooLarge(path, max);
+      chunks.push(Buffer.from(buf.subarray(0, n)));
+    }
+    return Buffer.concat(chunks).toString('utf8');
+  } finally {
+    closeSync(fd);
+  }
+}
+
+export function loadPolicyFile(path: string, opts: { maxBytes?: number } = {}): Policy {
+  const max = opts.maxBytes ?? policyMaxBytes();
   let text: string;
   try {
-    text = readFileSync(path, 'utf8');
+    text = readCapped(path, max);
   } catch (e) {
+    if (e instanceof SengError) throw e;
     throw new EnvironmentError(
       'ENOPOLICY',
       `cannot read policy file ${path}: ${errorMessage(e)}`,
