@@ -162,6 +162,7 @@ export function compilePolicy(policy: Policy, opts: CompileOptions = {}): Compil
         action: rule.action,
         counter: rule.counter,
         ...(rule.log && { log: rule.log }),
+        ...(rule.state && { state: [...rule.state] }),
         seng,
         ...(rule.protocol && { protocol: rule.protocol }),
         ...(rule.srcAddr && { srcAddr: rule.srcAddr }),

@@ -69,6 +69,14 @@ function sengSides(r: CompiledRule): { side: 'src' | 'dst'; conds: SengCondition
 
 export function ruleExpressions(r: CompiledRule, enclavesSet = 'enclaves'): NftCommand[] {
   const e: NftCommand[] = [];
+  if (r.state)
+    e.push({
+      match: {
+        op: 'in',
+        left: { ct: { key: 'state' } },
+        right: r.state.length === 1 ? r.state[0] : [...r.state],
+      },
+    });
   if (r.inIface) e.push(match(meta('iifname'), iface(r.inIface.value), r.inIface.negate));
   if (r.outIface) e.push(match(meta('oifname'), iface(r.outIface.value), r.outIface.negate));
   if (r.protocol) e.push(match(meta('l4proto'), r.protocol.value, r.protocol.negate));
@@ -98,6 +106,7 @@ function neg(n: Negatable<unknown>): string {
 /** The same rule in nft syntax (what `nft list` would show, modulo counters). */
 export function ruleText(r: CompiledRule, enclavesSet = 'enclaves'): string {
   const t: string[] = [];
+  if (r.state) t.push(`ct state ${r.state.join(',')}`);
   if (r.inIface) t.push(`iifname ${neg(r.inIface)}"${iface(r.inIface.value)}"`);
   if (r.outIface) t.push(`oifname ${neg(r.outIface)}"${iface(r.outIface.value)}"`);
   if (r.protocol) t.push(`meta l4proto ${neg(r.protocol)}${r.protocol.value}`);

@@ -17,6 +17,8 @@ import { PolicyError, type PolicyIssue } from './errors.js';
 import {
   ACTIONS,
   CHAINS,
+  CT_STATES,
+  type CtState,
   LOG_LEVELS,
   PROTOCOLS,
   type Chain,
@@ -39,7 +41,9 @@ export const IFACE_NAME = /^[A-Za-z0-9_.:-]{1,15}\+?$/;
 /** App names as stored in the database (anything printable, not starting with `!`). */
 const APP_NAME = /^[^!\s][^\n\r\t]{0,127}$/;
 
-const TOP_KEYS = ['version', 'table', 'defaults', 'rules'] as const;
+const TOP_KEYS = ['version', 'table', 'defaults', 'established', 'rules'] as const;
+/** What `established: accept` matches: replies and related traffic of accepted connections. */
+export const ESTABLISHED_STATES: CtState[] = ['established', 'related'];
 const RULE_KEYS = [
   'name',
   'description',
@@ -47,6 +51,7 @@ const RULE_KEYS = [
   'action',
   'counter',
   'log',
+  'state',
   'src-app',
   'dst-app',
   'src-cat',
@@ -451,6 +456,22 @@ function parseRule(ctx: Ctx, node: Node | null, index: number): PolicyRule | und
     return undefined;
   };
 
+  if (fields.has('state')) {
+    const n = get('state') ?? null;
+    const sv = isSeq(n) ? undefined : scalarValue(ctx, n, p('state'));
+    if (isMap(n) || (typeof sv === 'string' && sv.trim().startsWith('!'))) {
+      ctx.err(n, p('state'), 'a connection state cannot be negated: list the states that should match');
+    } else {
+      const states = parseList(ctx, n, undefined, p('state'), 'a connection state', (nn, tt, pp) => {
+        const s = tt.trim().toLowerCase();
+        if ((CT_STATES as readonly string[]).includes(s)) return s as CtState;
+        ctx.err(nn, pp, `unknown connection state "${tt}": expected one of ${CT_STATES.join(', ')}`);
+        return undefined;
+      });
+      if (states) rule.state = CT_STATES.filter((s) => states.includes(s));
+    }
+  }
+
   const neg = <T>(
     key: (typeof RULE_KEYS)[number],
     parse: (n: Node | null, t: string | undefined, pp: string) => T | undefined,
@@ -577,6 +598,36 @@ export function parsePolicy(text: string, source = '<policy>'): Policy {
         const v = expectOneOf(ctx, ctx.resolve(pair.value), `defaults.${k}`, ['accept', 'drop'] as const);
         if (v) policy.defaults[k as Chain] = v;
       }
+    }
+  }
+  if (top.has('established')) {
+    const e = top.get('established') ?? null;
+    const v = scalarValue(ctx, e, 'established');
+    if (v === 'accept') {
+      // Replies and related traffic (ICMP errors, FTP data) of connections some rule
+      // accepted, first in every chain: what a drop-by-default policy otherwise needs
+      // hand-written reply rules for.
+      const pos = ctx.pos(e);
+      for (const chain of CHAINS) {
+        const name = `established-${chain}`;
+        ctx.names.set(name, pos.line);
+        policy.rules.push({
+          name,
+          description: 'replies and related traffic of accepted connections (established: accept)',
+          chain,
+          action: 'accept',
+          counter: false,
+          state: [...ESTABLISHED_STATES],
+          pos,
+          keyPos: {},
+        });
+      }
+    } else if (v !== false) {
+      ctx.err(
+        e,
+        'established',
+        'expected `accept` (accept replies of accepted connections first in every chain) or false',
+      );
     }
   }
   const rulesNode = top.get('rules');
