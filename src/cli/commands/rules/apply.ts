@@ -4,7 +4,9 @@ import { policyArg, policyFlags } from '../../policy-flags.js';
 import { lintPolicy, loadCompiledPolicy, parseSetName } from '../../../policy/index.js';
 import { nftApplyDocument } from '../../../policy/nft.js';
 import { diffPolicy, type DiffLine } from '../../../policy/diff.js';
-import { NftCli } from '../../../nft/cli.js';
+import { NftCli, type NftDocument } from '../../../nft/cli.js';
+import { restoreDocument } from '../../../nft/snapshot.js';
+import { createPending, takePending, waitForConfirmation } from '../../rules-pending.js';
 import { EnvironmentError, SengError } from '../../../util/errors.js';
 import { controlRequest, DEFAULT_CONTROL_PATH } from '../../../gateway/control.js';
 import { createConnection } from 'node:net';
@@ -45,6 +47,8 @@ interface ApplyResult {
   table: string;
   dryRun: boolean;
   applied: boolean;
+  /** With --confirm: whether the admin confirmed (false never returns: a rollback is an error). */
+  confirmed?: boolean;
   /** 'gateway' when a running seng serve --nft applied it (filling new sets with its live enclaves). */
   appliedBy: 'nft' | 'gateway' | null;
   changes: DiffLine[];
@@ -68,6 +72,13 @@ While \`seng serve --nft\` runs (its control socket answers), the policy is hand
     force: Flags.boolean({ summary: 'Apply even though live enclaves would be missing from new sets.' }),
     control: Flags.string({ summary: 'Control socket of a running gateway.', default: DEFAULT_CONTROL_PATH }),
     direct: Flags.boolean({ summary: 'Apply with nft directly even when a gateway is running.' }),
+    confirm: Flags.integer({
+      summary: 'Roll back to the previous rules unless confirmed within SECONDS.',
+      description:
+        'Confirm with y at the prompt (on a terminal) or with `seng rules confirm` from another shell. Direct apply only (not through a running gateway).',
+      min: 1,
+      helpValue: 'SECONDS',
+    }),
   };
 
   async run(): Promise<ApplyResult> {
@@ -117,14 +128,26 @@ While \`seng serve --nft\` runs (its control socket answers), the policy is hand
       this.log(
         `dry run: the kernel accepts the transaction for table ip ${compiled.table}; nothing was changed`,
       );
+    } else if (this.flags.confirm !== undefined) {
+      await this.applyWithConfirmation(nft, compiled.table, doc, changes, this.flags.confirm);
+      return {
+        file: this.args.file,
+        table: compiled.table,
+        dryRun: false,
+        applied: true,
+        appliedBy: 'nft',
+        confirmed: true,
+        changes,
+        newSets,
+        deletedSets,
+      };
     } else {
       await nft.run(doc);
       this.log(
         `applied ${this.args.file} to table ip ${compiled.table} (${compiled.rules.length} rules, ${compiled.sets.length} sets)`,
       );
     }
-    if (changes.length === 0) this.log('no rule changes');
-    for (const l of changes) this.log(`${l.op} ${l.line}`);
+    this.logChanges(changes);
     return {
       file: this.args.file,
       table: compiled.table,
@@ -137,11 +160,61 @@ While \`seng serve --nft\` runs (its control socket answers), the policy is hand
     };
   }
 
+  private logChanges(changes: DiffLine[]): void {
+    if (changes.length === 0) this.log('no rule changes');
+    for (const l of changes) this.log(`${l.op} ${l.line}`);
+  }
+
+  /**
+   * Applies, then waits for the admin's confirmation; without it the table is put back
+   * exactly as it was before (rules, chains, sets and their elements at that moment).
+   */
+  private async applyWithConfirmation(
+    nft: NftCli,
+    table: string,
+    doc: NftDocument,
+    changes: DiffLine[],
+    seconds: number,
+  ): Promise<void> {
+    const before = await nft.listTableJson(table);
+    const pending = createPending(table, { file: resolve(this.args.file), seconds });
+    try {
+      await nft.run(doc);
+    } catch (e) {
+      takePending(pending);
+      throw e;
+    }
+    this.log(`applied ${this.args.file} to table ip ${table}, pending confirmation`);
+    this.logChanges(changes);
+    const confirmed = await waitForConfirmation(pending, seconds, (m) => process.stderr.write(`${m}\n`));
+    if (confirmed) {
+      this.log(`confirmed: the new rules of table ip ${table} stay`);
+      return;
+    }
+    await nft.run(restoreDocument(table, 'ip', before));
+    throw new SengError(
+      'EROLLEDBACK',
+      `not confirmed within ${seconds} s: table ip ${table} is back to the rules it had before`,
+      {
+        hint: 'apply again, and confirm with y or `seng rules confirm` (from another shell) in time',
+      },
+    );
+  }
+
   /** Hands the policy to a running `seng serve --nft`; undefined when there is none to hand it to. */
   private async applyThroughGateway(table: string): Promise<ApplyResult | undefined> {
     const control = this.flags.control;
     if (this.flags['dry-run'] || this.flags.direct) return undefined;
     if ((await probeControl(control)) === 'absent') return undefined;
+    if (this.flags.confirm !== undefined) {
+      throw new SengError(
+        'ECONFIRMGW',
+        `--confirm is not supported through the running gateway at ${control}`,
+        {
+          hint: 'apply without --confirm (the gateway keeps its previous rules if the new ones fail to load), or stop the gateway and apply directly with --confirm',
+        },
+      );
+    }
     try {
       const r = (await controlRequest(control, { cmd: 'policy', path: resolve(this.args.file) })) as {
         policy: string;
