@@ -57,15 +57,17 @@ export function takePending(path: string): boolean {
   }
 }
 
+export type ConfirmationOutcome = 'confirmed' | 'declined' | 'timeout' | 'interrupted';
+
 /**
- * Waits until the change is confirmed (true) or must be rolled back (false): the
- * deadline passed, the admin answered no at the prompt, or SIGINT/SIGTERM arrived.
+ * Waits until the change is confirmed, or must be rolled back: the deadline passed, the
+ * admin answered no at the prompt, or SIGINT/SIGTERM arrived.
  */
 export async function waitForConfirmation(
   path: string,
   seconds: number,
   prompt: (question: string) => void,
-): Promise<boolean> {
+): Promise<ConfirmationOutcome> {
   const deadline = Date.now() + seconds * 1000;
   let answer: boolean | undefined;
   let rl: ReturnType<typeof createInterface> | undefined;
@@ -85,10 +87,11 @@ export async function waitForConfirmation(
   process.once('SIGTERM', onSignal);
   try {
     for (;;) {
-      if (!existsSync(path)) return true; // confirmed from another shell
+      if (!existsSync(path)) return 'confirmed'; // from another shell
       if (answer !== undefined || interrupted || Date.now() >= deadline) {
         // Taking the file decides: if a confirmation deleted it first, it stands.
-        return !takePending(path) || answer === true;
+        if (!takePending(path) || answer === true) return 'confirmed';
+        return answer === false ? 'declined' : interrupted ? 'interrupted' : 'timeout';
       }
       await new Promise((r) => setTimeout(r, 100));
     }

@@ -71,3 +71,29 @@ test('seng rules confirm from another shell keeps the new rules', { timeout: 60_
   assert.equal(again.code, 1);
   assert.match(again.stderr, /no rules change of table ip seng is waiting/);
 });
+
+test(
+  'on a terminal, y at the prompt keeps the rules and n rolls them back',
+  { timeout: 60_000 },
+  async () => {
+    const ns = await createNetns('cfm');
+    assert.equal((await sengIn(ns, ['rules', 'apply', V1])).code, 0);
+    const before = await table(ns);
+    // `script` gives the command a pseudo-terminal; the answer is already typed.
+    const onTty = (answer: string, file: string): Promise<{ code: number | null; stdout: string }> =>
+      ns.exec(
+        'script',
+        ['-qec', `${process.execPath} ${sengBin} rules apply --force ${file} --confirm 30`, '/dev/null'],
+        { check: false, timeoutMs: 60_000, env, input: `${answer}\n` },
+      );
+    let r = await onTty('n', V2);
+    assert.equal(r.code, 1, r.stdout);
+    assert.match(r.stdout, /keep these rules\? \[y\/N\]/);
+    assert.match(r.stdout, /not kept \(answered no\): table ip seng is back to the rules it had before/);
+    assert.equal(await table(ns), before);
+    r = await onTty('y', V2);
+    assert.equal(r.code, 0, r.stdout);
+    assert.match(r.stdout, /confirmed: the new rules of table ip seng stay/);
+    assert.match(await table(ns), /comment "web"/);
+  },
+);

@@ -6,7 +6,12 @@ import { nftApplyDocument } from '../../../policy/nft.js';
 import { diffPolicy, type DiffLine } from '../../../policy/diff.js';
 import { NftCli, type NftDocument } from '../../../nft/cli.js';
 import { restoreDocument } from '../../../nft/snapshot.js';
-import { createPending, takePending, waitForConfirmation } from '../../rules-pending.js';
+import {
+  createPending,
+  takePending,
+  waitForConfirmation,
+  type ConfirmationOutcome,
+} from '../../rules-pending.js';
 import { EnvironmentError, SengError } from '../../../util/errors.js';
 import { controlRequest, DEFAULT_CONTROL_PATH } from '../../../gateway/control.js';
 import { createConnection } from 'node:net';
@@ -40,6 +45,13 @@ export function probeControl(path: string): Promise<'up' | 'absent'> {
         );
     });
   });
+}
+
+/** Why a change waiting for confirmation was rolled back. */
+function rollbackReason(outcome: Exclude<ConfirmationOutcome, 'confirmed'>, seconds: number): string {
+  if (outcome === 'declined') return 'not kept (answered no)';
+  if (outcome === 'interrupted') return 'interrupted before confirmation';
+  return `not confirmed within ${seconds} s`;
 }
 
 interface ApplyResult {
@@ -186,15 +198,15 @@ While \`seng serve --nft\` runs (its control socket answers), the policy is hand
     }
     this.log(`applied ${this.args.file} to table ip ${table}, pending confirmation`);
     this.logChanges(changes);
-    const confirmed = await waitForConfirmation(pending, seconds, (m) => process.stderr.write(`${m}\n`));
-    if (confirmed) {
+    const outcome = await waitForConfirmation(pending, seconds, (m) => process.stderr.write(`${m}\n`));
+    if (outcome === 'confirmed') {
       this.log(`confirmed: the new rules of table ip ${table} stay`);
       return;
     }
     await nft.run(restoreDocument(table, 'ip', before));
     throw new SengError(
       'EROLLEDBACK',
-      `not confirmed within ${seconds} s: table ip ${table} is back to the rules it had before`,
+      `${rollbackReason(outcome, seconds)}: table ip ${table} is back to the rules it had before`,
       {
         hint: 'apply again, and confirm with y or `seng rules confirm` (from another shell) in time',
       },
