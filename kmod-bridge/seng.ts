@@ -12,6 +12,7 @@
  * no policy), so the validation here is the only one.
  */
 import { InputError } from '../src/util/errors.js';
+import { CATEGORY_MAX, validateCategory as validateCategoryName } from '../src/util/names.js';
 import { formatIpv4, type Ipv4 } from '../src/util/ipv4.js';
 import { NLM_F_ACK, NLM_F_REQUEST, encodeNlmsg, genlHeader, nla, nlaBe32 } from '../src/netlink/index.js';
 
@@ -29,27 +30,11 @@ export const SENG_ATTR_RMV = 6;
 export const SENG_ATTR_FLUSH = 7;
 
 export const SENG_APP_LEN = 32;
-export const SENG_CAT_MAX = 20;
+export const SENG_CAT_MAX = CATEGORY_MAX;
 
-/** Printable ASCII without space: what an iptables `--src-cat NAME` can carry unquoted and compare with strncmp. */
-const CATEGORY_RE = /^[\x21-\x7e]+$/;
-
-/** Checks a category name for the module (1–20 printable ASCII characters, no spaces) and returns it. */
+/** Checks a category name for the module (the one rule of src/util/names.ts) and returns it. */
 export function validateCategory(name: string): string {
-  if (name.length === 0) throw new InputError('empty category name', 'a category is 1 to 20 characters');
-  if (!CATEGORY_RE.test(name)) {
-    throw new InputError(
-      `category "${name}" contains characters the kernel module cannot match`,
-      'use printable ASCII without spaces (letters, digits, punctuation)',
-    );
-  }
-  if (name.length > SENG_CAT_MAX) {
-    throw new InputError(
-      `category "${name}" is ${name.length} characters long; the kernel module holds at most ${SENG_CAT_MAX}`,
-      'shorten the category name in the database',
-    );
-  }
-  return name;
+  return validateCategoryName(name);
 }
 
 /** Checks an app measurement (mr_enclave) and returns it. */

@@ -22,7 +22,8 @@ import type { EnclaveRegistration, Enforcer } from './types.js';
 import type { CompiledPolicy, SetSpec } from '../policy/types.js';
 import { ENCLAVES_SET, parseSetName, setHolds } from '../policy/compile.js';
 import { NFT_FAMILY, nftApplyDocument, type NftCommand } from '../policy/nft.js';
-import { NftCli } from './nft-cli.js';
+import { NftCli } from '../nft/cli.js';
+import { checkTableName } from '../nft/names.js';
 import { NftNetlink, type SetElementChange } from './nft-netlink.js';
 import { purgeConntrack } from './conntrack.js';
 import { loadCompiledPolicy } from '../policy/index.js';
@@ -92,12 +93,17 @@ export class NftEnforcer implements Enforcer {
   private started = false;
   private policyFile: string | undefined;
   private readonly db: string | undefined;
+  /** A policy change waiting for confirmation, and what comes back without it. */
+  private pendingChange: { timer: NodeJS.Timeout } | undefined;
+  /** The last rollback of an unconfirmed change (settled when it has run). */
+  private rollbackRun: Promise<void> = Promise.resolve();
   /** Counters for `seng status` and benchmarks. */
   readonly stats = { batches: 0, elementOps: 0, failures: 0 };
 
   constructor(opts: NftEnforcerOptions = {}) {
     this.policy = opts.policy;
-    this.table = opts.tableName ?? opts.policy?.table ?? 'seng';
+    // Checked before the name reaches nft (commands) or netlink (set updates).
+    this.table = checkTableName(opts.tableName ?? opts.policy?.table ?? 'seng');
     if (opts.policy && opts.policy.table !== this.table) {
       throw new NftEnforcerError(
         `policy is for table ${opts.policy.table}, the enforcer manages table ${this.table}`,
@@ -130,11 +136,72 @@ export class NftEnforcer implements Enforcer {
    * Makes `path` the policy file (`seng rules apply FILE` against a running gateway) and
    * applies it; on a validation or kernel error the previous file and rules stay in force.
    */
-  async usePolicyFile(path: string): Promise<string> {
+  async usePolicyFile(path: string, opts: { confirmWithinMs?: number } = {}): Promise<string> {
     const { compiled } = loadCompiledPolicy(path, this.db);
+    const previous = this.policy;
+    const previousFile = this.policyFile;
+    if (opts.confirmWithinMs !== undefined) {
+      if (this.pendingChange) {
+        throw new NftEnforcerError(
+          'another policy change is waiting for confirmation',
+          'confirm it (seng rules confirm) or wait until it is rolled back',
+        );
+      }
+      if (!previous) {
+        throw new NftEnforcerError(
+          'no policy is installed to roll back to',
+          'apply this policy without --confirm first',
+        );
+      }
+    }
     await this.applyPolicy(compiled);
     this.policyFile = path;
+    if (opts.confirmWithinMs !== undefined && previous) {
+      this.armRollback(previous, previousFile, opts.confirmWithinMs);
+    }
     return `${path}: ${compiled.rules.length} rules, ${compiled.sets.length} sets`;
+  }
+
+  /**
+   * Keeps a change made with `confirmWithinMs` (the admin confirmed in time). False when
+   * nothing is waiting (never changed, already confirmed, or already rolled back).
+   */
+  confirmPolicy(): boolean {
+    const p = this.pendingChange;
+    if (!p) return false;
+    clearTimeout(p.timer);
+    this.pendingChange = undefined;
+    this.log.info({ policy: this.policyFile }, 'policy change confirmed');
+    return true;
+  }
+
+  /** Whether a policy change waits for confirmation (for status output and tests). */
+  pendingConfirmation(): boolean {
+    return this.pendingChange !== undefined;
+  }
+
+  private armRollback(previous: CompiledPolicy, file: string | undefined, ms: number): void {
+    const timer = setTimeout(() => {
+      if (this.pendingChange?.timer !== timer) return;
+      this.pendingChange = undefined;
+      // Through applyPolicy: live sessions keep working, sets the previous policy needs
+      // are filled from them again.
+      this.rollbackRun = this.applyPolicy(previous)
+        .then(() => {
+          this.policyFile = file;
+          this.log.warn({ policy: file }, 'policy change not confirmed in time: previous policy restored');
+        })
+        .catch((e: unknown) =>
+          this.log.error({ err: errorMessage(e) }, 'rolling back an unconfirmed policy change failed'),
+        );
+    }, ms);
+    timer.unref();
+    this.pendingChange = { timer };
+  }
+
+  /** Resolves when a pending rollback (if any) has run; for tests. */
+  rollbackDone(): Promise<void> {
+    return this.rollbackRun;
   }
 
   /** The installed policy, if any. */
@@ -276,6 +343,8 @@ export class NftEnforcer implements Enforcer {
 
   /** Removes every element this backend added; the table and its rules stay (enclave rules then match nobody). */
   async stop(): Promise<void> {
+    if (this.pendingChange) clearTimeout(this.pendingChange.timer);
+    this.pendingChange = undefined;
     if (!this.started) {
       this.writer.close();
       return;

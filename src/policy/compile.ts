@@ -10,8 +10,7 @@
  *   catx_<hex of the name>   the same, for names with other characters
  *   host_<a>_<b>_<c>_<d>_<p> enclave IPs whose untrusted host IP is in a.b.c.d/p
  */
-import { cidrContains, formatCidr, parseCidr, type Cidr } from '../util/ipv4.js';
-import type { EnclaveRegistration } from '../enforce/types.js';
+import { cidrContains, formatCidr, parseCidr, type Cidr, type Ipv4 } from '../util/ipv4.js';
 import { emptyAppDirectory, type AppDirectory } from './apps.js';
 import { PolicyError, type PolicyIssue } from './errors.js';
 import { MEASUREMENT } from './parse.js';
@@ -63,8 +62,15 @@ export function parseSetName(name: string): SetSpec | undefined {
   return undefined;
 }
 
+/** What set membership depends on (an enforcer's registration has at least these fields). */
+export interface SetMember {
+  mrEnclave: Buffer;
+  categories: readonly string[];
+  hostIp: Ipv4;
+}
+
 /** Whether a registered enclave belongs in a set (the rule the enforcer applies on join). */
-export function setHolds(set: SetSpec, reg: EnclaveRegistration): boolean {
+export function setHolds(set: SetSpec, reg: SetMember): boolean {
   switch (set.kind) {
     case 'enclaves':
       return true;
@@ -156,6 +162,7 @@ export function compilePolicy(policy: Policy, opts: CompileOptions = {}): Compil
         action: rule.action,
         counter: rule.counter,
         ...(rule.log && { log: rule.log }),
+        ...(rule.state && { state: [...rule.state] }),
         seng,
         ...(rule.protocol && { protocol: rule.protocol }),
         ...(rule.srcAddr && { srcAddr: rule.srcAddr }),

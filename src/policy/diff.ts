@@ -6,7 +6,8 @@
  * values), and the desired one by loading the apply document into a throw-away network
  * namespace (`unshare -n`) and listing it there. Nothing in the real namespace changes.
  */
-import { NftCli, withDocumentFile } from '../enforce/nft-cli.js';
+import { NftCli, NftCommandError, withDocumentFile } from '../nft/cli.js';
+import { checkTableName } from '../nft/names.js';
 import { nftApplyDocument } from './nft.js';
 import { CHAINS, type CompiledPolicy } from './types.js';
 
@@ -84,7 +85,11 @@ export function diffLines(a: string[], b: string[]): DiffLine[] {
 
 /** The desired table as nft prints it, built in a throw-away network namespace. */
 export async function desiredTableText(p: CompiledPolicy): Promise<string> {
-  const r = await withDocumentFile(nftApplyDocument(p), (path) =>
+  // nftApplyDocument checks every name; the table name is checked again because the
+  // listing below is nft text (nft has no JSON input that prints text).
+  const doc = nftApplyDocument(p);
+  checkTableName(p.table);
+  const r = await withDocumentFile(doc, (path) =>
     new NftCli([
       'unshare',
       '-n',
@@ -96,7 +101,6 @@ export async function desiredTableText(p: CompiledPolicy): Promise<string> {
     ]).exec([]),
   );
   if (r.code !== 0) {
-    const { NftCommandError } = await import('../enforce/nft-cli.js');
     throw new NftCommandError(
       `cannot build the desired table for comparison: ${r.stderr.trim()}`,
       'seng rules diff needs root (unshare, nft)',
@@ -113,6 +117,7 @@ export interface PolicyDiff {
 }
 
 export async function diffPolicy(p: CompiledPolicy, nft = new NftCli()): Promise<PolicyDiff> {
+  checkTableName(p.table);
   const [live, desired] = await Promise.all([nft.listTableText(p.table), desiredTableText(p)]);
   const lines = diffLines(normalizeTableText(live), normalizeTableText(desired));
   return { table: p.table, exists: live !== null, changed: lines.some((l) => l.op !== ' '), lines };

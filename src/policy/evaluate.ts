@@ -12,7 +12,7 @@
 import { cidrContains, type Ipv4 } from '../util/ipv4.js';
 import { emptyAppDirectory, type AppDirectory } from './apps.js';
 import { MEASUREMENT } from './parse.js';
-import type { Action, Chain, Negatable, Policy, PolicyRule, PortRange, Protocol } from './types.js';
+import type { Action, Chain, CtState, Negatable, Policy, PolicyRule, PortRange, Protocol } from './types.js';
 
 export interface Registration {
   /** 64 lower-case hex. */
@@ -30,6 +30,8 @@ export interface Packet {
   dport?: number;
   iif?: string;
   oif?: string;
+  /** Connection-tracking state of the packet's connection (default: new). */
+  ctState?: CtState;
 }
 
 export interface Verdict {
@@ -76,6 +78,7 @@ export function ruleMatches(
     MEASUREMENT.test(ref) ? r.mrEnclave === ref.toLowerCase() : apps.resolveApp(ref).includes(r.mrEnclave);
   const ports = rule.sport !== undefined || rule.dport !== undefined;
   return (
+    (!rule.state || rule.state.includes(pkt.ctState ?? 'new')) &&
     holds(rule.inIface, (v) => ifaceMatches(v, pkt.iif)) &&
     holds(rule.outIface, (v) => ifaceMatches(v, pkt.oif)) &&
     holds(rule.protocol, (v) => v === pkt.protocol) &&

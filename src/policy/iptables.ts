@@ -80,6 +80,7 @@ export function sengMatches(conds: SengCondition[]): string[] {
 
 function ruleMatches(r: CompiledRule): string[] {
   const m: string[] = [];
+  if (r.state) m.push(`-m conntrack --ctstate ${r.state.map((s) => s.toUpperCase()).join(',')}`);
   const addrs = (flag: string, a: CompiledRule['srcAddr'], key: string): void => {
     if (!a) return;
     if (a.negate && a.value.length > 1) {

@@ -11,6 +11,7 @@ const SENG_KEYS = ['srcApp', 'dstApp', 'srcCat', 'dstCat', 'srcHost', 'dstHost']
 const ALL_CONDITIONS = [
   ...SENG_KEYS,
   'protocol',
+  'state',
   'srcAddr',
   'dstAddr',
   'sport',

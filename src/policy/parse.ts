@@ -7,14 +7,18 @@
  * The format is documented in rules/README.md; rules/policy.schema.json describes the
  * same structure for editors.
  */
-import { readFileSync } from 'node:fs';
+import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
 import { Document, LineCounter, isAlias, isMap, isScalar, isSeq, parseDocument, type Node } from 'yaml';
-import { EnvironmentError, errorMessage } from '../util/errors.js';
+import { EnvironmentError, InputError, SengError, errorMessage } from '../util/errors.js';
 import { isIpv4, parseCidr, type Cidr } from '../util/ipv4.js';
+import { NFT_TABLE_NAME } from '../nft/names.js';
+import { CATEGORY_NAME as CATEGORY_RULE } from '../util/names.js';
 import { PolicyError, type PolicyIssue } from './errors.js';
 import {
   ACTIONS,
   CHAINS,
+  CT_STATES,
+  type CtState,
   LOG_LEVELS,
   PROTOCOLS,
   type Chain,
@@ -28,16 +32,18 @@ import {
 } from './types.js';
 
 export const RULE_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
-export const TABLE_NAME = /^[A-Za-z][A-Za-z0-9_]{0,31}$/;
-/** Category names: the kernel module keeps at most 20 characters; no spaces or quotes. */
-export const CATEGORY_NAME = /^[A-Za-z0-9_.:+@-]{1,20}$/;
+export const TABLE_NAME = NFT_TABLE_NAME;
+/** Category names: the one rule of src/util/names.ts (database, policies, kernel module). */
+export const CATEGORY_NAME = CATEGORY_RULE;
 export const MEASUREMENT = /^[0-9a-fA-F]{64}$/;
 /** Interface names: IFNAMSIZ-1 characters; a trailing `+` is a prefix wildcard (iptables and nft). */
 export const IFACE_NAME = /^[A-Za-z0-9_.:-]{1,15}\+?$/;
 /** App names as stored in the database (anything printable, not starting with `!`). */
 const APP_NAME = /^[^!\s][^\n\r\t]{0,127}$/;
 
-const TOP_KEYS = ['version', 'table', 'defaults', 'rules'] as const;
+const TOP_KEYS = ['version', 'table', 'defaults', 'established', 'rules'] as const;
+/** What `established: accept` matches: replies and related traffic of accepted connections. */
+export const ESTABLISHED_STATES: CtState[] = ['established', 'related'];
 const RULE_KEYS = [
   'name',
   'description',
@@ -45,6 +51,7 @@ const RULE_KEYS = [
   'action',
   'counter',
   'log',
+  'state',
   'src-app',
   'dst-app',
   'src-cat',
@@ -423,7 +430,11 @@ function parseRule(ctx: Ctx, node: Node | null, index: number): PolicyRule | und
     APP_NAME,
     'is not an app name (database name) or a 64-hex MRENCLAVE',
   );
-  const catRef = str('a category name', CATEGORY_NAME, `is not a category name (${CATEGORY_NAME.source})`);
+  const catRef = str(
+    'a category name',
+    CATEGORY_NAME,
+    'is not a category name (1 to 20 characters of A-Z a-z 0-9 _ . -, as the database and the kernel module hold them)',
+  );
   const host = (n: Node | null, t: string | undefined, pp: string): Cidr | undefined => {
     const s = textOf(ctx, n, t, pp, 'an IPv4 address or CIDR');
     return s === undefined ? undefined : parseCidrText(ctx, n, s, pp);
@@ -444,6 +455,22 @@ function parseRule(ctx: Ctx, node: Node | null, index: number): PolicyRule | und
     ctx.err(n, pp, `unknown protocol "${s}": expected one of ${PROTOCOLS.join(', ')}`);
     return undefined;
   };
+
+  if (fields.has('state')) {
+    const n = get('state') ?? null;
+    const sv = isSeq(n) ? undefined : scalarValue(ctx, n, p('state'));
+    if (isMap(n) || (typeof sv === 'string' && sv.trim().startsWith('!'))) {
+      ctx.err(n, p('state'), 'a connection state cannot be negated: list the states that should match');
+    } else {
+      const states = parseList(ctx, n, undefined, p('state'), 'a connection state', (nn, tt, pp) => {
+        const s = tt.trim().toLowerCase();
+        if ((CT_STATES as readonly string[]).includes(s)) return s as CtState;
+        ctx.err(nn, pp, `unknown connection state "${tt}": expected one of ${CT_STATES.join(', ')}`);
+        return undefined;
+      });
+      if (states) rule.state = CT_STATES.filter((s) => states.includes(s));
+    }
+  }
 
   const neg = <T>(
     key: (typeof RULE_KEYS)[number],
@@ -573,6 +600,36 @@ export function parsePolicy(text: string, source = '<policy>'): Policy {
       }
     }
   }
+  if (top.has('established')) {
+    const e = top.get('established') ?? null;
+    const v = scalarValue(ctx, e, 'established');
+    if (v === 'accept') {
+      // Replies and related traffic (ICMP errors, FTP data) of connections some rule
+      // accepted, first in every chain: what a drop-by-default policy otherwise needs
+      // hand-written reply rules for.
+      const pos = ctx.pos(e);
+      for (const chain of CHAINS) {
+        const name = `established-${chain}`;
+        ctx.names.set(name, pos.line);
+        policy.rules.push({
+          name,
+          description: 'replies and related traffic of accepted connections (established: accept)',
+          chain,
+          action: 'accept',
+          counter: false,
+          state: [...ESTABLISHED_STATES],
+          pos,
+          keyPos: {},
+        });
+      }
+    } else if (v !== false) {
+      ctx.err(
+        e,
+        'established',
+        'expected `accept` (accept replies of accepted connections first in every chain) or false',
+      );
+    }
+  }
   const rulesNode = top.get('rules');
   if (!top.has('rules'))
     ctx.err(root, 'rules', 'missing `rules:` (a list of rules; may be empty: `rules: []`)');
@@ -587,11 +644,59 @@ export function parsePolicy(text: string, source = '<policy>'): Policy {
   return policy;
 }
 
-export function loadPolicyFile(path: string): Policy {
+/** Largest policy file read (1 MiB by default; SENG_POLICY_MAX_BYTES overrides it). */
+export const DEFAULT_POLICY_MAX_BYTES = 1024 * 1024;
+
+export function policyMaxBytes(env: NodeJS.ProcessEnv = process.env): number {
+  const v = env.SENG_POLICY_MAX_BYTES;
+  if (v === undefined || v === '') return DEFAULT_POLICY_MAX_BYTES;
+  const n = Number(v);
+  if (!Number.isSafeInteger(n) || n <= 0)
+    throw new InputError(
+      `SENG_POLICY_MAX_BYTES must be a positive number of bytes, got ${JSON.stringify(v)}`,
+    );
+  return n;
+}
+
+function tooLarge(path: string, max: number): SengError {
+  return new InputError(
+    `policy file ${path} is larger than ${max} bytes`,
+    'a policy of that size is almost certainly not the intended file; raise SENG_POLICY_MAX_BYTES if it is',
+  );
+}
+
+/**
+ * Reads at most `max` bytes: the size is checked before reading (a regular file), and
+ * the read stops one byte past the limit (a pipe or device that reports no size), so a
+ * huge or endless file never fills memory.
+ */
+function readCapped(path: string, max: number): string {
+  const fd = openSync(path, 'r');
+  try {
+    if (fstatSync(fd).size > max) throw tooLarge(path, max);
+    const buf = Buffer.alloc(Math.min(max + 1, 64 * 1024));
+    const chunks: Buffer[] = [];
+    let total = 0;
+    for (;;) {
+      const n = readSync(fd, buf, 0, buf.length, null);
+      if (n === 0) break;
+      total += n;
+      if (total > max) throw tooLarge(path, max);
+      chunks.push(Buffer.from(buf.subarray(0, n)));
+    }
+    return Buffer.concat(chunks).toString('utf8');
+  } finally {
+    closeSync(fd);
+  }
+}
+
+export function loadPolicyFile(path: string, opts: { maxBytes?: number } = {}): Policy {
+  const max = opts.maxBytes ?? policyMaxBytes();
   let text: string;
   try {
-    text = readFileSync(path, 'utf8');
+    text = readCapped(path, max);
   } catch (e) {
+    if (e instanceof SengError) throw e;
     throw new EnvironmentError(
       'ENOPOLICY',
       `cannot read policy file ${path}: ${errorMessage(e)}`,

@@ -18,6 +18,10 @@ export type Action = (typeof ACTIONS)[number];
 export const PROTOCOLS = ['tcp', 'udp', 'icmp'] as const;
 export type Protocol = (typeof PROTOCOLS)[number];
 
+/** Connection-tracking states a rule can match (`ct state` in nft, `--ctstate` in iptables). */
+export const CT_STATES = ['new', 'established', 'related', 'invalid'] as const;
+export type CtState = (typeof CT_STATES)[number];
+
 export const LOG_LEVELS = ['emerg', 'alert', 'crit', 'err', 'warn', 'notice', 'info', 'debug'] as const;
 export type LogLevel = (typeof LOG_LEVELS)[number];
 
@@ -49,6 +53,8 @@ export interface PolicyRule {
   action: Action;
   counter: boolean;
   log?: { prefix: string; level: LogLevel };
+  /** Connection states the packet's connection must be in (any of them). */
+  state?: CtState[];
   /** App references as written: a database name or a 64-hex measurement. */
   srcApp?: Negatable<string>;
   dstApp?: Negatable<string>;
@@ -111,6 +117,7 @@ export interface CompiledRule {
   action: Action;
   counter: boolean;
   log?: { prefix: string; level: LogLevel };
+  state?: CtState[];
   seng: SengCondition[];
   protocol?: Negatable<Protocol>;
   srcAddr?: Negatable<Cidr[]>;

@@ -10,7 +10,10 @@ import {
   type Ipv4,
 } from '../util/ipv4.js';
 
-export const CATEGORY_PATTERN = /^[A-Za-z0-9_.-]{1,20}$/;
+import { CATEGORY_NAME, validateCategory as validateCategoryName } from '../util/names.js';
+
+/** The one category rule (src/util/names.ts), shared with policies and the kernel-module bridge. */
+export const CATEGORY_PATTERN = CATEGORY_NAME;
 
 /** Longest app name seng writes (SPEC §4 leaves TEXT unbounded; 255 fits any display and log line). */
 export const APP_NAME_MAX = 255;
@@ -51,13 +54,7 @@ export function parseMeasurement(hex: string, what: 'mrenclave' | 'mrsigner'): B
 }
 
 export function validateCategory(name: string): string {
-  if (!CATEGORY_PATTERN.test(name)) {
-    throw new InputError(
-      `category "${name}" is invalid: it must be 1 to 20 characters of A-Z a-z 0-9 _ . -`,
-      'the seng kernel module stores at most 20 characters per category name',
-    );
-  }
-  return name;
+  return validateCategoryName(name);
 }
 
 export function validateAppName(name: string): string {

@@ -6,6 +6,7 @@ import { InputError } from '../../util/errors.js';
 import { startGateway, type ServeConfig } from '../../gateway/serve.js';
 import { DEFAULT_CONTROL_PATH } from '../../gateway/control.js';
 import { checkInterfaceName } from '../../shadow/rules.js';
+import { tableFlag } from '../policy-flags.js';
 
 export default class Serve extends SengCommand<typeof Serve> {
   static override summary =
@@ -40,7 +41,7 @@ With -s (ShadowServer) an enclave can make a listening TCP port reachable at its
       summary: 'Policy file to compile and apply with --nft (see rules/).',
       dependsOn: ['nft'],
     }),
-    'nft-table': Flags.string({ summary: 'nftables table owned by seng.', default: 'seng' }),
+    'nft-table': tableFlag({ summary: 'nftables table owned by seng.', default: 'seng' }),
     cert: Flags.string({
       summary: 'Server certificate (PEM); repeat for RSA and ECDSA identities.',
       required: true,
@@ -136,10 +137,6 @@ With -s (ShadowServer) an enclave can make a listening TCP port reachable at its
     if (!IFNAME_RE.test(f.tun))
       usageError(`--tun "${f.tun}" is not a network interface name (1-15 characters, no "/", ":" or spaces)`);
     if (f.control.length === 0) usageError('--control needs a socket path');
-    if (!NFT_TABLE_RE.test(f['nft-table']))
-      usageError(
-        `--nft-table "${f['nft-table']}" is not an nftables table name (a letter, then letters, digits, _ or -)`,
-      );
     if (f.cert.length !== f.key.length) {
       throw new InputError(
         `${f.cert.length} --cert but ${f.key.length} --key`,
@@ -190,9 +187,6 @@ With -s (ShadowServer) an enclave can make a listening TCP port reachable at its
 
 /** Linux interface names: at most IFNAMSIZ-1 = 15 bytes, no slash, colon or whitespace. */
 const IFNAME_RE = /^[^/:\s]{1,15}$/;
-
-/** nftables identifiers as seng uses them (unquoted in nft scripts). */
-const NFT_TABLE_RE = /^[A-Za-z][A-Za-z0-9_-]{0,63}$/;
 
 /** Gateway identities are small PEM files; anything bigger is the wrong file. */
 const MAX_PEM_BYTES = 1 << 20;

@@ -83,7 +83,13 @@ test('apply, diff and dry-run against the live table', { timeout: 120_000 }, asy
   assert.equal(r.code, 3);
   assert.match(r.stdout, /^\+ chain input: tcp dport 22 accept comment "ssh"/m);
   assert.match(r.stdout, /^- set cat_Web/m);
-  r = await sengIn(ns, ['rules', 'apply', v2]);
+  r = await sengIn(ns, ['rules', 'apply', v2, '--control', join(dir, 'no-gateway.sock')]);
+  assert.equal(r.code, 1, 'no gateway answers, but the sets hold a gateway state: refused');
+  assert.match(
+    r.stderr,
+    /holds 2 enclave IPs in its sets[^]*Hint: apply through that gateway with --control/,
+  );
+  r = await sengIn(ns, ['rules', 'apply', v2, '--direct']);
   assert.equal(r.code, 1, 'new sets while enclaves are registered need the server or --force');
   assert.match(r.stderr, /would start empty/);
   r = await sengIn(ns, ['rules', 'apply', v2, '--force', '--json']);
@@ -136,7 +142,9 @@ test(
     const policy = compilePolicy(
       parsePolicy(`version: 1
 defaults: { forward: drop }
+established: accept
 rules:
+  - { name: no-invalid, chain: input, action: drop, state: invalid }
   - { name: ssh, chain: input, action: accept, in-iface: 'tun+', protocol: tcp, dport: 22, log: true }
   - { name: dns, chain: output, action: accept, out-iface: { not: lo }, dst-addr: [10.0.0.53, 10.1.0.0/16], protocol: udp, dport: [53, 5353, 6000-6010] }
   - { name: no-smtp, chain: forward, action: reject, src-addr: { not: 10.0.0.0/8 }, protocol: tcp, sport: 1024-65535, dport: 25 }
@@ -159,7 +167,7 @@ test(
   async () => {
     const ns = await createNetns('pol');
     const fixtures = join(repoRoot, 'test', 'fixtures', 'policy');
-    for (const name of ['spec-sample', 'mixed']) {
+    for (const name of ['spec-sample', 'mixed', 'established']) {
       const j = await ns.exec('nft', ['-c', '-j', '-f', join(fixtures, `${name}.nft.json`)], {
         check: false,
       });

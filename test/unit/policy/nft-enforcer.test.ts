@@ -1,5 +1,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { NftEnforcer, type ElementWriter, type NftRunner } from '../../../src/enforce/nft.js';
 import type { SetElementChange } from '../../../src/enforce/nft-netlink.js';
 import { parsePolicy } from '../../../src/policy/parse.js';
@@ -133,4 +136,38 @@ test('category updates move enclaves between category sets; reload fills new set
 test('join before start is refused', async () => {
   const e = new NftEnforcer({ policy, nft: new FakeNft(), elements: new FakeWriter(), purge: async () => 0 });
   await assert.rejects(e.join(reg('192.168.28.2', A, [], '10.0.0.1')), /not started/);
+});
+
+test('a policy change with confirmWithinMs is rolled back unless confirmed', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'seng-enf-'));
+  try {
+    const v2 = join(dir, 'v2.yaml');
+    writeFileSync(
+      v2,
+      'version: 1\nrules:\n  - {name: only-ssh, chain: input, action: accept, protocol: tcp, dport: 22}\n',
+    );
+    const nft = new FakeNft();
+    const e = new NftEnforcer({ policy, nft, elements: new FakeWriter(), purge: async () => 0 });
+    await e.start();
+    // Not confirmed: the previous policy comes back.
+    await e.usePolicyFile(v2, { confirmWithinMs: 5 });
+    assert.equal(e.currentPolicy()?.rules[0]?.name, 'only-ssh');
+    assert.equal(e.pendingConfirmation(), true);
+    await assert.rejects(e.usePolicyFile(v2, { confirmWithinMs: 5 }), /already|waiting for confirmation/);
+    while (e.pendingConfirmation()) await new Promise((r) => setTimeout(r, 5));
+    await e.rollbackDone();
+    assert.deepEqual(
+      e.currentPolicy()?.rules.map((r) => r.name),
+      policy.rules.map((r) => r.name),
+    );
+    assert.equal(e.confirmPolicy(), false, 'nothing waits any more');
+    // Confirmed in time: the new policy stays.
+    await e.usePolicyFile(v2, { confirmWithinMs: 60_000 });
+    assert.equal(e.confirmPolicy(), true);
+    assert.equal(e.pendingConfirmation(), false);
+    assert.equal(e.currentPolicy()?.rules[0]?.name, 'only-ssh');
+    await e.stop();
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });

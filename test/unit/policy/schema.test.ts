@@ -19,7 +19,13 @@ interface Schema {
 
 test('the JSON schema lists exactly the keys the validator accepts', () => {
   const schema = JSON.parse(readFileSync(join(repoRoot, 'rules', 'policy.schema.json'), 'utf8')) as Schema;
-  assert.deepEqual(Object.keys(schema.properties).sort(), ['defaults', 'rules', 'table', 'version']);
+  assert.deepEqual(Object.keys(schema.properties).sort(), [
+    'defaults',
+    'established',
+    'rules',
+    'table',
+    'version',
+  ]);
   assert.deepEqual(schema.$defs.rule.required, ['name', 'chain', 'action']);
   // Every schema key is accepted by the parser, and an unknown one is not.
   for (const key of Object.keys(schema.$defs.rule.properties)) {

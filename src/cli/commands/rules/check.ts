@@ -1,5 +1,5 @@
 import { SengCommand } from '../../base.js';
-import { policyArg, policyFlags } from '../../../policy/cli-common.js';
+import { policyArg, policyFlags } from '../../policy-flags.js';
 import { loadCompiledPolicy } from '../../../policy/index.js';
 import { lintPolicy } from '../../../policy/lint.js';
 import type { PolicyIssue } from '../../../policy/errors.js';

@@ -1,6 +1,6 @@
 import { Flags } from '@oclif/core';
 import { SengCommand } from '../../base.js';
-import { policyArg, policyFlags } from '../../../policy/cli-common.js';
+import { policyArg, policyFlags } from '../../policy-flags.js';
 import { loadCompiledPolicy } from '../../../policy/index.js';
 import { diffPolicy, type PolicyDiff } from '../../../policy/diff.js';
 

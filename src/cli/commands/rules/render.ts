@@ -1,6 +1,6 @@
 import { Flags } from '@oclif/core';
 import { SengCommand } from '../../base.js';
-import { policyArg, policyFlags } from '../../../policy/cli-common.js';
+import { policyArg, policyFlags } from '../../policy-flags.js';
 import { iptablesText, loadCompiledPolicy, nftApplyDocument, nftText } from '../../../policy/index.js';
 
 export default class RulesRender extends SengCommand<typeof RulesRender> {
