@@ -94,7 +94,7 @@ export class NftEnforcer implements Enforcer {
   private policyFile: string | undefined;
   private readonly db: string | undefined;
   /** A policy change waiting for confirmation, and what comes back without it. */
-  private pendingChange: { timer: NodeJS.Timeout } | undefined;
+  private pendingChange: { timer: NodeJS.Timeout; rollback: (why: string) => void } | undefined;
   /** The last rollback of an unconfirmed change (settled when it has run). */
   private rollbackRun: Promise<void> = Promise.resolve();
   /** Counters for `seng status` and benchmarks. */
@@ -180,23 +180,40 @@ export class NftEnforcer implements Enforcer {
     return this.pendingChange !== undefined;
   }
 
+  /**
+   * Rolls a change made with `confirmWithinMs` back at once (the admin declined, or its
+   * confirmation window closed on the client's side). False when nothing is waiting.
+   */
+  async rollbackPolicy(): Promise<boolean> {
+    const p = this.pendingChange;
+    if (!p) return false;
+    clearTimeout(p.timer);
+    this.pendingChange = undefined;
+    p.rollback('policy change declined: previous policy restored');
+    await this.rollbackRun;
+    return true;
+  }
+
   private armRollback(previous: CompiledPolicy, file: string | undefined, ms: number): void {
-    const timer = setTimeout(() => {
-      if (this.pendingChange?.timer !== timer) return;
-      this.pendingChange = undefined;
+    const rollback = (why: string): void => {
       // Through applyPolicy: live sessions keep working, sets the previous policy needs
       // are filled from them again.
       this.rollbackRun = this.applyPolicy(previous)
         .then(() => {
           this.policyFile = file;
-          this.log.warn({ policy: file }, 'policy change not confirmed in time: previous policy restored');
+          this.log.warn({ policy: file }, why);
         })
         .catch((e: unknown) =>
           this.log.error({ err: errorMessage(e) }, 'rolling back an unconfirmed policy change failed'),
         );
+    };
+    const timer = setTimeout(() => {
+      if (this.pendingChange?.timer !== timer) return;
+      this.pendingChange = undefined;
+      rollback('policy change not confirmed in time: previous policy restored');
     }, ms);
     timer.unref();
-    this.pendingChange = { timer };
+    this.pendingChange = { timer, rollback };
   }
 
   /** Resolves when a pending rollback (if any) has run; for tests. */

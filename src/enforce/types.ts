@@ -45,5 +45,9 @@ export interface Enforcer {
   /** Re-reads the configured policy file and swaps the rules; returns a one-line summary. */
   reloadPolicy?(): Promise<string>;
   /** Makes `path` the policy file and applies it; on error the previous rules stay. Returns a summary. */
-  usePolicyFile?(path: string): Promise<string>;
+  usePolicyFile?(path: string, opts?: { confirmWithinMs?: number }): Promise<string>;
+  /** Keeps a change made with `confirmWithinMs`; false if none is waiting (e.g. already rolled back). */
+  confirmPolicy?(): boolean;
+  /** Rolls a change made with `confirmWithinMs` back now; false if none is waiting. */
+  rollbackPolicy?(): Promise<boolean>;
 }

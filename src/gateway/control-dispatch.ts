@@ -46,7 +46,9 @@ export function controlDispatcher(ctx: DispatchContext): ControlHandler {
         return { kicked: ended.length > 0, ended };
       }
       case 'policy':
-        return applyPolicy(ctx, req.path);
+        return applyPolicy(ctx, req.path, req.confirmSeconds);
+      case 'confirm':
+        return confirmPolicy(ctx, req.rollback === true);
       case 'reload':
         return reloadGateway(ctx);
     }
@@ -78,7 +80,7 @@ export function kickSelector(req: KickRequest): KickSelector {
   return { all: true };
 }
 
-async function applyPolicy(ctx: DispatchContext, path: string) {
+async function applyPolicy(ctx: DispatchContext, path: string, confirmSeconds?: number) {
   if (!ctx.enforcer?.usePolicyFile) {
     throw new SengError(
       'ENOTNFT',
@@ -88,7 +90,25 @@ async function applyPolicy(ctx: DispatchContext, path: string) {
       },
     );
   }
-  const summary = await ctx.enforcer.usePolicyFile(path);
-  ctx.log.info({ event: 'policy-applied', policy: summary }, `applied policy ${summary}`);
+  const summary = await ctx.enforcer.usePolicyFile(
+    path,
+    confirmSeconds === undefined ? {} : { confirmWithinMs: confirmSeconds * 1000 },
+  );
+  ctx.log.info(
+    { event: 'policy-applied', policy: summary, confirmSeconds: confirmSeconds ?? null },
+    `applied policy ${summary}${confirmSeconds === undefined ? '' : `, pending confirmation within ${confirmSeconds} s`}`,
+  );
   return { policy: summary, sessions: ctx.gateway.status().length };
+}
+
+/** Keeps (or, with `rollback`, declines) a policy change applied with confirmSeconds. */
+async function confirmPolicy(ctx: DispatchContext, rollback: boolean) {
+  const e = ctx.enforcer;
+  if (!e?.confirmPolicy || !e.rollbackPolicy) {
+    throw new SengError('ENOTNFT', `this gateway enforces with ${e?.name ?? 'nothing'}, not nftables`, {
+      hint: 'only seng serve --nft applies policies with confirmation',
+    });
+  }
+  const waiting = rollback ? await e.rollbackPolicy() : e.confirmPolicy();
+  return { waiting, confirmed: waiting && !rollback, rolledBack: waiting && rollback };
 }

@@ -8,6 +8,8 @@
  *     (or "app":"NAME", "host":"a.b.c.d", "all":true instead of "ip")
  *   {"cmd":"reload"}              → {"ok":true,"result":{...}}   (as SIGHUP)
  *   {"cmd":"policy","path":"/abs/file.yaml"} → apply a policy through the running nft backend
+ *     (with "confirmSeconds":N the backend puts the previous policy back after N s unless…)
+ *   {"cmd":"confirm"} / {"cmd":"confirm","rollback":true} → …it is confirmed, or declined at once
  *
  * What each request does is in control-dispatch.ts.
  */
@@ -28,8 +30,19 @@ export interface KickRequest {
   host?: string;
   all?: boolean;
 }
+export interface PolicyRequest {
+  cmd: 'policy';
+  path: string;
+  /** Roll back unless confirmed (a `confirm` request) within this many seconds. */
+  confirmSeconds?: number;
+}
+export interface ConfirmRequest {
+  cmd: 'confirm';
+  /** Decline: put the previous policy back now. */
+  rollback?: boolean;
+}
 export type ControlRequest =
-  { cmd: 'status' } | KickRequest | { cmd: 'reload' } | { cmd: 'policy'; path: string };
+  { cmd: 'status' } | KickRequest | { cmd: 'reload' } | PolicyRequest | ConfirmRequest;
 export type ControlHandler = (req: ControlRequest) => Promise<unknown>;
 
 const HINT_CONTROL = 'is the gateway running (seng serve)? pass its --control path';
@@ -145,8 +158,16 @@ function parseRequest(line: string): ControlRequest | undefined {
     case 'status':
     case 'reload':
       return { cmd: r.cmd };
-    case 'policy':
-      return typeof r.path === 'string' ? { cmd: 'policy', path: r.path } : undefined;
+    case 'policy': {
+      if (typeof r.path !== 'string') return undefined;
+      if (r.confirmSeconds === undefined) return { cmd: 'policy', path: r.path };
+      const s = r.confirmSeconds;
+      if (typeof s !== 'number' || !Number.isInteger(s) || s < 1 || s > 86_400) return undefined;
+      return { cmd: 'policy', path: r.path, confirmSeconds: s };
+    }
+    case 'confirm':
+      if (r.rollback !== undefined && typeof r.rollback !== 'boolean') return undefined;
+      return r.rollback ? { cmd: 'confirm', rollback: true } : { cmd: 'confirm' };
     case 'kick':
       if (!optionalString('ip') || !optionalString('app') || !optionalString('host')) return undefined;
       if (r.all !== undefined && typeof r.all !== 'boolean') return undefined;

@@ -102,3 +102,62 @@ test(
     }
   },
 );
+
+test(
+  '--confirm through a gateway: the gateway arms its own rollback; the command confirms or declines it',
+  { timeout: 90_000 },
+  async () => {
+    const ns = await createNetns('gwa');
+    const requests: ControlRequest[] = [];
+    const sock = join(dir, 'confirm.sock');
+    const runDir = mkdtempSync(join(dir, 'run-'));
+    let waiting = false;
+    const server = await ControlServer.listen(sock, async (req) => {
+      requests.push(req);
+      if (req.cmd === 'policy') {
+        waiting = true;
+        return { policy: 'p.yaml: 1 rules, 0 sets', sessions: 1 };
+      }
+      const was = waiting;
+      waiting = false;
+      return { waiting: was };
+    });
+    const env = { ...process.env, SENG_RUN_DIR: runDir };
+    try {
+      // Nobody confirms: declined when the command's time is up (the gateway's is 5 s later).
+      const r = await ns.exec(
+        process.execPath,
+        [sengBin, 'rules', 'apply', policy, '--control', sock, '--confirm', '1'],
+        { check: false, timeoutMs: 60_000, env },
+      );
+      assert.equal(r.code, 1, r.stderr);
+      assert.match(r.stderr, /not confirmed within 1 s: the gateway put the previous policy/);
+      assert.deepEqual(requests, [
+        { cmd: 'policy', path: policy, confirmSeconds: 6 },
+        { cmd: 'confirm', rollback: true },
+      ]);
+      // Confirmed from another shell: the gateway is told to keep it.
+      requests.length = 0;
+      const applying = ns.exec(
+        process.execPath,
+        [sengBin, 'rules', 'apply', policy, '--control', sock, '--confirm', '30'],
+        { check: false, timeoutMs: 60_000, env },
+      );
+      while (!requests.some((q) => q.cmd === 'policy')) await new Promise((res) => setTimeout(res, 50));
+      let confirmed = spawnSync(process.execPath, [sengBin, 'rules', 'confirm'], { env, encoding: 'utf8' });
+      // The pending file appears right after the gateway answered; retry until it is there.
+      for (let i = 0; i < 100 && confirmed.status !== 0; i++) {
+        await new Promise((res) => setTimeout(res, 100));
+        confirmed = spawnSync(process.execPath, [sengBin, 'rules', 'confirm'], { env, encoding: 'utf8' });
+      }
+      assert.equal(confirmed.status, 0, confirmed.stderr);
+      const done = await applying;
+      assert.equal(done.code, 0, done.stderr);
+      assert.match(done.stdout, /confirmed: the gateway keeps the new rules/);
+      assert.deepEqual(requests.at(-1), { cmd: 'confirm' });
+      assert.equal(await tables(ns), '', 'the gateway applies, not the CLI');
+    } finally {
+      await server.close();
+    }
+  },
+);

@@ -166,6 +166,18 @@ test('a policy change with confirmWithinMs is rolled back unless confirmed', asy
     assert.equal(e.confirmPolicy(), true);
     assert.equal(e.pendingConfirmation(), false);
     assert.equal(e.currentPolicy()?.rules[0]?.name, 'only-ssh');
+    // Declined (rules apply --confirm through a gateway, answered n): back at once.
+    const v3 = join(dir, 'v3.yaml');
+    writeFileSync(
+      v3,
+      'version: 1\nrules:\n  - {name: only-web, chain: input, action: accept, protocol: tcp, dport: 80}\n',
+    );
+    await e.usePolicyFile(v3, { confirmWithinMs: 60_000 });
+    assert.equal(e.currentPolicy()?.rules[0]?.name, 'only-web');
+    assert.equal(await e.rollbackPolicy(), true);
+    assert.equal(e.pendingConfirmation(), false);
+    assert.equal(e.currentPolicy()?.rules[0]?.name, 'only-ssh');
+    assert.equal(await e.rollbackPolicy(), false, 'nothing waits any more');
     await e.stop();
   } finally {
     rmSync(dir, { recursive: true, force: true });

@@ -17,6 +17,9 @@ import { controlRequest, DEFAULT_CONTROL_PATH } from '../../../gateway/control.j
 import { createConnection } from 'node:net';
 import { resolve } from 'node:path';
 
+/** Extra seconds the gateway waits beyond --confirm before rolling back on its own. */
+const GATEWAY_CONFIRM_GRACE_S = 5;
+
 /**
  * Whether a gateway answers on the control socket. Only "nothing there" (no socket file,
  * or a socket nobody listens on) means no gateway runs; any other failure (EACCES as
@@ -87,7 +90,7 @@ While \`seng serve --nft\` runs (its control socket answers), the policy is hand
     confirm: Flags.integer({
       summary: 'Roll back to the previous rules unless confirmed within SECONDS.',
       description:
-        'Confirm with y at the prompt (on a terminal) or with `seng rules confirm` from another shell. Direct apply only (not through a running gateway).',
+        'Confirm with y at the prompt (on a terminal) or with `seng rules confirm` from another shell. Through a running gateway, the gateway itself also rolls back a few seconds later if this command is gone (e.g. the ssh session dropped).',
       min: 1,
       helpValue: 'SECONDS',
     }),
@@ -213,26 +216,50 @@ While \`seng serve --nft\` runs (its control socket answers), the policy is hand
     );
   }
 
+  /**
+   * Waits for the admin's confirmation of a change the gateway applied with confirmSeconds,
+   * then tells the gateway to keep it or to put the previous policy back at once.
+   */
+  private async confirmThroughGateway(control: string, table: string, seconds: number): Promise<void> {
+    const pending = createPending(table, { file: resolve(this.args.file), seconds, gateway: control });
+    const outcome = await waitForConfirmation(pending, seconds, (m) => process.stderr.write(`${m}\n`));
+    const reply = (await controlRequest(control, {
+      cmd: 'confirm',
+      ...(outcome === 'confirmed' ? {} : { rollback: true }),
+    })) as { waiting: boolean };
+    if (outcome === 'confirmed' && reply.waiting) {
+      this.log(`confirmed: the gateway keeps the new rules of table ip ${table}`);
+      return;
+    }
+    const why = outcome === 'confirmed' ? 'confirmed too late' : rollbackReason(outcome, seconds);
+    throw new SengError(
+      'EROLLEDBACK',
+      `${why}: the gateway put the previous policy of table ip ${table} back`,
+      {
+        hint: 'apply again, and confirm with y or `seng rules confirm` (from another shell) in time',
+      },
+    );
+  }
+
   /** Hands the policy to a running `seng serve --nft`; undefined when there is none to hand it to. */
   private async applyThroughGateway(table: string): Promise<ApplyResult | undefined> {
     const control = this.flags.control;
     if (this.flags['dry-run'] || this.flags.direct) return undefined;
     if ((await probeControl(control)) === 'absent') return undefined;
-    if (this.flags.confirm !== undefined) {
-      throw new SengError(
-        'ECONFIRMGW',
-        `--confirm is not supported through the running gateway at ${control}`,
-        {
-          hint: 'apply without --confirm (the gateway keeps its previous rules if the new ones fail to load), or stop the gateway and apply directly with --confirm',
-        },
-      );
-    }
     try {
-      const r = (await controlRequest(control, { cmd: 'policy', path: resolve(this.args.file) })) as {
+      const seconds = this.flags.confirm;
+      const r = (await controlRequest(control, {
+        cmd: 'policy',
+        path: resolve(this.args.file),
+        // The gateway's own deadline is a little later than ours, so a confirmation given at
+        // the last moment still reaches it; without us (ssh dropped) it rolls back by itself.
+        ...(seconds === undefined ? {} : { confirmSeconds: seconds + GATEWAY_CONFIRM_GRACE_S }),
+      })) as {
         policy: string;
         sessions: number;
       };
       this.log(`applied through the running gateway: ${r.policy} (${r.sessions} live sessions kept)`);
+      if (seconds !== undefined) await this.confirmThroughGateway(control, table, seconds);
       return {
         file: this.args.file,
         table,
