@@ -1,15 +1,11 @@
 /**
  * Loader and typings of the `seng_dtls` N-API addon (native/dtls). The addon drives the OpenSSL
- * that is linked into the node binary; see native/dtls/src/dtls.cc for the contract of each call.
+ * that is linked into the node binary; the contract of each call is documented where it is
+ * implemented (native/dtls/src/conn.cc, context.cc, endpoint.cc).
  */
-import { createRequire } from 'node:module';
-import { existsSync } from 'node:fs';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { EnvironmentError, errorMessage } from '../util/errors.js';
+import { loadNativeAddon } from '../util/native-addon.js';
 
 /** Flags in the low byte of the numbers returned by Conn.input()/timeout()/release()/... */
-export const F_OUTPUT = 1;
 export const F_HANDSHAKE_DONE = 2;
 export const F_PEER_CLOSED = 4;
 export const F_FATAL = 8;
@@ -51,13 +47,11 @@ export interface NativeConn {
   nextTimeout(): number;
   release(): number;
   reject(alertDescription: number): number;
-  /** 1 (+2 when output got queued) sent, 0 closed, -1 empty/too large, -2 failed. */
+  /** 1 sent, 0 closed, -1 empty/too large, -2 failed. */
   send(record: Uint8Array): number;
   shutdown(): number;
-  takeOutput(): Buffer[] | undefined;
   peerChain(): Buffer[];
   info(): NativeConnInfo;
-  setFd(fd: number): void;
   /** Write well-formed IPv4 records from sourceIp (host order, ≤ mtu bytes) to fd natively; fd < 0: off. */
   setForward(fd: number, sourceIp: number, mtu: number): void;
   /** [packets, bytes, dropped] forwarded natively. */
@@ -74,7 +68,7 @@ export interface NativeContextOptions {
 }
 
 export interface NativeContext {
-  /** A Conn for a ClientHello with a valid cookie, else 0 dropped / 1 HelloVerifyRequest sent / 2 queued. */
+  /** A Conn for a ClientHello with a valid cookie, else 0 dropped / 1 HelloVerifyRequest sent. */
   listen(
     datagram: Buffer,
     address: string,
@@ -82,10 +76,11 @@ export interface NativeContext {
     datagramOffset?: number,
     datagramLength?: number,
   ): NativeConn | number;
+  /** A client connection that sends on the UDP socket fd. */
   connect(address: string, port: number, fd: number): NativeConn;
   rotateCookieSecret(): void;
+  /** The server's UDP socket: HelloVerifyRequests and every connection made from now on send on it. */
   setFd(fd: number): void;
-  takeOutput(): Buffer[] | undefined;
   free(): void;
 }
 
@@ -96,7 +91,6 @@ export interface NativeEndpoint {
   readonly fd: number;
   start(): void;
   close(onClosed?: () => void): void;
-  sendTo(datagram: Buffer, ipv4: number, port: number): boolean;
 }
 
 export interface NativeStats {
@@ -106,8 +100,9 @@ export interface NativeStats {
   liveCtx: number;
   liveConn: number;
   livePipe: number;
+  /** Datagrams sent with sendto(2) by the addon. */
   directSends: number;
-  queuedSends: number;
+  /** Datagrams the socket refused (full buffer, EPERM from a firewall, ...): treated as loss. */
   droppedSends: number;
 }
 
@@ -121,40 +116,12 @@ export interface DtlsAddon {
   opensslVersion: string;
 }
 
-function repoRoot(): string {
-  let dir = dirname(fileURLToPath(import.meta.url));
-  for (;;) {
-    if (existsSync(join(dir, 'package.json')) && existsSync(join(dir, 'native'))) return dir;
-    const up = dirname(dir);
-    if (up === dir) throw new EnvironmentError('EDTLS_NATIVE', 'cannot find the seng installation directory');
-    dir = up;
-  }
-}
-
-let addon: DtlsAddon | undefined;
-
 /** The addon, loaded on first use. */
 export function loadAddon(): DtlsAddon {
-  if (addon) return addon;
-  const root = repoRoot();
-  const path = join(root, 'native', 'dtls', 'build', 'Release', 'seng_dtls.node');
-  if (!existsSync(path)) {
-    throw new EnvironmentError(
-      'EDTLS_NATIVE',
-      `the DTLS addon is not built (${path} is missing)`,
-      'run `npm run build:native` (needs g++, make and python3)',
-    );
-  }
-  try {
-    const req = createRequire(join(root, 'package.json'));
-    addon = req(path) as DtlsAddon;
-  } catch (err) {
-    throw new EnvironmentError(
-      'EDTLS_NATIVE',
-      `cannot load the DTLS addon: ${errorMessage(err)}`,
-      'rebuild it with `npm run build:native` for this node version',
-      err,
-    );
-  }
-  return addon;
+  return loadNativeAddon<DtlsAddon>({
+    dir: 'dtls',
+    file: 'seng_dtls.node',
+    code: 'EDTLS_NATIVE',
+    what: 'DTLS',
+  });
 }

@@ -15,15 +15,8 @@ import { isIP } from 'node:net';
 import type { Logger } from 'pino';
 import { errorMessage, InputError } from '../util/errors.js';
 import { silentLogger } from '../util/log.js';
-import {
-  F_FATAL,
-  F_HANDSHAKE_DONE,
-  F_OUTPUT,
-  loadAddon,
-  type NativeConn,
-  type NativeContext,
-} from './native.js';
-import { DtlsSession, type DatagramSink } from './session.js';
+import { F_FATAL, F_HANDSHAKE_DONE, loadAddon, type NativeConn, type NativeContext } from './native.js';
+import { DtlsSession } from './session.js';
 import { UdpEndpoint, ipv4ToString } from './endpoint.js';
 import { nativeError } from './errors.js';
 import {
@@ -115,14 +108,12 @@ export class DtlsServer extends EventEmitter<DtlsServerEvents> {
     dropped: 0,
     busy: 0,
   };
-  private readonly sink: (ip: number, port: number) => DatagramSink;
 
   private constructor(ctx: NativeContext, host: string, opts: DtlsServer['opts'], logger: Logger) {
     super();
     this.ctx = ctx;
     this.opts = opts;
     this.logger = logger;
-    this.sink = (ip, port) => ({ send: (d) => this.endpoint.sendTo(d, ip, port) });
     this.endpoint = UdpEndpoint.open(host, opts.port, opts.socketBufferBytes, (arena, off, len, ip, port) =>
       this.onDatagram(arena, off, len, ip, port),
     );
@@ -259,10 +250,6 @@ export class DtlsServer extends EventEmitter<DtlsServerEvents> {
     if (typeof r === 'number') {
       if (r === 0) this.counters.dropped++;
       else this.counters.cookiesSent++;
-      if (r === 2) {
-        const out = this.ctx.takeOutput();
-        if (out) for (const d of out) this.endpoint.sendTo(d, ip, port);
-      }
       return;
     }
     if (entry) {
@@ -291,7 +278,6 @@ export class DtlsServer extends EventEmitter<DtlsServerEvents> {
   }
 
   private afterStep(hs: Handshake, flags: number): void {
-    if (flags & F_OUTPUT) this.flushConn(hs);
     if (flags & F_FATAL) {
       const info = hs.conn.info();
       this.counters.failed++;
@@ -361,18 +347,15 @@ export class DtlsServer extends EventEmitter<DtlsServerEvents> {
       const alert = (v && v.accept === false && v.alert) || 'access_denied';
       this.counters.rejected++;
       this.logger.info({ peer: `${hs.address}:${hs.port}`, reason, alert }, 'dtls peer rejected');
-      const flags = hs.conn.reject(ALERT_CODES[alert] ?? ALERT_CODES.access_denied);
-      if (flags & F_OUTPUT) this.flushConn(hs);
+      hs.conn.reject(ALERT_CODES[alert] ?? ALERT_CODES.access_denied);
       this.dropHandshake(hs, 'rejected');
       return;
     }
-    const flags = hs.conn.release();
-    if (flags & F_OUTPUT) this.flushConn(hs);
+    hs.conn.release();
     clearTimeout(hs.deadline);
     this.countHandshake(hs.ip, -1);
     const session = new DtlsSession({
       conn: hs.conn,
-      sink: this.sink(hs.ip, hs.port),
       remoteAddress: hs.address,
       remotePort: hs.port,
       localPort: this.address.port,
@@ -404,10 +387,7 @@ export class DtlsServer extends EventEmitter<DtlsServerEvents> {
       { peer: `${hs.address}:${hs.port}`, verifying: hs.verifying },
       'dtls handshake deadline passed',
     );
-    if (hs.verifying) {
-      const flags = hs.conn.reject(ALERT_CODES.handshake_failure);
-      if (flags & F_OUTPUT) this.flushConn(hs);
-    }
+    if (hs.verifying) hs.conn.reject(ALERT_CODES.handshake_failure);
     this.dropHandshake(hs, 'timeout');
   }
 
@@ -416,7 +396,6 @@ export class DtlsServer extends EventEmitter<DtlsServerEvents> {
     if (hs.rtx) clearTimeout(hs.rtx);
     hs.rtx = undefined;
     if (this.peers.get(hs.key)?.hs === hs) this.peers.delete(hs.key);
-    this.flushConn(hs);
     hs.conn.free();
     this.countHandshake(hs.ip, -1);
   }
@@ -426,11 +405,6 @@ export class DtlsServer extends EventEmitter<DtlsServerEvents> {
     const n = (this.handshakesByIp.get(ip) ?? 0) + delta;
     if (n > 0) this.handshakesByIp.set(ip, n);
     else this.handshakesByIp.delete(ip);
-  }
-
-  private flushConn(hs: Handshake): void {
-    const out = hs.conn.takeOutput();
-    if (out) for (const d of out) this.endpoint.sendTo(d, hs.ip, hs.port);
   }
 }
 

@@ -5,13 +5,8 @@
 import { EventEmitter } from 'node:events';
 import type { Logger } from 'pino';
 import { silentLogger } from '../util/log.js';
-import { F_FATAL, F_MORE, F_OUTPUT, F_PEER_CLOSED, type NativeConn } from './native.js';
+import { F_FATAL, F_MORE, F_PEER_CLOSED, type NativeConn } from './native.js';
 import type { CloseReason } from './types.js';
-
-/** Where datagrams the addon queued in memory go (only without a socket of its own; normally unused). */
-export interface DatagramSink {
-  send(datagram: Buffer): void;
-}
 
 // Decrypted records are written into a shared slab and handed out as views of it (no copy, no
 // allocation per record); a new slab is started when less than one maximal record fits.
@@ -26,7 +21,6 @@ const MAX_EARLY_RECORDS = 256;
 
 export interface SessionInit {
   conn: NativeConn;
-  sink: DatagramSink;
   remoteAddress: string;
   remotePort: number;
   localPort: number;
@@ -72,7 +66,6 @@ export class DtlsSession extends EventEmitter<DtlsSessionEvents> {
   private conn: NativeConn | undefined;
   /** forwardStats() as of the last read, kept after the native object is freed. */
   private lastForward = { packets: 0, bytes: 0, dropped: 0 };
-  private readonly sink: DatagramSink;
   private readonly logger: Logger;
   private readonly onEnd: ((session: DtlsSession, reason: CloseReason) => void) | undefined;
   private idleMs: number;
@@ -92,7 +85,6 @@ export class DtlsSession extends EventEmitter<DtlsSessionEvents> {
   constructor(init: SessionInit) {
     super();
     this.conn = init.conn;
-    this.sink = init.sink;
     this.remoteAddress = init.remoteAddress;
     this.remotePort = init.remotePort;
     this.localPort = init.localPort;
@@ -140,7 +132,6 @@ export class DtlsSession extends EventEmitter<DtlsSessionEvents> {
     if (r > 0) {
       this.counters.recordsOut++;
       this.counters.bytesOut += record.byteLength;
-      if (r & 2) this.flush();
       return true;
     }
     if (r === -1) {
@@ -155,8 +146,7 @@ export class DtlsSession extends EventEmitter<DtlsSessionEvents> {
   close(reason: CloseReason = 'local'): void {
     const conn = this.conn;
     if (!conn) return;
-    const flags = conn.shutdown();
-    if (flags & F_OUTPUT) this.flush();
+    conn.shutdown();
     this.end(reason, '');
   }
 
@@ -205,7 +195,6 @@ export class DtlsSession extends EventEmitter<DtlsSessionEvents> {
       const flags = r & 0xff;
       const n = Math.floor(r / 256);
       if (n > 0) this.deliver(n);
-      if (flags & F_OUTPUT) this.flush();
       if (flags & F_PEER_CLOSED) {
         this.end('close_notify', '');
         return;
@@ -230,11 +219,7 @@ export class DtlsSession extends EventEmitter<DtlsSessionEvents> {
     const conn = this.conn;
     if (conn) this.forwardStats();
     this.conn = undefined;
-    if (conn) {
-      const out = conn.takeOutput();
-      if (out) for (const d of out) this.sink.send(d);
-      conn.free();
-    }
+    conn?.free();
     this.logger.debug(
       { peer: `${this.remoteAddress}:${this.remotePort}`, reason, detail: detail || undefined },
       'dtls session ended',
@@ -271,11 +256,6 @@ export class DtlsSession extends EventEmitter<DtlsSessionEvents> {
     } else if (!this.ended) {
       this.emit('message', rec);
     }
-  }
-
-  private flush(): void {
-    const out = this.conn?.takeOutput();
-    if (out) for (const d of out) this.sink.send(d);
   }
 
   private armIdle(ms: number): void {
