@@ -27,6 +27,10 @@ export interface NativeConnInfo {
   alertReceived?: NativeAlert | null;
   alertSent?: NativeAlert | null;
   sendError?: string;
+  /** Who seals and opens records: OpenSSL (handshake, client side) or the addon (server after release()). */
+  recordLayer: 'openssl' | 'native' | 'none';
+  /** Received records the native record layer discarded: replayed, forged (tag), other (epoch, version, framing). */
+  discarded: { replayed: number; forged: number; other: number };
 }
 
 export interface NativeConn {
@@ -45,6 +49,7 @@ export interface NativeConn {
   timeout(): number;
   /** ms until the retransmission timer fires, -1 when not running. */
   nextTimeout(): number;
+  /** Server, verdict accepted: sends the held final flight and hands off to the native record layer (F_FATAL: failed). */
   release(): number;
   reject(alertDescription: number): number;
   /** 1 sent, 0 closed, -1 empty/too large, -2 failed. */
@@ -97,6 +102,8 @@ export interface NativeStats {
   liveSsl: number;
   /** Open UDP sockets of the addon (server and client endpoints). */
   liveEndpoint: number;
+  /** Native record layers (server sessions after the handoff). */
+  liveRecordLayer: number;
   liveCtx: number;
   liveConn: number;
   livePipe: number;

@@ -351,7 +351,16 @@ export class DtlsServer extends EventEmitter<DtlsServerEvents> {
       this.dropHandshake(hs, 'rejected');
       return;
     }
-    hs.conn.release();
+    if (hs.conn.release() & F_FATAL) {
+      // The handoff to the native record layer failed (a suite it does not support).
+      this.counters.failed++;
+      this.logger.warn(
+        { peer: `${hs.address}:${hs.port}`, error: hs.conn.info().error },
+        'dtls session could not start',
+      );
+      this.dropHandshake(hs, 'failed');
+      return;
+    }
     clearTimeout(hs.deadline);
     this.countHandshake(hs.ip, -1);
     const session = new DtlsSession({

@@ -10,6 +10,7 @@ std::atomic<int64_t> gLiveCtx{0};
 std::atomic<int64_t> gLiveConn{0};
 std::atomic<int64_t> gLivePipe{0};
 std::atomic<int64_t> gLiveEndpoint{0};
+std::atomic<int64_t> gLiveRecordLayer{0};
 std::atomic<uint64_t> gDirectSends{0};
 std::atomic<uint64_t> gDroppedSends{0};
 
@@ -45,6 +46,7 @@ Napi::Value NativeStats(const Napi::CallbackInfo &info) {
   set("liveConn", static_cast<double>(gLiveConn.load()));
   set("livePipe", static_cast<double>(gLivePipe.load()));
   set("liveEndpoint", static_cast<double>(gLiveEndpoint.load()));
+  set("liveRecordLayer", static_cast<double>(gLiveRecordLayer.load()));
   set("directSends", static_cast<double>(gDirectSends.load()));
   set("droppedSends", static_cast<double>(gDroppedSends.load()));
   return o;

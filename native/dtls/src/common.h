@@ -17,6 +17,7 @@ extern std::atomic<int64_t> gLiveCtx;       // SSL_CTX objects (shared context s
 extern std::atomic<int64_t> gLiveConn;      // Conn wrappers
 extern std::atomic<int64_t> gLivePipe;      // BIO states
 extern std::atomic<int64_t> gLiveEndpoint;  // open UDP sockets of Endpoint objects
+extern std::atomic<int64_t> gLiveRecordLayer;  // native record layers (two keyed cipher contexts each)
 extern std::atomic<uint64_t> gDirectSends;  // datagrams sent with sendto(2)
 extern std::atomic<uint64_t> gDroppedSends; // datagrams the socket refused (full buffer, EPERM, ...)
 

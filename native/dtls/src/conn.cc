@@ -77,20 +77,159 @@ Conn::Conn(const Napi::CallbackInfo &info) : Napi::ObjectWrap<Conn>(info) {
   ++gLiveConn;
 }
 
+Conn *Conn::FromValue(Napi::Env env, Napi::Value v) {
+  if (!v.IsObject()) return nullptr;
+  auto *data = env.GetInstanceData<AddonData>();
+  if (data == nullptr || !v.As<Napi::Object>().InstanceOf(data->connCtor.Value())) return nullptr;
+  return Conn::Unwrap(v.As<Napi::Object>());
+}
+
+bool Conn::sendPath(std::weak_ptr<RecordLayer> *rl, sockaddr_storage *peer, socklen_t *peerLen) const {
+  if (!rl_ || !pipe_ || state_ != State::Open) return false;
+  *rl = rl_;
+  *peer = pipe_->peer;
+  *peerLen = pipe_->peerLen;
+  return true;
+}
+
 Conn::~Conn() {
   release();
   --gLiveConn;
 }
 
+void Conn::freeSsl() {
+  if (ssl_ == nullptr) return;
+  SSL_free(ssl_);
+  ssl_ = nullptr;
+  --gLiveSsl;
+}
+
 void Conn::release() {
-  if (ssl_ != nullptr) {
-    SSL_free(ssl_);
-    ssl_ = nullptr;
-    --gLiveSsl;
-  }
+  freeSsl();
+  rl_.reset();
   pipe_.reset();
   shared_.reset();
+  dropFlight();
+  std::vector<uint8_t>().swap(pending_);
   state_ = State::Closed;
+}
+
+// Server, verdict accepted: keys and sequence numbers to the native record layer, SSL object freed.
+bool Conn::handOff() {
+  RecordKeys keys;
+  std::string err;
+  if (!deriveRecordKeys(ssl_, server_, &keys, &err)) {
+    error_ = err;
+    return false;
+  }
+  // Our records in epoch 1 so far (the Finished) came from the SSL object: continue after them.
+  rl_ = RecordLayer::create(keys, pipe_->nextSeq(1), &err);
+  if (!rl_) {
+    error_ = err;
+    return false;
+  }
+  freeSsl();
+  ERR_clear_error();
+  return true;
+}
+
+bool Conn::sealAndSend(uint8_t type, const uint8_t *p, size_t n) {
+  uint8_t record[kMaxPlain + RecordLayer::kOverhead];
+  const size_t len = rl_->seal(type, p, n, record);
+  if (len == 0) return false;
+  emitDatagram(pipe_.get(), record, len);
+  return true;
+}
+
+void Conn::sendAlert(uint8_t level, uint8_t description) {
+  const uint8_t alert[2] = {level, description};
+  if (sealAndSend(kAlert, alert, sizeof alert)) pipe_->alertSent = (level << 8) | description;
+}
+
+void Conn::resendFlight() {
+  size_t start = 0;
+  for (size_t end : flightEnds_) {
+    emitDatagram(pipe_.get(), flight_.data() + start, end - start);
+    start = end;
+  }
+}
+
+void Conn::dropFlight() {
+  std::vector<uint8_t>().swap(flight_);
+  std::vector<size_t>().swap(flightEnds_);
+}
+
+// An authenticated alert or handshake record after the handoff. Returns flags that end the
+// association (F_PEER_CLOSED, F_FATAL) or 0.
+uint32_t Conn::onControlRecord(uint8_t type, const uint8_t *p, size_t n) {
+  if (type == kAlert) {
+    if (n < 2) return 0;
+    pipe_->alertRecv = (p[0] << 8) | p[1];
+    if (p[1] == 0) {  // close_notify: ours in reply
+      sendAlert(1, 0);
+      state_ = State::Closed;
+      return F_PEER_CLOSED;
+    }
+    if (p[0] == 2) {
+      error_ = std::string("fatal alert received: ") + SSL_alert_desc_string_long(p[1]);
+      state_ = State::Closed;
+      return F_FATAL;
+    }
+    return 0;  // other warnings change nothing
+  }
+  if (type == kHandshake && n >= 1) {
+    // The client's retransmitted Finished: it has not seen ours. Anything else is a renegotiation
+    // attempt, refused like SSL_OP_NO_RENEGOTIATION does.
+    if (p[0] == 20) {
+      if (!flight_.empty()) resendFlight();
+      return 0;
+    }
+    sendAlert(1, 100);  // no_renegotiation (warning)
+  }
+  return 0;
+}
+
+// Opens the records of datagram d[0, n) into slab[off..] (lens[i] = length of record i) or to
+// the TUN forwarder. Records that do not open are discarded silently (RFC 6347 §4.1.2.7).
+uint32_t Conn::openRecords(const uint8_t *d, size_t n, uint8_t *slab, size_t slabLen, size_t off, uint32_t *lens,
+                           size_t maxCount, uint32_t *count) {
+  size_t pos = 0;
+  while (pos < n) {
+    const size_t len = RecordLayer::framedLength(d + pos, n - pos);
+    if (len == 0) {  // a truncated record: the rest of the datagram is garbage
+      discardedOther_ += 1;
+      break;
+    }
+    if (*count >= maxCount || slabLen - off < kMaxPlain) {
+      pending_.assign(d + pos, d + n);
+      return F_MORE;
+    }
+    size_t plain = 0;
+    uint8_t type = 0;
+    const RecordLayer::Opened r = rl_->open(d + pos, len, slab + off, &plain, &type);
+    pos += len;
+    if (r != RecordLayer::Opened::Ok) {
+      if (r == RecordLayer::Opened::Replayed)
+        discardedReplayed_ += 1;
+      else if (r == RecordLayer::Opened::Forged)
+        discardedForged_ += 1;
+      else
+        discardedOther_ += 1;
+      continue;
+    }
+    if (type == kApplicationData) {
+      dropFlight();  // the client has our Finished
+      if (plain == 0) continue;
+      // A forwarded packet's slab space is reused for the next record: nothing went to JS.
+      if (forward_.offer(slab + off, plain)) continue;
+      lens[(*count)++] = static_cast<uint32_t>(plain);
+      off += plain;
+      continue;
+    }
+    const uint32_t end = onControlRecord(type, slab + off, plain);
+    if (end != 0) return end;
+  }
+  return 0;
 }
 
 void Conn::fail(const char *what) {
@@ -98,6 +237,7 @@ void Conn::fail(const char *what) {
   if (error_.empty()) error_ = detail.empty() ? std::string(what) : std::string(what) + ": " + detail;
   // Output OpenSSL produced for the failure (an alert) must reach the peer.
   if (pipe_) flushHeld(pipe_.get());
+  rl_.reset();
   state_ = State::Closed;
 }
 
@@ -135,7 +275,7 @@ Napi::Value Conn::Input(const Napi::CallbackInfo &info) {
   Napi::Env env = info.Env();
   if (info.Length() < 4 || !info[1].IsBuffer() || !info[2].IsNumber() || !info[3].IsTypedArray())
     throwCode(env, "EDTLS_USAGE", "input(datagram, slab, offset, lens)");
-  if (ssl_ == nullptr || state_ == State::Closed) return Napi::Number::New(env, F_CLOSED);
+  if (!live() || state_ == State::Closed) return Napi::Number::New(env, F_CLOSED);
   auto slab = info[1].As<Napi::Buffer<uint8_t>>();
   double offD = info[2].As<Napi::Number>().DoubleValue();
   auto lensTa = info[3].As<Napi::TypedArray>();
@@ -145,15 +285,37 @@ Napi::Value Conn::Input(const Napi::CallbackInfo &info) {
 
   if (state_ == State::Held) return Napi::Number::New(env, 0);  // verdict pending: drop
 
+  const uint8_t *in = nullptr;
+  size_t inLen = 0;
   if (info[0].IsBuffer()) {
     auto dg = info[0].As<Napi::Buffer<uint8_t>>();
     size_t dgOff = 0;
     size_t dgLen = dg.Length();
     datagramRange(env, info, 4, dg.Length(), &dgOff, &dgLen);
     if (dgLen == 0) return Napi::Number::New(env, 0);
-    pipe_->in = dg.Data() + dgOff;
-    pipe_->inLen = dgLen;
+    in = dg.Data() + dgOff;
+    inLen = dgLen;
   }
+  if (rl_) {
+    // After the handoff: the native record layer. A datagram's rest that did not fit the last
+    // slab comes first (a new datagram while one is pending cannot happen: JS loops on F_MORE).
+    std::vector<uint8_t> rest;
+    if (in == nullptr) {
+      rest.swap(pending_);
+      in = rest.data();
+      inLen = rest.size();
+    } else {
+      pending_.clear();
+    }
+    uint32_t count = 0;
+    const uint32_t flags = openRecords(in, inLen, slab.Data(), slab.Length(), static_cast<size_t>(offD), lens.Data(),
+                                       lens.ElementLength(), &count);
+    ERR_clear_error();  // a failed tag check must not leave errors for node's own crypto
+    if (state_ == State::Closed) rl_.reset();  // TunDispatch routes to it expire now
+    return Napi::Number::New(env, static_cast<double>(flags) + static_cast<double>(count) * 256.0);
+  }
+  pipe_->in = in;
+  pipe_->inLen = inLen;
   uint32_t flags = 0;
   uint32_t count = 0;
   ERR_clear_error();
@@ -163,6 +325,9 @@ Napi::Value Conn::Input(const Napi::CallbackInfo &info) {
       flags |= F_HANDSHAKE_DONE;
       size_t mtu = DTLS_get_data_mtu(ssl_);
       maxRecord_ = mtu > kMaxPlain ? kMaxPlain : mtu;
+      const char *c = SSL_get_cipher_name(ssl_);
+      cipher_ = c != nullptr ? c : "";
+      version_ = SSL_get_version(ssl_);
       if (server_) {
         state_ = State::Held;
         pipe_->hold = true;
@@ -238,12 +403,20 @@ Napi::Value Conn::NextTimeout(const Napi::CallbackInfo &info) {
   return Napi::Number::New(env, ms);
 }
 
-// release(): server, the verdict accepted the peer: sends the held final flight.
+// release(): server, the verdict accepted the peer: sends the held final flight (and keeps a copy
+// for the client's retransmissions) and hands the association off to the native record layer.
+// Returns 0, or F_FATAL when the handoff failed (the connection is closed then).
 Napi::Value Conn::Release(const Napi::CallbackInfo &info) {
   Napi::Env env = info.Env();
   if (ssl_ == nullptr || state_ != State::Held) return Napi::Number::New(env, F_CLOSED);
+  flight_ = pipe_->held;
+  flightEnds_ = pipe_->heldEnds;
   flushHeld(pipe_.get());
   state_ = State::Open;
+  if (!handOff()) {
+    state_ = State::Closed;
+    return Napi::Number::New(env, F_FATAL);
+  }
   return Napi::Number::New(env, 0);
 }
 
@@ -281,9 +454,15 @@ Napi::Value Conn::Send(const Napi::CallbackInfo &info) {
       napi_get_typedarray_info(env, info[0], &type, &elements, &data, nullptr, nullptr) != napi_ok ||
       (type != napi_uint8_array && type != napi_uint8_clamped_array && type != napi_int8_array))
     throwCode(env, "EDTLS_USAGE", "send(Uint8Array)");
-  if (ssl_ == nullptr || state_ != State::Open) return Napi::Number::New(env, 0);
+  if (!live() || state_ != State::Open) return Napi::Number::New(env, 0);
   const size_t len = elements;
   if (len == 0 || len > maxRecord_ || data == nullptr) return Napi::Number::New(env, -1);
+  if (rl_) {
+    const bool sent = sealAndSend(kApplicationData, static_cast<const uint8_t *>(data), len);
+    if (!sent) fail("record sealing failed");
+    ERR_clear_error();
+    return Napi::Number::New(env, sent ? 1 : -2);
+  }
   ERR_clear_error();
   int r = SSL_write(ssl_, data, static_cast<int>(len));
   if (r != static_cast<int>(len)) {
@@ -296,9 +475,13 @@ Napi::Value Conn::Send(const Napi::CallbackInfo &info) {
 // shutdown(): sends close_notify (when established) and closes. Returns flags.
 Napi::Value Conn::Shutdown(const Napi::CallbackInfo &info) {
   Napi::Env env = info.Env();
-  if (ssl_ == nullptr || state_ == State::Closed) return Napi::Number::New(env, F_CLOSED);
+  if (!live() || state_ == State::Closed) return Napi::Number::New(env, F_CLOSED);
   ERR_clear_error();
-  if (state_ == State::Open) SSL_shutdown(ssl_);
+  if (state_ == State::Open && rl_)
+    sendAlert(1, 0);  // close_notify
+  else if (state_ == State::Open)
+    SSL_shutdown(ssl_);
+  rl_.reset();
   pipe_->held.clear();
   pipe_->heldEnds.clear();
   pipe_->hold = false;
@@ -344,11 +527,16 @@ Napi::Value Conn::Info(const Napi::CallbackInfo &info) {
   o.Set("state", st);
   o.Set("error", error_);
   o.Set("maxRecord", Napi::Number::New(env, static_cast<double>(maxRecord_)));
-  if (ssl_ != nullptr) {
-    const char *c = SSL_get_cipher_name(ssl_);
-    o.Set("cipher", c != nullptr ? c : "");
-    o.Set("version", SSL_get_version(ssl_));
+  if (!cipher_.empty()) {
+    o.Set("cipher", cipher_);
+    o.Set("version", version_);
   }
+  o.Set("recordLayer", rl_ ? "native" : ssl_ != nullptr ? "openssl" : "none");
+  Napi::Object discarded = Napi::Object::New(env);
+  discarded.Set("replayed", discardedReplayed_);
+  discarded.Set("forged", discardedForged_);
+  discarded.Set("other", discardedOther_);
+  o.Set("discarded", discarded);
   if (pipe_) {
     auto alert = [&](int v) -> Napi::Value {
       if (v < 0) return env.Null();
