@@ -57,10 +57,13 @@ export interface NativeConn {
   shutdown(): number;
   peerChain(): Buffer[];
   info(): NativeConnInfo;
-  /** Write well-formed IPv4 records from sourceIp (host order, ≤ mtu bytes) to fd natively; fd < 0: off. */
-  setForward(fd: number, sourceIp: number, mtu: number): void;
-  /** [packets, bytes, dropped] forwarded natively. */
-  forwardStats(): [number, number, number];
+  /**
+   * Write valid IPv4 records from sourceIp (host order, ≤ mtu bytes) to fd natively; fd < 0: off.
+   * dropInvalid: drop invalid records natively (counted by reason) instead of handing them to JS.
+   */
+  setForward(fd: number, sourceIp: number, mtu: number, dropInvalid?: boolean): void;
+  /** [packets, bytes, dropped, oversize, malformed, spoofed, lastSpoofedSource] of the fast path. */
+  forwardStats(): number[];
   free(): void;
 }
 
@@ -98,12 +101,43 @@ export interface NativeEndpoint {
   close(onClosed?: () => void): void;
 }
 
+export interface NativeTunDispatchStats {
+  /** Packets read from the device. */
+  reads: number;
+  /** Packets sealed and handed to sendmmsg(2), and their bytes (inner packet sizes). */
+  packets: number;
+  bytes: number;
+  malformed: number;
+  unknownDestination: number;
+  oversize: number;
+  /** Records the socket refused (full buffer, EPERM, ...). */
+  sendFailed: number;
+  wakeups: number;
+  routes: number;
+  reading: boolean;
+  /** Why reading stopped, e.g. the device was deleted. */
+  readError?: string;
+}
+
+export interface NativeTunDispatch {
+  start(): void;
+  close(): void;
+  route(ip: number, conn: NativeConn): boolean;
+  /** [packets, bytes, oversize] of the route removed, undefined if there was none. */
+  unroute(ip: number): [number, number, number] | undefined;
+  stats(): NativeTunDispatchStats;
+  /** [ip, packets, bytes, oversize] per route. */
+  routeStats(): Float64Array;
+}
+
 export interface NativeStats {
   liveSsl: number;
   /** Open UDP sockets of the addon (server and client endpoints). */
   liveEndpoint: number;
   /** Native record layers (server sessions after the handoff). */
   liveRecordLayer: number;
+  /** TunDispatch objects (freed by the garbage collector once closed). */
+  liveDispatch: number;
   liveCtx: number;
   liveConn: number;
   livePipe: number;
@@ -116,6 +150,7 @@ export interface NativeStats {
 export interface DtlsAddon {
   Context: new (opts: NativeContextOptions) => NativeContext;
   Endpoint: new (fd: number, onBatch: (count: number) => void, batch?: number) => NativeEndpoint;
+  TunDispatch: new (tunFd: number, udpFd: number, mtu: number, batch?: number) => NativeTunDispatch;
   nativeStats(): NativeStats;
   openUdp(address: string, port: number, bufferBytes: number): { fd: number; port: number };
   closeFd(fd: number): void;

@@ -15,7 +15,15 @@ import { isIP } from 'node:net';
 import type { Logger } from 'pino';
 import { errorMessage, InputError } from '../util/errors.js';
 import { silentLogger } from '../util/log.js';
-import { F_FATAL, F_HANDSHAKE_DONE, loadAddon, type NativeConn, type NativeContext } from './native.js';
+import {
+  F_FATAL,
+  F_HANDSHAKE_DONE,
+  loadAddon,
+  type NativeConn,
+  type NativeContext,
+  type NativeTunDispatch,
+} from './native.js';
+import { TunDispatch } from './dispatch.js';
 import { DtlsSession } from './session.js';
 import { UdpEndpoint, ipv4ToString } from './endpoint.js';
 import { nativeError } from './errors.js';
@@ -99,6 +107,7 @@ export class DtlsServer extends EventEmitter<DtlsServerEvents> {
   private readonly handshakesByIp = new Map<number, number>();
   private sessionCount = 0;
   private closing: Promise<void> | undefined;
+  private readonly dispatches = new Set<TunDispatch>();
   private readonly counters = {
     cookiesSent: 0,
     rejected: 0,
@@ -194,10 +203,32 @@ export class DtlsServer extends EventEmitter<DtlsServerEvents> {
     return out;
   }
 
+  /**
+   * Starts the native gateway → enclave path: the addon reads the TUN device `tunFd` (not owned;
+   * nothing else may read it), routes each packet by destination to the session given to
+   * `route()`, seals it with that session's record layer and sends it from this server's socket.
+   * Close the dispatch before the device (server.close() closes it too).
+   */
+  dispatchFromTun(tunFd: number, mtu: number, batch = 64): TunDispatch {
+    if (this.closing) throw new InputError('the DTLS server is closed');
+    let native: NativeTunDispatch;
+    try {
+      native = new (loadAddon().TunDispatch)(tunFd, this.endpoint.fd, mtu, batch);
+      native.start();
+    } catch (err) {
+      throw nativeError(err, 'cannot dispatch from the TUN device');
+    }
+    const dispatch = new TunDispatch(native);
+    this.dispatches.add(dispatch);
+    return dispatch;
+  }
+
   /** Sends close_notify to every session, drops handshakes, then closes the socket. */
   close(): Promise<void> {
     this.closing ??= (async () => {
       clearInterval(this.cookieTimer);
+      for (const d of this.dispatches) d.close();
+      this.dispatches.clear();
       for (const [key, e] of [...this.peers]) {
         if (e.session) e.session.close('server-shutdown');
         else this.dropHandshake(e.hs, 'server-shutdown');

@@ -32,6 +32,31 @@ export interface SessionInit {
   onEnd?: (session: DtlsSession, reason: CloseReason) => void;
 }
 
+/** Counters of the native receive-tunnel fast path (forwardTo). */
+export interface ForwardStats {
+  /** Packets written to the device, and their bytes. */
+  packets: number;
+  bytes: number;
+  /** Valid packets the device refused (full queue, link down). */
+  dropped: number;
+  /** Invalid records dropped natively by reason (only with dropInvalid). */
+  oversize: number;
+  malformed: number;
+  spoofed: number;
+  /** Source address (host order) of the last spoofed packet, 0 if none. */
+  lastSpoofedSource: number;
+}
+
+const NO_FORWARDING: ForwardStats = {
+  packets: 0,
+  bytes: 0,
+  dropped: 0,
+  oversize: 0,
+  malformed: 0,
+  spoofed: 0,
+  lastSpoofedSource: 0,
+};
+
 export interface DtlsSessionStats {
   recordsIn: number;
   recordsOut: number;
@@ -65,7 +90,7 @@ export class DtlsSession extends EventEmitter<DtlsSessionEvents> {
 
   private conn: NativeConn | undefined;
   /** forwardStats() as of the last read, kept after the native object is freed. */
-  private lastForward = { packets: 0, bytes: 0, dropped: 0 };
+  private lastForward: ForwardStats = { ...NO_FORWARDING };
   private readonly logger: Logger;
   private readonly onEnd: ((session: DtlsSession, reason: CloseReason) => void) | undefined;
   private idleMs: number;
@@ -151,20 +176,36 @@ export class DtlsSession extends EventEmitter<DtlsSessionEvents> {
   }
 
   /**
-   * Fast path for a tunnel endpoint: decrypted records that are IPv4 packets with source
-   * `sourceIp` (host order) and at most `mtu` bytes are written to `fd` (a TUN device) inside
-   * the addon and never surface as 'message' events; every other record still does. Pass
-   * fd = -1 to turn it off. Counters: forwardStats().
+   * Fast path for a tunnel endpoint: decrypted records that are valid IPv4 packets (the gateway's
+   * rule: ≤ `mtu`, well-formed, source `sourceIp` in host order) are written to `fd` (a TUN
+   * device) inside the addon and never surface as 'message' events. Invalid records still do,
+   * or, with `dropInvalid`, are dropped inside the addon and counted by reason. Pass fd = -1 to
+   * turn it off. Counters: forwardStats().
    */
-  forwardTo(fd: number, sourceIp: number, mtu: number): void {
-    this.conn?.setForward(fd, sourceIp, mtu);
+  forwardTo(fd: number, sourceIp: number, mtu: number, opts: { dropInvalid?: boolean } = {}): void {
+    this.conn?.setForward(fd, sourceIp, mtu, opts.dropInvalid === true);
   }
 
-  /** Packets and bytes written by forwardTo(), and packets the device refused. */
-  forwardStats(): { packets: number; bytes: number; dropped: number } {
+  /** Counters of forwardTo() (kept after the session ended). */
+  forwardStats(): ForwardStats {
     const s = this.conn?.forwardStats();
-    if (s) this.lastForward = { packets: s[0], bytes: s[1], dropped: s[2] };
+    if (s) {
+      this.lastForward = {
+        packets: s[0] ?? 0,
+        bytes: s[1] ?? 0,
+        dropped: s[2] ?? 0,
+        oversize: s[3] ?? 0,
+        malformed: s[4] ?? 0,
+        spoofed: s[5] ?? 0,
+        lastSpoofedSource: s[6] ?? 0,
+      };
+    }
     return { ...this.lastForward };
+  }
+
+  /** @internal the native connection while the session is open (for TunDispatch). */
+  nativeConn(): NativeConn | undefined {
+    return this.conn;
   }
 
   /** Changes the idle timeout (ms; 0 disables it). */

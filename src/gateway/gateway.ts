@@ -23,7 +23,14 @@ import { formatIpv4, parseIpv4, toWire, type Ipv4 } from '../util/ipv4.js';
 import { silentLogger, type Logger } from '../util/log.js';
 import type { EnclaveIndex } from './enclave-index.js';
 import type { IpPool } from './ip-pool.js';
-import type { ListenTunnel, PacketDevice, PeerVerdict, TunnelListener, TunnelSession } from './types.js';
+import type {
+  DeviceDispatch,
+  ListenTunnel,
+  PacketDevice,
+  PeerVerdict,
+  TunnelListener,
+  TunnelSession,
+} from './types.js';
 
 export interface GatewayTimeouts {
   /** Interval between IpAssignment sends while waiting for the ACK. */
@@ -141,12 +148,26 @@ export class Gateway extends EventEmitter {
   private readonly enclaves = new Set<Enclave>();
   /** Established enclaves by IP: the TUN → enclave dispatch table (O(1)). */
   private readonly routes = new Map<Ipv4, Enclave>();
+  /** The native device → enclave path, when the send listener offers one. */
+  private dispatch: DeviceDispatch | undefined;
   /** Enclaves whose send tunnel may now be opened, by client address (second-handshake lookup). */
   private readonly awaiting = new Map<string, Set<Enclave>>();
   private recvListener: TunnelListener | undefined;
   private sendListener: TunnelListener | undefined;
   private stopping = false;
-  readonly stats = { admitted: 0, rejected: 0, ended: 0, unroutable: 0, quarantined: 0 };
+  private readonly counts = { admitted: 0, rejected: 0, ended: 0, unroutable: 0, quarantined: 0 };
+
+  /** Gateway-wide counters; `unroutable` includes what the native device path dropped. */
+  get stats(): {
+    admitted: number;
+    rejected: number;
+    ended: number;
+    unroutable: number;
+    quarantined: number;
+  } {
+    const native = this.dispatch?.stats().unknownDestination ?? 0;
+    return { ...this.counts, unroutable: this.counts.unroutable + native };
+  }
 
   constructor(opts: GatewayOptions) {
     super();
@@ -158,7 +179,6 @@ export class Gateway extends EventEmitter {
 
   async start(): Promise<void> {
     if (!this.opts.enforcerStarted) await this.opts.enforcer?.start();
-    this.opts.device.onPackets((packets) => this.fromDevice(packets));
     this.recvListener = await this.opts.listen(this.opts.port, (chain, peer) => this.verifyRecv(chain, peer));
     try {
       this.sendListener = await this.opts.listen(this.opts.port + 1, (chain, peer) =>
@@ -170,6 +190,11 @@ export class Gateway extends EventEmitter {
     }
     this.recvListener.on('session', (s: TunnelSession) => this.onRecvSession(s));
     this.sendListener.on('session', (s: TunnelSession) => this.onSendSession(s));
+    // Device → enclaves natively when the send listener can (no JS per packet); else read in JS.
+    const fd = this.opts.device.fd;
+    if ((this.opts.nativeForward ?? true) && fd !== undefined && fd >= 0)
+      this.dispatch = this.sendListener.dispatchFromTun?.(fd, this.mtu);
+    if (!this.dispatch) this.opts.device.onPackets((packets) => this.fromDevice(packets));
   }
 
   /** Graceful shutdown: end every session (releasing IPs and firewall state), then stop the backend. */
@@ -187,7 +212,7 @@ export class Gateway extends EventEmitter {
   private async verifyRecv(chain: Buffer[], peer: { address: string; port: number }): Promise<PeerVerdict> {
     const client = `${peer.address}:${peer.port}`;
     const reject = (check: string, reason: string): PeerVerdict => {
-      this.stats.rejected++;
+      this.counts.rejected++;
       this.log.warn({ event: 'rejected', client, check, reason }, `rejected ${client}: ${reason}`);
       return { accept: false, reason };
     };
@@ -230,7 +255,7 @@ export class Gateway extends EventEmitter {
     const ip = ctx.pool.allocate();
     const client = `${session.remoteAddress}:${session.remotePort}`;
     if (ip === undefined) {
-      this.stats.rejected++;
+      this.counts.rejected++;
       this.log.warn(
         { event: 'rejected', client, check: 'subnet-full', subnet: ctx.pool.label },
         `rejected ${client}: enclave subnet ${ctx.pool.label} is full`,
@@ -306,7 +331,7 @@ export class Gateway extends EventEmitter {
   private async verifySend(chain: Buffer[], peer: { address: string; port: number }): Promise<PeerVerdict> {
     const client = `${peer.address}:${peer.port}`;
     const reject = (reason: string): PeerVerdict => {
-      this.stats.rejected++;
+      this.counts.rejected++;
       this.log.warn(
         { event: 'rejected', client, check: 'send-tunnel', reason },
         `rejected send tunnel from ${client}: ${reason}`,
@@ -392,7 +417,8 @@ export class Gateway extends EventEmitter {
     if ((this.opts.nativeForward ?? true) && fd !== undefined && fd >= 0)
       e.recv.forwardTo?.(fd, e.ip, this.mtu);
     this.routes.set(e.ip, e);
-    this.stats.admitted++;
+    if (e.send) this.dispatch?.route(e.ip, e.send);
+    this.counts.admitted++;
     this.log.info(
       {
         event: 'admitted',
@@ -454,7 +480,7 @@ export class Gateway extends EventEmitter {
       if (packet.length < MIN_IPV4_HEADER) continue;
       const e = this.routes.get(packet.readUInt32BE(16));
       if (e === undefined || e.send === undefined) {
-        this.stats.unroutable++;
+        this.counts.unroutable++;
         continue;
       }
       if (packet.length > this.mtu) continue;
@@ -477,14 +503,16 @@ export class Gateway extends EventEmitter {
     }
   }
 
-  /** JS-path counters plus what the DTLS layer forwarded natively. */
+  /** JS-path counters plus what the DTLS layer forwarded natively (both directions). */
   private counters(e: Enclave): Counters {
     const f = e.recv.forwardStats?.();
-    if (!f) return e.counters;
+    const d = this.routes.get(e.ip) === e ? this.dispatch?.routeStats().get(e.ip) : undefined;
     return {
       ...e.counters,
-      packetsIn: e.counters.packetsIn + f.packets,
-      bytesIn: e.counters.bytesIn + f.bytes,
+      packetsIn: e.counters.packetsIn + (f?.packets ?? 0),
+      bytesIn: e.counters.bytesIn + (f?.bytes ?? 0),
+      packetsOut: e.counters.packetsOut + (d?.packets ?? 0),
+      bytesOut: e.counters.bytesOut + (d?.bytes ?? 0),
     };
   }
 
@@ -530,7 +558,14 @@ export class Gateway extends EventEmitter {
     e.state = 'closing';
     this.setAwaiting(e, false);
     clearTimeout(e.timer);
-    if (this.routes.get(e.ip) === e) this.routes.delete(e.ip);
+    if (this.routes.get(e.ip) === e) {
+      this.routes.delete(e.ip);
+      const out = this.dispatch?.unroute(e.ip);
+      if (out) {
+        e.counters.packetsOut += out.packets;
+        e.counters.bytesOut += out.bytes;
+      }
+    }
     e.recv.close(reason);
     e.send?.close(reason);
     // Order matters: leave the firewall (unregister + conntrack purge) before the IP can be reused.
@@ -540,14 +575,14 @@ export class Gateway extends EventEmitter {
       e.pool.release(e.ip);
     } else {
       // The firewall may still attribute this IP to the old app: never hand it out again.
-      this.stats.quarantined++;
+      this.counts.quarantined++;
       this.log.error(
         { event: 'ip-quarantined', enclaveIp: formatIpv4(e.ip) },
         `enclave IP ${formatIpv4(e.ip)} is quarantined until restart: the firewall could not confirm its removal`,
       );
     }
     this.enclaves.delete(e);
-    this.stats.ended++;
+    this.counts.ended++;
     const c = this.counters(e);
     this.log.info(
       {

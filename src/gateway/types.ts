@@ -24,9 +24,20 @@ export interface TunnelSession extends EventEmitter {
   forwardStats?(): { packets: number; bytes: number; dropped: number };
 }
 
+/** The native gateway → enclave path (DtlsServer.dispatchFromTun): routes by destination IP. */
+export interface DeviceDispatch {
+  route(ip: number, session: TunnelSession): boolean;
+  unroute(ip: number): { packets: number; bytes: number } | undefined;
+  routeStats(): Map<number, { packets: number; bytes: number }>;
+  stats(): { unknownDestination: number };
+  close(): void;
+}
+
 /** A DTLS listener: 'session' (s: TunnelSession) events. */
 export interface TunnelListener extends EventEmitter {
   close(): Promise<void>;
+  /** Optional fast path: read the device fd natively and send to routed sessions (see DtlsServer). */
+  dispatchFromTun?(fd: number, mtu: number): DeviceDispatch;
 }
 
 export type ListenTunnel = (port: number, verifyPeer: VerifyPeer) => Promise<TunnelListener>;

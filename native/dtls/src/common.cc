@@ -11,6 +11,7 @@ std::atomic<int64_t> gLiveConn{0};
 std::atomic<int64_t> gLivePipe{0};
 std::atomic<int64_t> gLiveEndpoint{0};
 std::atomic<int64_t> gLiveRecordLayer{0};
+std::atomic<int64_t> gLiveDispatch{0};
 std::atomic<uint64_t> gDirectSends{0};
 std::atomic<uint64_t> gDroppedSends{0};
 
@@ -47,6 +48,7 @@ Napi::Value NativeStats(const Napi::CallbackInfo &info) {
   set("livePipe", static_cast<double>(gLivePipe.load()));
   set("liveEndpoint", static_cast<double>(gLiveEndpoint.load()));
   set("liveRecordLayer", static_cast<double>(gLiveRecordLayer.load()));
+  set("liveDispatch", static_cast<double>(gLiveDispatch.load()));
   set("directSends", static_cast<double>(gDirectSends.load()));
   set("droppedSends", static_cast<double>(gDroppedSends.load()));
   return o;

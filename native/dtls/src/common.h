@@ -18,6 +18,7 @@ extern std::atomic<int64_t> gLiveConn;      // Conn wrappers
 extern std::atomic<int64_t> gLivePipe;      // BIO states
 extern std::atomic<int64_t> gLiveEndpoint;  // open UDP sockets of Endpoint objects
 extern std::atomic<int64_t> gLiveRecordLayer;  // native record layers (two keyed cipher contexts each)
+extern std::atomic<int64_t> gLiveDispatch;     // TunDispatch objects
 extern std::atomic<uint64_t> gDirectSends;  // datagrams sent with sendto(2)
 extern std::atomic<uint64_t> gDroppedSends; // datagrams the socket refused (full buffer, EPERM, ...)
 

@@ -354,27 +354,29 @@ Napi::Value Conn::Input(const Napi::CallbackInfo &info) {
   return Napi::Number::New(env, static_cast<double>(flags) + static_cast<double>(count) * 256.0);
 }
 
-// setForward(fd, sourceIpv4HostOrder, mtu): fd < 0 turns forwarding off.
+// setForward(fd, sourceIpv4HostOrder, mtu, dropInvalid = false): fd < 0 turns forwarding off.
 Napi::Value Conn::SetForward(const Napi::CallbackInfo &info) {
   Napi::Env env = info.Env();
   if (info.Length() < 3 || !info[0].IsNumber() || !info[1].IsNumber() || !info[2].IsNumber())
-    throwCode(env, "EDTLS_USAGE", "setForward(fd, sourceIp, mtu)");
+    throwCode(env, "EDTLS_USAGE", "setForward(fd, sourceIp, mtu, dropInvalid?)");
   int fd = info[0].As<Napi::Number>().Int32Value();
   double ip = info[1].As<Napi::Number>().DoubleValue();
   double mtu = info[2].As<Napi::Number>().DoubleValue();
   if (!(ip >= 0 && ip <= 4294967295.0) || !(mtu >= 20 && mtu <= 65535))
     throwCode(env, "EDTLS_USAGE", "sourceIp must be a uint32 and mtu 20..65535");
-  forward_.configure(fd, static_cast<uint32_t>(ip), static_cast<size_t>(mtu));
+  const bool dropInvalid = info.Length() >= 4 && info[3].ToBoolean().Value();
+  forward_.configure(fd, static_cast<uint32_t>(ip), static_cast<size_t>(mtu), dropInvalid);
   return env.Undefined();
 }
 
-// forwardStats(): [packets, bytes, dropped] forwarded natively.
+// forwardStats(): [packets, bytes, dropped, oversize, malformed, spoofed, lastSpoofedSource].
 Napi::Value Conn::ForwardStats(const Napi::CallbackInfo &info) {
   Napi::Env env = info.Env();
-  Napi::Array a = Napi::Array::New(env, 3);
-  a.Set(0u, Napi::Number::New(env, forward_.packets()));
-  a.Set(1u, Napi::Number::New(env, forward_.bytes()));
-  a.Set(2u, Napi::Number::New(env, forward_.dropped()));
+  const double values[] = {forward_.packets,  forward_.bytes,   forward_.dropped,
+                           forward_.oversize, forward_.malformed, forward_.spoofed,
+                           static_cast<double>(forward_.lastSpoofedSource)};
+  Napi::Array a = Napi::Array::New(env, sizeof values / sizeof values[0]);
+  for (uint32_t i = 0; i < sizeof values / sizeof values[0]; i++) a.Set(i, Napi::Number::New(env, values[i]));
   return a;
 }
 

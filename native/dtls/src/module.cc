@@ -5,7 +5,9 @@
 //   cookie.cc    stateless HelloVerifyRequest cookies
 //   context.cc   SSL_CTX configuration and the stateless listener
 //   conn.cc      one association: handshake, held final flight, records
+//   record_keys.cc, record_layer.cc  the native record layer of established server sessions
 //   tun_forward.cc  the receive tunnel's fast path into the TUN device
+//   tun_dispatch.cc the send tunnel's path from the TUN device, routed by destination IP
 //   endpoint.cc  the UDP socket, read in batches with recvmmsg(2) from node's event loop
 // Everything runs on the JavaScript thread; nothing here blocks.
 #include <napi.h>
@@ -16,6 +18,7 @@
 #include "conn.h"
 #include "context.h"
 #include "endpoint.h"
+#include "tun_dispatch.h"
 
 namespace seng_dtls {
 
@@ -35,6 +38,7 @@ Napi::Object InitModule(Napi::Env env, Napi::Object exports) {
   exports.Set("Conn", conn);
   exports.Set("Context", Context::Init(env));
   exports.Set("Endpoint", Endpoint::Init(env));
+  exports.Set("TunDispatch", TunDispatch::Init(env));
   exports.Set("nativeStats", Napi::Function::New(env, NativeStats));
   exports.Set("openUdp", Napi::Function::New(env, OpenUdp));
   exports.Set("closeFd", Napi::Function::New(env, CloseFd));

@@ -12,6 +12,7 @@ import {
   nativeStats,
   type DtlsSession,
 } from '../../../src/dtls/index.js';
+import { loadAddon } from '../../../src/dtls/native.js';
 import { CertDir, type TestIdentity } from '../../fixtures/dtls/certs.js';
 
 v8.setFlagsFromString('--expose-gc');
@@ -115,6 +116,14 @@ describe('dtls native objects do not leak', { timeout: 240_000 }, () => {
       ),
     );
 
+    // TUN dispatches started and closed, left to the garbage collector.
+    const device = loadAddon().openUdp('127.0.0.1', 0, 0);
+    for (let i = 0; i < 50; i++) {
+      server.dispatchFromTun(device.fd, 1432).close();
+      await new Promise((r) => setImmediate(r));
+    }
+    loadAddon().closeFd(device.fd);
+
     await new Promise((r) => setTimeout(r, 200));
     const st = server.stats();
     assert.equal(st.sessions, 0);
@@ -140,5 +149,6 @@ describe('dtls native objects do not leak', { timeout: 240_000 }, () => {
     assert.equal(end.liveConn, baseline.liveConn, 'Conn wrappers (after GC)');
     assert.equal(end.liveEndpoint, baseline.liveEndpoint, 'open UDP endpoints');
     assert.equal(end.liveRecordLayer, baseline.liveRecordLayer, 'native record layers');
+    assert.equal(end.liveDispatch, baseline.liveDispatch, 'TUN dispatches');
   });
 });
