@@ -7,7 +7,9 @@
  *      nothing is remembered, or the cookie is valid and a handshake starts.
  *   2. Handshake: retransmission timer, deadline. After the client's final flight the addon holds
  *      our final flight back; the chain goes to the asynchronous verifyPeer hook.
- *   3. Accepted → our final flight is released, a DtlsSession is emitted ('session').
+ *   3. Accepted → our final flight is released (a copy is kept for the client's retransmissions),
+ *      the session moves to the addon's native record layer (the SSL object is freed) and a
+ *      DtlsSession is emitted ('session').
  *      Rejected → a fatal alert (default access_denied) in epoch 0 tells the client why.
  */
 import { EventEmitter } from 'node:events';
