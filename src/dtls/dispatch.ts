@@ -1,9 +1,10 @@
 /**
- * The gateway → enclave data path without JavaScript per packet (native/dtls/src/tun_dispatch.cc):
- * the addon reads the TUN device, routes each packet by destination IPv4 address to the session
- * JavaScript registered for it, seals it with that session's native record layer and sends the
- * batch with sendmmsg(2) on the send tunnel's socket. JavaScript decides who is routed (route /
- * unroute) and reads the counters in bulk. Made by DtlsServer.dispatchFromTun().
+ * The gateway → enclave data path without JavaScript per packet and off the JavaScript thread
+ * (native/dtls/src/tun_dispatch.cc): a thread of the addon reads the TUN device, routes each
+ * packet by destination IPv4 address to the session JavaScript registered for it, seals it with
+ * that session's native record layer and sends the batch with sendmmsg(2) on the send tunnel's
+ * socket. JavaScript decides who is routed (route / unroute) and reads the counters in bulk.
+ * Made by DtlsServer.dispatchFromTun().
  */
 import type { NativeTunDispatch, NativeTunDispatchStats } from './native.js';
 import type { DtlsSession } from './session.js';

@@ -206,8 +206,8 @@ export class DtlsServer extends EventEmitter<DtlsServerEvents> {
   }
 
   /**
-   * Starts the native gateway → enclave path: the addon reads the TUN device `tunFd` (not owned;
-   * nothing else may read it), routes each packet by destination to the session given to
+   * Starts the native gateway → enclave path: a thread of the addon reads the TUN device `tunFd`
+   * (not owned; nothing else may read it), routes each packet by destination to the session given to
    * `route()`, seals it with that session's record layer and sends it from this server's socket.
    * Close the dispatch before the device (server.close() closes it too).
    */

@@ -91,6 +91,7 @@ size_t RecordLayer::framedLength(const uint8_t *d, size_t n) {
 }
 
 size_t RecordLayer::seal(uint8_t type, const uint8_t *in, size_t n, uint8_t *out) {
+  std::lock_guard<std::mutex> guard(sealLock_);
   if (nextSeq_ > kMaxSeq || n > kMaxPlain) return 0;
   const uint64_t seq = nextSeq_++;
   const size_t bodyLen = kExplicitNonce + n + kTag;

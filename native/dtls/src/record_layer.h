@@ -9,6 +9,10 @@
 // One pre-keyed EVP_CIPHER_CTX per direction; only the nonce changes per record. Received records
 // pass the replay window (RFC 6347 §4.1.2.6, 64 records) before decryption and are marked in it
 // only once authenticated.
+//
+// Threads: open() runs on the JavaScript thread only. seal() may also run on TunDispatch's thread
+// (the gateway → enclave path), so the sending side (cipher context and sequence number) is
+// guarded by a mutex, uncontended on the hot path.
 #pragma once
 
 #include <openssl/evp.h>
@@ -16,6 +20,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <string>
 
 #include "common.h"
@@ -73,6 +78,7 @@ class RecordLayer {
   static constexpr uint16_t kEpoch = 1;
   static constexpr uint64_t kMaxSeq = (uint64_t{1} << 48) - 1;
 
+  std::mutex sealLock_;  // seal_ and nextSeq_
   EVP_CIPHER_CTX *seal_ = nullptr;
   EVP_CIPHER_CTX *open_ = nullptr;
   uint8_t sealIv_[4]{};

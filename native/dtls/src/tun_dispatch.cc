@@ -2,11 +2,17 @@
 #include "tun_dispatch.h"
 
 #include <arpa/inet.h>
+#include <poll.h>
+#include <sys/eventfd.h>
 #include <unistd.h>
+
+#include <openssl/err.h>
 
 #include <cerrno>
 #include <cstring>
+#include <set>
 #include <string>
+#include <system_error>
 
 #include "common.h"
 #include "conn.h"
@@ -15,7 +21,6 @@ namespace seng_dtls {
 
 namespace {
 
-constexpr int kRoundsPerWakeup = 8;  // then yield to the loop (level-triggered: it comes back)
 constexpr size_t kMaxIpPacket = 65535;
 
 uint32_t ipv4Destination(const uint8_t *p) {
@@ -28,6 +33,20 @@ double argNumber(const Napi::CallbackInfo &info, size_t i) {
 }
 
 bool isUint32(double v) { return v >= 0 && v <= 4294967295.0 && v == static_cast<double>(static_cast<uint32_t>(v)); }
+
+// Descriptors a dispatch thread reads: two readers of one device would split its packets.
+std::mutex gDispatchedLock;
+std::set<int> gDispatchedFds;
+
+bool claimFd(int fd) {
+  std::lock_guard<std::mutex> guard(gDispatchedLock);
+  return gDispatchedFds.insert(fd).second;
+}
+
+void releaseFd(int fd) {
+  std::lock_guard<std::mutex> guard(gDispatchedLock);
+  gDispatchedFds.erase(fd);
+}
 
 }  // namespace
 
@@ -56,7 +75,10 @@ TunDispatch::TunDispatch(const Napi::CallbackInfo &info) : Napi::ObjectWrap<TunD
   udpFd_ = static_cast<int>(udp);
   mtu_ = static_cast<size_t>(mtu);
   batch_ = static_cast<unsigned>(batch);
-  readBuf_.resize(kMaxIpPacket);
+  // A device with this MTU delivers packets of at most mtu_ bytes; room for a larger one (up to
+  // 64 KiB) keeps it whole, so that it is counted as oversize instead of read as garbage.
+  readBuf_.resize(static_cast<size_t>(batch_ - 1) * mtu_ + kMaxIpPacket);
+  readLens_.resize(batch_);
   sealBuf_.resize(batch_ * (mtu_ + RecordLayer::kOverhead));
   names_.resize(batch_);
   iov_.resize(batch_);
@@ -64,45 +86,56 @@ TunDispatch::TunDispatch(const Napi::CallbackInfo &info) : Napi::ObjectWrap<TunD
   ++gLiveDispatch;
 }
 
-// Only reached when not polling (a polling dispatch holds a reference to itself).
-TunDispatch::~TunDispatch() { --gLiveDispatch; }
+TunDispatch::~TunDispatch() {
+  stopThread();
+  --gLiveDispatch;
+}
 
 Napi::Value TunDispatch::Start(const Napi::CallbackInfo &info) {
   Napi::Env env = info.Env();
-  if (polling_ || closing_) throwCode(env, "EDTLS_USAGE", "dispatch already started or closed");
-  uv_loop_t *loop = nullptr;
-  if (napi_get_uv_event_loop(env, &loop) != napi_ok || loop == nullptr) throwCode(env, "EDTLS_INTERNAL", "no event loop");
-  int r = uv_poll_init(loop, &poll_, tunFd_);
-  // UV_EEXIST: something else (e.g. the TUN device's own JavaScript reader) polls this descriptor.
-  if (r != 0) throwCode(env, "EDTLS_SOCKET", std::string("cannot poll the TUN device: ") + uv_strerror(r));
-  poll_.data = this;
-  r = uv_poll_start(&poll_, UV_READABLE, OnPoll);
-  polling_ = true;
-  Ref();  // alive while libuv holds a pointer to us
-  if (r != 0) {
-    stopPolling();
-    throwCode(env, "EDTLS_SOCKET", std::string("uv_poll_start: ") + uv_strerror(r));
+  if (running_ || stop_ || wakeFd_ >= 0) throwCode(env, "EDTLS_USAGE", "dispatch already started or closed");
+  if (!claimFd(tunFd_)) throwCode(env, "EDTLS_BUSY", "another dispatch already reads this device");
+  wakeFd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  if (wakeFd_ < 0) {
+    releaseFd(tunFd_);
+    throwCode(env, "EDTLS_INTERNAL", std::string("eventfd: ") + std::strerror(errno));
+  }
+  running_ = true;
+  try {
+    thread_ = std::thread([this] { run(); });
+  } catch (const std::system_error &e) {
+    running_ = false;
+    close(wakeFd_);
+    wakeFd_ = -1;
+    releaseFd(tunFd_);
+    throwCode(env, "EDTLS_INTERNAL", std::string("cannot start the dispatch thread: ") + e.what());
   }
   return env.Undefined();
 }
 
-void TunDispatch::stopPolling() {
-  if (!polling_ || closing_) return;
-  closing_ = true;
-  uv_poll_stop(&poll_);
-  uv_close(reinterpret_cast<uv_handle_t *>(&poll_), OnClosed);
+// Tells the thread to stop and waits for it (it wakes at once: the eventfd is in its poll set).
+void TunDispatch::stopThread() {
+  stop_ = true;
+  if (thread_.joinable()) {
+    const uint64_t one = 1;
+    ssize_t w;
+    do {
+      w = write(wakeFd_, &one, sizeof one);
+    } while (w < 0 && errno == EINTR);
+    thread_.join();
+  }
+  running_ = false;
+  if (wakeFd_ >= 0) {  // it was started: the descriptor was ours to read
+    close(wakeFd_);
+    wakeFd_ = -1;
+    releaseFd(tunFd_);
+  }
 }
 
-void TunDispatch::OnClosed(uv_handle_t *h) {
-  auto *self = static_cast<TunDispatch *>(h->data);
-  self->polling_ = false;
-  self->Unref();
-}
-
-// close(): stops reading the device (at once; the handle is released by libuv shortly after).
+// close(): stops reading the device; returns once the thread has ended.
 Napi::Value TunDispatch::Close(const Napi::CallbackInfo &info) {
-  stopPolling();
-  closing_ = true;
+  stopThread();
+  std::lock_guard<std::mutex> guard(mu_);
   routes_.clear();
   return info.Env().Undefined();
 }
@@ -116,7 +149,8 @@ Napi::Value TunDispatch::AddRoute(const Napi::CallbackInfo &info) {
   Conn *conn = Conn::FromValue(env, info[1]);
   if (conn == nullptr) throwCode(env, "EDTLS_USAGE", "route(ip, conn): conn is not a Conn");
   Route route;
-  if (closing_ || !conn->sendPath(&route.rl, &route.peer, &route.peerLen)) return Napi::Boolean::New(env, false);
+  if (stop_ || !conn->sendPath(&route.rl, &route.peer, &route.peerLen)) return Napi::Boolean::New(env, false);
+  std::lock_guard<std::mutex> guard(mu_);
   routes_[static_cast<uint32_t>(ip)] = std::move(route);
   return Napi::Boolean::New(env, true);
 }
@@ -126,6 +160,7 @@ Napi::Value TunDispatch::RemoveRoute(const Napi::CallbackInfo &info) {
   Napi::Env env = info.Env();
   const double ip = argNumber(info, 0);
   if (!isUint32(ip)) throwCode(env, "EDTLS_USAGE", "unroute(ip)");
+  std::lock_guard<std::mutex> guard(mu_);
   auto it = routes_.find(static_cast<uint32_t>(ip));
   if (it == routes_.end()) return env.Undefined();
   Napi::Array a = Napi::Array::New(env, 3);
@@ -139,6 +174,7 @@ Napi::Value TunDispatch::RemoveRoute(const Napi::CallbackInfo &info) {
 Napi::Value TunDispatch::Stats(const Napi::CallbackInfo &info) {
   Napi::Env env = info.Env();
   Napi::Object o = Napi::Object::New(env);
+  std::lock_guard<std::mutex> guard(mu_);
   o.Set("reads", counters_.reads);
   o.Set("packets", counters_.packets);
   o.Set("bytes", counters_.bytes);
@@ -148,7 +184,7 @@ Napi::Value TunDispatch::Stats(const Napi::CallbackInfo &info) {
   o.Set("sendFailed", counters_.sendFailed);
   o.Set("wakeups", counters_.wakeups);
   o.Set("routes", static_cast<double>(routes_.size()));
-  o.Set("reading", polling_ && !closing_);
+  o.Set("reading", running_.load() && !stop_.load());
   if (readErrno_ != 0) o.Set("readError", std::strerror(readErrno_));
   return o;
 }
@@ -156,6 +192,7 @@ Napi::Value TunDispatch::Stats(const Napi::CallbackInfo &info) {
 // routeStats(): Float64Array of [ip, packets, bytes, oversize] per route (counters in bulk).
 Napi::Value TunDispatch::RouteStats(const Napi::CallbackInfo &info) {
   Napi::Env env = info.Env();
+  std::lock_guard<std::mutex> guard(mu_);
   Napi::Float64Array a = Napi::Float64Array::New(env, routes_.size() * 4);
   size_t i = 0;
   for (const auto &[ip, r] : routes_) {
@@ -167,42 +204,72 @@ Napi::Value TunDispatch::RouteStats(const Napi::CallbackInfo &info) {
   return a;
 }
 
-void TunDispatch::OnPoll(uv_poll_t *h, int status, int events) {
-  auto *self = static_cast<TunDispatch *>(h->data);
-  if (self == nullptr || self->closing_) return;
-  if (status < 0) {
-    self->readErrno_ = -status;
-    self->stopPolling();
-    return;
+// The thread: wait for the device (or the stop signal), read a batch, seal it, send it.
+void TunDispatch::run() {
+  pollfd fds[2] = {{tunFd_, POLLIN, 0}, {wakeFd_, POLLIN, 0}};
+  while (!stop_) {
+    const int r = poll(fds, 2, -1);
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      readErrno_ = errno;
+      break;
+    }
+    if (stop_ || (fds[1].revents & POLLIN) != 0) break;
+    if ((fds[0].revents & (POLLERR | POLLHUP | POLLNVAL)) != 0 && (fds[0].revents & POLLIN) == 0) {
+      readErrno_ = (fds[0].revents & POLLNVAL) != 0 ? EBADF : EIO;  // e.g. the device was deleted
+      break;
+    }
+    // Read until the device is empty, a batch at a time.
+    for (bool more = true; more && !stop_;) {
+      unsigned count = 0;
+      more = readBatch(&count);
+      if (count == 0) break;
+      const unsigned queued = sealBatch(count);
+      const unsigned failed = sendQueued(queued);
+      if (failed != 0) {
+        std::lock_guard<std::mutex> guard(mu_);
+        counters_.sendFailed += failed;
+      }
+    }
+    ERR_clear_error();  // this thread's OpenSSL error queue
   }
-  if ((events & UV_READABLE) != 0) self->drain();
+  running_ = false;
 }
 
-// Reads up to batch_ packets per round, sends what they became, until the device is empty.
-void TunDispatch::drain() {
-  counters_.wakeups += 1;
-  for (int round = 0; round < kRoundsPerWakeup && !closing_; round++) {
-    unsigned queued = 0;
-    unsigned readThisRound = 0;
-    bool empty = false;
-    while (readThisRound < batch_) {
-      const ssize_t n = read(tunFd_, readBuf_.data(), readBuf_.size());
-      if (n < 0) {
-        if (errno == EINTR) continue;
-        if (errno != EAGAIN && errno != EWOULDBLOCK) {
-          readErrno_ = errno;  // e.g. the device was deleted: stop, the gateway sees readError
-          stopPolling();
-        }
-        empty = true;
-        break;
+// Reads up to batch_ packets; false when the device is empty (or failed) afterwards.
+bool TunDispatch::readBatch(unsigned *count) {
+  size_t off = 0;
+  while (*count < batch_) {
+    const size_t room = readBuf_.size() - off;
+    const ssize_t n = read(tunFd_, readBuf_.data() + off, room);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      if (errno != EAGAIN && errno != EWOULDBLOCK) {
+        readErrno_ = errno;
+        stop_ = true;
       }
-      readThisRound++;
-      counters_.reads += 1;
-      if (queuePacket(readBuf_.data(), static_cast<size_t>(n), queued)) queued++;
+      return false;
     }
-    sendQueued(queued);
-    if (empty) return;
+    readLens_[(*count)++] = static_cast<size_t>(n);
+    off += static_cast<size_t>(n);
+    // Keep room for one more packet of any size; else send this batch first.
+    if (readBuf_.size() - off < kMaxIpPacket) return true;
   }
+  return true;
+}
+
+// Seals the batch under the table lock; returns how many records are queued for sending.
+unsigned TunDispatch::sealBatch(unsigned count) {
+  std::lock_guard<std::mutex> guard(mu_);
+  counters_.wakeups += 1;
+  counters_.reads += count;
+  unsigned queued = 0;
+  size_t off = 0;
+  for (unsigned i = 0; i < count; i++) {
+    if (queuePacket(readBuf_.data() + off, readLens_[i], queued)) queued++;
+    off += readLens_[i];
+  }
+  return queued;
 }
 
 // Seals one packet into slot `slot` of the batch when it has an owner; counts it otherwise.
@@ -250,14 +317,16 @@ bool TunDispatch::queuePacket(const uint8_t *p, size_t n, unsigned slot) {
 }
 
 // sendmmsg(2) of the queued records; a full socket buffer drops the rest (loss, as on a wire).
-void TunDispatch::sendQueued(unsigned count) {
+// Returns how many were dropped.
+unsigned TunDispatch::sendQueued(unsigned count) {
   unsigned done = 0;
+  unsigned failed = 0;
   while (done < count) {
     const int r = sendmmsg(udpFd_, msgs_.data() + done, count - done, MSG_DONTWAIT | MSG_NOSIGNAL);
     if (r < 0 && errno == EINTR) continue;
     if (r <= 0) {
       // The first message failed (EAGAIN, ENOBUFS, EPERM, ...): drop it and try the rest.
-      counters_.sendFailed += 1;
+      failed++;
       ++gDroppedSends;
       done++;
       continue;
@@ -265,6 +334,7 @@ void TunDispatch::sendQueued(unsigned count) {
     gDirectSends += static_cast<uint64_t>(r);
     done += static_cast<unsigned>(r);
   }
+  return failed;
 }
 
 }  // namespace seng_dtls

@@ -1,25 +1,32 @@
-// TunDispatch: the gateway → enclave data path without JavaScript per packet. A libuv poll handle
-// on node's loop wakes it when the TUN device is readable; it reads the waiting packets in a batch,
-// finds the session that owns each packet's destination IPv4 address in a table JavaScript keeps
-// up to date (route / unroute, when a session becomes active / ends), seals each packet as one
-// record with that session's native record layer and sends the batch with sendmmsg(2) on the
-// send tunnel's (P+1) UDP socket. JavaScript reads the counters in bulk.
+// TunDispatch: the gateway → enclave data path, on a thread of its own so that nothing JavaScript
+// does (handshakes, attestation, policy reloads) stalls it. The thread waits in poll(2) for the
+// TUN device, reads the waiting packets in a batch, finds the session that owns each packet's
+// destination IPv4 address in a table JavaScript keeps up to date (route / unroute, when a session
+// becomes active / ends), seals each packet as one record with that session's native record layer
+// and sends the batch with sendmmsg(2) on the send tunnel's (P+1) UDP socket.
+//
+// Ownership: the thread owns its buffers; the route table and the counters are shared with the
+// JavaScript thread under one mutex (taken once per batch by the thread); a route holds only a weak
+// reference to a session's record layer, whose sending side has its own lock (record_layer.h).
+// JavaScript reads the counters in bulk (stats, routeStats) and learns of a read error there.
 //
 // Packets from the device are checked in the order of the gateway's rule (src/tunnel/packet.ts,
 // routeDevicePacket): malformed (shorter than 20 bytes or not IPv4), unknown destination, oversize
 // (longer than the MTU).
 //
-// Neither descriptor is owned: close() (or dropping the object) stops polling; the gateway must
-// close the dispatch before the TUN device.
+// Neither descriptor is owned: close() stops and joins the thread; the gateway must close the
+// dispatch before the TUN device.
 #pragma once
 
 #include <napi.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
-#include <uv.h>
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
+#include <mutex>
+#include <thread>
 #include <unordered_map>
 #include <vector>
 
@@ -46,28 +53,38 @@ class TunDispatch : public Napi::ObjectWrap<TunDispatch> {
            wakeups = 0;
   };
 
+  // Set at construction, read by both threads.
   int tunFd_ = -1;
   int udpFd_ = -1;
   size_t mtu_ = 0;
   unsigned batch_ = 64;
-  int readErrno_ = 0;
-  uv_poll_t poll_{};
-  bool polling_ = false;
-  bool closing_ = false;
+
+  // JavaScript thread only.
+  int wakeFd_ = -1;  // eventfd that tells the thread to stop
+  std::thread thread_;
+
+  std::atomic<bool> running_{false};
+  std::atomic<bool> stop_{false};
+  std::atomic<int> readErrno_{0};
+
+  std::mutex mu_;  // routes_, counters_
   std::unordered_map<uint32_t, Route> routes_;
   Counters counters_;
-  std::vector<uint8_t> readBuf_;   // one packet read from the device
-  std::vector<uint8_t> sealBuf_;   // batch_ records of up to mtu_ + RecordLayer::kOverhead bytes
+
+  // The thread only.
+  std::vector<uint8_t> readBuf_;  // batch_ packets as read from the device
+  std::vector<size_t> readLens_;
+  std::vector<uint8_t> sealBuf_;  // batch_ records of up to mtu_ + RecordLayer::kOverhead bytes
   std::vector<sockaddr_storage> names_;
   std::vector<iovec> iov_;
   std::vector<mmsghdr> msgs_;
 
-  void drain();
+  void run();
+  bool readBatch(unsigned *count);
+  unsigned sealBatch(unsigned count);
   bool queuePacket(const uint8_t *p, size_t n, unsigned slot);
-  void sendQueued(unsigned count);
-  void stopPolling();
-  static void OnPoll(uv_poll_t *h, int status, int events);
-  static void OnClosed(uv_handle_t *h);
+  unsigned sendQueued(unsigned count);
+  void stopThread();
 
   Napi::Value Start(const Napi::CallbackInfo &info);
   Napi::Value Close(const Napi::CallbackInfo &info);
