@@ -13,6 +13,7 @@ import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DtlsServer, dtlsConnect, opensslVersion, type DtlsSession } from '../src/dtls/index.js';
 import { loadAddon, type NativeConn } from '../src/dtls/native.js';
+import { DatagramTap } from '../test/fixtures/dtls/datagram-tap.js';
 
 const SUITES = { rsa: 'ECDHE-RSA-AES256-GCM-SHA384', ec: 'ECDHE-ECDSA-AES128-GCM-SHA256' } as const;
 type Kind = keyof typeof SUITES;
@@ -145,10 +146,16 @@ async function socketRecords(server: DtlsServer, cli: Id, srvCert: string) {
   };
 }
 
-/** Encrypt and decrypt through the addon without sockets (the datagrams are queued in memory). */
+/**
+ * Encrypt and decrypt through the addon step by step, without the event loop: the datagrams go
+ * over two loopback sockets that are read synchronously (so the figures include sendto and read).
+ */
 function memoryRecords(srv: Id, cli: Id) {
   const addon = loadAddon();
+  const toServer = DatagramTap.open();
+  const toClient = DatagramTap.open();
   const sctx = new addon.Context({ server: true, identities: [srv], cipherList: SUITES.rsa, mtu: 1500 });
+  sctx.setFd(toServer.fd);
   const cctx = new addon.Context({
     server: false,
     identities: [cli],
@@ -158,20 +165,19 @@ function memoryRecords(srv: Id, cli: Id) {
   });
   const slab = Buffer.alloc(1 << 20);
   const lens = new Uint32Array(256);
-  const client = cctx.connect('127.0.0.1', 9, -1);
+  const client = cctx.connect('127.0.0.1', toServer.port, toClient.fd);
   cctx.free();
   client.input(null, slab, 0, lens);
-  const hello = client.takeOutput() ?? [];
-  sctx.listen(hello[0]!, '127.0.0.1', 1);
-  for (const d of sctx.takeOutput() ?? []) client.input(d, slab, 0, lens);
-  const conn = sctx.listen((client.takeOutput() ?? [])[0]!, '127.0.0.1', 1) as NativeConn;
+  sctx.listen(toServer.take(1)[0]!, '127.0.0.1', toClient.port);
+  for (const d of toClient.take(1)) client.input(d, slab, 0, lens);
+  const conn = sctx.listen(toServer.take(1)[0]!, '127.0.0.1', toClient.port) as NativeConn;
   conn.input(null, slab, 0, lens);
   for (let i = 0; i < 10 && conn.info().state !== 'held'; i++) {
-    for (const d of conn.takeOutput() ?? []) client.input(d, slab, 0, lens);
-    for (const d of client.takeOutput() ?? []) conn.input(d, slab, 0, lens);
+    for (const d of toClient.take(1)) client.input(d, slab, 0, lens);
+    for (const d of toServer.take(1)) conn.input(d, slab, 0, lens);
   }
   conn.release();
-  for (const d of conn.takeOutput() ?? []) client.input(d, slab, 0, lens);
+  for (const d of toClient.take(1)) client.input(d, slab, 0, lens);
   const payload = Buffer.alloc(PAYLOAD, 0x33);
   const batch = 256;
   let n = 0;
@@ -181,7 +187,7 @@ function memoryRecords(srv: Id, cli: Id) {
   while (performance.now() < end) {
     const e0 = process.hrtime.bigint();
     for (let i = 0; i < batch; i++) client.send(payload);
-    const out = client.takeOutput() ?? [];
+    const out = toServer.take(batch);
     const e1 = process.hrtime.bigint();
     for (const d of out) conn.input(d, slab, 0, lens);
     const e2 = process.hrtime.bigint();
@@ -192,6 +198,8 @@ function memoryRecords(srv: Id, cli: Id) {
   client.free();
   conn.free();
   sctx.free();
+  toServer.close();
+  toClient.close();
   return {
     suite: SUITES.rsa,
     payloadBytes: PAYLOAD,

@@ -6,7 +6,7 @@ import { lookup } from 'node:dns/promises';
 import { isIP } from 'node:net';
 import { errorMessage, InputError } from '../util/errors.js';
 import { silentLogger } from '../util/log.js';
-import { F_FATAL, F_HANDSHAKE_DONE, F_OUTPUT, loadAddon, type NativeConn } from './native.js';
+import { F_FATAL, F_HANDSHAKE_DONE, loadAddon, type NativeConn } from './native.js';
 import { nativeError } from './errors.js';
 import { UdpEndpoint, ipv4FromString } from './endpoint.js';
 import { DtlsSession } from './session.js';
@@ -70,13 +70,6 @@ export async function dtlsConnect(opts: DtlsConnectOptions): Promise<DtlsSession
   } finally {
     ctx.free(); // the connection keeps what it needs
   }
-  const sendRaw = (d: Buffer): void => {
-    endpoint.sendTo(d, serverIp, port);
-  };
-  const flush = (): void => {
-    const out = conn.takeOutput();
-    if (out) for (const d of out) sendRaw(d);
-  };
   const slab = Buffer.alloc(0);
   const lens = new Uint32Array(1);
 
@@ -89,7 +82,6 @@ export async function dtlsConnect(opts: DtlsConnectOptions): Promise<DtlsSession
       settled = true;
       clearTimeout(deadline);
       if (rtx) clearTimeout(rtx);
-      flush();
       conn.free();
       void endpoint.close();
       reject(err);
@@ -108,7 +100,6 @@ export async function dtlsConnect(opts: DtlsConnectOptions): Promise<DtlsSession
       opts.handshakeTimeoutMs ?? 5000,
     );
     const step = (flags: number): void => {
-      if (flags & F_OUTPUT) flush();
       if (flags & F_FATAL) {
         const info = conn.info();
         const alert = info.alertReceived?.level === 'fatal' ? info.alertReceived.name : undefined;
@@ -129,7 +120,6 @@ export async function dtlsConnect(opts: DtlsConnectOptions): Promise<DtlsSession
         if (rtx) clearTimeout(rtx);
         session = new DtlsSession({
           conn,
-          sink: { send: sendRaw },
           remoteAddress: host,
           remotePort: port,
           localPort: endpoint.port,

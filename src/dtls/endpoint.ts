@@ -1,8 +1,8 @@
 /**
  * A UDP socket owned by the addon: bound here, read by libuv + recvmmsg(2) in batches of up to 32
- * datagrams, written by the addon with sendto(2). Replaces node's dgram on the data path (one JS
- * callback per batch instead of one event, Buffer and rinfo object per datagram). IPv4 only, as
- * the tunnel protocol (SPEC §1.1).
+ * datagrams; the addon's connections write their records to it with sendto(2). Used instead of
+ * node's dgram module on the data path: one JS callback per batch instead of one event, Buffer and
+ * rinfo object per datagram. IPv4 only, as the tunnel protocol (SPEC §1.1).
  */
 import { isIP } from 'node:net';
 import { InputError } from '../util/errors.js';
@@ -80,11 +80,6 @@ export class UdpEndpoint {
       throw nativeError(err, 'cannot poll the UDP socket');
     }
     return new UdpEndpoint(native, bound.fd, bound.port);
-  }
-
-  /** Sends a datagram the addon queued in memory (only happens without a socket; kept for completeness). */
-  sendTo(d: Buffer, ip: number, port: number): boolean {
-    return this.native.sendTo(d, ip, port);
   }
 
   /** Stops reading and closes the socket; resolves once the descriptor is closed. */

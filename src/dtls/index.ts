@@ -5,7 +5,8 @@
 import { loadAddon, type NativeStats } from './native.js';
 
 export { DtlsServer, type DtlsServerStats } from './server.js';
-export { DtlsSession, type DtlsSessionStats } from './session.js';
+export { DtlsSession, type DtlsSessionStats, type ForwardStats } from './session.js';
+export { TunDispatch, type TunDispatchStats, type RouteStats } from './dispatch.js';
 export { dtlsConnect } from './client.js';
 export {
   DEFAULT_CIPHERS,

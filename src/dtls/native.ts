@@ -1,15 +1,11 @@
 /**
  * Loader and typings of the `seng_dtls` N-API addon (native/dtls). The addon drives the OpenSSL
- * that is linked into the node binary; see native/dtls/src/dtls.cc for the contract of each call.
+ * that is linked into the node binary; the contract of each call is documented where it is
+ * implemented (native/dtls/src/conn.cc, context.cc, endpoint.cc).
  */
-import { createRequire } from 'node:module';
-import { existsSync } from 'node:fs';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { EnvironmentError, errorMessage } from '../util/errors.js';
+import { loadNativeAddon } from '../util/native-addon.js';
 
 /** Flags in the low byte of the numbers returned by Conn.input()/timeout()/release()/... */
-export const F_OUTPUT = 1;
 export const F_HANDSHAKE_DONE = 2;
 export const F_PEER_CLOSED = 4;
 export const F_FATAL = 8;
@@ -31,6 +27,10 @@ export interface NativeConnInfo {
   alertReceived?: NativeAlert | null;
   alertSent?: NativeAlert | null;
   sendError?: string;
+  /** Who seals and opens records: OpenSSL (handshake, client side) or the addon (server after release()). */
+  recordLayer: 'openssl' | 'native' | 'none';
+  /** Received records the native record layer discarded: replayed, forged (tag), other (epoch, version, framing). */
+  discarded: { replayed: number; forged: number; other: number };
 }
 
 export interface NativeConn {
@@ -49,19 +49,21 @@ export interface NativeConn {
   timeout(): number;
   /** ms until the retransmission timer fires, -1 when not running. */
   nextTimeout(): number;
+  /** Server, verdict accepted: sends the held final flight and hands off to the native record layer (F_FATAL: failed). */
   release(): number;
   reject(alertDescription: number): number;
-  /** 1 (+2 when output got queued) sent, 0 closed, -1 empty/too large, -2 failed. */
+  /** 1 sent, 0 closed, -1 empty/too large, -2 failed. */
   send(record: Uint8Array): number;
   shutdown(): number;
-  takeOutput(): Buffer[] | undefined;
   peerChain(): Buffer[];
   info(): NativeConnInfo;
-  setFd(fd: number): void;
-  /** Write well-formed IPv4 records from sourceIp (host order, ≤ mtu bytes) to fd natively; fd < 0: off. */
-  setForward(fd: number, sourceIp: number, mtu: number): void;
-  /** [packets, bytes, dropped] forwarded natively. */
-  forwardStats(): [number, number, number];
+  /**
+   * Write valid IPv4 records from sourceIp (host order, ≤ mtu bytes) to fd natively; fd < 0: off.
+   * dropInvalid: drop invalid records natively (counted by reason) instead of handing them to JS.
+   */
+  setForward(fd: number, sourceIp: number, mtu: number, dropInvalid?: boolean): void;
+  /** [packets, bytes, dropped, oversize, malformed, spoofed, lastSpoofedSource] of the fast path. */
+  forwardStats(): number[];
   free(): void;
 }
 
@@ -74,7 +76,7 @@ export interface NativeContextOptions {
 }
 
 export interface NativeContext {
-  /** A Conn for a ClientHello with a valid cookie, else 0 dropped / 1 HelloVerifyRequest sent / 2 queued. */
+  /** A Conn for a ClientHello with a valid cookie, else 0 dropped / 1 HelloVerifyRequest sent. */
   listen(
     datagram: Buffer,
     address: string,
@@ -82,10 +84,11 @@ export interface NativeContext {
     datagramOffset?: number,
     datagramLength?: number,
   ): NativeConn | number;
+  /** A client connection that sends on the UDP socket fd. */
   connect(address: string, port: number, fd: number): NativeConn;
   rotateCookieSecret(): void;
+  /** The server's UDP socket: HelloVerifyRequests and every connection made from now on send on it. */
   setFd(fd: number): void;
-  takeOutput(): Buffer[] | undefined;
   free(): void;
 }
 
@@ -96,24 +99,58 @@ export interface NativeEndpoint {
   readonly fd: number;
   start(): void;
   close(onClosed?: () => void): void;
-  sendTo(datagram: Buffer, ipv4: number, port: number): boolean;
+}
+
+export interface NativeTunDispatchStats {
+  /** Packets read from the device. */
+  reads: number;
+  /** Packets sealed and handed to sendmmsg(2), and their bytes (inner packet sizes). */
+  packets: number;
+  bytes: number;
+  malformed: number;
+  unknownDestination: number;
+  oversize: number;
+  /** Records the socket refused (full buffer, EPERM, ...). */
+  sendFailed: number;
+  wakeups: number;
+  routes: number;
+  reading: boolean;
+  /** Why reading stopped, e.g. the device was deleted. */
+  readError?: string;
+}
+
+export interface NativeTunDispatch {
+  start(): void;
+  close(): void;
+  route(ip: number, conn: NativeConn): boolean;
+  /** [packets, bytes, oversize] of the route removed, undefined if there was none. */
+  unroute(ip: number): [number, number, number] | undefined;
+  stats(): NativeTunDispatchStats;
+  /** [ip, packets, bytes, oversize] per route. */
+  routeStats(): Float64Array;
 }
 
 export interface NativeStats {
   liveSsl: number;
   /** Open UDP sockets of the addon (server and client endpoints). */
   liveEndpoint: number;
+  /** Native record layers (server sessions after the handoff). */
+  liveRecordLayer: number;
+  /** TunDispatch objects (freed by the garbage collector once closed). */
+  liveDispatch: number;
   liveCtx: number;
   liveConn: number;
   livePipe: number;
+  /** Datagrams sent with sendto(2) by the addon. */
   directSends: number;
-  queuedSends: number;
+  /** Datagrams the socket refused (full buffer, EPERM from a firewall, ...): treated as loss. */
   droppedSends: number;
 }
 
 export interface DtlsAddon {
   Context: new (opts: NativeContextOptions) => NativeContext;
   Endpoint: new (fd: number, onBatch: (count: number) => void, batch?: number) => NativeEndpoint;
+  TunDispatch: new (tunFd: number, udpFd: number, mtu: number, batch?: number) => NativeTunDispatch;
   nativeStats(): NativeStats;
   openUdp(address: string, port: number, bufferBytes: number): { fd: number; port: number };
   closeFd(fd: number): void;
@@ -121,40 +158,12 @@ export interface DtlsAddon {
   opensslVersion: string;
 }
 
-function repoRoot(): string {
-  let dir = dirname(fileURLToPath(import.meta.url));
-  for (;;) {
-    if (existsSync(join(dir, 'package.json')) && existsSync(join(dir, 'native'))) return dir;
-    const up = dirname(dir);
-    if (up === dir) throw new EnvironmentError('EDTLS_NATIVE', 'cannot find the seng installation directory');
-    dir = up;
-  }
-}
-
-let addon: DtlsAddon | undefined;
-
 /** The addon, loaded on first use. */
 export function loadAddon(): DtlsAddon {
-  if (addon) return addon;
-  const root = repoRoot();
-  const path = join(root, 'native', 'dtls', 'build', 'Release', 'seng_dtls.node');
-  if (!existsSync(path)) {
-    throw new EnvironmentError(
-      'EDTLS_NATIVE',
-      `the DTLS addon is not built (${path} is missing)`,
-      'run `npm run build:native` (needs g++, make and python3)',
-    );
-  }
-  try {
-    const req = createRequire(join(root, 'package.json'));
-    addon = req(path) as DtlsAddon;
-  } catch (err) {
-    throw new EnvironmentError(
-      'EDTLS_NATIVE',
-      `cannot load the DTLS addon: ${errorMessage(err)}`,
-      'rebuild it with `npm run build:native` for this node version',
-      err,
-    );
-  }
-  return addon;
+  return loadNativeAddon<DtlsAddon>({
+    dir: 'dtls',
+    file: 'seng_dtls.node',
+    code: 'EDTLS_NATIVE',
+    what: 'DTLS',
+  });
 }

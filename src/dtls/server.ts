@@ -7,7 +7,9 @@
  *      nothing is remembered, or the cookie is valid and a handshake starts.
  *   2. Handshake: retransmission timer, deadline. After the client's final flight the addon holds
  *      our final flight back; the chain goes to the asynchronous verifyPeer hook.
- *   3. Accepted → our final flight is released, a DtlsSession is emitted ('session').
+ *   3. Accepted → our final flight is released (a copy is kept for the client's retransmissions),
+ *      the session moves to the addon's native record layer (the SSL object is freed) and a
+ *      DtlsSession is emitted ('session').
  *      Rejected → a fatal alert (default access_denied) in epoch 0 tells the client why.
  */
 import { EventEmitter } from 'node:events';
@@ -18,12 +20,13 @@ import { silentLogger } from '../util/log.js';
 import {
   F_FATAL,
   F_HANDSHAKE_DONE,
-  F_OUTPUT,
   loadAddon,
   type NativeConn,
   type NativeContext,
+  type NativeTunDispatch,
 } from './native.js';
-import { DtlsSession, type DatagramSink } from './session.js';
+import { TunDispatch } from './dispatch.js';
+import { DtlsSession } from './session.js';
 import { UdpEndpoint, ipv4ToString } from './endpoint.js';
 import { nativeError } from './errors.js';
 import {
@@ -106,6 +109,7 @@ export class DtlsServer extends EventEmitter<DtlsServerEvents> {
   private readonly handshakesByIp = new Map<number, number>();
   private sessionCount = 0;
   private closing: Promise<void> | undefined;
+  private readonly dispatches = new Set<TunDispatch>();
   private readonly counters = {
     cookiesSent: 0,
     rejected: 0,
@@ -115,14 +119,12 @@ export class DtlsServer extends EventEmitter<DtlsServerEvents> {
     dropped: 0,
     busy: 0,
   };
-  private readonly sink: (ip: number, port: number) => DatagramSink;
 
   private constructor(ctx: NativeContext, host: string, opts: DtlsServer['opts'], logger: Logger) {
     super();
     this.ctx = ctx;
     this.opts = opts;
     this.logger = logger;
-    this.sink = (ip, port) => ({ send: (d) => this.endpoint.sendTo(d, ip, port) });
     this.endpoint = UdpEndpoint.open(host, opts.port, opts.socketBufferBytes, (arena, off, len, ip, port) =>
       this.onDatagram(arena, off, len, ip, port),
     );
@@ -203,10 +205,32 @@ export class DtlsServer extends EventEmitter<DtlsServerEvents> {
     return out;
   }
 
+  /**
+   * Starts the native gateway → enclave path: a thread of the addon reads the TUN device `tunFd`
+   * (not owned; nothing else may read it), routes each packet by destination to the session given to
+   * `route()`, seals it with that session's record layer and sends it from this server's socket.
+   * Close the dispatch before the device (server.close() closes it too).
+   */
+  dispatchFromTun(tunFd: number, mtu: number, batch = 64): TunDispatch {
+    if (this.closing) throw new InputError('the DTLS server is closed');
+    let native: NativeTunDispatch;
+    try {
+      native = new (loadAddon().TunDispatch)(tunFd, this.endpoint.fd, mtu, batch);
+      native.start();
+    } catch (err) {
+      throw nativeError(err, 'cannot dispatch from the TUN device');
+    }
+    const dispatch = new TunDispatch(native);
+    this.dispatches.add(dispatch);
+    return dispatch;
+  }
+
   /** Sends close_notify to every session, drops handshakes, then closes the socket. */
   close(): Promise<void> {
     this.closing ??= (async () => {
       clearInterval(this.cookieTimer);
+      for (const d of this.dispatches) d.close();
+      this.dispatches.clear();
       for (const [key, e] of [...this.peers]) {
         if (e.session) e.session.close('server-shutdown');
         else this.dropHandshake(e.hs, 'server-shutdown');
@@ -259,10 +283,6 @@ export class DtlsServer extends EventEmitter<DtlsServerEvents> {
     if (typeof r === 'number') {
       if (r === 0) this.counters.dropped++;
       else this.counters.cookiesSent++;
-      if (r === 2) {
-        const out = this.ctx.takeOutput();
-        if (out) for (const d of out) this.endpoint.sendTo(d, ip, port);
-      }
       return;
     }
     if (entry) {
@@ -291,7 +311,6 @@ export class DtlsServer extends EventEmitter<DtlsServerEvents> {
   }
 
   private afterStep(hs: Handshake, flags: number): void {
-    if (flags & F_OUTPUT) this.flushConn(hs);
     if (flags & F_FATAL) {
       const info = hs.conn.info();
       this.counters.failed++;
@@ -361,18 +380,24 @@ export class DtlsServer extends EventEmitter<DtlsServerEvents> {
       const alert = (v && v.accept === false && v.alert) || 'access_denied';
       this.counters.rejected++;
       this.logger.info({ peer: `${hs.address}:${hs.port}`, reason, alert }, 'dtls peer rejected');
-      const flags = hs.conn.reject(ALERT_CODES[alert] ?? ALERT_CODES.access_denied);
-      if (flags & F_OUTPUT) this.flushConn(hs);
+      hs.conn.reject(ALERT_CODES[alert] ?? ALERT_CODES.access_denied);
       this.dropHandshake(hs, 'rejected');
       return;
     }
-    const flags = hs.conn.release();
-    if (flags & F_OUTPUT) this.flushConn(hs);
+    if (hs.conn.release() & F_FATAL) {
+      // The handoff to the native record layer failed (a suite it does not support).
+      this.counters.failed++;
+      this.logger.warn(
+        { peer: `${hs.address}:${hs.port}`, error: hs.conn.info().error },
+        'dtls session could not start',
+      );
+      this.dropHandshake(hs, 'failed');
+      return;
+    }
     clearTimeout(hs.deadline);
     this.countHandshake(hs.ip, -1);
     const session = new DtlsSession({
       conn: hs.conn,
-      sink: this.sink(hs.ip, hs.port),
       remoteAddress: hs.address,
       remotePort: hs.port,
       localPort: this.address.port,
@@ -404,10 +429,7 @@ export class DtlsServer extends EventEmitter<DtlsServerEvents> {
       { peer: `${hs.address}:${hs.port}`, verifying: hs.verifying },
       'dtls handshake deadline passed',
     );
-    if (hs.verifying) {
-      const flags = hs.conn.reject(ALERT_CODES.handshake_failure);
-      if (flags & F_OUTPUT) this.flushConn(hs);
-    }
+    if (hs.verifying) hs.conn.reject(ALERT_CODES.handshake_failure);
     this.dropHandshake(hs, 'timeout');
   }
 
@@ -416,7 +438,6 @@ export class DtlsServer extends EventEmitter<DtlsServerEvents> {
     if (hs.rtx) clearTimeout(hs.rtx);
     hs.rtx = undefined;
     if (this.peers.get(hs.key)?.hs === hs) this.peers.delete(hs.key);
-    this.flushConn(hs);
     hs.conn.free();
     this.countHandshake(hs.ip, -1);
   }
@@ -426,11 +447,6 @@ export class DtlsServer extends EventEmitter<DtlsServerEvents> {
     const n = (this.handshakesByIp.get(ip) ?? 0) + delta;
     if (n > 0) this.handshakesByIp.set(ip, n);
     else this.handshakesByIp.delete(ip);
-  }
-
-  private flushConn(hs: Handshake): void {
-    const out = hs.conn.takeOutput();
-    if (out) for (const d of out) this.endpoint.sendTo(d, hs.ip, hs.port);
   }
 }
 

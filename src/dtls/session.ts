@@ -5,13 +5,8 @@
 import { EventEmitter } from 'node:events';
 import type { Logger } from 'pino';
 import { silentLogger } from '../util/log.js';
-import { F_FATAL, F_MORE, F_OUTPUT, F_PEER_CLOSED, type NativeConn } from './native.js';
+import { F_FATAL, F_MORE, F_PEER_CLOSED, type NativeConn } from './native.js';
 import type { CloseReason } from './types.js';
-
-/** Where datagrams the addon queued in memory go (only without a socket of its own; normally unused). */
-export interface DatagramSink {
-  send(datagram: Buffer): void;
-}
 
 // Decrypted records are written into a shared slab and handed out as views of it (no copy, no
 // allocation per record); a new slab is started when less than one maximal record fits.
@@ -26,7 +21,6 @@ const MAX_EARLY_RECORDS = 256;
 
 export interface SessionInit {
   conn: NativeConn;
-  sink: DatagramSink;
   remoteAddress: string;
   remotePort: number;
   localPort: number;
@@ -37,6 +31,31 @@ export interface SessionInit {
   /** Called once when the session ends (before the 'close' event). */
   onEnd?: (session: DtlsSession, reason: CloseReason) => void;
 }
+
+/** Counters of the native receive-tunnel fast path (forwardTo). */
+export interface ForwardStats {
+  /** Packets written to the device, and their bytes. */
+  packets: number;
+  bytes: number;
+  /** Valid packets the device refused (full queue, link down). */
+  dropped: number;
+  /** Invalid records dropped natively by reason (only with dropInvalid). */
+  oversize: number;
+  malformed: number;
+  spoofed: number;
+  /** Source address (host order) of the last spoofed packet, 0 if none. */
+  lastSpoofedSource: number;
+}
+
+const NO_FORWARDING: ForwardStats = {
+  packets: 0,
+  bytes: 0,
+  dropped: 0,
+  oversize: 0,
+  malformed: 0,
+  spoofed: 0,
+  lastSpoofedSource: 0,
+};
 
 export interface DtlsSessionStats {
   recordsIn: number;
@@ -71,8 +90,7 @@ export class DtlsSession extends EventEmitter<DtlsSessionEvents> {
 
   private conn: NativeConn | undefined;
   /** forwardStats() as of the last read, kept after the native object is freed. */
-  private lastForward = { packets: 0, bytes: 0, dropped: 0 };
-  private readonly sink: DatagramSink;
+  private lastForward: ForwardStats = { ...NO_FORWARDING };
   private readonly logger: Logger;
   private readonly onEnd: ((session: DtlsSession, reason: CloseReason) => void) | undefined;
   private idleMs: number;
@@ -92,7 +110,6 @@ export class DtlsSession extends EventEmitter<DtlsSessionEvents> {
   constructor(init: SessionInit) {
     super();
     this.conn = init.conn;
-    this.sink = init.sink;
     this.remoteAddress = init.remoteAddress;
     this.remotePort = init.remotePort;
     this.localPort = init.localPort;
@@ -140,7 +157,6 @@ export class DtlsSession extends EventEmitter<DtlsSessionEvents> {
     if (r > 0) {
       this.counters.recordsOut++;
       this.counters.bytesOut += record.byteLength;
-      if (r & 2) this.flush();
       return true;
     }
     if (r === -1) {
@@ -155,26 +171,41 @@ export class DtlsSession extends EventEmitter<DtlsSessionEvents> {
   close(reason: CloseReason = 'local'): void {
     const conn = this.conn;
     if (!conn) return;
-    const flags = conn.shutdown();
-    if (flags & F_OUTPUT) this.flush();
+    conn.shutdown();
     this.end(reason, '');
   }
 
   /**
-   * Fast path for a tunnel endpoint: decrypted records that are IPv4 packets with source
-   * `sourceIp` (host order) and at most `mtu` bytes are written to `fd` (a TUN device) inside
-   * the addon and never surface as 'message' events; every other record still does. Pass
-   * fd = -1 to turn it off. Counters: forwardStats().
+   * Fast path for a tunnel endpoint: decrypted records that are valid IPv4 packets (the gateway's
+   * rule: ≤ `mtu`, well-formed, source `sourceIp` in host order) are written to `fd` (a TUN
+   * device) inside the addon and never surface as 'message' events. Invalid records still do,
+   * or, with `dropInvalid`, are dropped inside the addon and counted by reason. Pass fd = -1 to
+   * turn it off. Counters: forwardStats().
    */
-  forwardTo(fd: number, sourceIp: number, mtu: number): void {
-    this.conn?.setForward(fd, sourceIp, mtu);
+  forwardTo(fd: number, sourceIp: number, mtu: number, opts: { dropInvalid?: boolean } = {}): void {
+    this.conn?.setForward(fd, sourceIp, mtu, opts.dropInvalid === true);
   }
 
-  /** Packets and bytes written by forwardTo(), and packets the device refused. */
-  forwardStats(): { packets: number; bytes: number; dropped: number } {
+  /** Counters of forwardTo() (kept after the session ended). */
+  forwardStats(): ForwardStats {
     const s = this.conn?.forwardStats();
-    if (s) this.lastForward = { packets: s[0], bytes: s[1], dropped: s[2] };
+    if (s) {
+      this.lastForward = {
+        packets: s[0] ?? 0,
+        bytes: s[1] ?? 0,
+        dropped: s[2] ?? 0,
+        oversize: s[3] ?? 0,
+        malformed: s[4] ?? 0,
+        spoofed: s[5] ?? 0,
+        lastSpoofedSource: s[6] ?? 0,
+      };
+    }
     return { ...this.lastForward };
+  }
+
+  /** @internal the native connection while the session is open (for TunDispatch). */
+  nativeConn(): NativeConn | undefined {
+    return this.conn;
   }
 
   /** Changes the idle timeout (ms; 0 disables it). */
@@ -205,7 +236,6 @@ export class DtlsSession extends EventEmitter<DtlsSessionEvents> {
       const flags = r & 0xff;
       const n = Math.floor(r / 256);
       if (n > 0) this.deliver(n);
-      if (flags & F_OUTPUT) this.flush();
       if (flags & F_PEER_CLOSED) {
         this.end('close_notify', '');
         return;
@@ -230,11 +260,7 @@ export class DtlsSession extends EventEmitter<DtlsSessionEvents> {
     const conn = this.conn;
     if (conn) this.forwardStats();
     this.conn = undefined;
-    if (conn) {
-      const out = conn.takeOutput();
-      if (out) for (const d of out) this.sink.send(d);
-      conn.free();
-    }
+    conn?.free();
     this.logger.debug(
       { peer: `${this.remoteAddress}:${this.remotePort}`, reason, detail: detail || undefined },
       'dtls session ended',
@@ -271,11 +297,6 @@ export class DtlsSession extends EventEmitter<DtlsSessionEvents> {
     } else if (!this.ended) {
       this.emit('message', rec);
     }
-  }
-
-  private flush(): void {
-    const out = this.conn?.takeOutput();
-    if (out) for (const d of out) this.sink.send(d);
   }
 
   private armIdle(ms: number): void {

@@ -7,7 +7,7 @@ import type { Evidence } from '../attestation/index.js';
 import type { EnclaveRegistration } from '../enforce/types.js';
 import { formatIpv4, type Ipv4 } from '../util/ipv4.js';
 import type { IpPool } from './ip-pool.js';
-import type { EnclaveChannel } from './types.js';
+import type { DispatchRouteStats, EnclaveChannel } from './types.js';
 
 /**
  * assigning: receive channel up, IpAssignment sent; awaiting-send: ACK received, waiting for
@@ -51,6 +51,8 @@ export interface Enclave {
   joining: Promise<void> | undefined;
   lastSpoofLog: number;
   ended: Promise<void> | undefined;
+  /** While the native dispatch routes to this enclave: its live counters (forwarding.ts). */
+  nativeOut?: (() => DispatchRouteStats | undefined) | undefined;
 }
 
 export interface EnclaveStatus {
@@ -75,14 +77,18 @@ export function newCounters(): Counters {
   return { packetsIn: 0, bytesIn: 0, packetsOut: 0, bytesOut: 0, spoofed: 0, malformed: 0, oversize: 0 };
 }
 
-/** JS-path counters plus what the DTLS layer forwarded natively. */
+/** JS-path counters plus what the DTLS layer forwarded natively, in both directions. */
 export function totalCounters(e: Enclave): Counters {
   const f = e.recv.forwardStats?.();
-  if (!f) return e.counters;
+  const d = e.nativeOut?.();
+  if (!f && !d) return e.counters;
   return {
     ...e.counters,
-    packetsIn: e.counters.packetsIn + f.packets,
-    bytesIn: e.counters.bytesIn + f.bytes,
+    packetsIn: e.counters.packetsIn + (f?.packets ?? 0),
+    bytesIn: e.counters.bytesIn + (f?.bytes ?? 0),
+    packetsOut: e.counters.packetsOut + (d?.packets ?? 0),
+    bytesOut: e.counters.bytesOut + (d?.bytes ?? 0),
+    oversize: e.counters.oversize + (d?.oversize ?? 0),
   };
 }
 

@@ -4,7 +4,7 @@
  * Enclave → network (receive channel, port P):
  *   1. The enclave's runtime sends one IPv4 packet per DTLS record to UDP port P.
  *   2. src/dtls/endpoint.ts: the addon's UDP socket reads datagrams in batches (recvmmsg).
- *   3. native/dtls/src/dtls.cc (Conn read loop): decrypts the record. Native fast path
+ *   3. native/dtls/src/conn.cc (record layer, record_layer.cc): decrypts the record. Native fast path
  *      (most packets today): if forwarding is on for this channel (activate() below calls
  *      channel.forwardTo) and the record passes the addon's packet check, it is written
  *      straight to the TUN fd; JS never sees it. Everything else goes up to JS as a
@@ -16,38 +16,103 @@
  *
  * Network → enclave (send channel, port P+1):
  *   1. The kernel routes a packet for an enclave subnet into the TUN device.
- *   2. src/tunnel/tun.ts + native/tun/src/tun.c: read in batches, one onPackets() call per wakeup.
- *   3. fromDevice() below: routeDevicePacket() (src/tunnel/packet.ts) finds the enclave that
- *      owns the destination IP (EnclaveTable, O(1)) and refuses malformed, unknown-destination
- *      and oversize packets.
- *   4. The enclave's send channel encrypts it as one DTLS record (src/dtls/session.ts →
- *      native/dtls/src/dtls.cc) and sends it over UDP from port P+1 to the enclave.
+ *   2. Native path (the default): native/dtls/src/tun_dispatch.cc, a thread of the DTLS
+ *      addon, reads the TUN fd in batches, looks the destination up in its route table
+ *      (route()/unroute() below keep it equal to the active enclaves), applies the same
+ *      device-side rule as routeDevicePacket(), seals each packet with the send channel's
+ *      native record layer (native/dtls/src/record_layer.cc) and sends the batch with
+ *      sendmmsg(2) from port P+1 — no JS, not even on the event loop.
+ *   3. JS fallback (SENG_NATIVE_FORWARD=0, or a channel without the native path, as in the
+ *      unit tests' fakes): src/tunnel/tun.ts + native/tun/src/tun.c read in batches; fromDevice()
+ *      below: routeDevicePacket() (src/tunnel/packet.ts) finds the enclave that owns the
+ *      destination IP (EnclaveTable, O(1)) and refuses malformed, unknown-destination and
+ *      oversize packets; the send channel seals one record per packet (src/dtls/session.ts).
  *
- * Every drop is counted by reason, per enclave and gateway-wide. This module is the only
- * place that moves packets, so a different fast path (e.g. a native gateway → enclave path)
- * replaces activate() / fromDevice() here and nothing else.
+ * The enclave → network fast path of step 3 above lives in native/dtls/src/conn.cc (record
+ * layer) and tun_forward.cc (the packet check and the TUN write).
+ *
+ * Every drop is counted by reason, per enclave and gateway-wide (native counters are read in
+ * bulk). This module is the only place that moves packets.
  */
 import { classifyEnclavePacket, routeDevicePacket, type PacketDropReason } from '../tunnel/packet.js';
 import { formatIpv4, type Ipv4 } from '../util/ipv4.js';
 import type { GatewayContext } from './context.js';
 import type { Enclave } from './enclave.js';
+import type { ChannelListener, DeviceDispatch, DispatchRouteStats } from './types.js';
+
+/** How long one bulk read of the native route counters serves status/metrics calls. */
+const ROUTE_STATS_TTL_MS = 200;
 
 /** At most one `spoofed` warning per enclave per interval (the counter keeps the total). */
 const SPOOF_LOG_INTERVAL_MS = 1000;
 
 export class Forwarding {
   private readonly lookup: (ip: Ipv4) => Enclave | undefined;
+  /** The native device → enclave path, when the send listener offers one. */
+  private dispatch: DeviceDispatch | undefined;
+  private routeStatsCache: { at: number; map: Map<number, DispatchRouteStats> } | undefined;
 
   constructor(private readonly ctx: GatewayContext) {
     this.lookup = (ip) => ctx.table.byDestination(ip);
   }
 
+  private nativeOn(): boolean {
+    const fd = this.ctx.opts.device.fd;
+    return (this.ctx.opts.nativeForward ?? true) && fd !== undefined && fd >= 0;
+  }
+
+  /** Starts reading the device: natively through the send listener when it can, else in JS. */
+  attachDevice(sendListener: ChannelListener): void {
+    const fd = this.ctx.opts.device.fd;
+    if (this.nativeOn() && fd !== undefined) this.dispatch = sendListener.dispatchFromTun?.(fd, this.ctx.mtu);
+    if (!this.dispatch) this.ctx.opts.device.onPackets((packets) => this.fromDevice(packets));
+  }
+
+  /** Stops the native device reader (before the device closes). */
+  detachDevice(): void {
+    this.dispatch?.close();
+    this.dispatch = undefined;
+  }
+
   /** Both channels are up and the firewall knows the enclave: route packets to and from it. */
   activate(e: Enclave): void {
     const fd = this.ctx.opts.device.fd;
-    if ((this.ctx.opts.nativeForward ?? true) && fd !== undefined && fd >= 0)
-      e.recv.forwardTo?.(fd, e.ip, this.ctx.mtu);
+    if (this.nativeOn() && fd !== undefined) e.recv.forwardTo?.(fd, e.ip, this.ctx.mtu);
     this.ctx.table.route(e);
+    if (e.send && this.dispatch?.route(e.ip, e.send)) {
+      e.nativeOut = () => this.routeStats().get(e.ip);
+    }
+  }
+
+  /** The enclave is ending: stop routing to it; its native counters join its JS ones. */
+  deactivate(e: Enclave): void {
+    if (!e.nativeOut) return;
+    e.nativeOut = undefined;
+    const out = this.dispatch?.unroute(e.ip);
+    if (out) {
+      e.counters.packetsOut += out.packets;
+      e.counters.bytesOut += out.bytes;
+      e.counters.oversize += out.oversize;
+    }
+  }
+
+  /** Gateway-wide device-side drops counted natively (added to ctx.stats for reporting). */
+  nativeDrops(): { malformed: number; unknownDestination: number; oversize: number } {
+    const s = this.dispatch?.stats();
+    return {
+      malformed: s?.malformed ?? 0,
+      unknownDestination: s?.unknownDestination ?? 0,
+      oversize: s?.oversize ?? 0,
+    };
+  }
+
+  /** All routes' native counters, read in one call and reused briefly (status of many enclaves). */
+  private routeStats(): Map<number, DispatchRouteStats> {
+    const now = Date.now();
+    if (!this.routeStatsCache || now - this.routeStatsCache.at > ROUTE_STATS_TTL_MS) {
+      this.routeStatsCache = { at: now, map: this.dispatch?.routeStats() ?? new Map() };
+    }
+    return this.routeStatsCache.map;
   }
 
   /** A record from an active enclave that the native fast path did not forward. */

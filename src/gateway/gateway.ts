@@ -27,7 +27,8 @@ export type { KickSelector, ReloadResult } from './operations.js';
 
 /** Emits 'admitted' (enclaveIp) and 'ended' (enclaveIp, reason). */
 export class Gateway extends EventEmitter {
-  readonly stats: GatewayStats = {
+  /** JS-counted figures; `stats` adds what the native data path counted. */
+  private readonly counts: GatewayStats = {
     admitted: 0,
     rejected: 0,
     ended: 0,
@@ -52,12 +53,16 @@ export class Gateway extends EventEmitter {
       log: opts.logger ?? silentLogger,
       timeouts: { ...DEFAULT_TIMEOUTS, ...opts.timeouts },
       mtu: opts.mtu ?? 1432,
-      stats: this.stats,
+      stats: this.counts,
       table: new EnclaveTable(),
       stopping: false,
     };
-    this.teardown = new Teardown(this.ctx, (e, reason) => this.emit('ended', formatIpv4(e.ip), reason));
     this.forwarding = new Forwarding(this.ctx);
+    this.teardown = new Teardown(
+      this.ctx,
+      (e, reason) => this.emit('ended', formatIpv4(e.ip), reason),
+      (e) => this.forwarding.deactivate(e),
+    );
     this.operations = new Operations(this.ctx, this.teardown);
     this.admission = new Admission(this.ctx, {
       fromEnclave: (e, record) => this.forwarding.fromEnclave(e, record),
@@ -70,7 +75,6 @@ export class Gateway extends EventEmitter {
   async start(): Promise<void> {
     const { opts } = this.ctx;
     if (!opts.enforcerStarted) await opts.enforcer?.start();
-    opts.device.onPackets((packets) => this.forwarding.fromDevice(packets));
     this.recvListener = await opts.listen(opts.port, (chain, peer) => this.admission.verifyRecv(chain, peer));
     try {
       this.sendListener = await opts.listen(opts.port + 1, (chain, peer) =>
@@ -82,6 +86,7 @@ export class Gateway extends EventEmitter {
     }
     this.recvListener.on('session', (c: EnclaveChannel) => this.admission.onRecvSession(c));
     this.sendListener.on('session', (c: EnclaveChannel) => this.admission.onSendSession(c));
+    this.forwarding.attachDevice(this.sendListener);
   }
 
   /** Graceful shutdown: end every session (releasing IPs and firewall state), then stop the backend. */
@@ -89,9 +94,21 @@ export class Gateway extends EventEmitter {
     if (this.ctx.stopping) return;
     this.ctx.stopping = true;
     await Promise.all([...this.ctx.table.all].map((e) => this.teardown.end(e, 'server-shutdown')));
+    this.forwarding.detachDevice();
     await Promise.all([this.recvListener?.close(), this.sendListener?.close()]);
     // Whoever started the backend stops it (after the device is gone, in serve.ts).
     if (!this.ctx.opts.enforcerStarted) await this.ctx.opts.enforcer?.stop();
+  }
+
+  /** Gateway-wide counters, the native data path's device-side drops included. */
+  get stats(): GatewayStats {
+    const n = this.forwarding.nativeDrops();
+    return {
+      ...this.counts,
+      malformed: this.counts.malformed + n.malformed,
+      unknownDestination: this.counts.unknownDestination + n.unknownDestination,
+      oversize: this.counts.oversize + n.oversize,
+    };
   }
 
   status(): EnclaveStatus[] {

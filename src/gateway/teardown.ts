@@ -14,6 +14,8 @@ export class Teardown {
   constructor(
     private readonly ctx: GatewayContext,
     private readonly onEnded: (e: Enclave, reason: string) => void,
+    /** Stops the data path to the enclave (forwarding.ts deactivate). */
+    private readonly deactivate: (e: Enclave) => void = () => {},
   ) {}
 
   /** Ends an enclave's session for `reason`; idempotent. Resolves when its IP is free again. */
@@ -32,6 +34,7 @@ export class Teardown {
     this.ctx.table.setAwaiting(e, false);
     clearTimeout(e.timer);
     this.ctx.table.unroute(e);
+    this.deactivate(e);
     e.recv.close(reason);
     e.send?.close(reason);
     // Order matters: leave the firewall (unregister + conntrack purge) before the IP can be reused.

@@ -28,9 +28,31 @@ export interface EnclaveChannel extends EventEmitter {
   forwardStats?(): { packets: number; bytes: number; dropped: number };
 }
 
+/** The native gateway → enclave path (DtlsServer.dispatchFromTun): routes by destination IP. */
+export interface DeviceDispatch {
+  /** Packets for `ip` go to `channel` from now on; false if the channel cannot take them. */
+  route(ip: number, channel: EnclaveChannel): boolean;
+  /** Stops routing `ip`; the route's final counters. */
+  unroute(ip: number): DispatchRouteStats | undefined;
+  /** Counters of every route, in one call. */
+  routeStats(): Map<number, DispatchRouteStats>;
+  /** Device-side drops of the whole dispatch (SPEC §1.4 order: malformed, unknown, oversize). */
+  stats(): { malformed: number; unknownDestination: number; oversize: number };
+  close(): void;
+}
+
+/** Packets and bytes sent to one enclave by the native dispatch, and its oversize drops. */
+export interface DispatchRouteStats {
+  packets: number;
+  bytes: number;
+  oversize: number;
+}
+
 /** A DTLS listener: 'session' (channel: EnclaveChannel) events. */
 export interface ChannelListener extends EventEmitter {
   close(): Promise<void>;
+  /** Optional fast path: read the device fd natively and send to routed sessions (see DtlsServer). */
+  dispatchFromTun?(fd: number, mtu: number): DeviceDispatch;
 }
 
 /** Opens a DTLS listener on `port` whose handshakes are judged by `verifyPeer`. */

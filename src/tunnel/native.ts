@@ -1,11 +1,7 @@
 /**
  * Loader and typings for the native TUN addon (native/tun, built by `npm run build:native`).
  */
-import { createRequire } from 'node:module';
-import { existsSync, readFileSync } from 'node:fs';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { EnvironmentError, errorMessage } from '../util/errors.js';
+import { loadNativeAddon } from '../util/native-addon.js';
 
 export interface NativeTunStats {
   rxPackets: number;
@@ -90,54 +86,10 @@ export interface NativeErrnoError extends Error {
   syscall?: string;
 }
 
-let cached: NativeTunAddon | undefined;
-
-/** The repository (package) root: the nearest ancestor holding seng's package.json. */
-export function packageRoot(from: string = dirname(fileURLToPath(import.meta.url))): string {
-  let dir = from;
-  for (;;) {
-    const pkg = join(dir, 'package.json');
-    if (existsSync(pkg)) {
-      try {
-        if ((JSON.parse(readFileSync(pkg, 'utf8')) as { name?: string }).name === 'seng') return dir;
-      } catch {
-        /* not ours; keep walking */
-      }
-    }
-    const up = dirname(dir);
-    if (up === dir) throw new EnvironmentError('ENOPKG', `cannot find seng's package.json above ${from}`);
-    dir = up;
-  }
-}
-
-/** Where the native builds live: the package root, or SENG_NATIVE_ROOT (relative to it). */
-export function nativeRoot(): string {
-  const override = process.env.SENG_NATIVE_ROOT;
-  return override ? resolve(packageRoot(), override) : packageRoot();
-}
+export { nativeRoot, packageRoot } from '../util/native-addon.js';
 
 export function loadTunAddon(): NativeTunAddon {
-  if (cached) return cached;
-  // SENG_NATIVE_ROOT=build-sanitize selects the ASan/UBSan build (docs/native.md).
-  const file = join(nativeRoot(), 'native', 'tun', 'build', 'Release', 'tun.node');
-  if (!existsSync(file)) {
-    throw new EnvironmentError(
-      'ETUN_ADDON',
-      `the TUN addon is not built (${file} missing)`,
-      'run `npm run build:native` (needs g++ and the Node headers)',
-    );
-  }
-  try {
-    cached = createRequire(import.meta.url)(file) as NativeTunAddon;
-  } catch (err) {
-    throw new EnvironmentError(
-      'ETUN_ADDON',
-      `cannot load the TUN addon ${file}: ${errorMessage(err)}`,
-      'rebuild it for this Node version: npm run build:native',
-      err,
-    );
-  }
-  return cached;
+  return loadNativeAddon<NativeTunAddon>({ dir: 'tun', file: 'tun.node', code: 'ETUN_ADDON', what: 'TUN' });
 }
 
 /** Live native handles (fds, poll handles, wrapper objects), for leak tests. */

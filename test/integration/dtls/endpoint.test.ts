@@ -31,10 +31,6 @@ describe('dtls udp endpoint', { timeout: 30_000 }, () => {
       assert.equal(got[200]?.data, 'last');
       assert.ok(got.every((g) => g.ip === ipv4FromString('127.0.0.1') && g.port === sender.address().port));
       assert.ok(batches >= 1);
-      // sendTo reaches a plain socket.
-      const echo = new Promise<string>((r) => sender.once('message', (m) => r(m.toString())));
-      assert.equal(ep.sendTo(Buffer.from('pong'), ipv4FromString('127.0.0.1'), sender.address().port), true);
-      assert.equal(await echo, 'pong');
     } finally {
       sender.close();
     }

@@ -12,6 +12,7 @@ import {
   nativeStats,
   type DtlsSession,
 } from '../../../src/dtls/index.js';
+import { loadAddon } from '../../../src/dtls/native.js';
 import { CertDir, type TestIdentity } from '../../fixtures/dtls/certs.js';
 
 v8.setFlagsFromString('--expose-gc');
@@ -79,6 +80,7 @@ describe('dtls native objects do not leak', { timeout: 240_000 }, () => {
       });
     let done = 0;
     let peak = 0;
+    let peakRecordLayers = 0;
     const worker = async (w: number): Promise<void> => {
       for (let i = w; i < SESSIONS; i += PARALLEL) {
         const c = await connect(cli);
@@ -86,6 +88,7 @@ describe('dtls native objects do not leak', { timeout: 240_000 }, () => {
         assert.equal(c.send(Buffer.alloc(200, i & 0xff)), true);
         assert.equal((await echo).length, 200);
         peak = Math.max(peak, nativeStats().liveSsl);
+        peakRecordLayers = Math.max(peakRecordLayers, nativeStats().liveRecordLayer);
         const closed = new Promise<string>((r) => c.once('close', (why) => r(why)));
         if (i % 2 === 0) {
           c.close();
@@ -113,6 +116,14 @@ describe('dtls native objects do not leak', { timeout: 240_000 }, () => {
       ),
     );
 
+    // TUN dispatches started and closed, left to the garbage collector.
+    const device = loadAddon().openUdp('127.0.0.1', 0, 0);
+    for (let i = 0; i < 50; i++) {
+      server.dispatchFromTun(device.fd, 1432).close();
+      await new Promise((r) => setImmediate(r));
+    }
+    loadAddon().closeFd(device.fd);
+
     await new Promise((r) => setTimeout(r, 200));
     const st = server.stats();
     assert.equal(st.sessions, 0);
@@ -120,7 +131,13 @@ describe('dtls native objects do not leak', { timeout: 240_000 }, () => {
     assert.equal(st.accepted, SESSIONS);
     assert.equal(st.rejected, 20);
     assert.equal(st.timedOut, 20);
+    // Server sessions hold no SSL object (only record layers): the listener, the clients' SSL
+    // objects and handshakes in progress.
     assert.ok(peak <= 1 + 2 * PARALLEL, `peak live SSL objects ${peak}`);
+    assert.ok(
+      peakRecordLayers >= 1 && peakRecordLayers <= PARALLEL,
+      `peak record layers ${peakRecordLayers}`,
+    );
     await server.close();
     // Let the slow hooks finish (their verdicts find nothing to act on any more).
     await new Promise((r) => setTimeout(r, 600));
@@ -131,5 +148,7 @@ describe('dtls native objects do not leak', { timeout: 240_000 }, () => {
     assert.equal(end.liveCtx, baseline.liveCtx, 'SSL_CTX objects');
     assert.equal(end.liveConn, baseline.liveConn, 'Conn wrappers (after GC)');
     assert.equal(end.liveEndpoint, baseline.liveEndpoint, 'open UDP endpoints');
+    assert.equal(end.liveRecordLayer, baseline.liveRecordLayer, 'native record layers');
+    assert.equal(end.liveDispatch, baseline.liveDispatch, 'TUN dispatches');
   });
 });

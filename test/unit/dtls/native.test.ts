@@ -1,13 +1,13 @@
-// The addon without sockets: two in-memory endpoints exchange the datagrams the addon queues
-// (fd -1), which exercises the stateless listener, the held final flight, release / reject,
-// records into the slab, close_notify, and the argument checks.
+// The addon driven step by step: a client Conn and a server Context/Conn exchange datagrams over
+// two loopback sockets the test reads synchronously (DatagramTap, the test fake of the wire),
+// which exercises the stateless listener, the held final flight, release / reject, records into
+// the slab, close_notify, and the argument checks.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import {
   F_CLOSED,
   F_FATAL,
   F_HANDSHAKE_DONE,
-  F_OUTPUT,
   F_PEER_CLOSED,
   loadAddon,
   type NativeConn,
@@ -15,26 +15,31 @@ import {
   type NativeContextOptions,
 } from '../../../src/dtls/native.js';
 import { CertDir, type TestIdentity } from '../../fixtures/dtls/certs.js';
+import { DatagramTap } from '../../fixtures/dtls/datagram-tap.js';
 
 const addon = loadAddon();
 const SUITE = 'ECDHE-ECDSA-AES128-GCM-SHA256';
-const CLIENT_ADDR = '127.0.0.1';
-const CLIENT_PORT = 40000;
 
 let certs: CertDir;
 let srv: TestIdentity;
 let cli: TestIdentity;
+/** What the client sends arrives here (the server's socket) ... */
+let toServer: DatagramTap;
+/** ... and what the server sends, here (the client's socket). */
+let toClient: DatagramTap;
 
 const slab = Buffer.alloc(256 * 1024);
 const lens = new Uint32Array(64);
 
 function serverCtx(): NativeContext {
-  return new addon.Context({
+  const ctx = new addon.Context({
     server: true,
     identities: [{ certPem: srv.certPem, keyPem: srv.keyPem }],
     cipherList: SUITE,
     mtu: 1500,
   });
+  ctx.setFd(toServer.fd);
+  return ctx;
 }
 
 function clientConn(): NativeConn {
@@ -45,61 +50,67 @@ function clientConn(): NativeConn {
     caPem: srv.certPem,
     mtu: 1500,
   });
-  const conn = ctx.connect('127.0.0.1', 4433, -1);
+  const conn = ctx.connect(toServer.address, toServer.port, toClient.fd);
   ctx.free();
   return conn;
 }
 
-function take(conn: NativeConn | NativeContext): Buffer[] {
-  return conn.takeOutput() ?? [];
+/** The server side's listen() for a datagram from the client's socket. */
+function listen(ctx: NativeContext, d: Buffer): NativeConn | number {
+  return ctx.listen(d, toClient.address, toClient.port);
 }
 
 /** Runs the handshake up to the server's verdict; returns both ends. */
 function handshakeToVerdict(ctx: NativeContext): { client: NativeConn; server: NativeConn } {
   const client = clientConn();
-  assert.ok(client.input(null, slab, 0, lens) & F_OUTPUT);
-  const hello = take(client);
+  client.input(null, slab, 0, lens);
+  const hello = toServer.take(1);
   assert.equal(hello.length, 1);
-  // First ClientHello: no cookie → HelloVerifyRequest queued on the context, no connection.
-  assert.equal(ctx.listen(hello[0]!, CLIENT_ADDR, CLIENT_PORT), 2);
-  const hvr = take(ctx);
+  // First ClientHello: no cookie → HelloVerifyRequest, no connection.
+  assert.equal(listen(ctx, hello[0]!), 1);
+  const hvr = toClient.take(1);
   assert.equal(hvr.length, 1);
   assert.equal(hvr[0]![13], 3, 'HelloVerifyRequest');
   client.input(hvr[0]!, slab, 0, lens);
-  const hello2 = take(client);
-  const server = ctx.listen(hello2[0]!, CLIENT_ADDR, CLIENT_PORT);
+  const hello2 = toServer.take(1);
+  const server = listen(ctx, hello2[0]!);
   assert.equal(typeof server, 'object', 'a ClientHello with a valid cookie makes a connection');
   const srvConn = server as NativeConn;
-  let toClient = srvConn.input(null, slab, 0, lens) & F_OUTPUT ? take(srvConn) : [];
+  srvConn.input(null, slab, 0, lens);
+  let fromServer = toClient.take(1);
   for (let round = 0; round < 10; round++) {
-    for (const d of toClient) client.input(d, slab, 0, lens);
-    toClient = [];
-    const toServer = take(client);
+    for (const d of fromServer) client.input(d, slab, 0, lens);
     let done = false;
-    for (const d of toServer) {
+    for (const d of toServer.take(1)) {
       const f = srvConn.input(d, slab, 0, lens);
       assert.equal(f & F_FATAL, 0, srvConn.info().error);
       if (f & F_HANDSHAKE_DONE) done = true;
     }
     if (done) return { client, server: srvConn };
-    toClient = take(srvConn);
+    fromServer = toClient.take(1);
   }
   throw new Error('handshake did not reach the verdict');
 }
 
-describe('dtls addon (in memory)', () => {
+describe('dtls addon (step by step over loopback)', () => {
   before(() => {
     certs = new CertDir();
     srv = certs.make('srv-ec', 'ec');
     cli = certs.make('cli-ec', 'ec');
+    toServer = DatagramTap.open();
+    toClient = DatagramTap.open();
   });
-  after(() => certs.cleanup());
+  after(() => {
+    toServer.close();
+    toClient.close();
+    certs.cleanup();
+  });
 
   it('handshake holds the final flight until release, then records and close_notify flow', () => {
     const ctx = serverCtx();
     const { client, server } = handshakeToVerdict(ctx);
     assert.equal(server.info().state, 'held');
-    assert.equal(server.takeOutput(), undefined, 'nothing leaves before the verdict');
+    assert.deepEqual(toClient.take(0, 50), [], 'nothing leaves before the verdict');
     assert.equal(client.info().state, 'handshaking');
     const chain = server.peerChain();
     assert.equal(chain.length, 1);
@@ -107,9 +118,9 @@ describe('dtls addon (in memory)', () => {
     // Input while held is ignored.
     assert.equal(server.input(Buffer.from([1, 2, 3]), slab, 0, lens) & 0xff, 0);
 
-    assert.ok(server.release() & F_OUTPUT);
+    assert.equal(server.release(), 0);
     let f = 0;
-    for (const d of take(server)) f |= client.input(d, slab, 0, lens);
+    for (const d of toClient.take(1)) f |= client.input(d, slab, 0, lens);
     assert.ok(f & F_HANDSHAKE_DONE);
     assert.equal(client.info().state, 'open');
     assert.equal(client.info().cipher, SUITE);
@@ -117,8 +128,8 @@ describe('dtls addon (in memory)', () => {
     assert.ok(client.peerChain().length >= 1);
 
     // Three records in a row from the client, read into the slab at an offset.
-    for (const text of ['one', 'two', 'three']) assert.ok(client.send(Buffer.from(text)) > 0);
-    const datagrams = take(client);
+    for (const text of ['one', 'two', 'three']) assert.equal(client.send(Buffer.from(text)), 1);
+    const datagrams = toServer.take(3);
     assert.equal(datagrams.length, 3);
     const got: string[] = [];
     let off = 100;
@@ -137,18 +148,18 @@ describe('dtls addon (in memory)', () => {
     assert.ok(max > 1400 && max < 1472);
     assert.equal(server.send(Buffer.alloc(max + 1)), -1);
     assert.equal(server.send(Buffer.alloc(0)), -1);
-    assert.ok(server.send(Buffer.alloc(max)) > 0);
-    const big = take(server);
+    assert.equal(server.send(Buffer.alloc(max)), 1);
+    const big = toClient.take(1);
     assert.equal(big.length, 1);
     assert.ok(big[0]!.length <= 1500 - 28);
 
     // close_notify from the server; the client answers with its own.
-    assert.ok(server.shutdown() & F_OUTPUT);
+    assert.equal(server.shutdown(), 0);
     f = 0;
-    for (const d of take(server)) f |= client.input(d, slab, 0, lens);
+    for (const d of toClient.take(1)) f |= client.input(d, slab, 0, lens);
     assert.ok(f & F_PEER_CLOSED);
     assert.equal(client.info().state, 'closed');
-    assert.equal(take(client).length, 1, 'close_notify in reply');
+    assert.equal(toServer.take(1).length, 1, 'close_notify in reply');
     assert.equal(client.send(Buffer.from('late')), 0);
     assert.equal(client.input(Buffer.from('x'), slab, 0, lens), F_CLOSED);
     client.free();
@@ -159,8 +170,8 @@ describe('dtls addon (in memory)', () => {
   it('reject sends a fatal alert the client understands', () => {
     const ctx = serverCtx();
     const { client, server } = handshakeToVerdict(ctx);
-    assert.ok(server.reject(42) & F_OUTPUT);
-    const out = take(server);
+    assert.equal(server.reject(42), 0);
+    const out = toClient.take(1);
     assert.equal(out.length, 1);
     assert.equal(out[0]!.length, 15);
     assert.deepEqual([...out[0]!.subarray(13)], [2, 42]);
@@ -177,26 +188,31 @@ describe('dtls addon (in memory)', () => {
   it('the listener keeps no state for garbage and cookie-less hellos', () => {
     const ctx = serverCtx();
     const before = addon.nativeStats().liveSsl;
-    assert.equal(ctx.listen(Buffer.alloc(5), CLIENT_ADDR, 1), 0);
-    assert.equal(ctx.listen(Buffer.alloc(40), CLIENT_ADDR, 1), 0);
+    assert.equal(listen(ctx, Buffer.alloc(5)), 0);
+    assert.equal(listen(ctx, Buffer.alloc(40)), 0);
     const afterFirst = addon.nativeStats().liveSsl; // the shared listener
     let hvrs = 0;
+    let parsed = 0;
     for (let i = 0; i < 2000; i++) {
       const d = Buffer.alloc(20 + (i % 300), i & 0xff);
       d[0] = 22;
       d[1] = 0xfe;
       d[2] = 0xfd;
       // Never a connection; at most a HelloVerifyRequest for what parses as a ClientHello.
-      const r = ctx.listen(d, CLIENT_ADDR, 1000 + (i % 50));
+      const r = listen(ctx, d);
       assert.equal(typeof r, 'number');
-      if (r === 2) hvrs++;
+      if (r === 1) {
+        parsed++;
+        hvrs += toClient.take(1).length;
+      }
     }
-    assert.equal(take(ctx).length, hvrs);
+    assert.equal(hvrs, parsed, 'one HelloVerifyRequest for each datagram listen() answered');
+    assert.deepEqual(toClient.take(0, 50), [], 'nothing but HelloVerifyRequests went out');
     const client = clientConn();
     client.input(null, slab, 0, lens);
-    const hello = take(client)[0]!;
-    for (let port = 1; port <= 500; port++) assert.equal(ctx.listen(hello, CLIENT_ADDR, port), 2);
-    assert.equal(take(ctx).length, 500);
+    const hello = toServer.take(1)[0]!;
+    // 500 peers (ports) each get a HelloVerifyRequest and leave nothing behind.
+    for (let port = 1; port <= 500; port++) assert.equal(ctx.listen(hello, '127.0.0.1', port), 1);
     assert.equal(
       addon.nativeStats().liveSsl,
       afterFirst + 1,
@@ -206,7 +222,7 @@ describe('dtls addon (in memory)', () => {
     assert.throws(() => ctx.listen(hello, 'not-an-ip', 1), /bad peer address/);
     client.free();
     ctx.free();
-    assert.throws(() => ctx.listen(hello, CLIENT_ADDR, 1), /context is freed/);
+    assert.throws(() => listen(ctx, hello), /context is freed/);
   });
 
   it('rotating the secret keeps the previous cookie valid once, not twice', () => {
@@ -214,20 +230,20 @@ describe('dtls addon (in memory)', () => {
     const cookieHello = (): Buffer => {
       const client = clientConn();
       client.input(null, slab, 0, lens);
-      assert.equal(ctx.listen(take(client)[0]!, CLIENT_ADDR, CLIENT_PORT), 2);
-      client.input(take(ctx)[0]!, slab, 0, lens);
-      const d = take(client)[0]!;
+      assert.equal(listen(ctx, toServer.take(1)[0]!), 1);
+      client.input(toClient.take(1)[0]!, slab, 0, lens);
+      const d = toServer.take(1)[0]!;
       client.free();
       return d;
     };
     const hello = cookieHello();
     ctx.rotateCookieSecret();
-    const conn = ctx.listen(hello, CLIENT_ADDR, CLIENT_PORT);
+    const conn = listen(ctx, hello);
     assert.equal(typeof conn, 'object', 'previous secret still accepted');
     (conn as NativeConn).free();
     ctx.rotateCookieSecret();
-    assert.equal(ctx.listen(hello, CLIENT_ADDR, CLIENT_PORT), 2, 'two rotations later the cookie is stale');
-    take(ctx);
+    assert.equal(listen(ctx, hello), 1, 'two rotations later the cookie is stale');
+    toClient.take(1);
     ctx.free();
   });
 

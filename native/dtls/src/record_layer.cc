@@ -1,0 +1,157 @@
+// The native DTLS 1.2 record layer (see record_layer.h).
+#include "record_layer.h"
+
+#include <cstring>
+
+namespace seng_dtls {
+
+namespace {
+
+constexpr uint8_t kVersionMajor = 0xfe;  // DTLS 1.2 = { 254, 253 }
+constexpr uint8_t kVersionMinor = 0xfd;
+
+void putUint48(uint8_t *p, uint64_t v) {
+  for (int i = 5; i >= 0; i--, v >>= 8) p[i] = static_cast<uint8_t>(v);
+}
+
+uint64_t getUint48(const uint8_t *p) {
+  uint64_t v = 0;
+  for (int i = 0; i < 6; i++) v = (v << 8) | p[i];
+  return v;
+}
+
+// AAD = epoch || seq (the 8 bytes at header + 3) || type || version || plaintext length.
+void makeAad(uint8_t aad[13], const uint8_t *header, size_t plainLen) {
+  std::memcpy(aad, header + 3, 8);
+  aad[8] = header[0];
+  aad[9] = header[1];
+  aad[10] = header[2];
+  aad[11] = static_cast<uint8_t>(plainLen >> 8);
+  aad[12] = static_cast<uint8_t>(plainLen);
+}
+
+EVP_CIPHER_CTX *keyedContext(const EVP_CIPHER *cipher, const uint8_t *key, bool encrypt) {
+  EVP_CIPHER_CTX *c = EVP_CIPHER_CTX_new();
+  if (c == nullptr) return nullptr;
+  // The IV length stays at GCM's default of 12 bytes; each record sets its own nonce.
+  if (EVP_CipherInit_ex(c, cipher, nullptr, key, nullptr, encrypt ? 1 : 0) != 1) {
+    EVP_CIPHER_CTX_free(c);
+    return nullptr;
+  }
+  return c;
+}
+
+}  // namespace
+
+bool ReplayWindow::fresh(uint64_t seq) const {
+  if (bits_ == 0 || seq > top_) return true;
+  const uint64_t age = top_ - seq;
+  return age < 64 && ((bits_ >> age) & 1) == 0;
+}
+
+void ReplayWindow::accept(uint64_t seq) {
+  if (bits_ == 0) {
+    top_ = seq;
+    bits_ = 1;
+  } else if (seq > top_) {
+    const uint64_t shift = seq - top_;
+    bits_ = shift >= 64 ? 1 : (bits_ << shift) | 1;
+    top_ = seq;
+  } else {
+    bits_ |= uint64_t{1} << (top_ - seq);  // fresh() checked top_ - seq < 64
+  }
+}
+
+std::shared_ptr<RecordLayer> RecordLayer::create(const RecordKeys &keys, uint64_t nextWriteSeq, std::string *error) {
+  std::shared_ptr<RecordLayer> rl(new RecordLayer());
+  rl->seal_ = keyedContext(keys.cipher, keys.writeKey, true);
+  rl->open_ = keyedContext(keys.cipher, keys.readKey, false);
+  if (rl->seal_ == nullptr || rl->open_ == nullptr) {
+    *error = "cannot set up the record ciphers";
+    return nullptr;
+  }
+  std::memcpy(rl->sealIv_, keys.writeIv, sizeof rl->sealIv_);
+  std::memcpy(rl->openIv_, keys.readIv, sizeof rl->openIv_);
+  rl->nextSeq_ = nextWriteSeq;
+  return rl;
+}
+
+RecordLayer::~RecordLayer() {
+  EVP_CIPHER_CTX_free(seal_);  // frees and cleanses the key schedule
+  EVP_CIPHER_CTX_free(open_);
+  OPENSSL_cleanse(sealIv_, sizeof sealIv_);
+  OPENSSL_cleanse(openIv_, sizeof openIv_);
+  --gLiveRecordLayer;
+}
+
+size_t RecordLayer::framedLength(const uint8_t *d, size_t n) {
+  if (n < kRecordHeader) return 0;
+  const size_t len = kRecordHeader + ((static_cast<size_t>(d[11]) << 8) | d[12]);
+  return len <= n ? len : 0;
+}
+
+size_t RecordLayer::seal(uint8_t type, const uint8_t *in, size_t n, uint8_t *out) {
+  std::lock_guard<std::mutex> guard(sealLock_);
+  if (nextSeq_ > kMaxSeq || n > kMaxPlain) return 0;
+  const uint64_t seq = nextSeq_++;
+  const size_t bodyLen = kExplicitNonce + n + kTag;
+  uint8_t *h = out;
+  h[0] = type;
+  h[1] = kVersionMajor;
+  h[2] = kVersionMinor;
+  h[3] = static_cast<uint8_t>(kEpoch >> 8);
+  h[4] = static_cast<uint8_t>(kEpoch);
+  putUint48(h + 5, seq);
+  h[11] = static_cast<uint8_t>(bodyLen >> 8);
+  h[12] = static_cast<uint8_t>(bodyLen);
+  uint8_t *explicitNonce = out + kRecordHeader;
+  std::memcpy(explicitNonce, h + 3, kExplicitNonce);  // epoch || seq
+  uint8_t nonce[12];
+  std::memcpy(nonce, sealIv_, 4);
+  std::memcpy(nonce + 4, explicitNonce, kExplicitNonce);
+  uint8_t aad[13];
+  makeAad(aad, h, n);
+  uint8_t *ct = explicitNonce + kExplicitNonce;
+  int outl = 0;
+  int finl = 0;
+  if (EVP_EncryptInit_ex(seal_, nullptr, nullptr, nullptr, nonce) != 1 ||
+      EVP_EncryptUpdate(seal_, nullptr, &outl, aad, sizeof aad) != 1 ||
+      EVP_EncryptUpdate(seal_, ct, &outl, in, static_cast<int>(n)) != 1 ||
+      EVP_EncryptFinal_ex(seal_, ct + outl, &finl) != 1 ||
+      EVP_CIPHER_CTX_ctrl(seal_, EVP_CTRL_GCM_GET_TAG, kTag, ct + n) != 1)
+    return 0;
+  return kRecordHeader + bodyLen;
+}
+
+RecordLayer::Opened RecordLayer::open(const uint8_t *rec, size_t len, uint8_t *out, size_t *plainLen, uint8_t *type) {
+  if (len < kOverhead || len - kOverhead > kMaxPlain) return Opened::NotOurs;
+  if (rec[1] != kVersionMajor || rec[2] != kVersionMinor) return Opened::NotOurs;
+  if (((static_cast<unsigned>(rec[3]) << 8) | rec[4]) != kEpoch) return Opened::NotOurs;
+  const uint64_t seq = getUint48(rec + 5);
+  if (!window_.fresh(seq)) return Opened::Replayed;
+  const size_t n = len - kOverhead;
+  const uint8_t *explicitNonce = rec + kRecordHeader;
+  const uint8_t *ct = explicitNonce + kExplicitNonce;
+  uint8_t nonce[12];
+  std::memcpy(nonce, openIv_, 4);
+  std::memcpy(nonce + 4, explicitNonce, kExplicitNonce);
+  uint8_t aad[13];
+  makeAad(aad, rec, n);
+  uint8_t tag[kTag];
+  std::memcpy(tag, ct + n, kTag);  // SET_TAG takes a non-const pointer
+  int outl = 0;
+  int finl = 0;
+  if (EVP_DecryptInit_ex(open_, nullptr, nullptr, nullptr, nonce) != 1 ||
+      EVP_DecryptUpdate(open_, nullptr, &outl, aad, sizeof aad) != 1 ||
+      EVP_DecryptUpdate(open_, out, &outl, ct, static_cast<int>(n)) != 1 ||
+      EVP_CIPHER_CTX_ctrl(open_, EVP_CTRL_GCM_SET_TAG, kTag, tag) != 1 || EVP_DecryptFinal_ex(open_, out + outl, &finl) != 1) {
+    OPENSSL_cleanse(out, n);  // never leave unauthenticated plaintext behind
+    return Opened::Forged;
+  }
+  window_.accept(seq);
+  *plainLen = n;
+  *type = rec[0];
+  return Opened::Ok;
+}
+
+}  // namespace seng_dtls

@@ -1,0 +1,90 @@
+// The native DTLS 1.2 record layer of an established association (after the handshake, once the
+// SSL object is freed): AES-GCM records in epoch 1, as RFC 6347 §4.1 and RFC 5288 define them
+// and OpenSSL produces them.
+//
+//   record   = type(1) || fe fd || epoch(2) || seq(6) || length(2) || explicit nonce(8) || ciphertext || tag(16)
+//   nonce    = implicit IV(4) || explicit nonce(8), the explicit nonce being epoch || seq (as OpenSSL does)
+//   AAD      = epoch || seq (8) || type || fe fd || plaintext length(2)
+//
+// One pre-keyed EVP_CIPHER_CTX per direction; only the nonce changes per record. Received records
+// pass the replay window (RFC 6347 §4.1.2.6, 64 records) before decryption and are marked in it
+// only once authenticated.
+//
+// Threads: open() runs on the JavaScript thread only. seal() may also run on TunDispatch's thread
+// (the gateway → enclave path), so the sending side (cipher context and sequence number) is
+// guarded by a mutex, uncontended on the hot path.
+#pragma once
+
+#include <openssl/evp.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+
+#include "common.h"
+#include "record_keys.h"
+
+namespace seng_dtls {
+
+constexpr uint8_t kChangeCipherSpec = 20;
+constexpr uint8_t kAlert = 21;
+constexpr uint8_t kHandshake = 22;
+constexpr uint8_t kApplicationData = 23;
+
+// Sliding window of the 64 highest sequence numbers received (bit i: top - i was seen).
+class ReplayWindow {
+ public:
+  bool fresh(uint64_t seq) const;
+  void accept(uint64_t seq);
+
+ private:
+  uint64_t top_ = 0;
+  uint64_t bits_ = 0;
+};
+
+class RecordLayer {
+ public:
+  static constexpr size_t kExplicitNonce = 8;
+  static constexpr size_t kTag = 16;
+  // Bytes a record adds to its plaintext.
+  static constexpr size_t kOverhead = kRecordHeader + kExplicitNonce + kTag;
+
+  // A record layer for epoch 1 whose first record of ours uses sequence number nextWriteSeq (the
+  // SSL object's records in epoch 1 came before). nullptr and *error when the ciphers cannot be set up.
+  static std::shared_ptr<RecordLayer> create(const RecordKeys &keys, uint64_t nextWriteSeq, std::string *error);
+  ~RecordLayer();
+  RecordLayer(const RecordLayer &) = delete;
+  RecordLayer &operator=(const RecordLayer &) = delete;
+
+  // Seals `n` plaintext bytes into one record of `type` at `out` (room for n + kOverhead bytes,
+  // n ≤ kMaxPlain). Returns the record's length, 0 when sequence numbers are exhausted or the
+  // cipher failed (the association must end then).
+  size_t seal(uint8_t type, const uint8_t *in, size_t n, uint8_t *out);
+
+  enum class Opened { Ok, NotOurs, Replayed, Forged };
+  // Opens the record rec[0, len) (header included; len = 13 + the header's length field). NotOurs:
+  // another version or epoch, or too short / too long to be one of ours; Replayed: outside or
+  // already in the window; Forged: the tag did not verify. On Ok the plaintext is at out (room
+  // for len - kOverhead bytes) and *plainLen / *type are set.
+  Opened open(const uint8_t *rec, size_t len, uint8_t *out, size_t *plainLen, uint8_t *type);
+
+  // The length of the record that starts at d[0, n) when the whole of it is there, else 0.
+  static size_t framedLength(const uint8_t *d, size_t n);
+
+ private:
+  RecordLayer() { ++gLiveRecordLayer; }
+  static constexpr uint16_t kEpoch = 1;
+  static constexpr uint64_t kMaxSeq = (uint64_t{1} << 48) - 1;
+
+  std::mutex sealLock_;  // seal_ and nextSeq_
+  EVP_CIPHER_CTX *seal_ = nullptr;
+  EVP_CIPHER_CTX *open_ = nullptr;
+  uint8_t sealIv_[4]{};
+  uint8_t openIv_[4]{};
+  uint64_t nextSeq_ = 0;
+  ReplayWindow window_;
+};
+
+}  // namespace seng_dtls

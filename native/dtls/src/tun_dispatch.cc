@@ -1,0 +1,340 @@
+// The gateway → enclave data path (see tun_dispatch.h).
+#include "tun_dispatch.h"
+
+#include <arpa/inet.h>
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <openssl/err.h>
+
+#include <cerrno>
+#include <cstring>
+#include <set>
+#include <string>
+#include <system_error>
+
+#include "common.h"
+#include "conn.h"
+
+namespace seng_dtls {
+
+namespace {
+
+constexpr size_t kMaxIpPacket = 65535;
+
+uint32_t ipv4Destination(const uint8_t *p) {
+  return (static_cast<uint32_t>(p[16]) << 24) | (static_cast<uint32_t>(p[17]) << 16) |
+         (static_cast<uint32_t>(p[18]) << 8) | p[19];
+}
+
+double argNumber(const Napi::CallbackInfo &info, size_t i) {
+  return info.Length() > i && info[i].IsNumber() ? info[i].As<Napi::Number>().DoubleValue() : -1;
+}
+
+bool isUint32(double v) { return v >= 0 && v <= 4294967295.0 && v == static_cast<double>(static_cast<uint32_t>(v)); }
+
+// Descriptors a dispatch thread reads: two readers of one device would split its packets.
+std::mutex gDispatchedLock;
+std::set<int> gDispatchedFds;
+
+bool claimFd(int fd) {
+  std::lock_guard<std::mutex> guard(gDispatchedLock);
+  return gDispatchedFds.insert(fd).second;
+}
+
+void releaseFd(int fd) {
+  std::lock_guard<std::mutex> guard(gDispatchedLock);
+  gDispatchedFds.erase(fd);
+}
+
+}  // namespace
+
+Napi::Function TunDispatch::Init(Napi::Env env) {
+  return DefineClass(env, "TunDispatch",
+                     {
+                         InstanceMethod<&TunDispatch::Start>("start"),
+                         InstanceMethod<&TunDispatch::Close>("close"),
+                         InstanceMethod<&TunDispatch::AddRoute>("route"),
+                         InstanceMethod<&TunDispatch::RemoveRoute>("unroute"),
+                         InstanceMethod<&TunDispatch::Stats>("stats"),
+                         InstanceMethod<&TunDispatch::RouteStats>("routeStats"),
+                     });
+}
+
+// new TunDispatch(tunFd, udpFd, mtu, batch = 64)
+TunDispatch::TunDispatch(const Napi::CallbackInfo &info) : Napi::ObjectWrap<TunDispatch>(info) {
+  Napi::Env env = info.Env();
+  const double tun = argNumber(info, 0), udp = argNumber(info, 1), mtu = argNumber(info, 2);
+  const double batch = info.Length() > 3 ? argNumber(info, 3) : 64;
+  if (tun < 0 || udp < 0 || tun > INT32_MAX || udp > INT32_MAX)
+    throwCode(env, "EDTLS_USAGE", "new TunDispatch(tunFd, udpFd, mtu, batch?)");
+  if (!(mtu >= 68 && mtu <= static_cast<double>(kMaxPlain))) throwCode(env, "EDTLS_USAGE", "mtu must be 68..16384");
+  if (!(batch >= 1 && batch <= kMaxBatch)) throwCode(env, "EDTLS_USAGE", "batch must be 1..256");
+  tunFd_ = static_cast<int>(tun);
+  udpFd_ = static_cast<int>(udp);
+  mtu_ = static_cast<size_t>(mtu);
+  batch_ = static_cast<unsigned>(batch);
+  // A device with this MTU delivers packets of at most mtu_ bytes; room for a larger one (up to
+  // 64 KiB) keeps it whole, so that it is counted as oversize instead of read as garbage.
+  readBuf_.resize(static_cast<size_t>(batch_ - 1) * mtu_ + kMaxIpPacket);
+  readLens_.resize(batch_);
+  sealBuf_.resize(batch_ * (mtu_ + RecordLayer::kOverhead));
+  names_.resize(batch_);
+  iov_.resize(batch_);
+  msgs_.resize(batch_);
+  ++gLiveDispatch;
+}
+
+TunDispatch::~TunDispatch() {
+  stopThread();
+  --gLiveDispatch;
+}
+
+Napi::Value TunDispatch::Start(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  if (running_ || stop_ || wakeFd_ >= 0) throwCode(env, "EDTLS_USAGE", "dispatch already started or closed");
+  if (!claimFd(tunFd_)) throwCode(env, "EDTLS_BUSY", "another dispatch already reads this device");
+  wakeFd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  if (wakeFd_ < 0) {
+    releaseFd(tunFd_);
+    throwCode(env, "EDTLS_INTERNAL", std::string("eventfd: ") + std::strerror(errno));
+  }
+  running_ = true;
+  try {
+    thread_ = std::thread([this] { run(); });
+  } catch (const std::system_error &e) {
+    running_ = false;
+    close(wakeFd_);
+    wakeFd_ = -1;
+    releaseFd(tunFd_);
+    throwCode(env, "EDTLS_INTERNAL", std::string("cannot start the dispatch thread: ") + e.what());
+  }
+  return env.Undefined();
+}
+
+// Tells the thread to stop and waits for it (it wakes at once: the eventfd is in its poll set).
+void TunDispatch::stopThread() {
+  stop_ = true;
+  if (thread_.joinable()) {
+    const uint64_t one = 1;
+    ssize_t w;
+    do {
+      w = write(wakeFd_, &one, sizeof one);
+    } while (w < 0 && errno == EINTR);
+    thread_.join();
+  }
+  running_ = false;
+  if (wakeFd_ >= 0) {  // it was started: the descriptor was ours to read
+    close(wakeFd_);
+    wakeFd_ = -1;
+    releaseFd(tunFd_);
+  }
+}
+
+// close(): stops reading the device; returns once the thread has ended.
+Napi::Value TunDispatch::Close(const Napi::CallbackInfo &info) {
+  stopThread();
+  std::lock_guard<std::mutex> guard(mu_);
+  routes_.clear();
+  return info.Env().Undefined();
+}
+
+// route(ipv4HostOrder, conn): packets for ip go to conn (a server connection on the native record
+// layer). Returns false (and routes nothing) when conn is not such an open connection.
+Napi::Value TunDispatch::AddRoute(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  const double ip = argNumber(info, 0);
+  if (!isUint32(ip) || info.Length() < 2) throwCode(env, "EDTLS_USAGE", "route(ip, conn)");
+  Conn *conn = Conn::FromValue(env, info[1]);
+  if (conn == nullptr) throwCode(env, "EDTLS_USAGE", "route(ip, conn): conn is not a Conn");
+  Route route;
+  if (stop_ || !conn->sendPath(&route.rl, &route.peer, &route.peerLen)) return Napi::Boolean::New(env, false);
+  std::lock_guard<std::mutex> guard(mu_);
+  routes_[static_cast<uint32_t>(ip)] = std::move(route);
+  return Napi::Boolean::New(env, true);
+}
+
+// unroute(ip): [packets, bytes, oversize] of the route, or undefined when there was none.
+Napi::Value TunDispatch::RemoveRoute(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  const double ip = argNumber(info, 0);
+  if (!isUint32(ip)) throwCode(env, "EDTLS_USAGE", "unroute(ip)");
+  std::lock_guard<std::mutex> guard(mu_);
+  auto it = routes_.find(static_cast<uint32_t>(ip));
+  if (it == routes_.end()) return env.Undefined();
+  Napi::Array a = Napi::Array::New(env, 3);
+  a.Set(0u, it->second.packets);
+  a.Set(1u, it->second.bytes);
+  a.Set(2u, it->second.oversize);
+  routes_.erase(it);
+  return a;
+}
+
+Napi::Value TunDispatch::Stats(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  Napi::Object o = Napi::Object::New(env);
+  std::lock_guard<std::mutex> guard(mu_);
+  o.Set("reads", counters_.reads);
+  o.Set("packets", counters_.packets);
+  o.Set("bytes", counters_.bytes);
+  o.Set("malformed", counters_.malformed);
+  o.Set("unknownDestination", counters_.unknownDestination);
+  o.Set("oversize", counters_.oversize);
+  o.Set("sendFailed", counters_.sendFailed);
+  o.Set("wakeups", counters_.wakeups);
+  o.Set("routes", static_cast<double>(routes_.size()));
+  o.Set("reading", running_.load() && !stop_.load());
+  if (readErrno_ != 0) o.Set("readError", std::strerror(readErrno_));
+  return o;
+}
+
+// routeStats(): Float64Array of [ip, packets, bytes, oversize] per route (counters in bulk).
+Napi::Value TunDispatch::RouteStats(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  std::lock_guard<std::mutex> guard(mu_);
+  Napi::Float64Array a = Napi::Float64Array::New(env, routes_.size() * 4);
+  size_t i = 0;
+  for (const auto &[ip, r] : routes_) {
+    a[i++] = ip;
+    a[i++] = r.packets;
+    a[i++] = r.bytes;
+    a[i++] = r.oversize;
+  }
+  return a;
+}
+
+// The thread: wait for the device (or the stop signal), read a batch, seal it, send it.
+void TunDispatch::run() {
+  pollfd fds[2] = {{tunFd_, POLLIN, 0}, {wakeFd_, POLLIN, 0}};
+  while (!stop_) {
+    const int r = poll(fds, 2, -1);
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      readErrno_ = errno;
+      break;
+    }
+    if (stop_ || (fds[1].revents & POLLIN) != 0) break;
+    if ((fds[0].revents & (POLLERR | POLLHUP | POLLNVAL)) != 0 && (fds[0].revents & POLLIN) == 0) {
+      readErrno_ = (fds[0].revents & POLLNVAL) != 0 ? EBADF : EIO;  // e.g. the device was deleted
+      break;
+    }
+    // Read until the device is empty, a batch at a time.
+    for (bool more = true; more && !stop_;) {
+      unsigned count = 0;
+      more = readBatch(&count);
+      if (count == 0) break;
+      const unsigned queued = sealBatch(count);
+      const unsigned failed = sendQueued(queued);
+      if (failed != 0) {
+        std::lock_guard<std::mutex> guard(mu_);
+        counters_.sendFailed += failed;
+      }
+    }
+    ERR_clear_error();  // this thread's OpenSSL error queue
+  }
+  running_ = false;
+}
+
+// Reads up to batch_ packets; false when the device is empty (or failed) afterwards.
+bool TunDispatch::readBatch(unsigned *count) {
+  size_t off = 0;
+  while (*count < batch_) {
+    const size_t room = readBuf_.size() - off;
+    const ssize_t n = read(tunFd_, readBuf_.data() + off, room);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      if (errno != EAGAIN && errno != EWOULDBLOCK) {
+        readErrno_ = errno;
+        stop_ = true;
+      }
+      return false;
+    }
+    readLens_[(*count)++] = static_cast<size_t>(n);
+    off += static_cast<size_t>(n);
+    // Keep room for one more packet of any size; else send this batch first.
+    if (readBuf_.size() - off < kMaxIpPacket) return true;
+  }
+  return true;
+}
+
+// Seals the batch under the table lock; returns how many records are queued for sending.
+unsigned TunDispatch::sealBatch(unsigned count) {
+  std::lock_guard<std::mutex> guard(mu_);
+  counters_.wakeups += 1;
+  counters_.reads += count;
+  unsigned queued = 0;
+  size_t off = 0;
+  for (unsigned i = 0; i < count; i++) {
+    if (queuePacket(readBuf_.data() + off, readLens_[i], queued)) queued++;
+    off += readLens_[i];
+  }
+  return queued;
+}
+
+// Seals one packet into slot `slot` of the batch when it has an owner; counts it otherwise.
+bool TunDispatch::queuePacket(const uint8_t *p, size_t n, unsigned slot) {
+  if (n < 20 || (p[0] >> 4) != 4) {
+    counters_.malformed += 1;
+    return false;
+  }
+  auto it = routes_.find(ipv4Destination(p));
+  if (it == routes_.end()) {
+    counters_.unknownDestination += 1;
+    return false;
+  }
+  Route &route = it->second;
+  std::shared_ptr<RecordLayer> rl = route.rl.lock();
+  if (!rl) {  // the session ended and JavaScript has not unrouted it yet
+    routes_.erase(it);
+    counters_.unknownDestination += 1;
+    return false;
+  }
+  if (n > mtu_) {
+    counters_.oversize += 1;
+    route.oversize += 1;
+    return false;
+  }
+  uint8_t *out = sealBuf_.data() + slot * (mtu_ + RecordLayer::kOverhead);
+  const size_t len = rl->seal(kApplicationData, p, n, out);
+  if (len == 0) {
+    counters_.sendFailed += 1;
+    return false;
+  }
+  names_[slot] = route.peer;
+  iov_[slot].iov_base = out;
+  iov_[slot].iov_len = len;
+  std::memset(&msgs_[slot], 0, sizeof msgs_[slot]);
+  msgs_[slot].msg_hdr.msg_name = &names_[slot];
+  msgs_[slot].msg_hdr.msg_namelen = route.peerLen;
+  msgs_[slot].msg_hdr.msg_iov = &iov_[slot];
+  msgs_[slot].msg_hdr.msg_iovlen = 1;
+  route.packets += 1;
+  route.bytes += static_cast<double>(n);
+  counters_.packets += 1;
+  counters_.bytes += static_cast<double>(n);
+  return true;
+}
+
+// sendmmsg(2) of the queued records; a full socket buffer drops the rest (loss, as on a wire).
+// Returns how many were dropped.
+unsigned TunDispatch::sendQueued(unsigned count) {
+  unsigned done = 0;
+  unsigned failed = 0;
+  while (done < count) {
+    const int r = sendmmsg(udpFd_, msgs_.data() + done, count - done, MSG_DONTWAIT | MSG_NOSIGNAL);
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) {
+      // The first message failed (EAGAIN, ENOBUFS, EPERM, ...): drop it and try the rest.
+      failed++;
+      ++gDroppedSends;
+      done++;
+      continue;
+    }
+    gDirectSends += static_cast<uint64_t>(r);
+    done += static_cast<unsigned>(r);
+  }
+  return failed;
+}
+
+}  // namespace seng_dtls

@@ -1,0 +1,97 @@
+// TunDispatch: the gateway → enclave data path, on a thread of its own so that nothing JavaScript
+// does (handshakes, attestation, policy reloads) stalls it. The thread waits in poll(2) for the
+// TUN device, reads the waiting packets in a batch, finds the session that owns each packet's
+// destination IPv4 address in a table JavaScript keeps up to date (route / unroute, when a session
+// becomes active / ends), seals each packet as one record with that session's native record layer
+// and sends the batch with sendmmsg(2) on the send tunnel's (P+1) UDP socket.
+//
+// Ownership: the thread owns its buffers; the route table and the counters are shared with the
+// JavaScript thread under one mutex (taken once per batch by the thread); a route holds only a weak
+// reference to a session's record layer, whose sending side has its own lock (record_layer.h).
+// JavaScript reads the counters in bulk (stats, routeStats) and learns of a read error there.
+//
+// Packets from the device are checked in the order of the gateway's rule (src/tunnel/packet.ts,
+// routeDevicePacket): malformed (shorter than 20 bytes or not IPv4), unknown destination, oversize
+// (longer than the MTU).
+//
+// Neither descriptor is owned: close() stops and joins the thread; the gateway must close the
+// dispatch before the TUN device.
+#pragma once
+
+#include <napi.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include "record_layer.h"
+
+namespace seng_dtls {
+
+class TunDispatch : public Napi::ObjectWrap<TunDispatch> {
+ public:
+  static constexpr unsigned kMaxBatch = 256;
+  static Napi::Function Init(Napi::Env env);
+  explicit TunDispatch(const Napi::CallbackInfo &info);
+  ~TunDispatch() override;
+
+ private:
+  struct Route {
+    std::weak_ptr<RecordLayer> rl;  // expires when the session closes
+    sockaddr_storage peer{};
+    socklen_t peerLen = 0;
+    double packets = 0, bytes = 0, oversize = 0;
+  };
+  struct Counters {
+    double reads = 0, packets = 0, bytes = 0, malformed = 0, unknownDestination = 0, oversize = 0, sendFailed = 0,
+           wakeups = 0;
+  };
+
+  // Set at construction, read by both threads.
+  int tunFd_ = -1;
+  int udpFd_ = -1;
+  size_t mtu_ = 0;
+  unsigned batch_ = 64;
+
+  // JavaScript thread only.
+  int wakeFd_ = -1;  // eventfd that tells the thread to stop
+  std::thread thread_;
+
+  std::atomic<bool> running_{false};
+  std::atomic<bool> stop_{false};
+  std::atomic<int> readErrno_{0};
+
+  std::mutex mu_;  // routes_, counters_
+  std::unordered_map<uint32_t, Route> routes_;
+  Counters counters_;
+
+  // The thread only.
+  std::vector<uint8_t> readBuf_;  // batch_ packets as read from the device
+  std::vector<size_t> readLens_;
+  std::vector<uint8_t> sealBuf_;  // batch_ records of up to mtu_ + RecordLayer::kOverhead bytes
+  std::vector<sockaddr_storage> names_;
+  std::vector<iovec> iov_;
+  std::vector<mmsghdr> msgs_;
+
+  void run();
+  bool readBatch(unsigned *count);
+  unsigned sealBatch(unsigned count);
+  bool queuePacket(const uint8_t *p, size_t n, unsigned slot);
+  unsigned sendQueued(unsigned count);
+  void stopThread();
+
+  Napi::Value Start(const Napi::CallbackInfo &info);
+  Napi::Value Close(const Napi::CallbackInfo &info);
+  Napi::Value AddRoute(const Napi::CallbackInfo &info);
+  Napi::Value RemoveRoute(const Napi::CallbackInfo &info);
+  Napi::Value Stats(const Napi::CallbackInfo &info);
+  Napi::Value RouteStats(const Napi::CallbackInfo &info);
+};
+
+}  // namespace seng_dtls

@@ -1,0 +1,41 @@
+// The gateway's receive-tunnel fast path: decrypted records that are valid IPv4 packets from the
+// enclave's own address are written to the TUN device here, without a trip through JavaScript.
+// The rule is the gateway's (src/tunnel/packet.ts, classifyEnclavePacket), checked in its order:
+//   oversize   record length > MTU
+//   malformed  length < 20, version ≠ 4, IHL < 5, IHL × 4 > length, total length ≠ record length
+//   spoofed    source ≠ the enclave IP
+// Invalid records are left to JavaScript, or, with dropInvalid, dropped here and counted by reason.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+namespace seng_dtls {
+
+class TunForwarder {
+ public:
+  enum class Verdict { Ok, Oversize, Malformed, Spoofed };
+
+  // fd < 0 turns forwarding off. sourceIp is the enclave IP in host order.
+  void configure(int fd, uint32_t sourceIp, size_t mtu, bool dropInvalid);
+  bool enabled() const { return fd_ >= 0; }
+
+  Verdict classify(const uint8_t *packet, size_t length) const;
+
+  // Takes the record when forwarding is on and it is a valid packet (written to the device; a full
+  // device queue counts as `dropped`) or, with dropInvalid, an invalid one (counted by reason).
+  // Returns false, touching nothing, when the record is left to JavaScript.
+  bool offer(const uint8_t *packet, size_t length);
+
+  double packets = 0, bytes = 0, dropped = 0;
+  double oversize = 0, malformed = 0, spoofed = 0;
+  uint32_t lastSpoofedSource = 0;  // host order, for the gateway's log line
+
+ private:
+  int fd_ = -1;
+  uint32_t source_ = 0;  // host order
+  size_t mtu_ = 0;
+  bool dropInvalid_ = false;
+};
+
+}  // namespace seng_dtls
