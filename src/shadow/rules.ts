@@ -12,7 +12,7 @@
  *   chains, which seng owns.
  */
 import { spawn } from 'node:child_process';
-import { NftCli } from '../enforce/nft-cli.js';
+import { NftCli } from '../nft/cli.js';
 import type { NftCommand } from '../policy/nft.js';
 import { EnvironmentError, InputError, SengError } from '../util/errors.js';
 import { formatIpv4, type Ipv4 } from '../util/ipv4.js';
