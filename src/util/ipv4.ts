@@ -8,6 +8,7 @@
  * 192.168.28.2 is stored as 0x021ca8c0. `toWire`/`fromWire` convert between them.
  */
 import { InputError } from './errors.js';
+import { quoteInput } from './quote.js';
 
 export type Ipv4 = number;
 
@@ -16,7 +17,10 @@ const OCTET = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)$/;
 export function parseIpv4(text: string): Ipv4 {
   const parts = text.trim().split('.');
   if (parts.length !== 4 || !parts.every((p) => OCTET.test(p))) {
-    throw new InputError(`"${text}" is not an IPv4 address`, 'write it in dotted form, e.g. 192.168.28.1');
+    throw new InputError(
+      `${quoteInput(text)} is not an IPv4 address`,
+      'write it in dotted form, e.g. 192.168.28.1',
+    );
   }
   return parts.reduce((acc, p) => acc * 256 + Number(p), 0) >>> 0;
 }
@@ -61,14 +65,20 @@ export interface Cidr {
 export function parseCidr(text: string, opts: { strict?: boolean } = {}): Cidr {
   const m = /^([^/]+)\/(\d{1,2})$/.exec(text.trim());
   if (!m || Number(m[2]) > 32 || !isIpv4(m[1] ?? '')) {
-    throw new InputError(`"${text}" is not an IPv4 CIDR`, 'write it as ADDRESS/PREFIX, e.g. 192.168.28.0/24');
+    throw new InputError(
+      `${quoteInput(text)} is not an IPv4 CIDR`,
+      'write it as ADDRESS/PREFIX, e.g. 192.168.28.0/24',
+    );
   }
   const prefix = Number(m[2]);
   const mask = prefixToMask(prefix);
   const addr = parseIpv4(m[1] as string);
   const network = (addr & mask) >>> 0;
   if (opts.strict && network !== addr) {
-    throw new InputError(`"${text}" has host bits set`, `did you mean ${formatIpv4(network)}/${prefix}?`);
+    throw new InputError(
+      `${quoteInput(text)} has host bits set`,
+      `did you mean ${formatIpv4(network)}/${prefix}?`,
+    );
   }
   return { network, prefix, mask };
 }

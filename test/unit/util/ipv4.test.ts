@@ -33,3 +33,21 @@ test('parse and format addresses and CIDRs', () => {
   assert.equal(maskToPrefix(parseIpv4('255.0.255.0')), -1);
   assert.equal(prefixToMask(0), 0);
 });
+
+test('bad addresses are quoted in messages: control characters escaped, long input cut', () => {
+  assert.throws(
+    () => parseIpv4('10.0.0.1\n\u001b[31mX'),
+    (err: Error) => {
+      assert.equal(err.message, '"10.0.0.1\\x0a\\x1b[31mX" is not an IPv4 address');
+      return true;
+    },
+  );
+  assert.throws(
+    () => parseCidr('1'.repeat(5000)),
+    (err: Error) => {
+      assert.ok(err.message.length < 100, err.message);
+      assert.match(err.message, /…" \(5000 characters\) is not an IPv4 CIDR/);
+      return true;
+    },
+  );
+});
