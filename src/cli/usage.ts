@@ -5,6 +5,7 @@
  */
 import { Args, Errors } from '@oclif/core';
 import { isIpv4 } from '../util/ipv4.js';
+import { quoteInput } from '../util/quote.js';
 
 /** Throws an oclif usage error: exit code 2, printed as "Error: …" (or EUSAGE with --json). */
 export function usageError(message: string): never {
@@ -16,7 +17,7 @@ export function parseIntegerIn(input: string, min: number, max: number, what: st
   const text = input.trim();
   const n = /^\d+$/.test(text) ? Number(text) : NaN;
   if (!Number.isSafeInteger(n) || n < min || n > max) {
-    usageError(`${what} must be an integer from ${min} to ${max}, got "${input}"`);
+    usageError(`${what} must be an integer from ${min} to ${max}, got ${quoteInput(input)}`);
   }
   return n;
 }
@@ -37,5 +38,6 @@ export const ipv4Arg = (description: string, defaultValue: string) =>
   Args.custom<string>({
     description,
     default: defaultValue,
-    parse: async (input) => (isIpv4(input) ? input : usageError(`"${input}" is not an IPv4 address`)),
+    parse: async (input) =>
+      isIpv4(input) ? input : usageError(`${quoteInput(input)} is not an IPv4 address`),
   })();

@@ -6,6 +6,7 @@
  * is the database's: letters, digits, `_`, `.`, `-`.
  */
 import { InputError } from './errors.js';
+import { quoteInput } from './quote.js';
 
 /** Longest category name the kernel module holds (SPEC §5.1: 20 characters + NUL). */
 export const CATEGORY_MAX = 20;
@@ -14,7 +15,7 @@ export const CATEGORY_NAME = /^[A-Za-z0-9_.-]{1,20}$/;
 /** Why a category name is not allowed, or undefined when it is. */
 export function categoryNameProblem(name: string): string | undefined {
   if (CATEGORY_NAME.test(name)) return undefined;
-  const rule = `category "${name}" is invalid: it must be 1 to ${CATEGORY_MAX} characters of A-Z a-z 0-9 _ . -`;
+  const rule = `category ${quoteInput(name)} is invalid: it must be 1 to ${CATEGORY_MAX} characters of A-Z a-z 0-9 _ . -`;
   return name.length > CATEGORY_MAX
     ? `${rule} (it has ${name.length}; the kernel module holds at most ${CATEGORY_MAX})`
     : rule;
