@@ -81,7 +81,7 @@ export const RESTART_END_REASON = 'gateway stopped without ending the session (e
 export class LeaseStore {
   private constructor(private readonly db: Database.Database) {}
 
-  /** Opens (creating with its directory, for the writer) the lease store at `path`. */
+  /** Opens the lease store at `path`; the writer creates it, and its directory (mode 0700). */
   static open(path: string, opts: { readonly?: boolean } = {}): LeaseStore {
     const readonly = opts.readonly ?? false;
     if (readonly && !existsSync(path)) {
@@ -91,7 +91,9 @@ export class LeaseStore {
       );
     }
     try {
-      if (!readonly) mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
+      // Only the store's own directory is created (its parent must exist): a recursive mkdir
+      // can loop forever on pseudo file systems such as /proc.
+      if (!readonly && !existsSync(dirname(path))) mkdirSync(dirname(path), { mode: 0o700 });
       const db = new Database(path, { readonly, fileMustExist: readonly, timeout: 2000 });
       if (!readonly) {
         db.pragma('journal_mode = WAL');

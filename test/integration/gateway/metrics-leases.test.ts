@@ -209,3 +209,12 @@ test('metrics, status counters, audit events and the lease history of one sessio
   assert.match(human.stdout, /^times in /);
   await stop(s2.child);
 });
+
+test('a lease store that cannot be opened is logged, not fatal', async () => {
+  await gw?.stop();
+  gw = await serve(lab, ['-d', db, '--lease-db', '/proc/seng-no-such-dir/leases.db']);
+  assert.ok(gw.log.some((l) => l.includes('"event":"lease-store-failed"') && l.includes('"op":"open"')));
+  const s = await sim(lab, lab.host1, certA, { app });
+  assert.ok(s.ready, `sim failed: ${s.stderr()}`);
+  await stop(s.child);
+});
