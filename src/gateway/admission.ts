@@ -228,8 +228,18 @@ export class Admission {
     const client = `${peer.address}:${peer.port}`;
     // A second handshake that binds to no first one is an attempt of its own (own session id).
     const sessionId = newSessionId();
+    let evidence: Evidence | undefined;
     const reject = (reason: string): PeerVerdict => {
-      this.rejected({ sessionId, check: 'send-tunnel', reason, hostIp: peer.address, client });
+      this.rejected({
+        sessionId,
+        check: 'send-tunnel',
+        reason,
+        hostIp: peer.address,
+        client,
+        ...(evidence
+          ? { mrEnclave: evidence.mrEnclave.toString('hex'), mrSigner: evidence.mrSigner.toString('hex') }
+          : {}),
+      });
       return { accept: false, reason };
     };
     const leaf = chain[0];
@@ -239,14 +249,14 @@ export class Admission {
     // equal quote and key, with no second parse.
     let enclave = fromHost.find((e) => e.certDer.equals(leaf));
     if (!enclave) {
-      let evidence: Evidence;
       try {
         evidence = parseRaTlsCertificate(leaf);
       } catch (err) {
         return reject(`not an RA-TLS certificate: ${errorMessage(err)}`);
       }
-      const fingerprint = quoteFingerprint(evidence);
-      const keyHash = keyBindingHash(evidence.certificate).toString('hex');
+      const parsed = evidence;
+      const fingerprint = quoteFingerprint(parsed);
+      const keyHash = keyBindingHash(parsed.certificate).toString('hex');
       const sameQuote = fromHost.filter((e) => e.fingerprint === fingerprint);
       if (sameQuote.length === 0) {
         const elsewhere = this.ctx.table.awaitingAnywhere().find((e) => e.fingerprint === fingerprint);
