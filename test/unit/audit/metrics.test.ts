@@ -1,7 +1,9 @@
 /** The Prometheus registry against a gateway driven by in-memory fakes (test/unit/gateway/fakes.ts). */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { GatewayMetrics, parseListenAddress } from '../../../src/audit/metrics.js';
+import type { AddressInfo } from 'node:net';
+import { GatewayMetrics, parseListenAddress, serveMetrics } from '../../../src/audit/metrics.js';
+import { silentLogger } from '../../../src/util/log.js';
 import { fanOut } from '../../../src/audit/observers.js';
 import { EnclaveIndex } from '../../../src/gateway/enclave-index.js';
 import type { GatewayObserver } from '../../../src/gateway/context.js';
@@ -93,4 +95,22 @@ test('--metrics HOST:PORT parsing', () => {
   assert.deepEqual(parseListenAddress('[::1]:9464'), { host: '::1', port: 9464 });
   for (const bad of ['9464', ':9464', '127.0.0.1:', '127.0.0.1:0', '127.0.0.1:70000', 'a b:1'])
     assert.throws(() => parseListenAddress(bad), /--metrics/);
+});
+
+test('the endpoint serves GET /metrics in the Prometheus text format, 404 elsewhere', async () => {
+  const { h, metrics } = setup();
+  await h.gateway.start();
+  const endpoint = await serveMetrics(metrics, { host: '127.0.0.1', port: 0 }, silentLogger);
+  try {
+    const { port } = endpoint.server.address() as AddressInfo;
+    const ok = await fetch(`http://127.0.0.1:${port}/metrics`);
+    assert.equal(ok.status, 200);
+    assert.match(ok.headers.get('content-type') ?? '', /^text\/plain; version=0\.0\.4/);
+    assert.match(await ok.text(), /^# TYPE seng_sessions_active gauge$/m);
+    assert.equal((await fetch(`http://127.0.0.1:${port}/`)).status, 404);
+    assert.equal((await fetch(`http://127.0.0.1:${port}/metrics`, { method: 'POST' })).status, 404);
+  } finally {
+    await endpoint.close();
+    await h.gateway.stop();
+  }
 });
