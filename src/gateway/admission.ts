@@ -18,17 +18,20 @@ import {
   verifyEvidence,
   type Evidence,
 } from '../attestation/index.js';
+import { randomBytes } from 'node:crypto';
 import { decodeIpAssignAck, encodeIpAssignment } from '../proto/messages.js';
 import { errorMessage } from '../util/errors.js';
 import { formatIpv4, parseIpv4, toWire } from '../util/ipv4.js';
-import type { GatewayContext } from './context.js';
-import { appLabel, newCounters, registration, type Enclave } from './enclave.js';
+import type { GatewayContext, Rejection } from './context.js';
+import { appLabel, auditIdentity, newCounters, registration, type Enclave } from './enclave.js';
 import type { IpPool } from './ip-pool.js';
 import type { EnclaveChannel, PeerVerdict } from './types.js';
 
 /** What the first handshake's verification hands to the session handler. */
 interface RecvContext {
   kind: 'recv';
+  sessionId: string;
+  setupStartMs: number;
   certDer: Buffer;
   evidence: Evidence;
   pool: IpPool;
@@ -63,16 +66,26 @@ export class Admission {
   // ------------------------------------------------------------------ handshake 1 (port P)
 
   async verifyRecv(chain: Buffer[], peer: Peer): Promise<PeerVerdict> {
-    const client = `${peer.address}:${peer.port}`;
-    const reject = (check: string, reason: string): PeerVerdict => {
-      this.ctx.stats.rejected++;
-      this.ctx.log.warn({ event: 'rejected', client, check, reason }, `rejected ${client}: ${reason}`);
+    const sessionId = newSessionId();
+    const setupStartMs = Date.now();
+    let evidence: Evidence | undefined;
+    const reject = (check: string, reason: string, app?: string): PeerVerdict => {
+      this.rejected({
+        sessionId,
+        check,
+        reason,
+        hostIp: peer.address,
+        client: `${peer.address}:${peer.port}`,
+        ...(evidence
+          ? { mrEnclave: evidence.mrEnclave.toString('hex'), mrSigner: evidence.mrSigner.toString('hex') }
+          : {}),
+        ...(app === undefined ? {} : { app }),
+      });
       return { accept: false, reason };
     };
     if (this.ctx.stopping) return reject('shutdown', 'the gateway is shutting down');
     const leaf = chain[0];
     if (!leaf) return reject('certificate', 'no client certificate');
-    let evidence: Evidence;
     try {
       evidence = parseRaTlsCertificate(leaf);
     } catch (err) {
@@ -91,9 +104,14 @@ export class Admission {
       evidence.mrSigner,
       parseIpv4(peer.address),
     );
-    if (!admission.ok) return reject(admission.check, admission.reason);
+    if (!admission.ok) {
+      const app = this.ctx.opts.index.describe(evidence.mrEnclave).appName;
+      return reject(admission.check, admission.reason, app);
+    }
     const context: RecvContext = {
       kind: 'recv',
+      sessionId,
+      setupStartMs,
       certDer: Buffer.from(leaf),
       evidence,
       pool: admission.pool,
@@ -112,15 +130,26 @@ export class Admission {
     const ip = ctx.pool.allocate();
     const client = `${channel.remoteAddress}:${channel.remotePort}`;
     if (ip === undefined) {
-      this.ctx.stats.rejected++;
-      this.ctx.log.warn(
-        { event: 'rejected', client, check: 'subnet-full', subnet: ctx.pool.label },
-        `rejected ${client}: enclave subnet ${ctx.pool.label} is full`,
+      this.rejected(
+        {
+          sessionId: ctx.sessionId,
+          check: 'subnet-full',
+          reason: `enclave subnet ${ctx.pool.label} is full`,
+          hostIp: channel.remoteAddress,
+          client,
+          mrEnclave: ctx.evidence.mrEnclave.toString('hex'),
+          mrSigner: ctx.evidence.mrSigner.toString('hex'),
+          app: ctx.appName ?? null,
+        },
+        { subnet: ctx.pool.label },
       );
       channel.close('enclave subnet full');
       return;
     }
+    const now = Date.now();
     const e: Enclave = {
+      sessionId: ctx.sessionId,
+      setupStartMs: ctx.setupStartMs,
       state: 'assigning',
       ip,
       pool: ctx.pool,
@@ -135,13 +164,14 @@ export class Admission {
       categories: ctx.categories,
       recv: channel,
       send: undefined,
-      since: new Date(),
+      since: new Date(now),
       counters: newCounters(),
       timer: undefined,
       joined: false,
       joining: undefined,
       lastSpoofLog: 0,
       ended: undefined,
+      activity: { packetsIn: 0, lastSeen: new Date(now) },
     };
     this.ctx.table.all.add(e);
     channel.on('message', (record: Buffer) => {
@@ -196,12 +226,20 @@ export class Admission {
 
   async verifySend(chain: Buffer[], peer: Peer): Promise<PeerVerdict> {
     const client = `${peer.address}:${peer.port}`;
+    // A second handshake that binds to no first one is an attempt of its own (own session id).
+    const sessionId = newSessionId();
+    let evidence: Evidence | undefined;
     const reject = (reason: string): PeerVerdict => {
-      this.ctx.stats.rejected++;
-      this.ctx.log.warn(
-        { event: 'rejected', client, check: 'send-tunnel', reason },
-        `rejected send tunnel from ${client}: ${reason}`,
-      );
+      this.rejected({
+        sessionId,
+        check: 'send-tunnel',
+        reason,
+        hostIp: peer.address,
+        client,
+        ...(evidence
+          ? { mrEnclave: evidence.mrEnclave.toString('hex'), mrSigner: evidence.mrSigner.toString('hex') }
+          : {}),
+      });
       return { accept: false, reason };
     };
     const leaf = chain[0];
@@ -211,14 +249,14 @@ export class Admission {
     // equal quote and key, with no second parse.
     let enclave = fromHost.find((e) => e.certDer.equals(leaf));
     if (!enclave) {
-      let evidence: Evidence;
       try {
         evidence = parseRaTlsCertificate(leaf);
       } catch (err) {
         return reject(`not an RA-TLS certificate: ${errorMessage(err)}`);
       }
-      const fingerprint = quoteFingerprint(evidence);
-      const keyHash = keyBindingHash(evidence.certificate).toString('hex');
+      const parsed = evidence;
+      const fingerprint = quoteFingerprint(parsed);
+      const keyHash = keyBindingHash(parsed.certificate).toString('hex');
       const sameQuote = fromHost.filter((e) => e.fingerprint === fingerprint);
       if (sameQuote.length === 0) {
         const elsewhere = this.ctx.table.awaitingAnywhere().find((e) => e.fingerprint === fingerprint);
@@ -256,13 +294,17 @@ export class Admission {
   /** Registers the enclave with the firewall backend, then activates it (unless it ended meanwhile). */
   private async join(e: Enclave): Promise<void> {
     const enforcer = this.ctx.opts.enforcer;
+    const observer = this.ctx.opts.observer;
     let failure: unknown;
     e.joining = (async () => {
+      const started = performance.now();
       try {
         await enforcer?.join(registration(e));
         e.joined = enforcer !== undefined;
+        if (enforcer) observer?.enforcement?.('join', performance.now() - started, true);
       } catch (err) {
         failure = err;
+        observer?.enforcement?.('join', performance.now() - started, false);
       }
     })();
     await e.joining;
@@ -280,19 +322,32 @@ export class Admission {
     e.recv.setIdleTimeout(this.ctx.timeouts.idleMs);
     this.hooks.activate(e);
     this.ctx.stats.admitted++;
+    const setupMs = Date.now() - e.setupStartMs;
+    // The audit event of the admission (docs/metrics-and-audit.md).
     this.ctx.log.info(
       {
         event: 'admitted',
-        enclaveIp: formatIpv4(e.ip),
-        app: e.appName ?? null,
-        mrEnclave: e.evidence.mrEnclave.toString('hex'),
-        mrSigner: e.evidence.mrSigner.toString('hex'),
+        ...auditIdentity(e),
         kind: e.evidence.kind,
+        setupMs,
         client: `${e.clientAddress}:${e.clientPort}`,
         categories: e.categories,
       },
       `admitted ${appLabel(e)} from ${e.clientAddress} as ${formatIpv4(e.ip)}`,
     );
+    this.ctx.opts.observer?.admitted?.(e, setupMs);
     this.hooks.admitted(e);
   }
+
+  /** Counts, logs (the audit event of a rejection) and reports one refused attempt. */
+  private rejected(r: Rejection, extra: Record<string, unknown> = {}): void {
+    this.ctx.stats.rejected++;
+    this.ctx.log.warn({ event: 'rejected', ...r, ...extra }, `rejected ${r.client}: ${r.reason}`);
+    this.ctx.opts.observer?.rejected?.(r);
+  }
+}
+
+/** A random 64-bit session id in hex. */
+function newSessionId(): string {
+  return randomBytes(8).toString('hex');
 }

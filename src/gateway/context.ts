@@ -8,7 +8,7 @@ import type { Enforcer } from '../enforce/types.js';
 import type { ShadowHooks } from '../shadow/types.js';
 import type { Logger } from '../util/log.js';
 import type { EnclaveIndex } from './enclave-index.js';
-import type { EnclaveTable } from './enclave.js';
+import type { Counters, Enclave, EnclaveTable } from './enclave.js';
 import type { ListenChannels, PacketDevice } from './types.js';
 
 export interface GatewayTimeouts {
@@ -49,7 +49,39 @@ export interface GatewayOptions {
   shadowHooks?: ShadowHooks;
   timeouts?: Partial<GatewayTimeouts>;
   logger?: Logger;
+  /** Metrics and the lease audit (src/audit/): told of admissions, rejections, session ends. */
+  observer?: GatewayObserver;
 }
+
+/** A refused handshake: what the gateway knew of the peer when it said no. */
+export interface Rejection {
+  /** The session id the attempt was given at its first handshake. */
+  sessionId: string;
+  /** The bounded name of the failed check (allowlist, host-subnet, certificate, …). */
+  check: string;
+  reason: string;
+  hostIp: string;
+  client: string;
+  mrEnclave?: string;
+  mrSigner?: string;
+  app?: string | null;
+}
+
+/**
+ * Hooks for observability. Called once per admission, rejection, session end and enforcement
+ * operation — never per packet — and must not throw or block (they run on the admission path).
+ */
+export interface GatewayObserver {
+  rejected?(r: Rejection): void;
+  /** The enclave became active `setupMs` after its first handshake was verified. */
+  admitted?(e: Enclave, setupMs: number): void;
+  /** The session ended; `wasActive` false for a setup that never completed. */
+  ended?(e: Enclave, reason: string, wasActive: boolean): void;
+  /** One firewall-backend operation and how long it took. */
+  enforcement?(op: EnforcementOp, ms: number, ok: boolean): void;
+}
+
+export type EnforcementOp = 'join' | 'leave' | 'update';
 
 /** Gateway-wide counters (`seng status`). */
 export interface GatewayStats {
@@ -71,6 +103,8 @@ export interface GatewayContext {
   readonly mtu: number;
   readonly stats: GatewayStats;
   readonly table: EnclaveTable;
+  /** Traffic of the sessions that ended (so gateway-wide counters never go backwards). */
+  readonly endedTraffic: Counters;
   /** True once stop() began: no new admissions. */
   stopping: boolean;
 }

@@ -28,6 +28,10 @@ export interface Counters {
 }
 
 export interface Enclave {
+  /** Random 64-bit hex id, given at the first handshake; names the session in logs and leases. */
+  sessionId: string;
+  /** When the first handshake was verified (ms since the epoch): start of the setup latency. */
+  setupStartMs: number;
   state: EnclaveState;
   ip: Ipv4;
   pool: IpPool;
@@ -53,6 +57,8 @@ export interface Enclave {
   ended: Promise<void> | undefined;
   /** While the native dispatch routes to this enclave: its live counters (forwarding.ts). */
   nativeOut?: (() => DispatchRouteStats | undefined) | undefined;
+  /** Last seen, derived from counter changes at status calls / scrapes (see observeActivity). */
+  activity: { packetsIn: number; lastSeen: Date };
 }
 
 export interface EnclaveStatus {
@@ -64,6 +70,14 @@ export interface EnclaveStatus {
   categories: string[];
   client: string;
   since: string;
+  sessionId: string;
+  /** Seconds since the session began. */
+  ageSeconds: number;
+  /**
+   * When a packet from the enclave was last noticed (at the resolution of status calls and
+   * metrics scrapes); the session start if none was seen yet.
+   */
+  lastSeen: string;
   packetsIn: number;
   bytesIn: number;
   packetsOut: number;
@@ -92,6 +106,27 @@ export function totalCounters(e: Enclave): Counters {
   };
 }
 
+/**
+ * Updates the enclave's "last seen" from its packet counter: the native forwarder counts
+ * packets without telling JS, so a change of the counter since the previous look (a status
+ * call or a metrics scrape) means the enclave sent something in between. Costs nothing per packet.
+ */
+export function observeActivity(e: Enclave, c: Counters = totalCounters(e), now = new Date()): void {
+  if (c.packetsIn !== e.activity.packetsIn) e.activity = { packetsIn: c.packetsIn, lastSeen: now };
+}
+
+/** The identity of a session as every audit event names it. */
+export function auditIdentity(e: Enclave): Record<string, string | null> {
+  return {
+    sessionId: e.sessionId,
+    enclaveIp: formatIpv4(e.ip),
+    hostIp: e.clientAddress,
+    app: e.appName ?? null,
+    mrEnclave: e.evidence.mrEnclave.toString('hex'),
+    mrSigner: e.evidence.mrSigner.toString('hex'),
+  };
+}
+
 /** The app's name, or the start of its MRENCLAVE when the database does not know it. */
 export function appLabel(e: Enclave): string {
   return e.appName ?? e.evidence.mrEnclave.toString('hex').slice(0, 16);
@@ -108,8 +143,9 @@ export function registration(e: Enclave): EnclaveRegistration {
   };
 }
 
-export function describeEnclave(e: Enclave): EnclaveStatus {
+export function describeEnclave(e: Enclave, now = new Date()): EnclaveStatus {
   const c = totalCounters(e);
+  observeActivity(e, c, now);
   return {
     enclaveIp: formatIpv4(e.ip),
     state: e.state,
@@ -119,6 +155,9 @@ export function describeEnclave(e: Enclave): EnclaveStatus {
     categories: e.categories,
     client: `${e.clientAddress}:${e.clientPort}`,
     since: e.since.toISOString(),
+    sessionId: e.sessionId,
+    ageSeconds: Math.max(0, Math.round((now.getTime() - e.since.getTime()) / 1000)),
+    lastSeen: e.activity.lastSeen.toISOString(),
     packetsIn: c.packetsIn,
     bytesIn: c.bytesIn,
     packetsOut: c.packetsOut,

@@ -15,15 +15,33 @@ import type { ShadowEnclave } from '../shadow/types.js';
 import { silentLogger } from '../util/log.js';
 import { Admission } from './admission.js';
 import { DEFAULT_TIMEOUTS, type GatewayContext, type GatewayOptions, type GatewayStats } from './context.js';
-import { EnclaveTable, type EnclaveStatus } from './enclave.js';
+import {
+  EnclaveTable,
+  newCounters,
+  observeActivity,
+  totalCounters,
+  type Counters,
+  type EnclaveStatus,
+} from './enclave.js';
 import { Forwarding } from './forwarding.js';
 import { Operations, type KickSelector, type ReloadResult } from './operations.js';
 import { Teardown } from './teardown.js';
 import type { ChannelListener, EnclaveChannel } from './types.js';
 
-export { DEFAULT_TIMEOUTS, type GatewayOptions, type GatewayStats, type GatewayTimeouts } from './context.js';
+export {
+  DEFAULT_TIMEOUTS,
+  type GatewayObserver,
+  type GatewayOptions,
+  type GatewayStats,
+  type GatewayTimeouts,
+  type Rejection,
+} from './context.js';
+export type { Counters } from './enclave.js';
 export type { EnclaveStatus, EnclaveState } from './enclave.js';
 export type { KickSelector, ReloadResult } from './operations.js';
+
+/** The app label of enclaves the database does not name (keeps metric labels bounded). */
+export const UNREGISTERED_APP = '(unregistered)';
 
 /** Emits 'admitted' (enclaveIp) and 'ended' (enclaveIp, reason). */
 export class Gateway extends EventEmitter {
@@ -55,6 +73,7 @@ export class Gateway extends EventEmitter {
       mtu: opts.mtu ?? 1432,
       stats: this.counts,
       table: new EnclaveTable(),
+      endedTraffic: newCounters(),
       stopping: false,
     };
     this.forwarding = new Forwarding(this.ctx);
@@ -113,6 +132,27 @@ export class Gateway extends EventEmitter {
 
   status(): EnclaveStatus[] {
     return this.operations.status();
+  }
+
+  /** Gateway-wide traffic and drops since start (ended sessions plus live ones). */
+  traffic(): Counters {
+    return this.operations.traffic();
+  }
+
+  /**
+   * Active sessions per app label (app name, or the start of MRENCLAVE when the database does
+   * not know it), for metrics; also refreshes every enclave's "last seen".
+   */
+  activeByApp(): Map<string, number> {
+    const byApp = new Map<string, number>();
+    const now = new Date();
+    for (const e of this.ctx.table.all) {
+      observeActivity(e, totalCounters(e), now);
+      if (e.state !== 'active') continue;
+      const app = e.appName ?? UNREGISTERED_APP;
+      byApp.set(app, (byApp.get(app) ?? 0) + 1);
+    }
+    return byApp;
   }
 
   /** Ends the sessions the selector matches (by enclave IP, app, client host, or all). */

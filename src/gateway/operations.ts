@@ -8,7 +8,15 @@ import { errorMessage } from '../util/errors.js';
 import { formatIpv4, type Ipv4 } from '../util/ipv4.js';
 import type { GatewayContext } from './context.js';
 import type { EnclaveIndex } from './enclave-index.js';
-import { appLabel, describeEnclave, registration, type Enclave, type EnclaveStatus } from './enclave.js';
+import {
+  appLabel,
+  describeEnclave,
+  registration,
+  totalCounters,
+  type Counters,
+  type Enclave,
+  type EnclaveStatus,
+} from './enclave.js';
 import type { Teardown } from './teardown.js';
 
 /** Which sessions `seng kick` ends. */
@@ -28,13 +36,23 @@ export class Operations {
   ) {}
 
   status(): EnclaveStatus[] {
-    return [...this.ctx.table.all].map(describeEnclave);
+    return [...this.ctx.table.all].map((e) => describeEnclave(e));
+  }
+
+  /** Gateway-wide traffic and drops since start: ended sessions plus the live ones, read now. */
+  traffic(): Counters {
+    const sum = { ...this.ctx.endedTraffic };
+    for (const e of this.ctx.table.all) {
+      const c = totalCounters(e);
+      for (const k of Object.keys(sum) as (keyof Counters)[]) sum[k] += c[k];
+    }
+    return sum;
   }
 
   /** Ends the sessions the selector matches; returns them as they were just before. */
   async kick(selector: KickSelector, reason = 'kicked by admin'): Promise<EnclaveStatus[]> {
     const victims = this.ctx.table.live().filter((e) => matches(e, selector));
-    const described = victims.map(describeEnclave);
+    const described = victims.map((e) => describeEnclave(e));
     await Promise.all(victims.map((e) => this.teardown.end(e, reason)));
     return described;
   }
@@ -56,12 +74,14 @@ export class Operations {
       );
       for (const e of active) e.categories = change.categories;
       if (active.length === 0) continue;
+      const started = performance.now();
       try {
         await this.ctx.opts.enforcer?.updateCategories(
           change.mrEnclave,
           change.categories,
           active.map(registration),
         );
+        this.ctx.opts.observer?.enforcement?.('update', performance.now() - started, true);
         this.ctx.log.info(
           {
             event: 'categories-updated',
@@ -72,6 +92,7 @@ export class Operations {
           'categories of an active app changed',
         );
       } catch (err) {
+        this.ctx.opts.observer?.enforcement?.('update', performance.now() - started, false);
         this.ctx.log.error({ event: 'enforcement-failed', err: errorMessage(err) }, 'category update failed');
       }
     }

@@ -19,6 +19,10 @@ import { createEnforcer, type NftConfig } from './enforcers.js';
 import { Gateway } from './gateway.js';
 import type { ChannelListener, ListenChannels } from './types.js';
 import { createShadowService, type ShadowConfig } from '../shadow/setup.js';
+import { GatewayMetrics, serveMetrics, type HandshakeSlots } from '../audit/metrics.js';
+import { LeaseRecorder, LeaseStore } from '../audit/lease-store.js';
+import { fanOut, leaseObserver } from '../audit/observers.js';
+import type { GatewayObserver } from './context.js';
 import type { ShadowService } from '../shadow/service.js';
 
 export interface ServeConfig {
@@ -38,6 +42,10 @@ export interface ServeConfig {
   dbPollMs?: number;
   /** Port shadowing (-s): the control service on 2409 at every enclave subnet's gateway IP. */
   shadow?: ShadowConfig;
+  /** Prometheus metrics endpoint (--metrics HOST:PORT): GET /metrics. */
+  metrics?: { host: string; port: number };
+  /** Lease history (--lease-db, --lease-retention); absent: none kept. */
+  leases?: { path: string; retentionDays: number };
 }
 
 export interface RunningGateway {
@@ -99,8 +107,9 @@ export async function startGateway(config: ServeConfig, log: Logger): Promise<Ru
     });
     cleanups.push(() => device.close());
 
-    const listen: ListenChannels = async (port, verifyPeer): Promise<ChannelListener> =>
-      DtlsServer.listen({
+    const dtls: { channel: HandshakeSlots['channel']; server: DtlsServer }[] = [];
+    const listen: ListenChannels = async (port, verifyPeer): Promise<ChannelListener> => {
+      const server = await DtlsServer.listen({
         host: config.host,
         port,
         identities: config.identities,
@@ -112,6 +121,20 @@ export async function startGateway(config: ServeConfig, log: Logger): Promise<Ru
         maxHandshakes: config.limits.maxHandshakes,
         logger: log,
       });
+      dtls.push({ channel: port === config.port ? 'receive' : 'send', server });
+      return server;
+    };
+
+    // Observers (metrics, lease audit) are attached once the gateway exists, before it starts.
+    const observers: GatewayObserver[] = [];
+    const gatewayId = `${config.host}:${config.port}`;
+    const recorder = config.leases ? openLeaseRecorder(config.leases, gatewayId, log) : undefined;
+    if (recorder) {
+      recorder.start();
+      observers.push(leaseObserver(recorder, gatewayId));
+      // Runs after gateway.stop() (cleanups run in reverse): the sessions' ends are written too.
+      cleanups.push(() => recorder.stop());
+    }
 
     let shadow: ShadowService | undefined;
     const gateway = new Gateway({
@@ -125,6 +148,7 @@ export async function startGateway(config: ServeConfig, log: Logger): Promise<Ru
       // SENG_NATIVE_FORWARD=0 keeps every packet on the JS path (A/B measurements, debugging).
       nativeForward: process.env.SENG_NATIVE_FORWARD !== '0',
       mtu: GATEWAY_TUN_MTU,
+      observer: fanOut(observers),
       timeouts: {
         ackIntervalMs: Math.max(200, Math.floor(config.timeouts.setupMs / config.timeouts.ackTries)),
         ackTries: config.timeouts.ackTries,
@@ -133,6 +157,22 @@ export async function startGateway(config: ServeConfig, log: Logger): Promise<Ru
       },
       logger: log,
     });
+    if (config.metrics) {
+      const metrics = new GatewayMetrics({
+        gateway,
+        pools: () => index.subnets(),
+        handshakes: () =>
+          dtls.map(({ channel, server }) => ({
+            channel,
+            inProgress: server.stats().handshakes,
+            limit: config.limits.maxHandshakes,
+          })),
+      });
+      observers.push(metrics.observer);
+      if (recorder) recorder.onError = () => metrics.leaseStoreError();
+      const endpoint = await serveMetrics(metrics, config.metrics, log);
+      cleanups.push(() => endpoint.close());
+    }
     await gateway.start();
     cleanups.push(() => gateway.stop());
     if (config.shadow) {
@@ -218,5 +258,23 @@ export async function startGateway(config: ServeConfig, log: Logger): Promise<Ru
   } catch (err) {
     await cleanup();
     throw err;
+  }
+}
+
+/** The lease history's writer, or undefined (logged) when its store cannot be opened: not fatal. */
+function openLeaseRecorder(
+  leases: NonNullable<ServeConfig['leases']>,
+  gateway: string,
+  log: Logger,
+): LeaseRecorder | undefined {
+  try {
+    const store = LeaseStore.open(leases.path);
+    return new LeaseRecorder(store, { gateway, log, retentionDays: leases.retentionDays });
+  } catch (err) {
+    log.error(
+      { event: 'lease-store-failed', op: 'open', path: leases.path, err: errorMessage(err) },
+      `no lease history: ${errorMessage(err)}`,
+    );
+    return undefined;
   }
 }

@@ -8,7 +8,7 @@
 import { errorMessage } from '../util/errors.js';
 import { formatIpv4 } from '../util/ipv4.js';
 import type { GatewayContext } from './context.js';
-import { registration, totalCounters, type Enclave } from './enclave.js';
+import { auditIdentity, registration, totalCounters, type Counters, type Enclave } from './enclave.js';
 
 export class Teardown {
   constructor(
@@ -51,20 +51,23 @@ export class Teardown {
         `enclave IP ${formatIpv4(e.ip)} is quarantined until restart: the firewall could not confirm its removal`,
       );
     }
+    const traffic = totalCounters(e);
     this.ctx.table.all.delete(e);
+    addInto(this.ctx.endedTraffic, traffic);
     this.ctx.stats.ended++;
+    // The audit event of the session's end (docs/metrics-and-audit.md).
     this.ctx.log.info(
       {
         event: wasActive ? 'session-end' : 'setup-failed',
-        enclaveIp: formatIpv4(e.ip),
-        app: e.appName ?? null,
+        ...auditIdentity(e),
         client: `${e.clientAddress}:${e.clientPort}`,
         reason,
         durationMs: Date.now() - e.since.getTime(),
-        ...totalCounters(e),
+        ...traffic,
       },
       `${wasActive ? 'session ended' : 'setup failed'} for ${formatIpv4(e.ip)}: ${reason}`,
     );
+    this.ctx.opts.observer?.ended?.(e, reason, wasActive);
     this.onEnded(e, reason);
   }
 
@@ -84,10 +87,13 @@ export class Teardown {
 
   /** Removes the enclave from the firewall; false if the backend could not confirm it. */
   private async leave(e: Enclave): Promise<boolean> {
+    const started = performance.now();
     try {
       await this.ctx.opts.enforcer?.leave(registration(e));
+      this.ctx.opts.observer?.enforcement?.('leave', performance.now() - started, true);
       return true;
     } catch (err) {
+      this.ctx.opts.observer?.enforcement?.('leave', performance.now() - started, false);
       this.ctx.log.error(
         { event: 'enforcement-failed', enclaveIp: formatIpv4(e.ip), err: errorMessage(err) },
         'firewall unregistration failed',
@@ -97,4 +103,8 @@ export class Teardown {
       e.joined = false;
     }
   }
+}
+
+function addInto(sum: Counters, c: Counters): void {
+  for (const k of Object.keys(sum) as (keyof Counters)[]) sum[k] += c[k];
 }

@@ -7,6 +7,8 @@ import { startGateway, type ServeConfig } from '../../gateway/serve.js';
 import { DEFAULT_CONTROL_PATH } from '../../gateway/control.js';
 import { checkInterfaceName } from '../../shadow/rules.js';
 import { tableFlag } from '../policy-flags.js';
+import { parseListenAddress } from '../../audit/metrics.js';
+import { DEFAULT_LEASE_DB, DEFAULT_LEASE_RETENTION_DAYS } from '../../audit/lease-store.js';
 
 export default class Serve extends SengCommand<typeof Serve> {
   static override summary =
@@ -122,6 +124,22 @@ With -s (ShadowServer) an enclave can make a listening TCP port reachable at its
         "Shadow DNAT rules: seng's own nftables table, or the original's SENG_output/SENG_prerouting iptables chains.",
       default: 'nft' as const,
     })(),
+    metrics: Flags.string({
+      summary:
+        'Serve Prometheus metrics at http://HOST:PORT/metrics (e.g. 127.0.0.1:9464; docs/metrics-and-audit.md).',
+      helpValue: 'HOST:PORT',
+    }),
+    'lease-db': Flags.string({
+      summary: 'Lease history (who held which enclave IP when; seng leases); "none" keeps none.',
+      default: DEFAULT_LEASE_DB,
+      env: 'SENG_LEASE_DB',
+    }),
+    'lease-retention': Flags.integer({
+      summary: 'Days ended leases are kept in the lease history (pruned at start and daily).',
+      default: DEFAULT_LEASE_RETENTION_DAYS,
+      min: 1,
+      max: 36500,
+    }),
   };
 
   async run(): Promise<void> {
@@ -147,6 +165,8 @@ With -s (ShadowServer) an enclave can make a listening TCP port reachable at its
       certPem: readText(certPath, 'certificate'),
       keyPem: readText(f.key[i] as string, 'key'),
     }));
+    const metrics = f.metrics === undefined ? undefined : metricsAddress(f.metrics);
+    if (f['lease-db'] === '') usageError('--lease-db needs a file path (or "none")');
     const config: ServeConfig = {
       host,
       port: this.args.port ?? 12345,
@@ -170,6 +190,10 @@ With -s (ShadowServer) an enclave can make a listening TCP port reachable at its
         ackTries: f['ack-tries'],
       },
       limits: { maxSessions: f['max-sessions'], maxHandshakes: f['max-handshakes'] },
+      ...(metrics ? { metrics } : {}),
+      ...(f['lease-db'] === 'none'
+        ? {}
+        : { leases: { path: f['lease-db'], retentionDays: f['lease-retention'] } }),
       ...(f.shadow
         ? {
             shadow: {
@@ -182,6 +206,14 @@ With -s (ShadowServer) an enclave can make a listening TCP port reachable at its
     };
     const running = await startGateway(config, this.logger);
     await running.closed;
+  }
+}
+
+function metricsAddress(value: string): { host: string; port: number } {
+  try {
+    return parseListenAddress(value);
+  } catch (err) {
+    usageError((err as Error).message);
   }
 }
 

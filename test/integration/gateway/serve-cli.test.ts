@@ -163,6 +163,11 @@ test('serve flags are bounded and its files are checked before anything starts',
     ['--ack-tries', '21'],
     ['--min-isv-svn', '70000'],
     ['--nft', '--nft-table', 'x;y'],
+    ['--metrics', '9464'],
+    ['--metrics', '127.0.0.1:0'],
+    ['--metrics', '127.0.0.1:http'],
+    ['--lease-retention', '0'],
+    ['--lease-db', ''],
   ];
   for (const flag of flagCases) {
     const r = seng([
