@@ -33,7 +33,7 @@ if (files.length === 0) {
 }
 const r = spawnSync(
   process.execPath,
-  ['--test', '--test-concurrency=1', '--test-timeout=300000', '--test-reporter=spec', ...files],
+  ['--test', '--test-concurrency=1', '--test-timeout=600000', '--test-reporter=spec', ...files],
   { stdio: 'inherit', cwd: root },
 );
 process.exit(r.status ?? 1);
