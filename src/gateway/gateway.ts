@@ -14,7 +14,13 @@ import { formatIpv4, type Ipv4 } from '../util/ipv4.js';
 import type { ShadowEnclave } from '../shadow/types.js';
 import { silentLogger } from '../util/log.js';
 import { Admission } from './admission.js';
-import { DEFAULT_TIMEOUTS, type GatewayContext, type GatewayOptions, type GatewayStats } from './context.js';
+import {
+  DEFAULT_TIMEOUTS,
+  type GatewayContext,
+  type GatewayOptions,
+  type GatewayStats,
+  type GatewayTimeouts,
+} from './context.js';
 import { EnclaveTable, type EnclaveStatus } from './enclave.js';
 import { Forwarding } from './forwarding.js';
 import { Operations, type KickSelector, type ReloadResult } from './operations.js';
@@ -65,6 +71,11 @@ export class Gateway extends EventEmitter {
       end: (e, reason) => this.teardown.end(e, reason),
       admitted: (e) => this.emit('admitted', formatIpv4(e.ip)),
     });
+  }
+
+  /** Changes timeouts for sessions admitted from now on (SIGHUP with a config file). */
+  setTimeouts(timeouts: Partial<GatewayTimeouts>): void {
+    Object.assign(this.ctx.timeouts, timeouts);
   }
 
   async start(): Promise<void> {

@@ -38,6 +38,8 @@ export interface ServeConfig {
   dbPollMs?: number;
   /** Port shadowing (-s): the control service on 2409 at every enclave subnet's gateway IP. */
   shadow?: ShadowConfig;
+  /** Runs first on SIGHUP (before the database and policy are re-read): config-file reload. */
+  onReload?: (running: { gateway: Gateway; enforcer: Enforcer | undefined }) => Promise<void>;
 }
 
 export interface RunningGateway {
@@ -195,7 +197,10 @@ export async function startGateway(config: ServeConfig, log: Logger): Promise<Ru
     const onInt = () => void stop('SIGINT');
     const onTerm = () => void stop('SIGTERM');
     const onHup = () =>
-      void reload().catch((err: unknown) => log.error({ err: errorMessage(err) }, 'reload failed'));
+      void (async () => {
+        await config.onReload?.({ gateway, enforcer });
+        await reload();
+      })().catch((err: unknown) => log.error({ err: errorMessage(err) }, 'reload failed'));
     process.on('SIGINT', onInt);
     process.on('SIGTERM', onTerm);
     process.on('SIGHUP', onHup);
