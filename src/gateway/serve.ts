@@ -16,6 +16,7 @@ import { ControlServer, prepareControlPath } from './control.js';
 import { controlDispatcher, reloadGateway } from './control-dispatch.js';
 import { EnclaveIndex } from './enclave-index.js';
 import { createEnforcer, type NftConfig } from './enforcers.js';
+import { purgeStaleConntrack } from './recovery.js';
 import { Gateway } from './gateway.js';
 import type { ChannelListener, ListenChannels } from './types.js';
 import { createShadowService, type ShadowConfig } from '../shadow/setup.js';
@@ -88,6 +89,11 @@ export async function startGateway(config: ServeConfig, log: Logger): Promise<Ru
       await enforcer.start();
       cleanups.push(() => enforcer.stop());
     }
+    // Crash recovery: no conntrack entry of an earlier run's enclaves survives into this one.
+    await purgeStaleConntrack(
+      index.subnets().map((p) => p.cidr),
+      { enforcing: enforcer !== undefined, log },
+    );
 
     const device = await TunDevice.open({
       name: config.tun.name,
