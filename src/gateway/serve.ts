@@ -39,7 +39,7 @@ export interface ServeConfig {
   dbPollMs?: number;
   /** Port shadowing (-s): the control service on 2409 at every enclave subnet's gateway IP. */
   shadow?: ShadowConfig;
-  /** Runs first on SIGHUP (before the database and policy are re-read): config-file reload. */
+  /** Runs first on SIGHUP, before the database and policy are re-read: config-file reload. */
   onReload?: (running: { gateway: Gateway; enforcer: Enforcer | undefined }) => Promise<void>;
 }
 
@@ -156,7 +156,11 @@ export async function startGateway(config: ServeConfig, log: Logger): Promise<Ru
       cleanups.push(() => service.stop());
     }
 
-    const reload = () => reloadGateway({ gateway, enforcer, log });
+    // SIGHUP: the config file first (if any), then database and policy.
+    const reload = async () => {
+      await config.onReload?.({ gateway, enforcer });
+      return reloadGateway({ gateway, enforcer, log });
+    };
     const control = await ControlServer.listen(
       config.controlPath,
       controlDispatcher({
@@ -203,10 +207,7 @@ export async function startGateway(config: ServeConfig, log: Logger): Promise<Ru
     const onInt = () => void stop('SIGINT');
     const onTerm = () => void stop('SIGTERM');
     const onHup = () =>
-      void (async () => {
-        await config.onReload?.({ gateway, enforcer });
-        await reload();
-      })().catch((err: unknown) => log.error({ err: errorMessage(err) }, 'reload failed'));
+      void reload().catch((err: unknown) => log.error({ err: errorMessage(err) }, 'reload failed'));
     process.on('SIGINT', onInt);
     process.on('SIGTERM', onTerm);
     process.on('SIGHUP', onHup);
