@@ -50,15 +50,12 @@ With -s (ShadowServer) an enclave can make a listening TCP port reachable at its
     netfilter: Flags.boolean({
       char: 'n',
       summary: 'Netfilter-extension mode: feed the seng kernel module (needs -d).',
-      dependsOn: ['db'],
     }),
     nft: Flags.boolean({
       summary: 'Enforce per-app policy with nftables sets (no kernel module needed).',
-      exclusive: ['netfilter'],
     }),
     policy: Flags.string({
       summary: 'Policy file to compile and apply with --nft (see rules/).',
-      dependsOn: ['nft'],
     }),
     'nft-table': tableFlag({ summary: 'nftables table owned by seng.', default: 'seng' }),
     cert: Flags.string({
@@ -209,10 +206,10 @@ function buildServeConfig(o: ServeFileOptions): ServeConfig {
     usageError(`--tun "${tun}" is not a network interface name (1-15 characters, no "/", ":" or spaces)`);
   const control = opt<string>(o, 'control');
   if (control.length === 0) usageError('--control needs a socket path');
-  // The flags' dependsOn/exclusive, for values that came from the file.
+  // Checked here, not as oclif dependsOn/exclusive: the other option may come from the file.
+  if (o.nft && o.netfilter) usageError('--nft and -n/--netfilter exclude each other');
   if (o.netfilter && o.db === undefined) usageError('-n/--netfilter needs -d/--db (here or in --config)');
   if (o.policy !== undefined && !o.nft) usageError('--policy needs --nft (here or in --config)');
-  if (o.nft && o.netfilter) usageError('--nft and -n/--netfilter exclude each other');
   const certs = (o.cert as string[] | undefined) ?? [];
   const keys = (o.key as string[] | undefined) ?? [];
   if (certs.length === 0 || keys.length === 0)

@@ -149,3 +149,28 @@ test('seng config check: valid file, errors with line:column, --json', () => {
     ],
   );
 });
+
+test('an option the file needs may come from the flags, and the other way round', () => {
+  const file = join(lab.dir, 'partial.yaml');
+  writeFileSync(
+    file,
+    `nft: true\ndb: ${join(lab.dir, 'nf.db')}\ncert: ${lab.gwKeys[0]!.cert}\nkey: ${lab.gwKeys[0]!.key}\n`,
+  );
+  // --policy needs nft, which the file sets: no usage error; the missing policy file is reported.
+  const r = seng([
+    'serve',
+    '--config',
+    file,
+    '--policy',
+    join(lab.dir, 'missing.yaml'),
+    '--control',
+    join(lab.dir, 'x.sock'),
+  ]);
+  assert.equal(r.code, 1, r.stderr);
+  assert.match(r.stderr, /missing\.yaml/);
+  assert.doesNotMatch(r.stderr, /must also be provided/);
+  // The file sets nft, the command line -n: they exclude each other, a usage error.
+  const both = seng(['serve', '--config', file, '-n']);
+  assert.equal(both.code, 2, both.stderr);
+  assert.match(both.stderr, /exclude each other/);
+});
