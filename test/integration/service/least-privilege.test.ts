@@ -184,6 +184,24 @@ test('vanilla: admitted as uid 65534 with only CAP_NET_ADMIN', async () => {
   assertNoWarnings(gw.log);
 });
 
+test('-s (shadow service, nft backend): starts as uid 65534 with only CAP_NET_ADMIN', async () => {
+  const gw = await serve(lab, ['-d', join(lab.dir, 'van.db'), '-s', '--shadow-interface', 'any'], undefined, {
+    wrap: [...withTun0666(), ...DROP],
+    env: env(),
+  });
+  try {
+    assertOnlyNetAdmin(gw.child.pid!);
+    const table = await lab.gw.exec('nft', ['list', 'table', 'ip', 'seng_shadow']);
+    assert.match(table.stdout, /table ip seng_shadow/);
+    const ss = await lab.gw.exec('ss', ['-Hltn', 'sport', '=', ':2409']);
+    assert.match(ss.stdout, /192\.168\.28\.1:2409/);
+  } finally {
+    await gw.stop();
+  }
+  assert.equal(gw.child.exitCode, 0, gw.log.join('\n'));
+  assertNoWarnings(gw.log);
+});
+
 test('-n without the kernel module fails on the missing module, not on a permission', async () => {
   const [cmd, ...pre] = [...withTun0666(), ...DROP];
   const child = lab.gw.spawn(
