@@ -94,6 +94,9 @@ test('after SIGKILL with live enclaves, a restart removes stale nft and conntrac
   assert.deepEqual((await setElements()).sort(), [...ips].sort());
   assert.match(await conntrackOf(ips[0]!), /40001/);
   assert.ok(existsSync(lab.control), 'the stale control socket is still there');
+  // The TUN device the gateway created went away with its file descriptor.
+  const link = await lab.gw.exec('ip', ['link', 'show', 'tunFA'], { check: false });
+  assert.notEqual(link.code, 0, 'tunFA is gone');
 
   gw = await serve(lab, ['-d', db, '--nft']);
   try {
@@ -114,5 +117,29 @@ test('after SIGKILL with live enclaves, a restart removes stale nft and conntrac
     await stop(again.child);
   } finally {
     await gw.stop();
+  }
+});
+
+test('an admin-created persistent TUN device survives SIGKILL and is attached to again', async () => {
+  await lab.gw.ip('tuntap', 'add', 'dev', 'tunFA', 'mode', 'tun');
+  try {
+    let gw = await serve(lab, ['-d', db, '--nft']);
+    const first = await sim(lab, lab.host1, appCert(lab, APP));
+    assert.ok(first.ready, first.stderr());
+    gw.child.kill('SIGKILL');
+    await new Promise((r) => gw.child.once('exit', r));
+    await stop(first.child);
+    assert.match((await lab.gw.ip('addr', 'show', 'tunFA')).stdout, /192\.168\.28\.1\/24/);
+    gw = await serve(lab, ['-d', db, '--nft']);
+    try {
+      assert.deepEqual(await setElements(), []);
+      const again = await sim(lab, lab.host1, appCert(lab, APP));
+      assert.ok(again.ready, again.stderr());
+      await stop(again.child);
+    } finally {
+      await gw.stop();
+    }
+  } finally {
+    await lab.gw.ip('link', 'del', 'tunFA').catch(() => undefined);
   }
 });
