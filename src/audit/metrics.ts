@@ -9,7 +9,7 @@
  *
  * Labels are bounded: app names (from the policy database), admission check names, subnets,
  * directions, drop reasons, operations. Never an enclave or host IP. Metric list and
- * meanings: docs/metrics-and-audit.md.
+ * meanings: docs/operations.md.
  */
 import { createServer, type Server } from 'node:http';
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';

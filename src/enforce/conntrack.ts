@@ -260,6 +260,26 @@ export class ConntrackPurger {
     }
   }
 
+  /**
+   * Deletes every IPv4 entry whose original source or destination `matches` (e.g. lies in an
+   * enclave subnet), with one unfiltered dump; returns the count. For the start of a gateway
+   * after a crash: not coalesced with purge(), so call it before any purge() runs.
+   */
+  async purgeWhere(matches: (ip: Ipv4) => boolean, opts: { timeoutMs?: number } = {}): Promise<number> {
+    const timeoutMs = opts.timeoutMs ?? 5000;
+    try {
+      if ((await this.entryCount(timeoutMs)) === 0) return 0;
+      const victims = (await this.dump(null, 'src', timeoutMs)).filter(
+        (e) => matches(e.src) || matches(e.dst),
+      );
+      return (await this.deleteAll(victims, timeoutMs)).length;
+    } catch (err) {
+      if (err instanceof NetlinkError)
+        throw new ConntrackError(`purging stale conntrack entries failed: ${err.message}`, err);
+      throw err;
+    }
+  }
+
   /** Number of conntrack entries in this namespace (IPCTNL_MSG_CT_GET_STATS; no table walk). */
   async entryCount(timeoutMs = 5000): Promise<number> {
     const msgs = await this.channel.request(

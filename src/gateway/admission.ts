@@ -323,7 +323,7 @@ export class Admission {
     this.hooks.activate(e);
     this.ctx.stats.admitted++;
     const setupMs = Date.now() - e.setupStartMs;
-    // The audit event of the admission (docs/metrics-and-audit.md).
+    // The audit event of the admission (docs/operations.md).
     this.ctx.log.info(
       {
         event: 'admitted',

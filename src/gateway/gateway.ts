@@ -14,7 +14,7 @@ import { formatIpv4, type Ipv4 } from '../util/ipv4.js';
 import type { ShadowEnclave } from '../shadow/types.js';
 import { silentLogger } from '../util/log.js';
 import { Admission } from './admission.js';
-import { DEFAULT_TIMEOUTS, type GatewayContext, type GatewayOptions, type GatewayStats } from './context.js';
+import { DEFAULT_TIMEOUTS, type GatewayContext, type GatewayOptions, type GatewayStats, type GatewayTimeouts } from './context.js';
 import {
   EnclaveTable,
   newCounters,
@@ -89,6 +89,11 @@ export class Gateway extends EventEmitter {
       end: (e, reason) => this.teardown.end(e, reason),
       admitted: (e) => this.emit('admitted', formatIpv4(e.ip)),
     });
+  }
+
+  /** Changes timeouts for sessions admitted from now on (SIGHUP with a config file). */
+  setTimeouts(timeouts: Partial<GatewayTimeouts>): void {
+    Object.assign(this.ctx.timeouts, timeouts);
   }
 
   async start(): Promise<void> {

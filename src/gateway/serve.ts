@@ -16,6 +16,7 @@ import { ControlServer, prepareControlPath } from './control.js';
 import { controlDispatcher, reloadGateway } from './control-dispatch.js';
 import { EnclaveIndex } from './enclave-index.js';
 import { createEnforcer, type NftConfig } from './enforcers.js';
+import { purgeStaleConntrack } from './recovery.js';
 import { Gateway } from './gateway.js';
 import type { ChannelListener, ListenChannels } from './types.js';
 import { createShadowService, type ShadowConfig } from '../shadow/setup.js';
@@ -46,6 +47,8 @@ export interface ServeConfig {
   metrics?: { host: string; port: number };
   /** Lease history (--lease-db, --lease-retention); absent: none kept. */
   leases?: { path: string; retentionDays: number };
+  /** Runs first on SIGHUP, before the database and policy are re-read: config-file reload. */
+  onReload?: (running: { gateway: Gateway; enforcer: Enforcer | undefined }) => Promise<void>;
 }
 
 export interface RunningGateway {
@@ -94,6 +97,11 @@ export async function startGateway(config: ServeConfig, log: Logger): Promise<Ru
       await enforcer.start();
       cleanups.push(() => enforcer.stop());
     }
+    // Crash recovery: no conntrack entry of an earlier run's enclaves survives into this one.
+    await purgeStaleConntrack(
+      index.subnets().map((p) => p.cidr),
+      { enforcing: enforcer !== undefined, log },
+    );
 
     const device = await TunDevice.open({
       name: config.tun.name,
@@ -188,7 +196,11 @@ export async function startGateway(config: ServeConfig, log: Logger): Promise<Ru
       cleanups.push(() => service.stop());
     }
 
-    const reload = () => reloadGateway({ gateway, enforcer, log });
+    // SIGHUP: the config file first (if any), then database and policy.
+    const reload = async () => {
+      await config.onReload?.({ gateway, enforcer });
+      return reloadGateway({ gateway, enforcer, log });
+    };
     const control = await ControlServer.listen(
       config.controlPath,
       controlDispatcher({

@@ -55,7 +55,7 @@ export class Teardown {
     this.ctx.table.all.delete(e);
     addInto(this.ctx.endedTraffic, traffic);
     this.ctx.stats.ended++;
-    // The audit event of the session's end (docs/metrics-and-audit.md).
+    // The audit event of the session's end (docs/operations.md).
     this.ctx.log.info(
       {
         event: wasActive ? 'session-end' : 'setup-failed',

@@ -121,6 +121,15 @@ function openError(err: unknown, name: string, mode: 0 | 1): SengError {
       );
     case 'EPERM':
     case 'EACCES':
+      // open(2) of the device node failed on its file mode, before any capability check.
+      if (code === 'EACCES' && base.includes('/dev/net/tun')) {
+        return new EnvironmentError(
+          'ETUN_PERM',
+          `not allowed to open /dev/net/tun: ${base}`,
+          'the node must be readable and writable by the service user; distributions ship it as mode 0666 (udev): chmod 0666 /dev/net/tun',
+          err,
+        );
+      }
       return new EnvironmentError(
         'ETUN_PERM',
         `not allowed to ${mode === 0 ? 'create' : 'attach to'} TUN device ${name}: ${base}`,

@@ -132,11 +132,14 @@ export async function serve(
   lab: Lab,
   extra: string[],
   listen = GW_HOST1,
-  opts: { env?: NodeJS.ProcessEnv } = {},
+  opts: { env?: NodeJS.ProcessEnv; wrap?: string[]; port?: number } = {},
 ): Promise<Served> {
+  // `wrap` runs the gateway under another command (e.g. setpriv to drop root).
+  const [cmd, ...pre] = [...(opts.wrap ?? []), process.execPath];
   const child = lab.gw.spawn(
-    process.execPath,
+    cmd as string,
     [
+      ...pre,
       sengBin,
       'serve',
       '--cert',
@@ -157,7 +160,7 @@ export async function serve(
       'json',
       ...extra,
       listen,
-      '12345',
+      String(opts.port ?? 12345),
     ],
     opts.env ? { env: opts.env } : {},
   );

@@ -2,26 +2,41 @@ import { Flags } from '@oclif/core';
 import { readFileSync, statSync } from 'node:fs';
 import { SengCommand } from '../base.js';
 import { ipv4Arg, tunnelPortArg, usageError } from '../usage.js';
-import { InputError } from '../../util/errors.js';
+import { InputError, errorMessage } from '../../util/errors.js';
 import { startGateway, type ServeConfig } from '../../gateway/serve.js';
 import { DEFAULT_CONTROL_PATH } from '../../gateway/control.js';
 import { checkInterfaceName } from '../../shadow/rules.js';
 import { tableFlag } from '../policy-flags.js';
 import { parseListenAddress } from '../../audit/metrics.js';
 import { DEFAULT_LEASE_DB, DEFAULT_LEASE_RETENTION_DAYS } from '../../audit/lease-store.js';
+import {
+  RELOADABLE_KEYS,
+  SERVE_FILE_KEYS,
+  diffOptions,
+  loadServeConfig,
+  mergeOptions,
+  type ServeFileKey,
+  type ServeFileOptions,
+} from '../../gateway/config-file.js';
+import type { Gateway } from '../../gateway/gateway.js';
+import type { Enforcer } from '../../enforce/types.js';
+import { NftEnforcer } from '../../enforce/nft.js';
+import type { Logger } from '../../util/log.js';
 
 export default class Serve extends SengCommand<typeof Serve> {
   static override summary =
     'Run the SENG gateway: attest enclaves, assign enclave IPs, tunnel their packets into a TUN interface.';
   static override description = `Listens for DTLS on PORT (enclave → gateway) and PORT+1 (gateway → enclave) at IPV4.
 Enclaves are attested from their RA-TLS client certificates and admitted by the database (-d): a vanilla database is an allowlist with host and enclave subnets; with -n a netfilter database supplies categories for the seng kernel module. Without -d every attested enclave is admitted into 192.168.28.0/24.
-Runs until SIGINT/SIGTERM (graceful: every session is closed and its IP and firewall state released). SIGHUP re-reads the database and the policy.
+Every option can also come from a YAML file (--config; keys are the long flag names, plus listen and port); flags given on the command line override it. Check a file with seng config check.
+Runs until SIGINT/SIGTERM (graceful: every session is closed and its IP and firewall state released). SIGHUP re-reads the database and the policy, and with --config the file: policy, timeouts (for new sessions) and log-level take effect, other changes are logged as needing a restart (docs/operations.md).
 With -s (ShadowServer) an enclave can make a listening TCP port reachable at its untrusted host's IP: the gateway reserves the port with the socket blocker on that host (seng blocker) and DNATs <host IP>:port to the enclave (docs/shadow.md).`;
   static override examples = [
     '<%= config.bin %> serve --cert gw.crt --key gw.key -d policy.db 10.0.0.1 12345',
     '<%= config.bin %> serve --cert gw-rsa.crt --key gw-rsa.key --cert gw-ec.crt --key gw-ec.key -n -d nf.db 10.0.0.1 12345',
     '<%= config.bin %> serve --cert gw.crt --key gw.key --nft --policy rules/examples/spec-sample.yaml -d nf.db 10.0.0.1 12345',
     '<%= config.bin %> serve --cert gw.crt --key gw.key -d policy.db -s --shadow-interface eth1 10.0.0.1 12345',
+    '<%= config.bin %> serve --config /etc/seng/seng.yaml',
   ];
   static override enableJsonFlag = false;
   static override args = {
@@ -29,30 +44,30 @@ With -s (ShadowServer) an enclave can make a listening TCP port reachable at its
     port: tunnelPortArg('Receive-tunnel UDP port P (1-65534); the send tunnel uses P+1.'),
   };
   static override flags = {
+    config: Flags.string({
+      char: 'c',
+      summary: 'YAML configuration file with serve options (flags override it); see seng config check.',
+    }),
     db: Flags.string({ char: 'd', summary: 'Policy database (vanilla; netfilter with -n).', env: 'SENG_DB' }),
     netfilter: Flags.boolean({
       char: 'n',
       summary: 'Netfilter-extension mode: feed the seng kernel module (needs -d).',
-      dependsOn: ['db'],
     }),
     nft: Flags.boolean({
       summary: 'Enforce per-app policy with nftables sets (no kernel module needed).',
-      exclusive: ['netfilter'],
     }),
     policy: Flags.string({
       summary: 'Policy file to compile and apply with --nft (see rules/).',
-      dependsOn: ['nft'],
     }),
     'nft-table': tableFlag({ summary: 'nftables table owned by seng.', default: 'seng' }),
     cert: Flags.string({
-      summary: 'Server certificate (PEM); repeat for RSA and ECDSA identities.',
-      required: true,
+      summary:
+        'Server certificate (PEM); repeat for RSA and ECDSA identities (required, here or in --config).',
       multiple: true,
       multipleNonGreedy: true,
     }),
     key: Flags.string({
-      summary: 'Private key (PEM) of each --cert, in the same order.',
-      required: true,
+      summary: 'Private key (PEM) of each --cert, in the same order (required, here or in --config).',
       multiple: true,
       multipleNonGreedy: true,
     }),
@@ -126,7 +141,7 @@ With -s (ShadowServer) an enclave can make a listening TCP port reachable at its
     })(),
     metrics: Flags.string({
       summary:
-        'Serve Prometheus metrics at http://HOST:PORT/metrics (e.g. 127.0.0.1:9464; docs/metrics-and-audit.md).',
+        'Serve Prometheus metrics at http://HOST:PORT/metrics (e.g. 127.0.0.1:9464; docs/operations.md).',
       helpValue: 'HOST:PORT',
     }),
     'lease-db': Flags.string({
@@ -143,70 +158,211 @@ With -s (ShadowServer) an enclave can make a listening TCP port reachable at its
   };
 
   async run(): Promise<void> {
-    const f = this.flags;
-    // Both positional arguments have defaults (see usage.ts); oclif's types do not know that.
-    const host = this.args.ipv4 ?? '127.0.0.1';
-    if (host === '0.0.0.0') {
-      throw new InputError(
-        'refusing to listen on 0.0.0.0',
-        'the second tunnel must come from the same client IP to the same gateway address; give the address clients reach, e.g. 10.0.0.1',
-      );
+    const commandLine = await this.commandLineOptions();
+    const file = this.flags.config;
+    let current = effectiveOptions(file ? loadServeConfig(file) : {}, commandLine);
+    this.logger.level = current['log-level'] as string;
+    const config = buildServeConfig(current);
+    if (file) {
+      config.onReload = async (running) => {
+        current = await reloadConfigFile(file, commandLine, current, running, this.logger);
+      };
     }
-    if (!IFNAME_RE.test(f.tun))
-      usageError(`--tun "${f.tun}" is not a network interface name (1-15 characters, no "/", ":" or spaces)`);
-    if (f.control.length === 0) usageError('--control needs a socket path');
-    if (f.cert.length !== f.key.length) {
-      throw new InputError(
-        `${f.cert.length} --cert but ${f.key.length} --key`,
-        'give one --key per --cert, in the same order',
-      );
-    }
-    const identities = f.cert.map((certPath, i) => ({
-      certPem: readText(certPath, 'certificate'),
-      keyPem: readText(f.key[i] as string, 'key'),
-    }));
-    const metrics = f.metrics === undefined ? undefined : metricsAddress(f.metrics);
-    if (f['lease-db'] === '') usageError('--lease-db needs a file path (or "none")');
-    const config: ServeConfig = {
-      host,
-      port: this.args.port ?? 12345,
-      identities,
-      dbPath: f.db,
-      netfilter: f.netfilter,
-      nft: f.nft ? { policyPath: f.policy, table: f['nft-table'] } : undefined,
-      attestation: {
-        iasRootPath: f['ias-root'],
-        sgxRootPath: f['sgx-root'],
-        allowDebug: f['allow-debug'],
-        allowStatus: f['allow-status'],
-        minIsvSvn: f['min-isv-svn'],
-      },
-      requireSigner: f['require-signer'],
-      tun: { name: f.tun, existing: f['tun-existing'] },
-      controlPath: f.control,
-      timeouts: {
-        idleMs: f['idle-timeout'] * 1000,
-        setupMs: f['setup-timeout'] * 1000,
-        ackTries: f['ack-tries'],
-      },
-      limits: { maxSessions: f['max-sessions'], maxHandshakes: f['max-handshakes'] },
-      ...(metrics ? { metrics } : {}),
-      ...(f['lease-db'] === 'none'
-        ? {}
-        : { leases: { path: f['lease-db'], retentionDays: f['lease-retention'] } }),
-      ...(f.shadow
-        ? {
-            shadow: {
-              backend: f['shadow-backend'],
-              iface: checkInterfaceName(f['shadow-interface']),
-              stepTimeoutMs: Math.min(5, f['setup-timeout']) * 1000,
-            },
-          }
-        : {}),
-    };
     const running = await startGateway(config, this.logger);
     await running.closed;
   }
+
+  /** The options given on the command line itself (not defaults), keyed like the file. */
+  private async commandLineOptions(): Promise<ServeFileOptions> {
+    const { metadata, raw } = await this.parse(Serve, this.argv);
+    const flags = this.flags as Record<string, unknown>;
+    const out: ServeFileOptions = {};
+    for (const key of Object.keys(SERVE_FILE_KEYS) as ServeFileKey[]) {
+      if (key === 'listen' || key === 'port') continue;
+      const fromDefault = (metadata.flags as Record<string, { setFromDefault?: boolean } | undefined>)[key]
+        ?.setFromDefault;
+      const v = flags[key];
+      if (v !== undefined && fromDefault !== true) out[key] = v as string | number | boolean | string[];
+    }
+    const args = raw.filter((t) => t.type === 'arg');
+    if (args.length >= 1) out.listen = this.args.ipv4;
+    if (args.length >= 2) out.port = this.args.port;
+    return out;
+  }
+}
+
+/** Flag defaults, as the file layer's base. */
+function flagDefaults(): ServeFileOptions {
+  const out: ServeFileOptions = { listen: '127.0.0.1', port: 12345 };
+  const flags = Serve.flags as Record<string, { default?: unknown }>;
+  for (const key of Object.keys(SERVE_FILE_KEYS) as ServeFileKey[]) {
+    const d = flags[key]?.default ?? (Serve.baseFlags as Record<string, { default?: unknown }>)[key]?.default;
+    if (d !== undefined && typeof d !== 'function') out[key] = d as string | number | boolean | string[];
+  }
+  return out;
+}
+
+function effectiveOptions(file: ServeFileOptions, commandLine: ServeFileOptions): ServeFileOptions {
+  return mergeOptions(flagDefaults(), file, commandLine);
+}
+
+/** Typed access to the merged options. */
+function opt<T extends string | number | boolean | string[]>(o: ServeFileOptions, key: ServeFileKey): T {
+  return o[key] as T;
+}
+
+function buildServeConfig(o: ServeFileOptions): ServeConfig {
+  const host = opt<string>(o, 'listen');
+  if (host === '0.0.0.0') {
+    throw new InputError(
+      'refusing to listen on 0.0.0.0',
+      'the second tunnel must come from the same client IP to the same gateway address; give the address clients reach, e.g. 10.0.0.1',
+    );
+  }
+  const tun = opt<string>(o, 'tun');
+  if (!IFNAME_RE.test(tun))
+    usageError(`--tun "${tun}" is not a network interface name (1-15 characters, no "/", ":" or spaces)`);
+  const control = opt<string>(o, 'control');
+  if (control.length === 0) usageError('--control needs a socket path');
+  // Checked here, not as oclif dependsOn/exclusive: the other option may come from the file.
+  if (o.nft && o.netfilter) usageError('--nft and -n/--netfilter exclude each other');
+  if (o.netfilter && o.db === undefined) usageError('-n/--netfilter needs -d/--db (here or in --config)');
+  if (o.policy !== undefined && !o.nft) usageError('--policy needs --nft (here or in --config)');
+  const certs = (o.cert as string[] | undefined) ?? [];
+  const keys = (o.key as string[] | undefined) ?? [];
+  if (certs.length === 0 || keys.length === 0)
+    usageError('serve needs --cert and --key (on the command line or as cert:/key: in --config)');
+  if (certs.length !== keys.length) {
+    throw new InputError(
+      `${certs.length} --cert but ${keys.length} --key`,
+      'give one --key per --cert, in the same order',
+    );
+  }
+  const identities = certs.map((certPath, i) => ({
+    certPem: readText(certPath, 'certificate'),
+    keyPem: readText(keys[i] as string, 'key'),
+  }));
+  const setupTimeout = opt<number>(o, 'setup-timeout');
+  const metrics = o.metrics === undefined ? undefined : metricsAddress(opt<string>(o, 'metrics'));
+  const leaseDb = opt<string>(o, 'lease-db');
+  if (leaseDb === '') usageError('--lease-db needs a file path (or "none")');
+  return {
+    host,
+    port: opt<number>(o, 'port'),
+    identities,
+    dbPath: o.db as string | undefined,
+    netfilter: o.netfilter === true,
+    nft: o.nft
+      ? { policyPath: o.policy as string | undefined, table: opt<string>(o, 'nft-table') }
+      : undefined,
+    attestation: {
+      iasRootPath: o['ias-root'] as string | undefined,
+      sgxRootPath: o['sgx-root'] as string | undefined,
+      allowDebug: o['allow-debug'] === true,
+      allowStatus: o['allow-status'] as string[] | undefined,
+      minIsvSvn: o['min-isv-svn'] as number | undefined,
+    },
+    requireSigner: o['require-signer'] === true,
+    tun: { name: tun, existing: o['tun-existing'] === true },
+    controlPath: control,
+    timeouts: {
+      idleMs: opt<number>(o, 'idle-timeout') * 1000,
+      setupMs: setupTimeout * 1000,
+      ackTries: opt<number>(o, 'ack-tries'),
+    },
+    limits: { maxSessions: opt<number>(o, 'max-sessions'), maxHandshakes: opt<number>(o, 'max-handshakes') },
+    ...(metrics ? { metrics } : {}),
+    ...(leaseDb === 'none'
+      ? {}
+      : { leases: { path: leaseDb, retentionDays: opt<number>(o, 'lease-retention') } }),
+    ...(o.shadow
+      ? {
+          shadow: {
+            backend: opt<'nft' | 'iptables'>(o, 'shadow-backend'),
+            iface: checkInterfaceName(opt<string>(o, 'shadow-interface')),
+            stepTimeoutMs: Math.min(5, setupTimeout) * 1000,
+          },
+        }
+      : {}),
+  };
+}
+
+/**
+ * SIGHUP with --config: re-reads the file and applies what can change while running;
+ * everything else is logged as needing a restart. A broken file changes nothing.
+ * Returns the options now in force.
+ */
+async function reloadConfigFile(
+  file: string,
+  commandLine: ServeFileOptions,
+  current: ServeFileOptions,
+  running: { gateway: Gateway; enforcer: Enforcer | undefined },
+  log: Logger,
+): Promise<ServeFileOptions> {
+  let next: ServeFileOptions;
+  try {
+    next = effectiveOptions(loadServeConfig(file), commandLine);
+  } catch (err) {
+    log.error(
+      { event: 'config-reload-failed', config: file, err: errorMessage(err) },
+      `configuration ${file} not reloaded (the running configuration stays): ${errorMessage(err)}`,
+    );
+    return current;
+  }
+  const changes = diffOptions(current, next);
+  const applied = changes.filter((c) => RELOADABLE_KEYS.has(c.key));
+  const needsRestart = changes.filter((c) => !RELOADABLE_KEYS.has(c.key));
+  const inForce: ServeFileOptions = { ...current };
+  for (const c of applied) inForce[c.key] = next[c.key];
+  if (applied.some((c) => c.key === 'log-level')) log.level = opt<string>(next, 'log-level');
+  if (applied.some((c) => ['idle-timeout', 'setup-timeout', 'ack-tries'].includes(c.key))) {
+    const setupMs = opt<number>(next, 'setup-timeout') * 1000;
+    const ackTries = opt<number>(next, 'ack-tries');
+    running.gateway.setTimeouts({
+      idleMs: opt<number>(next, 'idle-timeout') * 1000,
+      sendSessionMs: setupMs,
+      ackTries,
+      ackIntervalMs: Math.max(200, Math.floor(setupMs / ackTries)),
+    });
+  }
+  const policy = applied.find((c) => c.key === 'policy');
+  if (policy) {
+    // With --nft the new file replaces the rules now (the reload that follows re-reads it);
+    // without the nftables backend there is nothing to apply it to.
+    const enforcer = running.enforcer;
+    if (typeof policy.to === 'string' && enforcer instanceof NftEnforcer) {
+      try {
+        await enforcer.usePolicyFile(policy.to);
+        inForce.policy = policy.to;
+      } catch (err) {
+        inForce.policy = current.policy;
+        log.error(
+          { event: 'config-reload-failed', policy: policy.to, err: errorMessage(err) },
+          `policy ${policy.to} not applied: ${errorMessage(err)}`,
+        );
+      }
+    } else {
+      inForce.policy = current.policy;
+      needsRestart.push(policy);
+    }
+  }
+  const appliedNow = applied.filter((c) => inForce[c.key] === next[c.key]);
+  log.info(
+    {
+      event: 'config-reloaded',
+      config: file,
+      applied: appliedNow,
+      needsRestart,
+    },
+    `configuration ${file} reloaded: ` +
+      (changes.length === 0
+        ? 'nothing changed'
+        : `applied ${appliedNow.map((c) => c.key).join(', ') || 'nothing'}` +
+          (needsRestart.length
+            ? `; needs a restart to change: ${needsRestart.map((c) => c.key).join(', ')}`
+            : '')),
+  );
+  return inForce;
 }
 
 function metricsAddress(value: string): { host: string; port: number } {

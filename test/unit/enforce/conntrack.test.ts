@@ -8,7 +8,9 @@ import assert from 'node:assert/strict';
 import { endianness } from 'node:os';
 import { NetlinkError, type NetlinkTransport } from '../../../src/netlink/index.js';
 import { ConntrackError, ConntrackPurger, encodeCtDump } from '../../../src/enforce/conntrack.js';
-import { parseIpv4 } from '../../../src/util/ipv4.js';
+import { parseCidr, parseIpv4 } from '../../../src/util/ipv4.js';
+import { purgeStaleConntrack } from '../../../src/gateway/recovery.js';
+import { createLogger } from '../../../src/util/log.js';
 import {
   NESTED,
   attr,
@@ -268,5 +270,60 @@ describe('conntrack purge (fake ctnetlink)', () => {
       assert.equal(cause.request.type, 0x0105);
       return true;
     });
+  });
+});
+
+describe('crash recovery at start: purgeWhere / purgeStaleConntrack', () => {
+  const subnets = [parseCidr('192.168.28.0/24'), parseCidr('172.16.28.0/26')];
+  const table = (): Ct[] => [
+    { src: '192.168.28.2', dst: '10.99.0.2', sport: 1, id: 1 },
+    { src: '10.99.0.2', dst: '172.16.28.5', sport: 2, id: 2 },
+    { src: '192.168.28.200', dst: '8.8.8.8', sport: 3, id: 3 },
+    { src: '172.16.28.64', dst: '10.99.0.2', sport: 4, id: 4 }, // just outside the /26
+    { src: '10.50.0.2', dst: '10.99.0.2', sport: 5, id: 5 },
+  ];
+
+  it('deletes the entries of every enclave subnet address with one dump, and nothing else', async () => {
+    const k = new FakeConntrack();
+    k.table = table();
+    const log = createLogger({ level: 'silent' });
+    const n = await purgeStaleConntrack(subnets, {
+      enforcing: true,
+      log,
+      purger: new ConntrackPurger({ transport: k }),
+    });
+    assert.equal(n, 3);
+    assert.deepEqual(
+      k.table.map((e) => e.id),
+      [4, 5],
+    );
+    assert.deepEqual(k.log, ['stats', 'dump all', 'delete 1', 'delete 2', 'delete 3']);
+  });
+
+  it('an empty table costs no dump', async () => {
+    const k = new FakeConntrack();
+    const p = new ConntrackPurger({ transport: k });
+    assert.equal(await p.purgeWhere(() => true), 0);
+    assert.deepEqual(k.log, ['stats']);
+  });
+
+  it('a failure is fatal with enforcement and only a warning without', async () => {
+    const k = new FakeConntrack();
+    k.table = table();
+    k.statsErrno = 1;
+    const log = createLogger({ level: 'silent' });
+    await assert.rejects(
+      purgeStaleConntrack(subnets, { enforcing: true, log, purger: new ConntrackPurger({ transport: k }) }),
+      ConntrackError,
+    );
+    assert.equal(
+      await purgeStaleConntrack(subnets, {
+        enforcing: false,
+        log,
+        purger: new ConntrackPurger({ transport: k }),
+      }),
+      0,
+    );
+    assert.equal(k.table.length, 5);
   });
 });
