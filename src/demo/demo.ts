@@ -166,6 +166,9 @@ export async function runDemo(opts: DemoOptions): Promise<DemoOutcome> {
     const serve = topo.spawn(gw, process.execPath, [
       sengBin,
       'serve',
+      // The demo's leases live and die with its temporary directory.
+      '--lease-db',
+      join(dir, 'leases.db'),
       '--cert',
       join(dir, 'gw.crt'),
       '--key',

@@ -162,7 +162,8 @@ export async function serve(
       listen,
       String(opts.port ?? 12345),
     ],
-    opts.env ? { env: opts.env } : {},
+    // The lease history stays in the lab (never the host's /var/lib/seng) unless a test says otherwise.
+    { env: { SENG_LEASE_DB: join(lab.dir, 'leases.db'), ...opts.env } },
   );
   const log: string[] = [];
   let buf = '';

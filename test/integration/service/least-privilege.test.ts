@@ -104,6 +104,11 @@ after(async () => {
   lab?.cleanup();
 });
 
+/** The lease history in the lab directory (owned by the service user, as StateDirectory= is). */
+function leaseDb(): string[] {
+  return ['--lease-db', join(lab.dir, 'leases.db')];
+}
+
 function chownTree(dir: string): void {
   chownSync(dir, UID, UID);
   for (const e of readdirSync(dir, { withFileTypes: true })) {
@@ -142,10 +147,15 @@ function assertNoWarnings(log: string[]): void {
 
 test('--nft: admitted as uid 65534 with only CAP_NET_ADMIN, enclave IP lands in the nft set', async () => {
   const policy = join(lab.dir, 'policy.yaml');
-  const gw = await serve(lab, ['-d', join(lab.dir, 'nf.db'), '--nft', '--policy', policy], undefined, {
-    wrap: [...withTun0666(), ...DROP],
-    env: env(),
-  });
+  const gw = await serve(
+    lab,
+    ['-d', join(lab.dir, 'nf.db'), '--nft', '--policy', policy, ...leaseDb()],
+    undefined,
+    {
+      wrap: [...withTun0666(), ...DROP],
+      env: env(),
+    },
+  );
   try {
     assertOnlyNetAdmin(gw.child.pid!);
     const enclave = await sim(lab, lab.host1, appCert(lab, APP));
@@ -168,7 +178,7 @@ test('--nft: admitted as uid 65534 with only CAP_NET_ADMIN, enclave IP lands in 
 });
 
 test('vanilla: admitted as uid 65534 with only CAP_NET_ADMIN', async () => {
-  const gw = await serve(lab, ['-d', join(lab.dir, 'van.db')], undefined, {
+  const gw = await serve(lab, ['-d', join(lab.dir, 'van.db'), ...leaseDb()], undefined, {
     wrap: [...withTun0666(), ...DROP],
     env: env(),
   });
@@ -185,10 +195,15 @@ test('vanilla: admitted as uid 65534 with only CAP_NET_ADMIN', async () => {
 });
 
 test('-s (shadow service, nft backend): starts as uid 65534 with only CAP_NET_ADMIN', async () => {
-  const gw = await serve(lab, ['-d', join(lab.dir, 'van.db'), '-s', '--shadow-interface', 'any'], undefined, {
-    wrap: [...withTun0666(), ...DROP],
-    env: env(),
-  });
+  const gw = await serve(
+    lab,
+    ['-d', join(lab.dir, 'van.db'), '-s', '--shadow-interface', 'any', ...leaseDb()],
+    undefined,
+    {
+      wrap: [...withTun0666(), ...DROP],
+      env: env(),
+    },
+  );
   try {
     assertOnlyNetAdmin(gw.child.pid!);
     const table = await lab.gw.exec('nft', ['list', 'table', 'ip', 'seng_shadow']);
