@@ -36,7 +36,7 @@
  */
 import { classifyEnclavePacket, routeDevicePacket, type PacketDropReason } from '../tunnel/packet.js';
 import { formatIpv4, type Ipv4 } from '../util/ipv4.js';
-import type { GatewayContext } from './context.js';
+import type { GatewayContext, OffloadStats } from './context.js';
 import type { Enclave } from './enclave.js';
 import type { ChannelListener, DeviceDispatch, DispatchRouteStats } from './types.js';
 
@@ -64,7 +64,10 @@ export class Forwarding {
   /** Starts reading the device: natively through the send listener when it can, else in JS. */
   attachDevice(sendListener: ChannelListener): void {
     const fd = this.ctx.opts.device.fd;
-    if (this.nativeOn() && fd !== undefined) this.dispatch = sendListener.dispatchFromTun?.(fd, this.ctx.mtu);
+    const offload = this.ctx.opts.device.offload === true;
+    if (this.nativeOn() && fd !== undefined) {
+      this.dispatch = sendListener.dispatchFromTun?.(fd, this.ctx.mtu, undefined, offload);
+    }
     if (!this.dispatch) this.ctx.opts.device.onPackets((packets) => this.fromDevice(packets));
   }
 
@@ -77,7 +80,8 @@ export class Forwarding {
   /** Both channels are up and the firewall knows the enclave: route packets to and from it. */
   activate(e: Enclave): void {
     const fd = this.ctx.opts.device.fd;
-    if (this.nativeOn() && fd !== undefined) e.recv.forwardTo?.(fd, e.ip, this.ctx.mtu);
+    const vnetHdr = this.ctx.opts.device.offload === true;
+    if (this.nativeOn() && fd !== undefined) e.recv.forwardTo?.(fd, e.ip, this.ctx.mtu, { vnetHdr });
     this.ctx.table.route(e);
     if (e.send && this.dispatch?.route(e.ip, e.send)) {
       e.nativeOut = () => this.routeStats().get(e.ip);
@@ -103,6 +107,20 @@ export class Forwarding {
       malformed: s?.malformed ?? 0,
       unknownDestination: s?.unknownDestination ?? 0,
       oversize: s?.oversize ?? 0,
+    };
+  }
+
+  /** What the TUN offloads did, when the device has them and the native path runs. */
+  offloadStats(): OffloadStats | undefined {
+    if (!this.dispatch || this.ctx.opts.device.offload !== true) return undefined;
+    const s = this.dispatch.stats();
+    const w = this.dispatch.writeStats?.();
+    return {
+      tsoFramesRead: s.gsoFrames ?? 0,
+      tsoSegments: s.gsoSegments ?? 0,
+      framesWritten: w?.frames ?? 0,
+      gsoFramesWritten: w?.gsoFrames ?? 0,
+      packetsWritten: w?.packets ?? 0,
     };
   }
 

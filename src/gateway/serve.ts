@@ -87,8 +87,12 @@ export async function startGateway(config: ServeConfig, log: Logger): Promise<Ru
       cleanups.push(() => enforcer.stop());
     }
 
+    // SENG_NATIVE_FORWARD=0 keeps every packet on the JS path (A/B measurements, debugging).
+    const nativeForward = process.env.SENG_NATIVE_FORWARD !== '0';
     const device = await TunDevice.open({
       name: config.tun.name,
+      // The native data path segments TSO reads and coalesces writes into GSO frames (docs/dtls.md).
+      offload: nativeForward,
       mtu: GATEWAY_TUN_MTU,
       // Without --tun-existing: attach to a pre-created TUN device of that name (the original's
       // setup script makes one), else create it; --tun-existing requires it to exist.
@@ -122,8 +126,7 @@ export async function startGateway(config: ServeConfig, log: Logger): Promise<Ru
       index,
       device,
       ...(enforcer ? { enforcer, enforcerStarted: true } : {}),
-      // SENG_NATIVE_FORWARD=0 keeps every packet on the JS path (A/B measurements, debugging).
-      nativeForward: process.env.SENG_NATIVE_FORWARD !== '0',
+      nativeForward,
       mtu: GATEWAY_TUN_MTU,
       timeouts: {
         ackIntervalMs: Math.max(200, Math.floor(config.timeouts.setupMs / config.timeouts.ackTries)),
