@@ -7,8 +7,13 @@
  *   3. native/dtls/src/conn.cc (record layer, record_layer.cc): decrypts the record. Native fast path
  *      (most packets today): if forwarding is on for this channel (activate() below calls
  *      channel.forwardTo) and the record passes the addon's packet check, it is written
- *      straight to the TUN fd; JS never sees it. Everything else goes up to JS as a
- *      'message' on the channel (src/dtls/session.ts).
+ *      straight to the TUN fd; JS never sees it. With TUN offload (seng serve opens the
+ *      device with IFF_VNET_HDR when the native path is on) the valid packets of one
+ *      recvmmsg batch are written together at the end of the batch by tun_writer.cc:
+ *      consecutive TCP segments of a flow coalesced into one GSO frame (seng_gro_* in
+ *      native/common/seng_net.c), everything else behind a zero virtio_net_hdr.
+ *      Everything else goes up to JS as a 'message' on the channel (src/dtls/session.ts).
+ *      This step still runs on the JS event-loop thread (the endpoint's uv_poll).
  *   4. fromEnclave() below (JS fallback): classifyEnclavePacket() in src/tunnel/packet.ts —
  *      THE rule of SPEC §1.4 (oversize, malformed, spoofed) — then device.write().
  *   5. src/tunnel/tun.ts + native/tun/src/tun.c: write(2) into the TUN device; the kernel
@@ -17,7 +22,10 @@
  * Network → enclave (send channel, port P+1):
  *   1. The kernel routes a packet for an enclave subnet into the TUN device.
  *   2. Native path (the default): native/dtls/src/tun_dispatch.cc, a thread of the DTLS
- *      addon, reads the TUN fd in batches, looks the destination up in its route table
+ *      addon, reads the TUN fd in batches (with offload: a frame may be a TSO super-packet of
+ *      up to 64 KiB, cut into ≤ MTU packets with complete checksums by seng_tun_read /
+ *      seng_gso_split, one record per segment as SPEC §1 requires), looks the destination
+ *      up in its route table
  *      (route()/unroute() below keep it equal to the active enclaves), applies the same
  *      device-side rule as routeDevicePacket(), seals each packet with the send channel's
  *      native record layer (native/dtls/src/record_layer.cc) and sends the batch with
@@ -30,6 +38,9 @@
  *
  * The enclave → network fast path of step 3 above lives in native/dtls/src/conn.cc (record
  * layer) and tun_forward.cc (the packet check and the TUN write).
+ *
+ * Offload counters (TSO frames read and split, GSO frames written) are in the gateway's stats
+ * (`offload`, see offloadStats() below).
  *
  * Every drop is counted by reason, per enclave and gateway-wide (native counters are read in
  * bulk). This module is the only place that moves packets.

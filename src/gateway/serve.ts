@@ -91,8 +91,9 @@ export async function startGateway(config: ServeConfig, log: Logger): Promise<Ru
     const nativeForward = process.env.SENG_NATIVE_FORWARD !== '0';
     const device = await TunDevice.open({
       name: config.tun.name,
-      // The native data path segments TSO reads and coalesces writes into GSO frames (docs/dtls.md).
-      offload: nativeForward,
+      // The native data path segments TSO reads and coalesces writes into GSO frames (docs/dtls.md);
+      // SENG_TUN_OFFLOAD=0 turns that off alone (A/B measurements).
+      offload: nativeForward && process.env.SENG_TUN_OFFLOAD !== '0',
       mtu: GATEWAY_TUN_MTU,
       // Without --tun-existing: attach to a pre-created TUN device of that name (the original's
       // setup script makes one), else create it; --tun-existing requires it to exist.
