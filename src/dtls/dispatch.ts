@@ -6,7 +6,12 @@
  * socket. JavaScript decides who is routed (route / unroute) and reads the counters in bulk.
  * Made by DtlsServer.dispatchFromTun().
  */
-import type { NativeTunDispatch, NativeTunDispatchStats } from './native.js';
+import {
+  loadAddon,
+  type NativeTunDispatch,
+  type NativeTunDispatchStats,
+  type NativeTunWriteStats,
+} from './native.js';
 import type { DtlsSession } from './session.js';
 
 export type TunDispatchStats = NativeTunDispatchStats;
@@ -22,7 +27,10 @@ export class TunDispatch {
   private closed = false;
 
   /** @internal made by DtlsServer.dispatchFromTun(). */
-  constructor(private readonly native: NativeTunDispatch) {}
+  constructor(
+    private readonly native: NativeTunDispatch,
+    private readonly tunFd: number,
+  ) {}
 
   /**
    * Packets for `ip` (host order) go to `session` from now on (replacing an earlier route).
@@ -44,6 +52,14 @@ export class TunDispatch {
   /** Counters of the whole dispatch. */
   stats(): TunDispatchStats {
     return this.native.stats();
+  }
+
+  /**
+   * The other direction's writes into the same device when it has offload (sessions forwarding
+   * to it with `vnetHdr`): frames, GSO frames, packets, drops (native/dtls/src/tun_writer.cc).
+   */
+  writeStats(): NativeTunWriteStats {
+    return loadAddon().tunWriteStats(this.tunFd);
   }
 
   /** Counters of every route, in one call. */

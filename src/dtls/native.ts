@@ -61,7 +61,7 @@ export interface NativeConn {
    * Write valid IPv4 records from sourceIp (host order, ≤ mtu bytes) to fd natively; fd < 0: off.
    * dropInvalid: drop invalid records natively (counted by reason) instead of handing them to JS.
    */
-  setForward(fd: number, sourceIp: number, mtu: number, dropInvalid?: boolean): void;
+  setForward(fd: number, sourceIp: number, mtu: number, dropInvalid?: boolean, vnetHdr?: boolean): void;
   /** [packets, bytes, dropped, oversize, malformed, spoofed, lastSpoofedSource] of the fast path. */
   forwardStats(): number[];
   free(): void;
@@ -113,6 +113,13 @@ export interface NativeTunDispatchStats {
   /** Records the socket refused (full buffer, EPERM, ...). */
   sendFailed: number;
   wakeups: number;
+  /** Offload devices: frames that were TSO super-packets, the segments cut from them, and frames
+   * refused as malformed or of an unsupported GSO type (also counted in `malformed`). */
+  gsoFrames: number;
+  gsoSegments: number;
+  badFrames: number;
+  /** Whether the device is read with a virtio_net_hdr (opened with offload). */
+  offload: boolean;
   routes: number;
   reading: boolean;
   /** Why reading stopped, e.g. the device was deleted. */
@@ -147,11 +154,32 @@ export interface NativeStats {
   droppedSends: number;
 }
 
+/** Counters of the offload TUN writers (enclave → device, one recvmmsg batch coalesced per write). */
+export interface NativeTunWriteStats {
+  /** write(2)s the kernel accepted, and of those the GSO frames (two or more TCP segments). */
+  frames: number;
+  gsoFrames: number;
+  /** Packets in the accepted frames, and their bytes. */
+  packets: number;
+  bytes: number;
+  /** Packets in frames the device refused (full queue, link down). */
+  dropped: number;
+  /** Batches written. */
+  flushes: number;
+}
+
 export interface DtlsAddon {
   Context: new (opts: NativeContextOptions) => NativeContext;
   Endpoint: new (fd: number, onBatch: (count: number) => void, batch?: number) => NativeEndpoint;
-  TunDispatch: new (tunFd: number, udpFd: number, mtu: number, batch?: number) => NativeTunDispatch;
+  TunDispatch: new (
+    tunFd: number,
+    udpFd: number,
+    mtu: number,
+    batch?: number,
+    vnetHdr?: boolean,
+  ) => NativeTunDispatch;
   nativeStats(): NativeStats;
+  tunWriteStats(fd?: number): NativeTunWriteStats;
   openUdp(address: string, port: number, bufferBytes: number): { fd: number; port: number };
   closeFd(fd: number): void;
   alertName(code: number): string;

@@ -209,18 +209,19 @@ export class DtlsServer extends EventEmitter<DtlsServerEvents> {
    * Starts the native gateway → enclave path: a thread of the addon reads the TUN device `tunFd`
    * (not owned; nothing else may read it), routes each packet by destination to the session given to
    * `route()`, seals it with that session's record layer and sends it from this server's socket.
-   * Close the dispatch before the device (server.close() closes it too).
+   * Close the dispatch before the device (server.close() closes it too). `vnetHdr`: the device
+   * was opened with offload (frames with a virtio_net_hdr; TSO super-packets are segmented).
    */
-  dispatchFromTun(tunFd: number, mtu: number, batch = 64): TunDispatch {
+  dispatchFromTun(tunFd: number, mtu: number, batch = 64, vnetHdr = false): TunDispatch {
     if (this.closing) throw new InputError('the DTLS server is closed');
     let native: NativeTunDispatch;
     try {
-      native = new (loadAddon().TunDispatch)(tunFd, this.endpoint.fd, mtu, batch);
+      native = new (loadAddon().TunDispatch)(tunFd, this.endpoint.fd, mtu, batch, vnetHdr);
       native.start();
     } catch (err) {
       throw nativeError(err, 'cannot dispatch from the TUN device');
     }
-    const dispatch = new TunDispatch(native);
+    const dispatch = new TunDispatch(native, tunFd);
     this.dispatches.add(dispatch);
     return dispatch;
   }

@@ -180,10 +180,17 @@ export class DtlsSession extends EventEmitter<DtlsSessionEvents> {
    * rule: ≤ `mtu`, well-formed, source `sourceIp` in host order) are written to `fd` (a TUN
    * device) inside the addon and never surface as 'message' events. Invalid records still do,
    * or, with `dropInvalid`, are dropped inside the addon and counted by reason. Pass fd = -1 to
-   * turn it off. Counters: forwardStats().
+   * turn it off. Counters: forwardStats(). `vnetHdr`: the fd carries a virtio_net_hdr (a TUN
+   * device opened with offload); the packets of one receive batch are then written together,
+   * consecutive TCP segments of a flow coalesced into GSO frames (counters: tunWriteStats()).
    */
-  forwardTo(fd: number, sourceIp: number, mtu: number, opts: { dropInvalid?: boolean } = {}): void {
-    this.conn?.setForward(fd, sourceIp, mtu, opts.dropInvalid === true);
+  forwardTo(
+    fd: number,
+    sourceIp: number,
+    mtu: number,
+    opts: { dropInvalid?: boolean; vnetHdr?: boolean } = {},
+  ): void {
+    this.conn?.setForward(fd, sourceIp, mtu, opts.dropInvalid === true, opts.vnetHdr === true);
   }
 
   /** Counters of forwardTo() (kept after the session ended). */

@@ -94,6 +94,19 @@ export interface GatewayStats {
   malformed: number;
   spoofed: number;
   unknownDestination: number;
+  /** With TUN offload on the native data path (docs/dtls.md): what the offloads did. */
+  offload?: OffloadStats;
+}
+
+/** TUN offload counters: TSO super-packets read and split, GSO frames written. */
+export interface OffloadStats {
+  /** Device → enclaves: TSO super-packets read and the segments (one record each) cut from them. */
+  tsoFramesRead: number;
+  tsoSegments: number;
+  /** Enclaves → device: write(2)s, those that were GSO frames, and the packets they carried. */
+  framesWritten: number;
+  gsoFramesWritten: number;
+  packetsWritten: number;
 }
 
 export interface GatewayContext {

@@ -7,8 +7,13 @@
  *   3. native/dtls/src/conn.cc (record layer, record_layer.cc): decrypts the record. Native fast path
  *      (most packets today): if forwarding is on for this channel (activate() below calls
  *      channel.forwardTo) and the record passes the addon's packet check, it is written
- *      straight to the TUN fd; JS never sees it. Everything else goes up to JS as a
- *      'message' on the channel (src/dtls/session.ts).
+ *      straight to the TUN fd; JS never sees it. With TUN offload (seng serve opens the
+ *      device with IFF_VNET_HDR when the native path is on) the valid packets of one
+ *      recvmmsg batch are written together at the end of the batch by tun_writer.cc:
+ *      consecutive TCP segments of a flow coalesced into one GSO frame (seng_gro_* in
+ *      native/common/seng_net.c), everything else behind a zero virtio_net_hdr.
+ *      Everything else goes up to JS as a 'message' on the channel (src/dtls/session.ts).
+ *      This step still runs on the JS event-loop thread (the endpoint's uv_poll).
  *   4. fromEnclave() below (JS fallback): classifyEnclavePacket() in src/tunnel/packet.ts —
  *      THE rule of SPEC §1.4 (oversize, malformed, spoofed) — then device.write().
  *   5. src/tunnel/tun.ts + native/tun/src/tun.c: write(2) into the TUN device; the kernel
@@ -17,7 +22,10 @@
  * Network → enclave (send channel, port P+1):
  *   1. The kernel routes a packet for an enclave subnet into the TUN device.
  *   2. Native path (the default): native/dtls/src/tun_dispatch.cc, a thread of the DTLS
- *      addon, reads the TUN fd in batches, looks the destination up in its route table
+ *      addon, reads the TUN fd in batches (with offload: a frame may be a TSO super-packet of
+ *      up to 64 KiB, cut into ≤ MTU packets with complete checksums by seng_tun_read /
+ *      seng_gso_split, one record per segment as SPEC §1 requires), looks the destination
+ *      up in its route table
  *      (route()/unroute() below keep it equal to the active enclaves), applies the same
  *      device-side rule as routeDevicePacket(), seals each packet with the send channel's
  *      native record layer (native/dtls/src/record_layer.cc) and sends the batch with
@@ -31,12 +39,15 @@
  * The enclave → network fast path of step 3 above lives in native/dtls/src/conn.cc (record
  * layer) and tun_forward.cc (the packet check and the TUN write).
  *
+ * Offload counters (TSO frames read and split, GSO frames written) are in the gateway's stats
+ * (`offload`, see offloadStats() below).
+ *
  * Every drop is counted by reason, per enclave and gateway-wide (native counters are read in
  * bulk). This module is the only place that moves packets.
  */
 import { classifyEnclavePacket, routeDevicePacket, type PacketDropReason } from '../tunnel/packet.js';
 import { formatIpv4, type Ipv4 } from '../util/ipv4.js';
-import type { GatewayContext } from './context.js';
+import type { GatewayContext, OffloadStats } from './context.js';
 import type { Enclave } from './enclave.js';
 import type { ChannelListener, DeviceDispatch, DispatchRouteStats } from './types.js';
 
@@ -64,7 +75,10 @@ export class Forwarding {
   /** Starts reading the device: natively through the send listener when it can, else in JS. */
   attachDevice(sendListener: ChannelListener): void {
     const fd = this.ctx.opts.device.fd;
-    if (this.nativeOn() && fd !== undefined) this.dispatch = sendListener.dispatchFromTun?.(fd, this.ctx.mtu);
+    const offload = this.ctx.opts.device.offload === true;
+    if (this.nativeOn() && fd !== undefined) {
+      this.dispatch = sendListener.dispatchFromTun?.(fd, this.ctx.mtu, undefined, offload);
+    }
     if (!this.dispatch) this.ctx.opts.device.onPackets((packets) => this.fromDevice(packets));
   }
 
@@ -77,7 +91,8 @@ export class Forwarding {
   /** Both channels are up and the firewall knows the enclave: route packets to and from it. */
   activate(e: Enclave): void {
     const fd = this.ctx.opts.device.fd;
-    if (this.nativeOn() && fd !== undefined) e.recv.forwardTo?.(fd, e.ip, this.ctx.mtu);
+    const vnetHdr = this.ctx.opts.device.offload === true;
+    if (this.nativeOn() && fd !== undefined) e.recv.forwardTo?.(fd, e.ip, this.ctx.mtu, { vnetHdr });
     this.ctx.table.route(e);
     if (e.send && this.dispatch?.route(e.ip, e.send)) {
       e.nativeOut = () => this.routeStats().get(e.ip);
@@ -103,6 +118,20 @@ export class Forwarding {
       malformed: s?.malformed ?? 0,
       unknownDestination: s?.unknownDestination ?? 0,
       oversize: s?.oversize ?? 0,
+    };
+  }
+
+  /** What the TUN offloads did, when the device has them and the native path runs. */
+  offloadStats(): OffloadStats | undefined {
+    if (!this.dispatch || this.ctx.opts.device.offload !== true) return undefined;
+    const s = this.dispatch.stats();
+    const w = this.dispatch.writeStats?.();
+    return {
+      tsoFramesRead: s.gsoFrames ?? 0,
+      tsoSegments: s.gsoSegments ?? 0,
+      framesWritten: w?.frames ?? 0,
+      gsoFramesWritten: w?.gsoFrames ?? 0,
+      packetsWritten: w?.packets ?? 0,
     };
   }
 

@@ -127,11 +127,13 @@ export class Gateway extends EventEmitter {
   /** Gateway-wide counters, the native data path's device-side drops included. */
   get stats(): GatewayStats {
     const n = this.forwarding.nativeDrops();
+    const offload = this.forwarding.offloadStats();
     return {
       ...this.counts,
       malformed: this.counts.malformed + n.malformed,
       unknownDestination: this.counts.unknownDestination + n.unknownDestination,
       oversize: this.counts.oversize + n.oversize,
+      ...(offload ? { offload } : {}),
     };
   }
 

@@ -103,8 +103,13 @@ export async function startGateway(config: ServeConfig, log: Logger): Promise<Ru
       { enforcing: enforcer !== undefined, log },
     );
 
+    // SENG_NATIVE_FORWARD=0 keeps every packet on the JS path (A/B measurements, debugging).
+    const nativeForward = process.env.SENG_NATIVE_FORWARD !== '0';
     const device = await TunDevice.open({
       name: config.tun.name,
+      // The native data path segments TSO reads and coalesces writes into GSO frames (docs/dtls.md);
+      // SENG_TUN_OFFLOAD=0 turns that off alone (A/B measurements).
+      offload: nativeForward && process.env.SENG_TUN_OFFLOAD !== '0',
       mtu: GATEWAY_TUN_MTU,
       // Without --tun-existing: attach to a pre-created TUN device of that name (the original's
       // setup script makes one), else create it; --tun-existing requires it to exist.
@@ -153,8 +158,7 @@ export async function startGateway(config: ServeConfig, log: Logger): Promise<Ru
       index,
       device,
       ...(enforcer ? { enforcer, enforcerStarted: true } : {}),
-      // SENG_NATIVE_FORWARD=0 keeps every packet on the JS path (A/B measurements, debugging).
-      nativeForward: process.env.SENG_NATIVE_FORWARD !== '0',
+      nativeForward,
       mtu: GATEWAY_TUN_MTU,
       observer: fanOut(observers),
       timeouts: {

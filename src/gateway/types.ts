@@ -24,7 +24,7 @@ export interface EnclaveChannel extends EventEmitter {
   close(reason?: string): void;
   setIdleTimeout(ms: number): void;
   /** Optional fast path: write valid packets from sourceIp straight to a device fd (see DtlsSession). */
-  forwardTo?(fd: number, sourceIp: number, mtu: number): void;
+  forwardTo?(fd: number, sourceIp: number, mtu: number, opts?: { vnetHdr?: boolean }): void;
   forwardStats?(): { packets: number; bytes: number; dropped: number };
 }
 
@@ -37,7 +37,16 @@ export interface DeviceDispatch {
   /** Counters of every route, in one call. */
   routeStats(): Map<number, DispatchRouteStats>;
   /** Device-side drops of the whole dispatch (SPEC §1.4 order: malformed, unknown, oversize). */
-  stats(): { malformed: number; unknownDestination: number; oversize: number };
+  stats(): {
+    malformed: number;
+    unknownDestination: number;
+    oversize: number;
+    /** Offload device: TSO super-packets read and the segments cut from them. */
+    gsoFrames?: number;
+    gsoSegments?: number;
+  };
+  /** Offload device: the enclave → device writes (GSO frames coalesced from TCP segments). */
+  writeStats?(): { frames: number; gsoFrames: number; packets: number };
   close(): void;
 }
 
@@ -52,7 +61,7 @@ export interface DispatchRouteStats {
 export interface ChannelListener extends EventEmitter {
   close(): Promise<void>;
   /** Optional fast path: read the device fd natively and send to routed sessions (see DtlsServer). */
-  dispatchFromTun?(fd: number, mtu: number): DeviceDispatch;
+  dispatchFromTun?(fd: number, mtu: number, batch?: number, vnetHdr?: boolean): DeviceDispatch;
 }
 
 /** Opens a DTLS listener on `port` whose handshakes are judged by `verifyPeer`. */
@@ -62,6 +71,8 @@ export type ListenChannels = (port: number, verifyPeer: VerifyPeer) => Promise<C
 export interface PacketDevice {
   /** The device fd for native forwarding, when the device has one (-1 once closed). */
   readonly fd?: number;
+  /** The fd carries a virtio_net_hdr (TUN offload: TSO reads, GSO writes); the native paths need to know. */
+  readonly offload?: boolean;
   /** Writes one IPv4 packet into the kernel; false if it was dropped. */
   write(packet: Buffer): boolean;
   /** Registers the handler for packets the kernel routes into the device (batched). */

@@ -354,18 +354,20 @@ Napi::Value Conn::Input(const Napi::CallbackInfo &info) {
   return Napi::Number::New(env, static_cast<double>(flags) + static_cast<double>(count) * 256.0);
 }
 
-// setForward(fd, sourceIpv4HostOrder, mtu, dropInvalid = false): fd < 0 turns forwarding off.
+// setForward(fd, sourceIpv4HostOrder, mtu, dropInvalid = false, vnetHdr = false): fd < 0 turns
+// forwarding off; vnetHdr: the fd carries a virtio_net_hdr (a TUN device opened with offload).
 Napi::Value Conn::SetForward(const Napi::CallbackInfo &info) {
   Napi::Env env = info.Env();
   if (info.Length() < 3 || !info[0].IsNumber() || !info[1].IsNumber() || !info[2].IsNumber())
-    throwCode(env, "EDTLS_USAGE", "setForward(fd, sourceIp, mtu, dropInvalid?)");
+    throwCode(env, "EDTLS_USAGE", "setForward(fd, sourceIp, mtu, dropInvalid?, vnetHdr?)");
   int fd = info[0].As<Napi::Number>().Int32Value();
   double ip = info[1].As<Napi::Number>().DoubleValue();
   double mtu = info[2].As<Napi::Number>().DoubleValue();
   if (!(ip >= 0 && ip <= 4294967295.0) || !(mtu >= 20 && mtu <= 65535))
     throwCode(env, "EDTLS_USAGE", "sourceIp must be a uint32 and mtu 20..65535");
   const bool dropInvalid = info.Length() >= 4 && info[3].ToBoolean().Value();
-  forward_.configure(fd, static_cast<uint32_t>(ip), static_cast<size_t>(mtu), dropInvalid);
+  const bool vnetHdr = info.Length() >= 5 && info[4].ToBoolean().Value();
+  forward_.configure(fd, static_cast<uint32_t>(ip), static_cast<size_t>(mtu), dropInvalid, vnetHdr);
   return env.Undefined();
 }
 

@@ -10,6 +10,7 @@
 
 #include "address.h"
 #include "common.h"
+#include "tun_writer.h"
 
 namespace seng_dtls {
 
@@ -184,9 +185,13 @@ void Endpoint::drain() {
       metaData_[4 * i + 2] = ntohl(addrs_[i].sin_addr.s_addr);
       metaData_[4 * i + 3] = ntohs(addrs_[i].sin_port);
     }
+    // One recvmmsg batch: the offload TUN writers coalesce what its records forwarded.
+    TunWriter::beginBatch();
     try {
       onBatch_.MakeCallback(env.Global(), {Napi::Number::New(env, n)}, *async_);
+      TunWriter::endBatch();
     } catch (const Napi::Error &e) {
+      TunWriter::endBatch();
       // An exception from the batch handler is an uncaught exception of the process, like one
       // thrown by a node event listener.
       napi_fatal_exception(env_, e.Value());

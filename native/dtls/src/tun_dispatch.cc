@@ -14,14 +14,13 @@
 #include <string>
 #include <system_error>
 
+#include "../../common/seng_net.h"
 #include "common.h"
 #include "conn.h"
 
 namespace seng_dtls {
 
 namespace {
-
-constexpr size_t kMaxIpPacket = 65535;
 
 uint32_t ipv4Destination(const uint8_t *p) {
   return (static_cast<uint32_t>(p[16]) << 24) | (static_cast<uint32_t>(p[17]) << 16) |
@@ -62,27 +61,32 @@ Napi::Function TunDispatch::Init(Napi::Env env) {
                      });
 }
 
-// new TunDispatch(tunFd, udpFd, mtu, batch = 64)
+// new TunDispatch(tunFd, udpFd, mtu, batch = 64, vnetHdr = false)
 TunDispatch::TunDispatch(const Napi::CallbackInfo &info) : Napi::ObjectWrap<TunDispatch>(info) {
   Napi::Env env = info.Env();
   const double tun = argNumber(info, 0), udp = argNumber(info, 1), mtu = argNumber(info, 2);
   const double batch = info.Length() > 3 ? argNumber(info, 3) : 64;
   if (tun < 0 || udp < 0 || tun > INT32_MAX || udp > INT32_MAX)
-    throwCode(env, "EDTLS_USAGE", "new TunDispatch(tunFd, udpFd, mtu, batch?)");
+    throwCode(env, "EDTLS_USAGE", "new TunDispatch(tunFd, udpFd, mtu, batch?, vnetHdr?)");
   if (!(mtu >= 68 && mtu <= static_cast<double>(kMaxPlain))) throwCode(env, "EDTLS_USAGE", "mtu must be 68..16384");
   if (!(batch >= 1 && batch <= kMaxBatch)) throwCode(env, "EDTLS_USAGE", "batch must be 1..256");
   tunFd_ = static_cast<int>(tun);
   udpFd_ = static_cast<int>(udp);
   mtu_ = static_cast<size_t>(mtu);
   batch_ = static_cast<unsigned>(batch);
-  // A device with this MTU delivers packets of at most mtu_ bytes; room for a larger one (up to
-  // 64 KiB) keeps it whole, so that it is counted as oversize instead of read as garbage.
-  readBuf_.resize(static_cast<size_t>(batch_ - 1) * mtu_ + kMaxIpPacket);
-  readLens_.resize(batch_);
-  sealBuf_.resize(batch_ * (mtu_ + RecordLayer::kOverhead));
-  names_.resize(batch_);
-  iov_.resize(batch_);
-  msgs_.resize(batch_);
+  vnetHdr_ = info.Length() > 4 && info[4].ToBoolean().Value();
+  // A device with this MTU delivers packets of at most mtu_ bytes; room for one read of any size
+  // (a larger packet stays whole and counts as oversize; a TSO frame splits into segments) after
+  // batch_ - 1 packets.
+  const size_t lastRead = vnetHdr_ ? SENG_GSO_SPLIT_ROOM : SENG_TUN_READ_MAX;
+  const unsigned slots = vnetHdr_ ? batch_ + kMaxSegs : batch_;
+  if (vnetHdr_) frameBuf_.resize(SENG_TUN_FRAME_MAX);
+  readBuf_.resize(static_cast<size_t>(vnetHdr_ ? slots : batch_ - 1) * mtu_ + lastRead);
+  readEnds_.resize(slots);
+  sealBuf_.resize(slots * (mtu_ + RecordLayer::kOverhead));
+  names_.resize(slots);
+  iov_.resize(slots);
+  msgs_.resize(slots);
   ++gLiveDispatch;
 }
 
@@ -183,6 +187,10 @@ Napi::Value TunDispatch::Stats(const Napi::CallbackInfo &info) {
   o.Set("oversize", counters_.oversize);
   o.Set("sendFailed", counters_.sendFailed);
   o.Set("wakeups", counters_.wakeups);
+  o.Set("gsoFrames", counters_.gsoFrames);
+  o.Set("gsoSegments", counters_.gsoSegments);
+  o.Set("badFrames", counters_.badFrames);
+  o.Set("offload", vnetHdr_);
   o.Set("routes", static_cast<double>(routes_.size()));
   o.Set("reading", running_.load() && !stop_.load());
   if (readErrno_ != 0) o.Set("readError", std::strerror(readErrno_));
@@ -223,7 +231,7 @@ void TunDispatch::run() {
     for (bool more = true; more && !stop_;) {
       unsigned count = 0;
       more = readBatch(&count);
-      if (count == 0) break;
+      if (count == 0 && batchBadFrames_ == 0) break;
       const unsigned queued = sealBatch(count);
       const unsigned failed = sendQueued(queued);
       if (failed != 0) {
@@ -236,24 +244,39 @@ void TunDispatch::run() {
   running_ = false;
 }
 
-// Reads up to batch_ packets; false when the device is empty (or failed) afterwards.
+// Reads up to batch_ packets (frames with vnetHdr_, each split into packets); false when the
+// device is empty (or failed) afterwards. *count = packets in readBuf_ (readEnds_).
 bool TunDispatch::readBatch(unsigned *count) {
-  size_t off = 0;
-  while (*count < batch_) {
-    const size_t room = readBuf_.size() - off;
-    const ssize_t n = read(tunFd_, readBuf_.data() + off, room);
+  const size_t lastRead = vnetHdr_ ? SENG_GSO_SPLIT_ROOM : SENG_TUN_READ_MAX;
+  const size_t slots = readEnds_.size();
+  batchFrames_ = batchGsoFrames_ = batchGsoSegments_ = batchBadFrames_ = 0;
+  for (unsigned reads = 0; reads < batch_;) {
+    const size_t off = *count == 0 ? 0 : readEnds_[*count - 1];
+    // Keep room for one more read of any size (and its segments); else send this batch first.
+    if (readBuf_.size() - off < lastRead || slots - *count < (vnetHdr_ ? SENG_GSO_MAX_SEGS : 1)) return true;
+    const int n = seng_tun_read(tunFd_, vnetHdr_ ? 1 : 0, mtu_, frameBuf_.data(), frameBuf_.size(),
+                                readBuf_.data() + off, readBuf_.size() - off, readEnds_.data() + *count,
+                                slots - *count);
     if (n < 0) {
-      if (errno == EINTR) continue;
-      if (errno != EAGAIN && errno != EWOULDBLOCK) {
-        readErrno_ = errno;
+      if (n != -EAGAIN) {
+        readErrno_ = -n;
         stop_ = true;
       }
       return false;
     }
-    readLens_[(*count)++] = static_cast<size_t>(n);
-    off += static_cast<size_t>(n);
-    // Keep room for one more packet of any size; else send this batch first.
-    if (readBuf_.size() - off < kMaxIpPacket) return true;
+    reads++;
+    batchFrames_ += 1;
+    if (n == 0) {  // a frame seng_gso_split refused (malformed or an unsupported GSO type)
+      batchBadFrames_ += 1;
+      continue;
+    }
+    if (n > 1) {
+      batchGsoFrames_ += 1;
+      batchGsoSegments_ += n;
+    }
+    // seng_tun_read's ends are relative to where it wrote: make them relative to readBuf_.
+    for (int i = 0; i < n; i++) readEnds_[*count + i] += static_cast<uint32_t>(off);
+    *count += static_cast<unsigned>(n);
   }
   return true;
 }
@@ -263,11 +286,15 @@ unsigned TunDispatch::sealBatch(unsigned count) {
   std::lock_guard<std::mutex> guard(mu_);
   counters_.wakeups += 1;
   counters_.reads += count;
+  counters_.gsoFrames += batchGsoFrames_;
+  counters_.gsoSegments += batchGsoSegments_;
+  counters_.badFrames += batchBadFrames_;
+  counters_.malformed += batchBadFrames_;
   unsigned queued = 0;
   size_t off = 0;
   for (unsigned i = 0; i < count; i++) {
-    if (queuePacket(readBuf_.data() + off, readLens_[i], queued)) queued++;
-    off += readLens_[i];
+    if (queuePacket(readBuf_.data() + off, readEnds_[i] - off, queued)) queued++;
+    off = readEnds_[i];
   }
   return queued;
 }

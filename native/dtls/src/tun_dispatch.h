@@ -14,6 +14,11 @@
 // routeDevicePacket): malformed (shorter than 20 bytes or not IPv4), unknown destination, oversize
 // (longer than the MTU).
 //
+// A device opened with offload (IFF_VNET_HDR, vnetHdr = true) delivers frames: a virtio_net_hdr
+// and a packet that may be a TSO super-packet of up to 64 KiB or lack its checksum; each frame is
+// cut into packets of at most the MTU with complete checksums (seng_tun_read / seng_gso_split,
+// native/common/seng_net.h) and each packet is sealed as one record (SPEC §1).
+//
 // Neither descriptor is owned: close() stops and joins the thread; the gateway must close the
 // dispatch before the TUN device.
 #pragma once
@@ -37,6 +42,8 @@ namespace seng_dtls {
 class TunDispatch : public Napi::ObjectWrap<TunDispatch> {
  public:
   static constexpr unsigned kMaxBatch = 256;
+  // Packets one batch may hold: batch_ reads, the last of which may split into many segments.
+  static constexpr unsigned kMaxSegs = 256;
   static Napi::Function Init(Napi::Env env);
   explicit TunDispatch(const Napi::CallbackInfo &info);
   ~TunDispatch() override;
@@ -50,7 +57,7 @@ class TunDispatch : public Napi::ObjectWrap<TunDispatch> {
   };
   struct Counters {
     double reads = 0, packets = 0, bytes = 0, malformed = 0, unknownDestination = 0, oversize = 0, sendFailed = 0,
-           wakeups = 0;
+           wakeups = 0, gsoFrames = 0, gsoSegments = 0, badFrames = 0;
   };
 
   // Set at construction, read by both threads.
@@ -58,6 +65,7 @@ class TunDispatch : public Napi::ObjectWrap<TunDispatch> {
   int udpFd_ = -1;
   size_t mtu_ = 0;
   unsigned batch_ = 64;
+  bool vnetHdr_ = false;
 
   // JavaScript thread only.
   int wakeFd_ = -1;  // eventfd that tells the thread to stop
@@ -72,8 +80,10 @@ class TunDispatch : public Napi::ObjectWrap<TunDispatch> {
   Counters counters_;
 
   // The thread only.
-  std::vector<uint8_t> readBuf_;  // batch_ packets as read from the device
-  std::vector<size_t> readLens_;
+  std::vector<uint8_t> frameBuf_;  // one frame (vnetHdr_ only)
+  std::vector<uint8_t> readBuf_;   // the batch's packets, back to back
+  std::vector<uint32_t> readEnds_; // end offset of each packet in readBuf_
+  double batchFrames_ = 0, batchGsoFrames_ = 0, batchGsoSegments_ = 0, batchBadFrames_ = 0;
   std::vector<uint8_t> sealBuf_;  // batch_ records of up to mtu_ + RecordLayer::kOverhead bytes
   std::vector<sockaddr_storage> names_;
   std::vector<iovec> iov_;

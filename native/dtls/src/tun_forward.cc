@@ -3,6 +3,8 @@
 
 #include <unistd.h>
 
+#include "tun_writer.h"
+
 namespace seng_dtls {
 
 namespace {
@@ -14,11 +16,12 @@ uint32_t ipv4Source(const uint8_t *p) {
 
 }  // namespace
 
-void TunForwarder::configure(int fd, uint32_t sourceIp, size_t mtu, bool dropInvalid) {
+void TunForwarder::configure(int fd, uint32_t sourceIp, size_t mtu, bool dropInvalid, bool vnetHdr) {
   fd_ = fd < 0 ? -1 : fd;
   source_ = sourceIp;
   mtu_ = mtu;
   dropInvalid_ = dropInvalid;
+  vnetHdr_ = vnetHdr;
 }
 
 TunForwarder::Verdict TunForwarder::classify(const uint8_t *p, size_t n) const {
@@ -34,7 +37,11 @@ bool TunForwarder::offer(const uint8_t *p, size_t n) {
   if (fd_ < 0) return false;
   switch (classify(p, n)) {
     case Verdict::Ok:
-      if (write(fd_, p, n) == static_cast<ssize_t>(n)) {
+      if (vnetHdr_) {
+        TunWriter::forFd(fd_)->add(p, n);  // written at the end of the receive batch
+        packets += 1;
+        bytes += static_cast<double>(n);
+      } else if (write(fd_, p, n) == static_cast<ssize_t>(n)) {
         packets += 1;
         bytes += static_cast<double>(n);
       } else {

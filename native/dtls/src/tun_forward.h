@@ -5,6 +5,9 @@
 //   malformed  length < 20, version ≠ 4, IHL < 5, IHL × 4 > length, total length ≠ record length
 //   spoofed    source ≠ the enclave IP
 // Invalid records are left to JavaScript, or, with dropInvalid, dropped here and counted by reason.
+// On a device with a virtio_net_hdr (vnetHdr: opened with offload) valid packets go through the
+// fd's TunWriter (tun_writer.h), which coalesces a receive batch's TCP segments into GSO writes;
+// `packets`/`bytes` then count packets handed to it and its own counters count the writes.
 #pragma once
 
 #include <cstddef>
@@ -17,7 +20,7 @@ class TunForwarder {
   enum class Verdict { Ok, Oversize, Malformed, Spoofed };
 
   // fd < 0 turns forwarding off. sourceIp is the enclave IP in host order.
-  void configure(int fd, uint32_t sourceIp, size_t mtu, bool dropInvalid);
+  void configure(int fd, uint32_t sourceIp, size_t mtu, bool dropInvalid, bool vnetHdr);
   bool enabled() const { return fd_ >= 0; }
 
   Verdict classify(const uint8_t *packet, size_t length) const;
@@ -36,6 +39,7 @@ class TunForwarder {
   uint32_t source_ = 0;  // host order
   size_t mtu_ = 0;
   bool dropInvalid_ = false;
+  bool vnetHdr_ = false;
 };
 
 }  // namespace seng_dtls
