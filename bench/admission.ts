@@ -28,6 +28,7 @@ import {
 } from './lib/lab.js';
 import {
   CpuMeter,
+  cpuSeconds,
   errorText,
   log,
   round,
@@ -68,10 +69,114 @@ export interface CryptoLimit {
   setupsPerSecond: number;
 }
 
+export interface BurstResult {
+  suite: Suite;
+  enclaves: number;
+  admitted: number;
+  /** Setup attempts (a failed setup is retried until the burst's deadline). */
+  attempts: number;
+  failures: number;
+  errors?: Record<string, number>;
+  /** From the burst's start to each enclave's admission (including its retries). */
+  latencyMs: { median: number; p90: number; p99: number; max: number };
+  /** Until the last enclave was admitted (or the deadline). */
+  seconds: number;
+  gatewayCpuSeconds: number;
+  gatewayUtilization: number;
+  clientUtilization: number;
+  /** Setup attempts the clients gave up on by a timeout. */
+  timeouts: number;
+  /** …of which while the gateway was below 90 % of a core in the second before. */
+  timeoutsWithSpareCpu: number;
+  error?: string;
+}
+
 export interface AdmissionResult {
   seconds: number;
   cryptoLimits: CryptoLimit[];
   runs: AdmissionRun[];
+  bursts?: BurstResult[];
+}
+
+/**
+ * `enclaves` enclaves reconnecting at once (two client processes, started together): every one
+ * must be admitted; a client whose setup times out retries, and each timeout is matched with
+ * the gateway's CPU use in the second before it (a timeout while the gateway idles is a defect
+ * of pacing or of a limit, not of capacity).
+ */
+async function burst(
+  lab: Lab,
+  suite: Suite,
+  enclaves: number,
+  gateway: Proc,
+  deadlineSeconds: number,
+): Promise<BurstResult> {
+  const certs = await certPool(lab, suite, enclaves);
+  const half = Math.ceil(enclaves / 2);
+  const workers = [0, 1].map((i) =>
+    startClients(lab.sh, lab.dir, {
+      mode: 'burst',
+      gateway: GW_SENG,
+      port: SENG_PORT,
+      gatewayCertPem: lab.gwKeys[suite].certPem,
+      certs: certs.slice(i * half, (i + 1) * half),
+      concurrency: half,
+      count: Math.min(half, enclaves - i * half),
+      seconds: deadlineSeconds,
+    }),
+  );
+  const samples: { t: number; cpu: number }[] = [];
+  let sampler: NodeJS.Timeout | undefined;
+  try {
+    await Promise.all(workers.map((w) => w.next(['armed'], 120_000)));
+    const meter = new CpuMeter({ gateway: gateway.pid });
+    sampler = setInterval(() => samples.push({ t: Date.now(), cpu: cpuSeconds(gateway.pid) }), 250);
+    for (const w of workers) w.send('go');
+    const rs = (await Promise.all(
+      workers.map((w) => w.next(['result'], (deadlineSeconds + 120) * 1000)),
+    )) as unknown as {
+      admitted: number;
+      attempts: number;
+      failures: number;
+      errors: Record<string, number>;
+      timeoutsAt: number[];
+      latencies: number[];
+      elapsedSeconds: number;
+      cpuSeconds: number;
+    }[];
+    const m = meter.read();
+    const lat = rs.flatMap((r) => r.latencies);
+    const errors: Record<string, number> = {};
+    for (const r of rs) for (const [k, v] of Object.entries(r.errors)) errors[k] = (errors[k] ?? 0) + v;
+    const utilBefore = (t: number): number => {
+      const end = samples.filter((x) => x.t <= t).pop();
+      const start = samples.filter((x) => x.t <= t - 1000).pop() ?? samples[0];
+      if (!end || !start || end.t <= start.t) return NaN;
+      return (end.cpu - start.cpu) / ((end.t - start.t) / 1000);
+    };
+    const timeoutsAt = rs.flatMap((r) => r.timeoutsAt);
+    const seconds = lat.length ? Math.max(...lat) / 1000 : Math.max(...rs.map((r) => r.elapsedSeconds));
+    const gwCpu = m.cpu.gateway ?? NaN;
+    const s = summarize(lat, 0);
+    return {
+      suite,
+      enclaves,
+      admitted: lat.length,
+      attempts: rs.reduce((a, r) => a + r.attempts, 0),
+      failures: rs.reduce((a, r) => a + r.failures, 0),
+      ...(Object.keys(errors).length ? { errors } : {}),
+      latencyMs: { median: s.median, p90: s.p90, p99: s.p99, max: s.max },
+      seconds: round(seconds, 1),
+      gatewayCpuSeconds: gwCpu,
+      gatewayUtilization: round(gwCpu / seconds, 2),
+      clientUtilization: round(rs.reduce((a, r) => a + r.cpuSeconds, 0) / seconds, 2),
+      timeouts: timeoutsAt.length,
+      timeoutsWithSpareCpu: timeoutsAt.filter((t) => !(utilBefore(t) >= 0.9)).length,
+    };
+  } finally {
+    if (sampler) clearInterval(sampler);
+    await Promise.all(workers.map((w) => w.proc.stop()));
+  }
 }
 
 export function cryptoLimit(suite: Suite, s: OpensslSpeed): CryptoLimit {
@@ -226,6 +331,16 @@ export async function runAdmission(
           result.runs.push(failed(suite, c, 2, err));
         }
       }
+      try {
+        const b = await burst(lab, suite, opts.quick ? 300 : 2000, gw, opts.quick ? 60 : 120);
+        (result.bursts ??= []).push(b);
+        log(
+          `  ${suite} burst of ${b.enclaves}: ${b.admitted} admitted in ${b.seconds} s, p99 ${b.latencyMs.p99} ms, ${b.timeouts} timeouts (${b.timeoutsWithSpareCpu} with CPU to spare)`,
+        );
+      } catch (err) {
+        (result.bursts ??= []).push(failedBurst(suite, err));
+        log(`  ${suite} burst failed: ${errorText(err)}`);
+      }
       // Scaling: the gateway confined to one core (clients still free).
       try {
         pin([gw.pid], '0');
@@ -245,6 +360,25 @@ export async function runAdmission(
     }
   }
   return result;
+}
+
+function failedBurst(suite: Suite, err: unknown): BurstResult {
+  const nan = { median: NaN, p90: NaN, p99: NaN, max: NaN };
+  return {
+    suite,
+    enclaves: 0,
+    admitted: 0,
+    attempts: 0,
+    failures: 0,
+    latencyMs: nan,
+    seconds: NaN,
+    gatewayCpuSeconds: NaN,
+    gatewayUtilization: NaN,
+    clientUtilization: NaN,
+    timeouts: 0,
+    timeoutsWithSpareCpu: 0,
+    error: errorText(err),
+  };
 }
 
 function failed(suite: Suite, concurrency: number, gatewayCores: 1 | 2, err: unknown): AdmissionRun {
