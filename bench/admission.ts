@@ -37,6 +37,7 @@ import {
   type OpensslSpeed,
 } from './lib/util.js';
 import { startClients } from './lib/workers.js';
+import { probe, probeNodeArgs } from './lib/gateway-state.js';
 
 export interface AdmissionRun {
   suite: Suite;
@@ -88,6 +89,12 @@ export interface BurstResult {
   timeouts: number;
   /** …of which while the gateway was below 90 % of a core in the second before. */
   timeoutsWithSpareCpu: number;
+  /**
+   * The gateway's DTLS listener counters over the burst, both ports summed (bench probe):
+   * busy = ClientHellos dropped because the handshake slots (or the per-address share) were
+   * full, timedOut = handshakes the gateway gave up on, cookiesSent, accepted, failed, …
+   */
+  gatewayDtlsCounters?: Record<string, number>;
   error?: string;
 }
 
@@ -127,8 +134,19 @@ async function burst(
   );
   const samples: { t: number; cpu: number }[] = [];
   let sampler: NodeJS.Timeout | undefined;
+  const dtlsCounters = async (): Promise<Record<string, number> | undefined> => {
+    try {
+      const out: Record<string, number> = {};
+      for (const d of (await probe(gateway.pid as number)).dtls)
+        for (const [k, v] of Object.entries(d)) if (typeof v === 'number') out[k] = (out[k] ?? 0) + v;
+      return out;
+    } catch {
+      return undefined;
+    }
+  };
   try {
     await Promise.all(workers.map((w) => w.next(['armed'], 120_000)));
+    const counters0 = await dtlsCounters();
     const meter = new CpuMeter({ gateway: gateway.pid });
     sampler = setInterval(() => samples.push({ t: Date.now(), cpu: cpuSeconds(gateway.pid) }), 250);
     for (const w of workers) w.send('go');
@@ -145,6 +163,11 @@ async function burst(
       cpuSeconds: number;
     }[];
     const m = meter.read();
+    const counters1 = await dtlsCounters();
+    const counterDelta: Record<string, number> = {};
+    if (counters0 && counters1)
+      for (const [k, v] of Object.entries(counters1))
+        if (k !== 'handshakes' && k !== 'sessions') counterDelta[k] = v - (counters0[k] ?? 0);
     const lat = rs.flatMap((r) => r.latencies);
     const errors: Record<string, number> = {};
     for (const r of rs) for (const [k, v] of Object.entries(r.errors)) errors[k] = (errors[k] ?? 0) + v;
@@ -172,6 +195,7 @@ async function burst(
       clientUtilization: round(rs.reduce((a, r) => a + r.cpuSeconds, 0) / seconds, 2),
       timeouts: timeoutsAt.length,
       timeoutsWithSpareCpu: timeoutsAt.filter((t) => !(utilBefore(t) >= 0.9)).length,
+      ...(Object.keys(counterDelta).length ? { gatewayDtlsCounters: counterDelta } : {}),
     };
   } finally {
     if (sampler) clearInterval(sampler);
@@ -309,7 +333,7 @@ export async function runAdmission(
   opts: BenchOptions,
   speed: OpensslSpeed | undefined,
 ): Promise<AdmissionResult> {
-  const seconds = opts.quick ? 3 : 8;
+  const seconds = opts.quick ? 3 : 6;
   const levels = [1, 16, 128];
   const result: AdmissionResult = { seconds, cryptoLimits: [], runs: [] };
   for (const suite of ['ec', 'rsa'] as const) {
@@ -319,7 +343,7 @@ export async function runAdmission(
     let gw;
     try {
       const certs = await certPool(lab, suite, Math.max(...levels));
-      gw = await startGateway(lab, { suite, maxHandshakes: 512 });
+      gw = await startGateway(lab, { suite, maxHandshakes: 512, nodeArgs: probeNodeArgs() });
       for (const c of levels) {
         try {
           const run = await oneRun(lab, suite, c, seconds, certs, gw, 2, limit);

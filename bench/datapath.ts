@@ -34,15 +34,7 @@ import { startClients } from './lib/workers.js';
 import { certPool } from './admission.js';
 
 /** Enclave → service, and (suffix r, iperf3 -R) service → enclave. */
-export type TestName =
-  | 'tcp1'
-  | 'tcp4'
-  | 'udp1400'
-  | 'udp64'
-  | 'tcp1r'
-  | 'tcp4r'
-  | 'udp1400r'
-  | 'udp64r';
+export type TestName = 'tcp1' | 'tcp4' | 'udp1400' | 'udp64' | 'tcp1r' | 'tcp4r' | 'udp1400r' | 'udp64r';
 export const FORWARD_TESTS: TestName[] = ['tcp1', 'tcp4', 'udp1400', 'udp64'];
 export const TESTS: TestName[] = [...FORWARD_TESTS, 'tcp1r', 'tcp4r', 'udp1400r', 'udp64r'];
 export const isReverse = (t: TestName): boolean => t.endsWith('r');
@@ -118,7 +110,25 @@ interface Iperf {
   error?: string;
 }
 
+/** iperf3, retried while the server still finishes the previous test ("server is busy"). */
 async function iperf(
+  client: Netns,
+  test: TestName,
+  seconds: number,
+  port: number,
+  wrap: string[] = [],
+): ReturnType<typeof iperfOnce> {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return await iperfOnce(client, test, seconds, port, wrap);
+    } catch (err) {
+      if (attempt >= 4 || !/server is busy/.test(errorText(err))) throw err;
+      await sleep(1000);
+    }
+  }
+}
+
+async function iperfOnce(
   client: Netns,
   test: TestName,
   seconds: number,
@@ -441,7 +451,8 @@ export async function runDatapath(lab: Lab, opts: BenchOptions): Promise<Datapat
             }
             // CPU per GB must stay low: the upper median is the conservative one.
             cpuRatios.sort((a, b) => a - b);
-            if (cpuRatios.length) m.gatewayCpuPerGBRatio = round2(cpuRatios[Math.floor(cpuRatios.length / 2)] as number);
+            if (cpuRatios.length)
+              m.gatewayCpuPerGBRatio = round2(cpuRatios[Math.floor(cpuRatios.length / 2)] as number);
             seng.results.push(m);
           }
         }
@@ -452,10 +463,14 @@ export async function runDatapath(lab: Lab, opts: BenchOptions): Promise<Datapat
           for (const test of ['tcp4', 'tcp4r'] as TestName[]) {
             const sc = await gatewayScaling(sengRun, test, seconds, port, gw.pid);
             seng.gatewayScaling.push(sc);
-            log(`  seng-${suite} ${test} gateway on 1 vs 2 cores: ${sc.oneCore.mbps} vs ${sc.twoCores.mbps} Mbit/s`);
+            log(
+              `  seng-${suite} ${test} gateway on 1 vs 2 cores: ${sc.oneCore.mbps} vs ${sc.twoCores.mbps} Mbit/s`,
+            );
           }
           seng.storm = await storm(lab, sengRun, suite, seconds, port, opts.quick);
-          log(`  seng-${suite} tcp1 during an admission storm: ${describe(seng.storm.storm)} (${seng.storm.setups} setups)`);
+          log(
+            `  seng-${suite} tcp1 during an admission storm: ${describe(seng.storm.storm)} (${seng.storm.setups} setups)`,
+          );
         }
       } catch (err) {
         seng.error = errorText(err);

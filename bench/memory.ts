@@ -58,7 +58,13 @@ export async function runMemory(lab: Lab, opts: BenchOptions): Promise<MemoryRes
     await sleep(3000);
     const baseHeap = await probeHeap(gw.pid);
     const base = rssKiB(gw.pid);
-    result.points.push({ sessions: 0, live: 0, rssKiB: base, ...heap(gw), ...(baseHeap ? { heapKiB: baseHeap } : {}) });
+    result.points.push({
+      sessions: 0,
+      live: 0,
+      rssKiB: base,
+      ...heap(gw),
+      ...(baseHeap ? { heapKiB: baseHeap } : {}),
+    });
     log(`memory: 0 sessions: ${base} KiB`);
     let have = 0;
     for (const target of targets) {

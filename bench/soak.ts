@@ -55,6 +55,11 @@ export interface FuzzPhase {
   settleSeconds: number;
   before: GatewayState;
   after: GatewayState;
+  /**
+   * UDP counters of the gateway's namespace over the phase (/proc/net/snmp): datagrams its
+   * sockets received, and those the kernel dropped because a socket's buffer was full.
+   */
+  udp?: { inDatagrams: number; rcvbufErrors: number };
   /** RSS and JS heap (after a full GC) growth over the phase, KiB. */
   rssGrowthKiB: number;
   jsHeapGrowthKiB: number;
@@ -146,8 +151,10 @@ export async function runSoak(lab: Lab, opts: BenchOptions): Promise<SoakResult>
     const g = gw;
     const fuzzPhase = async (count: number, onSessionTuples: boolean): Promise<FuzzPhase> => {
       const before = await gatewayState(src);
+      const udp0 = udpCounters(lab);
       w.send(JSON.stringify({ cmd: 'fuzz', count, onSessionTuples }));
       const r = await w.next(['fuzzed'], Math.max(600, count / 500) * 1000);
+      const udp1 = udpCounters(lab);
       const alive = g.child.exitCode === null;
       const s = alive ? await settle(src, baseline, 30_000) : undefined;
       const after = s?.state ?? before;
@@ -161,6 +168,14 @@ export async function runSoak(lab: Lab, opts: BenchOptions): Promise<SoakResult>
         settleSeconds: s?.waitedSeconds ?? 0,
         before,
         after,
+        ...(udp0 && udp1
+          ? {
+              udp: {
+                inDatagrams: udp1.inDatagrams - udp0.inDatagrams,
+                rcvbufErrors: udp1.rcvbufErrors - udp0.rcvbufErrors,
+              },
+            }
+          : {}),
         rssGrowthKiB: after.rssKiB - before.rssKiB,
         jsHeapGrowthKiB: after.jsHeapUsedKiB - before.jsHeapUsedKiB,
       };
@@ -219,7 +234,19 @@ export async function runSoak(lab: Lab, opts: BenchOptions): Promise<SoakResult>
     worker?.send(JSON.stringify({ cmd: 'exit' }));
     await worker?.proc.stop();
     await gw?.stop();
-    for (const t of ['benchct', 'seng']) await lab.gw.exec('nft', ['delete', 'table', 'ip', t], { check: false });
+    for (const t of ['benchct', 'seng'])
+      await lab.gw.exec('nft', ['delete', 'table', 'ip', t], { check: false });
   }
   return result;
+}
+
+/** Udp: InDatagrams and RcvbufErrors of the gateway's namespace. */
+function udpCounters(lab: Lab): { inDatagrams: number; rcvbufErrors: number } | undefined {
+  const r = lab.gw.execSync('cat', ['/proc/net/snmp'], { check: false });
+  const lines = r.stdout.split('\n').filter((l) => l.startsWith('Udp:'));
+  if (lines.length < 2) return undefined;
+  const head = (lines[0] as string).split(/\s+/);
+  const vals = (lines[1] as string).split(/\s+/).map(Number);
+  const get = (k: string) => vals[head.indexOf(k)] ?? NaN;
+  return { inDatagrams: get('InDatagrams'), rcvbufErrors: get('RcvbufErrors') };
 }
