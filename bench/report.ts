@@ -219,8 +219,8 @@ function targets(res: BenchResults): Target[] {
     out.push({
       target:
         "forged datagrams from the established sessions' own address:port: the session keeps forwarding",
-      value: `${fmt(f.report.onSessionTuples)} of ${fmt(f.report.sent)} from the sessions' address:port; forwards ${f.forwardsAfter ? 'yes' : `**no**${f.victimCloseReason ? ` (${f.victimCloseReason})` : ''}`}`,
-      met: f.gatewayAlive && f.forwardsAfter,
+      value: `${fmt(f.report.onSessionTuples)} of ${fmt(f.report.sent)} from the sessions' address:port; forwards ${f.forwardsAfter ? 'yes' : `**no**${f.victimCloseReason ? ` (${f.victimCloseReason})` : ''}`}; leaks ${Object.keys(f.leaks).length ? JSON.stringify(f.leaks) : 'none'}`,
+      met: f.gatewayAlive && f.forwardsAfter && !Object.keys(f.leaks).length,
     });
   }
   if (so?.cycles) {
