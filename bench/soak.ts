@@ -35,7 +35,6 @@ import { errorText, log, round, type BenchOptions } from './lib/util.js';
 import { startWorker, type ClientsWorker } from './lib/workers.js';
 import {
   gatewayState,
-  leaks,
   probeNodeArgs,
   settle,
   type GatewayState,
@@ -171,9 +170,8 @@ export async function runSoak(lab: Lab, opts: BenchOptions): Promise<SoakResult>
       // When the phase ended the established session, compare with the empty gateway instead
       // (a lost session hides leaks from a comparison with the state that had it).
       if (s && after.sessions === 0) {
-        const emptyLeaks = leaks(empty, { ...after, conntrack: empty.conntrack });
-        if (Object.keys(emptyLeaks).length)
-          s.leaks = { ...s.leaks, ...prefixKeys('vsEmptyGateway.', emptyLeaks) };
+        const e = await settle(src, { ...empty, conntrack: after.conntrack }, 15_000);
+        if (Object.keys(e.leaks).length) s.leaks = { ...s.leaks, ...prefixKeys('vsEmptyGateway.', e.leaks) };
       }
       return {
         report: r.report as FuzzReport,

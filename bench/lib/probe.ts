@@ -5,7 +5,8 @@
  *   native   the DTLS addon's object counters (nativeStats(): live SSL objects, endpoints, …),
  *   dtls     stats() of every DtlsServer of the process (handshake slots in use, sessions, …),
  *   memory   process.memoryUsage() (JS heap used/total, external, array buffers, RSS),
- * after a full GC when the process runs with --expose-gc. Only observation: it patches the
+ * after two full GCs (with a turn of the event loop between, so N-API finalizers have run)
+ * when the process runs with --expose-gc. Only observation: it patches the
  * static DtlsServer.listen to remember the servers, nothing else.
  */
 import { renameSync, writeFileSync } from 'node:fs';
@@ -22,22 +23,33 @@ DtlsServer.listen = async (...args: Parameters<typeof DtlsServer.listen>) => {
   return s;
 };
 
-process.on('SIGUSR2', () => {
+/** Full GC, twice with a turn of the event loop between, so N-API finalizers have run. */
+async function collect(): Promise<void> {
   const gc = (globalThis as { gc?: () => void }).gc;
-  if (gc) gc();
-  let native: unknown;
-  try {
-    native = loadAddon().nativeStats();
-  } catch (err) {
-    native = { error: String(err) };
+  if (!gc) return;
+  for (let i = 0; i < 2; i++) {
+    gc();
+    await new Promise((r) => setImmediate(r));
+    await new Promise((r) => setTimeout(r, 20));
   }
-  const snapshot = {
-    at: Date.now(),
-    native,
-    dtls: servers.map((s) => s.stats()),
-    memory: process.memoryUsage(),
-  };
-  const file = probePath(process.pid);
-  writeFileSync(`${file}.tmp`, JSON.stringify(snapshot));
-  renameSync(`${file}.tmp`, file);
+}
+
+process.on('SIGUSR2', () => {
+  void collect().then(() => {
+    let native: unknown;
+    try {
+      native = loadAddon().nativeStats();
+    } catch (err) {
+      native = { error: String(err) };
+    }
+    const snapshot = {
+      at: Date.now(),
+      native,
+      dtls: servers.map((s) => s.stats()),
+      memory: process.memoryUsage(),
+    };
+    const file = probePath(process.pid);
+    writeFileSync(`${file}.tmp`, JSON.stringify(snapshot));
+    renameSync(`${file}.tmp`, file);
+  });
 });
