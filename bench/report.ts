@@ -271,7 +271,13 @@ function datapathTables(d: DatapathResult): string {
   }
   const tunnels = measured.filter((s) => s.system !== 'raw');
   parts.push(
-    `Each figure is the median of ${d.rounds} sample(s) of ${d.seconds} s. Ratios in parentheses are to OpenVPN in this run; for seng they are the lower median of the paired ratios (OpenVPN and seng measured back to back, alternating, per round; with 2 rounds the lower of the two — conservative), so they can differ from the ratio of the two medians shown. UDP: datagrams per second that reached the receiver (iperf3 \`-b 0\`, sender unlimited).`,
+    `Each figure is the median of ${d.rounds} sample(s) of ${d.seconds} s${
+      d.roundsBySystem
+        ? ` (${Object.entries(d.roundsBySystem)
+            .map(([k, v]) => `${k}: ${v}`)
+            .join(', ')})`
+        : ''
+    }. Ratios in parentheses are to OpenVPN in this run; for seng they are the lower median of the paired ratios (OpenVPN and seng measured back to back, alternating, per round; with 2 rounds the lower of the two — conservative), so they can differ from the ratio of the two medians shown. UDP: datagrams per second that reached the receiver (iperf3 \`-b 0\`, sender unlimited).`,
     '',
     "**CPU seconds per GB delivered** (gateway-side process / client-side process; for seng the ratio of the gateway's figure to the OpenVPN server's, paired, in parentheses; for raw veth the forwarding happens in softirq and is not attributed):",
     '',
