@@ -9,8 +9,10 @@ import { execFileSync } from 'node:child_process';
 import { existsSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { distBench, type Netns } from './lab.js';
-import { probePath } from './probe.js';
 import { rssKiB, sleep } from './util.js';
+
+/** Where bench/lib/probe.ts writes its snapshot (it is not imported: it would run here). */
+const probePath = (pid: number): string => `/tmp/seng-probe-${pid}.json`;
 
 /** Node arguments that preload the probe into `seng serve`. */
 export const probeNodeArgs = (): string[] => ['--expose-gc', '--import', join(distBench, 'lib', 'probe.js')];

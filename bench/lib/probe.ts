@@ -10,18 +10,42 @@
  * static DtlsServer.listen to remember the servers, nothing else.
  */
 import { renameSync, writeFileSync } from 'node:fs';
-import { DtlsServer } from '../../src/dtls/index.js';
-import { loadAddon } from '../../src/dtls/native.js';
 
-export const probePath = (pid: number): string => `/tmp/seng-probe-${pid}.json`;
+/** Where the snapshot goes (bench/lib/gateway-state.ts reads it from the same path). */
+const probePath = (pid: number): string => `/tmp/seng-probe-${pid}.json`;
 
-const servers: DtlsServer[] = [];
-const listen = DtlsServer.listen.bind(DtlsServer);
-DtlsServer.listen = async (...args: Parameters<typeof DtlsServer.listen>) => {
-  const s = await listen(...args);
-  servers.push(s);
-  return s;
-};
+// Imported dynamically and defensively: the probe must never keep the gateway from starting,
+// even when the data plane it observes changes shape (then the snapshot says what is missing).
+interface Server {
+  stats(): Record<string, unknown>;
+}
+const servers: Server[] = [];
+let nativeStats: (() => unknown) | undefined;
+const probeErrors: string[] = [];
+try {
+  const dtls = (await import('../../src/dtls/index.js')) as unknown as {
+    DtlsServer?: { listen?: (...args: unknown[]) => Promise<Server> };
+  };
+  const cls = dtls.DtlsServer;
+  if (cls && typeof cls.listen === 'function') {
+    const listen = cls.listen.bind(cls);
+    cls.listen = async (...args: unknown[]) => {
+      const s = await listen(...args);
+      servers.push(s);
+      return s;
+    };
+  } else probeErrors.push('DtlsServer.listen not found');
+} catch (err) {
+  probeErrors.push(`dtls: ${String(err)}`);
+}
+try {
+  const native = (await import('../../src/dtls/native.js')) as unknown as {
+    loadAddon?: () => { nativeStats?: () => unknown };
+  };
+  nativeStats = () => native.loadAddon?.().nativeStats?.() ?? {};
+} catch (err) {
+  probeErrors.push(`native: ${String(err)}`);
+}
 
 /** Full GC, twice with a turn of the event loop between, so N-API finalizers have run. */
 async function collect(): Promise<void> {
@@ -36,15 +60,16 @@ async function collect(): Promise<void> {
 
 process.on('SIGUSR2', () => {
   void collect().then(() => {
-    let native: unknown;
+    let native: unknown = {};
     try {
-      native = loadAddon().nativeStats();
+      native = nativeStats?.() ?? {};
     } catch (err) {
       native = { error: String(err) };
     }
     const snapshot = {
       at: Date.now(),
       native,
+      ...(probeErrors.length ? { errors: probeErrors } : {}),
       dtls: servers.map((s) => s.stats()),
       memory: process.memoryUsage(),
     };
