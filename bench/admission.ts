@@ -28,6 +28,7 @@ import {
 } from './lib/lab.js';
 import {
   CpuMeter,
+  cpuSeconds,
   errorText,
   log,
   round,
@@ -36,6 +37,7 @@ import {
   type OpensslSpeed,
 } from './lib/util.js';
 import { startClients } from './lib/workers.js';
+import { probe, probeNodeArgs } from './lib/gateway-state.js';
 
 export interface AdmissionRun {
   suite: Suite;
@@ -68,10 +70,137 @@ export interface CryptoLimit {
   setupsPerSecond: number;
 }
 
+export interface BurstResult {
+  suite: Suite;
+  enclaves: number;
+  admitted: number;
+  /** Setup attempts (a failed setup is retried until the burst's deadline). */
+  attempts: number;
+  failures: number;
+  errors?: Record<string, number>;
+  /** From the burst's start to each enclave's admission (including its retries). */
+  latencyMs: { median: number; p90: number; p99: number; max: number };
+  /** Until the last enclave was admitted (or the deadline). */
+  seconds: number;
+  gatewayCpuSeconds: number;
+  gatewayUtilization: number;
+  clientUtilization: number;
+  /** Setup attempts the clients gave up on by a timeout. */
+  timeouts: number;
+  /** …of which while the gateway was below 90 % of a core in the second before. */
+  timeoutsWithSpareCpu: number;
+  /**
+   * The gateway's DTLS listener counters over the burst, both ports summed (bench probe):
+   * busy = ClientHellos dropped because the handshake slots (or the per-address share) were
+   * full, timedOut = handshakes the gateway gave up on, cookiesSent, accepted, failed, …
+   */
+  gatewayDtlsCounters?: Record<string, number>;
+  error?: string;
+}
+
 export interface AdmissionResult {
   seconds: number;
   cryptoLimits: CryptoLimit[];
   runs: AdmissionRun[];
+  bursts?: BurstResult[];
+}
+
+/**
+ * `enclaves` enclaves reconnecting at once (two client processes, started together): every one
+ * must be admitted; a client whose setup times out retries, and each timeout is matched with
+ * the gateway's CPU use in the second before it (a timeout while the gateway idles is a defect
+ * of pacing or of a limit, not of capacity).
+ */
+async function burst(
+  lab: Lab,
+  suite: Suite,
+  enclaves: number,
+  gateway: Proc,
+  deadlineSeconds: number,
+): Promise<BurstResult> {
+  const certs = await certPool(lab, suite, enclaves);
+  const half = Math.ceil(enclaves / 2);
+  const workers = [0, 1].map((i) =>
+    startClients(lab.sh, lab.dir, {
+      mode: 'burst',
+      gateway: GW_SENG,
+      port: SENG_PORT,
+      gatewayCertPem: lab.gwKeys[suite].certPem,
+      certs: certs.slice(i * half, (i + 1) * half),
+      concurrency: half,
+      count: Math.min(half, enclaves - i * half),
+      seconds: deadlineSeconds,
+    }),
+  );
+  const samples: { t: number; cpu: number }[] = [];
+  let sampler: NodeJS.Timeout | undefined;
+  const dtlsCounters = async (): Promise<Record<string, number> | undefined> => {
+    try {
+      const out: Record<string, number> = {};
+      for (const d of (await probe(gateway.pid as number)).dtls)
+        for (const [k, v] of Object.entries(d)) if (typeof v === 'number') out[k] = (out[k] ?? 0) + v;
+      return out;
+    } catch {
+      return undefined;
+    }
+  };
+  try {
+    await Promise.all(workers.map((w) => w.next(['armed'], 120_000)));
+    const counters0 = await dtlsCounters();
+    const meter = new CpuMeter({ gateway: gateway.pid });
+    sampler = setInterval(() => samples.push({ t: Date.now(), cpu: cpuSeconds(gateway.pid) }), 250);
+    for (const w of workers) w.send('go');
+    const rs = (await Promise.all(
+      workers.map((w) => w.next(['result'], (deadlineSeconds + 120) * 1000)),
+    )) as unknown as {
+      admitted: number;
+      attempts: number;
+      failures: number;
+      errors: Record<string, number>;
+      timeoutsAt: number[];
+      latencies: number[];
+      elapsedSeconds: number;
+      cpuSeconds: number;
+    }[];
+    const m = meter.read();
+    const counters1 = await dtlsCounters();
+    const counterDelta: Record<string, number> = {};
+    if (counters0 && counters1)
+      for (const [k, v] of Object.entries(counters1))
+        if (k !== 'handshakes' && k !== 'sessions') counterDelta[k] = v - (counters0[k] ?? 0);
+    const lat = rs.flatMap((r) => r.latencies);
+    const errors: Record<string, number> = {};
+    for (const r of rs) for (const [k, v] of Object.entries(r.errors)) errors[k] = (errors[k] ?? 0) + v;
+    const utilBefore = (t: number): number => {
+      const end = samples.filter((x) => x.t <= t).pop();
+      const start = samples.filter((x) => x.t <= t - 1000).pop() ?? samples[0];
+      if (!end || !start || end.t <= start.t) return NaN;
+      return (end.cpu - start.cpu) / ((end.t - start.t) / 1000);
+    };
+    const timeoutsAt = rs.flatMap((r) => r.timeoutsAt);
+    const seconds = lat.length ? Math.max(...lat) / 1000 : Math.max(...rs.map((r) => r.elapsedSeconds));
+    const gwCpu = m.cpu.gateway ?? NaN;
+    const s = summarize(lat, 0);
+    return {
+      suite,
+      enclaves,
+      admitted: lat.length,
+      attempts: rs.reduce((a, r) => a + r.attempts, 0),
+      failures: rs.reduce((a, r) => a + r.failures, 0),
+      ...(Object.keys(errors).length ? { errors } : {}),
+      latencyMs: { median: s.median, p90: s.p90, p99: s.p99, max: s.max },
+      seconds: round(seconds, 1),
+      gatewayCpuSeconds: gwCpu,
+      gatewayUtilization: round(gwCpu / seconds, 2),
+      clientUtilization: round(rs.reduce((a, r) => a + r.cpuSeconds, 0) / seconds, 2),
+      timeouts: timeoutsAt.length,
+      timeoutsWithSpareCpu: timeoutsAt.filter((t) => !(utilBefore(t) >= 0.9)).length,
+      ...(Object.keys(counterDelta).length ? { gatewayDtlsCounters: counterDelta } : {}),
+    };
+  } finally {
+    if (sampler) clearInterval(sampler);
+    await Promise.all(workers.map((w) => w.proc.stop()));
+  }
 }
 
 export function cryptoLimit(suite: Suite, s: OpensslSpeed): CryptoLimit {
@@ -204,7 +333,7 @@ export async function runAdmission(
   opts: BenchOptions,
   speed: OpensslSpeed | undefined,
 ): Promise<AdmissionResult> {
-  const seconds = opts.quick ? 3 : 8;
+  const seconds = opts.quick ? 3 : 6;
   const levels = [1, 16, 128];
   const result: AdmissionResult = { seconds, cryptoLimits: [], runs: [] };
   for (const suite of ['ec', 'rsa'] as const) {
@@ -214,7 +343,7 @@ export async function runAdmission(
     let gw;
     try {
       const certs = await certPool(lab, suite, Math.max(...levels));
-      gw = await startGateway(lab, { suite, maxHandshakes: 512 });
+      gw = await startGateway(lab, { suite, maxHandshakes: 512, nodeArgs: probeNodeArgs() });
       for (const c of levels) {
         try {
           const run = await oneRun(lab, suite, c, seconds, certs, gw, 2, limit);
@@ -225,6 +354,16 @@ export async function runAdmission(
         } catch (err) {
           result.runs.push(failed(suite, c, 2, err));
         }
+      }
+      try {
+        const b = await burst(lab, suite, opts.quick ? 300 : 2000, gw, opts.quick ? 60 : 120);
+        (result.bursts ??= []).push(b);
+        log(
+          `  ${suite} burst of ${b.enclaves}: ${b.admitted} admitted in ${b.seconds} s, p99 ${b.latencyMs.p99} ms, ${b.timeouts} timeouts (${b.timeoutsWithSpareCpu} with CPU to spare)`,
+        );
+      } catch (err) {
+        (result.bursts ??= []).push(failedBurst(suite, err));
+        log(`  ${suite} burst failed: ${errorText(err)}`);
       }
       // Scaling: the gateway confined to one core (clients still free).
       try {
@@ -245,6 +384,25 @@ export async function runAdmission(
     }
   }
   return result;
+}
+
+function failedBurst(suite: Suite, err: unknown): BurstResult {
+  const nan = { median: NaN, p90: NaN, p99: NaN, max: NaN };
+  return {
+    suite,
+    enclaves: 0,
+    admitted: 0,
+    attempts: 0,
+    failures: 0,
+    latencyMs: nan,
+    seconds: NaN,
+    gatewayCpuSeconds: NaN,
+    gatewayUtilization: NaN,
+    clientUtilization: NaN,
+    timeouts: 0,
+    timeoutsWithSpareCpu: 0,
+    error: errorText(err),
+  };
 }
 
 function failed(suite: Suite, concurrency: number, gatewayCores: 1 | 2, err: unknown): AdmissionRun {

@@ -9,6 +9,7 @@ import { GW_SENG, SENG_PORT, startGateway, type Lab, type Proc } from './lib/lab
 import { log, round, rssKiB, sleep, type BenchOptions } from './lib/util.js';
 import { certPool } from './admission.js';
 import { startClients, type ClientsWorker } from './lib/workers.js';
+import { probe, probeNodeArgs } from './lib/gateway-state.js';
 
 export interface MemoryPoint {
   sessions: number;
@@ -24,6 +25,11 @@ export interface MemoryPoint {
    * C = used, D = committed), MiB: the rest of VmRSS is native (OpenSSL, libuv, addons, code).
    */
   jsHeapMiB?: { used: number; committed: number; line: string };
+  /** From the gateway probe after a full GC (process.memoryUsage()), KiB. */
+  heapKiB?: { used: number; total: number; external: number };
+  /** Growth per enclave since 0 enclaves, KiB: JS heap (committed) and the rest of RSS (native). */
+  jsHeapKiBPerSession?: number;
+  nativeKiBPerSession?: number;
 }
 
 export interface MemoryResult {
@@ -47,11 +53,18 @@ export async function runMemory(lab: Lab, opts: BenchOptions): Promise<MemoryRes
       idleTimeoutS: 7200,
       maxSessions: max + 1000,
       maxHandshakes: 256,
-      nodeArgs: ['--trace-gc'],
+      nodeArgs: ['--trace-gc', ...probeNodeArgs()],
     });
     await sleep(3000);
+    const baseHeap = await probeHeap(gw.pid);
     const base = rssKiB(gw.pid);
-    result.points.push({ sessions: 0, live: 0, rssKiB: base, ...heap(gw) });
+    result.points.push({
+      sessions: 0,
+      live: 0,
+      rssKiB: base,
+      ...heap(gw),
+      ...(baseHeap ? { heapKiB: baseHeap } : {}),
+    });
     log(`memory: 0 sessions: ${base} KiB`);
     let have = 0;
     for (const target of targets) {
@@ -87,7 +100,9 @@ export async function runMemory(lab: Lab, opts: BenchOptions): Promise<MemoryRes
       have = target;
       const seconds = (Date.now() - t0) / 1000;
       await sleep(3000);
+      const h = await probeHeap(gw.pid);
       const rss = rssKiB(gw.pid);
+      const perJs = h && baseHeap ? round((h.total - baseHeap.total) / target, 2) : undefined;
       const total =
         result.points.length > 1 ? live + (result.points[result.points.length - 1]?.live ?? 0) : live;
       result.points.push({
@@ -98,6 +113,10 @@ export async function runMemory(lab: Lab, opts: BenchOptions): Promise<MemoryRes
         connectSeconds: round(seconds, 1),
         failures,
         ...heap(gw),
+        ...(h ? { heapKiB: h } : {}),
+        ...(perJs !== undefined
+          ? { jsHeapKiBPerSession: perJs, nativeKiBPerSession: round((rss - base) / target - perJs, 2) }
+          : {}),
       });
       log(
         `memory: ${target} sessions (${total} live): ${rss} KiB, ${round((rss - base) / target, 2)} KiB/session`,
@@ -109,6 +128,20 @@ export async function runMemory(lab: Lab, opts: BenchOptions): Promise<MemoryRes
     await gw?.stop();
   }
   return result;
+}
+
+async function probeHeap(pid: number | undefined): Promise<MemoryPoint['heapKiB'] | undefined> {
+  if (pid === undefined) return undefined;
+  try {
+    const m = (await probe(pid)).memory;
+    return {
+      used: Math.round(m.heapUsed / 1024),
+      total: Math.round(m.heapTotal / 1024),
+      external: Math.round(m.external / 1024),
+    };
+  } catch {
+    return undefined;
+  }
 }
 
 function heap(gw: Proc): Pick<MemoryPoint, 'jsHeapMiB'> {

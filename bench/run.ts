@@ -3,9 +3,9 @@
  * one run on this machine, tears everything down and writes BENCHMARKS.md plus the raw
  * results (bench/results/latest.json). See docs/bench.md.
  *
- *   npm run bench                      full run (≈ 10 min)
+ *   npm run bench                      full run (≈ 20 min)
  *   npm run bench -- --quick           short pass (a few minutes)
- *   npm run bench -- --only datapath   one section (datapath, admission, enforcement, memory, profile, fuzz); comma-separated
+ *   npm run bench -- --only datapath   one section (datapath, admission, enforcement, memory, soak, profile, fuzz); comma-separated
  *   npm run bench -- --out DIR         write the report and JSON somewhere else
  *   npm run bench -- --render          re-render BENCHMARKS.md from the last results (after editing bench/findings.md)
  */
@@ -19,9 +19,18 @@ import { runEnforcement } from './enforcement.js';
 import { runMemory } from './memory.js';
 import { runProfile } from './profile.js';
 import { runFuzz } from './fuzz.js';
+import { runSoak } from './soak.js';
 import { renderReport, type BenchResults } from './report.js';
 
-export const SECTIONS = ['datapath', 'admission', 'enforcement', 'memory', 'profile', 'fuzz'] as const;
+export const SECTIONS = [
+  'datapath',
+  'admission',
+  'enforcement',
+  'memory',
+  'soak',
+  'profile',
+  'fuzz',
+] as const;
 
 function parseArgs(argv: string[]): BenchOptions & { writeReport: boolean; renderOnly: boolean } {
   const only = new Set<string>();
@@ -44,7 +53,7 @@ function parseArgs(argv: string[]): BenchOptions & { writeReport: boolean; rende
     else if (a === '--render') renderOnly = true;
     else if (a === '--help' || a === '-h') {
       process.stdout.write(
-        'usage: npm run bench -- [--quick] [--only datapath|admission|enforcement|memory|profile|fuzz] [--out DIR] [--no-report] [--render]\n' +
+        'usage: npm run bench -- [--quick] [--only datapath|admission|enforcement|memory|soak|profile|fuzz] [--out DIR] [--no-report] [--render]\n' +
           '  --render: only re-render BENCHMARKS.md from bench/results/latest.json (e.g. after editing bench/findings.md)\n',
       );
       process.exit(0);
@@ -94,7 +103,7 @@ async function main(): Promise<void> {
         results.errors['openssl-speed'] = errorText(err);
       }
     }
-    if (want('datapath') || want('admission') || want('memory') || want('profile')) {
+    if (want('datapath') || want('admission') || want('memory') || want('soak') || want('profile')) {
       try {
         log('building the namespace lab');
         lab = await buildLab();
@@ -123,6 +132,7 @@ async function main(): Promise<void> {
     await section('admission', () => runAdmission(needLab(), opts, results.opensslSpeed));
     await section('enforcement', () => runEnforcement(opts));
     await section('memory', () => runMemory(needLab(), opts));
+    await section('soak', () => runSoak(needLab(), opts));
     await section('profile', () => runProfile(needLab(), opts));
     await section('fuzz', () => runFuzz(opts));
   } finally {

@@ -243,7 +243,13 @@ export interface GatewayOptions {
   logLevel?: string;
   /** Extra node options (e.g. --cpu-prof). */
   nodeArgs?: string[];
+  /** Another policy database than the lab's vanilla one. */
+  db?: string;
+  /** Extra `seng serve` options (e.g. --nft --policy FILE). */
+  extraArgs?: string[];
 }
+
+export const controlPath = (lab: Lab): string => join(lab.dir, `control-${process.pid}.sock`);
 
 /** Starts `seng serve` in the gateway namespace (one identity: the suite's) and waits until it listens. */
 export async function startGateway(lab: Lab, o: GatewayOptions): Promise<Proc> {
@@ -260,9 +266,10 @@ export async function startGateway(lab: Lab, o: GatewayOptions): Promise<Proc> {
     '--sgx-root',
     join(lab.dir, 'ca', 'sgx-root.pem'),
     '-d',
-    lab.db,
+    o.db ?? lab.db,
+    ...(o.extraArgs ?? []),
     '--control',
-    join(lab.dir, `control-${process.pid}.sock`),
+    controlPath(lab),
     '--tun',
     `bn${process.pid.toString(36)}fa`,
     '--idle-timeout',

@@ -1,4 +1,4 @@
-/** Runs bench/workers/clients.js inside a namespace and talks to it over JSON lines. */
+/** Runs a bench worker (bench/workers/*.js) inside a namespace and talks to it over JSON lines. */
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -12,9 +12,21 @@ export interface ClientsWorker {
 }
 
 let n = 0;
+/** bench/workers/clients.js (many simulated enclaves: admission loops, idle sessions). */
 export function startClients(
   ns: Netns,
   dir: string,
+  config: Record<string, unknown>,
+  wrap: string[] = [],
+): ClientsWorker {
+  return startWorker(ns, dir, 'clients.js', config, wrap);
+}
+
+/** Any worker script of dist/bench/workers, with its configuration written to a JSON file. */
+export function startWorker(
+  ns: Netns,
+  dir: string,
+  script: string,
   config: Record<string, unknown>,
   wrap: string[] = [],
 ): ClientsWorker {
@@ -22,7 +34,7 @@ export function startClients(
   writeFileSync(file, JSON.stringify(config));
   const child = ns.spawn(
     'sh',
-    ['-c', 'exec "$@"', 'sh', ...wrap, process.execPath, join(distBench, 'workers', 'clients.js'), file],
+    ['-c', 'exec "$@"', 'sh', ...wrap, process.execPath, join(distBench, 'workers', script), file],
     {
       stdio: ['pipe', 'pipe', 'pipe'],
     },

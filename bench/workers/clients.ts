@@ -9,13 +9,17 @@
  *              enclaves with one quote waiting for their send tunnels at once).
  *   hold:      opens `count` sessions with bounded concurrency and keeps them idle; prints
  *              {"event":"reached"} and then waits for "exit" on stdin.
+ *   burst:     `count` enclaves reconnecting at once: prints {"event":"armed"}, waits for "go" on
+ *              stdin, then starts every setup at the same moment; a failed setup is retried
+ *              (as a real enclave would) until `seconds` have passed. Reports the time from the
+ *              burst's start to each enclave's admission, and when each setup attempt timed out.
  */
 import { readFileSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { SimEnclave } from '../../src/sim/enclave.js';
 
 interface Config {
-  mode: 'admission' | 'hold';
+  mode: 'admission' | 'hold' | 'burst';
   gateway: string;
   port: number;
   gatewayCertPem: string;
@@ -130,7 +134,60 @@ async function hold(): Promise<void> {
   setTimeout(() => process.exit(0), 500).unref();
 }
 
-(cfg.mode === 'admission' ? admission() : hold()).catch((err: unknown) => {
+const isTimeout = (m: string) => /did not finish|timed out|timeout|within \d+/i.test(m);
+
+async function burst(): Promise<void> {
+  const count = cfg.count ?? 0;
+  const rl = createInterface({ input: process.stdin });
+  emit({ event: 'armed' });
+  for await (const line of rl) if (line.trim() === 'go') break;
+  const t0 = performance.now();
+  const deadline = t0 + (cfg.seconds ?? 60) * 1000;
+  const cpu0 = process.cpuUsage();
+  const latencies: number[] = [];
+  const timeoutsAt: number[] = [];
+  const errors = new Map<string, number>();
+  let attempts = 0;
+  let failures = 0;
+  const live: SimEnclave[] = [];
+  await Promise.all(
+    Array.from({ length: count }, async (_, slot) => {
+      while (performance.now() < deadline) {
+        const s = sim(slot);
+        attempts++;
+        try {
+          await s.connect();
+          latencies.push(performance.now() - t0);
+          live.push(s);
+          return;
+        } catch (err) {
+          failures++;
+          const m = err instanceof Error ? err.message.slice(0, 120) : String(err);
+          errors.set(m, (errors.get(m) ?? 0) + 1);
+          if (isTimeout(m)) timeoutsAt.push(Date.now());
+          await s.close();
+        }
+      }
+    }),
+  );
+  const elapsed = (performance.now() - t0) / 1000;
+  const c = process.cpuUsage(cpu0);
+  emit({
+    event: 'result',
+    admitted: latencies.length,
+    attempts,
+    failures,
+    errors: Object.fromEntries(errors),
+    timeoutsAt,
+    latencies: latencies.map((x) => Math.round(x)),
+    elapsedSeconds: elapsed,
+    cpuSeconds: (c.user + c.system) / 1e6,
+  });
+  await Promise.all(live.map((s) => s.close('benchmark done')));
+  setTimeout(() => process.exit(0), 300).unref();
+}
+
+(cfg.mode === 'admission' ? admission() : cfg.mode === 'burst' ? burst() : hold()).catch((err: unknown) => {
   emit({ event: 'error', error: err instanceof Error ? err.message : String(err) });
   process.exit(1);
 });
