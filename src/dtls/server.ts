@@ -379,7 +379,8 @@ export class DtlsServer extends EventEmitter<DtlsServerEvents> {
       const reason = v && v.accept === false ? v.reason : 'invalid verdict';
       const alert = (v && v.accept === false && v.alert) || 'access_denied';
       this.counters.rejected++;
-      this.logger.info({ peer: `${hs.address}:${hs.port}`, reason, alert }, 'dtls peer rejected');
+      // Per handshake, and the gateway logs its own 'rejected' event: detail only.
+      this.logger.debug({ peer: `${hs.address}:${hs.port}`, reason, alert }, 'dtls peer rejected');
       hs.conn.reject(ALERT_CODES[alert] ?? ALERT_CODES.access_denied);
       this.dropHandshake(hs, 'rejected');
       return;

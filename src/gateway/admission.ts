@@ -12,10 +12,11 @@
  * Every step has a deadline; any failure ends the session through teardown.ts.
  */
 import {
+  certificateHash,
   keyBindingHash,
   parseRaTlsCertificate,
   quoteFingerprint,
-  verifyEvidence,
+  type AttestedIdentity,
   type Evidence,
 } from '../attestation/index.js';
 import { decodeIpAssignAck, encodeIpAssignment } from '../proto/messages.js';
@@ -29,8 +30,7 @@ import type { EnclaveChannel, PeerVerdict } from './types.js';
 /** What the first handshake's verification hands to the session handler. */
 interface RecvContext {
   kind: 'recv';
-  certDer: Buffer;
-  evidence: Evidence;
+  identity: AttestedIdentity;
   pool: IpPool;
   appName: string | undefined;
   categories: string[];
@@ -72,30 +72,33 @@ export class Admission {
     if (this.ctx.stopping) return reject('shutdown', 'the gateway is shutting down');
     const leaf = chain[0];
     if (!leaf) return reject('certificate', 'no client certificate');
-    let evidence: Evidence;
-    try {
-      evidence = parseRaTlsCertificate(leaf);
-    } catch (err) {
-      return reject('certificate', `not an RA-TLS certificate: ${errorMessage(err)}`);
-    }
-    const result = verifyEvidence(evidence, this.ctx.opts.attestation);
-    if (!result.ok) {
-      const details = result.checks
+    // Parsed and verified once per distinct certificate: a reconnecting enclave presents the
+    // same bytes, and only passing results are cached (src/attestation/cache.ts).
+    const outcome = this.ctx.attestations.attest(leaf, this.ctx.opts.attestation);
+    if (!outcome.ok) {
+      if (outcome.stage === 'parse') {
+        return reject('certificate', `not an RA-TLS certificate: ${errorMessage(outcome.error)}`);
+      }
+      const details = outcome.result.checks
         .filter((c) => c.required && !c.ok)
         .map((c) => `${c.name}: ${c.detail}`)
         .join('; ');
-      return reject(result.failed.join(','), `attestation failed (${details})`);
+      return reject(outcome.result.failed.join(','), `attestation failed (${details})`);
     }
+    const { identity } = outcome;
+    this.ctx.log.debug(
+      { event: 'attested', client, cached: outcome.cached, fingerprint: identity.fingerprint },
+      `attestation of ${client} ${outcome.cached ? 'from the cache' : 'verified'}`,
+    );
     const admission = this.ctx.opts.index.admit(
-      evidence.mrEnclave,
-      evidence.mrSigner,
+      identity.mrEnclave,
+      identity.mrSigner,
       parseIpv4(peer.address),
     );
     if (!admission.ok) return reject(admission.check, admission.reason);
     const context: RecvContext = {
       kind: 'recv',
-      certDer: Buffer.from(leaf),
-      evidence,
+      identity,
       pool: admission.pool,
       appName: admission.appName,
       categories: admission.categories,
@@ -127,10 +130,7 @@ export class Admission {
       clientIp: parseIpv4(channel.remoteAddress),
       clientAddress: channel.remoteAddress,
       clientPort: channel.remotePort,
-      evidence: ctx.evidence,
-      certDer: ctx.certDer,
-      fingerprint: quoteFingerprint(ctx.evidence),
-      keyHash: keyBindingHash(ctx.evidence.certificate).toString('hex'),
+      identity: ctx.identity,
       appName: ctx.appName,
       categories: ctx.categories,
       recv: channel,
@@ -207,9 +207,10 @@ export class Admission {
     const leaf = chain[0];
     if (!leaf) return reject('no client certificate');
     const fromHost = this.ctx.table.awaitingFrom(peer.address);
-    // SENG clients present the very certificate of their first session: equal bytes mean an
-    // equal quote and key, with no second parse.
-    let enclave = fromHost.find((e) => e.certDer.equals(leaf));
+    // SENG clients present the very certificate of their first session: equal bytes (by
+    // SHA-256 of the DER) mean an equal quote and key, with no second parse.
+    const certHash = certificateHash(leaf);
+    let enclave = fromHost.find((e) => e.identity.certHash === certHash);
     if (!enclave) {
       let evidence: Evidence;
       try {
@@ -219,16 +220,18 @@ export class Admission {
       }
       const fingerprint = quoteFingerprint(evidence);
       const keyHash = keyBindingHash(evidence.certificate).toString('hex');
-      const sameQuote = fromHost.filter((e) => e.fingerprint === fingerprint);
+      const sameQuote = fromHost.filter((e) => e.identity.fingerprint === fingerprint);
       if (sameQuote.length === 0) {
-        const elsewhere = this.ctx.table.awaitingAnywhere().find((e) => e.fingerprint === fingerprint);
+        const elsewhere = this.ctx.table
+          .awaitingAnywhere()
+          .find((e) => e.identity.fingerprint === fingerprint);
         return reject(
           elsewhere
             ? `the receive tunnel with this quote came from another IP (${elsewhere.clientAddress})`
             : 'no receive tunnel awaits a send tunnel with this quote',
         );
       }
-      enclave = sameQuote.find((e) => e.keyHash === keyHash);
+      enclave = sameQuote.find((e) => e.identity.keyHash === keyHash);
       if (!enclave) return reject("the certificate key differs from the receive tunnel's");
     }
     // Claim it now, so two concurrent handshakes cannot both bind to the same enclave.
@@ -285,9 +288,9 @@ export class Admission {
         event: 'admitted',
         enclaveIp: formatIpv4(e.ip),
         app: e.appName ?? null,
-        mrEnclave: e.evidence.mrEnclave.toString('hex'),
-        mrSigner: e.evidence.mrSigner.toString('hex'),
-        kind: e.evidence.kind,
+        mrEnclave: e.identity.mrEnclave.toString('hex'),
+        mrSigner: e.identity.mrSigner.toString('hex'),
+        kind: e.identity.kind,
         client: `${e.clientAddress}:${e.clientPort}`,
         categories: e.categories,
       },

@@ -10,6 +10,7 @@
  *   enclave.ts     the per-enclave record and the table of enclaves; context.ts the shared state
  */
 import { EventEmitter } from 'node:events';
+import { AttestationCache } from '../attestation/index.js';
 import { formatIpv4, type Ipv4 } from '../util/ipv4.js';
 import type { ShadowEnclave } from '../shadow/types.js';
 import { silentLogger } from '../util/log.js';
@@ -55,6 +56,7 @@ export class Gateway extends EventEmitter {
       mtu: opts.mtu ?? 1432,
       stats: this.counts,
       table: new EnclaveTable(),
+      attestations: new AttestationCache(),
       stopping: false,
     };
     this.forwarding = new Forwarding(this.ctx);
@@ -127,8 +129,8 @@ export class Gateway extends EventEmitter {
     return {
       enclaveIp: e.ip,
       hostIp: e.clientIp,
-      mrEnclave: e.evidence.mrEnclave,
-      mrSigner: e.evidence.mrSigner,
+      mrEnclave: e.identity.mrEnclave,
+      mrSigner: e.identity.mrSigner,
       appName: e.appName,
       gatewayIp: e.pool.gateway,
     };
