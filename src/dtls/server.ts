@@ -157,6 +157,7 @@ export class DtlsServer extends EventEmitter<DtlsServerEvents> {
       maxHandshakesPerAddress: options.maxHandshakesPerAddress ?? 32,
       cookieRotationMs: options.cookieRotationMs ?? 30_000,
       socketBufferBytes: options.socketBufferBytes ?? 4 * 1024 * 1024,
+      retainPeerChain: options.retainPeerChain ?? true,
     };
     const positive = (name: string, v: number, min: number): void => {
       if (!Number.isFinite(v) || v < min)
@@ -402,7 +403,7 @@ export class DtlsServer extends EventEmitter<DtlsServerEvents> {
       remoteAddress: hs.address,
       remotePort: hs.port,
       localPort: this.address.port,
-      peerChain: chain,
+      peerChain: this.opts.retainPeerChain ? chain : NO_CHAIN,
       verifyContext: v.context,
       idleTimeoutMs: this.opts.idleTimeoutMs,
       logger: this.logger,
@@ -454,3 +455,4 @@ export class DtlsServer extends EventEmitter<DtlsServerEvents> {
 // The server side never reads application data during the handshake (it holds until the verdict).
 const EMPTY_SLAB = Buffer.alloc(0);
 const EMPTY_LENS = new Uint32Array(1);
+const NO_CHAIN: Buffer[] = [];

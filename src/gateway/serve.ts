@@ -110,6 +110,8 @@ export async function startGateway(config: ServeConfig, log: Logger): Promise<Ru
         idleTimeoutMs: config.timeouts.idleMs,
         maxSessions: config.limits.maxSessions,
         maxHandshakes: config.limits.maxHandshakes,
+        // Admission keeps the attested identity; the certificate DER need not live per session.
+        retainPeerChain: false,
         logger: log,
       });
 
