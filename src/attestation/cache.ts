@@ -57,6 +57,16 @@ interface Entry {
   expiresAt: number;
 }
 
+/**
+ * A copy with its own memory: a view would keep the whole certificate alive, and Buffer.from()
+ * of a small buffer would keep an 8 KiB pool slab alive per enclave.
+ */
+function ownCopy(b: Buffer): Buffer {
+  const out = Buffer.allocUnsafeSlow(b.length);
+  b.copy(out);
+  return out;
+}
+
 export function certificateHash(der: Buffer): string {
   return createHash('sha256').update(der).digest('hex');
 }
@@ -158,9 +168,8 @@ export class AttestationCache {
     if (!result.ok) return { ok: false, stage: 'verify', result };
     const identity: AttestedIdentity = {
       kind: evidence.kind,
-      // Copies, so the identity does not keep the certificate's buffers alive.
-      mrEnclave: Buffer.from(evidence.mrEnclave),
-      mrSigner: Buffer.from(evidence.mrSigner),
+      mrEnclave: ownCopy(evidence.mrEnclave),
+      mrSigner: ownCopy(evidence.mrSigner),
       fingerprint: quoteFingerprint(evidence),
       keyHash: keyBindingHash(evidence.certificate).toString('hex'),
       certHash,
