@@ -31,6 +31,14 @@ export {
   type EnclaveIdentity,
   type VerificationResult,
 } from './verify.js';
+export {
+  AttestationCache,
+  certificateHash,
+  resultValidUntil,
+  type AttestationCacheOptions,
+  type AttestationOutcome,
+  type AttestedIdentity,
+} from './cache.js';
 export { describeEvidence, type EvidenceSummary } from './describe.js';
 export {
   createSimCa,

@@ -157,6 +157,7 @@ export class DtlsServer extends EventEmitter<DtlsServerEvents> {
       maxHandshakesPerAddress: options.maxHandshakesPerAddress ?? 32,
       cookieRotationMs: options.cookieRotationMs ?? 30_000,
       socketBufferBytes: options.socketBufferBytes ?? 4 * 1024 * 1024,
+      retainPeerChain: options.retainPeerChain ?? true,
     };
     const positive = (name: string, v: number, min: number): void => {
       if (!Number.isFinite(v) || v < min)
@@ -380,7 +381,8 @@ export class DtlsServer extends EventEmitter<DtlsServerEvents> {
       const reason = v && v.accept === false ? v.reason : 'invalid verdict';
       const alert = (v && v.accept === false && v.alert) || 'access_denied';
       this.counters.rejected++;
-      this.logger.info({ peer: `${hs.address}:${hs.port}`, reason, alert }, 'dtls peer rejected');
+      // Per handshake, and the gateway logs its own 'rejected' event: detail only.
+      this.logger.debug({ peer: `${hs.address}:${hs.port}`, reason, alert }, 'dtls peer rejected');
       hs.conn.reject(ALERT_CODES[alert] ?? ALERT_CODES.access_denied);
       this.dropHandshake(hs, 'rejected');
       return;
@@ -402,7 +404,7 @@ export class DtlsServer extends EventEmitter<DtlsServerEvents> {
       remoteAddress: hs.address,
       remotePort: hs.port,
       localPort: this.address.port,
-      peerChain: chain,
+      peerChain: this.opts.retainPeerChain ? chain : NO_CHAIN,
       verifyContext: v.context,
       idleTimeoutMs: this.opts.idleTimeoutMs,
       logger: this.logger,
@@ -454,3 +456,4 @@ export class DtlsServer extends EventEmitter<DtlsServerEvents> {
 // The server side never reads application data during the handshake (it holds until the verdict).
 const EMPTY_SLAB = Buffer.alloc(0);
 const EMPTY_LENS = new Uint32Array(1);
+const NO_CHAIN: Buffer[] = [];

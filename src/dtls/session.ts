@@ -18,6 +18,7 @@ const lens = new Uint32Array(1024);
 
 /** Buffered records while nobody listens for 'message' yet (e.g. right after dtlsConnect resolves). */
 const MAX_EARLY_RECORDS = 256;
+const NO_CERTIFICATE = Buffer.alloc(0);
 
 export interface SessionInit {
   conn: NativeConn;
@@ -77,9 +78,12 @@ export class DtlsSession extends EventEmitter<DtlsSessionEvents> {
   readonly remotePort: number;
   /** Our UDP port of this session (the server's port on the server side). */
   readonly localPort: number;
-  /** DER of the peer's (verified) certificate: the client's on the server, the server's on the client. */
+  /**
+   * DER of the peer's (verified) certificate: the client's on the server, the server's on the
+   * client. Empty on a server created with retainPeerChain: false.
+   */
   readonly peerCertificate: Buffer;
-  /** The peer's whole certificate chain as sent, DER, leaf first. */
+  /** The peer's whole certificate chain as sent, DER, leaf first (empty without retainPeerChain). */
   readonly peerChain: Buffer[];
   /** What the verification hook returned as context (server side). */
   readonly verifyContext: unknown;
@@ -114,7 +118,7 @@ export class DtlsSession extends EventEmitter<DtlsSessionEvents> {
     this.remotePort = init.remotePort;
     this.localPort = init.localPort;
     this.peerChain = init.peerChain;
-    this.peerCertificate = init.peerChain[0] ?? Buffer.alloc(0);
+    this.peerCertificate = init.peerChain[0] ?? NO_CERTIFICATE;
     this.verifyContext = init.verifyContext;
     this.logger = init.logger ?? silentLogger;
     this.onEnd = init.onEnd;

@@ -66,6 +66,13 @@ export interface DtlsServerOptions {
   cookieRotationMs?: number;
   /** SO_RCVBUF / SO_SNDBUF of the socket; default 4 MiB (the kernel may cap it). */
   socketBufferBytes?: number;
+  /**
+   * Keep the peer's certificate chain (DER) on each session as peerCertificate / peerChain
+   * (default true). A server whose verifyPeer hook keeps what it needs (the gateway keeps the
+   * attested identity) passes false, so an idle session does not hold the ≈ 5–12 KB RA-TLS
+   * certificate for its lifetime; the hook always receives the chain.
+   */
+  retainPeerChain?: boolean;
   logger?: Logger;
 }
 

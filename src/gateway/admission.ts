@@ -12,10 +12,11 @@
  * Every step has a deadline; any failure ends the session through teardown.ts.
  */
 import {
+  certificateHash,
   keyBindingHash,
   parseRaTlsCertificate,
   quoteFingerprint,
-  verifyEvidence,
+  type AttestedIdentity,
   type Evidence,
 } from '../attestation/index.js';
 import { randomBytes } from 'node:crypto';
@@ -32,8 +33,7 @@ interface RecvContext {
   kind: 'recv';
   sessionId: string;
   setupStartMs: number;
-  certDer: Buffer;
-  evidence: Evidence;
+  identity: AttestedIdentity;
   pool: IpPool;
   appName: string | undefined;
   categories: string[];
@@ -68,7 +68,7 @@ export class Admission {
   async verifyRecv(chain: Buffer[], peer: Peer): Promise<PeerVerdict> {
     const sessionId = newSessionId();
     const setupStartMs = Date.now();
-    let evidence: Evidence | undefined;
+    let measured: { mrEnclave: Buffer; mrSigner: Buffer } | undefined;
     const reject = (check: string, reason: string, app?: string): PeerVerdict => {
       this.rejected({
         sessionId,
@@ -76,8 +76,8 @@ export class Admission {
         reason,
         hostIp: peer.address,
         client: `${peer.address}:${peer.port}`,
-        ...(evidence
-          ? { mrEnclave: evidence.mrEnclave.toString('hex'), mrSigner: evidence.mrSigner.toString('hex') }
+        ...(measured
+          ? { mrEnclave: measured.mrEnclave.toString('hex'), mrSigner: measured.mrSigner.toString('hex') }
           : {}),
         ...(app === undefined ? {} : { app }),
       });
@@ -86,34 +86,45 @@ export class Admission {
     if (this.ctx.stopping) return reject('shutdown', 'the gateway is shutting down');
     const leaf = chain[0];
     if (!leaf) return reject('certificate', 'no client certificate');
-    try {
-      evidence = parseRaTlsCertificate(leaf);
-    } catch (err) {
-      return reject('certificate', `not an RA-TLS certificate: ${errorMessage(err)}`);
-    }
-    const result = verifyEvidence(evidence, this.ctx.opts.attestation);
-    if (!result.ok) {
-      const details = result.checks
+    // Parsed and verified once per distinct certificate: a reconnecting enclave presents the
+    // same bytes, and only passing results are cached (src/attestation/cache.ts).
+    const outcome = this.ctx.attestations.attest(leaf, this.ctx.opts.attestation);
+    if (!outcome.ok) {
+      if (outcome.stage === 'verify') measured = outcome;
+      if (outcome.stage === 'parse') {
+        return reject('certificate', `not an RA-TLS certificate: ${errorMessage(outcome.error)}`);
+      }
+      const details = outcome.result.checks
         .filter((c) => c.required && !c.ok)
         .map((c) => `${c.name}: ${c.detail}`)
         .join('; ');
-      return reject(result.failed.join(','), `attestation failed (${details})`);
+      return reject(outcome.result.failed.join(','), `attestation failed (${details})`);
     }
+    const { identity } = outcome;
+    measured = identity;
+    this.ctx.log.debug(
+      {
+        event: 'attested',
+        client: `${peer.address}:${peer.port}`,
+        cached: outcome.cached,
+        fingerprint: identity.fingerprint,
+      },
+      `attestation of ${peer.address}:${peer.port} ${outcome.cached ? 'from the cache' : 'verified'}`,
+    );
     const admission = this.ctx.opts.index.admit(
-      evidence.mrEnclave,
-      evidence.mrSigner,
+      identity.mrEnclave,
+      identity.mrSigner,
       parseIpv4(peer.address),
     );
     if (!admission.ok) {
-      const app = this.ctx.opts.index.describe(evidence.mrEnclave).appName;
+      const app = this.ctx.opts.index.describe(identity.mrEnclave).appName;
       return reject(admission.check, admission.reason, app);
     }
     const context: RecvContext = {
       kind: 'recv',
       sessionId,
       setupStartMs,
-      certDer: Buffer.from(leaf),
-      evidence,
+      identity,
       pool: admission.pool,
       appName: admission.appName,
       categories: admission.categories,
@@ -137,8 +148,8 @@ export class Admission {
           reason: `enclave subnet ${ctx.pool.label} is full`,
           hostIp: channel.remoteAddress,
           client,
-          mrEnclave: ctx.evidence.mrEnclave.toString('hex'),
-          mrSigner: ctx.evidence.mrSigner.toString('hex'),
+          mrEnclave: ctx.identity.mrEnclave.toString('hex'),
+          mrSigner: ctx.identity.mrSigner.toString('hex'),
           app: ctx.appName ?? null,
         },
         { subnet: ctx.pool.label },
@@ -156,10 +167,7 @@ export class Admission {
       clientIp: parseIpv4(channel.remoteAddress),
       clientAddress: channel.remoteAddress,
       clientPort: channel.remotePort,
-      evidence: ctx.evidence,
-      certDer: ctx.certDer,
-      fingerprint: quoteFingerprint(ctx.evidence),
-      keyHash: keyBindingHash(ctx.evidence.certificate).toString('hex'),
+      identity: ctx.identity,
       appName: ctx.appName,
       categories: ctx.categories,
       recv: channel,
@@ -245,28 +253,30 @@ export class Admission {
     const leaf = chain[0];
     if (!leaf) return reject('no client certificate');
     const fromHost = this.ctx.table.awaitingFrom(peer.address);
-    // SENG clients present the very certificate of their first session: equal bytes mean an
-    // equal quote and key, with no second parse.
-    let enclave = fromHost.find((e) => e.certDer.equals(leaf));
+    // SENG clients present the very certificate of their first session: equal bytes (by
+    // SHA-256 of the DER) mean an equal quote and key, with no second parse.
+    const certHash = certificateHash(leaf);
+    let enclave = fromHost.find((e) => e.identity.certHash === certHash);
     if (!enclave) {
       try {
         evidence = parseRaTlsCertificate(leaf);
       } catch (err) {
         return reject(`not an RA-TLS certificate: ${errorMessage(err)}`);
       }
-      const parsed = evidence;
-      const fingerprint = quoteFingerprint(parsed);
-      const keyHash = keyBindingHash(parsed.certificate).toString('hex');
-      const sameQuote = fromHost.filter((e) => e.fingerprint === fingerprint);
+      const fingerprint = quoteFingerprint(evidence);
+      const keyHash = keyBindingHash(evidence.certificate).toString('hex');
+      const sameQuote = fromHost.filter((e) => e.identity.fingerprint === fingerprint);
       if (sameQuote.length === 0) {
-        const elsewhere = this.ctx.table.awaitingAnywhere().find((e) => e.fingerprint === fingerprint);
+        const elsewhere = this.ctx.table
+          .awaitingAnywhere()
+          .find((e) => e.identity.fingerprint === fingerprint);
         return reject(
           elsewhere
             ? `the receive tunnel with this quote came from another IP (${elsewhere.clientAddress})`
             : 'no receive tunnel awaits a send tunnel with this quote',
         );
       }
-      enclave = sameQuote.find((e) => e.keyHash === keyHash);
+      enclave = sameQuote.find((e) => e.identity.keyHash === keyHash);
       if (!enclave) return reject("the certificate key differs from the receive tunnel's");
     }
     // Claim it now, so two concurrent handshakes cannot both bind to the same enclave.
@@ -328,7 +338,7 @@ export class Admission {
       {
         event: 'admitted',
         ...auditIdentity(e),
-        kind: e.evidence.kind,
+        kind: e.identity.kind,
         setupMs,
         client: `${e.clientAddress}:${e.clientPort}`,
         categories: e.categories,

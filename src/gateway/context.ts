@@ -3,7 +3,7 @@
  * table of enclaves. Gateway (gateway.ts) builds one GatewayContext and hands it to
  * admission.ts, forwarding.ts, teardown.ts and operations.ts.
  */
-import type { AttestationPolicy } from '../attestation/index.js';
+import type { AttestationCache, AttestationPolicy } from '../attestation/index.js';
 import type { Enforcer } from '../enforce/types.js';
 import type { ShadowHooks } from '../shadow/types.js';
 import type { Logger } from '../util/log.js';
@@ -118,6 +118,8 @@ export interface GatewayContext {
   readonly table: EnclaveTable;
   /** Traffic of the sessions that ended (so gateway-wide counters never go backwards). */
   readonly endedTraffic: Counters;
+  /** Passing attestations by certificate hash (cleared on reload). */
+  readonly attestations: AttestationCache;
   /** True once stop() began: no new admissions. */
   stopping: boolean;
 }

@@ -1,9 +1,9 @@
 /**
- * One enclave's session as the gateway tracks it (both DTLS channels, its IP, attestation
- * evidence, counters), and the table that finds enclaves by IP (the TUN → enclave dispatch)
+ * One enclave's session as the gateway tracks it (both DTLS channels, its IP, attested
+ * identity, counters), and the table that finds enclaves by IP (the TUN → enclave dispatch)
  * and by client address (the second-handshake lookup).
  */
-import type { Evidence } from '../attestation/index.js';
+import type { AttestedIdentity } from '../attestation/index.js';
 import type { EnclaveRegistration } from '../enforce/types.js';
 import { formatIpv4, type Ipv4 } from '../util/ipv4.js';
 import type { IpPool } from './ip-pool.js';
@@ -38,11 +38,11 @@ export interface Enclave {
   clientIp: Ipv4;
   clientAddress: string;
   clientPort: number;
-  evidence: Evidence;
-  /** DER of the receive channel's client certificate. */
-  certDer: Buffer;
-  fingerprint: string;
-  keyHash: string;
+  /**
+   * What attestation established (measurements, quote fingerprint, key hash, SHA-256 of the
+   * certificate DER): the parsed evidence and the DER itself are not kept per enclave.
+   */
+  identity: AttestedIdentity;
   appName: string | undefined;
   categories: string[];
   recv: EnclaveChannel;
@@ -122,21 +122,21 @@ export function auditIdentity(e: Enclave): Record<string, string | null> {
     enclaveIp: formatIpv4(e.ip),
     hostIp: e.clientAddress,
     app: e.appName ?? null,
-    mrEnclave: e.evidence.mrEnclave.toString('hex'),
-    mrSigner: e.evidence.mrSigner.toString('hex'),
+    mrEnclave: e.identity.mrEnclave.toString('hex'),
+    mrSigner: e.identity.mrSigner.toString('hex'),
   };
 }
 
 /** The app's name, or the start of its MRENCLAVE when the database does not know it. */
 export function appLabel(e: Enclave): string {
-  return e.appName ?? e.evidence.mrEnclave.toString('hex').slice(0, 16);
+  return e.appName ?? e.identity.mrEnclave.toString('hex').slice(0, 16);
 }
 
 export function registration(e: Enclave): EnclaveRegistration {
   return {
     enclaveIp: e.ip,
-    mrEnclave: e.evidence.mrEnclave,
-    mrSigner: e.evidence.mrSigner,
+    mrEnclave: e.identity.mrEnclave,
+    mrSigner: e.identity.mrSigner,
     hostIp: e.clientIp,
     ...(e.appName === undefined ? {} : { appName: e.appName }),
     categories: e.categories,
@@ -150,8 +150,8 @@ export function describeEnclave(e: Enclave, now = new Date()): EnclaveStatus {
     enclaveIp: formatIpv4(e.ip),
     state: e.state,
     app: e.appName ?? null,
-    mrEnclave: e.evidence.mrEnclave.toString('hex'),
-    mrSigner: e.evidence.mrSigner.toString('hex'),
+    mrEnclave: e.identity.mrEnclave.toString('hex'),
+    mrSigner: e.identity.mrSigner.toString('hex'),
     categories: e.categories,
     client: `${e.clientAddress}:${e.clientPort}`,
     since: e.since.toISOString(),

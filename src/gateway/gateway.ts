@@ -10,11 +10,18 @@
  *   enclave.ts     the per-enclave record and the table of enclaves; context.ts the shared state
  */
 import { EventEmitter } from 'node:events';
+import { AttestationCache } from '../attestation/index.js';
 import { formatIpv4, type Ipv4 } from '../util/ipv4.js';
 import type { ShadowEnclave } from '../shadow/types.js';
 import { silentLogger } from '../util/log.js';
 import { Admission } from './admission.js';
-import { DEFAULT_TIMEOUTS, type GatewayContext, type GatewayOptions, type GatewayStats, type GatewayTimeouts } from './context.js';
+import {
+  DEFAULT_TIMEOUTS,
+  type GatewayContext,
+  type GatewayOptions,
+  type GatewayStats,
+  type GatewayTimeouts,
+} from './context.js';
 import {
   EnclaveTable,
   newCounters,
@@ -74,6 +81,7 @@ export class Gateway extends EventEmitter {
       stats: this.counts,
       table: new EnclaveTable(),
       endedTraffic: newCounters(),
+      attestations: new AttestationCache(),
       stopping: false,
     };
     this.forwarding = new Forwarding(this.ctx);
@@ -174,8 +182,8 @@ export class Gateway extends EventEmitter {
     return {
       enclaveIp: e.ip,
       hostIp: e.clientIp,
-      mrEnclave: e.evidence.mrEnclave,
-      mrSigner: e.evidence.mrSigner,
+      mrEnclave: e.identity.mrEnclave,
+      mrSigner: e.identity.mrSigner,
       appName: e.appName,
       gatewayIp: e.pool.gateway,
     };

@@ -67,10 +67,12 @@ export class Operations {
     const index = this.ctx.opts.index;
     const generation = index.generation;
     const changed = index.reload(force);
+    // A reload re-decides admission from scratch: no attestation verdict survives it.
+    this.ctx.attestations.clear();
     const ended = index.generation === generation ? [] : await this.endRevoked(index);
     for (const change of changed) {
       const active = [...this.ctx.table.all].filter(
-        (e) => e.joined && e.state !== 'closing' && e.evidence.mrEnclave.equals(change.mrEnclave),
+        (e) => e.joined && e.state !== 'closing' && e.identity.mrEnclave.equals(change.mrEnclave),
       );
       for (const e of active) e.categories = change.categories;
       if (active.length === 0) continue;
@@ -123,7 +125,7 @@ function matches(e: Enclave, s: KickSelector): boolean {
  * still would: the same app, from the same client host, into the same enclave subnet.
  */
 export function revocationReason(e: Enclave, index: EnclaveIndex): string | undefined {
-  const admission = index.admit(e.evidence.mrEnclave, e.evidence.mrSigner, e.clientIp);
+  const admission = index.admit(e.identity.mrEnclave, e.identity.mrSigner, e.clientIp);
   const app = appLabel(e);
   if (!admission.ok) {
     return admission.check === 'allowlist'

@@ -132,6 +132,11 @@ export async function startGateway(config: ServeConfig, log: Logger): Promise<Ru
         idleTimeoutMs: config.timeouts.idleMs,
         maxSessions: config.limits.maxSessions,
         maxHandshakes: config.limits.maxHandshakes,
+        // A client host that reboots brings all of its enclaves back at once: every one of them
+        // may hold a handshake slot (the cookie exchange has proven the address already).
+        maxHandshakesPerAddress: config.limits.maxHandshakes,
+        // Admission keeps the attested identity; the certificate DER need not live per session.
+        retainPeerChain: false,
         logger: log,
       });
       dtls.push({ channel: port === config.port ? 'receive' : 'send', server });

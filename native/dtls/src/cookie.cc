@@ -1,9 +1,10 @@
 // Stateless DTLS cookies (see cookie.h).
 #include "cookie.h"
 
+#include <openssl/core_names.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
-#include <openssl/hmac.h>
+#include <openssl/params.h>
 
 #include "pipe.h"
 #include "shared_context.h"
@@ -16,11 +17,34 @@ constexpr size_t kCookieLen = 32;  // HMAC-SHA256
 // OpenSSL's buffer is DTLS1_COOKIE_LENGTH (255) bytes.
 static_assert(kCookieLen <= DTLS1_COOKIE_LENGTH, "cookie too long");
 
-bool cookieFor(const SharedContext *cs, int which, const Pipe *p, uint8_t out[kCookieLen]) {
-  unsigned int mdLen = 0;
+// The context with HMAC-SHA256 selected, made on first use and kept for the SharedContext's life.
+EVP_MAC_CTX *cookieMac(SharedContext *cs) {
+  if (cs->cookieMac != nullptr) return cs->cookieMac;
+  EVP_MAC *mac = EVP_MAC_fetch(nullptr, OSSL_MAC_NAME_HMAC, nullptr);
+  if (mac == nullptr) return nullptr;
+  EVP_MAC_CTX *ctx = EVP_MAC_CTX_new(mac);
+  EVP_MAC_free(mac);  // the context holds its own reference
+  if (ctx == nullptr) return nullptr;
+  char digest[] = "SHA256";
+  const OSSL_PARAM params[] = {OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, digest, 0),
+                               OSSL_PARAM_construct_end()};
+  if (EVP_MAC_CTX_set_params(ctx, params) != 1) {
+    EVP_MAC_CTX_free(ctx);
+    return nullptr;
+  }
+  cs->cookieMac = ctx;
+  return ctx;
+}
+
+bool cookieFor(SharedContext *cs, int which, const Pipe *p, uint8_t out[kCookieLen]) {
   if (p->cookieKey.empty()) return false;
-  if (HMAC(EVP_sha256(), cs->secret[which], sizeof cs->secret[which], p->cookieKey.data(), p->cookieKey.size(), out,
-           &mdLen) == nullptr)
+  EVP_MAC_CTX *ctx = cookieMac(cs);
+  if (ctx == nullptr) return false;
+  // init with a key resets the context (also after a final), so one context serves every cookie.
+  size_t mdLen = 0;
+  if (EVP_MAC_init(ctx, cs->secret[which], sizeof cs->secret[which], nullptr) != 1 ||
+      EVP_MAC_update(ctx, p->cookieKey.data(), p->cookieKey.size()) != 1 ||
+      EVP_MAC_final(ctx, out, &mdLen, kCookieLen) != 1)
     return false;
   return mdLen == kCookieLen;
 }

@@ -87,6 +87,26 @@ describe('dtls sessions over loopback', { timeout: 120_000 }, () => {
   });
   after(() => certs.cleanup());
 
+  it('retainPeerChain: false gives verifyPeer the chain but keeps no DER on the session', async () => {
+    const seen: Buffer[][] = [];
+    const server = await startServer({
+      retainPeerChain: false,
+      verifyPeer: (chain) => (seen.push(chain), Promise.resolve({ accept: true, context: 7 })),
+    });
+    try {
+      const sess = nextSession(server);
+      const c = await connect(server, cliEc);
+      const s = await sess;
+      assert.deepEqual(seen[0]?.[0], der(cliEc));
+      assert.equal(s.peerCertificate.length, 0);
+      assert.deepEqual(s.peerChain, []);
+      assert.equal(s.verifyContext, 7);
+      c.close();
+    } finally {
+      await server.close();
+    }
+  });
+
   for (const kind of ['rsa', 'ec'] as const) {
     it(`${kind}: handshake, records both ways, close_notify both ways`, async () => {
       const seenChains: Buffer[][] = [];
