@@ -11,6 +11,7 @@ PKGS=(
   iperf3 openvpn                     # benchmarks: throughput and the OpenVPN peer
   clang-14 libclang-rt-14-dev        # libFuzzer harness of native/common (fuzz/run.js)
   libasan8 libubsan1                 # ASan/UBSan build of the addons (build-native.js --sanitize)
+  systemd util-linux                 # systemd-analyze verify of the unit; setpriv (least-privilege test)
 )
 missing=()
 for p in "${PKGS[@]}"; do
