@@ -265,17 +265,38 @@ export class ConntrackPurger {
    * enclave subnet), with one unfiltered dump; returns the count. For the start of a gateway
    * after a crash: not coalesced with purge(), so call it before any purge() runs.
    */
-  async purgeWhere(matches: (ip: Ipv4) => boolean, opts: { timeoutMs?: number } = {}): Promise<number> {
+  purgeWhere(matches: (ip: Ipv4) => boolean, opts: { timeoutMs?: number } = {}): Promise<number> {
+    return this.purgeSelected(
+      (msg) => {
+        const e = parseCtEntry(msg);
+        return e && (matches(e.src) || matches(e.dst)) ? e : null;
+      },
+      { ...opts, what: 'purging stale conntrack entries' },
+    );
+  }
+
+  /**
+   * One unfiltered dump; deletes the entries `select` returns (it sees each dumped message, so
+   * it can judge attributes CtEntry does not carry, e.g. the reply tuple of NATed flows).
+   * Not coalesced with purge(). Returns how many the kernel deleted.
+   */
+  async purgeSelected(
+    select: (msg: NlMessage) => CtEntry | null,
+    opts: { timeoutMs?: number; what?: string } = {},
+  ): Promise<number> {
     const timeoutMs = opts.timeoutMs ?? 5000;
     try {
       if ((await this.entryCount(timeoutMs)) === 0) return 0;
-      const victims = (await this.dump(null, 'src', timeoutMs)).filter(
-        (e) => matches(e.src) || matches(e.dst),
-      );
+      const msgs = await this.dumpMessages(null, 'src', timeoutMs);
+      const victims: CtEntry[] = [];
+      for (const m of msgs) {
+        const e = select(m);
+        if (e) victims.push(e);
+      }
       return (await this.deleteAll(victims, timeoutMs)).length;
     } catch (err) {
       if (err instanceof NetlinkError)
-        throw new ConntrackError(`purging stale conntrack entries failed: ${err.message}`, err);
+        throw new ConntrackError(`${opts.what ?? 'purging conntrack entries'} failed: ${err.message}`, err);
       throw err;
     }
   }
@@ -294,12 +315,16 @@ export class ConntrackPurger {
     return Number.MAX_SAFE_INTEGER;
   }
 
-  private async dump(ip: Ipv4 | null, dir: 'src' | 'dst', timeoutMs: number): Promise<CtEntry[]> {
-    const msgs = await this.channel.request((seq, port) => encodeCtDump(seq, port, ip, dir), {
+  private dumpMessages(ip: Ipv4 | null, dir: 'src' | 'dst', timeoutMs: number): Promise<NlMessage[]> {
+    return this.channel.request((seq, port) => encodeCtDump(seq, port, ip, dir), {
       timeoutMs,
       dump: true,
       what: `dumping conntrack entries${ip === null ? '' : ` with original ${dir} ${formatIpv4(ip)}`}`,
     });
+  }
+
+  private async dump(ip: Ipv4 | null, dir: 'src' | 'dst', timeoutMs: number): Promise<CtEntry[]> {
+    const msgs = await this.dumpMessages(ip, dir, timeoutMs);
     const out: CtEntry[] = [];
     for (const m of msgs) {
       const e = parseCtEntry(m);

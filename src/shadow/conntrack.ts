@@ -4,26 +4,11 @@
  * its *reply* source, so purgeConntrack (original source/destination) does not see it.
  * This dumps the IPv4 table over ctnetlink and deletes the entries whose reply source is
  * the enclave IP while their original destination is another address (i.e. NATed),
- * optionally only those of one port and protocol. Entries are deleted by their original
- * tuple, zone and id, like src/enforce/conntrack.ts does.
+ * optionally only those of one port and protocol, through ConntrackPurger.purgeSelected
+ * (deleted by their original tuple, zone and id, like every purge).
  */
-import {
-  AF_INET,
-  Errno,
-  NETLINK_NETFILTER,
-  NFGENMSG_LEN,
-  NFNL_SUBSYS_CTNETLINK,
-  NLM_F_ACK,
-  NLM_F_REQUEST,
-  NetlinkChannel,
-  NetlinkError,
-  RawSocketTransport,
-  encodeNfnlMsg,
-  findAttr,
-  type NlMessage,
-} from '../netlink/index.js';
-import { ConntrackError, encodeCtDump, parseCtEntry, type CtEntry } from '../enforce/conntrack.js';
-import { errorMessage } from '../util/errors.js';
+import { NFGENMSG_LEN, findAttr, type NlMessage } from '../netlink/index.js';
+import { ConntrackPurger, parseCtEntry, type CtEntry } from '../enforce/conntrack.js';
 import { formatIpv4, type Ipv4 } from '../util/ipv4.js';
 
 const CTA_TUPLE_REPLY = 2;
@@ -32,9 +17,6 @@ const CTA_TUPLE_PROTO = 2;
 const CTA_IP_V4_SRC = 1;
 const CTA_PROTO_NUM = 1;
 const CTA_PROTO_SRC_PORT = 2;
-const IPCTNL_MSG_CT_DELETE = 2;
-/** Deletes per datagram (the kernel acks each). */
-const DELETE_BATCH = 128;
 
 export interface NatFlow extends CtEntry {
   replySrc: Ipv4;
@@ -80,58 +62,18 @@ export type PurgeShadowFlows = (filter: ShadowFlowFilter) => Promise<number>;
 
 /** Deletes the DNATed flows to an enclave IP in this network namespace; returns how many. */
 export async function purgeShadowFlows(filter: ShadowFlowFilter, timeoutMs = 5000): Promise<number> {
-  let channel: NetlinkChannel;
+  // Its own socket: a netlink socket runs one dump at a time, and the session-end purges of
+  // src/enforce share theirs.
+  const purger = new ConntrackPurger();
   try {
-    channel = new NetlinkChannel(new RawSocketTransport(NETLINK_NETFILTER, { recvBufferSize: 1 << 20 }));
-  } catch (err) {
-    throw new ConntrackError(`cannot open a ctnetlink socket: ${errorMessage(err)}`, err);
-  }
-  try {
-    const msgs = await channel.request((seq, port) => encodeCtDump(seq, port, null, 'src'), {
-      timeoutMs,
-      dump: true,
-      what: 'dumping conntrack entries',
-    });
-    const victims = msgs.map(parseNatFlow).filter((f): f is NatFlow => f !== null && isShadowFlow(f, filter));
-    if (victims.length === 0) return 0;
-    let deleted = 0;
-    for (let i = 0; i < victims.length; i += DELETE_BATCH) {
-      deleted += await deleteBatch(channel, victims.slice(i, i + DELETE_BATCH), timeoutMs);
-    }
-    return deleted;
-  } catch (err) {
-    if (err instanceof ConntrackError) throw err;
-    throw new ConntrackError(
-      `purging the shadowed flows of ${formatIpv4(filter.enclaveIp)} failed: ${errorMessage(err)}`,
-      err,
+    return await purger.purgeSelected(
+      (msg) => {
+        const f = parseNatFlow(msg);
+        return f && isShadowFlow(f, filter) ? f : null;
+      },
+      { timeoutMs, what: `purging the shadowed flows of ${formatIpv4(filter.enclaveIp)}` },
     );
   } finally {
-    channel.close();
+    purger.close();
   }
-}
-
-async function deleteBatch(channel: NetlinkChannel, victims: NatFlow[], timeoutMs: number): Promise<number> {
-  const results = await channel.requestMany(
-    victims.map(
-      (e) => (seq: number, port: number) =>
-        encodeNfnlMsg(
-          {
-            subsys: NFNL_SUBSYS_CTNETLINK,
-            msg: IPCTNL_MSG_CT_DELETE,
-            flags: NLM_F_REQUEST | NLM_F_ACK,
-            family: AF_INET,
-            seq,
-            port,
-          },
-          [e.key],
-        ),
-    ),
-    { timeoutMs, what: 'deleting a conntrack entry' },
-  );
-  let deleted = 0;
-  for (const r of results) {
-    if (!(r instanceof NetlinkError)) deleted++;
-    else if (!r.isKernel(Errno.ENOENT)) throw r;
-  }
-  return deleted;
 }
