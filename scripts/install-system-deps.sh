@@ -12,6 +12,7 @@ PKGS=(
   clang-14 libclang-rt-14-dev        # libFuzzer harness of native/common (fuzz/run.js)
   libasan8 libubsan1                 # ASan/UBSan build of the addons (build-native.js --sanitize)
   systemd util-linux                 # systemd-analyze verify of the unit; setpriv (least-privilege test)
+  postgresql                         # fleet tests start their own PostgreSQL server (initdb/pg_ctl)
 )
 missing=()
 for p in "${PKGS[@]}"; do

@@ -1,0 +1,3 @@
+/** PostgreSQL plumbing shared by the policy store and the fleet registry (docs/fleet.md). */
+export * from './connection.js';
+export * from './listener.js';
