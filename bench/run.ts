@@ -8,6 +8,8 @@
  *   npm run bench -- --only datapath   one section (datapath, admission, enforcement, memory, soak, profile, fuzz); comma-separated
  *   npm run bench -- --out DIR         write the report and JSON somewhere else
  *   npm run bench -- --render          re-render BENCHMARKS.md from the last results (after editing bench/findings.md)
+ *   npm run bench -- --only X --merge  re-run sections and keep the other sections of the last results
+ *                                      (each section records when it ran; the report says so)
  */
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -32,12 +34,15 @@ export const SECTIONS = [
   'fuzz',
 ] as const;
 
-function parseArgs(argv: string[]): BenchOptions & { writeReport: boolean; renderOnly: boolean } {
+function parseArgs(
+  argv: string[],
+): BenchOptions & { writeReport: boolean; renderOnly: boolean; merge: boolean } {
   const only = new Set<string>();
   let quick = false;
   let renderOnly = false;
   let outDir = repoRoot;
   let writeReport = true;
+  let merge = false;
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     if (a === '--quick') quick = true;
@@ -51,15 +56,18 @@ function parseArgs(argv: string[]): BenchOptions & { writeReport: boolean; rende
     } else if (a === '--out') outDir = argv[++i] ?? outDir;
     else if (a === '--no-report') writeReport = false;
     else if (a === '--render') renderOnly = true;
+    else if (a === '--merge') merge = true;
     else if (a === '--help' || a === '-h') {
       process.stdout.write(
-        'usage: npm run bench -- [--quick] [--only datapath|admission|enforcement|memory|soak|profile|fuzz] [--out DIR] [--no-report] [--render]\n' +
+        'usage: npm run bench -- [--quick] [--only datapath|admission|enforcement|memory|soak|profile|fuzz] [--out DIR] [--no-report] [--render] [--merge]\n' +
+          '  --merge: with --only, keep the other sections of bench/results/latest.json\n' +
           '  --render: only re-render BENCHMARKS.md from bench/results/latest.json (e.g. after editing bench/findings.md)\n',
       );
       process.exit(0);
     } else throw new Error(`unknown option ${a}`);
   }
-  return { quick, only, outDir, writeReport, renderOnly };
+  if (merge && only.size === 0) throw new Error('--merge needs --only SECTIONS');
+  return { quick, only, outDir, writeReport, renderOnly, merge };
 }
 
 async function main(): Promise<void> {
@@ -75,6 +83,7 @@ async function main(): Promise<void> {
   if (process.getuid?.() !== 0)
     throw new Error('the benchmark needs root (network namespaces, TUN, nftables)');
   const started = Date.now();
+  const previous = opts.merge ? readPrevious(opts.outDir) : undefined;
   const results: BenchResults = {
     version: 1,
     mode: opts.quick ? 'quick' : 'full',
@@ -118,6 +127,7 @@ async function main(): Promise<void> {
       const t0 = Date.now();
       try {
         (results.sections as Record<string, unknown>)[name] = await fn();
+        (results.sectionTimes ??= {})[name] = new Date().toISOString();
       } catch (err) {
         results.errors[name] = errorText(err);
         log(`${name} failed: ${results.errors[name]}`);
@@ -140,6 +150,7 @@ async function main(): Promise<void> {
     lab?.destroy();
   }
   results.durationSeconds = Math.round((Date.now() - started) / 1000);
+  if (previous) mergeInto(results, previous);
   results.loadAverageEnd = readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ');
   mkdirSync(join(opts.outDir, 'bench', 'results'), { recursive: true });
   const jsonPath = join(opts.outDir, 'bench', 'results', 'latest.json');
@@ -150,6 +161,32 @@ async function main(): Promise<void> {
     writeFileSync(md, renderReport(results));
     log(`report: ${md}`);
   }
+}
+
+function readPrevious(outDir: string): BenchResults {
+  return JSON.parse(readFileSync(join(outDir, 'bench', 'results', 'latest.json'), 'utf8')) as BenchResults;
+}
+
+/**
+ * Keeps the sections (and their errors and times) of an earlier run that this run did not
+ * repeat. The machine line stays this run's; every section's time is shown in the report, so
+ * a reader sees which figures are older.
+ */
+function mergeInto(results: BenchResults, previous: BenchResults): void {
+  const ran = new Set(Object.keys(results.sections).concat(Object.keys(results.errors)));
+  const sections = results.sections as Record<string, unknown>;
+  const oldSections = previous.sections as Record<string, unknown>;
+  const fallback = previous.machine.date ?? 'an earlier run';
+  for (const [name, value] of Object.entries(oldSections)) {
+    if (ran.has(name)) continue;
+    sections[name] = value;
+    (results.sectionTimes ??= {})[name] = previous.sectionTimes?.[name] ?? fallback;
+  }
+  for (const [name, text] of Object.entries(previous.errors)) {
+    if (!ran.has(name) && !(name in results.errors)) results.errors[name] = text;
+  }
+  results.opensslSpeed ??= previous.opensslSpeed;
+  results.mode = previous.mode === results.mode ? results.mode : 'mixed';
 }
 
 /** JSON as the repository's formatter writes it (so `npm run lint` accepts the committed file). */
