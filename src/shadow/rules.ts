@@ -16,6 +16,7 @@ import { NftCli } from '../nft/cli.js';
 import type { NftCommand } from '../policy/nft.js';
 import { EnvironmentError, InputError, SengError } from '../util/errors.js';
 import { formatIpv4, type Ipv4 } from '../util/ipv4.js';
+import { validateInterfaceName } from '../util/names.js';
 import { protoName, type ShadowProto } from './protocol.js';
 
 export interface ShadowRule {
@@ -46,11 +47,7 @@ export const ANY_INTERFACE = 'any';
 
 /** Interface names as the kernel accepts them (IFNAMSIZ 16, no '/', no whitespace). */
 export function checkInterfaceName(name: string): string {
-  if (name === ANY_INTERFACE || /^[A-Za-z0-9_.:@-]{1,15}$/.test(name)) return name;
-  throw new InputError(
-    `"${name}" is not a network interface name`,
-    'e.g. eth0, or "any" for every interface',
-  );
+  return name === ANY_INTERFACE ? name : validateInterfaceName(name);
 }
 
 /** nftables / iptables object names: letters, digits, _ and -, starting with a letter. */

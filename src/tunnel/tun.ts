@@ -16,6 +16,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { EnvironmentError, InputError, SengError, errorMessage } from '../util/errors.js';
 import { parseIpv4 } from '../util/ipv4.js';
 import { silentLogger, type Logger } from '../util/log.js';
+import { validateInterfaceName } from '../util/names.js';
 import { LinkConfig } from './link.js';
 import {
   TUN_FLAG_MULTI_QUEUE,
@@ -85,8 +86,6 @@ interface TunEvents {
   error: [err: SengError];
   close: [];
 }
-
-const NAME_RE = /^[A-Za-z0-9_.\-%]{1,15}$/;
 
 interface ParsedAddress {
   address: number;
@@ -222,12 +221,8 @@ export class TunDevice extends EventEmitter<TunEvents> {
   static async open(opts: TunOpenOptions): Promise<TunDevice> {
     const logger = opts.logger ?? silentLogger;
     const name = opts.name;
-    if (typeof name !== 'string' || !NAME_RE.test(name) || name === '.' || name === '..') {
-      throw new InputError(
-        `"${String(name)}" is not a valid interface name`,
-        'use 1–15 characters from A–Z, a–z, 0–9, "_", "-", "." (e.g. tunFA)',
-      );
-    }
+    if (typeof name !== 'string') throw new InputError(`${String(name)} is not an interface name`);
+    validateInterfaceName(name, { template: true });
     if (opts.mtu !== undefined && (!Number.isInteger(opts.mtu) || opts.mtu < 68 || opts.mtu > 65535)) {
       throw new InputError(
         `MTU ${opts.mtu} is out of range`,

@@ -28,3 +28,36 @@ export function validateCategory(name: string): string {
     throw new InputError(problem, 'the seng kernel module stores at most 20 characters per category name');
   return name;
 }
+
+/**
+ * Network interface names: ONE rule for `serve --tun`, the TUN device and the shadow's
+ * interface. The kernel (dev_valid_name) takes 1–15 bytes other than "/", ":" and
+ * whitespace, and not "." or ".."; seng narrows that to characters that need no quoting
+ * anywhere an admin may paste the name (shell, iptables argv, nft JSON, logs). `%` is the
+ * kernel's template character (`tun%d`: the kernel picks the number) and only allowed
+ * where a device is created.
+ */
+export const INTERFACE_MAX = 15;
+
+export function interfaceNameProblem(name: string, opts: { template?: boolean } = {}): string | undefined {
+  const alphabet = opts.template ? /^[A-Za-z0-9_.@%-]+$/ : /^[A-Za-z0-9_.@-]+$/;
+  if (
+    name.length >= 1 &&
+    name.length <= INTERFACE_MAX &&
+    alphabet.test(name) &&
+    name !== '.' &&
+    name !== '..'
+  )
+    return undefined;
+  return (
+    `${quoteInput(name)} is not a network interface name: it must be 1 to ${INTERFACE_MAX} characters of ` +
+    `A-Z a-z 0-9 _ . - @${opts.template ? ' %' : ''}, not "." or ".."`
+  );
+}
+
+/** Returns the name, or throws an InputError saying what is wrong with it. */
+export function validateInterfaceName(name: string, opts: { template?: boolean } = {}): string {
+  const problem = interfaceNameProblem(name, opts);
+  if (problem) throw new InputError(problem, 'e.g. tunFA or eth0 (see `ip link` for the names on this host)');
+  return name;
+}

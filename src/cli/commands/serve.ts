@@ -6,6 +6,7 @@ import { InputError, errorMessage } from '../../util/errors.js';
 import { startGateway, type ServeConfig } from '../../gateway/serve.js';
 import { DEFAULT_CONTROL_PATH } from '../../gateway/control.js';
 import { checkInterfaceName } from '../../shadow/rules.js';
+import { interfaceNameProblem } from '../../util/names.js';
 import { tableFlag } from '../policy-flags.js';
 import { parseListenAddress } from '../../audit/metrics.js';
 import { DEFAULT_LEASE_DB, DEFAULT_LEASE_RETENTION_DAYS } from '../../audit/lease-store.js';
@@ -220,8 +221,8 @@ function buildServeConfig(o: ServeFileOptions): ServeConfig {
     );
   }
   const tun = opt<string>(o, 'tun');
-  if (!IFNAME_RE.test(tun))
-    usageError(`--tun "${tun}" is not a network interface name (1-15 characters, no "/", ":" or spaces)`);
+  const tunProblem = interfaceNameProblem(tun);
+  if (tunProblem) usageError(`--tun: ${tunProblem}`);
   const control = opt<string>(o, 'control');
   if (control.length === 0) usageError('--control needs a socket path');
   // Checked here, not as oclif dependsOn/exclusive: the other option may come from the file.
@@ -372,9 +373,6 @@ function metricsAddress(value: string): { host: string; port: number } {
     usageError((err as Error).message);
   }
 }
-
-/** Linux interface names: at most IFNAMSIZ-1 = 15 bytes, no slash, colon or whitespace. */
-const IFNAME_RE = /^[^/:\s]{1,15}$/;
 
 /** Gateway identities are small PEM files; anything bigger is the wrong file. */
 const MAX_PEM_BYTES = 1 << 20;
