@@ -231,9 +231,10 @@ export class SimEnclave extends EventEmitter {
         this.emit('packet', pkt);
       });
       if (native) this.startNativeForwarding(assignment);
-      else this.tun?.onPackets((packets) => {
-        for (const p of packets) this.toGateway(p);
-      });
+      else
+        this.tun?.onPackets((packets) => {
+          for (const p of packets) this.toGateway(p);
+        });
       this.startKeepalive(assignment);
       return assignment;
     } catch (err) {
