@@ -27,7 +27,7 @@ export interface NativeConnInfo {
   alertReceived?: NativeAlert | null;
   alertSent?: NativeAlert | null;
   sendError?: string;
-  /** Who seals and opens records: OpenSSL (handshake, client side) or the addon (server after release()). */
+  /** Who seals and opens records: OpenSSL (handshake, client side) or the addon (server after release(), client after handOff()). */
   recordLayer: 'openssl' | 'native' | 'none';
   /** Received records the native record layer discarded: replayed, forged (tag), other (epoch, version, framing). */
   discarded: { replayed: number; forged: number; other: number };

@@ -13,6 +13,7 @@ import {
   dispatchFromTunToSession,
   dtlsConnect,
   handOffClientSession,
+  nativeStats,
   type DtlsSession,
   type TunDispatch,
 } from '../../../src/dtls/index.js';
@@ -104,6 +105,7 @@ describe('dtls client handoff to the native record layer', { timeout: 60_000 }, 
   });
 
   it('close_notify from the handed-off client ends the server session, and vice versa', async () => {
+    const baseline = nativeStats();
     const one = await pair();
     const two = await pair();
     try {
@@ -119,6 +121,10 @@ describe('dtls client handoff to the native record layer', { timeout: 60_000 }, 
       await one.server.close();
       await two.server.close();
     }
+    // Four record layers (two per pair) and no SSL object were left: all freed with the sessions.
+    const end = nativeStats();
+    assert.equal(end.liveRecordLayer, baseline.liveRecordLayer, 'native record layers');
+    assert.equal(end.liveSsl, baseline.liveSsl, 'SSL objects');
   });
 
   it('a dispatch with a default route sends every device packet on the client session', async () => {
