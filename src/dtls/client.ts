@@ -12,6 +12,26 @@ import { UdpEndpoint, ipv4FromString } from './endpoint.js';
 import { DtlsSession } from './session.js';
 import { DEFAULT_CIPHERS, DtlsError, type DtlsConnectOptions } from './types.js';
 
+/** The UDP socket of each client session (for a TunDispatch that sends on it). */
+const sessionSockets = new WeakMap<DtlsSession, number>();
+
+/** The fd of a client session's own UDP socket while it is open; undefined for other sessions. */
+export function clientSocketFd(session: DtlsSession): number | undefined {
+  return session.open ? sessionSockets.get(session) : undefined;
+}
+
+/**
+ * Client, established: continue on the native record layer (keys and sequence numbers taken from
+ * OpenSSL, the SSL object freed; native/dtls/src/conn.cc), as the gateway's sessions do after the
+ * verdict. Needed before the session can be a TunDispatch route. Call it outside a 'message'
+ * listener of this session (then OpenSSL holds no unread record). False: the session stays on
+ * OpenSSL (closed, a server session, or a suite the native layer does not implement).
+ */
+export function handOffClientSession(session: DtlsSession): boolean {
+  if (!sessionSockets.has(session)) return false;
+  return session.nativeConn()?.handOff() ?? false;
+}
+
 /** Connects, completes the handshake (client certificate, pinned server certificate) and resolves the session. */
 export async function dtlsConnect(opts: DtlsConnectOptions): Promise<DtlsSession> {
   if (!Number.isInteger(opts.port) || opts.port < 1 || opts.port > 65535) {
@@ -55,7 +75,7 @@ export async function dtlsConnect(opts: DtlsConnectOptions): Promise<DtlsSession
       (arena, off, len, ip, p) => {
         if (ip === serverIp && p === port) onServerDatagram(arena, off, len);
       },
-      8, // one peer: a small arena (8 × 18 KiB) is plenty
+      opts.receiveBatch ?? 8, // one peer: a small arena (8 × 18 KiB) is plenty unless it streams
     );
   } catch (err) {
     ctx.free();
@@ -128,6 +148,7 @@ export async function dtlsConnect(opts: DtlsConnectOptions): Promise<DtlsSession
           logger,
           onEnd: () => void endpoint.close(),
         });
+        sessionSockets.set(session, endpoint.fd);
         session.input(null); // records that arrived with the server's Finished
         resolve(session);
         return;

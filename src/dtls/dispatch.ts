@@ -4,8 +4,12 @@
  * packet by destination IPv4 address to the session JavaScript registered for it, seals it with
  * that session's native record layer and sends the batch with sendmmsg(2) on the send tunnel's
  * socket. JavaScript decides who is routed (route / unroute) and reads the counters in bulk.
- * Made by DtlsServer.dispatchFromTun().
+ * Made by DtlsServer.dispatchFromTun(), or for a client session by dispatchFromTunToSession() (the
+ * enclave simulator: every packet of its device goes to its one session, a default route).
  */
+import { InputError } from '../util/errors.js';
+import { clientSocketFd } from './client.js';
+import { nativeError } from './errors.js';
 import {
   loadAddon,
   type NativeTunDispatch,
@@ -40,6 +44,23 @@ export class TunDispatch {
     const conn = session.nativeConn();
     if (this.closed || !conn) return false;
     return this.native.route(ip >>> 0, conn);
+  }
+
+  /**
+   * Packets for which no route was given go to `session` (replacing an earlier default route).
+   * False when the session cannot take them (closed, or not on the native record layer).
+   */
+  routeDefault(session: DtlsSession): boolean {
+    const conn = session.nativeConn();
+    if (this.closed || !conn) return false;
+    return this.native.routeDefault(conn);
+  }
+
+  /** Stops the default route; returns its final counters (undefined if there was none). */
+  unrouteDefault(): RouteStats | undefined {
+    if (this.closed) return undefined;
+    const r = this.native.unrouteDefault();
+    return r && { packets: r[0], bytes: r[1], oversize: r[2] };
   }
 
   /** Stops routing `ip`; returns the route's final counters (undefined if it had none). */
@@ -78,4 +99,40 @@ export class TunDispatch {
     this.closed = true;
     this.native.close();
   }
+}
+
+/**
+ * Client role: a dispatch thread that reads `tunFd` and sends every packet (≤ `mtu`) as a record
+ * of `session` on the session's own socket. The session must be a client session handed off to
+ * the native record layer (handOffClientSession). Close the dispatch before the device.
+ */
+export function dispatchFromTunToSession(
+  session: DtlsSession,
+  tunFd: number,
+  mtu: number,
+  opts: { batch?: number; vnetHdr?: boolean } = {},
+): TunDispatch {
+  const udpFd = clientSocketFd(session);
+  const conn = session.nativeConn();
+  if (udpFd === undefined || !conn) throw new InputError('the session is not an open client session');
+  let native: NativeTunDispatch;
+  try {
+    native = new (loadAddon().TunDispatch)(tunFd, udpFd, mtu, opts.batch ?? 64, opts.vnetHdr === true);
+  } catch (err) {
+    throw nativeError(err, 'cannot dispatch from the TUN device');
+  }
+  if (!native.routeDefault(conn)) {
+    native.close();
+    throw new InputError(
+      'the session is not on the native record layer',
+      'hand it off first (handOffClientSession)',
+    );
+  }
+  try {
+    native.start();
+  } catch (err) {
+    native.close();
+    throw nativeError(err, 'cannot dispatch from the TUN device');
+  }
+  return new TunDispatch(native, tunFd);
 }

@@ -6,8 +6,8 @@ import { loadAddon, type NativeStats, type NativeTunWriteStats } from './native.
 
 export { DtlsServer, type DtlsServerStats } from './server.js';
 export { DtlsSession, type DtlsSessionStats, type ForwardStats } from './session.js';
-export { TunDispatch, type TunDispatchStats, type RouteStats } from './dispatch.js';
-export { dtlsConnect } from './client.js';
+export { TunDispatch, dispatchFromTunToSession, type TunDispatchStats, type RouteStats } from './dispatch.js';
+export { dtlsConnect, handOffClientSession } from './client.js';
 export {
   DEFAULT_CIPHERS,
   DtlsError,

@@ -27,7 +27,7 @@ export interface NativeConnInfo {
   alertReceived?: NativeAlert | null;
   alertSent?: NativeAlert | null;
   sendError?: string;
-  /** Who seals and opens records: OpenSSL (handshake, client side) or the addon (server after release()). */
+  /** Who seals and opens records: OpenSSL (handshake, client side) or the addon (server after release(), client after handOff()). */
   recordLayer: 'openssl' | 'native' | 'none';
   /** Received records the native record layer discarded: replayed, forged (tag), other (epoch, version, framing). */
   discarded: { replayed: number; forged: number; other: number };
@@ -51,6 +51,11 @@ export interface NativeConn {
   nextTimeout(): number;
   /** Server, verdict accepted: sends the held final flight and hands off to the native record layer (F_FATAL: failed). */
   release(): number;
+  /**
+   * Client, established and with no unread record: continue on the native record layer (true),
+   * else stay on OpenSSL (false).
+   */
+  handOff(): boolean;
   reject(alertDescription: number): number;
   /** 1 sent, 0 closed, -1 empty/too large, -2 failed. */
   send(record: Uint8Array): number;
@@ -60,8 +65,16 @@ export interface NativeConn {
   /**
    * Write valid IPv4 records from sourceIp (host order, ≤ mtu bytes) to fd natively; fd < 0: off.
    * dropInvalid: drop invalid records natively (counted by reason) instead of handing them to JS.
+   * checkDestination (client role): the address is the packets' destination, not their source.
    */
-  setForward(fd: number, sourceIp: number, mtu: number, dropInvalid?: boolean, vnetHdr?: boolean): void;
+  setForward(
+    fd: number,
+    sourceIp: number,
+    mtu: number,
+    dropInvalid?: boolean,
+    vnetHdr?: boolean,
+    checkDestination?: boolean,
+  ): void;
   /** [packets, bytes, dropped, oversize, malformed, spoofed, lastSpoofedSource] of the fast path. */
   forwardStats(): number[];
   free(): void;
@@ -121,6 +134,8 @@ export interface NativeTunDispatchStats {
   /** Whether the device is read with a virtio_net_hdr (opened with offload). */
   offload: boolean;
   routes: number;
+  /** Whether packets without a route go to one session (routeDefault, the enclave simulator). */
+  defaultRoute: boolean;
   reading: boolean;
   /** Why reading stopped, e.g. the device was deleted. */
   readError?: string;
@@ -132,6 +147,9 @@ export interface NativeTunDispatch {
   route(ip: number, conn: NativeConn): boolean;
   /** [packets, bytes, oversize] of the route removed, undefined if there was none. */
   unroute(ip: number): [number, number, number] | undefined;
+  /** Packets no route claims go to conn (false: conn is not open on the native record layer). */
+  routeDefault(conn: NativeConn): boolean;
+  unrouteDefault(): [number, number, number] | undefined;
   stats(): NativeTunDispatchStats;
   /** [ip, packets, bytes, oversize] per route. */
   routeStats(): Float64Array;

@@ -187,14 +187,22 @@ export class DtlsSession extends EventEmitter<DtlsSessionEvents> {
    * turn it off. Counters: forwardStats(). `vnetHdr`: the fd carries a virtio_net_hdr (a TUN
    * device opened with offload); the packets of one receive batch are then written together,
    * consecutive TCP segments of a flow coalesced into GSO frames (counters: tunWriteStats()).
+   * `checkDestination` (client role): `sourceIp` is the destination every packet must have.
    */
   forwardTo(
     fd: number,
     sourceIp: number,
     mtu: number,
-    opts: { dropInvalid?: boolean; vnetHdr?: boolean } = {},
+    opts: { dropInvalid?: boolean; vnetHdr?: boolean; checkDestination?: boolean } = {},
   ): void {
-    this.conn?.setForward(fd, sourceIp, mtu, opts.dropInvalid === true, opts.vnetHdr === true);
+    this.conn?.setForward(
+      fd,
+      sourceIp,
+      mtu,
+      opts.dropInvalid === true,
+      opts.vnetHdr === true,
+      opts.checkDestination === true,
+    );
   }
 
   /** Counters of forwardTo() (kept after the session ended). */

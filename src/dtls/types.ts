@@ -89,6 +89,8 @@ export interface DtlsConnectOptions {
   localAddress?: string;
   idleTimeoutMs?: number;
   socketBufferBytes?: number;
+  /** Datagrams read per recvmmsg(2) (1..32, default 8; a streaming client wants 32). */
+  receiveBatch?: number;
   logger?: Logger;
 }
 

@@ -5,11 +5,27 @@
  * device and the two sessions, so ordinary programs in a network namespace talk
  * through the gateway. Misbehaviour switches (spoofed source, no ACK, another
  * certificate on the second session) exist for tests.
+ *
+ * Data path (with a TUN device): by default the gateway's native machinery, so that the
+ * simulator is not what limits a benchmark. Both sessions are handed off to the native record
+ * layer after the setup exchange; a dispatch thread reads the TUN device in batches (offload on:
+ * TSO super-packets are cut into ≤ MTU packets), seals each packet as a record of the receive
+ * tunnel (P) and sends the batch with sendmmsg(2) (TunDispatch with a default route); records of
+ * the send tunnel (P+1) are opened inside the addon as they arrive (recvmmsg) and written to the
+ * device, TCP segments coalesced into GSO writes (forwardTo, checking the destination is the
+ * enclave IP). The JS path (one SSL_write + send per packet, one TUN write per record) remains
+ * for SENG_NATIVE_FORWARD=0, nativeForward: false and the spoofSource switch.
  */
 import { spawnSync } from 'node:child_process';
 import { X509Certificate } from 'node:crypto';
 import { EventEmitter } from 'node:events';
-import { dtlsConnect, type DtlsSession } from '../dtls/index.js';
+import {
+  dispatchFromTunToSession,
+  dtlsConnect,
+  handOffClientSession,
+  type DtlsSession,
+  type TunDispatch,
+} from '../dtls/index.js';
 import { decodeIpAssignment, encodeIpAssignAck } from '../proto/messages.js';
 import {
   TunDevice,
@@ -54,6 +70,11 @@ export interface SimEnclaveOptions {
   keepaliveMs?: number;
   /** How long to wait for IpAssignment after the first handshake; default 5000 ms. */
   assignmentTimeoutMs?: number;
+  /**
+   * Move the TUN device's packets natively (dispatch thread, native record layer, batched
+   * sends/receives, offload); default true unless SENG_NATIVE_FORWARD=0. Off with spoofSource.
+   */
+  nativeForward?: boolean;
   logger?: Logger;
 }
 
@@ -124,6 +145,9 @@ export function icmpEchoRequest(src: Ipv4, dst: Ipv4, id: number, seq: number): 
   return p;
 }
 
+/** The tunnel MTU of SPEC §1.4: the TUN device's MTU and the largest inner packet. */
+const SIM_MTU = 1432;
+
 export class SimEnclaveError extends SengError {
   constructor(message: string, hint?: string) {
     super('ESIM', message, hint === undefined ? {} : { hint });
@@ -136,6 +160,8 @@ export class SimEnclave extends EventEmitter {
   recv: DtlsSession | undefined;
   send: DtlsSession | undefined;
   tun: TunDevice | undefined;
+  /** The native enclave → gateway path (undefined on the JS path). */
+  dispatch: TunDispatch | undefined;
   private closedReason: string | undefined;
   private readonly opts: SimEnclaveOptions;
   private readonly log: Logger;
@@ -144,7 +170,10 @@ export class SimEnclave extends EventEmitter {
   private lastTx = 0;
   /** Set per packet sent (cheaper than a clock read); the keepalive tick turns it into lastTx. */
   private sentSinceTick = false;
+  /** Packets of the JS path (the native path counts in nativeStats()), keepalives sent. */
   readonly counters = { toGateway: 0, fromGateway: 0, keepalives: 0 };
+  /** Dispatch packets at the last keepalive tick (native path: activity without JS). */
+  private dispatchedAtTick = 0;
 
   constructor(opts: SimEnclaveOptions) {
     super();
@@ -188,14 +217,24 @@ export class SimEnclave extends EventEmitter {
         certPem: o.secondCertPem ?? o.certPem,
         keyPem: o.secondKeyPem ?? o.keyPem,
         ...(o.secondLocalAddress ? { localAddress: o.secondLocalAddress } : {}),
+        // The gateway → enclave stream: read it in full recvmmsg batches.
+        receiveBatch: 32,
+        socketBufferBytes: 4 << 20,
       });
       this.send.on('close', (reason: string) => void this.close(`send tunnel closed: ${reason}`));
-      if (o.tun) await this.plumb(o.tun, assignment);
+      const native = o.tun !== undefined && this.nativeForwardWanted();
+      if (o.tun) await this.plumb(o.tun, assignment, native);
+      // Records the native check leaves to JS (and every record on the JS path).
       this.send.on('message', (pkt: Buffer) => {
         this.counters.fromGateway++;
         this.tun?.write(pkt);
         this.emit('packet', pkt);
       });
+      if (native) this.startNativeForwarding(assignment);
+      else
+        this.tun?.onPackets((packets) => {
+          for (const p of packets) this.toGateway(p);
+        });
       this.startKeepalive(assignment);
       return assignment;
     } catch (err) {
@@ -246,15 +285,52 @@ export class SimEnclave extends EventEmitter {
     });
   }
 
+  private nativeForwardWanted(): boolean {
+    if (this.spoof !== undefined) return false; // the rewrite happens in JS
+    return this.opts.nativeForward ?? process.env.SENG_NATIVE_FORWARD !== '0';
+  }
+
+  /**
+   * Hands both sessions off to the native record layer and starts the two native paths. When a
+   * session cannot be handed off (a suite the native layer lacks) the JS path takes over.
+   */
+  private startNativeForwarding(a: Assignment): void {
+    const tun = this.tun;
+    if (!tun || !this.recv || !this.send) return;
+    if (!handOffClientSession(this.recv) || !handOffClientSession(this.send)) {
+      this.log.warn({ event: 'native-forward-off' }, 'native record layer unavailable; forwarding in JS');
+      tun.onPackets((packets) => {
+        for (const p of packets) this.toGateway(p);
+      });
+      return;
+    }
+    this.send.forwardTo(tun.fd, parseIpv4(a.ip), SIM_MTU, {
+      vnetHdr: tun.offload,
+      checkDestination: true,
+    });
+    this.dispatch = dispatchFromTunToSession(this.recv, tun.fd, SIM_MTU, { vnetHdr: tun.offload });
+    this.log.debug({ event: 'native-forward', offload: tun.offload }, 'forwarding natively');
+  }
+
+  /** Packets the native paths moved (zero on the JS path). */
+  nativeStats(): { toGateway: number; fromGateway: number } {
+    return {
+      toGateway: this.dispatch?.stats().packets ?? 0,
+      fromGateway: this.send?.forwardStats().packets ?? 0,
+    };
+  }
+
   private async plumb(
     tun: { name: string; netns?: string; routes?: string[] },
     a: Assignment,
+    offload: boolean,
   ): Promise<void> {
     this.tun = await TunDevice.open({
       name: tun.name,
       create: true,
       up: tun.netns === undefined,
-      mtu: 1432,
+      mtu: SIM_MTU,
+      offload,
       logger: this.log,
     });
     const ns = tun.netns;
@@ -268,16 +344,13 @@ export class SimEnclave extends EventEmitter {
     if (ns !== undefined) {
       run(['link', 'set', 'dev', tun.name, 'netns', ns]);
       // The fd keeps working across namespaces; cleanup happens when it closes.
-      ip('link', 'set', 'dev', tun.name, 'mtu', '1432', 'up');
+      ip('link', 'set', 'dev', tun.name, 'mtu', String(SIM_MTU), 'up');
       ip('link', 'set', 'dev', 'lo', 'up');
       // Moving a device resets its IPv6 settings; keep router solicitations out of the tunnel.
       spawnSync('ip', ['netns', 'exec', ns, 'sysctl', '-qw', `net.ipv6.conf.${tun.name}.disable_ipv6=1`]);
     }
     ip('addr', 'add', `${a.ip}/${a.prefix}`, 'dev', tun.name);
     for (const route of tun.routes ?? []) ip('route', 'replace', route, 'via', a.gateway, 'dev', tun.name);
-    this.tun.onPackets((packets) => {
-      for (const p of packets) this.toGateway(p);
-    });
   }
 
   private startKeepalive(a: Assignment): void {
@@ -291,6 +364,11 @@ export class SimEnclave extends EventEmitter {
     const tick = Math.max(100, Math.min(1000, Math.floor(every / 4)));
     this.keepaliveTimer = setInterval(() => {
       const now = Date.now();
+      const dispatched = this.dispatch?.stats().packets ?? 0;
+      if (dispatched !== this.dispatchedAtTick) {
+        this.dispatchedAtTick = dispatched;
+        this.sentSinceTick = true;
+      }
       if (this.sentSinceTick) {
         this.sentSinceTick = false;
         this.lastTx = now;
@@ -320,6 +398,9 @@ export class SimEnclave extends EventEmitter {
     if (this.closedReason !== undefined) return;
     this.closedReason = reason;
     clearInterval(this.keepaliveTimer);
+    // The dispatch thread first: it reads the device and seals with the receive session.
+    this.dispatch?.close();
+    this.send?.forwardTo(-1, 0, SIM_MTU);
     this.recv?.close();
     this.send?.close();
     await this.tun?.close();

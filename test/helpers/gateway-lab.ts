@@ -181,7 +181,9 @@ export async function serve(
 
 export interface Sim {
   child: ChildProcess;
-  ready: { ip: string; prefix: number; gateway: string; tun: string | null } | undefined;
+  ready:
+    | { ip: string; prefix: number; gateway: string; tun: string | null; forwarding?: 'native' | 'js' | null }
+    | undefined;
   exit: Promise<number | null>;
   stderr: () => string;
 }
@@ -196,7 +198,7 @@ export async function sim(
   lab: Lab,
   host: Netns,
   cert: AppCert,
-  opts: { app?: Netns; gateway?: string; extra?: string[] } = {},
+  opts: { app?: Netns; gateway?: string; extra?: string[]; env?: Record<string, string> } = {},
 ): Promise<Sim> {
   const tun = `senc${process.pid % 1000}x${tunCounter++}`;
   const args = [
@@ -216,7 +218,7 @@ export async function sim(
     ...(opts.app ? ['--tun', tun, '--netns', opts.app.name, '--route', '10.99.0.0/24'] : []),
     ...(opts.extra ?? []),
   ];
-  const child = host.spawn(process.execPath, args);
+  const child = host.spawn(process.execPath, args, opts.env ? { env: opts.env } : {});
   let stderr = '';
   child.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
   const exit = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));

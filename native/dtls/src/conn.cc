@@ -39,6 +39,7 @@ Napi::Function Conn::Init(Napi::Env env) {
                          InstanceMethod<&Conn::Timeout>("timeout"),
                          InstanceMethod<&Conn::NextTimeout>("nextTimeout"),
                          InstanceMethod<&Conn::Release>("release"),
+                         InstanceMethod<&Conn::HandOff>("handOff"),
                          InstanceMethod<&Conn::Reject>("reject"),
                          InstanceMethod<&Conn::Send>("send"),
                          InstanceMethod<&Conn::Shutdown>("shutdown"),
@@ -114,7 +115,9 @@ void Conn::release() {
   state_ = State::Closed;
 }
 
-// Server, verdict accepted: keys and sequence numbers to the native record layer, SSL object freed.
+// Server, verdict accepted (release()), or client, once its setup records are read (handOff()): keys
+// and sequence numbers to the native record layer, SSL object freed. deriveRecordKeys takes our
+// direction of the key block from server_.
 bool Conn::handOff() {
   RecordKeys keys;
   std::string err;
@@ -354,12 +357,14 @@ Napi::Value Conn::Input(const Napi::CallbackInfo &info) {
   return Napi::Number::New(env, static_cast<double>(flags) + static_cast<double>(count) * 256.0);
 }
 
-// setForward(fd, sourceIpv4HostOrder, mtu, dropInvalid = false, vnetHdr = false): fd < 0 turns
-// forwarding off; vnetHdr: the fd carries a virtio_net_hdr (a TUN device opened with offload).
+// setForward(fd, sourceIpv4HostOrder, mtu, dropInvalid = false, vnetHdr = false,
+//            checkDestination = false): fd < 0 turns forwarding off; vnetHdr: the fd carries a
+// virtio_net_hdr (a TUN device opened with offload); checkDestination: the client role, the
+// address is the packets' destination (the enclave IP) instead of their source.
 Napi::Value Conn::SetForward(const Napi::CallbackInfo &info) {
   Napi::Env env = info.Env();
   if (info.Length() < 3 || !info[0].IsNumber() || !info[1].IsNumber() || !info[2].IsNumber())
-    throwCode(env, "EDTLS_USAGE", "setForward(fd, sourceIp, mtu, dropInvalid?, vnetHdr?)");
+    throwCode(env, "EDTLS_USAGE", "setForward(fd, ip, mtu, dropInvalid?, vnetHdr?, checkDestination?)");
   int fd = info[0].As<Napi::Number>().Int32Value();
   double ip = info[1].As<Napi::Number>().DoubleValue();
   double mtu = info[2].As<Napi::Number>().DoubleValue();
@@ -368,6 +373,7 @@ Napi::Value Conn::SetForward(const Napi::CallbackInfo &info) {
   const bool dropInvalid = info.Length() >= 4 && info[3].ToBoolean().Value();
   const bool vnetHdr = info.Length() >= 5 && info[4].ToBoolean().Value();
   forward_.configure(fd, static_cast<uint32_t>(ip), static_cast<size_t>(mtu), dropInvalid, vnetHdr);
+  forward_.checkDestination(info.Length() >= 6 && info[5].ToBoolean().Value());
   return env.Undefined();
 }
 
@@ -422,6 +428,21 @@ Napi::Value Conn::Release(const Napi::CallbackInfo &info) {
     return Napi::Number::New(env, F_FATAL);
   }
   return Napi::Number::New(env, 0);
+}
+
+// handOff(): client, established: carry on with the native record layer (as the server does after
+// release()), so that TunDispatch can seal for this session and records open without OpenSSL.
+// Only when OpenSSL holds no unread record (JS reads them first): those would be lost. Returns
+// true when handed off; false leaves the connection on OpenSSL, unchanged.
+Napi::Value Conn::HandOff(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  if (server_ || ssl_ == nullptr || rl_ || state_ != State::Open || SSL_has_pending(ssl_) == 1)
+    return Napi::Boolean::New(env, false);
+  const std::string before = error_;
+  const bool ok = handOff();
+  if (!ok) error_ = before;  // still open on OpenSSL: not an error of the association
+  ERR_clear_error();
+  return Napi::Boolean::New(env, ok);
 }
 
 // reject(alertDescription): server, the verdict rejected the peer (or the deadline passed). Drops

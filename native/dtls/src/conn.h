@@ -4,9 +4,9 @@
 //
 // Server side, once the verdict accepts the peer (release()), the association is handed off to the
 // native record layer: the keys, sequence numbers and a copy of our final flight are kept, the SSL
-// object is freed, and records are sealed and opened by record_layer.cc. The client side (the
-// enclave simulator and the tests) keeps its SSL object, so every test also checks the native
-// record layer against OpenSSL's.
+// object is freed, and records are sealed and opened by record_layer.cc. The client side keeps its
+// SSL object (so the tests also check the native record layer against OpenSSL's) unless it asks
+// for the same handoff (handOff(), the enclave simulator's batched data path).
 #pragma once
 
 #include <napi.h>
@@ -88,6 +88,7 @@ class Conn : public Napi::ObjectWrap<Conn> {
   Napi::Value Timeout(const Napi::CallbackInfo &info);
   Napi::Value NextTimeout(const Napi::CallbackInfo &info);
   Napi::Value Release(const Napi::CallbackInfo &info);
+  Napi::Value HandOff(const Napi::CallbackInfo &info);
   Napi::Value Reject(const Napi::CallbackInfo &info);
   Napi::Value Send(const Napi::CallbackInfo &info);
   Napi::Value Shutdown(const Napi::CallbackInfo &info);

@@ -56,6 +56,8 @@ Napi::Function TunDispatch::Init(Napi::Env env) {
                          InstanceMethod<&TunDispatch::Close>("close"),
                          InstanceMethod<&TunDispatch::AddRoute>("route"),
                          InstanceMethod<&TunDispatch::RemoveRoute>("unroute"),
+                         InstanceMethod<&TunDispatch::AddDefaultRoute>("routeDefault"),
+                         InstanceMethod<&TunDispatch::RemoveDefaultRoute>("unrouteDefault"),
                          InstanceMethod<&TunDispatch::Stats>("stats"),
                          InstanceMethod<&TunDispatch::RouteStats>("routeStats"),
                      });
@@ -141,6 +143,7 @@ Napi::Value TunDispatch::Close(const Napi::CallbackInfo &info) {
   stopThread();
   std::lock_guard<std::mutex> guard(mu_);
   routes_.clear();
+  defaultRoute_.reset();
   return info.Env().Undefined();
 }
 
@@ -175,6 +178,32 @@ Napi::Value TunDispatch::RemoveRoute(const Napi::CallbackInfo &info) {
   return a;
 }
 
+// routeDefault(conn): packets for any destination without a route go to conn (an open connection
+// on the native record layer). Returns false (and changes nothing) when conn is not one.
+Napi::Value TunDispatch::AddDefaultRoute(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  Conn *conn = info.Length() < 1 ? nullptr : Conn::FromValue(env, info[0]);
+  if (conn == nullptr) throwCode(env, "EDTLS_USAGE", "routeDefault(conn): conn is not a Conn");
+  auto route = std::make_unique<Route>();
+  if (stop_ || !conn->sendPath(&route->rl, &route->peer, &route->peerLen)) return Napi::Boolean::New(env, false);
+  std::lock_guard<std::mutex> guard(mu_);
+  defaultRoute_ = std::move(route);
+  return Napi::Boolean::New(env, true);
+}
+
+// unrouteDefault(): [packets, bytes, oversize] of the default route, or undefined when there was none.
+Napi::Value TunDispatch::RemoveDefaultRoute(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  std::lock_guard<std::mutex> guard(mu_);
+  if (!defaultRoute_) return env.Undefined();
+  Napi::Array a = Napi::Array::New(env, 3);
+  a.Set(0u, defaultRoute_->packets);
+  a.Set(1u, defaultRoute_->bytes);
+  a.Set(2u, defaultRoute_->oversize);
+  defaultRoute_.reset();
+  return a;
+}
+
 Napi::Value TunDispatch::Stats(const Napi::CallbackInfo &info) {
   Napi::Env env = info.Env();
   Napi::Object o = Napi::Object::New(env);
@@ -192,6 +221,7 @@ Napi::Value TunDispatch::Stats(const Napi::CallbackInfo &info) {
   o.Set("badFrames", counters_.badFrames);
   o.Set("offload", vnetHdr_);
   o.Set("routes", static_cast<double>(routes_.size()));
+  o.Set("defaultRoute", defaultRoute_ != nullptr);
   o.Set("reading", running_.load() && !stop_.load());
   if (readErrno_ != 0) o.Set("readError", std::strerror(readErrno_));
   return o;
@@ -299,21 +329,32 @@ unsigned TunDispatch::sealBatch(unsigned count) {
   return queued;
 }
 
+// The live route for destination (its own, else the default route), under mu_; routes whose
+// session ended (JavaScript has not unrouted them yet) are dropped on the way. nullptr if none.
+TunDispatch::Route *TunDispatch::findRoute(uint32_t destination) {
+  auto it = routes_.find(destination);
+  if (it != routes_.end()) {
+    if (!it->second.rl.expired()) return &it->second;
+    routes_.erase(it);
+  }
+  if (defaultRoute_ && defaultRoute_->rl.expired()) defaultRoute_.reset();
+  return defaultRoute_.get();
+}
+
 // Seals one packet into slot `slot` of the batch when it has an owner; counts it otherwise.
 bool TunDispatch::queuePacket(const uint8_t *p, size_t n, unsigned slot) {
   if (n < 20 || (p[0] >> 4) != 4) {
     counters_.malformed += 1;
     return false;
   }
-  auto it = routes_.find(ipv4Destination(p));
-  if (it == routes_.end()) {
+  Route *found = findRoute(ipv4Destination(p));
+  if (found == nullptr) {
     counters_.unknownDestination += 1;
     return false;
   }
-  Route &route = it->second;
+  Route &route = *found;
   std::shared_ptr<RecordLayer> rl = route.rl.lock();
-  if (!rl) {  // the session ended and JavaScript has not unrouted it yet
-    routes_.erase(it);
+  if (!rl) {  // the session ended just now; the next batch drops the route
     counters_.unknownDestination += 1;
     return false;
   }

@@ -10,6 +10,9 @@
 // reference to a session's record layer, whose sending side has its own lock (record_layer.h).
 // JavaScript reads the counters in bulk (stats, routeStats) and learns of a read error there.
 //
+// The enclave simulator (the client role) reads its own TUN device and has one session for
+// everything: routeDefault(conn) routes every packet no address route claims to that session.
+//
 // Packets from the device are checked in the order of the gateway's rule (src/tunnel/packet.ts,
 // routeDevicePacket): malformed (shorter than 20 bytes or not IPv4), unknown destination, oversize
 // (longer than the MTU).
@@ -77,6 +80,7 @@ class TunDispatch : public Napi::ObjectWrap<TunDispatch> {
 
   std::mutex mu_;  // routes_, counters_
   std::unordered_map<uint32_t, Route> routes_;
+  std::unique_ptr<Route> defaultRoute_;  // packets no entry of routes_ claims
   Counters counters_;
 
   // The thread only.
@@ -93,6 +97,7 @@ class TunDispatch : public Napi::ObjectWrap<TunDispatch> {
   bool readBatch(unsigned *count);
   unsigned sealBatch(unsigned count);
   bool queuePacket(const uint8_t *p, size_t n, unsigned slot);
+  Route *findRoute(uint32_t destination);
   unsigned sendQueued(unsigned count);
   void stopThread();
 
@@ -100,6 +105,8 @@ class TunDispatch : public Napi::ObjectWrap<TunDispatch> {
   Napi::Value Close(const Napi::CallbackInfo &info);
   Napi::Value AddRoute(const Napi::CallbackInfo &info);
   Napi::Value RemoveRoute(const Napi::CallbackInfo &info);
+  Napi::Value AddDefaultRoute(const Napi::CallbackInfo &info);
+  Napi::Value RemoveDefaultRoute(const Napi::CallbackInfo &info);
   Napi::Value Stats(const Napi::CallbackInfo &info);
   Napi::Value RouteStats(const Napi::CallbackInfo &info);
 };

@@ -7,15 +7,6 @@
 
 namespace seng_dtls {
 
-namespace {
-
-uint32_t ipv4Source(const uint8_t *p) {
-  return (static_cast<uint32_t>(p[12]) << 24) | (static_cast<uint32_t>(p[13]) << 16) |
-         (static_cast<uint32_t>(p[14]) << 8) | p[15];
-}
-
-}  // namespace
-
 void TunForwarder::configure(int fd, uint32_t sourceIp, size_t mtu, bool dropInvalid, bool vnetHdr) {
   fd_ = fd < 0 ? -1 : fd;
   source_ = sourceIp;
@@ -30,7 +21,7 @@ TunForwarder::Verdict TunForwarder::classify(const uint8_t *p, size_t n) const {
   const size_t ihlBytes = static_cast<size_t>(p[0] & 0x0f) * 4;
   if ((p[0] >> 4) != 4 || ihlBytes < 20 || ihlBytes > n) return Verdict::Malformed;
   if (((static_cast<size_t>(p[2]) << 8) | p[3]) != n) return Verdict::Malformed;
-  return ipv4Source(p) == source_ ? Verdict::Ok : Verdict::Spoofed;
+  return checked(p) == source_ ? Verdict::Ok : Verdict::Spoofed;
 }
 
 bool TunForwarder::offer(const uint8_t *p, size_t n) {
@@ -59,7 +50,7 @@ bool TunForwarder::offer(const uint8_t *p, size_t n) {
     case Verdict::Spoofed:
       if (!dropInvalid_) return false;
       spoofed += 1;
-      lastSpoofedSource = ipv4Source(p);
+      lastSpoofedSource = checked(p);
       return true;
   }
   return false;

@@ -4,6 +4,8 @@
 //   oversize   record length > MTU
 //   malformed  length < 20, version ≠ 4, IHL < 5, IHL × 4 > length, total length ≠ record length
 //   spoofed    source ≠ the enclave IP
+// The client role (the enclave simulator's send tunnel, checkDestination) checks the destination
+// instead: the gateway forwards packets from any address, but only to the enclave IP.
 // Invalid records are left to JavaScript, or, with dropInvalid, dropped here and counted by reason.
 // On a device with a virtio_net_hdr (vnetHdr: opened with offload) valid packets go through the
 // fd's TunWriter (tun_writer.h), which coalesces a receive batch's TCP segments into GSO writes;
@@ -22,6 +24,9 @@ class TunForwarder {
   // fd < 0 turns forwarding off. sourceIp is the enclave IP in host order.
   void configure(int fd, uint32_t sourceIp, size_t mtu, bool dropInvalid, bool vnetHdr);
   bool enabled() const { return fd_ >= 0; }
+  // Client role: compare the destination, not the source, with the configured address (the
+  // mismatches count as `spoofed`, the address in lastSpoofedSource).
+  void checkDestination(bool on) { checkDestination_ = on; }
 
   Verdict classify(const uint8_t *packet, size_t length) const;
 
@@ -40,6 +45,14 @@ class TunForwarder {
   size_t mtu_ = 0;
   bool dropInvalid_ = false;
   bool vnetHdr_ = false;
+  bool checkDestination_ = false;
+
+  // The address the rule compares (host order): source, or destination with checkDestination_.
+  uint32_t checked(const uint8_t *p) const {
+    const uint8_t *a = p + (checkDestination_ ? 16 : 12);
+    return (static_cast<uint32_t>(a[0]) << 24) | (static_cast<uint32_t>(a[1]) << 16) |
+           (static_cast<uint32_t>(a[2]) << 8) | a[3];
+  }
 };
 
 }  // namespace seng_dtls

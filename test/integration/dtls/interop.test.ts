@@ -3,7 +3,13 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { X509Certificate } from 'node:crypto';
-import { DtlsError, DtlsServer, dtlsConnect, type DtlsSession } from '../../../src/dtls/index.js';
+import {
+  DtlsError,
+  DtlsServer,
+  dtlsConnect,
+  handOffClientSession,
+  type DtlsSession,
+} from '../../../src/dtls/index.js';
 import { CertDir, Proc, freeUdpPort, type TestIdentity } from '../../fixtures/dtls/certs.js';
 
 const SUITES = {
@@ -202,6 +208,42 @@ describe('dtls interop with openssl', { timeout: 120_000 }, () => {
   }
 
   for (const kind of ['rsa', 'ec'] as const) {
+    it(`our client handed off to the native record layer → s_server (${SUITES[kind]}): data both ways, close`, async () => {
+      const port = await freeUdpPort();
+      const proc = sServer(kind, port, ids[`cli-${kind}`]!);
+      try {
+        await proc.waitFor(/ACCEPT/, 10_000, 'stdout');
+        const session = await dtlsConnect({
+          host: '127.0.0.1',
+          port,
+          certPem: ids[`cli-${kind}`]!.certPem,
+          keyPem: ids[`cli-${kind}`]!.keyPem,
+          caPem: ids[`srv-${kind}`]!.certPem,
+          cipherList: SUITES[kind],
+        });
+        const got = messages(session);
+        const closedP = new Promise<string>((resolve) => session.once('close', (r) => resolve(r)));
+        // One record each way on OpenSSL, then the rest on the native record layer: OpenSSL's
+        // s_server checks our keys (client direction) and sequence numbers.
+        assert.equal(session.send(Buffer.from('before the handoff\n')), true);
+        await proc.waitFor(/before the handoff/, 5000, 'stdout');
+        proc.write('first from s_server\n');
+        await waitUntil(() => got.text().includes('first from s_server\n'), 5000, 'data from s_server');
+        assert.equal(handOffClientSession(session), true);
+        assert.equal(session.nativeConn()?.info().recordLayer, 'native');
+        assert.equal(session.send(Buffer.from('after the handoff\n')), true);
+        await proc.waitFor(/after the handoff/, 5000, 'stdout');
+        proc.write('second from s_server\n');
+        await waitUntil(() => got.text().includes('second from s_server\n'), 5000, 'data after the handoff');
+        session.close(); // our close_notify, sealed natively
+        assert.equal(await within(closedP, 5000, 'close'), 'local');
+        await proc.waitFor(/DONE|CONNECTION CLOSED/, 5000);
+        assert.equal(await within(proc.exited, 5000, 's_server exit'), 0);
+      } finally {
+        await proc.kill();
+      }
+    });
+
     it(`our client → s_server -verify (${SUITES[kind]}): handshake, data both ways, close`, async () => {
       const port = await freeUdpPort();
       const proc = sServer(kind, port, ids[`cli-${kind}`]!);

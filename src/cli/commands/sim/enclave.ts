@@ -14,6 +14,7 @@ export default class SimEnclaveCommand extends SengCommand<typeof SimEnclaveComm
 Prints one JSON line {"event":"ready",...} on stdout when the tunnel is up; runs until SIGINT/SIGTERM (exit 0) or until the gateway ends the session (exit 3).
 
 Cipher suite: the one matching the pinned gateway certificate's key (RSA: ECDHE-RSA-AES256-GCM-SHA384, EC: ECDHE-ECDSA-AES128-GCM-SHA256, SPEC §1.1), so a gateway with both identities serves the pinned one; --cipher overrides.
+Data path: with --tun, both sessions continue on the native record layer after the setup; a thread reads the TUN device in batches (offload on) and sends the records with sendmmsg, and the gateway's records are written to the device inside the addon, as the gateway does ("forwarding":"native" in the ready line). SENG_NATIVE_FORWARD=0 (or --spoof-source) keeps every packet in JavaScript ("forwarding":"js").
 Keepalive: the gateway ends a session after its idle timeout (default 120 s) without a packet from the enclave; unless --keepalive 0, the simulator sends an ICMP echo request from its enclave IP to the gateway IP whenever it has sent nothing for --keepalive seconds (the gateway's kernel answers it).`;
   static override examples = [
     '<%= config.bin %> sim enclave --gateway 10.0.0.1 --cert app.crt --key app.key --gateway-cert gw.crt --tun senc0 --netns app1 --route 10.99.0.0/24',
@@ -109,7 +110,12 @@ Keepalive: the gateway ends a session after its idle timeout (default 120 s) wit
     });
     const assignment = await sim.connect();
     process.stdout.write(
-      `${JSON.stringify({ event: 'ready', ...assignment, tun: sim.tun?.name ?? null })}\n`,
+      `${JSON.stringify({
+        event: 'ready',
+        ...assignment,
+        tun: sim.tun?.name ?? null,
+        forwarding: sim.tun ? (sim.dispatch ? 'native' : 'js') : null,
+      })}\n`,
     );
     this.logger.info(
       { event: 'ready', ...assignment },
@@ -125,14 +131,19 @@ Keepalive: the gateway ends a session after its idle timeout (default 120 s) wit
       : undefined;
     shadow?.start((e) => process.stdout.write(`${JSON.stringify(e)}\n`));
     const exitCode = await new Promise<number>((resolve) => {
+      // A signal's own close (which emits 'closed' too) exits 0.
+      let stopping = false;
       // Shadowed listeners close first: their close notify still needs the tunnel.
-      const stop = () =>
+      const stop = () => {
+        stopping = true;
         void (shadow?.stop() ?? Promise.resolve())
           .then(() => sim.close('stopped by signal'))
           .then(() => resolve(0));
+      };
       process.once('SIGINT', stop);
       process.once('SIGTERM', stop);
       sim.once('closed', (reason: string) => {
+        if (stopping) return;
         this.logger.warn({ event: 'closed', reason }, `session ended: ${reason}`);
         void (shadow?.stop(1000) ?? Promise.resolve()).then(() => resolve(3));
       });
