@@ -73,12 +73,22 @@ export interface DtlsSessionEvents {
   newListener: [event: string | symbol, listener: unknown];
 }
 
+/** One string per cipher-suite name for all sessions (the addon returns a fresh one each time). */
+const suiteNames = new Map<string, string>();
+function internSuiteName(name: string): string {
+  const known = suiteNames.get(name);
+  if (known !== undefined) return known;
+  if (suiteNames.size < 64) suiteNames.set(name, name);
+  return name;
+}
+
 /**
  * Memory: a gateway holds two sessions per enclave for as long as it is connected, so a session
- * keeps only what it needs while idle: its counters as plain number fields (no counters object),
- * no forwarding counters until it ends (read from the native object), and no 'newListener'
- * listener unless records arrived before the first 'message' listener. The idle timer calls a
- * module-level function with the session as its argument (no closure per arm).
+ * keeps only what it needs while idle: the suite name shared with every session of that suite,
+ * its counters as plain number fields (no counters object), no forwarding counters until it ends
+ * (read from the native object), and no 'newListener' listener unless records arrived before the
+ * first 'message' listener. The idle timer calls a module-level function with the session as its
+ * argument (no closure per arm).
  */
 export class DtlsSession extends EventEmitter<DtlsSessionEvents> {
   readonly remoteAddress: string;
@@ -131,7 +141,7 @@ export class DtlsSession extends EventEmitter<DtlsSessionEvents> {
     this.logger = init.logger ?? silentLogger;
     this.onEnd = init.onEnd;
     const info = init.conn.info();
-    this.cipher = info.cipher ?? '';
+    this.cipher = internSuiteName(info.cipher ?? '');
     this.maxRecordSize = info.maxRecord;
     this.idleMs = init.idleTimeoutMs;
     this.armIdle(this.idleMs);
