@@ -12,7 +12,8 @@
 // temporary context that is freed right away; the next one creates the direction's persistent
 // context. A gateway's receive association (port P) thus never keeps a seal context (it seals
 // only the IpAssignment and alerts), its send association (P+1) no open context (the enclave sends
-// nothing there but close_notify), and an idle enclave holds two contexts instead of four.
+// nothing there but close_notify): an enclave with traffic holds two contexts instead of four, an
+// enclave that stayed idle since its setup none.
 // With a persistent context only the nonce changes per record. Received records pass the replay
 // window (RFC 6347 §4.1.2.6, 64 records) before decryption and are marked in it only once
 // authenticated.
@@ -87,7 +88,8 @@ class RecordLayer {
   // The length of the record that starts at d[0, n) when the whole of it is there, else 0.
   static size_t framedLength(const uint8_t *d, size_t n);
 
-  // Whether a direction holds its persistent cipher context (info(), memory tests).
+  // Whether a direction holds its persistent cipher context (info(), memory tests). The open side
+  // is read without a lock: call it where open() may be called (the receiving thread).
   bool hasSealContext();
   bool hasOpenContext() const { return open_.ctx != nullptr; }
 
