@@ -5,6 +5,8 @@
  * most 3,500 enclaves = 7,000 UDP sockets, below this machine's open-file limit); connects are
  * paced by bounded concurrency. The gateway runs with a long idle timeout so nothing expires.
  */
+import { readdirSync, statSync } from 'node:fs';
+import { join } from 'node:path';
 import { GW_SENG, SENG_PORT, startGateway, type Lab, type Proc } from './lib/lab.js';
 import { log, round, rssKiB, sleep, type BenchOptions } from './lib/util.js';
 import { certPool } from './admission.js';
@@ -40,6 +42,40 @@ export interface MemoryResult {
 
 const PER_WORKER = 3500;
 
+/**
+ * SENG_BENCH_HEAP_SNAPSHOTS=DIR: the gateway writes a V8 heap snapshot into DIR at every point
+ * (0, 1,000, 10,000 enclaves), to attribute the JS heap per enclave (e.g. in Chrome DevTools'
+ * comparison view). Off by default: a snapshot pauses the gateway for seconds and leaves its RSS
+ * higher, so the RSS figures of such a run are not comparable.
+ */
+const SNAPSHOT_DIR = process.env.SENG_BENCH_HEAP_SNAPSHOTS;
+const SNAPSHOT_SIGNAL = 'SIGWINCH';
+
+function snapshotArgs(): string[] {
+  return SNAPSHOT_DIR ? [`--heapsnapshot-signal=${SNAPSHOT_SIGNAL}`, `--diagnostic-dir=${SNAPSHOT_DIR}`] : [];
+}
+
+/** Asks the gateway for a heap snapshot and waits until the file is complete. */
+async function heapSnapshot(pid: number | undefined): Promise<void> {
+  if (!SNAPSHOT_DIR || pid === undefined) return;
+  const before = new Set(readdirSync(SNAPSHOT_DIR));
+  process.kill(pid, SNAPSHOT_SIGNAL);
+  for (let i = 0; i < 600; i++) {
+    await sleep(1000);
+    const fresh = readdirSync(SNAPSHOT_DIR).filter((f) => f.endsWith('.heapsnapshot') && !before.has(f));
+    const file = fresh[0];
+    if (file === undefined) continue;
+    // V8 writes the snapshot in one go; it is complete once its size stops changing.
+    const size = statSync(join(SNAPSHOT_DIR, file)).size;
+    await sleep(2000);
+    if (statSync(join(SNAPSHOT_DIR, file)).size === size && size > 0) {
+      log(`memory: heap snapshot ${join(SNAPSHOT_DIR, file)}`);
+      return;
+    }
+  }
+  log('memory: the heap snapshot did not appear');
+}
+
 export async function runMemory(lab: Lab, opts: BenchOptions): Promise<MemoryResult> {
   const targets = opts.quick ? [1000] : [1000, 10000];
   const result: MemoryResult = { suite: 'ec', points: [] };
@@ -53,11 +89,12 @@ export async function runMemory(lab: Lab, opts: BenchOptions): Promise<MemoryRes
       idleTimeoutS: 7200,
       maxSessions: max + 1000,
       maxHandshakes: 256,
-      nodeArgs: ['--trace-gc', ...probeNodeArgs()],
+      nodeArgs: ['--trace-gc', ...probeNodeArgs(), ...snapshotArgs()],
     });
     await sleep(3000);
     const baseHeap = await probeHeap(gw.pid);
     const base = rssKiB(gw.pid);
+    await heapSnapshot(gw.pid);
     result.points.push({
       sessions: 0,
       live: 0,
@@ -102,6 +139,7 @@ export async function runMemory(lab: Lab, opts: BenchOptions): Promise<MemoryRes
       await sleep(3000);
       const h = await probeHeap(gw.pid);
       const rss = rssKiB(gw.pid);
+      await heapSnapshot(gw.pid);
       const perJs = h && baseHeap ? round((h.total - baseHeap.total) / target, 2) : undefined;
       const total =
         result.points.length > 1 ? live + (result.points[result.points.length - 1]?.live ?? 0) : live;

@@ -31,6 +31,10 @@ export interface NativeConnInfo {
   recordLayer: 'openssl' | 'native' | 'none';
   /** Received records the native record layer discarded: replayed, forged (tag), other (epoch, version, framing). */
   discarded: { replayed: number; forged: number; other: number };
+  /** Native record layer: which directions hold a persistent cipher context (created lazily). */
+  cipherContexts?: { seal: boolean; open: boolean };
+  /** Native record layer: bytes of our final flight still kept for a retransmitted client Finished. */
+  finalFlightBytes?: number;
 }
 
 export interface NativeConn {

@@ -408,7 +408,7 @@ export class DtlsServer extends EventEmitter<DtlsServerEvents> {
       verifyContext: v.context,
       idleTimeoutMs: this.opts.idleTimeoutMs,
       logger: this.logger,
-      onEnd: (s, reason) => this.onSessionEnd(hs.key, s, reason),
+      onEnd: this.sessionEnder(hs.key),
     });
     this.peers.set(hs.key, { session, random: hs.random });
     this.sessionCount++;
@@ -418,6 +418,14 @@ export class DtlsServer extends EventEmitter<DtlsServerEvents> {
       'dtls session established',
     );
     this.emit('session', session);
+  }
+
+  /**
+   * The session's end hook, made outside onVerdict so that its closure holds only the key (a
+   * closure there would keep the whole Handshake, its timers and random, for the session's life).
+   */
+  private sessionEnder(key: number): (s: DtlsSession, reason: CloseReason) => void {
+    return (s, reason) => this.onSessionEnd(key, s, reason);
   }
 
   private onSessionEnd(key: number, s: DtlsSession, _reason: CloseReason): void {

@@ -48,7 +48,7 @@ export interface ForwardStats {
   lastSpoofedSource: number;
 }
 
-const NO_FORWARDING: ForwardStats = {
+const NO_FORWARDING: Readonly<ForwardStats> = Object.freeze({
   packets: 0,
   bytes: 0,
   dropped: 0,
@@ -56,7 +56,7 @@ const NO_FORWARDING: ForwardStats = {
   malformed: 0,
   spoofed: 0,
   lastSpoofedSource: 0,
-};
+});
 
 export interface DtlsSessionStats {
   recordsIn: number;
@@ -73,6 +73,23 @@ export interface DtlsSessionEvents {
   newListener: [event: string | symbol, listener: unknown];
 }
 
+/** One string per cipher-suite name for all sessions (the addon returns a fresh one each time). */
+const suiteNames = new Map<string, string>();
+function internSuiteName(name: string): string {
+  const known = suiteNames.get(name);
+  if (known !== undefined) return known;
+  if (suiteNames.size < 64) suiteNames.set(name, name);
+  return name;
+}
+
+/**
+ * Memory: a gateway holds two sessions per enclave for as long as it is connected, so a session
+ * keeps only what it needs while idle: the suite name shared with every session of that suite,
+ * its counters as plain number fields (no counters object), no forwarding counters until it ends
+ * (read from the native object), and no 'newListener' listener unless records arrived before the
+ * first 'message' listener. The idle timer calls a module-level function with the session as its
+ * argument (no closure per arm).
+ */
 export class DtlsSession extends EventEmitter<DtlsSessionEvents> {
   readonly remoteAddress: string;
   readonly remotePort: number;
@@ -93,22 +110,23 @@ export class DtlsSession extends EventEmitter<DtlsSessionEvents> {
   readonly maxRecordSize: number;
 
   private conn: NativeConn | undefined;
-  /** forwardStats() as of the last read, kept after the native object is freed. */
-  private lastForward: ForwardStats = { ...NO_FORWARDING };
+  /** forwardStats() as of the end, kept after the native object is freed. */
+  private lastForward: Readonly<ForwardStats> = NO_FORWARDING;
   private readonly logger: Logger;
   private readonly onEnd: ((session: DtlsSession, reason: CloseReason) => void) | undefined;
-  private idleMs: number;
-  private idleTimer: NodeJS.Timeout | undefined;
-  private lastRx = Date.now();
+  /** @internal read by checkIdle */
+  idleMs: number;
+  /** @internal */
+  idleTimer: NodeJS.Timeout | undefined;
+  /** @internal when the last datagram arrived (Date.now()) */
+  lastRx = Date.now();
   private early: Buffer[] | undefined;
   private ended = false;
-  private readonly counters: DtlsSessionStats = {
-    recordsIn: 0,
-    recordsOut: 0,
-    bytesIn: 0,
-    bytesOut: 0,
-    oversize: 0,
-  };
+  private recordsIn = 0;
+  private recordsOut = 0;
+  private bytesIn = 0;
+  private bytesOut = 0;
+  private oversize = 0;
 
   /** @internal sessions are made by DtlsServer and dtlsConnect. */
   constructor(init: SessionInit) {
@@ -123,22 +141,10 @@ export class DtlsSession extends EventEmitter<DtlsSessionEvents> {
     this.logger = init.logger ?? silentLogger;
     this.onEnd = init.onEnd;
     const info = init.conn.info();
-    this.cipher = info.cipher ?? '';
+    this.cipher = internSuiteName(info.cipher ?? '');
     this.maxRecordSize = info.maxRecord;
     this.idleMs = init.idleTimeoutMs;
     this.armIdle(this.idleMs);
-    this.on('newListener', (event: string | symbol) => {
-      if (event === 'message' && this.early) {
-        const queued = this.early;
-        this.early = undefined;
-        queueMicrotask(() => {
-          for (const r of queued) {
-            if (this.ended && this.listenerCount('message') === 0) break;
-            this.emit('message', r);
-          }
-        });
-      }
-    });
   }
 
   /** True until the session has ended. */
@@ -147,7 +153,13 @@ export class DtlsSession extends EventEmitter<DtlsSessionEvents> {
   }
 
   stats(): DtlsSessionStats {
-    return { ...this.counters };
+    return {
+      recordsIn: this.recordsIn,
+      recordsOut: this.recordsOut,
+      bytesIn: this.bytesIn,
+      bytesOut: this.bytesOut,
+      oversize: this.oversize,
+    };
   }
 
   /**
@@ -159,12 +171,12 @@ export class DtlsSession extends EventEmitter<DtlsSessionEvents> {
     if (!conn) return false;
     const r = conn.send(record);
     if (r > 0) {
-      this.counters.recordsOut++;
-      this.counters.bytesOut += record.byteLength;
+      this.recordsOut++;
+      this.bytesOut += record.byteLength;
       return true;
     }
     if (r === -1) {
-      this.counters.oversize++;
+      this.oversize++;
       return false;
     }
     if (r === -2) this.end('error', conn.info().error);
@@ -208,18 +220,16 @@ export class DtlsSession extends EventEmitter<DtlsSessionEvents> {
   /** Counters of forwardTo() (kept after the session ended). */
   forwardStats(): ForwardStats {
     const s = this.conn?.forwardStats();
-    if (s) {
-      this.lastForward = {
-        packets: s[0] ?? 0,
-        bytes: s[1] ?? 0,
-        dropped: s[2] ?? 0,
-        oversize: s[3] ?? 0,
-        malformed: s[4] ?? 0,
-        spoofed: s[5] ?? 0,
-        lastSpoofedSource: s[6] ?? 0,
-      };
-    }
-    return { ...this.lastForward };
+    if (!s) return { ...this.lastForward };
+    return {
+      packets: s[0] ?? 0,
+      bytes: s[1] ?? 0,
+      dropped: s[2] ?? 0,
+      oversize: s[3] ?? 0,
+      malformed: s[4] ?? 0,
+      spoofed: s[5] ?? 0,
+      lastSpoofedSource: s[6] ?? 0,
+    };
   }
 
   /** @internal the native connection while the session is open (for TunDispatch). */
@@ -277,7 +287,7 @@ export class DtlsSession extends EventEmitter<DtlsSessionEvents> {
     if (this.idleTimer) clearTimeout(this.idleTimer);
     this.idleTimer = undefined;
     const conn = this.conn;
-    if (conn) this.forwardStats();
+    if (conn) this.lastForward = this.forwardStats();
     this.conn = undefined;
     conn?.free();
     this.logger.debug(
@@ -308,32 +318,56 @@ export class DtlsSession extends EventEmitter<DtlsSessionEvents> {
   }
 
   private deliverOne(rec: Buffer): void {
-    this.counters.recordsIn++;
-    this.counters.bytesIn += rec.length;
+    this.recordsIn++;
+    this.bytesIn += rec.length;
     if (this.listenerCount('message') === 0) {
-      this.early ??= [];
+      if (!this.early) {
+        this.early = [];
+        // Only now a 'newListener' hook: it hands the buffered records to the first listener.
+        const hook = (event: string | symbol): void => {
+          if (event !== 'message') return;
+          this.off('newListener', hook);
+          this.flushEarly();
+        };
+        this.on('newListener', hook);
+      }
       if (this.early.length < MAX_EARLY_RECORDS) this.early.push(rec);
     } else if (!this.ended) {
       this.emit('message', rec);
     }
   }
 
-  private armIdle(ms: number): void {
+  /** Hands the records buffered before the first 'message' listener to it. */
+  private flushEarly(): void {
+    const queued = this.early;
+    if (!queued) return;
+    this.early = undefined;
+    queueMicrotask(() => {
+      for (const r of queued) {
+        if (this.ended && this.listenerCount('message') === 0) break;
+        this.emit('message', r);
+      }
+    });
+  }
+
+  /** @internal (re)starts the idle timer; also called by checkIdle. */
+  armIdle(ms: number): void {
     if (this.idleTimer) clearTimeout(this.idleTimer);
     this.idleTimer = undefined;
     if (ms <= 0 || this.ended) return;
-    const check = (): void => {
-      this.idleTimer = undefined;
-      if (this.ended) return;
-      const quiet = Date.now() - this.lastRx;
-      if (quiet >= this.idleMs) {
-        this.close('idle');
-        return;
-      }
-      this.idleTimer = setTimeout(check, this.idleMs - quiet);
-      this.idleTimer.unref();
-    };
-    this.idleTimer = setTimeout(check, ms);
+    this.idleTimer = setTimeout(checkIdle, ms, this);
     this.idleTimer.unref();
   }
+}
+
+/** The idle timer of `s` fired: closes it when quiet long enough, else waits for the rest. */
+function checkIdle(s: DtlsSession): void {
+  s.idleTimer = undefined;
+  if (!s.open) return;
+  const quiet = Date.now() - s.lastRx;
+  if (quiet >= s.idleMs) {
+    s.close('idle');
+    return;
+  }
+  s.armIdle(s.idleMs - quiet);
 }

@@ -179,7 +179,6 @@ export class Admission {
       joining: undefined,
       lastSpoofLog: 0,
       ended: undefined,
-      activity: { packetsIn: 0, lastSeen: new Date(now) },
     };
     this.ctx.table.all.add(e);
     channel.on('message', (record: Buffer) => {

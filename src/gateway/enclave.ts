@@ -57,8 +57,11 @@ export interface Enclave {
   ended: Promise<void> | undefined;
   /** While the native dispatch routes to this enclave: its live counters (forwarding.ts). */
   nativeOut?: (() => DispatchRouteStats | undefined) | undefined;
-  /** Last seen, derived from counter changes at status calls / scrapes (see observeActivity). */
-  activity: { packetsIn: number; lastSeen: Date };
+  /**
+   * Last seen, derived from counter changes at status calls / scrapes (see observeActivity);
+   * absent until a change was first noticed (last seen = `since`), so an idle enclave holds none.
+   */
+  activity?: { packetsIn: number; lastSeen: Date } | undefined;
 }
 
 export interface EnclaveStatus {
@@ -112,7 +115,12 @@ export function totalCounters(e: Enclave): Counters {
  * call or a metrics scrape) means the enclave sent something in between. Costs nothing per packet.
  */
 export function observeActivity(e: Enclave, c: Counters = totalCounters(e), now = new Date()): void {
-  if (c.packetsIn !== e.activity.packetsIn) e.activity = { packetsIn: c.packetsIn, lastSeen: now };
+  if (c.packetsIn !== (e.activity?.packetsIn ?? 0)) e.activity = { packetsIn: c.packetsIn, lastSeen: now };
+}
+
+/** When a packet from the enclave was last noticed; the session start if none was yet. */
+export function lastSeen(e: Enclave): Date {
+  return e.activity?.lastSeen ?? e.since;
 }
 
 /** The identity of a session as every audit event names it. */
@@ -157,7 +165,7 @@ export function describeEnclave(e: Enclave, now = new Date()): EnclaveStatus {
     since: e.since.toISOString(),
     sessionId: e.sessionId,
     ageSeconds: Math.max(0, Math.round((now.getTime() - e.since.getTime()) / 1000)),
-    lastSeen: e.activity.lastSeen.toISOString(),
+    lastSeen: lastSeen(e).toISOString(),
     packetsIn: c.packetsIn,
     bytesIn: c.bytesIn,
     packetsOut: c.packetsOut,

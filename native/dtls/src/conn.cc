@@ -328,9 +328,11 @@ Napi::Value Conn::Input(const Napi::CallbackInfo &info) {
       flags |= F_HANDSHAKE_DONE;
       size_t mtu = DTLS_get_data_mtu(ssl_);
       maxRecord_ = mtu > kMaxPlain ? kMaxPlain : mtu;
+      // Both point into OpenSSL's static tables (its cipher list, version names).
       const char *c = SSL_get_cipher_name(ssl_);
       cipher_ = c != nullptr ? c : "";
-      version_ = SSL_get_version(ssl_);
+      const char *v = SSL_get_version(ssl_);
+      version_ = v != nullptr ? v : "";
       if (server_) {
         state_ = State::Held;
         pipe_->hold = true;
@@ -419,9 +421,14 @@ Napi::Value Conn::NextTimeout(const Napi::CallbackInfo &info) {
 Napi::Value Conn::Release(const Napi::CallbackInfo &info) {
   Napi::Env env = info.Env();
   if (ssl_ == nullptr || state_ != State::Held) return Napi::Number::New(env, F_CLOSED);
-  flight_ = pipe_->held;
-  flightEnds_ = pipe_->heldEnds;
-  flushHeld(pipe_.get());
+  pipe_->hold = false;
+  flight_.swap(pipe_->held);
+  flightEnds_.swap(pipe_->heldEnds);
+  flight_.shrink_to_fit();
+  flightEnds_.shrink_to_fit();
+  resendFlight();
+  // The cookie identity of the peer served the listener only.
+  std::vector<uint8_t>().swap(pipe_->cookieKey);
   state_ = State::Open;
   if (!handOff()) {
     state_ = State::Closed;
@@ -552,11 +559,20 @@ Napi::Value Conn::Info(const Napi::CallbackInfo &info) {
   o.Set("state", st);
   o.Set("error", error_);
   o.Set("maxRecord", Napi::Number::New(env, static_cast<double>(maxRecord_)));
-  if (!cipher_.empty()) {
+  if (cipher_[0] != '\0') {
     o.Set("cipher", cipher_);
     o.Set("version", version_);
   }
   o.Set("recordLayer", rl_ ? "native" : ssl_ != nullptr ? "openssl" : "none");
+  if (rl_) {
+    // Which directions hold a persistent cipher context (created lazily, record_layer.h), and
+    // the bytes of our final flight still kept for a retransmitted client Finished.
+    Napi::Object contexts = Napi::Object::New(env);
+    contexts.Set("seal", rl_->hasSealContext());
+    contexts.Set("open", rl_->hasOpenContext());
+    o.Set("cipherContexts", contexts);
+    o.Set("finalFlightBytes", Napi::Number::New(env, static_cast<double>(flight_.size())));
+  }
   Napi::Object discarded = Napi::Object::New(env);
   discarded.Set("replayed", discardedReplayed_);
   discarded.Set("forged", discardedForged_);

@@ -57,12 +57,13 @@ class Conn : public Napi::ObjectWrap<Conn> {
   State state_ = State::Handshaking;
   std::string error_;
   size_t maxRecord_ = 0;
-  std::string cipher_;
-  std::string version_;
+  // OpenSSL's static names of the negotiated suite and version (no copy per connection).
+  const char *cipher_ = "";
+  const char *version_ = "";
   TunForwarder forward_;
-  // Our final flight (datagrams back to back, end offsets), resent when the client retransmits
-  // its Finished because ours was lost; dropped once the client's first application record
-  // proves that it has our Finished.
+  // Our final flight (datagrams back to back, end offsets; moved from the pipe, not copied),
+  // resent when the client retransmits its Finished because ours was lost; dropped once the
+  // client's first application record proves that it has our Finished.
   std::vector<uint8_t> flight_;
   std::vector<size_t> flightEnds_;
   // The unread rest of a datagram when the slab filled up (F_MORE), read by input(null).

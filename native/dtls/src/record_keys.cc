@@ -36,6 +36,15 @@ bool tls12Prf(const char *digest, const uint8_t *secret, size_t secretLen, const
   return ok;
 }
 
+// The AES-GCM cipher by name, fetched once per process: a context initialised with a fetched cipher
+// skips the implicit fetch that a legacy EVP_aes_*_gcm() pointer costs on every EVP_CipherInit_ex
+// (temporary contexts, record_layer.h). Kept for the life of the process; nullptr if unavailable.
+const EVP_CIPHER *fetchedGcm(size_t keyLen) {
+  static EVP_CIPHER *const aes128 = EVP_CIPHER_fetch(nullptr, "AES-128-GCM", nullptr);
+  static EVP_CIPHER *const aes256 = EVP_CIPHER_fetch(nullptr, "AES-256-GCM", nullptr);
+  return keyLen == 16 ? aes128 : aes256;
+}
+
 }  // namespace
 
 RecordKeys::~RecordKeys() {
@@ -54,16 +63,19 @@ bool deriveRecordKeys(SSL *ssl, bool server, RecordKeys *keys, std::string *erro
   }
   switch (SSL_CIPHER_get_cipher_nid(suite)) {
     case NID_aes_128_gcm:
-      keys->cipher = EVP_aes_128_gcm();
       keys->keyLen = 16;
       break;
     case NID_aes_256_gcm:
-      keys->cipher = EVP_aes_256_gcm();
       keys->keyLen = 32;
       break;
     default:
       *error = std::string("the native record layer supports AES-GCM suites only, not ") + SSL_CIPHER_get_name(suite);
       return false;
+  }
+  keys->cipher = fetchedGcm(keys->keyLen);
+  if (keys->cipher == nullptr) {
+    *error = "AES-GCM is not available";
+    return false;
   }
   const EVP_MD *md = SSL_CIPHER_get_handshake_digest(suite);  // the PRF hash: SHA256 or SHA384
   if (md == nullptr) {

@@ -13,7 +13,7 @@
 namespace seng_dtls {
 
 struct RecordKeys {
-  const EVP_CIPHER *cipher = nullptr;  // EVP_aes_128_gcm() or EVP_aes_256_gcm()
+  const EVP_CIPHER *cipher = nullptr;  // AES-128-GCM or AES-256-GCM, fetched once per process
   size_t keyLen = 0;                   // 16 or 32
   uint8_t writeKey[32]{};              // ours
   uint8_t readKey[32]{};               // the peer's

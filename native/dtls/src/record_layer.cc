@@ -63,25 +63,45 @@ void ReplayWindow::accept(uint64_t seq) {
 }
 
 std::shared_ptr<RecordLayer> RecordLayer::create(const RecordKeys &keys, uint64_t nextWriteSeq, std::string *error) {
-  std::shared_ptr<RecordLayer> rl(new RecordLayer());
-  rl->seal_ = keyedContext(keys.cipher, keys.writeKey, true);
-  rl->open_ = keyedContext(keys.cipher, keys.readKey, false);
-  if (rl->seal_ == nullptr || rl->open_ == nullptr) {
-    *error = "cannot set up the record ciphers";
+  if (keys.cipher == nullptr || keys.keyLen == 0 || keys.keyLen > sizeof keys.writeKey) {
+    *error = "no record cipher";
     return nullptr;
   }
-  std::memcpy(rl->sealIv_, keys.writeIv, sizeof rl->sealIv_);
-  std::memcpy(rl->openIv_, keys.readIv, sizeof rl->openIv_);
+  auto rl = std::make_shared<RecordLayer>(Private{});
+  rl->cipher_ = keys.cipher;
+  rl->keyLen_ = keys.keyLen;
+  std::memcpy(rl->seal_.key, keys.writeKey, keys.keyLen);
+  std::memcpy(rl->open_.key, keys.readKey, keys.keyLen);
+  std::memcpy(rl->seal_.iv, keys.writeIv, sizeof rl->seal_.iv);
+  std::memcpy(rl->open_.iv, keys.readIv, sizeof rl->open_.iv);
   rl->nextSeq_ = nextWriteSeq;
   return rl;
 }
 
 RecordLayer::~RecordLayer() {
-  EVP_CIPHER_CTX_free(seal_);  // frees and cleanses the key schedule
-  EVP_CIPHER_CTX_free(open_);
-  OPENSSL_cleanse(sealIv_, sizeof sealIv_);
-  OPENSSL_cleanse(openIv_, sizeof openIv_);
+  for (Direction *d : {&seal_, &open_}) {
+    EVP_CIPHER_CTX_free(d->ctx);  // frees and cleanses the key schedule
+    OPENSSL_cleanse(d->key, sizeof d->key);
+    OPENSSL_cleanse(d->iv, sizeof d->iv);
+  }
   --gLiveRecordLayer;
+}
+
+EVP_CIPHER_CTX *RecordLayer::contextFor(Direction *d, bool encrypt) {
+  if (d->ctx != nullptr) return d->ctx;
+  EVP_CIPHER_CTX *c = keyedContext(cipher_, d->key, encrypt);
+  if (c == nullptr) return nullptr;
+  if (d->uses < kTransientRecords) {
+    d->uses++;
+    return c;  // temporary: done() frees it
+  }
+  d->ctx = c;
+  return c;
+}
+
+bool RecordLayer::hasSealContext() {
+  std::lock_guard<std::mutex> guard(sealLock_);
+  return seal_.ctx != nullptr;
 }
 
 size_t RecordLayer::framedLength(const uint8_t *d, size_t n) {
@@ -107,20 +127,22 @@ size_t RecordLayer::seal(uint8_t type, const uint8_t *in, size_t n, uint8_t *out
   uint8_t *explicitNonce = out + kRecordHeader;
   std::memcpy(explicitNonce, h + 3, kExplicitNonce);  // epoch || seq
   uint8_t nonce[12];
-  std::memcpy(nonce, sealIv_, 4);
+  std::memcpy(nonce, seal_.iv, 4);
   std::memcpy(nonce + 4, explicitNonce, kExplicitNonce);
   uint8_t aad[13];
   makeAad(aad, h, n);
   uint8_t *ct = explicitNonce + kExplicitNonce;
+  EVP_CIPHER_CTX *c = contextFor(&seal_, true);
+  if (c == nullptr) return 0;
   int outl = 0;
   int finl = 0;
-  if (EVP_EncryptInit_ex(seal_, nullptr, nullptr, nullptr, nonce) != 1 ||
-      EVP_EncryptUpdate(seal_, nullptr, &outl, aad, sizeof aad) != 1 ||
-      EVP_EncryptUpdate(seal_, ct, &outl, in, static_cast<int>(n)) != 1 ||
-      EVP_EncryptFinal_ex(seal_, ct + outl, &finl) != 1 ||
-      EVP_CIPHER_CTX_ctrl(seal_, EVP_CTRL_GCM_GET_TAG, kTag, ct + n) != 1)
-    return 0;
-  return kRecordHeader + bodyLen;
+  const bool ok = EVP_EncryptInit_ex(c, nullptr, nullptr, nullptr, nonce) == 1 &&
+                  EVP_EncryptUpdate(c, nullptr, &outl, aad, sizeof aad) == 1 &&
+                  EVP_EncryptUpdate(c, ct, &outl, in, static_cast<int>(n)) == 1 &&
+                  EVP_EncryptFinal_ex(c, ct + outl, &finl) == 1 &&
+                  EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_GCM_GET_TAG, kTag, ct + n) == 1;
+  done(seal_, c);
+  return ok ? kRecordHeader + bodyLen : 0;
 }
 
 RecordLayer::Opened RecordLayer::open(const uint8_t *rec, size_t len, uint8_t *out, size_t *plainLen, uint8_t *type) {
@@ -133,18 +155,22 @@ RecordLayer::Opened RecordLayer::open(const uint8_t *rec, size_t len, uint8_t *o
   const uint8_t *explicitNonce = rec + kRecordHeader;
   const uint8_t *ct = explicitNonce + kExplicitNonce;
   uint8_t nonce[12];
-  std::memcpy(nonce, openIv_, 4);
+  std::memcpy(nonce, open_.iv, 4);
   std::memcpy(nonce + 4, explicitNonce, kExplicitNonce);
   uint8_t aad[13];
   makeAad(aad, rec, n);
   uint8_t tag[kTag];
   std::memcpy(tag, ct + n, kTag);  // SET_TAG takes a non-const pointer
+  EVP_CIPHER_CTX *c = contextFor(&open_, false);
   int outl = 0;
   int finl = 0;
-  if (EVP_DecryptInit_ex(open_, nullptr, nullptr, nullptr, nonce) != 1 ||
-      EVP_DecryptUpdate(open_, nullptr, &outl, aad, sizeof aad) != 1 ||
-      EVP_DecryptUpdate(open_, out, &outl, ct, static_cast<int>(n)) != 1 ||
-      EVP_CIPHER_CTX_ctrl(open_, EVP_CTRL_GCM_SET_TAG, kTag, tag) != 1 || EVP_DecryptFinal_ex(open_, out + outl, &finl) != 1) {
+  const bool ok = c != nullptr && EVP_DecryptInit_ex(c, nullptr, nullptr, nullptr, nonce) == 1 &&
+                  EVP_DecryptUpdate(c, nullptr, &outl, aad, sizeof aad) == 1 &&
+                  EVP_DecryptUpdate(c, out, &outl, ct, static_cast<int>(n)) == 1 &&
+                  EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_GCM_SET_TAG, kTag, tag) == 1 &&
+                  EVP_DecryptFinal_ex(c, out + outl, &finl) == 1;
+  if (c != nullptr) done(open_, c);
+  if (!ok) {
     OPENSSL_cleanse(out, n);  // never leave unauthenticated plaintext behind
     return Opened::Forged;
   }

@@ -6,13 +6,23 @@
 //   nonce    = implicit IV(4) || explicit nonce(8), the explicit nonce being epoch || seq (as OpenSSL does)
 //   AAD      = epoch || seq (8) || type || fe fd || plaintext length(2)
 //
-// One pre-keyed EVP_CIPHER_CTX per direction; only the nonce changes per record. Received records
-// pass the replay window (RFC 6347 §4.1.2.6, 64 records) before decryption and are marked in it
-// only once authenticated.
+// Memory: an idle association keeps only its raw keys and implicit IVs (≤ 72 bytes) and, per
+// direction, a pre-keyed EVP_CIPHER_CTX (≈ 1.2 KiB with OpenSSL 3.0) only once that direction
+// carries traffic. The first kTransientRecords records of a direction are sealed / opened with a
+// temporary context that is freed right away; the next one creates the direction's persistent
+// context. A gateway's receive association (port P) thus never keeps a seal context (it seals
+// only the IpAssignment and alerts), its send association (P+1) no open context (the enclave sends
+// nothing there but close_notify): an enclave with traffic holds two contexts instead of four, an
+// enclave that stayed idle since its setup none.
+// With a persistent context only the nonce changes per record. Received records pass the replay
+// window (RFC 6347 §4.1.2.6, 64 records) before decryption and are marked in it only once
+// authenticated.
 //
-// Threads: open() runs on the JavaScript thread only. seal() may also run on TunDispatch's thread
-// (the gateway → enclave path), so the sending side (cipher context and sequence number) is
-// guarded by a mutex, uncontended on the hot path.
+// Threads: seal() may run on the JavaScript thread and on TunDispatch's thread (the gateway →
+// enclave path), so the sending side (its context, created lazily, its use count and the sequence
+// number) is guarded by sealLock_, uncontended on the hot path. open() and the receiving side
+// (its context, created lazily inside open(), the use count and the replay window) are used by
+// one thread at a time: its callers serialize it.
 #pragma once
 
 #include <openssl/evp.h>
@@ -51,8 +61,13 @@ class RecordLayer {
   // Bytes a record adds to its plaintext.
   static constexpr size_t kOverhead = kRecordHeader + kExplicitNonce + kTag;
 
+  // Records of a direction sealed / opened with a temporary cipher context before the direction
+  // gets a persistent one.
+  static constexpr uint32_t kTransientRecords = 8;
+
   // A record layer for epoch 1 whose first record of ours uses sequence number nextWriteSeq (the
-  // SSL object's records in epoch 1 came before). nullptr and *error when the ciphers cannot be set up.
+  // SSL object's records in epoch 1 came before). nullptr and *error when the cipher is not
+  // available. Keeps a copy of the keys; no cipher context is created yet.
   static std::shared_ptr<RecordLayer> create(const RecordKeys &keys, uint64_t nextWriteSeq, std::string *error);
   ~RecordLayer();
   RecordLayer(const RecordLayer &) = delete;
@@ -73,16 +88,41 @@ class RecordLayer {
   // The length of the record that starts at d[0, n) when the whole of it is there, else 0.
   static size_t framedLength(const uint8_t *d, size_t n);
 
+  // Whether a direction holds its persistent cipher context (info(), memory tests). The open side
+  // is read without a lock: call it where open() may be called (the receiving thread).
+  bool hasSealContext();
+  bool hasOpenContext() const { return open_.ctx != nullptr; }
+
  private:
-  RecordLayer() { ++gLiveRecordLayer; }
+  // One direction: its key and implicit IV, and its cipher context once it is worth keeping.
+  struct Direction {
+    EVP_CIPHER_CTX *ctx = nullptr;
+    uint32_t uses = 0;  // records before the persistent context (saturates at kTransientRecords)
+    uint8_t key[32]{};
+    uint8_t iv[4]{};
+  };
+
+  struct Private {};  // lets std::make_shared call the constructor (one allocation), nobody else
+
+ public:
+  explicit RecordLayer(Private) { ++gLiveRecordLayer; }
+
+ private:
   static constexpr uint16_t kEpoch = 1;
   static constexpr uint64_t kMaxSeq = (uint64_t{1} << 48) - 1;
 
+  // The context for the next record of `d`: its persistent one (created on the record after the
+  // transient ones), else a temporary one that the caller frees with done(). nullptr on failure.
+  EVP_CIPHER_CTX *contextFor(Direction *d, bool encrypt);
+  static void done(const Direction &d, EVP_CIPHER_CTX *c) {
+    if (c != d.ctx) EVP_CIPHER_CTX_free(c);
+  }
+
+  const EVP_CIPHER *cipher_ = nullptr;  // fetched once per process (record_keys.cc)
+  size_t keyLen_ = 0;
   std::mutex sealLock_;  // seal_ and nextSeq_
-  EVP_CIPHER_CTX *seal_ = nullptr;
-  EVP_CIPHER_CTX *open_ = nullptr;
-  uint8_t sealIv_[4]{};
-  uint8_t openIv_[4]{};
+  Direction seal_;
+  Direction open_;
   uint64_t nextSeq_ = 0;
   ReplayWindow window_;
 };
