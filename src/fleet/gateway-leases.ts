@@ -186,24 +186,26 @@ export class GatewayLeases implements LeaseAuthority {
 
   /** Writes queued releases; on success their IPs return to the local pools. */
   flushReleases(): Promise<void> {
-    this.flushing ??= (async () => {
-      try {
-        while (this.releasing.length > 0 && this.registry) {
-          const batch = this.releasing.slice(0, 1000);
-          try {
-            await this.registry.release(batch.map((r) => r.item));
-          } catch (err) {
-            this.failed('release', err);
-            return; // kept queued; the next heartbeat retries
-          }
-          this.releasing.splice(0, batch.length);
-          for (const r of batch) r.pool.release(r.item.ip);
-        }
-      } finally {
+    if (!this.flushing) {
+      this.flushing = this.writeReleases().finally(() => {
         this.flushing = undefined;
-      }
-    })();
+      });
+    }
     return this.flushing;
+  }
+
+  private async writeReleases(): Promise<void> {
+    while (this.releasing.length > 0 && this.registry) {
+      const batch = this.releasing.slice(0, 1000);
+      try {
+        await this.registry.release(batch.map((r) => r.item));
+      } catch (err) {
+        this.failed('release', err);
+        return; // kept queued; the next heartbeat retries
+      }
+      this.releasing.splice(0, batch.length);
+      for (const r of batch) r.pool.release(r.item.ip);
+    }
   }
 
   // ------------------------------------------------------------------ heartbeat
