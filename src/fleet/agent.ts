@@ -105,13 +105,19 @@ export class FleetAgent {
       try {
         this.registry = await Registry.open(this.opts.url, {
           applicationName: 'seng-agent',
-          onIdleError: (err) => this.log.warn({ event: 'pg-idle-error', err: errorMessage(err) }, 'idle error'),
+          onIdleError: (err) =>
+            this.log.warn({ event: 'pg-idle-error', err: errorMessage(err) }, 'idle error'),
         });
         break;
       } catch (err) {
         const delay = backoffDelay(attempt, 200, 10_000);
         this.log.error(
-          { event: 'registry-unreachable', registry: redactUrl(this.opts.url), err: errorMessage(err), attempt },
+          {
+            event: 'registry-unreachable',
+            registry: redactUrl(this.opts.url),
+            err: errorMessage(err),
+            attempt,
+          },
           `enclave registry unreachable (${errorMessage(err)}); retrying in ${delay} ms`,
         );
         await new Promise((r) => setTimeout(r, delay));
@@ -180,7 +186,10 @@ export class FleetAgent {
       ev = JSON.parse(payload) as LeaseEvent;
       if (typeof ev.ip !== 'number' || typeof ev.session !== 'string') throw new Error('no ip/session');
     } catch (err) {
-      this.log.warn({ event: 'bad-notification', err: errorMessage(err) }, 'unreadable lease notification; resyncing');
+      this.log.warn(
+        { event: 'bad-notification', err: errorMessage(err) },
+        'unreadable lease notification; resyncing',
+      );
       this.requestResync();
       return;
     }
@@ -228,7 +237,11 @@ export class FleetAgent {
       if (gone.length === 0) return;
       this.stats.reclaimed += gone.length;
       this.log.warn(
-        { event: 'leases-reclaimed', count: gone.length, gateways: [...new Set(gone.map((l) => l.gatewayId))] },
+        {
+          event: 'leases-reclaimed',
+          count: gone.length,
+          gateways: [...new Set(gone.map((l) => l.gatewayId))],
+        },
         `reclaimed ${gone.length} lease(s) of lost gateway(s)`,
       );
     } catch (err) {

@@ -106,7 +106,10 @@ test('two gateways sharing one subnet hand out distinct IPs until it is full', {
     assert.equal(won.length, 61);
     assert.equal(new Set(won).size, 61, 'no IP handed out twice');
     const refused = claims.filter((c) => !c.ok);
-    assert.ok(refused.every((c) => !c.ok && c.check === 'subnet-full'), JSON.stringify(refused));
+    assert.ok(
+      refused.every((c) => !c.ok && c.check === 'subnet-full'),
+      JSON.stringify(refused),
+    );
     // A release on one gateway makes its IP available to the other.
     const freed = won[0]!;
     const owner = claims.findIndex((c) => c.ok && c.ip === freed);
@@ -171,12 +174,23 @@ test('a gateway that was cut off longer than its TTL claims its leases again', {
   await gw.start();
   try {
     const p = pool();
-    const req = (s: string) => ({ sessionId: s, app: null, mrEnclave: MR, mrSigner: SIGNER, hostIp: '10.0.0.7', categories: [] });
+    const req = (s: string) => ({
+      sessionId: s,
+      app: null,
+      mrEnclave: MR,
+      mrSigner: SIGNER,
+      hostIp: '10.0.0.7',
+      categories: [],
+    });
     const a = await gw.claim(p, req('keep'));
     const b = await gw.claim(p, req('taken'));
     assert.ok(a.ok && b.ok);
     // Someone reclaims both behind the gateway's back, and another gateway takes one IP.
-    await server.sql("UPDATE seng_gateways SET heartbeat_at = clock_timestamp() - interval '1 hour'", [], url);
+    await server.sql(
+      "UPDATE seng_gateways SET heartbeat_at = clock_timestamp() - interval '1 hour'",
+      [],
+      url,
+    );
     assert.equal((await registry.reclaimExpired()).length, 2);
     await registry.registerGateway({ id: 'other', address: 'o', leaseTtlMs: 60_000 });
     assert.ok(await registry.claim({ ...lease(formatIpv4(b.ip), 'thief', 'other') }));
@@ -207,7 +221,10 @@ test('history answers who held an IP at a given time', { skip }, async () => {
     await sleep(30);
     const duringFirst = Date.now();
     await sleep(30);
-    assert.equal(await registry.release([{ ip: parseIpv4(ip), sessionId: 'first', reason: 'close_notify' }]), 1);
+    assert.equal(
+      await registry.release([{ ip: parseIpv4(ip), sessionId: 'first', reason: 'close_notify' }]),
+      1,
+    );
     assert.ok(await registry.claim(lease(ip, 'second', 'gw', 'db')));
     await sleep(30);
     const duringSecond = Date.now();
@@ -263,48 +280,63 @@ async function until(what: string, check: () => boolean, ms = 5_000): Promise<vo
   }
 }
 
-test('the agent follows leases, policy categories and resyncs after a lost connection', { skip }, async () => {
-  const url = await server.createDatabase();
-  const registry = await Registry.open(url);
-  await registry.registerGateway({ id: 'gw', address: 'x', leaseTtlMs: 60_000 });
-  assert.ok(await registry.claim(lease('192.168.28.2', 's2', 'gw')));
-  const enforcer = new MapEnforcer();
-  const agent = new FleetAgent({ url, enforcer, log: silentLogger, reclaimEveryMs: 200 });
-  await agent.start();
-  try {
-    await until('initial resync', () => enforcer.regs.has('192.168.28.2'));
-    assert.ok(await registry.claim(lease('192.168.28.3', 's3', 'gw')));
-    await until('join by notification', () => enforcer.regs.has('192.168.28.3'));
-    await registry.release([{ ip: parseIpv4('192.168.28.2'), sessionId: 's2', reason: 'end' }]);
-    await until('leave by notification', () => !enforcer.regs.has('192.168.28.2'));
+test(
+  'the agent follows leases, policy categories and resyncs after a lost connection',
+  { skip },
+  async () => {
+    const url = await server.createDatabase();
+    const registry = await Registry.open(url);
+    await registry.registerGateway({ id: 'gw', address: 'x', leaseTtlMs: 60_000 });
+    assert.ok(await registry.claim(lease('192.168.28.2', 's2', 'gw')));
+    const enforcer = new MapEnforcer();
+    const agent = new FleetAgent({ url, enforcer, log: silentLogger, reclaimEveryMs: 200 });
+    await agent.start();
+    try {
+      await until('initial resync', () => enforcer.regs.has('192.168.28.2'));
+      assert.ok(await registry.claim(lease('192.168.28.3', 's3', 'gw')));
+      await until('join by notification', () => enforcer.regs.has('192.168.28.3'));
+      await registry.release([{ ip: parseIpv4('192.168.28.2'), sessionId: 's2', reason: 'end' }]);
+      await until('leave by notification', () => !enforcer.regs.has('192.168.28.2'));
 
-    // A netfilter policy in the same database overrides the lease's categories.
-    await server.sql(
-      `CREATE TABLE apps(id integer PRIMARY KEY, name text NOT NULL, mr_enclave bytea NOT NULL UNIQUE, mr_signer bytea NOT NULL);
+      // A netfilter policy in the same database overrides the lease's categories.
+      await server.sql(
+        `CREATE TABLE apps(id integer PRIMARY KEY, name text NOT NULL, mr_enclave bytea NOT NULL UNIQUE, mr_signer bytea NOT NULL);
        CREATE TABLE categories(id integer, name text NOT NULL, apps_id integer NOT NULL REFERENCES apps);
        INSERT INTO apps VALUES (1, 'web', decode('${MR}', 'hex'), decode('${SIGNER}', 'hex'));
        INSERT INTO categories VALUES (1, 'dmz', 1), (2, 'internet', 1);
        NOTIFY seng_policy, 'categories';`,
-      [],
-      url,
-    );
-    await until('categories from the policy', () => enforcer.regs.get('192.168.28.3')?.join() === 'dmz,internet');
+        [],
+        url,
+      );
+      await until(
+        'categories from the policy',
+        () => enforcer.regs.get('192.168.28.3')?.join() === 'dmz,internet',
+      );
 
-    // Connection lost: changes made meanwhile are picked up by the resync on reconnection.
-    server.pause();
-    server.resume();
-    const meanwhile = await Registry.open(url);
-    await meanwhile.release([{ ip: parseIpv4('192.168.28.3'), sessionId: 's3', reason: 'end' }]);
-    assert.ok(await meanwhile.claim(lease('192.168.28.4', 's4', 'gw')));
-    await meanwhile.close();
-    await until('resync after reconnection', () => enforcer.regs.has('192.168.28.4') && !enforcer.regs.has('192.168.28.3'), 15_000);
-    assert.deepEqual(agent.appliedIps(), ['192.168.28.4']);
+      // Connection lost: changes made meanwhile are picked up by the resync on reconnection.
+      server.pause();
+      server.resume();
+      const meanwhile = await Registry.open(url);
+      await meanwhile.release([{ ip: parseIpv4('192.168.28.3'), sessionId: 's3', reason: 'end' }]);
+      assert.ok(await meanwhile.claim(lease('192.168.28.4', 's4', 'gw')));
+      await meanwhile.close();
+      await until(
+        'resync after reconnection',
+        () => enforcer.regs.has('192.168.28.4') && !enforcer.regs.has('192.168.28.3'),
+        15_000,
+      );
+      assert.deepEqual(agent.appliedIps(), ['192.168.28.4']);
 
-    // Lost gateways' leases are reclaimed by the agent too.
-    await server.sql("UPDATE seng_gateways SET heartbeat_at = clock_timestamp() - interval '1 hour'", [], url);
-    await until('reclaim by the agent', () => enforcer.regs.size === 0);
-  } finally {
-    await agent.stop();
-    await registry.close().catch(() => {});
-  }
-});
+      // Lost gateways' leases are reclaimed by the agent too.
+      await server.sql(
+        "UPDATE seng_gateways SET heartbeat_at = clock_timestamp() - interval '1 hour'",
+        [],
+        url,
+      );
+      await until('reclaim by the agent', () => enforcer.regs.size === 0);
+    } finally {
+      await agent.stop();
+      await registry.close().catch(() => {});
+    }
+  },
+);
