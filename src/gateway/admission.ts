@@ -3,7 +3,8 @@
  *
  *   handshake 1 (port P)    verifyRecv: RA-TLS certificate → attestation → enclave index
  *                           (allowlist, host subnet, enclave subnet)
- *   receive channel         onRecvSession: take an IP from the subnet's pool, send
+ *   receive channel         onRecvSession: take an IP from the subnet's pool (claimed in the
+ *                           fleet's registry first with seng serve --registry), send
  *                           IpAssignment (resent on a timer), wait for IpAssignACK (onAck)
  *   handshake 2 (port P+1)  verifySend: same client IP, same quote and key as the first
  *   send channel            onSendSession → join: register with the firewall backend, then
