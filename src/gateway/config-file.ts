@@ -83,6 +83,7 @@ export interface ParsedConfig {
 const DEPENDS_ON: ReadonlyArray<[ServeFileKey, ServeFileKey]> = [
   ['netfilter', 'db'],
   ['policy', 'nft'],
+  ['gateway-id', 'registry'],
 ];
 
 /** A config file bigger than this is the wrong file. */

@@ -211,6 +211,62 @@ test('a gateway that was cut off longer than its TTL claims its leases again', {
   }
 });
 
+test(
+  'while the registry is unreachable claims are refused with a clear reason, then resume',
+  { skip },
+  async () => {
+    const local = await startPostgres();
+    const url = await local.createDatabase();
+    const gw = new GatewayLeases({ url, gatewayId: 'gw', address: 'gw', leaseTtlMs: 900, log: silentLogger });
+    await gw.start();
+    const req = (s: string) => ({
+      sessionId: s,
+      app: null,
+      mrEnclave: MR,
+      mrSigner: SIGNER,
+      hostIp: '10.0.0.7',
+      categories: [],
+    });
+    const p = pool();
+    try {
+      const first = await gw.claim(p, req('before'));
+      assert.ok(first.ok);
+      local.pause();
+      const during = await gw.claim(p, req('during'));
+      assert.equal(during.ok, false);
+      assert.ok(!during.ok && during.check === 'registry', JSON.stringify(during));
+      assert.match(!during.ok ? during.reason : '', /registry is unreachable.*unique enclave IP/);
+      // The session that ended meanwhile keeps its IP out of the pool until the registry confirms.
+      gw.release(p, first.ip, 'before', 'end');
+      await gw.flushReleases();
+      assert.equal(p.inUse, 1, 'the IP is not reused before the registry let go of it');
+      local.resume();
+      const deadline = Date.now() + 15_000;
+      let after = await gw.claim(p, req('after'));
+      while (!after.ok && Date.now() < deadline) {
+        await sleep(100);
+        after = await gw.claim(p, req('after'));
+      }
+      assert.ok(after.ok, 'claims resume once the registry answers again');
+      const registry = await Registry.open(url);
+      try {
+        await gw.flushReleases();
+        const live = await registry.liveLeases();
+        assert.deepEqual(
+          live.map((l) => l.sessionId),
+          ['after'],
+          'the release queued while it was down was written',
+        );
+      } finally {
+        await registry.close();
+      }
+    } finally {
+      await gw.stop();
+      local.stop();
+    }
+  },
+);
+
 test('history answers who held an IP at a given time', { skip }, async () => {
   const url = await server.createDatabase();
   const registry = await Registry.open(url);
