@@ -160,6 +160,11 @@ test('leases of a gateway whose heartbeat stopped are reclaimed after its TTL', 
         ['dead', true],
       ],
     );
+    // The alive gateway restarts under the same id: its previous run's leases end.
+    assert.equal(await registry.registerGateway({ id: 'alive', address: 'y', leaseTtlMs: 60_000 }), 1);
+    const [restarted] = await registry.query({ ip: parseIpv4('192.168.28.6') });
+    assert.equal(restarted?.endReason, 'gateway-restarted');
+    assert.deepEqual(await registry.liveLeases(), []);
   } finally {
     await registry.close();
   }
