@@ -164,6 +164,7 @@ export class FleetAgent {
 
   /** Stops following, then empties what this agent put into the backend. */
   async stop(): Promise<void> {
+    if (this.stopped) return;
     this.stopped = true;
     for (const t of this.timers) clearInterval(t);
     clearTimeout(this.retryTimer);
