@@ -107,13 +107,18 @@ const RELEASE_SQL = moveSql(
   'r.reason',
 );
 const END_GATEWAY_SQL = moveSql('', 'l.gateway_id = $1', '$2::text');
-/** Leases whose gateway is unknown or whose heartbeat is older than that gateway's TTL. */
+/** Leases of gateways whose heartbeat is older than that gateway's TTL (by the gateway index). */
 const RECLAIM_SQL = moveSql(
   '',
-  `NOT EXISTS (SELECT 1 FROM seng_gateways g WHERE g.id = l.gateway_id
-       AND g.heartbeat_at >= clock_timestamp() - g.lease_ttl_ms * interval '1 millisecond')`,
+  `l.gateway_id IN (SELECT g.id FROM seng_gateways g
+       WHERE g.heartbeat_at < clock_timestamp() - g.lease_ttl_ms * interval '1 millisecond')`,
   `'${GATEWAY_LOST}'`,
 );
+
+/** Rows of gateways lost for a day that hold no lease any more are forgotten. */
+const FORGET_GATEWAYS_SQL = `DELETE FROM seng_gateways g
+  WHERE g.heartbeat_at < clock_timestamp() - interval '1 day'
+    AND NOT EXISTS (SELECT 1 FROM seng_leases l WHERE l.gateway_id = g.id)`;
 
 export class Registry {
   private constructor(readonly pool: pg.Pool) {}
@@ -187,6 +192,9 @@ export class Registry {
     const client = await this.pool.connect();
     try {
       await client.query('BEGIN');
+      // Row lock first: a claim still in flight for this gateway waits, then fails its
+      // foreign key instead of leaving a lease behind the removed row.
+      await client.query('SELECT 1 FROM seng_gateways WHERE id = $1 FOR UPDATE', [id]);
       const ended = await client.query(END_GATEWAY_SQL, [id, reason]);
       await client.query('DELETE FROM seng_gateways WHERE id = $1', [id]);
       await client.query('COMMIT');
@@ -285,6 +293,7 @@ export class Registry {
   /** Moves the leases of lost gateways (heartbeat older than their TTL) to history; returns them. */
   async reclaimExpired(): Promise<RegistryLease[]> {
     const r = await this.pool.query<LeaseRow>(RECLAIM_SQL);
+    await this.pool.query(FORGET_GATEWAYS_SQL);
     return r.rows.map(fromRow);
   }
 

@@ -6,7 +6,9 @@
  *   (so whoever reclaims judges each gateway by the TTL that gateway promised).
  * - `seng_leases`: the LIVE leases. `ip` is the PRIMARY KEY: two gateways can never hold the
  *   same enclave IP at the same time — the database refuses the second INSERT, whatever the
- *   gateways believe. IPs are host-order numbers (0 … 2^32-1, hence bigint).
+ *   gateways believe. IPs are host-order numbers (0 … 2^32-1, hence bigint). Every lease
+ *   belongs to a registered gateway (foreign key), so none can outlive its gateway's row
+ *   unseen by the reclaim.
  * - `seng_lease_history`: ended leases (moved there in the same statement that deletes the
  *   live row), indexed for "who held IP X at time T".
  *
@@ -39,7 +41,7 @@ CREATE TABLE IF NOT EXISTS seng_leases(
   ip bigint PRIMARY KEY CHECK (ip BETWEEN 0 AND 4294967295),
   subnet text NOT NULL,
   session_id text NOT NULL UNIQUE,
-  gateway_id text NOT NULL,
+  gateway_id text NOT NULL REFERENCES seng_gateways(id),
   app text,
   mr_enclave text NOT NULL,
   mr_signer text NOT NULL,

@@ -60,6 +60,8 @@ test('two registries racing for the same IPs never both win one', { skip }, asyn
   const url = await server.createDatabase();
   const [a, b] = await Promise.all([Registry.open(url), Registry.open(url)]);
   try {
+    await a.registerGateway({ id: 'gw-a', address: 'a', leaseTtlMs: 60_000 });
+    await b.registerGateway({ id: 'gw-b', address: 'b', leaseTtlMs: 60_000 });
     const ips = Array.from({ length: 60 }, (_, i) => `192.168.28.${i + 2}`);
     const results = await Promise.all(
       ips.flatMap((ip, i) => [
