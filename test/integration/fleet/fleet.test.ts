@@ -250,6 +250,47 @@ test(
   },
 );
 
+test(
+  'registry down: established enclaves keep forwarding, new ones are refused, then admitted again',
+  { skip, timeout: 120_000 },
+  async () => {
+    const gw = await gateway('gw-c', lab.gw, '10.50.0.1');
+    children.push(gw.child);
+    const app = await createNetns('fltap');
+    const up = await sim(lab, lab.host1, appCert(lab, 'c1'.repeat(32)), { app });
+    children.push(up.child);
+    assert.ok(up.ready, up.stderr());
+    pg.pause();
+    try {
+      await app.exec('ping', ['-c', '2', '-i', '0.2', '-W', '2', '192.168.28.1']);
+      const refused = await sim(lab, lab.host1, appCert(lab, 'c2'.repeat(32)));
+      children.push(refused.child);
+      assert.equal(refused.ready, undefined, 'no IP without the registry');
+      await stop(refused.child, 3000);
+      await until(
+        'the rejection in the gateway log',
+        () => gw.log.some((l) => /"event":"rejected"/.test(l) && /"check":"registry"/.test(l)),
+        (x) => x,
+      );
+    } finally {
+      pg.resume();
+    }
+    const later = await until(
+      'admissions after the registry is back',
+      async () => {
+        const s = await sim(lab, lab.host1, appCert(lab, 'c3'.repeat(32)));
+        children.push(s.child);
+        if (!s.ready) await stop(s.child, 3000);
+        return s.ready;
+      },
+      (r) => r !== undefined,
+      30_000,
+    );
+    assert.notEqual(later!.ip, up.ready.ip);
+    await gw.stop();
+  },
+);
+
 test('the CLI refuses a registry that is not a PostgreSQL URL', { skip }, () => {
   const r = seng(['agent', '--registry', '/tmp/x.db', '--nft']);
   assert.equal(r.code, 2, r.stderr);
