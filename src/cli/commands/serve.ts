@@ -23,7 +23,7 @@ import type { Enforcer } from '../../enforce/types.js';
 import { NftEnforcer } from '../../enforce/nft.js';
 import type { Logger } from '../../util/log.js';
 import { hostname } from 'node:os';
-import { isPostgresUrl } from '../../pg/index.js';
+import { isPostgresUrl, redactUrl } from '../../pg/index.js';
 
 export default class Serve extends SengCommand<typeof Serve> {
   static override summary =
@@ -313,7 +313,8 @@ function registryConfig(o: ServeFileOptions): Pick<ServeConfig, 'registry'> {
     if (o['gateway-id'] !== undefined) usageError('--gateway-id needs --registry (here or in --config)');
     return {};
   }
-  if (!isPostgresUrl(url)) usageError(`--registry "${url}" is not a postgres:// or postgresql:// URL`);
+  if (!isPostgresUrl(url))
+    usageError(`--registry "${redactUrl(url)}" is not a postgres:// or postgresql:// URL`);
   const gatewayId = (o['gateway-id'] as string | undefined) ?? `${hostname()}:${opt<number>(o, 'port')}`;
   if (!/^[\x21-\x7e]{1,200}$/.test(gatewayId))
     usageError('--gateway-id must be 1-200 printable characters without spaces');
