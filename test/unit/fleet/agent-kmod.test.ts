@@ -102,6 +102,7 @@ test(
         assert.deepEqual(second.appliedIps(), ['192.168.28.3']);
         await registry.release([{ ip: parseIpv4('192.168.28.3'), sessionId: 's3', reason: 'end' }]);
         await until('unregistered on release', () => state.enclaves.size === 0);
+        await second.settled(); // the leave purges conntrack after unregistering
         assert.ok(purged.includes(String(parseIpv4('192.168.28.3'))), 'conntrack of the left IP is purged');
       } finally {
         await second.stop();
