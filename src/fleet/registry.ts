@@ -290,10 +290,13 @@ export class Registry {
     return r.rowCount ?? 0;
   }
 
-  /** Moves the leases of lost gateways (heartbeat older than their TTL) to history; returns them. */
-  async reclaimExpired(): Promise<RegistryLease[]> {
-    const r = await this.pool.query<LeaseRow>(RECLAIM_SQL);
-    await this.pool.query(FORGET_GATEWAYS_SQL);
+  /**
+   * Moves the leases of lost gateways (heartbeat older than their TTL) to history; returns
+   * them. `db`: a client inside a caller's transaction (tests), else the pool.
+   */
+  async reclaimExpired(db: pg.Pool | pg.ClientBase = this.pool): Promise<RegistryLease[]> {
+    const r = await db.query<LeaseRow>(RECLAIM_SQL);
+    await db.query(FORGET_GATEWAYS_SQL);
     return r.rows.map(fromRow);
   }
 

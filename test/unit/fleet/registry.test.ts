@@ -192,15 +192,26 @@ test('a gateway that was cut off longer than its TTL claims its leases again', {
     const a = await gw.claim(p, req('keep'));
     const b = await gw.claim(p, req('taken'));
     assert.ok(a.ok && b.ok);
-    // Someone reclaims both behind the gateway's back, and another gateway takes one IP.
-    await server.sql(
-      "UPDATE seng_gateways SET heartbeat_at = clock_timestamp() - interval '1 hour'",
-      [],
-      url,
-    );
-    assert.equal((await registry.reclaimExpired()).length, 2);
+    // Someone reclaims both behind the gateway's back, and another gateway takes one IP. In one
+    // transaction: the gateway's next heartbeat waits for its row until all of that is done.
     await registry.registerGateway({ id: 'other', address: 'o', leaseTtlMs: 60_000 });
-    assert.ok(await registry.claim({ ...lease(formatIpv4(b.ip), 'thief', 'other') }));
+    const client = await registry.pool.connect();
+    try {
+      await client.query('BEGIN');
+      await client.query(
+        "UPDATE seng_gateways SET heartbeat_at = clock_timestamp() - interval '1 hour' WHERE id = 'gw'",
+      );
+      assert.equal((await registry.reclaimExpired(client)).length, 2);
+      const thief = await client.query(
+        `INSERT INTO seng_leases (ip, subnet, session_id, gateway_id, mr_enclave, mr_signer, host_ip)
+         VALUES ($1, '192.168.28.0/26', 'thief', 'other', $2, $3, '10.0.0.8')`,
+        [b.ip, MR, SIGNER],
+      );
+      assert.equal(thief.rowCount, 1);
+      await client.query('COMMIT');
+    } finally {
+      client.release();
+    }
     const deadline = Date.now() + 5_000;
     while (lost.length === 0 && Date.now() < deadline) await sleep(50);
     assert.deepEqual(lost, [b.ip], 'the session whose IP went elsewhere is reported');
