@@ -94,3 +94,50 @@ export function withWatchDefault(argv: readonly string[], seconds = 2): string[]
   }
   return out;
 }
+
+/** `seng status --fleet`: the registry's gateways and, with --json, its live leases. */
+export interface FleetStatus {
+  registry: string;
+  gateways: {
+    id: string;
+    address: string;
+    pid: number;
+    state: 'live' | 'lost';
+    heartbeatAgeSeconds: number;
+    leaseTtlSeconds: number;
+    startedAt: string;
+    enclaves: number;
+  }[];
+  leases: {
+    enclaveIp: string;
+    subnet: string;
+    gateway: string;
+    app: string | null;
+    mrEnclave: string;
+    mrSigner: string;
+    hostIp: string;
+    categories: string[];
+    sessionId: string;
+    since: string;
+  }[];
+}
+
+export function renderFleet(s: FleetStatus, nowMs = Date.now()): string[] {
+  const live = s.gateways.filter((g) => g.state === 'live').length;
+  return [
+    `registry ${s.registry}: ${live} live gateway(s), ${s.gateways.length - live} lost, ${s.leases.length} live lease(s)`,
+    '',
+    ...table(
+      ['GATEWAY', 'ADDRESS', 'STATE', 'HEARTBEAT', 'TTL', 'ENCLAVES', 'UP'],
+      s.gateways.map((g) => [
+        g.id,
+        g.address,
+        g.state,
+        `${formatDuration(g.heartbeatAgeSeconds)} ago`,
+        formatDuration(g.leaseTtlSeconds),
+        String(g.enclaves),
+        formatDuration((nowMs - Date.parse(g.startedAt)) / 1000),
+      ]),
+    ).split('\n'),
+  ];
+}

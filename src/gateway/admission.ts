@@ -3,7 +3,8 @@
  *
  *   handshake 1 (port P)    verifyRecv: RA-TLS certificate → attestation → enclave index
  *                           (allowlist, host subnet, enclave subnet)
- *   receive channel         onRecvSession: take an IP from the subnet's pool, send
+ *   receive channel         onRecvSession: take an IP from the subnet's pool (claimed in the
+ *                           fleet's registry first with seng serve --registry), send
  *                           IpAssignment (resent on a timer), wait for IpAssignACK (onAck)
  *   handshake 2 (port P+1)  verifySend: same client IP, same quote and key as the first
  *   send channel            onSendSession → join: register with the firewall backend, then
@@ -22,8 +23,8 @@ import {
 import { randomBytes } from 'node:crypto';
 import { decodeIpAssignAck, encodeIpAssignment } from '../proto/messages.js';
 import { errorMessage } from '../util/errors.js';
-import { formatIpv4, parseIpv4, toWire } from '../util/ipv4.js';
-import type { GatewayContext, Rejection } from './context.js';
+import { formatIpv4, parseIpv4, toWire, type Ipv4 } from '../util/ipv4.js';
+import type { GatewayContext, LeaseAuthority, Rejection } from './context.js';
 import { appLabel, auditIdentity, newCounters, registration, type Enclave } from './enclave.js';
 import type { IpPool } from './ip-pool.js';
 import type { EnclaveChannel, PeerVerdict } from './types.js';
@@ -138,25 +139,76 @@ export class Admission {
       channel.close('not admitted');
       return;
     }
-    const ip = ctx.pool.allocate();
-    const client = `${channel.remoteAddress}:${channel.remotePort}`;
-    if (ip === undefined) {
-      this.rejected(
-        {
-          sessionId: ctx.sessionId,
-          check: 'subnet-full',
-          reason: `enclave subnet ${ctx.pool.label} is full`,
-          hostIp: channel.remoteAddress,
-          client,
-          mrEnclave: ctx.identity.mrEnclave.toString('hex'),
-          mrSigner: ctx.identity.mrSigner.toString('hex'),
-          app: ctx.appName ?? null,
-        },
-        { subnet: ctx.pool.label },
-      );
-      channel.close('enclave subnet full');
+    const leases = this.ctx.opts.leases;
+    if (leases) {
+      void this.claimFromRegistry(channel, ctx, leases);
       return;
     }
+    const ip = ctx.pool.allocate();
+    if (ip === undefined) {
+      this.refuseIp(channel, ctx, 'subnet-full', `enclave subnet ${ctx.pool.label} is full`);
+      return;
+    }
+    this.assign(channel, ctx, ip);
+  }
+
+  /**
+   * With a fleet registry the IP is claimed in the shared database first (src/fleet): the
+   * client may close its channel, or the gateway begin to stop, while the claim is in flight,
+   * and then the claimed lease is given back at once.
+   */
+  private async claimFromRegistry(
+    channel: EnclaveChannel,
+    ctx: RecvContext,
+    leases: LeaseAuthority,
+  ): Promise<void> {
+    let closed: string | undefined;
+    const onClose = (reason: string): void => {
+      closed = reason;
+    };
+    channel.on('close', onClose);
+    const result = await leases.claim(ctx.pool, {
+      sessionId: ctx.sessionId,
+      app: ctx.appName ?? null,
+      mrEnclave: ctx.identity.mrEnclave.toString('hex'),
+      mrSigner: ctx.identity.mrSigner.toString('hex'),
+      hostIp: channel.remoteAddress,
+      categories: ctx.categories,
+    });
+    channel.off('close', onClose);
+    if (!result.ok) {
+      this.refuseIp(channel, ctx, result.check, result.reason);
+      return;
+    }
+    if (closed !== undefined || this.ctx.stopping) {
+      const reason = closed !== undefined ? `receive tunnel closed: ${closed}` : 'server-shutdown';
+      leases.release(ctx.pool, result.ip, ctx.sessionId, reason);
+      if (closed === undefined) channel.close('the gateway is shutting down');
+      return;
+    }
+    this.assign(channel, ctx, result.ip);
+  }
+
+  /** No IP for this session (subnet full, registry unreachable): the attempt is rejected. */
+  private refuseIp(channel: EnclaveChannel, ctx: RecvContext, check: string, reason: string): void {
+    this.rejected(
+      {
+        sessionId: ctx.sessionId,
+        check,
+        reason,
+        hostIp: channel.remoteAddress,
+        client: `${channel.remoteAddress}:${channel.remotePort}`,
+        mrEnclave: ctx.identity.mrEnclave.toString('hex'),
+        mrSigner: ctx.identity.mrSigner.toString('hex'),
+        app: ctx.appName ?? null,
+      },
+      { subnet: ctx.pool.label },
+    );
+    channel.close(check === 'subnet-full' ? 'enclave subnet full' : 'enclave registry unreachable');
+  }
+
+  /** The session has its IP: track it and send IpAssignment. */
+  private assign(channel: EnclaveChannel, ctx: RecvContext, ip: Ipv4): void {
     const now = Date.now();
     const e: Enclave = {
       sessionId: ctx.sessionId,

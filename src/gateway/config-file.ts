@@ -57,6 +57,9 @@ export const SERVE_FILE_KEYS = {
   metrics: { type: 'string' },
   'lease-db': { type: 'string' },
   'lease-retention': { type: 'int', min: 1, max: 36500 },
+  registry: { type: 'string' },
+  'gateway-id': { type: 'string' },
+  'lease-ttl': { type: 'int', min: 1, max: 3600 },
   'log-level': { type: 'enum', options: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] },
 } as const satisfies Record<string, KeySpec>;
 
@@ -80,6 +83,7 @@ export interface ParsedConfig {
 const DEPENDS_ON: ReadonlyArray<[ServeFileKey, ServeFileKey]> = [
   ['netfilter', 'db'],
   ['policy', 'nft'],
+  ['gateway-id', 'registry'],
 ];
 
 /** A config file bigger than this is the wrong file. */

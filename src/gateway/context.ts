@@ -7,7 +7,9 @@ import type { AttestationCache, AttestationPolicy } from '../attestation/index.j
 import type { Enforcer } from '../enforce/types.js';
 import type { ShadowHooks } from '../shadow/types.js';
 import type { Logger } from '../util/log.js';
+import type { Ipv4 } from '../util/ipv4.js';
 import type { EnclaveIndex } from './enclave-index.js';
+import type { IpPool } from './ip-pool.js';
 import type { Counters, Enclave, EnclaveTable } from './enclave.js';
 import type { ListenChannels, PacketDevice } from './types.js';
 
@@ -51,6 +53,38 @@ export interface GatewayOptions {
   logger?: Logger;
   /** Metrics and the lease audit (src/audit/): told of admissions, rejections, session ends. */
   observer?: GatewayObserver;
+  /**
+   * A shared enclave registry (src/fleet, seng serve --registry): every IP is claimed there
+   * before it is assigned, so gateways of a fleet never hand out the same one. Without it
+   * the local pool alone decides.
+   */
+  leases?: LeaseAuthority;
+}
+
+/** Who the lease of a claimed IP is for. */
+export interface LeaseRequest {
+  sessionId: string;
+  app: string | null;
+  /** Hex. */
+  mrEnclave: string;
+  mrSigner: string;
+  /** The untrusted host (dotted quad). */
+  hostIp: string;
+  categories: string[];
+}
+
+export type LeaseClaimResult =
+  { ok: true; ip: Ipv4 } | { ok: false; check: 'subnet-full' | 'registry'; reason: string };
+
+/** Decides which enclave IPs a gateway may assign (implemented by src/fleet/gateway-leases.ts). */
+export interface LeaseAuthority {
+  /** Takes an IP of `pool` for the session, if the registry agrees; never throws. */
+  claim(pool: IpPool, req: LeaseRequest): Promise<LeaseClaimResult>;
+  /**
+   * The session ended: its lease ends. Returns at once; the IP goes back to `pool` once the
+   * registry has let go of it.
+   */
+  release(pool: IpPool, ip: Ipv4, sessionId: string, reason: string): void;
 }
 
 /** A refused handshake: what the gateway knew of the peer when it said no. */

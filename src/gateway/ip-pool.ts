@@ -50,6 +50,18 @@ export class IpPool {
     return undefined;
   }
 
+  /**
+   * Marks a specific address as used (e.g. held by another gateway of the fleet); false when
+   * it is not a host of this subnet, is the gateway's, or is already used.
+   */
+  reserve(ip: Ipv4): boolean {
+    if (!this.isHost(ip) || ip === this.gateway) return false;
+    const host = (ip - this.cidr.network) >>> 0;
+    if (this.used.has(host)) return false;
+    this.used.add(host);
+    return true;
+  }
+
   release(ip: Ipv4): boolean {
     return this.used.delete((ip - this.cidr.network) >>> 0);
   }

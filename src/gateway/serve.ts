@@ -25,6 +25,8 @@ import { LeaseRecorder, LeaseStore } from '../audit/lease-store.js';
 import { fanOut, leaseObserver } from '../audit/observers.js';
 import type { GatewayObserver } from './context.js';
 import type { ShadowService } from '../shadow/service.js';
+import { GatewayLeases } from '../fleet/gateway-leases.js';
+import { redactUrl } from '../pg/index.js';
 
 export interface ServeConfig {
   host: string;
@@ -47,6 +49,8 @@ export interface ServeConfig {
   metrics?: { host: string; port: number };
   /** Lease history (--lease-db, --lease-retention); absent: none kept. */
   leases?: { path: string; retentionDays: number };
+  /** Shared enclave registry (--registry postgres://…): fleet-wide unique enclave IPs (docs/fleet.md). */
+  registry?: { url: string; gatewayId: string; leaseTtlMs: number };
   /** Runs first on SIGHUP, before the database and policy are re-read: config-file reload. */
   onReload?: (running: { gateway: Gateway; enforcer: Enforcer | undefined }) => Promise<void>;
 }
@@ -154,8 +158,25 @@ export async function startGateway(config: ServeConfig, log: Logger): Promise<Ru
       cleanups.push(() => recorder.stop());
     }
 
+    // Started before the gateway and stopped after it (cleanups run in reverse), so the
+    // sessions' releases are written before this gateway's row goes.
+    const leases = config.registry
+      ? new GatewayLeases({
+          url: config.registry.url,
+          gatewayId: config.registry.gatewayId,
+          address: `${config.host}:${config.port}`,
+          leaseTtlMs: config.registry.leaseTtlMs,
+          log,
+        })
+      : undefined;
+    if (leases) {
+      await leases.start();
+      cleanups.push(() => leases.stop());
+    }
+
     let shadow: ShadowService | undefined;
     const gateway = new Gateway({
+      ...(leases ? { leases } : {}),
       port: config.port,
       ...(config.shadow ? { shadowHooks: { enclaveEnding: async (ip) => shadow?.enclaveEnding(ip) } } : {}),
       listen,
@@ -192,6 +213,10 @@ export async function startGateway(config: ServeConfig, log: Logger): Promise<Ru
     }
     await gateway.start();
     cleanups.push(() => gateway.stop());
+    if (leases) {
+      leases.onLeaseLost = (ip) =>
+        void gateway.kick({ ip }, 'lease-lost: the registry gave this IP to another session');
+    }
     if (config.shadow) {
       const service = createShadowService(
         config.shadow,
@@ -269,6 +294,9 @@ export async function startGateway(config: ServeConfig, log: Logger): Promise<Ru
         tun: config.tun.name,
         subnets: index.subnets().map((p) => p.label),
         database: config.dbPath ?? null,
+        ...(config.registry
+          ? { registry: redactUrl(config.registry.url), gatewayId: config.registry.gatewayId }
+          : {}),
         mode: index.mode,
         enforcement: enforcer?.name ?? 'none',
         control: config.controlPath,

@@ -42,8 +42,11 @@ export class Teardown {
     const unshadowed = await this.endShadows(e);
     const left = e.joined ? await this.leave(e) : true;
     if (left && unshadowed) {
-      e.pool.release(e.ip);
+      // With a fleet registry the lease ends there first; the IP returns to the pool after.
+      if (this.ctx.opts.leases) this.ctx.opts.leases.release(e.pool, e.ip, e.sessionId, reason);
+      else e.pool.release(e.ip);
     } else {
+      // Quarantined: with a fleet registry its lease stays too, so no other gateway takes it.
       // The firewall may still attribute this IP to the old app: never hand it out again.
       this.ctx.stats.quarantined++;
       this.ctx.log.error(

@@ -4,7 +4,9 @@ import { usageError } from '../usage.js';
 import { table, printable } from '../store-flags.js';
 import { DEFAULT_LEASE_DB, LeaseStore, type Lease } from '../../audit/lease-store.js';
 import { formatLocal, parseAt, timezoneLabel } from '../../audit/time.js';
-import { parseIpv4 } from '../../util/ipv4.js';
+import { formatIpv4, parseIpv4 } from '../../util/ipv4.js';
+import { Registry, type RegistryLease } from '../../fleet/registry.js';
+import { PgConnectionError, isConnectionError, isPostgresUrl, redactUrl } from '../../pg/index.js';
 
 interface LeaseJson {
   sessionId: string;
@@ -21,7 +23,12 @@ interface LeaseJson {
   current: boolean;
 }
 
-interface LeasesResult {
+interface LeasesSource {
+  /** The lease store file, or the registry URL (password redacted). */
+  source: string;
+}
+
+interface LeasesResult extends LeasesSource {
   timezone: string;
   at: string | null;
   leases: LeaseJson[];
@@ -29,12 +36,13 @@ interface LeasesResult {
 
 export default class Leases extends SengCommand<typeof Leases> {
   static override summary = 'Show the lease history: which enclave held which enclave IP, and when.';
-  static override description = `Reads the gateway's lease store (seng serve --lease-db). Every admitted session is one lease, from its IP assignment to its end; a lease without an end is current.
+  static override description = `Reads the gateway's lease store (seng serve --lease-db), or with --registry the fleet's enclave registry (seng serve --registry: live leases and history of every gateway, with the gateway that held them). Every admitted session is one lease, from its IP assignment to its end; a lease without an end is current.
 TIME is local time (the output names the timezone): ISO 8601 (2026-12-01T10:32, "2026-12-01 10:32", or with Z / +02:00) or HH:MM[:SS] today.`;
   static override examples = [
     '<%= config.bin %> leases --ip 192.168.28.7 --at 10:32',
     '<%= config.bin %> leases --app web --at 2026-12-01T09:00 --json',
     '<%= config.bin %> leases --lease-db /var/lib/seng/leases.db',
+    '<%= config.bin %> leases --registry postgres://seng@db.example/seng --ip 192.168.28.7 --at 10:32',
   ];
   static override flags = {
     ip: Flags.string({ summary: 'Only leases of this enclave IP.' }),
@@ -54,6 +62,16 @@ TIME is local time (the output names the timezone): ISO 8601 (2026-12-01T10:32, 
       default: DEFAULT_LEASE_DB,
       env: 'SENG_LEASE_DB',
     }),
+    registry: Flags.string({
+      summary: "The fleet's enclave registry (postgres://… URL) instead of a gateway's lease store.",
+      env: 'SENG_REGISTRY',
+      helpValue: 'URL',
+    }),
+    db: Flags.string({
+      char: 'd',
+      summary: 'A PostgreSQL policy database holding the registry (postgres://…; same as --registry).',
+      helpValue: 'URL',
+    }),
   };
 
   async run(): Promise<LeasesResult> {
@@ -71,23 +89,30 @@ TIME is local time (the output names the timezone): ISO 8601 (2026-12-01T10:32, 
       if (atMs === undefined)
         usageError(`--at "${f.at}" is not a time: give ISO 8601 (2026-12-01T10:32) or HH:MM (today)`);
     }
-    const store = LeaseStore.open(f['lease-db'], { readonly: true });
-    let leases: Lease[];
-    try {
-      leases = store.query({
-        ...(f.ip === undefined ? {} : { ip: f.ip }),
-        ...(f.app === undefined ? {} : { app: f.app }),
-        ...(atMs === undefined ? {} : { atMs }),
-        limit: f.limit,
-      });
-    } finally {
-      store.close();
-    }
+    const query = {
+      ...(f.ip === undefined ? {} : { ip: f.ip }),
+      ...(f.app === undefined ? {} : { app: f.app }),
+      ...(atMs === undefined ? {} : { atMs }),
+      limit: f.limit,
+    };
+    const registryUrl = f.registry ?? f.db;
+    if (f.db !== undefined && !isPostgresUrl(f.db))
+      usageError('-d/--db takes a postgres:// URL here (the lease store file is --lease-db)');
+    if (registryUrl !== undefined && !isPostgresUrl(registryUrl))
+      usageError(`--registry "${redactUrl(registryUrl)}" is not a postgres:// or postgresql:// URL`);
+    const { leases, source } =
+      registryUrl === undefined
+        ? { leases: queryStore(f['lease-db'], query).map(toJson), source: f['lease-db'] }
+        : {
+            leases: (await queryRegistry(registryUrl, query)).map(registryJson),
+            source: redactUrl(registryUrl),
+          };
     const timezone = timezoneLabel(atMs === undefined ? new Date() : new Date(atMs));
     const result: LeasesResult = {
+      source,
       timezone,
       at: atMs === undefined ? null : new Date(atMs).toISOString(),
-      leases: leases.map(toJson),
+      leases,
     };
     if (!this.jsonEnabled()) this.print(result, atMs);
     return result;
@@ -100,11 +125,12 @@ TIME is local time (the output names the timezone): ISO 8601 (2026-12-01T10:32, 
     if (r.leases.length === 0) return;
     this.log(
       table(
-        ['ENCLAVE IP', 'APP', 'HOST', 'START', 'END', 'MRENCLAVE', 'SESSION', 'END REASON'],
+        ['ENCLAVE IP', 'APP', 'HOST', 'GATEWAY', 'START', 'END', 'MRENCLAVE', 'SESSION', 'END REASON'],
         r.leases.map((l) => [
           l.enclaveIp,
           printable(l.app ?? '-'),
           l.hostIp,
+          printable(l.gateway),
           formatLocal(Date.parse(l.start)),
           l.end === null ? '(current)' : formatLocal(Date.parse(l.end)),
           `${l.mrEnclave.slice(0, 16)}…`,
@@ -114,6 +140,45 @@ TIME is local time (the output names the timezone): ISO 8601 (2026-12-01T10:32, 
       ),
     );
   }
+}
+
+type Query = { ip?: string; app?: string; atMs?: number; limit: number };
+
+function queryStore(path: string, q: Query): Lease[] {
+  const store = LeaseStore.open(path, { readonly: true });
+  try {
+    return store.query(q);
+  } finally {
+    store.close();
+  }
+}
+
+async function queryRegistry(url: string, q: Query): Promise<RegistryLease[]> {
+  const registry = await Registry.open(url, { applicationName: 'seng-leases' }).catch((err: unknown) => {
+    throw isConnectionError(err) ? new PgConnectionError(url, err) : err;
+  });
+  try {
+    const { ip, ...rest } = q;
+    return await registry.query({ ...rest, ...(ip === undefined ? {} : { ip: parseIpv4(ip) }) });
+  } finally {
+    await registry.close();
+  }
+}
+
+function registryJson(l: RegistryLease): LeaseJson {
+  return {
+    sessionId: l.sessionId,
+    enclaveIp: formatIpv4(l.ip),
+    hostIp: l.hostIp,
+    app: l.app,
+    mrEnclave: l.mrEnclave,
+    mrSigner: l.mrSigner,
+    gateway: l.gatewayId,
+    start: l.startedAt.toISOString(),
+    end: l.endedAt === null ? null : l.endedAt.toISOString(),
+    endReason: l.endReason,
+    current: l.endedAt === null,
+  };
 }
 
 function toJson(l: Lease): LeaseJson {

@@ -23,6 +23,8 @@ import type { Gateway } from '../../gateway/gateway.js';
 import type { Enforcer } from '../../enforce/types.js';
 import { NftEnforcer } from '../../enforce/nft.js';
 import type { Logger } from '../../util/log.js';
+import { hostname } from 'node:os';
+import { isPostgresUrl, redactUrl } from '../../pg/index.js';
 
 export default class Serve extends SengCommand<typeof Serve> {
   static override summary =
@@ -156,6 +158,22 @@ With -s (ShadowServer) an enclave can make a listening TCP port reachable at its
       min: 1,
       max: 36500,
     }),
+    registry: Flags.string({
+      summary:
+        'Shared enclave registry (postgres://…): enclave IPs are leased fleet-wide, unique across gateways (docs/fleet.md).',
+      env: 'SENG_REGISTRY',
+      helpValue: 'URL',
+    }),
+    'gateway-id': Flags.string({
+      summary: "This gateway's name in the registry (default: HOSTNAME:PORT); keep it across restarts.",
+    }),
+    'lease-ttl': Flags.integer({
+      summary:
+        'Seconds without a heartbeat after which other gateways and agents reclaim this gateway’s leases (heartbeat every TTL/3).',
+      default: 30,
+      min: 1,
+      max: 3600,
+    }),
   };
 
   async run(): Promise<void> {
@@ -273,6 +291,7 @@ function buildServeConfig(o: ServeFileOptions): ServeConfig {
     },
     limits: { maxSessions: opt<number>(o, 'max-sessions'), maxHandshakes: opt<number>(o, 'max-handshakes') },
     ...(metrics ? { metrics } : {}),
+    ...registryConfig(o),
     ...(leaseDb === 'none'
       ? {}
       : { leases: { path: leaseDb, retentionDays: opt<number>(o, 'lease-retention') } }),
@@ -286,6 +305,21 @@ function buildServeConfig(o: ServeFileOptions): ServeConfig {
         }
       : {}),
   };
+}
+
+/** --registry / --gateway-id / --lease-ttl. */
+function registryConfig(o: ServeFileOptions): Pick<ServeConfig, 'registry'> {
+  const url = o.registry as string | undefined;
+  if (url === undefined) {
+    if (o['gateway-id'] !== undefined) usageError('--gateway-id needs --registry (here or in --config)');
+    return {};
+  }
+  if (!isPostgresUrl(url))
+    usageError(`--registry "${redactUrl(url)}" is not a postgres:// or postgresql:// URL`);
+  const gatewayId = (o['gateway-id'] as string | undefined) ?? `${hostname()}:${opt<number>(o, 'port')}`;
+  if (!/^[\x21-\x7e]{1,200}$/.test(gatewayId))
+    usageError('--gateway-id must be 1-200 printable characters without spaces');
+  return { registry: { url, gatewayId, leaseTtlMs: opt<number>(o, 'lease-ttl') * 1000 } };
 }
 
 /**
