@@ -275,7 +275,7 @@ export class Store {
     requireSchema(this.schema, 'vanilla', 'an enclave subnet', this.path);
     return this.tx(() => {
       const subnet = subnetToRemove(this.listSubnets(), cidr);
-      const users = this.all<{ name: string }>('SELECT name FROM apps WHERE enc_subnet_id = ?', subnet.id);
+      const users = this.all<{ name: string }>('SELECT name FROM apps WHERE enc_subnet_id = ? ORDER BY id', subnet.id);
       checkSubnetUnused(cidr, users.map((u) => u.name));
       this.run('DELETE FROM enclave_subnets WHERE id = ?', subnet.id);
       return subnet;

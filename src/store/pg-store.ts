@@ -71,8 +71,9 @@ function isUniqueViolation(err: unknown): boolean {
 /** A URL node-postgres can use; a malformed one is an input error, not a crash. */
 export function checkPostgresUrl(url: string): void {
   try {
-    const parsed = new URL(url);
-    if (parsed.port !== '' && !/^\d+$/.test(parsed.port)) throw new Error('bad port');
+    // node-postgres' own parser (it accepts forms WHATWG URL does not, e.g. postgres://user@/db?host=/dir).
+    const probe = new pg.Client({ connectionString: url });
+    void probe;
   } catch {
     throw new InputError(
       `${redactUrl(url)} is not a valid PostgreSQL URL`,
@@ -361,11 +362,13 @@ export class PgStore {
     requireSchema(this.schema, 'vanilla', 'an enclave subnet', this.target);
     return this.write(async (c) => {
       checkNewSubnet((await this.rawSubnets(c)).map(decodeSubnet), cidr);
-      const { rows } = await c.query<{ id: number }>(
-        'INSERT INTO enclave_subnets(subnet, submask, gateway) VALUES ($1, $2, $3) RETURNING id',
+      const id = await insertId(
+        c,
+        'enclave_subnets',
+        `INSERT INTO enclave_subnets(id, subnet, submask, gateway) VALUES (${NEXT_ID('enclave_subnets')}, $1, $2, $3) RETURNING id`,
         [toWire(cidr.network), toWire(cidr.mask), toWire(gateway)],
       );
-      return { id: Number(rows[0]?.id), cidr, gateway };
+      return { id, cidr, gateway };
     });
   }
 
@@ -373,7 +376,7 @@ export class PgStore {
     requireSchema(this.schema, 'vanilla', 'an enclave subnet', this.target);
     return this.write(async (c) => {
       const subnet = subnetToRemove((await this.rawSubnets(c)).map(decodeSubnet), cidr);
-      const users = await c.query<{ name: string }>('SELECT name FROM apps WHERE enc_subnet_id = $1', [subnet.id]);
+      const users = await c.query<{ name: string }>('SELECT name FROM apps WHERE enc_subnet_id = $1 ORDER BY id', [subnet.id]);
       checkSubnetUnused(
         cidr,
         users.rows.map((u) => u.name),
@@ -398,7 +401,7 @@ export class PgStore {
       let id: number;
       try {
         if (this.schema === 'netfilter') {
-          id = await insertId(c, 'INSERT INTO apps(name, mr_enclave, mr_signer) VALUES ($1, $2, $3) RETURNING id', [
+          id = await insertId(c, 'apps', `INSERT INTO apps(id, name, mr_enclave, mr_signer) VALUES (${NEXT_ID('apps')}, $1, $2, $3) RETURNING id`, [
             app.name,
             app.mrEnclave,
             app.mrSigner,
@@ -409,7 +412,8 @@ export class PgStore {
           checkUnambiguous(await this.appsByMeasurementOn(c, app.mrEnclave), app.mrEnclave, hostSubnet);
           id = await insertId(
             c,
-            'INSERT INTO apps(name, mr_enclave, mr_signer, host_subnet, host_submask, enc_subnet_id) VALUES ($1, $2, $3, $4, $5, $6) RETURNING id',
+            'apps',
+            `INSERT INTO apps(id, name, mr_enclave, mr_signer, host_subnet, host_submask, enc_subnet_id) VALUES (${NEXT_ID('apps')}, $1, $2, $3, $4, $5, $6) RETURNING id`,
             [app.name, app.mrEnclave, app.mrSigner, toWire(hostSubnet.network), toWire(hostSubnet.mask), subnet.id],
           );
         }
@@ -528,8 +532,21 @@ async function appIdOn(c: pg.PoolClient, name: string): Promise<number> {
   );
 }
 
-async function insertId(c: pg.PoolClient, text: string, params: unknown[]): Promise<number> {
+/**
+ * The id a new row gets: one past the largest, as SQLite gives an INTEGER PRIMARY KEY, so both
+ * stores number rows alike (an identity would skip the values of failed inserts). Safe because
+ * writers hold the table lock; the identity is moved along for rows inserted without an id (psql).
+ */
+const NEXT_ID = (table: 'apps' | 'enclave_subnets') => `(SELECT COALESCE(max(id), 0) + 1 FROM ${table})`;
+
+async function insertId(
+  c: pg.PoolClient,
+  table: 'apps' | 'enclave_subnets',
+  text: string,
+  params: unknown[],
+): Promise<number> {
   const { rows } = await c.query<{ id: number }>(text, params);
+  await c.query(pgResyncIdentity(table));
   return Number(rows[0]?.id);
 }
 
