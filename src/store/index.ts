@@ -8,12 +8,7 @@ import { dirname, join } from 'node:path';
 import Database from 'better-sqlite3';
 import { InputError } from '../util/errors.js';
 import { toWire, type Cidr, type Ipv4 } from '../util/ipv4.js';
-import {
-  StoreOpenError,
-  StorePathError,
-  StorePermissionError,
-  translateSqliteError,
-} from './errors.js';
+import { StoreOpenError, StorePathError, StorePermissionError, translateSqliteError } from './errors.js';
 import { LAYOUTS, NETFILTER_DDL, VANILLA_DDL, type SchemaKind } from './schema.js';
 import { quoteInput } from './validate.js';
 import type { PolicyDump, ValidDump } from './dump.js';
@@ -33,10 +28,13 @@ import {
   decodeApps,
   decodeSubnet,
   demoRows,
+  dumpRows,
   duplicateAppError,
   enclaveSubnetRow,
   importCounts,
+  newAppRow,
   requireSchema,
+  rethrowUnique,
   rowToChange,
   rowsToRemove,
   subnetToRemove,
@@ -61,10 +59,6 @@ export {
 } from './errors.js';
 export { DEMO_MEASUREMENTS, type SchemaKind } from './schema.js';
 export type { AppChange, AppRecord, ImportCounts, NewApp, SubnetRecord } from './logic.js';
-
-function isUniqueViolation(err: unknown): boolean {
-  return (err as { code?: string }).code === 'SQLITE_CONSTRAINT_UNIQUE';
-}
 
 /**
  * How long a connection waits for another one's lock before giving up (ms): better-sqlite3's
@@ -275,8 +269,14 @@ export class Store {
     requireSchema(this.schema, 'vanilla', 'an enclave subnet', this.path);
     return this.tx(() => {
       const subnet = subnetToRemove(this.listSubnets(), cidr);
-      const users = this.all<{ name: string }>('SELECT name FROM apps WHERE enc_subnet_id = ? ORDER BY id', subnet.id);
-      checkSubnetUnused(cidr, users.map((u) => u.name));
+      const users = this.all<{ name: string }>(
+        'SELECT name FROM apps WHERE enc_subnet_id = ? ORDER BY id',
+        subnet.id,
+      );
+      checkSubnetUnused(
+        cidr,
+        users.map((u) => u.name),
+      );
       this.run('DELETE FROM enclave_subnets WHERE id = ?', subnet.id);
       return subnet;
     });
@@ -285,7 +285,11 @@ export class Store {
   // ---- apps ----
 
   listApps(): AppRecord[] {
-    return decodeApps(this.schema, this.all<RawApp>('SELECT * FROM apps ORDER BY id'), this.rawCategories('name'));
+    return decodeApps(
+      this.schema,
+      this.all<RawApp>('SELECT * FROM apps ORDER BY id'),
+      this.rawCategories('name'),
+    );
   }
 
   /** Rows for one measurement, in id order (vanilla may have one per host subnet). */
@@ -301,32 +305,22 @@ export class Store {
 
   addApp(app: NewApp): AppRecord {
     return this.tx(() => {
-      try {
-        if (this.schema === 'netfilter') {
-          const info = this.run(
-            'INSERT INTO apps(name, mr_enclave, mr_signer) VALUES (?, ?, ?)',
-            app.name,
-            app.mrEnclave,
-            app.mrSigner,
-          );
-          return this.appById(Number(info.lastInsertRowid));
-        }
+      let row = newAppRow(app);
+      if (this.schema === 'vanilla') {
         const { hostSubnet, enclaveSubnet } = vanillaSubnets(app);
         const subnet = enclaveSubnetRow(this.listSubnets(), enclaveSubnet, this.path);
         checkUnambiguous(this.appsByMeasurement(app.mrEnclave), app.mrEnclave, hostSubnet);
+        row = newAppRow(app, { hostSubnet, enclaveSubnetId: subnet.id });
+      }
+      const placeholders = row.columns.map(() => '?').join(', ');
+      try {
         const info = this.run(
-          'INSERT INTO apps(name, mr_enclave, mr_signer, host_subnet, host_submask, enc_subnet_id) VALUES (?, ?, ?, ?, ?, ?)',
-          app.name,
-          app.mrEnclave,
-          app.mrSigner,
-          toWire(hostSubnet.network),
-          toWire(hostSubnet.mask),
-          subnet.id,
+          `INSERT INTO apps(${row.columns.join(', ')}) VALUES (${placeholders})`,
+          ...row.values,
         );
         return this.appById(Number(info.lastInsertRowid));
       } catch (err) {
-        if (isUniqueViolation(err)) throw duplicateAppError(this.schema, app.mrEnclave, app.hostSubnet);
-        throw err;
+        rethrowUnique(err, () => duplicateAppError(this.schema, app.mrEnclave, app.hostSubnet));
       }
     });
   }
@@ -366,8 +360,7 @@ export class Store {
           target.id,
         );
       } catch (err) {
-        if (!isUniqueViolation(err)) throw err;
-        throw duplicateAppError(this.schema, target.mrEnclave, host);
+        rethrowUnique(err, () => duplicateAppError(this.schema, target.mrEnclave, host));
       }
     }
     if (change.enclaveSubnet) {
@@ -408,8 +401,13 @@ export class Store {
       if (opts.replace) {
         for (const t of tables) this.run(`DELETE FROM ${t}`);
       } else {
-        const count = (t: string) => (this.db.prepare(`SELECT count(*) AS n FROM ${t}`).get() as { n: number }).n;
-        checkEmpty(this.path, tables.reduce((n, t) => n + count(t), 0), opts.flag);
+        const count = (t: string) =>
+          (this.db.prepare(`SELECT count(*) AS n FROM ${t}`).get() as { n: number }).n;
+        checkEmpty(
+          this.path,
+          tables.reduce((n, t) => n + count(t), 0),
+          opts.flag,
+        );
       }
       this.writeRows(dump);
       return importCounts(dump);
@@ -418,24 +416,11 @@ export class Store {
 
   /** Inserts rows with their ids (inside a transaction). */
   private writeRows(dump: ValidDump): void {
-    if (this.schema === 'vanilla') {
-      const sub = this.db.prepare('INSERT INTO enclave_subnets(id, subnet, submask, gateway) VALUES (?, ?, ?, ?)');
-      for (const s of dump.subnets) {
-        sub.run(s.id, toWire(s.subnet.address), toWire(s.subnet.mask), s.gateway === null ? null : toWire(s.gateway));
-      }
-      const app = this.db.prepare(
-        'INSERT INTO apps(id, name, mr_enclave, mr_signer, host_subnet, host_submask, enc_subnet_id) VALUES (?, ?, ?, ?, ?, ?, ?)',
-      );
-      for (const a of dump.apps) {
-        const host = a.hostSubnet as { address: number; mask: number };
-        app.run(a.id, a.name, a.mrEnclave, a.mrSigner, toWire(host.address), toWire(host.mask), a.enclaveSubnetId);
-      }
-      return;
+    for (const { table, columns, rows } of dumpRows(this.schema, dump)) {
+      const placeholders = columns.map(() => '?').join(', ');
+      const insert = this.db.prepare(`INSERT INTO ${table}(${columns.join(', ')}) VALUES (${placeholders})`);
+      for (const row of rows) insert.run(...row);
     }
-    const app = this.db.prepare('INSERT INTO apps(id, name, mr_enclave, mr_signer) VALUES (?, ?, ?, ?)');
-    for (const a of dump.apps) app.run(a.id, a.name, a.mrEnclave, a.mrSigner);
-    const cat = this.db.prepare('INSERT INTO categories(id, name, apps_id) VALUES (?, ?, ?)');
-    for (const c of dump.categories) cat.run(c.id, c.name, c.appId);
   }
 
   // ---- categories (netfilter) ----
@@ -447,8 +432,7 @@ export class Store {
       try {
         this.run('INSERT INTO categories(name, apps_id) VALUES (?, ?)', category, appId);
       } catch (err) {
-        if (isUniqueViolation(err)) throw categoryExistsError(appName, category);
-        throw err;
+        rethrowUnique(err, () => categoryExistsError(appName, category));
       }
     });
   }
@@ -463,7 +447,10 @@ export class Store {
   }
 
   private appIdByName(name: string): number {
-    return appIdByName(this.all<{ id: number }>('SELECT id FROM apps WHERE name = ?', name).map((r) => r.id), name);
+    return appIdByName(
+      this.all<{ id: number }>('SELECT id FROM apps WHERE name = ?', name).map((r) => r.id),
+      name,
+    );
   }
 }
 

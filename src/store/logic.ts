@@ -4,11 +4,27 @@
  * hints of their errors. Each store only runs its own SQL around these functions, so both
  * behave the same for every command.
  */
-import { cidrContains, formatCidr, formatIpv4, fromWire, maskToPrefix, type Cidr, type Ipv4 } from '../util/ipv4.js';
+import {
+  cidrContains,
+  formatCidr,
+  formatIpv4,
+  fromWire,
+  maskToPrefix,
+  toWire,
+  type Cidr,
+  type Ipv4,
+} from '../util/ipv4.js';
 import { StoreWriteError } from './errors.js';
-import { DEMO_MEASUREMENTS, type SchemaKind } from './schema.js';
+import { DEMO_MEASUREMENTS, LAYOUTS, type SchemaKind } from './schema.js';
 import { quoteInput } from './validate.js';
-import { DUMP_FORMAT, DUMP_VERSION, formatRawCidr, type AppDump, type PolicyDump, type ValidDump } from './dump.js';
+import {
+  DUMP_FORMAT,
+  DUMP_VERSION,
+  formatRawCidr,
+  type AppDump,
+  type PolicyDump,
+  type ValidDump,
+} from './dump.js';
 
 export interface SubnetRecord {
   id: number;
@@ -131,7 +147,11 @@ export function categoriesByApp(rows: readonly RawCategory[]): Map<number, strin
   return map;
 }
 
-export function decodeApps(schema: SchemaKind, rows: readonly RawApp[], categories: readonly RawCategory[]): AppRecord[] {
+export function decodeApps(
+  schema: SchemaKind,
+  rows: readonly RawApp[],
+  categories: readonly RawCategory[],
+): AppRecord[] {
   const byApp = categoriesByApp(categories);
   return rows.map((r) => decodeApp(schema, r, byApp.get(r.id) ?? []));
 }
@@ -145,6 +165,17 @@ export function requireSchema(schema: SchemaKind, kind: SchemaKind, what: string
         : 'categories exist only in the netfilter layout (seng serve -n -d)',
     );
   }
+}
+
+/** A UNIQUE constraint violation, of SQLite or PostgreSQL. */
+export function isUniqueViolation(err: unknown): boolean {
+  const code = (err as { code?: unknown }).code;
+  return code === 'SQLITE_CONSTRAINT_UNIQUE' || code === '23505';
+}
+
+/** Rethrows a UNIQUE violation as the typed error `typed` makes, any other error unchanged. */
+export function rethrowUnique(err: unknown, typed: () => Error): never {
+  throw isUniqueViolation(err) ? typed() : err;
 }
 
 // ---- enclave subnets ----
@@ -161,7 +192,8 @@ export function checkNewSubnet(existing: readonly SubnetRecord[], cidr: Cidr): v
 
 export function subnetToRemove(existing: readonly SubnetRecord[], cidr: Cidr): SubnetRecord {
   const subnet = existing.find((s) => sameCidr(s.cidr, cidr));
-  if (!subnet) throw new StoreWriteError(`no enclave subnet ${formatCidr(cidr)}`, 'list them with: seng db subnet list');
+  if (!subnet)
+    throw new StoreWriteError(`no enclave subnet ${formatCidr(cidr)}`, 'list them with: seng db subnet list');
   return subnet;
 }
 
@@ -176,7 +208,11 @@ export function checkSubnetUnused(cidr: Cidr, users: readonly string[]): void {
 }
 
 /** The subnet row an app refers to by its CIDR. */
-export function enclaveSubnetRow(existing: readonly SubnetRecord[], cidr: Cidr, target: string): SubnetRecord {
+export function enclaveSubnetRow(
+  existing: readonly SubnetRecord[],
+  cidr: Cidr,
+  target: string,
+): SubnetRecord {
   const subnet = existing.find((s) => sameCidr(s.cidr, cidr));
   if (!subnet) {
     throw new StoreWriteError(
@@ -198,6 +234,20 @@ export function vanillaSubnets(app: NewApp): { hostSubnet: Cidr; enclaveSubnet: 
     );
   }
   return { hostSubnet: app.hostSubnet, enclaveSubnet: app.enclaveSubnet };
+}
+
+/** Columns and values of a new `apps` row (its id left to the store); vanilla rows need `vanilla`. */
+export function newAppRow(
+  app: NewApp,
+  vanilla?: { hostSubnet: Cidr; enclaveSubnetId: number },
+): { columns: string[]; values: unknown[] } {
+  const columns = ['name', 'mr_enclave', 'mr_signer'];
+  const values: unknown[] = [app.name, app.mrEnclave, app.mrSigner];
+  if (vanilla) {
+    columns.push('host_subnet', 'host_submask', 'enc_subnet_id');
+    values.push(toWire(vanilla.hostSubnet.network), toWire(vanilla.hostSubnet.mask), vanilla.enclaveSubnetId);
+  }
+  return { columns, values };
 }
 
 /**
@@ -246,7 +296,13 @@ export function noAppError(name: string, hostSubnet?: Cidr): StoreWriteError {
 }
 
 /** Checks an update before anything is written: the app exists, a new name is free. */
-export function checkUpdate(schema: SchemaKind, target: string, name: string, apps: readonly AppRecord[], change: AppChange): AppRecord[] {
+export function checkUpdate(
+  schema: SchemaKind,
+  target: string,
+  name: string,
+  apps: readonly AppRecord[],
+  change: AppChange,
+): AppRecord[] {
   if (change.hostSubnet || change.enclaveSubnet || change.row) {
     requireSchema(schema, 'vanilla', 'changing host or enclave subnets', target);
   }
@@ -352,7 +408,11 @@ export function buildDump(
     }));
     return { ...head, enclaveSubnets, apps: appDumps };
   }
-  return { ...head, apps: appDumps, categories: categories.map((r) => ({ id: r.id, name: r.name, appId: r.apps_id })) };
+  return {
+    ...head,
+    apps: appDumps,
+    categories: categories.map((r) => ({ id: r.id, name: r.name, appId: r.apps_id })),
+  };
 }
 
 export function checkImportLayout(dump: ValidDump, schema: SchemaKind, target: string): void {
@@ -373,6 +433,41 @@ export function checkEmpty(target: string, rows: number, flag = '--replace'): vo
   }
 }
 
+/** Rows of one table to insert: column names (from LAYOUTS, never input) and values per row. */
+export interface TableRows {
+  table: string;
+  columns: readonly string[];
+  rows: unknown[][];
+}
+
+/** The rows of a dump in stored encoding, table by table in insertion order (parents first). */
+export function dumpRows(schema: SchemaKind, dump: ValidDump): TableRows[] {
+  const layout = LAYOUTS[schema];
+  const apps: TableRows = {
+    table: 'apps',
+    columns: layout['apps'] as string[],
+    rows: dump.apps.map((a) => {
+      const row: unknown[] = [a.id, a.name, a.mrEnclave, a.mrSigner];
+      if (schema === 'vanilla') {
+        const host = a.hostSubnet as { address: number; mask: number };
+        row.push(toWire(host.address), toWire(host.mask), a.enclaveSubnetId);
+      }
+      return row;
+    }),
+  };
+  if (schema === 'netfilter') {
+    const categories = dump.categories.map((c) => [c.id, c.name, c.appId]);
+    return [apps, { table: 'categories', columns: layout['categories'] as string[], rows: categories }];
+  }
+  const subnets = dump.subnets.map((s) => [
+    s.id,
+    toWire(s.subnet.address),
+    toWire(s.subnet.mask),
+    s.gateway === null ? null : toWire(s.gateway),
+  ]);
+  return [{ table: 'enclave_subnets', columns: layout['enclave_subnets'] as string[], rows: subnets }, apps];
+}
+
 export function importCounts(dump: ValidDump): ImportCounts {
   return { subnets: dump.subnets.length, apps: dump.apps.length, categories: dump.categories.length };
 }
@@ -389,8 +484,16 @@ export function demoRows(schema: SchemaKind): ValidDump {
     return {
       layout: schema,
       subnets: [
-        { id: 1, subnet: { address: fromWire(1878208), mask: fromWire(16777215) }, gateway: fromWire(18655424) },
-        { id: 2, subnet: { address: fromWire(1839276), mask: fromWire(3238002687) }, gateway: fromWire(18616492) },
+        {
+          id: 1,
+          subnet: { address: fromWire(1878208), mask: fromWire(16777215) },
+          gateway: fromWire(18655424),
+        },
+        {
+          id: 2,
+          subnet: { address: fromWire(1839276), mask: fromWire(3238002687) },
+          gateway: fromWire(18616492),
+        },
       ],
       apps: [
         {
@@ -417,7 +520,12 @@ export function demoRows(schema: SchemaKind): ValidDump {
     layout: schema,
     subnets: [],
     apps: [
-      { id: 1, name: 'DemoEnclave', mrEnclave: hex(demo.DemoEnclave.mrEnclave), mrSigner: hex(demo.DemoEnclave.mrSigner) },
+      {
+        id: 1,
+        name: 'DemoEnclave',
+        mrEnclave: hex(demo.DemoEnclave.mrEnclave),
+        mrSigner: hex(demo.DemoEnclave.mrSigner),
+      },
       { id: 2, name: 'SENG-NGINX', mrEnclave: hex(demo.NGINX.mrEnclave), mrSigner: hex(demo.NGINX.mrSigner) },
     ],
     categories: [

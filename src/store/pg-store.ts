@@ -17,38 +17,16 @@ import { StoreBusyError, StoreIoError, StoreOpenError, StorePermissionError } fr
 import { LAYOUTS, type SchemaKind } from './schema.js';
 import { PG_DDL, pgResyncIdentity } from './pg-schema.js';
 import type { PolicyDump, ValidDump } from './dump.js';
-import {
-  POLICY_TABLES,
-  appIdByName,
-  buildDump,
-  categoryExistsError,
-  categoryMissingError,
-  checkEmpty,
-  checkImportLayout,
-  checkNewSubnet,
-  checkRemoveSelector,
-  checkSubnetUnused,
-  checkUnambiguous,
-  checkUpdate,
-  decodeApps,
-  decodeSubnet,
-  demoRows,
-  duplicateAppError,
-  enclaveSubnetRow,
-  importCounts,
-  requireSchema,
-  rowToChange,
-  rowsToRemove,
-  subnetToRemove,
-  vanillaSubnets,
-  type AppChange,
-  type AppRecord,
-  type ImportCounts,
-  type NewApp,
-  type RawApp,
-  type RawCategory,
-  type RawSubnet,
-  type SubnetRecord,
+import * as policy from './logic.js';
+import type {
+  AppChange,
+  AppRecord,
+  ImportCounts,
+  NewApp,
+  RawApp,
+  RawCategory,
+  RawSubnet,
+  SubnetRecord,
 } from './logic.js';
 
 type Queryable = pg.Pool | pg.PoolClient;
@@ -61,12 +39,6 @@ const INIT_LOCK_KEY = 0x5e6e_0001;
 
 /** Connection attempts before a command gives up (≈ 0.7 s of backoff in total). */
 const RETRY_ATTEMPTS = 4;
-
-const UNIQUE_VIOLATION = '23505';
-
-function isUniqueViolation(err: unknown): boolean {
-  return (err as { code?: unknown }).code === UNIQUE_VIOLATION;
-}
 
 /** A URL node-postgres can use; a malformed one is an input error, not a crash. */
 export function checkPostgresUrl(url: string): void {
@@ -114,7 +86,11 @@ export function translatePgError(err: unknown, url: string): unknown {
     case '40P01':
       return new StoreBusyError(target, 0, err);
     case '53100':
-      return new StoreIoError(`${target}: the server's disk is full`, 'free space on the server; nothing was changed', err);
+      return new StoreIoError(
+        `${target}: the server's disk is full`,
+        'free space on the server; nothing was changed',
+        err,
+      );
     default:
       if (typeof code === 'string') {
         return new StoreIoError(
@@ -152,7 +128,11 @@ function toRawApp(r: Record<string, unknown>): RawApp {
 }
 
 function toRawCategory(r: Record<string, unknown>): RawCategory {
-  return { id: r['id'] === null ? null : Number(r['id']), name: r['name'] as string, apps_id: Number(r['apps_id']) };
+  return {
+    id: r['id'] === null ? null : Number(r['id']),
+    name: r['name'] as string,
+    apps_id: Number(r['apps_id']),
+  };
 }
 
 /** The layout of the policy tables present, or undefined when there are none. */
@@ -258,9 +238,9 @@ export class PgStore {
             await c.query('DROP TABLE IF EXISTS categories, apps, enclave_subnets');
           }
           await c.query(PG_DDL[schema]);
-          const rows = opts.rows ?? (opts.demo ? demoRows(schema) : undefined);
+          const rows = opts.rows ?? (opts.demo ? policy.demoRows(schema) : undefined);
           if (rows) {
-            checkImportLayout(rows, schema, target);
+            policy.checkImportLayout(rows, schema, target);
             await writeRows(c, schema, rows);
           }
         }),
@@ -280,7 +260,9 @@ export class PgStore {
   async policyVersion(): Promise<number> {
     return this.read(async (q) => {
       try {
-        const { rows } = await q.query<{ version: string }>('SELECT version FROM seng_policy_version WHERE id = 1');
+        const { rows } = await q.query<{ version: string }>(
+          'SELECT version FROM seng_policy_version WHERE id = 1',
+        );
         return rows.length === 0 ? 0 : Number(rows[0]?.version);
       } catch (err) {
         if ((err as { code?: unknown }).code === '42P01') return 0; // no version table
@@ -298,7 +280,7 @@ export class PgStore {
           const version = await c
             .query<{ version: string }>('SELECT version FROM seng_policy_version WHERE id = 1')
             .then((r) => Number(r.rows[0]?.version ?? 0));
-          const [apps, subnets] = [await this.appsOn(c), (await this.rawSubnets(c)).map(decodeSubnet)];
+          const [apps, subnets] = [await this.appsOn(c), (await this.rawSubnets(c)).map(policy.decodeSubnet)];
           return { version, apps, subnets };
         },
         'BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY',
@@ -314,7 +296,7 @@ export class PgStore {
 
   /** One write transaction holding the layout's tables against other writers (see the file comment). */
   private write<T>(fn: (c: pg.PoolClient) => Promise<T>): Promise<T> {
-    const tables = [...POLICY_TABLES[this.schema]].sort().join(', ');
+    const tables = [...policy.POLICY_TABLES[this.schema]].sort().join(', ');
     return guard(this.url, () =>
       transaction(this.pool, async (c) => {
         await c.query(`LOCK TABLE ${tables} IN SHARE ROW EXCLUSIVE MODE`);
@@ -344,24 +326,24 @@ export class PgStore {
   }
 
   private async appsOn(q: Queryable): Promise<AppRecord[]> {
-    return decodeApps(this.schema, await this.rawApps(q), await this.rawCategories(q, 'name'));
+    return policy.decodeApps(this.schema, await this.rawApps(q), await this.rawCategories(q, 'name'));
   }
 
   private async appsByMeasurementOn(q: Queryable, mrEnclave: Buffer): Promise<AppRecord[]> {
     const rows = await this.rawApps(q, 'WHERE mr_enclave = $1', [mrEnclave]);
-    return rows.length === 0 ? [] : decodeApps(this.schema, rows, await this.rawCategories(q, 'name'));
+    return rows.length === 0 ? [] : policy.decodeApps(this.schema, rows, await this.rawCategories(q, 'name'));
   }
 
   // ---- enclave subnets (vanilla) ----
 
   async listSubnets(): Promise<SubnetRecord[]> {
-    return this.read(async (q) => (await this.rawSubnets(q)).map(decodeSubnet));
+    return this.read(async (q) => (await this.rawSubnets(q)).map(policy.decodeSubnet));
   }
 
   async addSubnet(cidr: Cidr, gateway: Ipv4): Promise<SubnetRecord> {
-    requireSchema(this.schema, 'vanilla', 'an enclave subnet', this.target);
+    policy.requireSchema(this.schema, 'vanilla', 'an enclave subnet', this.target);
     return this.write(async (c) => {
-      checkNewSubnet((await this.rawSubnets(c)).map(decodeSubnet), cidr);
+      policy.checkNewSubnet((await this.rawSubnets(c)).map(policy.decodeSubnet), cidr);
       const id = await insertId(
         c,
         'enclave_subnets',
@@ -373,11 +355,14 @@ export class PgStore {
   }
 
   async removeSubnet(cidr: Cidr): Promise<SubnetRecord> {
-    requireSchema(this.schema, 'vanilla', 'an enclave subnet', this.target);
+    policy.requireSchema(this.schema, 'vanilla', 'an enclave subnet', this.target);
     return this.write(async (c) => {
-      const subnet = subnetToRemove((await this.rawSubnets(c)).map(decodeSubnet), cidr);
-      const users = await c.query<{ name: string }>('SELECT name FROM apps WHERE enc_subnet_id = $1 ORDER BY id', [subnet.id]);
-      checkSubnetUnused(
+      const subnet = policy.subnetToRemove((await this.rawSubnets(c)).map(policy.decodeSubnet), cidr);
+      const users = await c.query<{ name: string }>(
+        'SELECT name FROM apps WHERE enc_subnet_id = $1 ORDER BY id',
+        [subnet.id],
+      );
+      policy.checkSubnetUnused(
         cidr,
         users.rows.map((u) => u.name),
       );
@@ -398,28 +383,22 @@ export class PgStore {
 
   async addApp(app: NewApp): Promise<AppRecord> {
     return this.write(async (c) => {
+      let row = policy.newAppRow(app);
+      if (this.schema === 'vanilla') {
+        const { hostSubnet, enclaveSubnet } = policy.vanillaSubnets(app);
+        const subnets = (await this.rawSubnets(c)).map(policy.decodeSubnet);
+        const subnet = policy.enclaveSubnetRow(subnets, enclaveSubnet, this.target);
+        const same = await this.appsByMeasurementOn(c, app.mrEnclave);
+        policy.checkUnambiguous(same, app.mrEnclave, hostSubnet);
+        row = policy.newAppRow(app, { hostSubnet, enclaveSubnetId: subnet.id });
+      }
+      const placeholders = row.columns.map((_, i) => `$${i + 1}`).join(', ');
+      const text = `INSERT INTO apps(id, ${row.columns.join(', ')}) VALUES (${NEXT_ID('apps')}, ${placeholders}) RETURNING id`;
       let id: number;
       try {
-        if (this.schema === 'netfilter') {
-          id = await insertId(c, 'apps', `INSERT INTO apps(id, name, mr_enclave, mr_signer) VALUES (${NEXT_ID('apps')}, $1, $2, $3) RETURNING id`, [
-            app.name,
-            app.mrEnclave,
-            app.mrSigner,
-          ]);
-        } else {
-          const { hostSubnet, enclaveSubnet } = vanillaSubnets(app);
-          const subnet = enclaveSubnetRow((await this.rawSubnets(c)).map(decodeSubnet), enclaveSubnet, this.target);
-          checkUnambiguous(await this.appsByMeasurementOn(c, app.mrEnclave), app.mrEnclave, hostSubnet);
-          id = await insertId(
-            c,
-            'apps',
-            `INSERT INTO apps(id, name, mr_enclave, mr_signer, host_subnet, host_submask, enc_subnet_id) VALUES (${NEXT_ID('apps')}, $1, $2, $3, $4, $5, $6) RETURNING id`,
-            [app.name, app.mrEnclave, app.mrSigner, toWire(hostSubnet.network), toWire(hostSubnet.mask), subnet.id],
-          );
-        }
+        id = await insertId(c, 'apps', text, row.values);
       } catch (err) {
-        if (isUniqueViolation(err)) throw duplicateAppError(this.schema, app.mrEnclave, app.hostSubnet);
-        throw err;
+        policy.rethrowUnique(err, () => policy.duplicateAppError(this.schema, app.mrEnclave, app.hostSubnet));
       }
       return (await this.appsOn(c)).find((a) => a.id === id) as AppRecord;
     });
@@ -427,21 +406,32 @@ export class PgStore {
 
   async updateApp(name: string, change: AppChange): Promise<AppRecord[]> {
     return this.write(async (c) => {
-      const rows = checkUpdate(this.schema, this.target, name, await this.appsOn(c), change);
+      const rows = policy.checkUpdate(this.schema, this.target, name, await this.appsOn(c), change);
       if (change.hostSubnet || change.enclaveSubnet) await this.updateAppRow(c, name, rows, change);
       const ids = rows.map((r) => r.id);
-      if (change.mrSigner) await c.query('UPDATE apps SET mr_signer = $1 WHERE id = ANY($2::int[])', [change.mrSigner, ids]);
+      if (change.mrSigner)
+        await c.query('UPDATE apps SET mr_signer = $1 WHERE id = ANY($2::int[])', [change.mrSigner, ids]);
       if (change.rename !== undefined)
         await c.query('UPDATE apps SET name = $1 WHERE id = ANY($2::int[])', [change.rename, ids]);
       return (await this.appsOn(c)).filter((a) => ids.includes(a.id));
     });
   }
 
-  private async updateAppRow(c: pg.PoolClient, name: string, rows: AppRecord[], change: AppChange): Promise<void> {
-    const target = rowToChange(name, rows, change.row);
+  private async updateAppRow(
+    c: pg.PoolClient,
+    name: string,
+    rows: AppRecord[],
+    change: AppChange,
+  ): Promise<void> {
+    const target = policy.rowToChange(name, rows, change.row);
     if (change.hostSubnet) {
       const host = change.hostSubnet;
-      checkUnambiguous(await this.appsByMeasurementOn(c, target.mrEnclave), target.mrEnclave, host, target.id);
+      policy.checkUnambiguous(
+        await this.appsByMeasurementOn(c, target.mrEnclave),
+        target.mrEnclave,
+        host,
+        target.id,
+      );
       try {
         await c.query('UPDATE apps SET host_subnet = $1, host_submask = $2 WHERE id = $3', [
           toWire(host.network),
@@ -449,22 +439,26 @@ export class PgStore {
           target.id,
         ]);
       } catch (err) {
-        if (!isUniqueViolation(err)) throw err;
-        throw duplicateAppError(this.schema, target.mrEnclave, host);
+        policy.rethrowUnique(err, () => policy.duplicateAppError(this.schema, target.mrEnclave, host));
       }
     }
     if (change.enclaveSubnet) {
-      const subnet = enclaveSubnetRow((await this.rawSubnets(c)).map(decodeSubnet), change.enclaveSubnet, this.target);
+      const subnet = policy.enclaveSubnetRow(
+        (await this.rawSubnets(c)).map(policy.decodeSubnet),
+        change.enclaveSubnet,
+        this.target,
+      );
       await c.query('UPDATE apps SET enc_subnet_id = $1 WHERE id = $2', [subnet.id, target.id]);
     }
   }
 
   async removeApp(name: string, opts: { hostSubnet?: Cidr } = {}): Promise<AppRecord[]> {
-    checkRemoveSelector(this.schema, this.target, opts.hostSubnet);
+    policy.checkRemoveSelector(this.schema, this.target, opts.hostSubnet);
     return this.write(async (c) => {
-      const rows = rowsToRemove(await this.appsOn(c), name, opts.hostSubnet);
+      const rows = policy.rowsToRemove(await this.appsOn(c), name, opts.hostSubnet);
       const ids = rows.map((r) => r.id);
-      if (this.schema === 'netfilter') await c.query('DELETE FROM categories WHERE apps_id = ANY($1::int[])', [ids]);
+      if (this.schema === 'netfilter')
+        await c.query('DELETE FROM categories WHERE apps_id = ANY($1::int[])', [ids]);
       await c.query('DELETE FROM apps WHERE id = ANY($1::int[])', [ids]);
       return rows;
     });
@@ -477,56 +471,64 @@ export class PgStore {
       transaction(
         this.pool,
         async (c) =>
-          buildDump(this.schema, await this.rawApps(c), await this.rawSubnets(c), await this.rawCategories(c, 'written')),
+          policy.buildDump(
+            this.schema,
+            await this.rawApps(c),
+            await this.rawSubnets(c),
+            await this.rawCategories(c, 'written'),
+          ),
         'BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY',
       ),
     );
   }
 
   async importDump(dump: ValidDump, opts: { replace?: boolean; flag?: string } = {}): Promise<ImportCounts> {
-    checkImportLayout(dump, this.schema, this.target);
-    const tables = POLICY_TABLES[this.schema];
+    policy.checkImportLayout(dump, this.schema, this.target);
+    const tables = policy.POLICY_TABLES[this.schema];
     return this.write(async (c) => {
       if (opts.replace) {
         for (const t of tables) await c.query(`DELETE FROM ${t}`);
       } else {
         let rows = 0;
-        for (const t of tables) rows += Number((await c.query<{ n: string }>(`SELECT count(*) AS n FROM ${t}`)).rows[0]?.n);
-        checkEmpty(this.target, rows, opts.flag);
+        for (const t of tables)
+          rows += Number((await c.query<{ n: string }>(`SELECT count(*) AS n FROM ${t}`)).rows[0]?.n);
+        policy.checkEmpty(this.target, rows, opts.flag);
       }
       await writeRows(c, this.schema, dump);
-      return importCounts(dump);
+      return policy.importCounts(dump);
     });
   }
 
   // ---- categories (netfilter) ----
 
   async addCategory(appName: string, category: string): Promise<void> {
-    requireSchema(this.schema, 'netfilter', 'a category', this.target);
+    policy.requireSchema(this.schema, 'netfilter', 'a category', this.target);
     await this.write(async (c) => {
       const appId = await appIdOn(c, appName);
       try {
         await c.query('INSERT INTO categories(name, apps_id) VALUES ($1, $2)', [category, appId]);
       } catch (err) {
-        if (isUniqueViolation(err)) throw categoryExistsError(appName, category);
-        throw err;
+        policy.rethrowUnique(err, () => policy.categoryExistsError(appName, category));
       }
     });
   }
 
   async removeCategory(appName: string, category: string): Promise<void> {
-    requireSchema(this.schema, 'netfilter', 'a category', this.target);
+    policy.requireSchema(this.schema, 'netfilter', 'a category', this.target);
     await this.write(async (c) => {
       const appId = await appIdOn(c, appName);
-      const info = await c.query('DELETE FROM categories WHERE name = $1 AND apps_id = $2', [category, appId]);
-      if (info.rowCount === 0) throw categoryMissingError(appName, category);
+      const info = await c.query('DELETE FROM categories WHERE name = $1 AND apps_id = $2', [
+        category,
+        appId,
+      ]);
+      if (info.rowCount === 0) throw policy.categoryMissingError(appName, category);
     });
   }
 }
 
 async function appIdOn(c: pg.PoolClient, name: string): Promise<number> {
   const { rows } = await c.query<{ id: number }>('SELECT id FROM apps WHERE name = $1', [name]);
-  return appIdByName(
+  return policy.appIdByName(
     rows.map((r) => Number(r.id)),
     name,
   );
@@ -552,41 +554,21 @@ async function insertId(
 
 /** Inserts rows with their ids, then moves the identities past them (inside a transaction). */
 async function writeRows(c: pg.PoolClient, schema: SchemaKind, dump: ValidDump): Promise<void> {
-  if (schema === 'vanilla') {
-    for (const s of dump.subnets) {
-      await c.query('INSERT INTO enclave_subnets(id, subnet, submask, gateway) VALUES ($1, $2, $3, $4)', [
-        s.id,
-        toWire(s.subnet.address),
-        toWire(s.subnet.mask),
-        s.gateway === null ? null : toWire(s.gateway),
-      ]);
-    }
-    for (const a of dump.apps) {
-      const host = a.hostSubnet as { address: number; mask: number };
-      await c.query(
-        'INSERT INTO apps(id, name, mr_enclave, mr_signer, host_subnet, host_submask, enc_subnet_id) VALUES ($1, $2, $3, $4, $5, $6, $7)',
-        [a.id, a.name, a.mrEnclave, a.mrSigner, toWire(host.address), toWire(host.mask), a.enclaveSubnetId],
-      );
-    }
-    await c.query(pgResyncIdentity('enclave_subnets'));
-  } else {
-    for (const a of dump.apps) {
-      await c.query('INSERT INTO apps(id, name, mr_enclave, mr_signer) VALUES ($1, $2, $3, $4)', [
-        a.id,
-        a.name,
-        a.mrEnclave,
-        a.mrSigner,
-      ]);
-    }
-    for (const cat of dump.categories) {
-      await c.query('INSERT INTO categories(id, name, apps_id) VALUES ($1, $2, $3)', [cat.id, cat.name, cat.appId]);
-    }
+  for (const { table, columns, rows } of policy.dumpRows(schema, dump)) {
+    const placeholders = columns.map((_, i) => `$${i + 1}`).join(', ');
+    const text = `INSERT INTO ${table}(${columns.join(', ')}) VALUES (${placeholders})`;
+    for (const row of rows) await c.query(text, row);
   }
+  if (schema === 'vanilla') await c.query(pgResyncIdentity('enclave_subnets'));
   await c.query(pgResyncIdentity('apps'));
 }
 
 /** Like inTransaction of src/pg, with a chosen BEGIN. */
-async function transaction<T>(pool: pg.Pool, fn: (c: pg.PoolClient) => Promise<T>, begin = 'BEGIN'): Promise<T> {
+async function transaction<T>(
+  pool: pg.Pool,
+  fn: (c: pg.PoolClient) => Promise<T>,
+  begin = 'BEGIN',
+): Promise<T> {
   const client = await pool.connect();
   let broken: Error | undefined;
   try {

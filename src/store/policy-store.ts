@@ -85,7 +85,10 @@ export class SqlitePolicyStore implements PolicyStore {
 }
 
 /** Opens an existing policy store: a SQLite file or a PostgreSQL database with policy tables. */
-export async function openPolicyStore(target: string, opts: { readonly?: boolean } = {}): Promise<PolicyStore> {
+export async function openPolicyStore(
+  target: string,
+  opts: { readonly?: boolean } = {},
+): Promise<PolicyStore> {
   if (isPostgresUrl(target)) return PgStore.open(target);
   return new SqlitePolicyStore(Store.open(target, opts));
 }

@@ -33,19 +33,23 @@ before(async () => {
   ok(['db', 'init', '-d', url, '--schema', 'netfilter']);
   ok(['db', 'app', 'add', '-d', url, 'nginx', '--mrenclave', NGINX, '--mrsigner', 'ab'.repeat(32)]);
   ok(['db', 'category', 'add', '-d', url, 'Web', '--app', 'nginx']);
-  const policy = join(lab.dir, 'policy.yaml');
+  // Web apps may reach tcp/80 (a policy is YAML, and JSON is YAML).
+  const policy = join(lab.dir, 'policy.json');
+  const web = {
+    name: 'web',
+    chain: 'forward',
+    'src-cat': 'Web',
+    protocol: 'tcp',
+    dport: 80,
+    action: 'accept',
+  };
   writeFileSync(
     policy,
-    `version: 1
-defaults: { input: accept, forward: drop, output: accept }
-rules:
-  - name: web
-    chain: forward
-    src-cat: Web
-    protocol: tcp
-    dport: 80
-    action: accept
-`,
+    JSON.stringify({
+      version: 1,
+      defaults: { input: 'accept', forward: 'drop', output: 'accept' },
+      rules: [web],
+    }),
   );
   gw = await serve(lab, ['-d', url, '--nft', '--policy', policy]);
   enclave = await sim(lab, lab.host1, appCert(lab, NGINX));
@@ -94,5 +98,8 @@ test('the gateway survives a server restart and follows a change made after it',
   assert.match(line, /"reason":"app nginx removed from the allowlist"/);
   await waitFor(async () => !(await inWebSet(ip)), 5000, { message: 'enclave IP left cat_Web' });
   assert.equal(gw.child.exitCode, null);
-  assert.ok(!gw.log.some((l) => /"level":(50|60)/.test(l) && /pg|postgres/i.test(l)), 'no error logged about PostgreSQL');
+  assert.ok(
+    !gw.log.some((l) => /"level":(50|60)/.test(l) && /pg|postgres/i.test(l)),
+    'no error logged about PostgreSQL',
+  );
 });

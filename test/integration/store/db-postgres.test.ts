@@ -43,20 +43,45 @@ test('vanilla: init, subnets and apps through SENG_DB=postgres://…, with the s
   assert.equal(subnet.code, 0, subnet.stderr);
   assert.deepEqual(subnet.json, { id: 3, subnet: '10.28.0.0/24', gateway: '10.28.0.1' });
   const add = (name: string, n: number, host: string) =>
-    seng(['db', 'app', 'add', name, '--mrenclave', hex(n), '--mrsigner', hex(n), '--host-subnet', host, '--enclave-subnet', '10.28.0.0/24'], { env });
+    seng(
+      [
+        'db',
+        'app',
+        'add',
+        name,
+        '--mrenclave',
+        hex(n),
+        '--mrsigner',
+        hex(n),
+        '--host-subnet',
+        host,
+        '--enclave-subnet',
+        '10.28.0.0/24',
+      ],
+      { env },
+    );
   assert.equal(add('web', 1, '10.0.0.0/8').code, 0);
   assertTypedFailure(add('web', 1, '10.0.0.0/8'), /already exists/, /seng db app list/);
   assertTypedFailure(add('web', 1, '10.1.0.0/16'), /ambiguous/);
   assert.equal(seng(['db', 'app', 'set', 'web', '--rename', 'www'], { env }).code, 0);
-  const show = sengJson<{ name: string; hostSubnet: string; enclaveGateway: string }[]>(['db', 'app', 'show', 'www'], { env });
-  assert.deepEqual(show.json.map((a) => [a.name, a.hostSubnet, a.enclaveGateway]), [['www', '10.0.0.0/8', '10.28.0.1']]);
+  const show = sengJson<{ name: string; hostSubnet: string; enclaveGateway: string }[]>(
+    ['db', 'app', 'show', 'www'],
+    { env },
+  );
+  assert.deepEqual(
+    show.json.map((a) => [a.name, a.hostSubnet, a.enclaveGateway]),
+    [['www', '10.0.0.0/8', '10.28.0.1']],
+  );
   assertTypedFailure(seng(['db', 'app', 'show', 'nope'], { env }), /no app named "nope"/);
   assertTypedFailure(seng(['db', 'subnet', 'remove', '10.28.0.0/24'], { env }), /still used by app\(s\) www/);
   assert.equal(seng(['db', 'app', 'remove', 'www'], { env }).code, 0);
   assertTypedFailure(seng(['db', 'app', 'remove', 'www'], { env }), /no app named "www"/);
   assert.equal(seng(['db', 'subnet', 'remove', '10.28.0.0/24'], { env }).code, 0);
   const list = sengJson<{ name: string }[]>(['db', 'app', 'list'], { env });
-  assert.deepEqual(list.json.map((a) => a.name), ['DemoEnclave', 'SDK-NGINX']);
+  assert.deepEqual(
+    list.json.map((a) => a.name),
+    ['DemoEnclave', 'SDK-NGINX'],
+  );
   const subnets = sengJson<{ subnet: string }[]>(['db', 'subnet', 'list'], { env });
   assert.equal(subnets.json.length, 2);
   assertTypedFailure(seng(['db', 'category', 'list'], { env }), /vanilla database/);
@@ -65,9 +90,16 @@ test('vanilla: init, subnets and apps through SENG_DB=postgres://…, with the s
 test('netfilter: categories, init --force, and rules render -d resolving app names in PostgreSQL', async () => {
   const url = await server.createDatabase();
   assert.equal(seng(['db', 'init', '-d', url, '--schema', 'netfilter', '--demo']).code, 0);
-  assertTypedFailure(seng(['db', 'init', '-d', url, '--schema', 'netfilter']), /already holds SENG policy tables/, /--force/);
+  assertTypedFailure(
+    seng(['db', 'init', '-d', url, '--schema', 'netfilter']),
+    /already holds SENG policy tables/,
+    /--force/,
+  );
   assert.equal(seng(['db', 'category', 'add', '-d', url, 'Web', '--app', 'SENG-NGINX']).code, 0);
-  assertTypedFailure(seng(['db', 'category', 'add', '-d', url, 'Web', '--app', 'SENG-NGINX']), /already in category/);
+  assertTypedFailure(
+    seng(['db', 'category', 'add', '-d', url, 'Web', '--app', 'SENG-NGINX']),
+    /already in category/,
+  );
   const cats = sengJson<{ category: string; apps: string[] }[]>(['db', 'category', 'list', '-d', url]);
   assert.deepEqual(cats.json, [
     { category: 'Demo', apps: ['DemoEnclave'] },
@@ -88,14 +120,28 @@ test('netfilter: categories, init --force, and rules render -d resolving app nam
 });
 
 test('a bad URL, an unreachable server and a missing database are typed errors with hints', () => {
-  assertTypedFailure(seng(['db', 'app', 'list', '-d', 'postgres://u@host:port/db']), /not a valid PostgreSQL URL/, /postgres:\/\//);
+  assertTypedFailure(
+    seng(['db', 'app', 'list', '-d', 'postgres://u@host:port/db']),
+    /not a valid PostgreSQL URL/,
+    /postgres:\/\//,
+  );
   assertTypedFailure(
     seng(['db', 'app', 'list', '-d', `postgres://postgres@/x?host=${join(dir, 'no-server')}`]),
     /cannot reach PostgreSQL/,
     /server runs/,
   );
-  assertTypedFailure(seng(['db', 'app', 'list', '-d', server.adminUrl.replace('/postgres?', '/missing_db?')]), /does not exist/, /createdb/);
-  const json = sengJson<{ error: { code: string } }>(['db', 'app', 'list', '-d', `postgres://postgres@/x?host=${join(dir, 'no-server')}`]);
+  assertTypedFailure(
+    seng(['db', 'app', 'list', '-d', server.adminUrl.replace('/postgres?', '/missing_db?')]),
+    /does not exist/,
+    /createdb/,
+  );
+  const json = sengJson<{ error: { code: string } }>([
+    'db',
+    'app',
+    'list',
+    '-d',
+    `postgres://postgres@/x?host=${join(dir, 'no-server')}`,
+  ]);
   assert.equal(json.code, 1);
   assert.equal(json.json.error.code, 'EPG_CONNECT');
 });
@@ -105,7 +151,22 @@ test('db copy SQLite → PostgreSQL → SQLite gives an identical export; PG →
   assert.equal(seng(['db', 'init', '-d', file, '--schema', 'vanilla', '--demo']).code, 0);
   assert.equal(seng(['db', 'subnet', 'add', '-d', file, '10.28.0.0/24']).code, 0);
   assert.equal(
-    seng(['db', 'app', 'add', '-d', file, 'web', '--mrenclave', hex(1), '--mrsigner', hex(2), '--host-subnet', '10.0.0.0/8', '--enclave-subnet', '10.28.0.0/24']).code,
+    seng([
+      'db',
+      'app',
+      'add',
+      '-d',
+      file,
+      'web',
+      '--mrenclave',
+      hex(1),
+      '--mrsigner',
+      hex(2),
+      '--host-subnet',
+      '10.0.0.0/8',
+      '--enclave-subnet',
+      '10.28.0.0/24',
+    ]).code,
     0,
   );
   assert.equal(seng(['db', 'app', 'remove', '-d', file, 'SDK-NGINX']).code, 0); // a gap in the ids
@@ -114,7 +175,16 @@ test('db copy SQLite → PostgreSQL → SQLite gives an identical export; PG →
   const url = await server.createDatabase();
   const toPg = sengJson<Record<string, unknown>>(['db', 'copy', file, url]);
   assert.equal(toPg.code, 0, toPg.stderr);
-  assert.deepEqual(toPg.json, { from: file, to: url, layout: 'vanilla', created: true, replaced: false, subnets: 3, apps: 2, categories: 0 });
+  assert.deepEqual(toPg.json, {
+    from: file,
+    to: url,
+    layout: 'vanilla',
+    created: true,
+    replaced: false,
+    subnets: 3,
+    apps: 2,
+    categories: 0,
+  });
   assert.equal(seng(['db', 'export', '-d', url]).stdout, original);
 
   const back = join(dir, 'back.db');
@@ -131,7 +201,11 @@ test('db copy SQLite → PostgreSQL → SQLite gives an identical export; PG →
   assertTypedFailure(seng(['db', 'copy', file, url]), /is not empty/, /--force/);
   const nf = join(dir, 'nf.db');
   assert.equal(seng(['db', 'init', '-d', nf, '--schema', 'netfilter', '--demo']).code, 0);
-  assertTypedFailure(seng(['db', 'copy', nf, url]), /vanilla database, but the source is a netfilter/, /--force/);
+  assertTypedFailure(
+    seng(['db', 'copy', nf, url]),
+    /vanilla database, but the source is a netfilter/,
+    /--force/,
+  );
   const forced = sengJson<{ replaced: boolean; layout: string }>(['db', 'copy', nf, url, '--force']);
   assert.deepEqual([forced.code, forced.json.replaced, forced.json.layout], [0, true, 'netfilter']);
   assert.equal(seng(['db', 'export', '-d', url]).stdout, seng(['db', 'export', '-d', nf]).stdout);
@@ -169,12 +243,29 @@ test('20 parallel `db app add` processes on one PostgreSQL database all succeed 
   const n = 20;
   const results = await Promise.all(
     Array.from({ length: n }, (_, i) =>
-      sengAsync(['db', 'app', 'add', '-d', url, `app${i}`, '--mrenclave', hex(i + 1), '--mrsigner', hex(i + 1)]),
+      sengAsync([
+        'db',
+        'app',
+        'add',
+        '-d',
+        url,
+        `app${i}`,
+        '--mrenclave',
+        hex(i + 1),
+        '--mrsigner',
+        hex(i + 1),
+      ]),
     ),
   );
-  assert.deepEqual(results.filter((r) => r.code !== 0).map((r) => r.stderr), []);
+  assert.deepEqual(
+    results.filter((r) => r.code !== 0).map((r) => r.stderr),
+    [],
+  );
   const apps = sengJson<{ id: number; name: string }[]>(['db', 'app', 'list', '-d', url]).json;
   assert.equal(apps.length, n);
-  assert.deepEqual(apps.map((a) => a.id), Array.from({ length: n }, (_, i) => i + 1));
+  assert.deepEqual(
+    apps.map((a) => a.id),
+    Array.from({ length: n }, (_, i) => i + 1),
+  );
   assert.deepEqual(new Set(apps.map((a) => a.name)), new Set(Array.from({ length: n }, (_, i) => `app${i}`)));
 });

@@ -58,7 +58,15 @@ async function script(store: PolicyStore): Promise<unknown[]> {
     await r(() => store.addSubnet(cidr('10.28.0.128/25'), parseIpv4('10.28.0.129'))); // overlaps
     await r(() => store.addSubnet(cidr('10.29.0.0/24'), parseIpv4('10.29.0.1')));
     const add = (name: string, n: number, host: string, enc: string) =>
-      r(() => store.addApp({ name, mrEnclave: m(n), mrSigner: m(100 + n), hostSubnet: cidr(host), enclaveSubnet: cidr(enc) }));
+      r(() =>
+        store.addApp({
+          name,
+          mrEnclave: m(n),
+          mrSigner: m(100 + n),
+          hostSubnet: cidr(host),
+          enclaveSubnet: cidr(enc),
+        }),
+      );
     await add('web', 1, '10.0.0.0/8', '10.28.0.0/24');
     await add('web', 1, '10.0.0.0/8', '10.28.0.0/24'); // duplicate
     await add('web', 1, '10.1.0.0/16', '10.28.0.0/24'); // ambiguous
@@ -67,7 +75,13 @@ async function script(store: PolicyStore): Promise<unknown[]> {
     await add('db', 2, '10.0.0.0/8', '10.29.0.0/24');
     await r(() => store.addApp({ name: 'x', mrEnclave: m(3), mrSigner: m(3) })); // subnets missing
     await r(() => store.updateApp('web', { hostSubnet: cidr('10.0.0.0/9') })); // two rows
-    await r(() => store.updateApp('web', { row: cidr('10.0.0.0/8'), hostSubnet: cidr('10.0.0.0/9'), enclaveSubnet: cidr('10.29.0.0/24') }));
+    await r(() =>
+      store.updateApp('web', {
+        row: cidr('10.0.0.0/8'),
+        hostSubnet: cidr('10.0.0.0/9'),
+        enclaveSubnet: cidr('10.29.0.0/24'),
+      }),
+    );
     await r(() => store.updateApp('web', { rename: 'db' })); // taken
     await r(() => store.updateApp('web', { rename: 'www', mrSigner: m(7) }));
     await r(() => store.updateApp('nope', { rename: 'x' }));
@@ -130,12 +144,18 @@ test('import keeps ids, and new rows get ids past them; a non-empty store needs 
   try {
     const added = await store.addApp({ name: 'third', mrEnclave: m(9), mrSigner: m(9) });
     assert.equal(added.id, 3);
-    await assert.rejects(store.importDump(dump), (err: SengError) => err.code === 'ESTORE_WRITE' && /not empty \(5 rows\)/.test(err.message));
+    await assert.rejects(
+      store.importDump(dump),
+      (err: SengError) => err.code === 'ESTORE_WRITE' && /not empty \(5 rows\)/.test(err.message),
+    );
     assert.deepEqual(await store.importDump(dump, { replace: true }), { subnets: 0, apps: 2, categories: 2 });
-    assert.deepEqual((await store.listApps()).map((a) => [a.id, a.name, a.categories]), [
-      [1, 'DemoEnclave', ['Demo']],
-      [2, 'SENG-NGINX', ['Server']],
-    ]);
+    assert.deepEqual(
+      (await store.listApps()).map((a) => [a.id, a.name, a.categories]),
+      [
+        [1, 'DemoEnclave', ['Demo']],
+        [2, 'SENG-NGINX', ['Server']],
+      ],
+    );
   } finally {
     await store.close();
   }
@@ -148,14 +168,29 @@ test('20 concurrent writers on their own connections lose nothing', async () => 
   try {
     const results = await Promise.allSettled(
       stores.map((s, i) =>
-        s.addApp({ name: `app${i}`, mrEnclave: m(1000 + i), mrSigner: m(1), hostSubnet: cidr(`10.${i}.0.0/16`), enclaveSubnet: cidr('192.168.28.0/24') }),
+        s.addApp({
+          name: `app${i}`,
+          mrEnclave: m(1000 + i),
+          mrSigner: m(1),
+          hostSubnet: cidr(`10.${i}.0.0/16`),
+          enclaveSubnet: cidr('192.168.28.0/24'),
+        }),
       ),
     );
-    assert.deepEqual(results.filter((r) => r.status === 'rejected'), []);
+    assert.deepEqual(
+      results.filter((r) => r.status === 'rejected'),
+      [],
+    );
     // Two writers racing for overlapping host subnets of one measurement: exactly one wins.
     const race = await Promise.allSettled(
       stores.slice(0, 2).map((s, i) =>
-        s.addApp({ name: `race${i}`, mrEnclave: m(5000), mrSigner: m(1), hostSubnet: cidr(i === 0 ? '11.0.0.0/8' : '11.1.0.0/16'), enclaveSubnet: cidr('192.168.28.0/24') }),
+        s.addApp({
+          name: `race${i}`,
+          mrEnclave: m(5000),
+          mrSigner: m(1),
+          hostSubnet: cidr(i === 0 ? '11.0.0.0/8' : '11.1.0.0/16'),
+          enclaveSubnet: cidr('192.168.28.0/24'),
+        }),
       ),
     );
     assert.equal(race.filter((r) => r.status === 'fulfilled').length, 1);
@@ -169,29 +204,48 @@ test('20 concurrent writers on their own connections lose nothing', async () => 
 
 test('tables of others (the fleet registry) are ignored; a database without policy tables is refused with a hint', async () => {
   const url = await server.createDatabase();
-  await server.sql('CREATE TABLE seng_gateways(id text PRIMARY KEY); CREATE TABLE seng_leases(ip bigint)', [], url);
-  await assert.rejects(openPolicyStore(url), (err: SengError) => err.code === 'ESTORE_OPEN' && /seng db init/.test(err.hint ?? ''));
+  await server.sql(
+    'CREATE TABLE seng_gateways(id text PRIMARY KEY); CREATE TABLE seng_leases(ip bigint)',
+    [],
+    url,
+  );
+  await assert.rejects(
+    openPolicyStore(url),
+    (err: SengError) => err.code === 'ESTORE_OPEN' && /seng db init/.test(err.hint ?? ''),
+  );
   await (await createPolicyStore(url, 'netfilter')).close();
   const store = await openPolicyStore(url);
   assert.equal(store.schema, 'netfilter');
   assert.equal((await store.exportDump()).apps.length, 0);
   await store.close();
   // init refuses existing policy tables without force, and replaces only them with it.
-  await assert.rejects(createPolicyStore(url, 'vanilla'), (err: SengError) => err.code === 'EINPUT' && /--force/.test(err.hint ?? ''));
+  await assert.rejects(
+    createPolicyStore(url, 'vanilla'),
+    (err: SengError) => err.code === 'EINPUT' && /--force/.test(err.hint ?? ''),
+  );
   await (await createPolicyStore(url, 'vanilla', { force: true })).close();
   assert.equal((await openPolicyStore(url).then(async (s) => [s.schema, await s.close()]))[0], 'vanilla');
   assert.equal((await server.sql('SELECT count(*) AS n FROM seng_gateways', [], url)).rows[0].n, '0');
 });
 
 test('an unreachable server or a missing database gives a typed error with a hint', async () => {
-  await assert.rejects(openPolicyStore(`postgres://postgres@/nope?host=${dir}/no-such-dir`), (err: unknown) => {
-    assert.ok(err instanceof PgConnectionError);
-    assert.match(err.hint ?? '', /server runs/);
-    return true;
-  });
+  await assert.rejects(
+    openPolicyStore(`postgres://postgres@/nope?host=${dir}/no-such-dir`),
+    (err: unknown) => {
+      assert.ok(err instanceof PgConnectionError);
+      assert.match(err.hint ?? '', /server runs/);
+      return true;
+    },
+  );
   const missing = server.adminUrl.replace(/\/postgres\?/, '/no_such_db?');
-  await assert.rejects(openPolicyStore(missing), (err: SengError) => err.code === 'ESTORE_OPEN' && /createdb/.test(err.hint ?? ''));
-  await assert.rejects(openPolicyStore('postgres://u@host:port/db'), (err: SengError) => err.code === 'EINPUT');
+  await assert.rejects(
+    openPolicyStore(missing),
+    (err: SengError) => err.code === 'ESTORE_OPEN' && /createdb/.test(err.hint ?? ''),
+  );
+  await assert.rejects(
+    openPolicyStore('postgres://u@host:port/db'),
+    (err: SengError) => err.code === 'EINPUT',
+  );
 });
 
 test('the mirror reloads only when the policy version changed, and never loses a change', async () => {
@@ -200,14 +254,20 @@ test('the mirror reloads only when the policy version changed, and never loses a
   const store = await PgStore.open(url);
   try {
     const mirror = await PgPolicyMirror.load(store);
-    assert.deepEqual(mirror.listApps().map((a) => a.name), ['DemoEnclave', 'SENG-NGINX']);
+    assert.deepEqual(
+      mirror.listApps().map((a) => a.name),
+      ['DemoEnclave', 'SENG-NGINX'],
+    );
     assert.equal(await mirror.refresh(), false);
     await writer.addCategory('DemoEnclave', 'Extra');
     await writer.removeApp('SENG-NGINX');
     // Two refreshes at once: both see the end state.
     const [a, b] = await Promise.all([mirror.refresh(), mirror.refresh()]);
     assert.ok(a && b);
-    assert.deepEqual(mirror.listApps().map((x) => [x.name, x.categories]), [['DemoEnclave', ['Demo', 'Extra']]]);
+    assert.deepEqual(
+      mirror.listApps().map((x) => [x.name, x.categories]),
+      [['DemoEnclave', ['Demo', 'Extra']]],
+    );
     assert.equal(mirror.dataVersion(), await store.policyVersion());
   } finally {
     await writer.close();

@@ -22,7 +22,8 @@ export interface CopyJson extends ImportCounts {
 }
 
 export default class DbCopy extends SengCommand<typeof DbCopy> {
-  static override summary = 'Copy a whole policy store (layout, ids, rows) between SQLite files and PostgreSQL databases.';
+  static override summary =
+    'Copy a whole policy store (layout, ids, rows) between SQLite files and PostgreSQL databases.';
   static override description =
     'FROM and TO are SQLite paths or postgres:// URLs, in any combination. The target must be new or empty (a PostgreSQL database without policy tables counts as new); --force replaces a non-empty target, in one transaction (a SQLite file is written next to it and renamed over it). Only the policy tables are copied, never other tables of a database. `db export` of the copy equals that of the source.';
   static override examples = [
@@ -40,7 +41,10 @@ export default class DbCopy extends SengCommand<typeof DbCopy> {
   async run(): Promise<CopyJson> {
     const { from, to } = this.args;
     if (sameTarget(from, to)) {
-      throw new InputError(`${redactUrl(from)} is both source and target`, 'copy to another file or database');
+      throw new InputError(
+        `${redactUrl(from)} is both source and target`,
+        'copy to another file or database',
+      );
     }
     const source = await openPolicyStore(from, { readonly: true });
     let dump: ValidDump;
@@ -92,7 +96,8 @@ async function copyInto(
     await target.close();
   }
   // Another layout: replace the whole store in one step.
-  if (isPostgresUrl(to)) await (await createPolicyStore(to, dump.layout, { rows: dump, force: true })).close();
+  if (isPostgresUrl(to))
+    await (await createPolicyStore(to, dump.layout, { rows: dump, force: true })).close();
   else createSqliteAtomically(to, dump.layout, { rows: dump });
   return { ...counts, created: false, replaced: true };
 }

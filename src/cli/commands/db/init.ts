@@ -17,7 +17,11 @@ export default class DbInit extends SengCommand<typeof DbInit> {
     '<%= config.bin %> db init -d postgres://seng@db.example/seng --schema vanilla',
   ];
   static override flags = {
-    db: Flags.string({ char: 'd', summary: 'SQLite file or postgres:// URL of the policy store to create.', required: true }),
+    db: Flags.string({
+      char: 'd',
+      summary: 'SQLite file or postgres:// URL of the policy store to create.',
+      required: true,
+    }),
     schema: Flags.option({
       options: ['vanilla', 'netfilter'] as const,
       summary: 'Database layout.',

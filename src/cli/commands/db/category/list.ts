@@ -17,7 +17,9 @@ export default class CategoryList extends SengCommand<typeof CategoryList> {
         );
       }
       const byCategory = new Map<string, string[]>();
-      const apps = (await store.listApps()).filter((a) => this.flags.app === undefined || a.name === this.flags.app);
+      const apps = (await store.listApps()).filter(
+        (a) => this.flags.app === undefined || a.name === this.flags.app,
+      );
       if (this.flags.app !== undefined && apps.length === 0) {
         throw new StoreWriteError(`no app named "${this.flags.app}"`, 'list apps with: seng db app list');
       }
