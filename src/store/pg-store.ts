@@ -15,7 +15,7 @@ import { toWire, type Cidr, type Ipv4 } from '../util/ipv4.js';
 import { PgConnectionError, isConnectionError, openPool, redactUrl, withRetry } from '../pg/index.js';
 import { StoreBusyError, StoreIoError, StoreOpenError, StorePermissionError } from './errors.js';
 import { LAYOUTS, type SchemaKind } from './schema.js';
-import { PG_DDL, pgResyncIdentity } from './pg-schema.js';
+import { PG_DDL, POLICY_CHANNEL, pgResyncIdentity } from './pg-schema.js';
 import type { PolicyDump, ValidDump } from './dump.js';
 import * as policy from './logic.js';
 import type {
@@ -238,6 +238,9 @@ export class PgStore {
             await c.query('DROP TABLE IF EXISTS categories, apps, enclave_subnets');
           }
           await c.query(PG_DDL[schema]);
+          // Followers reload even when no row is written (a layout replaced by empty tables).
+          await c.query('UPDATE seng_policy_version SET version = version + 1 WHERE id = 1');
+          await c.query('SELECT pg_notify($1, $2)', [POLICY_CHANNEL, 'init']);
           const rows = opts.rows ?? (opts.demo ? policy.demoRows(schema) : undefined);
           if (rows) {
             policy.checkImportLayout(rows, schema, target);
@@ -258,17 +261,7 @@ export class PgStore {
 
   /** The version the change trigger bumps on every committed change (0 without the table). */
   async policyVersion(): Promise<number> {
-    return this.read(async (q) => {
-      try {
-        const { rows } = await q.query<{ version: string }>(
-          'SELECT version FROM seng_policy_version WHERE id = 1',
-        );
-        return rows.length === 0 ? 0 : Number(rows[0]?.version);
-      } catch (err) {
-        if ((err as { code?: unknown }).code === '42P01') return 0; // no version table
-        throw err;
-      }
-    });
+    return this.read(versionOn);
   }
 
   /** Apps, subnets and the version, read in one consistent snapshot. */
@@ -277,9 +270,7 @@ export class PgStore {
       transaction(
         this.pool,
         async (c) => {
-          const version = await c
-            .query<{ version: string }>('SELECT version FROM seng_policy_version WHERE id = 1')
-            .then((r) => Number(r.rows[0]?.version ?? 0));
+          const version = await versionOn(c);
           const [apps, subnets] = [await this.appsOn(c), (await this.rawSubnets(c)).map(policy.decodeSubnet)];
           return { version, apps, subnets };
         },
@@ -524,6 +515,20 @@ export class PgStore {
       if (info.rowCount === 0) throw policy.categoryMissingError(appName, category);
     });
   }
+}
+
+/**
+ * The policy version (0 when the database has no version table: policy tables made by hand,
+ * which gateways then only see change on SIGHUP). Checked first, since a failed statement
+ * would end the snapshot transaction it runs in.
+ */
+async function versionOn(q: Queryable): Promise<number> {
+  const present = await q.query<{ present: boolean }>(
+    "SELECT to_regclass('seng_policy_version') IS NOT NULL AS present",
+  );
+  if (!present.rows[0]?.present) return 0;
+  const { rows } = await q.query<{ version: string }>('SELECT version FROM seng_policy_version WHERE id = 1');
+  return Number(rows[0]?.version ?? 0);
 }
 
 async function appIdOn(c: pg.PoolClient, name: string): Promise<number> {
