@@ -24,7 +24,7 @@ export default class AppShow extends SengCommand<typeof AppShow> {
       if (rows.length === 0) {
         throw new StoreWriteError(
           `no app named ${quoteInput(this.args.name)}`,
-          `list apps with: seng db app list -d ${this.flags.db}`,
+          `list apps with: seng db app list -d ${store.target}`,
         );
       }
       const out = rows.map((a) => {
