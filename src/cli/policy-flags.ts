@@ -18,7 +18,8 @@ export const tableFlag = Flags.custom<string>({
 export const policyFlags = {
   db: Flags.string({
     char: 'd',
-    summary: 'seng database to resolve app names in (not needed for 64-hex measurements).',
+    summary:
+      'Policy store (SQLite file or postgres:// URL) to resolve app names in (not needed for 64-hex measurements).',
     env: 'SENG_DB',
   }),
   table: tableFlag({ summary: "nftables table (overrides the policy's `table:`)." }),

@@ -1,23 +1,57 @@
 /** Flags and output helpers shared by the `seng db …` commands. */
 import { Flags } from '@oclif/core';
-import { dirname, join } from 'node:path';
+import { renameSync, rmSync } from 'node:fs';
+import { basename, dirname, join } from 'node:path';
 import { formatCidr, formatIpv4 } from '../util/ipv4.js';
 import {
+  Store,
   StoreIoError,
   StorePathError,
   StorePermissionError,
   type AppRecord,
+  type SchemaKind,
   type SubnetRecord,
 } from '../store/index.js';
+import type { ValidDump } from '../store/dump.js';
 
 export const dbFlag = Flags.string({
   char: 'd',
-  summary: 'Path of the SQLite policy database (default: $SENG_DB).',
+  summary: 'Policy store: SQLite file or postgres:// URL (default: $SENG_DB).',
   description:
-    'Set SENG_DB=/etc/seng/policy.db to leave -d out. Writes wait up to SENG_DB_BUSY_TIMEOUT_MS (default 5000) for another writer to finish.',
+    'A path is a SQLite file; postgres://USER[:PASSWORD]@HOST[:PORT]/DB or postgres://USER@/DB?host=/run/postgresql (Unix socket) is a PostgreSQL database holding the policy tables (docs/fleet.md). Set SENG_DB to leave -d out. SQLite writes wait up to SENG_DB_BUSY_TIMEOUT_MS (default 5000) for another writer to finish.',
   env: 'SENG_DB',
   required: true,
 });
+
+/**
+ * Writes a complete SQLite database under a temporary name next to `path` and renames it into
+ * place, so a failure (or a crash) leaves any old file intact.
+ */
+export function createSqliteAtomically(
+  path: string,
+  schema: SchemaKind,
+  opts: { demo?: boolean; rows?: ValidDump } = {},
+): void {
+  const temp = join(dirname(path), `.${basename(path)}.seng-init-${process.pid}`);
+  try {
+    const store = Store.create(temp, schema, opts.demo ? { demo: true } : {});
+    try {
+      if (opts.rows) store.importDump(opts.rows);
+    } finally {
+      store.close();
+    }
+  } catch (err) {
+    rmSync(temp, { force: true });
+    rmSync(`${temp}-journal`, { force: true });
+    throw err;
+  }
+  try {
+    renameSync(temp, path);
+  } catch (err) {
+    rmSync(temp, { force: true });
+    throw fileError(err, path);
+  }
+}
 
 /** Text for a terminal: control and format characters of stored values are shown escaped. */
 export function printable(text: string): string {

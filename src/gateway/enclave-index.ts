@@ -9,9 +9,11 @@
  * - no database: one subnet 192.168.28.0/24, every attested enclave admitted.
  * Optionally (requireSigner) the row's mr_signer must equal the enclave's, which the
  * original never checked. The index is held in memory and reloaded when the database
- * changes, so admissions cost no SQL.
+ * changes, so admissions cost no SQL. The source is a SQLite store (read synchronously on
+ * reload) or the in-memory copy of a PostgreSQL policy, which the gateway refreshes
+ * asynchronously before it reloads the index (src/gateway/policy-follow.ts).
  */
-import type { AppRecord, Store } from '../store/index.js';
+import type { AppRecord, PolicySource } from '../store/index.js';
 import { cidrContains, formatCidr, formatIpv4, parseCidr, parseIpv4, type Ipv4 } from '../util/ipv4.js';
 import { IpPool } from './ip-pool.js';
 
@@ -28,7 +30,7 @@ export interface EnclaveIndexOptions {
 
 export class EnclaveIndex {
   readonly mode: 'vanilla' | 'netfilter' | 'open';
-  private readonly store: Store | undefined;
+  private readonly store: PolicySource | undefined;
   private readonly requireSigner: boolean;
   private readonly pools = new Map<number, IpPool>();
   private appsByMeasurement = new Map<string, AppRecord[]>();
@@ -36,7 +38,7 @@ export class EnclaveIndex {
   /** Incremented whenever the index was rebuilt from the database (admissions may differ). */
   generation = 0;
 
-  constructor(store: Store | undefined, opts: EnclaveIndexOptions = {}) {
+  constructor(store: PolicySource | undefined, opts: EnclaveIndexOptions = {}) {
     this.store = store;
     this.mode = store === undefined ? 'open' : store.schema;
     this.requireSigner = opts.requireSigner ?? false;

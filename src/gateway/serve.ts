@@ -7,7 +7,7 @@
 import { loadAttestationPolicy, type AttestationPolicyOptions } from '../attestation/index.js';
 import { DtlsServer, type DtlsIdentity } from '../dtls/index.js';
 import type { Enforcer } from '../enforce/types.js';
-import { openStore, type Store } from '../store/index.js';
+import { openPolicySource, type PgPolicyMirror, type PolicySource } from '../store/index.js';
 import { TunDevice, GATEWAY_TUN_MTU } from '../tunnel/index.js';
 import { InputError, errorMessage } from '../util/errors.js';
 import { formatIpv4 } from '../util/ipv4.js';
@@ -15,6 +15,9 @@ import type { Logger } from '../util/log.js';
 import { ControlServer, prepareControlPath } from './control.js';
 import { controlDispatcher, reloadGateway } from './control-dispatch.js';
 import { EnclaveIndex } from './enclave-index.js';
+import { PgPolicyFollower } from './policy-follow.js';
+import { provideAppList } from '../policy/index.js';
+import { redactUrl } from '../pg/index.js';
 import { createEnforcer, type NftConfig } from './enforcers.js';
 import { purgeStaleConntrack } from './recovery.js';
 import { Gateway } from './gateway.js';
@@ -26,7 +29,6 @@ import { fanOut, leaseObserver } from '../audit/observers.js';
 import type { GatewayObserver } from './context.js';
 import type { ShadowService } from '../shadow/service.js';
 import { GatewayLeases } from '../fleet/gateway-leases.js';
-import { redactUrl } from '../pg/index.js';
 
 export interface ServeConfig {
   host: string;
@@ -43,6 +45,8 @@ export interface ServeConfig {
   limits: { maxSessions: number; maxHandshakes: number };
   /** How often the database is checked for changes (hot reload); default 1000 ms. */
   dbPollMs?: number;
+  /** PostgreSQL store: fallback poll of the policy version besides NOTIFY; default 5000 ms. */
+  pgPollMs?: number;
   /** Port shadowing (-s): the control service on 2409 at every enclave subnet's gateway IP. */
   shadow?: ShadowConfig;
   /** Prometheus metrics endpoint (--metrics HOST:PORT): GET /metrics. */
@@ -76,20 +80,28 @@ export async function startGateway(config: ServeConfig, log: Logger): Promise<Ru
   try {
     await prepareControlPath(config.controlPath);
     const attestation = loadAttestationPolicy(config.attestation);
-    let store: Store | undefined;
+    let store: PolicySource | undefined;
+    let mirror: PgPolicyMirror | undefined;
     if (config.dbPath !== undefined) {
-      const s = openStore(config.dbPath, { readonly: true });
+      const opened = await openPolicySource(config.dbPath);
+      const s = opened.source;
       store = s;
-      cleanups.push(() => s.close());
+      mirror = opened.mirror;
+      cleanups.push(() => opened.close());
+      if (mirror) {
+        // The nft backend resolves app names of --policy synchronously: from the in-memory copy.
+        const m = mirror;
+        cleanups.push(provideAppList(config.dbPath, () => m.listApps()));
+      }
       if (config.netfilter && s.schema !== 'netfilter') {
         throw new InputError(
-          `-n needs a netfilter database, but ${config.dbPath} is a ${s.schema} database`,
+          `-n needs a netfilter database, but ${redactUrl(config.dbPath)} is a ${s.schema} database`,
           'create one with: seng db init -d FILE --schema netfilter',
         );
       }
       if (!config.netfilter && !config.nft && s.schema === 'netfilter') {
         throw new InputError(
-          `${config.dbPath} is a netfilter database, which needs -n (kernel module) or --nft (nftables)`,
+          `${redactUrl(config.dbPath)} is a netfilter database, which needs -n (kernel module) or --nft (nftables)`,
           'without either, use a vanilla database (seng db init --schema vanilla)',
         );
       }
@@ -230,9 +242,21 @@ export async function startGateway(config: ServeConfig, log: Logger): Promise<Ru
       cleanups.push(() => service.stop());
     }
 
+    // PostgreSQL: follow NOTIFY seng_policy (the 1 s poll below then only sees the in-memory copy).
+    let follower: PgPolicyFollower | undefined;
+    if (mirror) {
+      const f = new PgPolicyFollower(mirror, (force) => gateway.reloadIndex(force), log, {
+        ...(config.pgPollMs === undefined ? {} : { pollMs: config.pgPollMs }),
+      });
+      await f.start();
+      follower = f;
+      cleanups.push(() => f.stop());
+    }
+
     // SIGHUP: the config file first (if any), then database and policy.
     const reload = async () => {
       await config.onReload?.({ gateway, enforcer });
+      await follower?.refreshNow();
       return reloadGateway({ gateway, enforcer, log });
     };
     const control = await ControlServer.listen(
@@ -245,7 +269,7 @@ export async function startGateway(config: ServeConfig, log: Logger): Promise<Ru
         info: {
           listen: `${config.host}:${config.port}/${config.port + 1}`,
           tun: config.tun.name,
-          database: config.dbPath ?? null,
+          database: config.dbPath === undefined ? null : redactUrl(config.dbPath),
         },
         ...(shadow ? { shadows: () => shadow!.list() } : {}),
       }),
@@ -293,7 +317,7 @@ export async function startGateway(config: ServeConfig, log: Logger): Promise<Ru
         send: `${config.host}:${config.port + 1}`,
         tun: config.tun.name,
         subnets: index.subnets().map((p) => p.label),
-        database: config.dbPath ?? null,
+        database: config.dbPath === undefined ? null : redactUrl(config.dbPath),
         ...(config.registry
           ? { registry: redactUrl(config.registry.url), gatewayId: config.registry.gatewayId }
           : {}),

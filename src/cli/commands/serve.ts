@@ -51,7 +51,11 @@ With -s (ShadowServer) an enclave can make a listening TCP port reachable at its
       char: 'c',
       summary: 'YAML configuration file with serve options (flags override it); see seng config check.',
     }),
-    db: Flags.string({ char: 'd', summary: 'Policy database (vanilla; netfilter with -n).', env: 'SENG_DB' }),
+    db: Flags.string({
+      char: 'd',
+      summary: 'Policy store: SQLite file or postgres:// URL (vanilla; netfilter with -n).',
+      env: 'SENG_DB',
+    }),
     netfilter: Flags.boolean({
       char: 'n',
       summary: 'Netfilter-extension mode: feed the seng kernel module (needs -d).',

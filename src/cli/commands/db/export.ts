@@ -3,7 +3,7 @@ import { renameSync, rmSync, writeFileSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { SengCommand } from '../../base.js';
 import { dbFlag, fileError } from '../../store-flags.js';
-import { openStore } from '../../../store/index.js';
+import { openPolicyStore } from '../../../store/index.js';
 import type { PolicyDump } from '../../../store/dump.js';
 
 export default class DbExport extends SengCommand<typeof DbExport> {
@@ -13,6 +13,7 @@ export default class DbExport extends SengCommand<typeof DbExport> {
   static override examples = [
     '<%= config.bin %> db export -d /etc/seng/policy.db --out policy-backup.json',
     '<%= config.bin %> db export -d nf.db | jq .apps',
+    '<%= config.bin %> db export -d postgres://seng@db.example/seng -o policy.json',
   ];
   static override flags = {
     db: dbFlag,
@@ -20,12 +21,12 @@ export default class DbExport extends SengCommand<typeof DbExport> {
   };
 
   async run(): Promise<PolicyDump | { path: string; layout: string; apps: number }> {
-    const store = openStore(this.flags.db, { readonly: true });
+    const store = await openPolicyStore(this.flags.db, { readonly: true });
     let dump: PolicyDump;
     try {
-      dump = store.exportDump();
+      dump = await store.exportDump();
     } finally {
-      store.close();
+      await store.close();
     }
     const text = `${JSON.stringify(dump, null, 2)}\n`;
     const out = this.flags.out;
@@ -35,7 +36,7 @@ export default class DbExport extends SengCommand<typeof DbExport> {
       return dump;
     }
     writeAtomically(out, text);
-    this.log(`exported the ${dump.layout} store ${this.flags.db} (${dump.apps.length} app rows) to ${out}`);
+    this.log(`exported the ${dump.layout} store ${store.target} (${dump.apps.length} app rows) to ${out}`);
     return { path: out, layout: dump.layout, apps: dump.apps.length };
   }
 }

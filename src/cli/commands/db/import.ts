@@ -1,10 +1,11 @@
 import { Args, Flags } from '@oclif/core';
-import { existsSync, readFileSync, rmSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { SengCommand } from '../../base.js';
 import { dbFlag } from '../../store-flags.js';
 import {
-  openStore,
-  Store,
+  createPolicyStore,
+  openPolicyStore,
+  policyStoreExists,
   StoreIoError,
   StorePathError,
   StorePermissionError,
@@ -15,7 +16,7 @@ import { InputError } from '../../../util/errors.js';
 export default class DbImport extends SengCommand<typeof DbImport> {
   static override summary = 'Restore a policy store from a `seng db export` file, in one transaction.';
   static override description =
-    'Everything in the file is checked first (the same rules as the db commands); then all rows are written in one transaction, so a failed import changes nothing. The database must be empty unless --replace is given; a missing database is created with the layout of the file. Use - as FILE to read stdin.';
+    'Everything in the file is checked first (the same rules as the db commands); then all rows are written in one transaction, so a failed import changes nothing. The database must be empty unless --replace is given; a missing database (a PostgreSQL database without policy tables) is created with the layout of the file. Use - as FILE to read stdin.';
   static override examples = [
     '<%= config.bin %> db import -d /etc/seng/policy.db policy-backup.json --replace',
     '<%= config.bin %> db import -d restored.db policy-backup.json',
@@ -37,18 +38,19 @@ export default class DbImport extends SengCommand<typeof DbImport> {
     categories: number;
   }> {
     const dump = validateDump(parseJson(readInput(this.args.file), this.args.file));
-    const path = this.flags.db;
-    const created = !existsSync(path);
-    const store = created ? Store.create(path, dump.layout) : openStore(path);
+    const created = !(await policyStoreExists(this.flags.db));
+    const store = created
+      ? await createPolicyStore(this.flags.db, dump.layout, { rows: dump })
+      : await openPolicyStore(this.flags.db);
+    const path = store.target;
     let counts: { subnets: number; apps: number; categories: number };
     try {
-      counts = store.importDump(dump, { replace: this.flags.replace });
-    } catch (err) {
-      store.close();
-      if (created) rmSync(path, { force: true });
-      throw err;
+      counts = created
+        ? { subnets: dump.subnets.length, apps: dump.apps.length, categories: dump.categories.length }
+        : await store.importDump(dump, { replace: this.flags.replace });
+    } finally {
+      await store.close();
     }
-    store.close();
     this.log(
       `imported ${counts.apps} app row(s), ${counts.subnets} enclave subnet(s) and ${counts.categories} category row(s) into ${created ? 'new ' : ''}${dump.layout} database ${path}`,
     );

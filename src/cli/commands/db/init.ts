@@ -1,50 +1,47 @@
 import { Flags } from '@oclif/core';
-import { accessSync, constants as fsConstants, existsSync, renameSync, rmSync } from 'node:fs';
-import { basename, dirname, join } from 'node:path';
+import { accessSync, constants as fsConstants, existsSync } from 'node:fs';
+import { dirname } from 'node:path';
 import { SengCommand } from '../../base.js';
-import { fileError } from '../../store-flags.js';
+import { createSqliteAtomically } from '../../store-flags.js';
 import { InputError } from '../../../util/errors.js';
-import { checkDatabasePath, Store, StorePermissionError } from '../../../store/index.js';
+import { isPostgresUrl, redactUrl } from '../../../pg/index.js';
+import { checkDatabasePath, createPolicyStore, StorePermissionError } from '../../../store/index.js';
 
 export default class DbInit extends SengCommand<typeof DbInit> {
   static override summary = 'Create a new policy database with the vanilla or netfilter layout of SENG.';
   static override description =
-    'The layout is byte-compatible with the original SENG SQL scripts. vanilla: allowlist with host and enclave subnets (seng serve -d). netfilter: apps and categories (seng serve -n -d). The directory must exist (mkdir -p /etc/seng). With --force an existing database is replaced atomically: the new file is written next to it and renamed over it, so a failure leaves the old one intact.';
+    'The layout is byte-compatible with the original SENG SQL scripts. vanilla: allowlist with host and enclave subnets (seng serve -d). netfilter: apps and categories (seng serve -n -d). The directory must exist (mkdir -p /etc/seng). With --force an existing database is replaced atomically: the new file is written next to it and renamed over it, so a failure leaves the old one intact. With a postgres:// URL the policy tables (and the change trigger gateways follow) are created in that existing database, in one transaction; --force drops existing policy tables first, other tables are left alone.';
   static override examples = [
     'mkdir -p /etc/seng && <%= config.bin %> db init -d /etc/seng/policy.db --schema vanilla',
     '<%= config.bin %> db init -d demo.db --schema netfilter --demo',
+    '<%= config.bin %> db init -d postgres://seng@db.example/seng --schema vanilla',
   ];
   static override flags = {
-    db: Flags.string({ char: 'd', summary: 'Path of the database file to create.', required: true }),
+    db: Flags.string({
+      char: 'd',
+      summary: 'SQLite file or postgres:// URL of the policy store to create.',
+      required: true,
+    }),
     schema: Flags.option({
       options: ['vanilla', 'netfilter'] as const,
       summary: 'Database layout.',
       required: true,
     })(),
     demo: Flags.boolean({ summary: 'Insert the demo rows of the original SENG scripts.' }),
-    force: Flags.boolean({ summary: 'Replace an existing file.' }),
+    force: Flags.boolean({ summary: 'Replace an existing file (or existing policy tables).' }),
   };
 
   async run(): Promise<{ path: string; schema: string; demo: boolean }> {
     const { db: path, schema, demo, force } = this.flags;
-    checkTarget(path, force);
-    // Write a complete database under a temporary name, then rename it into place.
-    const temp = join(dirname(path), `.${basename(path)}.seng-init-${process.pid}`);
-    try {
-      Store.create(temp, schema, { demo }).close();
-    } catch (err) {
-      rmSync(temp, { force: true });
-      rmSync(`${temp}-journal`, { force: true });
-      throw err;
+    if (isPostgresUrl(path)) {
+      await (await createPolicyStore(path, schema, { demo, force })).close();
+    } else {
+      checkTarget(path, force);
+      createSqliteAtomically(path, schema, { demo });
     }
-    try {
-      renameSync(temp, path);
-    } catch (err) {
-      rmSync(temp, { force: true });
-      throw fileError(err, path);
-    }
-    this.log(`created ${schema} database ${path}${demo ? ' with demo content' : ''}`);
-    return { path, schema, demo };
+    const shown = redactUrl(path);
+    this.log(`created ${schema} database ${shown}${demo ? ' with demo content' : ''}`);
+    return { path: shown, schema, demo };
   }
 }
 

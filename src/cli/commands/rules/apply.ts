@@ -1,7 +1,7 @@
 import { Flags } from '@oclif/core';
 import { SengCommand } from '../../base.js';
 import { policyArg, policyFlags } from '../../policy-flags.js';
-import { lintPolicy, loadCompiledPolicy, parseSetName } from '../../../policy/index.js';
+import { lintPolicy, loadCompiledPolicyFrom, parseSetName } from '../../../policy/index.js';
 import { nftApplyDocument } from '../../../policy/nft.js';
 import { diffPolicy, type DiffLine } from '../../../policy/diff.js';
 import { NftCli, type NftDocument } from '../../../nft/cli.js';
@@ -97,7 +97,7 @@ While \`seng serve --nft\` runs (its control socket answers), the policy is hand
   };
 
   async run(): Promise<ApplyResult> {
-    const { compiled: c, policy, apps } = loadCompiledPolicy(this.args.file, this.flags.db);
+    const { compiled: c, policy, apps } = await loadCompiledPolicyFrom(this.args.file, this.flags.db);
     for (const w of lintPolicy(policy, apps)) {
       process.stderr.write(`Warning: ${this.args.file}:${w.line}:${w.col}: ${w.path}: ${w.message}\n`);
     }

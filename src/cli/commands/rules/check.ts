@@ -1,6 +1,6 @@
 import { SengCommand } from '../../base.js';
 import { policyArg, policyFlags } from '../../policy-flags.js';
-import { loadCompiledPolicy } from '../../../policy/index.js';
+import { loadCompiledPolicyFrom } from '../../../policy/index.js';
 import { lintPolicy } from '../../../policy/lint.js';
 import type { PolicyIssue } from '../../../policy/errors.js';
 import type { SetSpec } from '../../../policy/types.js';
@@ -30,7 +30,7 @@ export default class RulesCheck extends SengCommand<typeof RulesCheck> {
   static override flags = policyFlags;
 
   async run(): Promise<CheckResult> {
-    const { policy, compiled, apps } = loadCompiledPolicy(this.args.file, this.flags.db);
+    const { policy, compiled, apps } = await loadCompiledPolicyFrom(this.args.file, this.flags.db);
     const warnings = lintPolicy(policy, apps);
     const chains: Record<string, number> = { input: 0, forward: 0, output: 0 };
     for (const r of policy.rules) chains[r.chain] = (chains[r.chain] ?? 0) + 1;

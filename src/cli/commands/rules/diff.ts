@@ -1,7 +1,7 @@
 import { Flags } from '@oclif/core';
 import { SengCommand } from '../../base.js';
 import { policyArg, policyFlags } from '../../policy-flags.js';
-import { loadCompiledPolicy } from '../../../policy/index.js';
+import { loadCompiledPolicyFrom } from '../../../policy/index.js';
 import { diffPolicy, type PolicyDiff } from '../../../policy/diff.js';
 
 export default class RulesDiff extends SengCommand<typeof RulesDiff> {
@@ -15,7 +15,7 @@ export default class RulesDiff extends SengCommand<typeof RulesDiff> {
   };
 
   async run(): Promise<PolicyDiff> {
-    const { compiled: c } = loadCompiledPolicy(this.args.file, this.flags.db);
+    const { compiled: c } = await loadCompiledPolicyFrom(this.args.file, this.flags.db);
     const compiled = this.flags.table ? { ...c, table: this.flags.table } : c;
     const d = await diffPolicy(compiled);
     if (!d.exists) this.log(`table ip ${d.table} does not exist yet; applying creates:`);

@@ -1,7 +1,7 @@
 import { Flags } from '@oclif/core';
 import { SengCommand } from '../../base.js';
 import { policyArg, policyFlags } from '../../policy-flags.js';
-import { iptablesText, loadCompiledPolicy, nftApplyDocument, nftText } from '../../../policy/index.js';
+import { iptablesText, loadCompiledPolicyFrom, nftApplyDocument, nftText } from '../../../policy/index.js';
 
 export default class RulesRender extends SengCommand<typeof RulesRender> {
   static override summary =
@@ -27,7 +27,7 @@ export default class RulesRender extends SengCommand<typeof RulesRender> {
   };
 
   async run(): Promise<{ format: string; output: string | object }> {
-    const { compiled: c } = loadCompiledPolicy(this.args.file, this.flags.db);
+    const { compiled: c } = await loadCompiledPolicyFrom(this.args.file, this.flags.db);
     const compiled = this.flags.table ? { ...c, table: this.flags.table } : c;
     const format = this.flags.format;
     if (format === 'json') {

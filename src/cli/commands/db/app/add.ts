@@ -1,7 +1,7 @@
 import { Args, Flags } from '@oclif/core';
 import { SengCommand } from '../../../base.js';
 import { appJson, dbFlag, printable, type AppJson } from '../../../store-flags.js';
-import { openStore } from '../../../../store/index.js';
+import { openPolicyStore } from '../../../../store/index.js';
 import { parseMeasurement, validateAppName } from '../../../../store/validate.js';
 import { parseCidr } from '../../../../util/ipv4.js';
 
@@ -34,23 +34,23 @@ export default class AppAdd extends SengCommand<typeof AppAdd> {
       this.flags['enclave-subnet'] === undefined
         ? undefined
         : parseCidr(this.flags['enclave-subnet'], { strict: true });
-    const store = openStore(this.flags.db);
+    const store = await openPolicyStore(this.flags.db);
     try {
       if (store.schema === 'netfilter' && (hostSubnet || enclaveSubnet)) {
         this.warn('--host-subnet/--enclave-subnet are ignored: a netfilter database has no subnets');
       }
-      const app = store.addApp({
+      const app = await store.addApp({
         name,
         mrEnclave,
         mrSigner,
         ...(hostSubnet ? { hostSubnet } : {}),
         ...(enclaveSubnet ? { enclaveSubnet } : {}),
       });
-      const out = appJson(app, store.listSubnets());
+      const out = appJson(app, await store.listSubnets());
       this.log(`added app ${printable(name)} (${out.mrEnclave})`);
       return out;
     } finally {
-      store.close();
+      await store.close();
     }
   }
 }

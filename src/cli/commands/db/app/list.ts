@@ -1,16 +1,16 @@
 import { SengCommand } from '../../../base.js';
 import { appJson, dbFlag, table, type AppJson } from '../../../store-flags.js';
-import { openStore } from '../../../../store/index.js';
+import { openPolicyStore } from '../../../../store/index.js';
 
 export default class AppList extends SengCommand<typeof AppList> {
   static override summary = 'List allowed apps with decoded measurements, subnets and categories.';
   static override flags = { db: dbFlag };
 
   async run(): Promise<AppJson[]> {
-    const store = openStore(this.flags.db, { readonly: true });
+    const store = await openPolicyStore(this.flags.db, { readonly: true });
     try {
-      const subnets = store.listSubnets();
-      const rows = store.listApps().map((a) => appJson(a, subnets));
+      const subnets = await store.listSubnets();
+      const rows = (await store.listApps()).map((a) => appJson(a, subnets));
       if (store.schema === 'vanilla') {
         this.log(
           table(
@@ -28,7 +28,7 @@ export default class AppList extends SengCommand<typeof AppList> {
       }
       return rows;
     } finally {
-      store.close();
+      await store.close();
     }
   }
 }

@@ -1,7 +1,7 @@
 import { Args, Flags } from '@oclif/core';
 import { SengCommand } from '../../../base.js';
 import { appJson, dbFlag, printable, type AppJson } from '../../../store-flags.js';
-import { openStore } from '../../../../store/index.js';
+import { openPolicyStore } from '../../../../store/index.js';
 import { parseCidr } from '../../../../util/ipv4.js';
 
 export default class AppRemove extends SengCommand<typeof AppRemove> {
@@ -18,16 +18,16 @@ export default class AppRemove extends SengCommand<typeof AppRemove> {
       this.flags['host-subnet'] === undefined
         ? undefined
         : parseCidr(this.flags['host-subnet'], { strict: true });
-    const store = openStore(this.flags.db);
+    const store = await openPolicyStore(this.flags.db);
     try {
-      const subnets = store.listSubnets();
-      const removed = store
-        .removeApp(this.args.name, hostSubnet ? { hostSubnet } : {})
-        .map((a) => appJson(a, subnets));
+      const subnets = await store.listSubnets();
+      const removed = (await store.removeApp(this.args.name, hostSubnet ? { hostSubnet } : {})).map((a) =>
+        appJson(a, subnets),
+      );
       this.log(`removed ${removed.length} row(s) of app ${printable(this.args.name)}`);
       return removed;
     } finally {
-      store.close();
+      await store.close();
     }
   }
 }

@@ -1,7 +1,7 @@
 import { Args, Flags } from '@oclif/core';
 import { SengCommand } from '../../../base.js';
 import { appJson, dbFlag, printable, type AppJson } from '../../../store-flags.js';
-import { openStore } from '../../../../store/index.js';
+import { openPolicyStore } from '../../../../store/index.js';
 import { parseMeasurement, validateAppName } from '../../../../store/validate.js';
 import { InputError } from '../../../../util/errors.js';
 import { parseCidr } from '../../../../util/ipv4.js';
@@ -43,20 +43,20 @@ export default class AppSet extends SengCommand<typeof AppSet> {
     const hostSubnet = cidr(f['host-subnet']);
     const enclaveSubnet = cidr(f['enclave-subnet']);
     const row = cidr(f['for-host-subnet']);
-    const store = openStore(f.db);
+    const store = await openPolicyStore(f.db);
     try {
-      const rows = store.updateApp(this.args.name, {
+      const rows = await store.updateApp(this.args.name, {
         ...(rename === undefined ? {} : { rename }),
         ...(mrSigner ? { mrSigner } : {}),
         ...(hostSubnet ? { hostSubnet } : {}),
         ...(enclaveSubnet ? { enclaveSubnet } : {}),
         ...(row ? { row } : {}),
       });
-      const subnets = store.listSubnets();
+      const subnets = await store.listSubnets();
       this.log(`changed app ${printable(rename ?? this.args.name)} (${rows.length} row(s))`);
       return rows.map((a) => appJson(a, subnets));
     } finally {
-      store.close();
+      await store.close();
     }
   }
 }

@@ -1,7 +1,7 @@
 import { Args } from '@oclif/core';
 import { SengCommand } from '../../../base.js';
 import { appJson, dbFlag, printable, type AppJson } from '../../../store-flags.js';
-import { openStore, StoreWriteError } from '../../../../store/index.js';
+import { openPolicyStore, StoreWriteError } from '../../../../store/index.js';
 import { quoteInput } from '../../../../store/validate.js';
 import { formatIpv4 } from '../../../../util/ipv4.js';
 
@@ -17,14 +17,14 @@ export default class AppShow extends SengCommand<typeof AppShow> {
   static override flags = { db: dbFlag };
 
   async run(): Promise<AppShowJson[]> {
-    const store = openStore(this.flags.db, { readonly: true });
+    const store = await openPolicyStore(this.flags.db, { readonly: true });
     try {
-      const subnets = store.listSubnets();
-      const rows = store.appsByName(this.args.name);
+      const subnets = await store.listSubnets();
+      const rows = await store.appsByName(this.args.name);
       if (rows.length === 0) {
         throw new StoreWriteError(
           `no app named ${quoteInput(this.args.name)}`,
-          `list apps with: seng db app list -d ${this.flags.db}`,
+          `list apps with: seng db app list -d ${store.target}`,
         );
       }
       const out = rows.map((a) => {
@@ -38,7 +38,7 @@ export default class AppShow extends SengCommand<typeof AppShow> {
       this.log(out.map(describe).join('\n\n'));
       return out;
     } finally {
-      store.close();
+      await store.close();
     }
   }
 }

@@ -1,7 +1,7 @@
 import { Args, Flags } from '@oclif/core';
 import { SengCommand } from '../../../base.js';
 import { dbFlag, printable } from '../../../store-flags.js';
-import { openStore } from '../../../../store/index.js';
+import { openPolicyStore } from '../../../../store/index.js';
 import { validateCategory } from '../../../../store/validate.js';
 
 export default class CategoryAdd extends SengCommand<typeof CategoryAdd> {
@@ -16,11 +16,11 @@ export default class CategoryAdd extends SengCommand<typeof CategoryAdd> {
 
   async run(): Promise<{ app: string; category: string; added: true }> {
     const category = validateCategory(this.args.category);
-    const store = openStore(this.flags.db);
+    const store = await openPolicyStore(this.flags.db);
     try {
-      store.addCategory(this.flags.app, category);
+      await store.addCategory(this.flags.app, category);
     } finally {
-      store.close();
+      await store.close();
     }
     this.log(`added ${printable(this.flags.app)} to category ${category}`);
     return { app: this.flags.app, category, added: true };

@@ -1,7 +1,7 @@
 import { Flags } from '@oclif/core';
 import { SengCommand } from '../../../base.js';
 import { dbFlag, table } from '../../../store-flags.js';
-import { openStore } from '../../../../store/index.js';
+import { openPolicyStore } from '../../../../store/index.js';
 import { StoreWriteError } from '../../../../store/errors.js';
 
 export default class CategoryList extends SengCommand<typeof CategoryList> {
@@ -9,15 +9,17 @@ export default class CategoryList extends SengCommand<typeof CategoryList> {
   static override flags = { db: dbFlag, app: Flags.string({ summary: 'Only the categories of this app.' }) };
 
   async run(): Promise<{ category: string; apps: string[] }[]> {
-    const store = openStore(this.flags.db, { readonly: true });
+    const store = await openPolicyStore(this.flags.db, { readonly: true });
     try {
       if (store.schema !== 'netfilter') {
         throw new StoreWriteError(
-          `${store.path} is a vanilla database; categories exist only in the netfilter layout`,
+          `${store.target} is a vanilla database; categories exist only in the netfilter layout`,
         );
       }
       const byCategory = new Map<string, string[]>();
-      const apps = store.listApps().filter((a) => this.flags.app === undefined || a.name === this.flags.app);
+      const apps = (await store.listApps()).filter(
+        (a) => this.flags.app === undefined || a.name === this.flags.app,
+      );
       if (this.flags.app !== undefined && apps.length === 0) {
         throw new StoreWriteError(`no app named "${this.flags.app}"`, 'list apps with: seng db app list');
       }
@@ -34,7 +36,7 @@ export default class CategoryList extends SengCommand<typeof CategoryList> {
       );
       return rows;
     } finally {
-      store.close();
+      await store.close();
     }
   }
 }

@@ -1,7 +1,7 @@
 import { Args, Flags } from '@oclif/core';
 import { SengCommand } from '../../../base.js';
 import { dbFlag, printable } from '../../../store-flags.js';
-import { openStore } from '../../../../store/index.js';
+import { openPolicyStore } from '../../../../store/index.js';
 import { validateCategory } from '../../../../store/validate.js';
 
 export default class CategoryRemove extends SengCommand<typeof CategoryRemove> {
@@ -16,11 +16,11 @@ export default class CategoryRemove extends SengCommand<typeof CategoryRemove> {
 
   async run(): Promise<{ app: string; category: string; removed: true }> {
     const category = validateCategory(this.args.category);
-    const store = openStore(this.flags.db);
+    const store = await openPolicyStore(this.flags.db);
     try {
-      store.removeCategory(this.flags.app, category);
+      await store.removeCategory(this.flags.app, category);
     } finally {
-      store.close();
+      await store.close();
     }
     this.log(`removed ${printable(this.flags.app)} from category ${category}`);
     return { app: this.flags.app, category, removed: true };

@@ -1,7 +1,7 @@
 import { Args, Flags } from '@oclif/core';
 import { SengCommand } from '../../../base.js';
 import { dbFlag, subnetJson } from '../../../store-flags.js';
-import { openStore } from '../../../../store/index.js';
+import { openPolicyStore } from '../../../../store/index.js';
 import { parseSubnetWithGateway } from '../../../../store/validate.js';
 
 export default class SubnetAdd extends SengCommand<typeof SubnetAdd> {
@@ -21,13 +21,13 @@ export default class SubnetAdd extends SengCommand<typeof SubnetAdd> {
 
   async run(): Promise<ReturnType<typeof subnetJson>> {
     const { cidr, gateway } = parseSubnetWithGateway(this.args.cidr, this.flags.gateway);
-    const store = openStore(this.flags.db);
+    const store = await openPolicyStore(this.flags.db);
     try {
-      const out = subnetJson(store.addSubnet(cidr, gateway));
+      const out = subnetJson(await store.addSubnet(cidr, gateway));
       this.log(`added enclave subnet ${out.subnet} (id ${out.id}, gateway ${out.gateway})`);
       return out;
     } finally {
-      store.close();
+      await store.close();
     }
   }
 }

@@ -1,6 +1,6 @@
 import { SengCommand } from '../../../base.js';
 import { dbFlag, subnetJson, table } from '../../../store-flags.js';
-import { openStore } from '../../../../store/index.js';
+import { openPolicyStore } from '../../../../store/index.js';
 import { StoreWriteError } from '../../../../store/errors.js';
 
 export default class SubnetList extends SengCommand<typeof SubnetList> {
@@ -8,15 +8,15 @@ export default class SubnetList extends SengCommand<typeof SubnetList> {
   static override flags = { db: dbFlag };
 
   async run(): Promise<ReturnType<typeof subnetJson>[]> {
-    const store = openStore(this.flags.db, { readonly: true });
+    const store = await openPolicyStore(this.flags.db, { readonly: true });
     try {
       if (store.schema !== 'vanilla') {
         throw new StoreWriteError(
-          `${store.path} is a netfilter database; it has one fixed enclave subnet, 192.168.28.0/24`,
+          `${store.target} is a netfilter database; it has one fixed enclave subnet, 192.168.28.0/24`,
           'enclave subnets are configurable only in the vanilla layout',
         );
       }
-      const rows = store.listSubnets().map(subnetJson);
+      const rows = (await store.listSubnets()).map(subnetJson);
       this.log(
         table(
           ['ID', 'SUBNET', 'GATEWAY'],
@@ -25,7 +25,7 @@ export default class SubnetList extends SengCommand<typeof SubnetList> {
       );
       return rows;
     } finally {
-      store.close();
+      await store.close();
     }
   }
 }

@@ -1,7 +1,7 @@
 import { Args } from '@oclif/core';
 import { SengCommand } from '../../../base.js';
 import { dbFlag, subnetJson } from '../../../store-flags.js';
-import { openStore } from '../../../../store/index.js';
+import { openPolicyStore } from '../../../../store/index.js';
 import { parseCidr } from '../../../../util/ipv4.js';
 
 export default class SubnetRemove extends SengCommand<typeof SubnetRemove> {
@@ -11,13 +11,13 @@ export default class SubnetRemove extends SengCommand<typeof SubnetRemove> {
 
   async run(): Promise<ReturnType<typeof subnetJson>> {
     const cidr = parseCidr(this.args.cidr, { strict: true });
-    const store = openStore(this.flags.db);
+    const store = await openPolicyStore(this.flags.db);
     try {
-      const out = subnetJson(store.removeSubnet(cidr));
+      const out = subnetJson(await store.removeSubnet(cidr));
       this.log(`removed enclave subnet ${out.subnet}`);
       return out;
     } finally {
-      store.close();
+      await store.close();
     }
   }
 }
