@@ -3,6 +3,7 @@
  * synchronously in the addon; encrypted records go straight to the socket with sendto(2).
  */
 import { EventEmitter } from 'node:events';
+import type { ReceiveRoute } from './recv-route.js';
 import type { Logger } from 'pino';
 import { silentLogger } from '../util/log.js';
 import { F_FATAL, F_MORE, F_PEER_CLOSED, type NativeConn } from './native.js';
@@ -31,6 +32,8 @@ export interface SessionInit {
   logger?: Logger;
   /** Called once when the session ends (before the 'close' event). */
   onEnd?: (session: DtlsSession, reason: CloseReason) => void;
+  /** The server's receive thread, when one reads this session's datagrams (recv-route.ts). */
+  receiveRoute?: ReceiveRoute;
 }
 
 /** Counters of the native receive-tunnel fast path (forwardTo). */
@@ -97,6 +100,7 @@ export class DtlsSession extends EventEmitter<DtlsSessionEvents> {
   private lastForward: ForwardStats = { ...NO_FORWARDING };
   private readonly logger: Logger;
   private readonly onEnd: ((session: DtlsSession, reason: CloseReason) => void) | undefined;
+  private readonly receiveRoute: ReceiveRoute | undefined;
   private idleMs: number;
   private idleTimer: NodeJS.Timeout | undefined;
   private lastRx = Date.now();
@@ -122,6 +126,7 @@ export class DtlsSession extends EventEmitter<DtlsSessionEvents> {
     this.verifyContext = init.verifyContext;
     this.logger = init.logger ?? silentLogger;
     this.onEnd = init.onEnd;
+    this.receiveRoute = init.receiveRoute;
     const info = init.conn.info();
     this.cipher = info.cipher ?? '';
     this.maxRecordSize = info.maxRecord;
@@ -195,6 +200,7 @@ export class DtlsSession extends EventEmitter<DtlsSessionEvents> {
     opts: { dropInvalid?: boolean; vnetHdr?: boolean } = {},
   ): void {
     this.conn?.setForward(fd, sourceIp, mtu, opts.dropInvalid === true, opts.vnetHdr === true);
+    if (this.conn) this.receiveRoute?.update(this.conn, fd >= 0);
   }
 
   /** Counters of forwardTo() (kept after the session ended). */
@@ -211,7 +217,19 @@ export class DtlsSession extends EventEmitter<DtlsSessionEvents> {
         lastSpoofedSource: s[6] ?? 0,
       };
     }
-    return { ...this.lastForward };
+    const t = this.receiveRoute?.stats();
+    if (!t) return { ...this.lastForward };
+    // What the receive thread forwarded for this session, added to the JavaScript thread's part.
+    const f = this.lastForward;
+    return {
+      packets: f.packets + t.packets,
+      bytes: f.bytes + t.bytes,
+      dropped: f.dropped + t.dropped,
+      oversize: f.oversize + t.oversize,
+      malformed: f.malformed + t.malformed,
+      spoofed: f.spoofed + t.spoofed,
+      lastSpoofedSource: t.lastSpoofedSource || f.lastSpoofedSource,
+    };
   }
 
   /** @internal the native connection while the session is open (for TunDispatch). */
@@ -270,6 +288,7 @@ export class DtlsSession extends EventEmitter<DtlsSessionEvents> {
     this.idleTimer = undefined;
     const conn = this.conn;
     if (conn) this.forwardStats();
+    this.receiveRoute?.remove();
     this.conn = undefined;
     conn?.free();
     this.logger.debug(
@@ -278,6 +297,13 @@ export class DtlsSession extends EventEmitter<DtlsSessionEvents> {
     );
     this.onEnd?.(this, reason);
     this.emit('close', reason, detail);
+  }
+
+  /** @internal a decrypted record the server's receive thread left to JavaScript (a copy). */
+  receivedRecord(record: Buffer): void {
+    if (this.ended) return;
+    this.lastRx = Date.now();
+    this.deliverOne(record);
   }
 
   private deliver(n: number): void {
@@ -317,7 +343,7 @@ export class DtlsSession extends EventEmitter<DtlsSessionEvents> {
     const check = (): void => {
       this.idleTimer = undefined;
       if (this.ended) return;
-      const quiet = Date.now() - this.lastRx;
+      const quiet = Date.now() - Math.max(this.lastRx, this.receiveRoute?.lastReceived() ?? 0);
       if (quiet >= this.idleMs) {
         this.close('idle');
         return;

@@ -10,9 +10,10 @@
 // pass the replay window (RFC 6347 §4.1.2.6, 64 records) before decryption and are marked in it
 // only once authenticated.
 //
-// Threads: open() runs on the JavaScript thread only. seal() may also run on TunDispatch's thread
-// (the gateway → enclave path), so the sending side (cipher context and sequence number) is
-// guarded by a mutex, uncontended on the hot path.
+// Threads: seal() may run on TunDispatch's thread (the gateway → enclave path) and open() on the
+// endpoint's receive thread (recv_thread.h, the enclave → gateway path) while the JavaScript
+// thread seals control records or opens a datagram handed to it. Each side (cipher context and
+// sequence number / replay window) has its own mutex, uncontended on the hot path.
 #pragma once
 
 #include <openssl/evp.h>
@@ -79,6 +80,7 @@ class RecordLayer {
   static constexpr uint64_t kMaxSeq = (uint64_t{1} << 48) - 1;
 
   std::mutex sealLock_;  // seal_ and nextSeq_
+  std::mutex openLock_;  // open_ and window_
   EVP_CIPHER_CTX *seal_ = nullptr;
   EVP_CIPHER_CTX *open_ = nullptr;
   uint8_t sealIv_[4]{};
