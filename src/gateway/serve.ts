@@ -137,6 +137,9 @@ export async function startGateway(config: ServeConfig, log: Logger): Promise<Ru
         maxHandshakesPerAddress: config.limits.maxHandshakes,
         // Admission keeps the attested identity; the certificate DER need not live per session.
         retainPeerChain: false,
+        // The receive channel's application data is opened and forwarded on the addon's receive
+        // thread when forwarding is native (SENG_NATIVE_RECV_THREAD=0: on the event loop).
+        receiveThread: port === config.port && nativeForward && process.env.SENG_NATIVE_RECV_THREAD !== '0',
         logger: log,
       });
       dtls.push({ channel: port === config.port ? 'receive' : 'send', server });
