@@ -289,8 +289,9 @@ void Endpoint::drainQueue() {
       metaData_[4 * i + 2] = item.ip;
       metaData_[4 * i + 3] = static_cast<uint32_t>(item.port) | (item.plain ? 0x10000u : 0u);
     }
-    if (!deliver(static_cast<unsigned>(taken_.size()))) break;
-    if (remaining == 0) break;
+    const bool ok = deliver(static_cast<unsigned>(taken_.size()));
+    if (recv_) recv_->delivered(taken_);
+    if (!ok || remaining == 0) break;
   }
   taken_.clear();
   if (remaining > 0 && !closing_) uv_async_send(&wake_);

@@ -107,7 +107,9 @@ void RecvThread::route(uint32_t ip, uint16_t port, std::weak_ptr<RecordLayer> rl
   r.forward = forward;
   r.forward.resetCounters();
   std::lock_guard<std::mutex> guard(mu_);
-  routes_[key(ip, port)] = std::move(r);
+  Route &slot = routes_[key(ip, port)];
+  r.inQueue = slot.inQueue;  // a route made again: its items still queued keep counting
+  slot = std::move(r);
 }
 
 bool RecvThread::unroute(uint32_t ip, uint16_t port, RouteCounters *out) {
@@ -220,9 +222,9 @@ void RecvThread::handleBatch(unsigned n) {
         continue;
       }
       route.c.lastRxMs = now;
-      if (!allApplicationData(d, len)) {
+      if (route.inQueue > 0 || !allApplicationData(d, len)) {
         route.c.toJs += 1;
-        pend(ip, port, false, d, len);
+        pend(ip, port, false, d, len, &route);
         continue;
       }
       counters_.opened += 1;
@@ -256,7 +258,7 @@ void RecvThread::openDatagram(Route *route, RecordLayer *rl, const uint8_t *d, s
     TunForwarder &f = route->forward;
     if (f.offer(plain_.data(), plain, f.vnetHdr() ? writerFor(f.fd()) : nullptr)) continue;
     counters_.plainToJs += 1;
-    pend(ip, port, true, plain_.data(), plain);  // the rule leaves it to JavaScript
+    pend(ip, port, true, plain_.data(), plain, route);  // the rule leaves it to JavaScript
   }
   TunForwarder &f = route->forward;
   route->c.packets = f.packets;
@@ -268,11 +270,13 @@ void RecvThread::openDatagram(Route *route, RecordLayer *rl, const uint8_t *d, s
   route->c.lastSpoofedSource = f.lastSpoofedSource;
 }
 
-void RecvThread::pend(uint32_t ip, uint16_t port, bool plain, const uint8_t *d, size_t n) {
+void RecvThread::pend(uint32_t ip, uint16_t port, bool plain, const uint8_t *d, size_t n, Route *route) {
   Item item;
   item.ip = ip;
   item.port = port;
   item.plain = plain;
+  item.routed = route != nullptr;
+  if (route != nullptr) route->inQueue += 1;
   item.data.assign(d, d + n);
   pending_.push_back(std::move(item));
 }
@@ -281,11 +285,13 @@ void RecvThread::pend(uint32_t ip, uint16_t port, bool plain, const uint8_t *d, 
 void RecvThread::publish() {
   if (pending_.empty()) return;
   double dropped = 0, queued = 0;
+  std::vector<Item> lost;
   {
     std::lock_guard<std::mutex> guard(queueMu_);
     for (Item &item : pending_) {
       if (queue_.size() >= kQueueItems || queueBytes_ + item.data.size() > kQueueBytes) {
         dropped += 1;
+        if (item.routed) lost.push_back(std::move(item));
         continue;
       }
       queueBytes_ += item.data.size();
@@ -298,8 +304,23 @@ void RecvThread::publish() {
     std::lock_guard<std::mutex> guard(mu_);
     counters_.queued += queued;
     counters_.queueDropped += dropped;
+    settle(lost);
   }
   if (queued > 0 && notify_) notify_();
+}
+
+void RecvThread::delivered(const std::vector<Item> &items) {
+  std::lock_guard<std::mutex> guard(mu_);
+  settle(items);
+}
+
+void RecvThread::settle(const std::vector<Item> &items) {
+  for (const Item &item : items) {
+    if (!item.routed) continue;
+    auto it = routes_.find(key(item.ip, item.port));
+    // A route made again since (or removed) starts from zero: nothing to count down.
+    if (it != routes_.end() && it->second.inQueue > 0) it->second.inQueue -= 1;
+  }
 }
 
 TunWriter *RecvThread::writerFor(int fd) {

@@ -62,6 +62,7 @@ class RecvThread {
     uint32_t ip = 0;  // host order
     uint16_t port = 0;
     bool plain = false;
+    bool routed = false;  // counted in its route's inQueue until delivered
     std::vector<uint8_t> data;
   };
 
@@ -99,12 +100,19 @@ class RecvThread {
 
   // Moves up to max queued items to *out; returns how many remain.
   size_t take(std::vector<Item> *out, size_t max);
+  // JavaScript has handled these items (taken with take()): their sessions' later datagrams may
+  // be opened on the thread again.
+  void delivered(const std::vector<Item> &items);
 
  private:
   struct Route {
     std::weak_ptr<RecordLayer> rl;
     TunForwarder forward;  // own copy: settings of the Conn's, counters of its own
     RouteCounters c;
+    // Items of this session in the queue or being delivered: while there are any, its datagrams
+    // follow them through the queue, so JavaScript sees the session's records in order (e.g. an
+    // invalid packet before a later packet's reply, or before the session's end).
+    uint32_t inQueue = 0;
   };
 
   static uint64_t key(uint32_t ip, uint16_t port) { return (static_cast<uint64_t>(ip) << 16) | port; }
@@ -138,7 +146,8 @@ class RecvThread {
   void run();
   void handleBatch(unsigned n);
   void openDatagram(Route *route, RecordLayer *rl, const uint8_t *d, size_t n, uint32_t ip, uint16_t port);
-  void pend(uint32_t ip, uint16_t port, bool plain, const uint8_t *d, size_t n);
+  void pend(uint32_t ip, uint16_t port, bool plain, const uint8_t *d, size_t n, Route *route = nullptr);
+  void settle(const std::vector<Item> &items);  // under mu_: the routes' inQueue of handled items
   void publish();
   TunWriter *writerFor(int fd);
 };

@@ -168,6 +168,40 @@ describe('dtls receive thread', { timeout: 60_000 }, () => {
     }
   });
 
+  it("keeps a session's order: packets after one left to JavaScript wait for it", async () => {
+    const p = await pair();
+    const out = join(certs.dir, 'order.bin');
+    const fd = openSync(out, 'w');
+    try {
+      p.session.forwardTo(fd, ENCLAVE, 1432);
+      const order: string[] = [];
+      p.session.on('message', () => order.push(`message, ${statSync(out).size} bytes written`));
+      const spoofed = packet(0xc0a81c09, 60, 0x33);
+      const good = packet(ENCLAVE, 60, 0x11);
+      let sent = false;
+      blockJs(300, () => {
+        if (sent) return;
+        p.client.send(spoofed);
+        p.client.send(good);
+        sent = true;
+      });
+      // The valid packet followed the spoofed one through the queue: nothing written while blocked.
+      assert.equal(statSync(out).size, 0);
+      await until(() => p.session.forwardStats().packets === 1, 'the valid packet, after the message');
+      assert.deepEqual(order, ['message, 0 bytes written']);
+      assert.deepEqual(readFileSync(out), good);
+      // Once the queue is drained, the session's packets are forwarded on the thread again.
+      const before = p.server.receiveStats(p.session)!.packets;
+      p.client.send(good);
+      await until(() => p.session.forwardStats().packets === 2, 'the next packet');
+      assert.equal(p.server.receiveStats(p.session)!.packets, before + 1);
+    } finally {
+      p.session.forwardTo(-1, 0, 1432);
+      closeSync(fd);
+      await teardown(p);
+    }
+  });
+
   it('drops replayed datagrams', async () => {
     const p = await pair({ relay: true });
     const relay = p.relay!;
