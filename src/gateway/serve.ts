@@ -263,6 +263,7 @@ export async function startGateway(config: ServeConfig, log: Logger): Promise<Ru
     process.on('SIGINT', onInt);
     process.on('SIGTERM', onTerm);
     process.on('SIGHUP', onHup);
+    if (process.env.SENG_TEST_HOOKS === '1') installBlockHook(log);
 
     log.info(
       {
@@ -283,6 +284,24 @@ export async function startGateway(config: ServeConfig, log: Logger): Promise<Ru
     await cleanup();
     throw err;
   }
+}
+
+/**
+ * Test hook (SENG_TEST_HOOKS=1 only): SIGUSR2 busy-waits the JavaScript thread for 1 s, as a long
+ * attestation or reload would, to show that established sessions keep forwarding meanwhile
+ * (test/integration/gateway/recv-thread.test.ts). Logs the blocked interval afterwards.
+ */
+function installBlockHook(log: Logger): void {
+  process.on('SIGUSR2', () => {
+    const from = Date.now();
+    while (Date.now() - from < 1000) {
+      // busy: no event-loop turn
+    }
+    log.info(
+      { event: 'test-js-blocked', from, to: Date.now() },
+      'test hook: JavaScript thread blocked for 1 s',
+    );
+  });
 }
 
 /** The lease history's writer, or undefined (logged) when its store cannot be opened: not fatal. */
