@@ -31,9 +31,10 @@ bool isPort(double v) { return v >= 0 && v <= 65535 && v == static_cast<double>(
 // [lastRxMs, packets, bytes, dropped, oversize, malformed, spoofed, lastSpoofedSource, replayed,
 //  forged, other, toJs] (keep in sync with src/dtls/native.ts).
 void routeValues(const RecvThread::RouteCounters &c, double *v) {
-  const double values[kRouteValues] = {c.lastRxMs,  c.packets,           c.bytes,    c.dropped,
-                                       c.oversize,  c.malformed,         c.spoofed,  c.lastSpoofedSource,
-                                       c.replayed,  c.forged,            c.other,    c.toJs};
+  const double values[kRouteValues] = {
+      c.lastRxMs, c.packets, c.bytes,  c.dropped, c.oversize, c.malformed, c.spoofed, c.lastSpoofedSource,
+      c.replayed, c.forged,  c.other,  c.toJs,
+  };
   std::memcpy(v, values, sizeof values);
 }
 
