@@ -207,4 +207,48 @@ describe('dtls native data path with TUN offload', { timeout: 60_000 }, () => {
       await server.close();
     }
   });
+
+  it("the receive thread's own writer delivers the stream intact, however its batches fall", async () => {
+    const { server, client, session } = await pair(true);
+    const out = join(certs.dir, 'thread-frames.bin');
+    const fd = openSync(out, 'w');
+    try {
+      session.forwardTo(fd, ENCLAVE, MTU, { vnetHdr: true });
+      const before = tunWriteStats(fd);
+      const segs = Array.from({ length: 40 }, (_, i) =>
+        buildTcpPacket({
+          src: ENCLAVE,
+          dst: PEER,
+          srcPort: 40000,
+          dstPort: 7000,
+          seq: 1 + i * 1000,
+          ack: 77,
+          flags: TCP_ACK,
+          payload: Buffer.alloc(1000, i),
+        }),
+      );
+      for (const s of segs) client.send(s);
+      // The thread's writer is counted in tunWriteStats(fd) like the JavaScript thread's.
+      await until(() => tunWriteStats(fd).packets - before.packets === segs.length, 'the 40 packets written');
+      assert.equal(server.receiveStats(session)?.packets, segs.length, 'all forwarded on the thread');
+      // Frames (virtio_net_hdr + packet, GSO super-packets or single segments) carry the stream in order.
+      const file = readFileSync(out);
+      const payloads: Buffer[] = [];
+      let frames = 0;
+      for (let off = 0; off < file.length; frames++) {
+        const len = file.readUInt16BE(off + 10 + 2);
+        const pkt = file.subarray(off + 10, off + 10 + len);
+        assert.equal(pkt.length, len, 'a whole frame');
+        payloads.push(tcpPayload(pkt));
+        off += 10 + len;
+      }
+      assert.equal(frames, tunWriteStats(fd).frames - before.frames);
+      assert.deepEqual(Buffer.concat(payloads), Buffer.concat(segs.map(tcpPayload)));
+    } finally {
+      session.forwardTo(-1, 0, MTU);
+      closeSync(fd);
+      client.close();
+      await server.close();
+    }
+  });
 });
