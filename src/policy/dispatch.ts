@@ -1,0 +1,173 @@
+/**
+ * Dispatch plan: how the compiled nftables ruleset keeps the per-packet cost independent
+ * of the number of rules and of registered enclaves.
+ *
+ * A first-match list walked linearly costs one test per rule. Instead, each hook whose
+ * rules talk about the packet's source as an enclave (`src-app`, `src-cat`, `src-host`)
+ * decides once, by the source address, which short chain holds every rule that can still
+ * apply to that source, in the original order:
+ *
+ *   base chain <hook>:
+ *     ip saddr vmap @dispatch_<hook>        enclave of an app named in a src-app condition
+ *                                            → goto <hook>_app_<mrenclave>
+ *     ip saddr @enclaves goto <hook>_enclave any other enclave
+ *     <rules without a source seng condition> every other source
+ *   <hook>_app_<M>:  the rules whose src-app conditions hold for app M (those conditions
+ *                    removed: they are decided by the dispatch), plus the rules without
+ *                    src-app conditions, in file order
+ *   <hook>_enclave:  the rules without a positive src-app condition (negated src-app
+ *                    conditions hold there: the app is named nowhere), in file order
+ *
+ * The verdict map is a hash lookup (its cost does not grow with the 100,000 elements),
+ * and `goto` (not `jump`) means a chain that ends without a verdict ends the hook with the
+ * base chain's policy, exactly as the linear list did. A source that is not an enclave
+ * never satisfies a source seng condition (SPEC §5.2, even negated), so its rules are the
+ * ones without any. Per packet, nft walks only the rules naming the packet's source app
+ * plus the rules that name no source app: independent of how many other apps, rules and
+ * enclaves the policy and the sets hold. The remaining category/host conditions stay O(1)
+ * set lookups. Hooks without any source seng condition keep the plain list.
+ *
+ * The map's elements follow from the app sets (`app_<M>` holds exactly the enclaves that
+ * the map sends to `<hook>_app_<M>`), so they are derived data: the enforcement backend
+ * writes them in the same netlink batch as the set elements, and a policy apply re-derives
+ * them from the live sets.
+ */
+import type { Chain, CompiledRule, CompiledPolicy } from './types.js';
+import { CHAINS } from './types.js';
+
+/** Base chains that dispatch keep these names; the others are regular chains of the table. */
+export function dispatchMapName(hook: Chain): string {
+  return `dispatch_${hook}`;
+}
+export function enclaveChainName(hook: Chain): string {
+  return `${hook}_enclave`;
+}
+export function appChainName(hook: Chain, mrEnclave: string): string {
+  return `${hook}_app_${mrEnclave}`;
+}
+
+/** Regular chains and maps the plan owns (so a new policy deletes the obsolete ones). */
+export const DISPATCH_CHAIN = /^(input|forward|output)_(enclave|app_[0-9a-f]{64})$/;
+export const DISPATCH_MAP = /^dispatch_(input|forward|output)$/;
+
+export interface AppChain {
+  mrEnclave: string;
+  chain: string;
+  rules: CompiledRule[];
+}
+
+export interface HookPlan {
+  hook: Chain;
+  /** False: no rule of this hook has a source seng condition; the base chain is the plain list. */
+  split: boolean;
+  /** Rules for sources that are not enclaves (all rules when not split). */
+  plain: CompiledRule[];
+  /** `<hook>_enclave` and its rules (when split). */
+  enclaveChain: string;
+  enclave: CompiledRule[];
+  /** The verdict map (when some rule of the hook has a src-app condition). */
+  map?: string;
+  apps: AppChain[];
+}
+
+export interface DispatchPlan {
+  hooks: HookPlan[];
+  /** Every regular chain of the plan, and every map. */
+  chains: string[];
+  maps: string[];
+}
+
+const isSrcApp = (r: CompiledRule): boolean => r.seng.some((c) => c.side === 'src' && c.kind === 'app');
+const hasSrcSeng = (r: CompiledRule): boolean => r.seng.some((c) => c.side === 'src');
+
+/**
+ * The rule as seen from a chain where the source is an enclave of app `m` (undefined: an
+ * app the policy does not name): its src-app conditions are decided here — undefined if
+ * one is false, else the rule without them.
+ */
+export function specialize(r: CompiledRule, m: string | undefined): CompiledRule | undefined {
+  const srcApps = r.seng.filter((c) => c.side === 'src' && c.kind === 'app');
+  if (srcApps.length === 0) return r;
+  for (const c of srcApps) if ((c.value === m) === c.negate) return undefined;
+  return { ...r, seng: r.seng.filter((c) => !(c.side === 'src' && c.kind === 'app')) };
+}
+
+function hookPlan(hook: Chain, rules: CompiledRule[]): HookPlan {
+  const split = rules.some(hasSrcSeng);
+  const plan: HookPlan = {
+    hook,
+    split,
+    plain: split ? rules.filter((r) => !hasSrcSeng(r)) : rules,
+    enclaveChain: enclaveChainName(hook),
+    enclave: [],
+    apps: [],
+  };
+  if (!split) return plan;
+  const keep = (m: string | undefined): CompiledRule[] =>
+    rules.map((r) => specialize(r, m)).filter((r): r is CompiledRule => r !== undefined);
+  plan.enclave = keep(undefined);
+  const named = [
+    ...new Set(rules.flatMap((r) => r.seng.filter((c) => c.side === 'src' && c.kind === 'app'))),
+  ].map((c) => c.value);
+  if (rules.some(isSrcApp)) {
+    plan.map = dispatchMapName(hook);
+    for (const m of [...new Set(named)].sort()) {
+      plan.apps.push({ mrEnclave: m, chain: appChainName(hook, m), rules: keep(m) });
+    }
+  }
+  return plan;
+}
+
+/** The dispatch plan of a compiled policy (a pure function of it). */
+export function dispatchPlan(p: CompiledPolicy): DispatchPlan {
+  const hooks = CHAINS.map((h) =>
+    hookPlan(
+      h,
+      p.rules.filter((r) => r.chain === h),
+    ),
+  );
+  const chains: string[] = [];
+  const maps: string[] = [];
+  for (const h of hooks) {
+    if (!h.split) continue;
+    chains.push(h.enclaveChain, ...h.apps.map((a) => a.chain));
+    if (h.map) maps.push(h.map);
+  }
+  return { hooks, chains, maps };
+}
+
+/** One element of a dispatch map: enclave IP (dotted) → goto chain. */
+export interface DispatchElement {
+  map: string;
+  ip: string;
+  chain: string;
+}
+
+/**
+ * The map elements for enclaves whose app sets are known: `members(set)` lists the IPs
+ * in an `app_<M>` set.
+ */
+export function dispatchElements(plan: DispatchPlan, members: (appSet: string) => string[]): DispatchElement[] {
+  const out: DispatchElement[] = [];
+  for (const h of plan.hooks) {
+    if (!h.map) continue;
+    for (const a of h.apps) {
+      for (const ip of members(`app_${a.mrEnclave}`)) out.push({ map: h.map, ip, chain: a.chain });
+    }
+  }
+  return out;
+}
+
+/** Map targets for one app (what the enforcer adds on join): map → chain. */
+export function dispatchTargets(plan: DispatchPlan): Map<string, { map: string; chain: string }[]> {
+  const out = new Map<string, { map: string; chain: string }[]>();
+  for (const h of plan.hooks) {
+    if (!h.map) continue;
+    for (const a of h.apps) {
+      const list = out.get(a.mrEnclave) ?? [];
+      list.push({ map: h.map, chain: a.chain });
+      out.set(a.mrEnclave, list);
+    }
+  }
+  return out;
+}
