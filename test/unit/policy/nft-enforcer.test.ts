@@ -21,7 +21,12 @@ class FakeWriter implements ElementWriter {
   batches: SetElementChange[][] = [];
   async apply(changes: SetElementChange[]): Promise<void> {
     this.batches.push(
-      changes.map((c) => ({ set: c.set, add: [...c.add].sort(), remove: [...c.remove].sort() })),
+      changes.map((c) => ({
+        set: c.set,
+        add: [...c.add].sort(),
+        remove: [...c.remove].sort(),
+        ...(c.gotoChains && { gotoChains: [...c.gotoChains] }),
+      })),
     );
   }
   close(): void {}
@@ -67,7 +72,7 @@ test('start installs the policy and flushes stale elements in the same transacti
   );
 });
 
-test('joins in one event-loop turn become one batch; leave removes then purges conntrack', async () => {
+test('joins in one event-loop turn become one batch; leave removes, then the purge runs', async () => {
   const w = new FakeWriter();
   const purged: number[] = [];
   const e = new NftEnforcer({
@@ -86,13 +91,17 @@ test('joins in one event-loop turn become one batch; leave removes then purges c
   assert.deepEqual(byset[`app_${A}`]?.add, [r1.enclaveIp]);
   assert.deepEqual(byset.cat_Web?.add, [r1.enclaveIp]);
   assert.deepEqual(byset.host_10_0_0_0_8?.add, [r1.enclaveIp]);
+  // The dispatch map sends app A's enclave to its chain, in the same batch; app B is named nowhere.
+  assert.deepEqual(byset.dispatch_input?.add, [r1.enclaveIp]);
+  assert.deepEqual(byset.dispatch_input?.gotoChains, [`input_app_${A}`]);
   await e.leave(r1);
   assert.equal(w.batches.length, 2);
   assert.deepEqual(
     (w.batches[1] ?? []).map((c) => c.set).sort(),
-    ['app_' + A, 'cat_Web', 'enclaves', 'host_10_0_0_0_8'].sort(),
+    ['app_' + A, 'cat_Web', 'dispatch_input', 'enclaves', 'host_10_0_0_0_8'].sort(),
   );
   assert.ok((w.batches[1] ?? []).every((c) => c.add.length === 0 && c.remove[0] === r1.enclaveIp));
+  await e.purged(r1.enclaveIp);
   assert.deepEqual(purged, [r1.enclaveIp]);
 });
 

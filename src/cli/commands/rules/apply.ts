@@ -2,7 +2,7 @@ import { Flags } from '@oclif/core';
 import { SengCommand } from '../../base.js';
 import { policyArg, policyFlags } from '../../policy-flags.js';
 import { lintPolicy, loadCompiledPolicy, parseSetName } from '../../../policy/index.js';
-import { nftApplyDocument } from '../../../policy/nft.js';
+import { liveApplyOptions, nftApplyDocument } from '../../../policy/nft.js';
 import { diffPolicy, type DiffLine } from '../../../policy/diff.js';
 import { NftCli, type NftDocument } from '../../../nft/cli.js';
 import { restoreDocument } from '../../../nft/snapshot.js';
@@ -109,7 +109,7 @@ While \`seng serve --nft\` runs (its control socket answers), the policy is hand
     const liveNames = new Set((live?.sets ?? []).map((s) => s.name));
     const newSets = compiled.sets.map((s) => s.name).filter((n) => !liveNames.has(n));
     const wanted = new Set(compiled.sets.map((s) => s.name));
-    const doc = nftApplyDocument(compiled, { liveSets: [...liveNames] });
+    const doc = nftApplyDocument(compiled, liveApplyOptions(compiled, live));
     const deletedSets = [...liveNames].filter((n) => !wanted.has(n) && parseSetName(n) !== undefined);
     const registered = live?.sets.find((s) => s.name === 'enclaves')?.elements.length ?? 0;
     const liveElements = (live?.sets ?? [])
