@@ -108,6 +108,8 @@ async function main(): Promise<void> {
   }
   const conntrackBefore = conntrackCount(input.leave);
   await Promise.all(input.leave.map((ip) => enforcer.leave(regs.get(ip) as EnclaveRegistration)));
+  // The purge follows the leave (the gateway releases the IP only after it).
+  await Promise.all(input.leave.map((ip) => enforcer.purged(parseIpv4(ip))));
   const conntrackAfter = conntrackCount(input.leave);
   const listing = JSON.parse(
     execFileSync('nft', ['-j', 'list', 'table', 'ip', compiled.table], { encoding: 'utf8' }),
