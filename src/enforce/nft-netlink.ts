@@ -120,7 +120,8 @@ export class NftNetlink {
       try {
         transport = new RawSocketTransport(NETLINK_NETFILTER, {
           recvBufferSize: 1 << 20,
-          sendBufferSize: 1 << 20,
+          // A batch is one sendmsg, bounded by the send buffer: room for ~20,000 joins with their map entries.
+          sendBufferSize: 8 << 20,
         });
       } catch (e) {
         throw new EnvironmentError(

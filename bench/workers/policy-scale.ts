@@ -1,0 +1,154 @@
+/**
+ * Benchmark worker for the policy-scale section (bench/policy-scale.ts), run inside the
+ * "router" namespace so its nftables tables touch nothing else.
+ *
+ * Prepares, one after the other, the rulesets the parent sends 64-byte UDP through
+ * (`ready` event, then it waits for "next" on stdin):
+ *   small    10 rules, 10 enclaves, the compiled (dispatch) ruleset;
+ *   large    10,000 rules over 10,000 apps, 100,000 enclaves, the compiled ruleset;
+ *   linear   the same 10,000 rules as one first-match chain (the shape before dispatch).
+ * The traffic source 10.128.0.10 is an enclave whose app's only rule is the LAST of the
+ * linear list (and does not match the traffic): the worst case of a linear list.
+ * Then a burst of 10,000 joins and one of 10,000 leaves through NftEnforcer.joinMany /
+ * leaveMany, as a firewall agent does it: time and kernel transactions.
+ * Results are JSON lines on stdout.
+ */
+import { createInterface } from 'node:readline';
+import { execFileSync } from 'node:child_process';
+import { NftEnforcer } from '../../src/enforce/nft.js';
+import { NftNetlink } from '../../src/enforce/nft-netlink.js';
+import type { EnclaveRegistration } from '../../src/enforce/types.js';
+import { compilePolicy, parsePolicy } from '../../src/policy/index.js';
+import { ruleExpressions } from '../../src/policy/nft.js';
+import { NftCli } from '../../src/nft/cli.js';
+import type { CompiledPolicy } from '../../src/policy/types.js';
+import { setHolds } from '../../src/policy/compile.js';
+
+const quick = process.argv.includes('--quick');
+const emit = (o: Record<string, unknown>): void => void process.stdout.write(`${JSON.stringify(o)}\n`);
+const lines = createInterface({ input: process.stdin })[Symbol.asyncIterator]();
+const ms = (t0: number): number => performance.now() - t0;
+
+const app = (i: number): string => (i + 1).toString(16).padStart(8, '0').repeat(8);
+const SOURCE_INDEX = 9; // 10.128.0.1 + 9 = 10.128.0.10, the traffic source
+
+function policyText(table: string, rules: number): string {
+  const lines = ['version: 1', `table: ${table}`, 'rules:'];
+  for (let i = 0; i < rules; i++) {
+    // Rule i names app (rules-1-i): the source's app (index 9) comes near the end.
+    const a = rules - 1 - i;
+    lines.push(`  - { name: r${i}, chain: forward, action: accept, src-app: "${app(a)}", protocol: udp, dport: ${10000 + (i % 50000)} }`);
+  }
+  return `${lines.join('\n')}\n`;
+}
+
+function reg(i: number, apps: number): EnclaveRegistration {
+  const ip = ((10 << 24) | (128 << 16)) + 1 + i;
+  return {
+    enclaveIp: ip >>> 0,
+    // The source's app is the one of the last rule of the linear list; others spread over all apps.
+    mrEnclave: Buffer.from(app(i === SOURCE_INDEX ? 0 : i % apps), 'hex'),
+    mrSigner: Buffer.alloc(32, 0xab),
+    hostIp: ((10 << 24) | (52 << 16) | 2) >>> 0,
+    categories: [],
+  };
+}
+
+async function waitNext(): Promise<boolean> {
+  const n = await lines.next();
+  return !n.done;
+}
+
+function dropTable(table: string): void {
+  execFileSync('nft', ['delete', 'table', 'ip', table], { stdio: 'ignore' });
+}
+
+/** Installs the compiled ruleset and registers `enclaves` (joinMany in chunks: the setup, not measured as a burst). */
+async function compiled(table: string, rules: number, enclaves: number): Promise<NftEnforcer> {
+  const policy = compilePolicy(parsePolicy(policyText(table, rules), `${table}.yaml`));
+  const enforcer = new NftEnforcer({ policy, purge: async () => 0 });
+  let t0 = performance.now();
+  await enforcer.start();
+  const applyMs = ms(t0);
+  t0 = performance.now();
+  const regs = Array.from({ length: enclaves }, (_, i) => reg(i, rules));
+  for (let i = 0; i < regs.length; i += 10_000) await enforcer.joinMany(regs.slice(i, i + 10_000));
+  emit({ event: 'installed', table, rules, enclaves, applyMs, joinMs: ms(t0) });
+  return enforcer;
+}
+
+/** The pre-dispatch shape: every rule in the base chain, walked in order. */
+async function linear(table: string, rules: number, enclaves: number): Promise<void> {
+  const policy: CompiledPolicy = compilePolicy(parsePolicy(policyText(table, rules), `${table}.yaml`));
+  const base = { family: 'ip', table };
+  const cmds: Record<string, unknown>[] = [{ add: { table: { family: 'ip', name: table } } }];
+  for (const s of policy.sets) cmds.push({ add: { set: { ...base, name: s.name, type: 'ipv4_addr' } } });
+  cmds.push({
+    add: { chain: { ...base, name: 'forward', type: 'filter', hook: 'forward', prio: 0, policy: 'accept' } },
+  });
+  for (const r of policy.rules) cmds.push({ add: { rule: { ...base, chain: 'forward', expr: ruleExpressions(r) } } });
+  let t0 = performance.now();
+  await new NftCli().run({ nftables: cmds });
+  const applyMs = ms(t0);
+  t0 = performance.now();
+  const nl = new NftNetlink({ table });
+  const regs = Array.from({ length: enclaves }, (_, i) => reg(i, rules));
+  for (let i = 0; i < regs.length; i += 10_000) {
+    const chunk = regs.slice(i, i + 10_000);
+    await nl.apply(
+      policy.sets.map((s) => ({ set: s.name, add: chunk.filter((r) => setHolds(s, r)).map((r) => r.enclaveIp), remove: [] })),
+    );
+  }
+  nl.close();
+  emit({ event: 'installed', table, rules, enclaves, applyMs, joinMs: ms(t0) });
+}
+
+async function main(): Promise<void> {
+  const big = { rules: 10_000, enclaves: quick ? 20_000 : 100_000 };
+  const rounds = quick ? 1 : 2;
+  for (let round = 0; round < rounds; round++) {
+    for (const c of [
+      { name: 'small', rules: 10, enclaves: 10 },
+      { name: 'large', ...big },
+    ]) {
+      const table = `ps${c.name}`;
+      const e = await compiled(table, c.rules, c.enclaves);
+      emit({ event: 'ready', config: c.name, rules: c.rules, enclaves: c.enclaves, round });
+      if (!(await waitNext())) return;
+      await e.stop();
+      dropTable(table);
+    }
+  }
+  await linear('pslinear', big.rules, big.enclaves);
+  emit({ event: 'ready', config: 'linear', rules: big.rules, enclaves: big.enclaves, round: 0 });
+  if (!(await waitNext())) return;
+  dropTable('pslinear');
+
+  // Bursts: 10,000 joins, then 10,000 leaves, on the large compiled policy, as an agent batches them.
+  const policy = compilePolicy(parsePolicy(policyText('psburst', big.rules), 'psburst.yaml'));
+  const enforcer = new NftEnforcer({ policy });
+  await enforcer.start();
+  const burst = Array.from({ length: 10_000 }, (_, i) => reg(20_000 + i, big.rules));
+  let b0 = enforcer.stats.batches;
+  let t0 = performance.now();
+  await enforcer.joinMany(burst);
+  const joinMs = ms(t0);
+  const joinTransactions = enforcer.stats.batches - b0;
+  b0 = enforcer.stats.batches;
+  t0 = performance.now();
+  await enforcer.leaveMany(burst);
+  const leaveMs = ms(t0);
+  const leaveTransactions = enforcer.stats.batches - b0;
+  // The conntrack purges follow the leave transaction (coalesced); when the last IP is free again:
+  await Promise.allSettled(burst.map((r) => enforcer.purged(r.enclaveIp)));
+  const purgedMs = ms(t0);
+  emit({ event: 'burst', size: burst.length, joinMs, joinTransactions, leaveMs, leaveTransactions, purgedMs });
+  await enforcer.stop();
+  dropTable('psburst');
+  emit({ event: 'done' });
+}
+
+main().catch((e: unknown) => {
+  emit({ event: 'error', error: e instanceof Error ? e.message : String(e) });
+  process.exit(1);
+});
