@@ -22,7 +22,6 @@ import { compilePolicy, parsePolicy } from '../../src/policy/index.js';
 import { ruleExpressions } from '../../src/policy/nft.js';
 import { NftCli } from '../../src/nft/cli.js';
 import type { CompiledPolicy } from '../../src/policy/types.js';
-import { setHolds } from '../../src/policy/compile.js';
 
 const quick = process.argv.includes('--quick');
 const emit = (o: Record<string, unknown>): void => void process.stdout.write(`${JSON.stringify(o)}\n`);
@@ -93,11 +92,15 @@ async function linear(table: string, rules: number, enclaves: number): Promise<v
   t0 = performance.now();
   const nl = new NftNetlink({ table });
   const regs = Array.from({ length: enclaves }, (_, i) => reg(i, rules));
+  const names = new Set(policy.sets.map((s) => s.name));
   for (let i = 0; i < regs.length; i += 10_000) {
     const chunk = regs.slice(i, i + 10_000);
-    await nl.apply(
-      policy.sets.map((s) => ({ set: s.name, add: chunk.filter((r) => setHolds(s, r)).map((r) => r.enclaveIp), remove: [] })),
-    );
+    const bySet = new Map<string, number[]>([['enclaves', chunk.map((r) => r.enclaveIp)]]);
+    for (const r of chunk) {
+      const name = `app_${r.mrEnclave.toString('hex')}`;
+      if (names.has(name)) bySet.set(name, [...(bySet.get(name) ?? []), r.enclaveIp]);
+    }
+    await nl.apply([...bySet].map(([set, add]) => ({ set, add, remove: [] })));
   }
   nl.close();
   emit({ event: 'installed', table, rules, enclaves, applyMs, joinMs: ms(t0) });

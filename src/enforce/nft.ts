@@ -97,6 +97,37 @@ function liveTargets(live: { maps?: { name: string }[]; chains?: { name: string 
   return out;
 }
 
+/**
+ * The sets indexed by what decides membership: with 10,000 app sets, a join costs a
+ * lookup of its own app and categories, not a test of every set.
+ */
+class SetIndex {
+  private readonly byApp = new Map<string, string[]>();
+  private readonly byCategory = new Map<string, string[]>();
+  private readonly others: SetSpec[] = [];
+
+  constructor(sets: Iterable<SetSpec>) {
+    for (const s of sets) {
+      if (s.kind === 'app') push(this.byApp, s.mrEnclave, s.name);
+      else if (s.kind === 'cat') push(this.byCategory, s.category, s.name);
+      else this.others.push(s);
+    }
+  }
+
+  setsOf(reg: EnclaveRegistration): string[] {
+    const out = [...(this.byApp.get(reg.mrEnclave.toString('hex')) ?? [])];
+    for (const c of new Set(reg.categories)) out.push(...(this.byCategory.get(c) ?? []));
+    for (const s of this.others) if (setHolds(s, reg)) out.push(s.name);
+    return out;
+  }
+}
+
+function push(m: Map<string, string[]>, key: string, value: string): void {
+  const list = m.get(key);
+  if (list) list.push(value);
+  else m.set(key, [value]);
+}
+
 interface Waiter {
   resolve: () => void;
   reject: (e: unknown) => void;
@@ -120,6 +151,8 @@ export class NftEnforcer implements Enforcer {
   private readonly regs = new Map<Ipv4, EnclaveRegistration>();
   /** The sets of the table, by name. */
   private catalog = new Map<string, SetSpec>();
+  /** `catalog` indexed (rebuilt when the catalog changes). */
+  private indexed: { of: Map<string, SetSpec>; size: number; index: SetIndex } | undefined;
   /** Desired element state changes not yet written: set → ip → present? */
   private pending = new Map<string, Map<Ipv4, ElementOp>>();
   private waiters: Waiter[] = [];
@@ -348,9 +381,12 @@ export class NftEnforcer implements Enforcer {
       const liveNames = new Set((live?.sets ?? []).map((s) => s.name));
       const elements = new Map<string, string[]>();
       const members = new Map<string, string[]>();
+      const index = new SetIndex(policy.sets);
+      for (const r of this.regs.values()) {
+        for (const name of index.setsOf(r)) push(members, name, formatIpv4(r.enclaveIp));
+      }
       for (const s of policy.sets) {
-        const ips = [...this.regs.values()].filter((r) => setHolds(s, r)).map((r) => formatIpv4(r.enclaveIp));
-        members.set(s.name, ips);
+        const ips = members.get(s.name) ?? [];
         if (liveNames.has(s.name) && this.catalog.has(s.name)) continue;
         if (ips.length) elements.set(s.name, ips);
       }
@@ -426,7 +462,7 @@ export class NftEnforcer implements Enforcer {
 
   private queueJoin(reg: EnclaveRegistration): void {
     this.regs.set(reg.enclaveIp, { ...reg, categories: [...reg.categories] });
-    for (const s of this.catalog.values()) if (setHolds(s, reg)) this.queue(s.name, reg.enclaveIp, true);
+    for (const name of this.index().setsOf(reg)) this.queue(name, reg.enclaveIp, true);
     for (const t of this.targets.get(reg.mrEnclave.toString('hex')) ?? []) {
       this.queue(t.map, reg.enclaveIp, t.chain);
     }
@@ -435,7 +471,7 @@ export class NftEnforcer implements Enforcer {
   private queueLeave(reg: EnclaveRegistration): void {
     const known = this.regs.get(reg.enclaveIp) ?? reg;
     this.regs.delete(reg.enclaveIp);
-    for (const s of this.catalog.values()) if (setHolds(s, known)) this.queue(s.name, reg.enclaveIp, false);
+    for (const name of this.index().setsOf(known)) this.queue(name, reg.enclaveIp, false);
     for (const t of this.targets.get(known.mrEnclave.toString('hex')) ?? []) {
       this.queue(t.map, reg.enclaveIp, false);
     }
@@ -480,6 +516,14 @@ export class NftEnforcer implements Enforcer {
       this.purger = undefined;
     }
     this.log.info('nftables sets emptied');
+  }
+
+  private index(): SetIndex {
+    const i = this.indexed;
+    if (i && i.of === this.catalog && i.size === this.catalog.size) return i.index;
+    const index = new SetIndex(this.catalog.values());
+    this.indexed = { of: this.catalog, size: this.catalog.size, index };
+    return index;
   }
 
   private requireStarted(): void {
