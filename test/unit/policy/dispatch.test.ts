@@ -11,7 +11,8 @@ import { parsePolicy } from '../../../src/policy/parse.js';
 import { compilePolicy, setHolds } from '../../../src/policy/compile.js';
 import { appDirectoryFromList } from '../../../src/policy/apps.js';
 import { evaluate, type Registration } from '../../../src/policy/evaluate.js';
-import { nftApplyDocument } from '../../../src/policy/nft.js';
+import { liveApplyOptions, nftApplyDocument } from '../../../src/policy/nft.js';
+import { restoreDocument } from '../../../src/nft/snapshot.js';
 import { dispatchPlan } from '../../../src/policy/dispatch.js';
 import { cidrContains, parseCidr, parseIpv4 } from '../../../src/util/ipv4.js';
 import type { CompiledPolicy } from '../../../src/policy/types.js';
@@ -216,4 +217,36 @@ test('negated source apps: the named app is left out of its own chain, every oth
   assert.deepEqual(input?.apps.map((a) => [a.mrEnclave, a.rules.length]), [[APP_A, 0]]);
   assert.deepEqual(input?.enclave.map((r) => r.name), ['not-a']);
   assert.deepEqual(input?.plain, [], 'a source that is no enclave never matches a source seng condition');
+});
+
+test('rules apply re-derives the dispatch map from the live app sets it keeps', () => {
+  const text = `version: 1\nrules:\n  - { name: a, chain: forward, action: drop, src-app: ${APP_A} }\n`;
+  const c = compilePolicy(parsePolicy(text, 'a.yaml'));
+  const live = {
+    sets: [
+      { name: 'enclaves', elements: ['192.168.28.2', '192.168.28.3'] },
+      { name: `app_${APP_A}`, elements: ['192.168.28.2'] },
+      { name: 'cat_Gone', elements: ['192.168.28.3'] },
+    ],
+    chains: [{ name: 'forward' }, { name: 'input_enclave' }],
+    maps: [{ name: 'dispatch_input', elements: ['192.168.28.3'] }],
+  };
+  const model = load(nftApplyDocument(c, liveApplyOptions(c, live)) as { nftables: Expr[] });
+  assert.deepEqual([...(model.maps.get('dispatch_forward') ?? [])], [['192.168.28.2', `forward_app_${APP_A}`]]);
+  assert.ok(!model.maps.has('dispatch_input'), 'the obsolete map is deleted');
+  assert.ok(!model.chains.has('input_enclave'), 'the obsolete chain is deleted');
+  assert.ok(!model.sets.has('cat_Gone'), 'the obsolete set is deleted');
+});
+
+test('a rollback snapshot adds verdict-map elements after the chains they name', () => {
+  const listing = [
+    { table: { family: 'ip', name: 't', handle: 1 } },
+    { map: { family: 'ip', table: 't', name: 'dispatch_input', type: 'ipv4_addr', map: 'verdict', handle: 2, elem: [['10.0.0.1', { goto: { target: 'input_enclave' } }]] } },
+    { chain: { family: 'ip', table: 't', name: 'input_enclave', handle: 3 } },
+  ];
+  const cmds = restoreDocument('t', 'ip', listing).nftables.map((c) => JSON.stringify(c));
+  const chainAt = cmds.findIndex((c) => c.includes('"chain"'));
+  const elemAt = cmds.findIndex((c) => c.includes('"element"'));
+  assert.ok(chainAt > 0 && elemAt > chainAt, cmds.join('\n'));
+  assert.ok(!cmds.some((c) => c.includes('"map"') && c.includes('"elem"')), 'the map itself comes empty');
 });
