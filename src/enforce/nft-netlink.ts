@@ -216,8 +216,11 @@ export class NftNetlink {
   }
 
   private async send(work: SetElementChange[], delType: number): Promise<void> {
-    const results = await sendBatch(this.open(), NFNL_SUBSYS_NFTABLES, this.messages(work, delType), {
-      timeoutMs: this.timeoutMs,
+    const messages = this.messages(work, delType);
+    const results = await sendBatch(this.open(), NFNL_SUBSYS_NFTABLES, messages, {
+      // The kernel finds each message's set by name (a list walk per message): a burst that
+      // touches thousands of sets legitimately takes longer than one join.
+      timeoutMs: this.timeoutMs + messages.length,
       what: `nf_tables batch on table ip ${this.table}`,
     });
     const first = results.find((r): r is NetlinkError => r instanceof NetlinkError);
