@@ -41,8 +41,6 @@ export interface PolicyScaleResult {
     joinTransactions: number;
     leaveMs: number;
     leaveTransactions: number;
-    /** From the leave transaction until every leaver's conntrack purge has run. */
-    purgedMs: number;
   };
   errors: string[];
 }
@@ -114,7 +112,6 @@ export async function runPolicyScale(opts: BenchOptions): Promise<PolicyScaleRes
               joinTransactions: Number(m.joinTransactions),
               leaveMs: round(Number(m.leaveMs), 1),
               leaveTransactions: Number(m.leaveTransactions),
-              purgedMs: round(Number(m.purgedMs), 1),
             };
             log(`policy-scale: burst ${JSON.stringify(result.burst)}`);
             continue;

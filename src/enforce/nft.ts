@@ -30,7 +30,7 @@ import { NftCli } from '../nft/cli.js';
 import { checkTableName } from '../nft/names.js';
 import { NftNetlink, type SetElementChange } from './nft-netlink.js';
 import { ConntrackPurger } from './conntrack.js';
-import { DISPATCH_CHAIN, DISPATCH_MAP, dispatchPlan, dispatchTargets } from '../policy/dispatch.js';
+import { DISPATCH_CHAIN, DISPATCH_MAP, dispatchPlan, dispatchTargets, nftSets } from '../policy/dispatch.js';
 import { loadCompiledPolicy } from '../policy/index.js';
 
 /** Writes set-element changes as one transaction. */
@@ -316,7 +316,7 @@ export class NftEnforcer implements Enforcer {
       const cmds: NftCommand[] = [];
       if (this.policy) {
         // No session is live yet: the dispatch maps start empty (no members).
-        const { members: _none, ...names } = liveApplyOptions(this.policy, live);
+        const { appMembers: _none, ...names } = liveApplyOptions(this.policy, live);
         cmds.push(...nftApplyDocument(this.policy, names).nftables);
       } else {
         cmds.push({ add: { table: { family: NFT_FAMILY, name: this.table } } });
@@ -331,7 +331,7 @@ export class NftEnforcer implements Enforcer {
         }
       }
       // Stale elements: flush every seng set that survives this transaction.
-      const keep = new Set(this.policy ? this.policy.sets.map((s) => s.name) : []);
+      const keep = new Set(this.policy ? nftSets(this.policy).map((s) => s.name) : []);
       let stale = 0;
       for (const s of liveSets) {
         if (!parseSetName(s.name)) continue;
@@ -344,7 +344,7 @@ export class NftEnforcer implements Enforcer {
       await this.nft.run({ nftables: cmds });
       this.catalog = new Map();
       this.targets = this.policy ? dispatchTargets(dispatchPlan(this.policy)) : liveTargets(live);
-      if (this.policy) for (const s of this.policy.sets) this.catalog.set(s.name, s);
+      if (this.policy) for (const s of nftSets(this.policy)) this.catalog.set(s.name, s);
       else {
         for (const s of liveSets) {
           const spec = parseSetName(s.name);
@@ -381,19 +381,23 @@ export class NftEnforcer implements Enforcer {
       const liveNames = new Set((live?.sets ?? []).map((s) => s.name));
       const elements = new Map<string, string[]>();
       const members = new Map<string, string[]>();
-      const index = new SetIndex(policy.sets);
+      const appMembers = new Map<string, string[]>();
+      const sets = nftSets(policy);
+      const index = new SetIndex(sets);
       for (const r of this.regs.values()) {
-        for (const name of index.setsOf(r)) push(members, name, formatIpv4(r.enclaveIp));
+        const ip = formatIpv4(r.enclaveIp);
+        for (const name of index.setsOf(r)) push(members, name, ip);
+        push(appMembers, r.mrEnclave.toString('hex'), ip);
       }
-      for (const s of policy.sets) {
+      for (const s of sets) {
         const ips = members.get(s.name) ?? [];
         if (liveNames.has(s.name) && this.catalog.has(s.name)) continue;
         if (ips.length) elements.set(s.name, ips);
       }
       // The dispatch maps are re-derived from the live registrations in the same transaction.
-      await this.nft.run(nftApplyDocument(policy, { ...liveApplyOptions(policy, live), elements, members }));
+      await this.nft.run(nftApplyDocument(policy, { ...liveApplyOptions(policy, live), elements, appMembers }));
       this.policy = policy;
-      this.catalog = new Map(policy.sets.map((s) => [s.name, s]));
+      this.catalog = new Map(sets.map((s) => [s.name, s]));
       this.targets = dispatchTargets(dispatchPlan(policy));
       this.log.info(
         { rules: policy.rules.length, sets: policy.sets.length, source: policy.source },

@@ -41,8 +41,8 @@ export interface LiveSet {
 
 export interface LiveTable {
   sets: LiveSet[];
-  /** Maps (seng's dispatch maps): name and keys (dotted IPv4). */
-  maps: LiveSet[];
+  /** Maps (seng's dispatch maps): name, keys (dotted IPv4) and each key's `goto` chain. */
+  maps: (LiveSet & { gotos: (string | undefined)[] })[];
   chains: { name: string; hook?: string; policy?: string }[];
   rules: { chain: string; comment?: string; handle: number; counter?: { packets: number; bytes: number } }[];
 }
@@ -123,11 +123,13 @@ export class NftCli {
         });
       } else if (it.map) {
         const m = it.map as { name: string; elem?: unknown[] };
+        const pairs = (m.elem ?? []).map((e) => (Array.isArray(e) ? e : [e, undefined]) as [unknown, unknown]);
         t.maps.push({
           name: m.name,
-          elements: (m.elem ?? []).map((e) => {
-            const key = Array.isArray(e) ? (e[0] as unknown) : e;
-            return typeof key === 'string' ? key : JSON.stringify(key);
+          elements: pairs.map(([key]) => (typeof key === 'string' ? key : JSON.stringify(key))),
+          gotos: pairs.map(([, data]) => {
+            const target = (data as { goto?: { target?: unknown } } | undefined)?.goto?.target;
+            return typeof target === 'string' ? target : undefined;
           }),
         });
       } else if (it.chain) {

@@ -27,12 +27,14 @@
  * enclaves the policy and the sets hold. The remaining category/host conditions stay O(1)
  * set lookups. Hooks without any source seng condition keep the plain list.
  *
- * The map's elements follow from the app sets (`app_<M>` holds exactly the enclaves that
- * the map sends to `<hook>_app_<M>`), so they are derived data: the enforcement backend
- * writes them in the same netlink batch as the set elements, and a policy apply re-derives
- * them from the live sets.
+ * A src-app condition is decided by the map alone, so an `app_<M>` set exists only when
+ * a dst-app condition needs it ({@link nftSets}): with 10,000 apps named as sources, a join
+ * writes two or three elements, not one per app set. The map's elements follow from the
+ * enclaves' apps: the enforcement backend writes them in the same netlink batch as the
+ * set elements, and a policy apply re-derives them (from its registrations, or from the
+ * live map and app sets when applied with nft directly).
  */
-import type { Chain, CompiledRule, CompiledPolicy } from './types.js';
+import type { Chain, CompiledRule, CompiledPolicy, SetSpec } from './types.js';
 import { CHAINS } from './types.js';
 
 /** Base chains that dispatch keep these names; the others are regular chains of the table. */
@@ -136,6 +138,16 @@ export function dispatchPlan(p: CompiledPolicy): DispatchPlan {
   return { hooks, chains, maps };
 }
 
+/**
+ * The sets the nftables table holds: the policy's sets minus the app sets that only
+ * src-app conditions use (the dispatch decides those).
+ */
+export function nftSets(p: CompiledPolicy): SetSpec[] {
+  const used = new Set<string>();
+  for (const r of p.rules) for (const c of r.seng) if (!(c.side === 'src' && c.kind === 'app')) used.add(c.set);
+  return p.sets.filter((s) => s.kind !== 'app' || used.has(s.name));
+}
+
 /** One element of a dispatch map: enclave IP (dotted) → goto chain. */
 export interface DispatchElement {
   map: string;
@@ -143,16 +155,13 @@ export interface DispatchElement {
   chain: string;
 }
 
-/**
- * The map elements for enclaves whose app sets are known: `members(set)` lists the IPs
- * in an `app_<M>` set.
- */
-export function dispatchElements(plan: DispatchPlan, members: (appSet: string) => string[]): DispatchElement[] {
+/** The map elements for enclaves whose apps are known: `members(mrEnclave)` lists their IPs. */
+export function dispatchElements(plan: DispatchPlan, members: (mrEnclave: string) => string[]): DispatchElement[] {
   const out: DispatchElement[] = [];
   for (const h of plan.hooks) {
     if (!h.map) continue;
     for (const a of h.apps) {
-      for (const ip of members(`app_${a.mrEnclave}`)) out.push({ map: h.map, ip, chain: a.chain });
+      for (const ip of members(a.mrEnclave)) out.push({ map: h.map, ip, chain: a.chain });
     }
   }
   return out;

@@ -17,7 +17,7 @@ import type { NftCommand, NftDocument } from '../nft/cli.js';
 import { checkNftName, checkTableName } from '../nft/names.js';
 import { InputError } from '../util/errors.js';
 import { ENCLAVES_SET, parseSetName } from './compile.js';
-import { DISPATCH_CHAIN, DISPATCH_MAP, dispatchElements, dispatchPlan, type HookPlan } from './dispatch.js';
+import { DISPATCH_CHAIN, DISPATCH_MAP, dispatchElements, dispatchPlan, nftSets, type HookPlan } from './dispatch.js';
 import { RULE_NAME } from './parse.js';
 import type { CompiledPolicy, CompiledRule, Negatable, PortRange, SengCondition } from './types.js';
 import { CHAINS } from './types.js';
@@ -159,28 +159,47 @@ export interface ApplyDocumentOptions {
   /** Elements to add to sets in the same transaction (e.g. a server filling new sets). */
   elements?: Map<string, string[]>;
   /**
-   * Who is in each app set after the transaction (live elements that are kept, plus
-   * `elements`): the dispatch maps are re-derived from it. Missing: the maps start empty.
+   * The enclave IPs of each app (64 hex → dotted IPs): the dispatch maps are re-derived
+   * from it. Missing: the maps start empty.
    */
-  members?: Map<string, string[]>;
+  appMembers?: Map<string, string[]>;
+}
+
+/** A live table as far as applying needs it (NftCli.listTable gives it). */
+export interface LiveState {
+  sets: { name: string; elements: string[] }[];
+  chains?: { name: string }[];
+  maps?: { name: string; elements: string[]; gotos?: (string | undefined)[] }[];
 }
 
 /**
- * The apply options that keep a live table's state: its object names, and the members
- * of the sets the policy keeps (from which the dispatch maps are re-derived).
+ * The apply options that keep a live table's state: its object names, and which app each
+ * live enclave runs as far as the table tells (its `app_*` sets, and the dispatch maps'
+ * `goto <hook>_app_<hex>` elements), from which the new dispatch maps are derived.
  */
-export function liveApplyOptions(
-  p: CompiledPolicy,
-  live: { sets: { name: string; elements: string[] }[]; chains?: { name: string }[]; maps?: { name: string }[] } | null,
-): ApplyDocumentOptions {
-  const wanted = new Set(p.sets.map((s) => s.name));
-  const members = new Map<string, string[]>();
-  for (const s of live?.sets ?? []) if (wanted.has(s.name)) members.set(s.name, s.elements);
+export function liveApplyOptions(_p: CompiledPolicy, live: LiveState | null): ApplyDocumentOptions {
+  const apps = new Map<string, Set<string>>();
+  const note = (app: string, ip: string): void => {
+    const s = apps.get(app) ?? new Set<string>();
+    s.add(ip);
+    apps.set(app, s);
+  };
+  for (const s of live?.sets ?? []) {
+    const spec = parseSetName(s.name);
+    if (spec?.kind === 'app') for (const ip of s.elements) note(spec.mrEnclave, ip);
+  }
+  for (const m of live?.maps ?? []) {
+    if (!DISPATCH_MAP.test(m.name)) continue;
+    m.elements.forEach((ip, i) => {
+      const app = /_app_([0-9a-f]{64})$/.exec(m.gotos?.[i] ?? '')?.[1];
+      if (app) note(app, ip);
+    });
+  }
   return {
     liveSets: (live?.sets ?? []).map((s) => s.name),
     liveChains: (live?.chains ?? []).map((c) => c.name),
     liveMaps: (live?.maps ?? []).map((m) => m.name),
-    members,
+    appMembers: new Map([...apps].map(([k, v]) => [k, [...v]])),
   };
 }
 
@@ -206,7 +225,8 @@ export function nftApplyDocument(p: CompiledPolicy, opts: ApplyDocumentOptions =
   const table = p.table;
   const base = { family: NFT_FAMILY, table };
   const cmds: NftCommand[] = [{ add: { table: { family: NFT_FAMILY, name: table } } }];
-  for (const s of p.sets) {
+  const sets = nftSets(p);
+  for (const s of sets) {
     cmds.push({ add: { set: { ...base, name: s.name, type: 'ipv4_addr' } } });
   }
   for (const m of plan.maps) cmds.push({ add: { map: { ...base, name: m, type: 'ipv4_addr', map: 'verdict' } } });
@@ -251,12 +271,11 @@ export function nftApplyDocument(p: CompiledPolicy, opts: ApplyDocumentOptions =
     for (const expr of baseChainRules(h)) cmds.push({ add: { rule: { ...base, chain: h.hook, expr } } });
     for (const r of h.plain) addRule(h.hook, r, false);
   }
+  const inTable = new Set(sets.map((s) => s.name));
   for (const [set, elems] of opts.elements ?? []) {
-    if (elems.length) cmds.push({ add: { element: { ...base, name: set, elem: elems } } });
+    if (elems.length && inTable.has(set)) cmds.push({ add: { element: { ...base, name: set, elem: elems } } });
   }
-  const members = (set: string): string[] => [
-    ...new Set([...(opts.members?.get(set) ?? []), ...(opts.elements?.get(set) ?? [])]),
-  ];
+  const members = (app: string): string[] => opts.appMembers?.get(app) ?? [];
   const byMap = new Map<string, unknown[]>();
   for (const e of dispatchElements(plan, members)) {
     const list = byMap.get(e.map) ?? [];
@@ -268,9 +287,8 @@ export function nftApplyDocument(p: CompiledPolicy, opts: ApplyDocumentOptions =
     if (!plan.maps.includes(name)) cmds.push({ delete: { map: { ...base, name } } });
   }
   for (const name of obsoleteChains) cmds.push({ delete: { chain: { ...base, name } } });
-  const wanted = new Set(p.sets.map((s) => s.name));
   for (const name of opts.liveSets ?? []) {
-    if (!wanted.has(name) && parseSetName(name)) cmds.push({ delete: { set: { ...base, name } } });
+    if (!inTable.has(name) && parseSetName(name)) cmds.push({ delete: { set: { ...base, name } } });
   }
   return { nftables: cmds };
 }
@@ -283,7 +301,7 @@ export function nftText(p: CompiledPolicy): string {
     '# Review only: `seng rules apply` installs it atomically and keeps the live set elements.',
     `table ${NFT_FAMILY} ${p.table} {`,
   ];
-  for (const s of p.sets) {
+  for (const s of nftSets(p)) {
     const what =
       s.kind === 'enclaves'
         ? 'every registered enclave IP'

@@ -136,7 +136,9 @@ function filledDocument(c: CompiledPolicy, regs = GEN_REGS): { nftables: Expr[] 
       .map((r) => r.ip);
     elements.set(s.name, ips);
   }
-  return nftApplyDocument(c, { elements, members: elements }) as { nftables: Expr[] };
+  const appMembers = new Map<string, string[]>();
+  for (const r of regs) appMembers.set(r.mrEnclave, [...(appMembers.get(r.mrEnclave) ?? []), r.ip]);
+  return nftApplyDocument(c, { elements, appMembers }) as { nftables: Expr[] };
 }
 
 function mismatches(text: string, packets: GenPacket[], m: Model, regs = GEN_REGS): string[] {
@@ -168,9 +170,12 @@ test('re-applying over a live table (other policy, stale chains and map) gives t
     const model = load(filledDocument(first));
     const text = genPolicy(seed + 1000, 12, 'gen');
     const next = compilePolicy(parsePolicy(text, 'b.yaml'), { apps });
-    // What `rules apply` passes: the live names and the kept sets' members.
-    const liveSets = [...model.sets.keys()];
-    const members = new Map([...model.sets].map(([k, v]) => [k, [...v]]));
+    // What `rules apply` passes: the live table as NftCli.listTable reads it.
+    const live = liveApplyOptions(next, {
+      sets: [...model.sets].map(([name, v]) => ({ name, elements: [...v] })),
+      chains: [...model.chains.keys()].map((name) => ({ name })),
+      maps: [...model.maps].map(([name, m]) => ({ name, elements: [...m.keys()], gotos: [...m.values()] })),
+    });
     const newSets = next.sets.filter((s) => !model.sets.has(s.name));
     const elements = new Map<string, string[]>();
     for (const s of newSets) {
@@ -179,13 +184,15 @@ test('re-applying over a live table (other policy, stale chains and map) gives t
       ).map((r) => r.ip);
       elements.set(s.name, ips);
     }
-    const doc = nftApplyDocument(next, {
-      liveSets,
-      liveChains: [...model.chains.keys()],
-      liveMaps: [...model.maps.keys()],
-      members,
-      elements,
-    }) as { nftables: Expr[] };
+    // The live table knows the apps of the enclaves the first policy dispatched or kept in
+    // app sets; enclaves of other apps are as unknown to `rules apply` as new sets' members:
+    // the server fills them. Give those from the registrations, like a server would.
+    const known = new Set([...(live.appMembers?.values() ?? [])].flat());
+    const appMembers = new Map(live.appMembers);
+    for (const r of GEN_REGS) {
+      if (!known.has(r.ip)) appMembers.set(r.mrEnclave, [...(appMembers.get(r.mrEnclave) ?? []), r.ip]);
+    }
+    const doc = nftApplyDocument(next, { ...live, appMembers, elements }) as { nftables: Expr[] };
     load(doc, model);
     assert.deepEqual(mismatches(text, packets, model).slice(0, 5), [], `seed ${seed}`);
     // Nothing of the first policy's dispatch is left over.
@@ -219,7 +226,7 @@ test('negated source apps: the named app is left out of its own chain, every oth
   assert.deepEqual(input?.plain, [], 'a source that is no enclave never matches a source seng condition');
 });
 
-test('rules apply re-derives the dispatch map from the live app sets it keeps', () => {
+test('rules apply re-derives the dispatch map from the live app sets and maps', () => {
   const text = `version: 1\nrules:\n  - { name: a, chain: forward, action: drop, src-app: ${APP_A} }\n`;
   const c = compilePolicy(parsePolicy(text, 'a.yaml'));
   const live = {
@@ -229,10 +236,21 @@ test('rules apply re-derives the dispatch map from the live app sets it keeps', 
       { name: 'cat_Gone', elements: ['192.168.28.3'] },
     ],
     chains: [{ name: 'forward' }, { name: 'input_enclave' }],
-    maps: [{ name: 'dispatch_input', elements: ['192.168.28.3'] }],
+    maps: [
+      { name: 'dispatch_input', elements: ['192.168.28.3'] },
+      { name: 'dispatch_forward', elements: ['192.168.28.4'], gotos: [`forward_app_${APP_A}`] },
+    ],
   };
   const model = load(nftApplyDocument(c, liveApplyOptions(c, live)) as { nftables: Expr[] });
-  assert.deepEqual([...(model.maps.get('dispatch_forward') ?? [])], [['192.168.28.2', `forward_app_${APP_A}`]]);
+  assert.deepEqual(
+    [...(model.maps.get('dispatch_forward') ?? [])].sort(),
+    [
+      ['192.168.28.2', `forward_app_${APP_A}`],
+      ['192.168.28.4', `forward_app_${APP_A}`],
+    ],
+    'from the live app set and from the live map',
+  );
+  assert.ok(!model.sets.has(`app_${APP_A}`), 'a set only src-app conditions would use is not created');
   assert.ok(!model.maps.has('dispatch_input'), 'the obsolete map is deleted');
   assert.ok(!model.chains.has('input_enclave'), 'the obsolete chain is deleted');
   assert.ok(!model.sets.has('cat_Gone'), 'the obsolete set is deleted');

@@ -68,7 +68,8 @@ test('start installs the policy and flushes stale elements in the same transacti
   );
   assert.deepEqual(
     e.sets().map((s) => s.name),
-    ['enclaves', `app_${A}`, 'cat_Web', 'host_10_0_0_0_8'],
+    // No app_A: only a src-app condition names A, and the dispatch map decides that.
+    ['enclaves', 'cat_Web', 'host_10_0_0_0_8'],
   );
 });
 
@@ -88,7 +89,7 @@ test('joins in one event-loop turn become one batch; leave removes, then the pur
   assert.equal(w.batches.length, 1);
   const byset = Object.fromEntries((w.batches[0] ?? []).map((c) => [c.set, c]));
   assert.deepEqual(byset.enclaves?.add, [r1.enclaveIp, r2.enclaveIp].sort());
-  assert.deepEqual(byset[`app_${A}`]?.add, [r1.enclaveIp]);
+  assert.equal(byset[`app_${A}`], undefined);
   assert.deepEqual(byset.cat_Web?.add, [r1.enclaveIp]);
   assert.deepEqual(byset.host_10_0_0_0_8?.add, [r1.enclaveIp]);
   // The dispatch map sends app A's enclave to its chain, in the same batch; app B is named nowhere.
@@ -98,7 +99,7 @@ test('joins in one event-loop turn become one batch; leave removes, then the pur
   assert.equal(w.batches.length, 2);
   assert.deepEqual(
     (w.batches[1] ?? []).map((c) => c.set).sort(),
-    ['app_' + A, 'cat_Web', 'dispatch_input', 'enclaves', 'host_10_0_0_0_8'].sort(),
+    ['cat_Web', 'dispatch_input', 'enclaves', 'host_10_0_0_0_8'].sort(),
   );
   assert.ok((w.batches[1] ?? []).every((c) => c.add.length === 0 && c.remove[0] === r1.enclaveIp));
   await e.purged(r1.enclaveIp);

@@ -3,6 +3,7 @@ import { SengCommand } from '../../base.js';
 import { policyArg, policyFlags } from '../../policy-flags.js';
 import { lintPolicy, loadCompiledPolicy, parseSetName } from '../../../policy/index.js';
 import { liveApplyOptions, nftApplyDocument } from '../../../policy/nft.js';
+import { nftSets } from '../../../policy/dispatch.js';
 import { diffPolicy, type DiffLine } from '../../../policy/diff.js';
 import { NftCli, type NftDocument } from '../../../nft/cli.js';
 import { restoreDocument } from '../../../nft/snapshot.js';
@@ -107,8 +108,9 @@ While \`seng serve --nft\` runs (its control socket answers), the policy is hand
     const nft = new NftCli();
     const live = await nft.listTable(compiled.table);
     const liveNames = new Set((live?.sets ?? []).map((s) => s.name));
-    const newSets = compiled.sets.map((s) => s.name).filter((n) => !liveNames.has(n));
-    const wanted = new Set(compiled.sets.map((s) => s.name));
+    const tableSets = nftSets(compiled);
+    const newSets = tableSets.map((s) => s.name).filter((n) => !liveNames.has(n));
+    const wanted = new Set(tableSets.map((s) => s.name));
     const doc = nftApplyDocument(compiled, liveApplyOptions(compiled, live));
     const deletedSets = [...liveNames].filter((n) => !wanted.has(n) && parseSetName(n) !== undefined);
     const registered = live?.sets.find((s) => s.name === 'enclaves')?.elements.length ?? 0;
@@ -159,7 +161,7 @@ While \`seng serve --nft\` runs (its control socket answers), the policy is hand
     } else {
       await nft.run(doc);
       this.log(
-        `applied ${this.args.file} to table ip ${compiled.table} (${compiled.rules.length} rules, ${compiled.sets.length} sets)`,
+        `applied ${this.args.file} to table ip ${compiled.table} (${compiled.rules.length} rules, ${tableSets.length} sets)`,
       );
     }
     this.logChanges(changes);
