@@ -125,7 +125,10 @@ export async function runPolicyScale(opts: BenchOptions): Promise<PolicyScaleRes
           round: Number(m.round),
           deliveredPps: NaN,
           sentPps: NaN,
-          ...(installed && { applyMs: round(Number(installed.applyMs), 1), joinMs: round(Number(installed.joinMs), 1) }),
+          ...(installed && {
+            applyMs: round(Number(installed.applyMs), 1),
+            joinMs: round(Number(installed.joinMs), 1),
+          }),
         };
         try {
           await sleep(300);

@@ -37,7 +37,9 @@ function policyText(table: string, rules: number): string {
   for (let i = 0; i < rules; i++) {
     // Rule i names app (rules-1-i): the source's app (index 9) comes near the end.
     const a = rules - 1 - i;
-    lines.push(`  - { name: r${i}, chain: forward, action: accept, src-app: "${app(a)}", protocol: udp, dport: ${10000 + (i % 50000)} }`);
+    lines.push(
+      `  - { name: r${i}, chain: forward, action: accept, src-app: "${app(a)}", protocol: udp, dport: ${10000 + (i % 50000)} }`,
+    );
   }
   return `${lines.join('\n')}\n`;
 }
@@ -86,7 +88,8 @@ async function linear(table: string, rules: number, enclaves: number): Promise<v
   cmds.push({
     add: { chain: { ...base, name: 'forward', type: 'filter', hook: 'forward', prio: 0, policy: 'accept' } },
   });
-  for (const r of policy.rules) cmds.push({ add: { rule: { ...base, chain: 'forward', expr: ruleExpressions(r) } } });
+  for (const r of policy.rules)
+    cmds.push({ add: { rule: { ...base, chain: 'forward', expr: ruleExpressions(r) } } });
   let t0 = performance.now();
   await new NftCli().run({ nftables: cmds });
   const applyMs = ms(t0);

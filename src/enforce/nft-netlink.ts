@@ -82,7 +82,10 @@ function element(ip: number, gotoChain?: string): Buffer {
     code.writeInt32BE(NFT_GOTO, 0);
     parts.push(
       nlaNested(NFTA_SET_ELEM_DATA, [
-        nlaNested(NFTA_DATA_VERDICT, [nla(NFTA_VERDICT_CODE, code), nlaStringz(NFTA_VERDICT_CHAIN, gotoChain)]),
+        nlaNested(NFTA_DATA_VERDICT, [
+          nla(NFTA_VERDICT_CODE, code),
+          nlaStringz(NFTA_VERDICT_CHAIN, gotoChain),
+        ]),
       ]),
     );
   }
@@ -174,7 +177,7 @@ export class NftNetlink {
     ): void => {
       const encoded = all.map((ip, i) => element(ip, chains?.[i]));
       // The element list is one attribute, whose length field has 16 bits: chunk it.
-      for (let i = 0; i < encoded.length; ) {
+      for (let i = 0; i < encoded.length;) {
         const chunk: Buffer[] = [];
         let bytes = 0;
         while (i < encoded.length && bytes + (encoded[i] as Buffer).length <= MAX_ELEMENT_BYTES_PER_MESSAGE) {
@@ -199,7 +202,8 @@ export class NftNetlink {
     };
     for (const c of work) {
       const remove = c.replace?.length ? [...new Set([...c.remove, ...c.replace])] : c.remove;
-      if (remove.length) elements(delType, NLM_F_REQUEST | NLM_F_ACK, c.set, remove, `remove from set ${c.set}`);
+      if (remove.length)
+        elements(delType, NLM_F_REQUEST | NLM_F_ACK, c.set, remove, `remove from set ${c.set}`);
     }
     for (const c of work) {
       if (c.add.length)

@@ -395,7 +395,9 @@ export class NftEnforcer implements Enforcer {
         if (ips.length) elements.set(s.name, ips);
       }
       // The dispatch maps are re-derived from the live registrations in the same transaction.
-      await this.nft.run(nftApplyDocument(policy, { ...liveApplyOptions(policy, live), elements, appMembers }));
+      await this.nft.run(
+        nftApplyDocument(policy, { ...liveApplyOptions(policy, live), elements, appMembers }),
+      );
       this.policy = policy;
       this.catalog = new Map(sets.map((s) => [s.name, s]));
       this.targets = dispatchTargets(dispatchPlan(policy));

@@ -123,7 +123,9 @@ export class NftCli {
         });
       } else if (it.map) {
         const m = it.map as { name: string; elem?: unknown[] };
-        const pairs = (m.elem ?? []).map((e) => (Array.isArray(e) ? e : [e, undefined]) as [unknown, unknown]);
+        const pairs = (m.elem ?? []).map(
+          (e) => (Array.isArray(e) ? e : [e, undefined]) as [unknown, unknown],
+        );
         t.maps.push({
           name: m.name,
           elements: pairs.map(([key]) => (typeof key === 'string' ? key : JSON.stringify(key))),

@@ -144,7 +144,8 @@ export function dispatchPlan(p: CompiledPolicy): DispatchPlan {
  */
 export function nftSets(p: CompiledPolicy): SetSpec[] {
   const used = new Set<string>();
-  for (const r of p.rules) for (const c of r.seng) if (!(c.side === 'src' && c.kind === 'app')) used.add(c.set);
+  for (const r of p.rules)
+    for (const c of r.seng) if (!(c.side === 'src' && c.kind === 'app')) used.add(c.set);
   return p.sets.filter((s) => s.kind !== 'app' || used.has(s.name));
 }
 
@@ -156,7 +157,10 @@ export interface DispatchElement {
 }
 
 /** The map elements for enclaves whose apps are known: `members(mrEnclave)` lists their IPs. */
-export function dispatchElements(plan: DispatchPlan, members: (mrEnclave: string) => string[]): DispatchElement[] {
+export function dispatchElements(
+  plan: DispatchPlan,
+  members: (mrEnclave: string) => string[],
+): DispatchElement[] {
   const out: DispatchElement[] = [];
   for (const h of plan.hooks) {
     if (!h.map) continue;

@@ -17,7 +17,14 @@ import type { NftCommand, NftDocument } from '../nft/cli.js';
 import { checkNftName, checkTableName } from '../nft/names.js';
 import { InputError } from '../util/errors.js';
 import { ENCLAVES_SET, parseSetName } from './compile.js';
-import { DISPATCH_CHAIN, DISPATCH_MAP, dispatchElements, dispatchPlan, nftSets, type HookPlan } from './dispatch.js';
+import {
+  DISPATCH_CHAIN,
+  DISPATCH_MAP,
+  dispatchElements,
+  dispatchPlan,
+  nftSets,
+  type HookPlan,
+} from './dispatch.js';
 import { RULE_NAME } from './parse.js';
 import type { CompiledPolicy, CompiledRule, Negatable, PortRange, SengCondition } from './types.js';
 import { CHAINS } from './types.js';
@@ -72,7 +79,11 @@ function sengSides(r: CompiledRule): { side: 'src' | 'dst'; conds: SengCondition
 }
 
 /** `srcIsEnclave`: the rule sits in a dispatch chain, where the source is known to be an enclave. */
-export function ruleExpressions(r: CompiledRule, enclavesSet = 'enclaves', srcIsEnclave = false): NftCommand[] {
+export function ruleExpressions(
+  r: CompiledRule,
+  enclavesSet = 'enclaves',
+  srcIsEnclave = false,
+): NftCommand[] {
   const e: NftCommand[] = [];
   if (r.state)
     e.push({
@@ -229,7 +240,8 @@ export function nftApplyDocument(p: CompiledPolicy, opts: ApplyDocumentOptions =
   for (const s of sets) {
     cmds.push({ add: { set: { ...base, name: s.name, type: 'ipv4_addr' } } });
   }
-  for (const m of plan.maps) cmds.push({ add: { map: { ...base, name: m, type: 'ipv4_addr', map: 'verdict' } } });
+  for (const m of plan.maps)
+    cmds.push({ add: { map: { ...base, name: m, type: 'ipv4_addr', map: 'verdict' } } });
   for (const chain of CHAINS) {
     cmds.push({
       add: {
@@ -257,7 +269,11 @@ export function nftApplyDocument(p: CompiledPolicy, opts: ApplyDocumentOptions =
   const liveMaps = (opts.liveMaps ?? []).filter((m) => DISPATCH_MAP.test(m));
   for (const m of liveMaps) cmds.push({ flush: { map: { ...base, name: m } } });
   const addRule = (chain: string, r: CompiledRule, srcIsEnclave: boolean): void => {
-    cmds.push({ add: { rule: { ...base, chain, comment: r.name, expr: ruleExpressions(r, ENCLAVES_SET, srcIsEnclave) } } });
+    cmds.push({
+      add: {
+        rule: { ...base, chain, comment: r.name, expr: ruleExpressions(r, ENCLAVES_SET, srcIsEnclave) },
+      },
+    });
   };
   // The dispatch chains' rules first, the base chains' (with their goto / vmap) last: once a
   // rule that jumps is in the transaction, the kernel re-validates the table at every rule
@@ -273,7 +289,8 @@ export function nftApplyDocument(p: CompiledPolicy, opts: ApplyDocumentOptions =
   }
   const inTable = new Set(sets.map((s) => s.name));
   for (const [set, elems] of opts.elements ?? []) {
-    if (elems.length && inTable.has(set)) cmds.push({ add: { element: { ...base, name: set, elem: elems } } });
+    if (elems.length && inTable.has(set))
+      cmds.push({ add: { element: { ...base, name: set, elem: elems } } });
   }
   const members = (app: string): string[] => opts.appMembers?.get(app) ?? [];
   const byMap = new Map<string, unknown[]>();
@@ -330,7 +347,10 @@ export function nftText(p: CompiledPolicy): string {
   }
   const chunks: string[][] = [];
   for (const h of plan.hooks) {
-    const lines = [`\tchain ${h.hook} {`, `\t\ttype filter hook ${h.hook} priority filter; policy ${p.defaults[h.hook]};`];
+    const lines = [
+      `\tchain ${h.hook} {`,
+      `\t\ttype filter hook ${h.hook} priority filter; policy ${p.defaults[h.hook]};`,
+    ];
     if (h.map) lines.push(`\t\tip saddr vmap @${h.map}`);
     if (h.split) lines.push(`\t\tip saddr @${ENCLAVES_SET} goto ${h.enclaveChain}`);
     for (const r of h.plain) lines.push(`\t\t${ruleText(r)}`);

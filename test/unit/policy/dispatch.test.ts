@@ -111,7 +111,8 @@ function runChain(m: Model, chain: string, p: GenPacket): Outcome {
         return runChain(m, target, p);
       } else if (e.goto) return runChain(m, (e.goto as Expr).target as string, p);
       else if ('accept' in e || 'drop' in e || 'reject' in e) return Object.keys(e)[0];
-      else if (!('counter' in e) && !('log' in e)) throw new Error(`unmodelled statement ${JSON.stringify(e)}`);
+      else if (!('counter' in e) && !('log' in e))
+        throw new Error(`unmodelled statement ${JSON.stringify(e)}`);
     }
   }
   return undefined;
@@ -123,7 +124,12 @@ function decide(m: Model, p: GenPacket): string {
 
 const apps = appDirectoryFromList(GEN_APPS);
 const regMap = (regs = GEN_REGS): Map<number, Registration> =>
-  new Map(regs.map((r) => [parseIpv4(r.ip), { mrEnclave: r.mrEnclave, categories: r.categories, hostIp: parseIpv4(r.host) }]));
+  new Map(
+    regs.map((r) => [
+      parseIpv4(r.ip),
+      { mrEnclave: r.mrEnclave, categories: r.categories, hostIp: parseIpv4(r.host) },
+    ]),
+  );
 
 /** The document with the sets and maps filled as the enforcer keeps them for `regs`. */
 function filledDocument(c: CompiledPolicy, regs = GEN_REGS): { nftables: Expr[] } {
@@ -131,7 +137,11 @@ function filledDocument(c: CompiledPolicy, regs = GEN_REGS): { nftables: Expr[] 
   for (const s of c.sets) {
     const ips = regs
       .filter((r) =>
-        setHolds(s, { mrEnclave: Buffer.from(r.mrEnclave, 'hex'), categories: r.categories, hostIp: parseIpv4(r.host) }),
+        setHolds(s, {
+          mrEnclave: Buffer.from(r.mrEnclave, 'hex'),
+          categories: r.categories,
+          hostIp: parseIpv4(r.host),
+        }),
       )
       .map((r) => r.ip);
     elements.set(s.name, ips);
@@ -180,7 +190,11 @@ test('re-applying over a live table (other policy, stale chains and map) gives t
     const elements = new Map<string, string[]>();
     for (const s of newSets) {
       const ips = GEN_REGS.filter((r) =>
-        setHolds(s, { mrEnclave: Buffer.from(r.mrEnclave, 'hex'), categories: r.categories, hostIp: parseIpv4(r.host) }),
+        setHolds(s, {
+          mrEnclave: Buffer.from(r.mrEnclave, 'hex'),
+          categories: r.categories,
+          hostIp: parseIpv4(r.host),
+        }),
       ).map((r) => r.ip);
       elements.set(s.name, ips);
     }
@@ -198,7 +212,8 @@ test('re-applying over a live table (other policy, stale chains and map) gives t
     // Nothing of the first policy's dispatch is left over.
     const plan = dispatchPlan(next);
     for (const name of model.chains.keys()) {
-      if (!['input', 'forward', 'output'].includes(name)) assert.ok(plan.chains.includes(name), `stale chain ${name}`);
+      if (!['input', 'forward', 'output'].includes(name))
+        assert.ok(plan.chains.includes(name), `stale chain ${name}`);
     }
   }
 });
@@ -206,23 +221,40 @@ test('re-applying over a live table (other policy, stale chains and map) gives t
 test('a source app gets a chain with only its rules and the rules naming no source app', () => {
   const rules = Array.from(
     { length: 200 },
-    (_, i) => `  - { name: app${i}, chain: forward, action: accept, src-app: '${i.toString(16).padStart(64, '0')}', protocol: udp, dport: ${1000 + i} }`,
+    (_, i) =>
+      `  - { name: app${i}, chain: forward, action: accept, src-app: '${i.toString(16).padStart(64, '0')}', protocol: udp, dport: ${1000 + i} }`,
   );
   const text = `version: 1\ndefaults: { forward: drop }\nrules:\n  - { name: est, chain: forward, action: accept, state: [established] }\n${rules.join('\n')}\n  - { name: web, chain: forward, action: accept, src-cat: Web }\n`;
   const plan = dispatchPlan(compilePolicy(parsePolicy(text, 'many.yaml')));
   const fwd = plan.hooks.find((h) => h.hook === 'forward');
   assert.equal(fwd?.apps.length, 200);
-  for (const a of fwd?.apps ?? []) assert.deepEqual(a.rules.map((r) => r.name), ['est', `app${parseInt(a.mrEnclave, 16)}`, 'web']);
-  assert.deepEqual(fwd?.enclave.map((r) => r.name), ['est', 'web']);
-  assert.deepEqual(fwd?.plain.map((r) => r.name), ['est']);
+  for (const a of fwd?.apps ?? [])
+    assert.deepEqual(
+      a.rules.map((r) => r.name),
+      ['est', `app${parseInt(a.mrEnclave, 16)}`, 'web'],
+    );
+  assert.deepEqual(
+    fwd?.enclave.map((r) => r.name),
+    ['est', 'web'],
+  );
+  assert.deepEqual(
+    fwd?.plain.map((r) => r.name),
+    ['est'],
+  );
 });
 
 test('negated source apps: the named app is left out of its own chain, every other enclave keeps the rule', () => {
   const text = `version: 1\nrules:\n  - { name: not-a, chain: input, action: drop, src-app: '!${APP_A}' }\n`;
   const plan = dispatchPlan(compilePolicy(parsePolicy(text, 'neg.yaml')));
   const input = plan.hooks[0];
-  assert.deepEqual(input?.apps.map((a) => [a.mrEnclave, a.rules.length]), [[APP_A, 0]]);
-  assert.deepEqual(input?.enclave.map((r) => r.name), ['not-a']);
+  assert.deepEqual(
+    input?.apps.map((a) => [a.mrEnclave, a.rules.length]),
+    [[APP_A, 0]],
+  );
+  assert.deepEqual(
+    input?.enclave.map((r) => r.name),
+    ['not-a'],
+  );
   assert.deepEqual(input?.plain, [], 'a source that is no enclave never matches a source seng condition');
 });
 
@@ -259,7 +291,17 @@ test('rules apply re-derives the dispatch map from the live app sets and maps', 
 test('a rollback snapshot adds verdict-map elements after the chains they name', () => {
   const listing = [
     { table: { family: 'ip', name: 't', handle: 1 } },
-    { map: { family: 'ip', table: 't', name: 'dispatch_input', type: 'ipv4_addr', map: 'verdict', handle: 2, elem: [['10.0.0.1', { goto: { target: 'input_enclave' } }]] } },
+    {
+      map: {
+        family: 'ip',
+        table: 't',
+        name: 'dispatch_input',
+        type: 'ipv4_addr',
+        map: 'verdict',
+        handle: 2,
+        elem: [['10.0.0.1', { goto: { target: 'input_enclave' } }]],
+      },
+    },
     { chain: { family: 'ip', table: 't', name: 'input_enclave', handle: 3 } },
   ];
   const cmds = restoreDocument('t', 'ip', listing).nftables.map((c) => JSON.stringify(c));

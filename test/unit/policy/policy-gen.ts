@@ -62,7 +62,14 @@ export const GEN_REGS: GenReg[] = [
   { ip: '192.168.28.4', mrEnclave: APP_C, categories: ['Mail'], host: '172.16.5.5' },
   { ip: '192.168.28.5', mrEnclave: APP_D, categories: ['Web', 'Mail'], host: '192.0.2.7' },
 ];
-export const GEN_ADDRS = ['192.168.28.2', '192.168.28.3', '192.168.28.4', '192.168.28.5', '192.168.28.6', '10.5.0.1'];
+export const GEN_ADDRS = [
+  '192.168.28.2',
+  '192.168.28.3',
+  '192.168.28.4',
+  '192.168.28.5',
+  '192.168.28.6',
+  '10.5.0.1',
+];
 
 /** A policy text with `n` rules on `chains`, each with a random mix of conditions. */
 export function genPolicy(seed: number, n: number, table: string, chains: Chain[] = ['input']): string {
@@ -74,7 +81,11 @@ export function genPolicy(seed: number, n: number, table: string, chains: Chain[
     'rules:',
   ];
   for (let i = 0; i < n; i += 1) {
-    const c: string[] = [`name: r${i}`, `chain: ${pick(r, chains)}`, `action: ${pick(r, ['accept', 'drop', 'drop'])}`];
+    const c: string[] = [
+      `name: r${i}`,
+      `chain: ${pick(r, chains)}`,
+      `action: ${pick(r, ['accept', 'drop', 'drop'])}`,
+    ];
     if (r() < 0.5) c.push(`src-app: ${pick(r, APP_REFS)}`);
     if (r() < 0.2) c.push(`dst-app: ${pick(r, APP_REFS)}`);
     if (r() < 0.25) c.push(`src-cat: ${pick(r, CAT_REFS)}`);
@@ -85,7 +96,8 @@ export function genPolicy(seed: number, n: number, table: string, chains: Chain[
     if (r() < 0.6) {
       c.push('protocol: udp');
       const ports = GEN_PORTS.filter(() => r() < 0.4);
-      if (ports.length) c.push(`dport: ${r() < 0.2 ? `{ not: [${ports.join(', ')}] }` : `[${ports.join(', ')}]`}`);
+      if (ports.length)
+        c.push(`dport: ${r() < 0.2 ? `{ not: [${ports.join(', ')}] }` : `[${ports.join(', ')}]`}`);
     } else if (r() < 0.1) c.push('protocol: tcp');
     if (r() < 0.08) c.push(`in-iface: ${pick(r, ['lo', `'!lo'`, `'l+'`, 'eth0'])}`);
     lines.push(`  - { ${c.join(', ')} }`);
@@ -98,6 +110,7 @@ export function genPackets(chain: Chain = 'input', dests: string[] = GEN_ADDRS):
   const out: GenPacket[] = [];
   for (const src of GEN_ADDRS)
     for (const dst of dests)
-      for (const dport of GEN_PORTS) out.push({ id: out.length, chain, src, dst, protocol: 'udp', dport, iif: 'lo' });
+      for (const dport of GEN_PORTS)
+        out.push({ id: out.length, chain, src, dst, protocol: 'udp', dport, iif: 'lo' });
   return out;
 }
