@@ -52,6 +52,8 @@ const NFTA_VERDICT_CODE = 1;
 const NFTA_VERDICT_CHAIN = 2;
 /** include/uapi/linux/netfilter/nf_tables.h: enum nft_verdicts, NFT_GOTO = -4. */
 const NFT_GOTO = -4;
+/** What one batch (one sendmsg) may carry; the socket's send buffer is 8 MiB. */
+const MAX_BATCH_BYTES = 6 << 20;
 /** An element list is one attribute, whose length field has 16 bits: stay below it. */
 const MAX_ELEMENT_BYTES_PER_MESSAGE = 2048 * 16;
 
@@ -122,7 +124,7 @@ export class NftNetlink {
     if (!transport) {
       try {
         transport = new RawSocketTransport(NETLINK_NETFILTER, {
-          recvBufferSize: 1 << 20,
+          recvBufferSize: 4 << 20,
           // A batch is one sendmsg, bounded by the send buffer: room for ~20,000 joins with their map entries.
           sendBufferSize: 8 << 20,
         });
@@ -220,7 +222,25 @@ export class NftNetlink {
   }
 
   private async send(work: SetElementChange[], delType: number): Promise<void> {
-    const messages = this.messages(work, delType);
+    // A batch is one sendmsg, and the kernel refuses one larger than the socket's send
+    // buffer: a change beyond MAX_BATCH_BYTES (≈ 50,000 joins with their map entries, e.g.
+    // removing everything at shutdown) goes as several transactions, removals first.
+    let group: OutgoingMessage[] = [];
+    let bytes = 0;
+    for (const m of this.messages(work, delType)) {
+      const size = m.build(0, 0).length;
+      if (group.length && bytes + size > MAX_BATCH_BYTES) {
+        await this.sendOne(group);
+        group = [];
+        bytes = 0;
+      }
+      group.push(m);
+      bytes += size;
+    }
+    if (group.length) await this.sendOne(group);
+  }
+
+  private async sendOne(messages: OutgoingMessage[]): Promise<void> {
     const results = await sendBatch(this.open(), NFNL_SUBSYS_NFTABLES, messages, {
       // The kernel finds each message's set by name (a list walk per message): a burst that
       // touches thousands of sets legitimately takes longer than one join.
