@@ -105,19 +105,43 @@ function hookPlan(hook: Chain, rules: CompiledRule[]): HookPlan {
     apps: [],
   };
   if (!split) return plan;
-  const keep = (m: string | undefined): CompiledRule[] =>
-    rules.map((r) => specialize(r, m)).filter((r): r is CompiledRule => r !== undefined);
-  plan.enclave = keep(undefined);
-  const named = [
-    ...new Set(rules.flatMap((r) => r.seng.filter((c) => c.side === 'src' && c.kind === 'app'))),
-  ].map((c) => c.value);
-  if (rules.some(isSrcApp)) {
-    plan.map = dispatchMapName(hook);
-    for (const m of [...new Set(named)].sort()) {
-      plan.apps.push({ mrEnclave: m, chain: appChainName(hook, m), rules: keep(m) });
+  plan.enclave = rules.map((r) => specialize(r, undefined)).filter((r): r is CompiledRule => r !== undefined);
+  if (!rules.some(isSrcApp)) return plan;
+  plan.map = dispatchMapName(hook);
+  // A rule with a positive src-app condition belongs to that one app's chain; every other
+  // rule to every app chain (unless it negates that app). Merging the two by position
+  // keeps the file order and costs O(general rules + own rules) per app, not O(all rules).
+  const general: { at: number; rule: CompiledRule; negates: Set<string> }[] = [];
+  const own = new Map<string, { at: number; rule: CompiledRule }[]>();
+  const named = new Set<string>();
+  rules.forEach((rule, at) => {
+    const srcApps = rule.seng.filter((c) => c.side === 'src' && c.kind === 'app');
+    for (const c of srcApps) named.add(c.value);
+    const positive = srcApps.find((c) => !c.negate);
+    if (positive) {
+      const list = own.get(positive.value) ?? [];
+      list.push({ at, rule });
+      own.set(positive.value, list);
+    } else general.push({ at, rule, negates: new Set(srcApps.map((c) => c.value)) });
+  });
+  for (const m of [...named].sort()) {
+    const mine = own.get(m) ?? [];
+    const out: CompiledRule[] = [];
+    let i = 0;
+    for (const g of general) {
+      while (i < mine.length && (mine[i] as { at: number }).at < g.at)
+        pushSpecialized(out, (mine[i++] as { rule: CompiledRule }).rule, m);
+      if (!g.negates.has(m)) pushSpecialized(out, g.rule, m);
     }
+    while (i < mine.length) pushSpecialized(out, (mine[i++] as { rule: CompiledRule }).rule, m);
+    plan.apps.push({ mrEnclave: m, chain: appChainName(hook, m), rules: out });
   }
   return plan;
+}
+
+function pushSpecialized(out: CompiledRule[], r: CompiledRule, m: string): void {
+  const s = specialize(r, m);
+  if (s) out.push(s);
 }
 
 /** The dispatch plan of a compiled policy (a pure function of it). */
