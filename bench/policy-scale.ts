@@ -5,7 +5,7 @@
  *
  * The worker (bench/workers/policy-scale.ts) runs in the router namespace and installs, in
  * turn, the compiled ruleset with 10 rules / 10 enclaves and with 10,000 rules / 100,000
- * enclaves (twice each, alternating, against drift), then the same 10,000 rules as the old
+ * enclaves (three rounds, alternating, against drift), then the same 10,000 rules as the old
  * linear chain. For each, 64-byte UDP datagrams go from src (a registered enclave whose
  * app's rule is the last of the list) through the router's forward hook at full speed
  * (two iperf3 streams) and the datagrams/s delivered at dst are recorded. Then a burst of
@@ -94,7 +94,7 @@ export async function runPolicyScale(opts: BenchOptions): Promise<PolicyScaleRes
       if (m.event === 'error') throw new Error(`policy-scale worker: ${String(m.error)}`);
       return m;
     };
-    const seconds = opts.quick ? 3 : 5;
+    const seconds = opts.quick ? 3 : 4;
     try {
       let installed: Record<string, unknown> | undefined;
       for (;;) {
