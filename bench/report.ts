@@ -554,7 +554,7 @@ function policyScaleTable(ps: PolicyScaleResult): string {
       ]),
     ),
     '',
-    "Two iperf3 UDP streams (64-byte payloads, unlimited rate) from an enclave IP through the router namespace's forward hook; the source's app has the last rule of the list and it does not match, the worst case of a linear chain. `npm run bench -- --only policy-scale` runs this alone.",
+    "Two iperf3 UDP streams (64-byte payloads, unlimited rate) from an enclave IP through the router namespace's forward hook; the source's app has the last rule of the list and it does not match, the worst case of a linear chain. Rounds alternate small and large; on a shared 2-core machine they disagree by tens of per cent, so a ratio above 1 means the rate does not fall, not a speed-up; where delivered equals sent, the sender was the limit in that round. `npm run bench -- --only policy-scale` runs this alone.",
   ];
   if (ps.burst)
     parts.push(
