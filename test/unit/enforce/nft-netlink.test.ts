@@ -137,7 +137,13 @@ describe('NftNetlink (fake nf_tables)', () => {
     k.sets.add('dispatch_input');
     const nl = new NftNetlink({ table: 'seng', transport: k });
     await nl.apply([
-      { set: 'dispatch_input', add: [0x0a000001], remove: [], gotoChains: ['input_app_x'], replace: [0x0a000001] },
+      {
+        set: 'dispatch_input',
+        add: [0x0a000001],
+        remove: [],
+        gotoChains: ['input_app_x'],
+        replace: [0x0a000001],
+      },
     ]);
     const sent = k.datagrams[0] as SentMessage[];
     assert.deepEqual(
