@@ -3,7 +3,7 @@ import { SengCommand } from '../../base.js';
 import { policyArg, policyFlags } from '../../policy-flags.js';
 import { lintPolicy, loadCompiledPolicy, parseSetName } from '../../../policy/index.js';
 import { liveApplyOptions, nftApplyDocument } from '../../../policy/nft.js';
-import { nftSets } from '../../../policy/dispatch.js';
+import { dispatchPlan, nftSets } from '../../../policy/dispatch.js';
 import { diffPolicy, type DiffLine } from '../../../policy/diff.js';
 import { NftCli, type NftDocument } from '../../../nft/cli.js';
 import { restoreDocument } from '../../../nft/snapshot.js';
@@ -109,7 +109,11 @@ While \`seng serve --nft\` runs (its control socket answers), the policy is hand
     const live = await nft.listTable(compiled.table);
     const liveNames = new Set((live?.sets ?? []).map((s) => s.name));
     const tableSets = nftSets(compiled);
-    const newSets = tableSets.map((s) => s.name).filter((n) => !liveNames.has(n));
+    // A per-app dispatch chain that is not live yet starts like a new set: nft alone does
+    // not know which registered enclaves run that app (the gateway does).
+    const liveChains = new Set((live?.chains ?? []).map((c) => c.name));
+    const newChains = dispatchPlan(compiled).chains.filter((c) => c.includes('_app_') && !liveChains.has(c));
+    const newSets = [...tableSets.map((s) => s.name).filter((n) => !liveNames.has(n)), ...newChains];
     const wanted = new Set(tableSets.map((s) => s.name));
     const doc = nftApplyDocument(compiled, liveApplyOptions(compiled, live));
     const deletedSets = [...liveNames].filter((n) => !wanted.has(n) && parseSetName(n) !== undefined);
