@@ -47,15 +47,30 @@ export function enclaveChainName(hook: Chain): string {
 export function appChainName(hook: Chain, mrEnclave: string): string {
   return `${hook}_app_${mrEnclave}`;
 }
+export function segmentChainName(hook: Chain, n: number): string {
+  return `${hook}_seg_${n}`;
+}
 
 /** Regular chains and maps the plan owns (so a new policy deletes the obsolete ones). */
-export const DISPATCH_CHAIN = /^(input|forward|output)_(enclave|app_[0-9a-f]{64})$/;
+export const DISPATCH_CHAIN = /^(input|forward|output)_(enclave|app_[0-9a-f]{64}|seg_[0-9]+)$/;
 export const DISPATCH_MAP = /^dispatch_(input|forward|output)$/;
+
+/** A rule of a dispatch chain, or a `jump` to a shared segment chain. */
+export type ChainItem = CompiledRule | { jump: string };
+export const isJump = (i: ChainItem): i is { jump: string } => 'jump' in i;
 
 export interface AppChain {
   mrEnclave: string;
   chain: string;
+  rules: ChainItem[];
+}
+
+/** A shared run of rules without a positive src-app condition, jumped to by the chains that need it. */
+export interface Segment {
+  chain: string;
   rules: CompiledRule[];
+  /** Apps a rule of the segment negates (`src-app: '!M'`): their chains skip the segment. */
+  negates: Set<string>;
 }
 
 export interface HookPlan {
@@ -64,9 +79,11 @@ export interface HookPlan {
   split: boolean;
   /** Rules for sources that are not enclaves (all rules when not split). */
   plain: CompiledRule[];
-  /** `<hook>_enclave` and its rules (when split). */
+  /** `<hook>_enclave` and its body (when split): jumps to every segment. */
   enclaveChain: string;
-  enclave: CompiledRule[];
+  enclave: ChainItem[];
+  /** `<hook>_seg_<n>`: each rule without a positive src-app condition, once. */
+  segments: Segment[];
   /** The verdict map (when some rule of the hook has a src-app condition). */
   map?: string;
   apps: AppChain[];
@@ -74,12 +91,11 @@ export interface HookPlan {
 
 export interface DispatchPlan {
   hooks: HookPlan[];
-  /** Every regular chain of the plan, and every map. */
+  /** Every regular chain of the plan (segments first: they hold no jumps), and every map. */
   chains: string[];
   maps: string[];
 }
 
-const isSrcApp = (r: CompiledRule): boolean => r.seng.some((c) => c.side === 'src' && c.kind === 'app');
 const hasSrcSeng = (r: CompiledRule): boolean => r.seng.some((c) => c.side === 'src');
 
 /**
@@ -94,6 +110,44 @@ export function specialize(r: CompiledRule, m: string | undefined): CompiledRule
   return { ...r, seng: r.seng.filter((c) => !(c.side === 'src' && c.kind === 'app')) };
 }
 
+/** The hook's rules in file order, as segments (shared runs) and own rules (one app's). */
+type Step = { segment: Segment } | { app: string; rule: CompiledRule };
+
+/**
+ * Cuts the hook's rules into steps: a rule with a positive src-app condition is its app's
+ * own step; the rules between two such rules form one segment, except that a rule negating
+ * an app gets a segment of its own (the negated apps skip just that one rule).
+ */
+function steps(hook: Chain, rules: CompiledRule[]): { steps: Step[]; segments: Segment[]; named: Set<string> } {
+  const out: Step[] = [];
+  const segments: Segment[] = [];
+  const named = new Set<string>();
+  let open: Segment | undefined;
+  const newSegment = (negates: Set<string>): Segment => {
+    const s: Segment = { chain: segmentChainName(hook, segments.length), rules: [], negates };
+    segments.push(s);
+    out.push({ segment: s });
+    return s;
+  };
+  for (const rule of rules) {
+    const srcApps = rule.seng.filter((c) => c.side === 'src' && c.kind === 'app');
+    for (const c of srcApps) named.add(c.value);
+    const positive = srcApps.find((c) => !c.negate);
+    if (positive) {
+      out.push({ app: positive.value, rule });
+      open = undefined;
+    } else if (srcApps.length > 0) {
+      // Negated src-app conditions only: they hold for every other enclave (specialized away).
+      newSegment(new Set(srcApps.map((c) => c.value))).rules.push(specialize(rule, undefined) as CompiledRule);
+      open = undefined;
+    } else {
+      open ??= newSegment(new Set());
+      open.rules.push(rule);
+    }
+  }
+  return { steps: out, segments, named };
+}
+
 function hookPlan(hook: Chain, rules: CompiledRule[]): HookPlan {
   const split = rules.some(hasSrcSeng);
   const plan: HookPlan = {
@@ -102,46 +156,44 @@ function hookPlan(hook: Chain, rules: CompiledRule[]): HookPlan {
     plain: split ? rules.filter((r) => !hasSrcSeng(r)) : rules,
     enclaveChain: enclaveChainName(hook),
     enclave: [],
+    segments: [],
     apps: [],
   };
   if (!split) return plan;
-  plan.enclave = rules.map((r) => specialize(r, undefined)).filter((r): r is CompiledRule => r !== undefined);
-  if (!rules.some(isSrcApp)) return plan;
+  const cut = steps(hook, rules);
+  if (cut.named.size === 0) {
+    // No app chain to share the rules with: the enclave chain holds them itself.
+    plan.enclave = cut.segments.flatMap((s) => s.rules);
+    return plan;
+  }
+  plan.segments = cut.segments;
+  plan.enclave = cut.segments.map((s) => ({ jump: s.chain }));
   plan.map = dispatchMapName(hook);
-  // A rule with a positive src-app condition belongs to that one app's chain; every other
-  // rule to every app chain (unless it negates that app). Merging the two by position
-  // keeps the file order and costs O(general rules + own rules) per app, not O(all rules).
-  const general: { at: number; rule: CompiledRule; negates: Set<string> }[] = [];
+  // Each app's chain: its own rules inline and a jump to each segment it does not negate,
+  // in file order. A segment that gives no verdict returns, so first match is kept. Every
+  // rule is compiled once; an app chain costs its own rules plus one jump per segment.
+  const segmentAt: { at: number; segment: Segment }[] = [];
   const own = new Map<string, { at: number; rule: CompiledRule }[]>();
-  const named = new Set<string>();
-  rules.forEach((rule, at) => {
-    const srcApps = rule.seng.filter((c) => c.side === 'src' && c.kind === 'app');
-    for (const c of srcApps) named.add(c.value);
-    const positive = srcApps.find((c) => !c.negate);
-    if (positive) {
-      const list = own.get(positive.value) ?? [];
-      list.push({ at, rule });
-      own.set(positive.value, list);
-    } else general.push({ at, rule, negates: new Set(srcApps.map((c) => c.value)) });
+  cut.steps.forEach((step, at) => {
+    if ('segment' in step) segmentAt.push({ at, segment: step.segment });
+    else own.set(step.app, [...(own.get(step.app) ?? []), { at, rule: step.rule }]);
   });
-  for (const m of [...named].sort()) {
+  for (const m of [...cut.named].sort()) {
     const mine = own.get(m) ?? [];
-    const out: CompiledRule[] = [];
+    const items: ChainItem[] = [];
+    const pushOwn = (r: CompiledRule): void => {
+      const s = specialize(r, m);
+      if (s) items.push(s);
+    };
     let i = 0;
-    for (const g of general) {
-      while (i < mine.length && (mine[i] as { at: number }).at < g.at)
-        pushSpecialized(out, (mine[i++] as { rule: CompiledRule }).rule, m);
-      if (!g.negates.has(m)) pushSpecialized(out, g.rule, m);
+    for (const { at, segment } of segmentAt) {
+      while (i < mine.length && (mine[i] as { at: number }).at < at) pushOwn((mine[i++] as { rule: CompiledRule }).rule);
+      if (!segment.negates.has(m)) items.push({ jump: segment.chain });
     }
-    while (i < mine.length) pushSpecialized(out, (mine[i++] as { rule: CompiledRule }).rule, m);
-    plan.apps.push({ mrEnclave: m, chain: appChainName(hook, m), rules: out });
+    while (i < mine.length) pushOwn((mine[i++] as { rule: CompiledRule }).rule);
+    plan.apps.push({ mrEnclave: m, chain: appChainName(hook, m), rules: items });
   }
   return plan;
-}
-
-function pushSpecialized(out: CompiledRule[], r: CompiledRule, m: string): void {
-  const s = specialize(r, m);
-  if (s) out.push(s);
 }
 
 /** The dispatch plan of a compiled policy (a pure function of it). */
@@ -156,7 +208,7 @@ export function dispatchPlan(p: CompiledPolicy): DispatchPlan {
   const maps: string[] = [];
   for (const h of hooks) {
     if (!h.split) continue;
-    chains.push(h.enclaveChain, ...h.apps.map((a) => a.chain));
+    chains.push(...h.segments.map((s) => s.chain), h.enclaveChain, ...h.apps.map((a) => a.chain));
     if (h.map) maps.push(h.map);
   }
   return { hooks, chains, maps };

@@ -1,7 +1,7 @@
 /**
  * The dispatch-shaped nftables document (src/policy/dispatch.ts) must decide every packet
  * like the reference evaluator (src/policy/evaluate.ts). The document is executed by a
- * small model of nft's rule evaluation (sets, verdict maps, goto, first match), on many
+ * small model of nft's rule evaluation (sets, verdict maps, goto, jump/return, first match), on many
  * generated policies; the integration test (test/integration/policy/generated.test.ts)
  * does the same with the kernel on real packets for a sample.
  */
@@ -13,7 +13,7 @@ import { appDirectoryFromList } from '../../../src/policy/apps.js';
 import { evaluate, type Registration } from '../../../src/policy/evaluate.js';
 import { liveApplyOptions, nftApplyDocument } from '../../../src/policy/nft.js';
 import { restoreDocument } from '../../../src/nft/snapshot.js';
-import { dispatchPlan } from '../../../src/policy/dispatch.js';
+import { dispatchPlan, isJump, type ChainItem, type HookPlan } from '../../../src/policy/dispatch.js';
 import { cidrContains, parseCidr, parseIpv4 } from '../../../src/util/ipv4.js';
 import type { CompiledPolicy } from '../../../src/policy/types.js';
 import { GEN_APPS, GEN_REGS, genPackets, genPolicy, APP_A, type GenPacket } from './policy-gen.js';
@@ -110,6 +110,13 @@ function runChain(m: Model, chain: string, p: GenPacket): Outcome {
         if (target === undefined) continue rules;
         return runChain(m, target, p);
       } else if (e.goto) return runChain(m, (e.goto as Expr).target as string, p);
+      else if (e.jump) {
+        // A jump returns when the called chain ends without a verdict.
+        const target = (e.jump as Expr).target as string;
+        assert.ok(m.chains.has(target), `rule jumps to missing chain ${target}`);
+        const got = runChain(m, target, p);
+        if (got !== undefined) return got;
+      }
       else if ('accept' in e || 'drop' in e || 'reject' in e) return Object.keys(e)[0];
       else if (!('counter' in e) && !('log' in e))
         throw new Error(`unmodelled statement ${JSON.stringify(e)}`);
@@ -218,6 +225,12 @@ test('re-applying over a live table (other policy, stale chains and map) gives t
   }
 });
 
+/** The rule names a dispatch chain walks, with its segment jumps expanded. */
+function walked(h: HookPlan | undefined, items: ChainItem[]): string[] {
+  const segments = new Map((h?.segments ?? []).map((s) => [s.chain, s.rules]));
+  return items.flatMap((i) => (isJump(i) ? (segments.get(i.jump) ?? []).map((r) => r.name) : [i.name]));
+}
+
 test('a source app gets a chain with only its rules and the rules naming no source app', () => {
   const rules = Array.from(
     { length: 200 },
@@ -230,11 +243,11 @@ test('a source app gets a chain with only its rules and the rules naming no sour
   assert.equal(fwd?.apps.length, 200);
   for (const a of fwd?.apps ?? [])
     assert.deepEqual(
-      a.rules.map((r) => r.name),
+      walked(fwd, a.rules),
       ['est', `app${parseInt(a.mrEnclave, 16)}`, 'web'],
     );
   assert.deepEqual(
-    fwd?.enclave.map((r) => r.name),
+    walked(fwd, fwd?.enclave ?? []),
     ['est', 'web'],
   );
   assert.deepEqual(
@@ -252,7 +265,7 @@ test('negated source apps: the named app is left out of its own chain, every oth
     [[APP_A, 0]],
   );
   assert.deepEqual(
-    input?.enclave.map((r) => r.name),
+    walked(input, input?.enclave ?? []),
     ['not-a'],
   );
   assert.deepEqual(input?.plain, [], 'a source that is no enclave never matches a source seng condition');
@@ -309,4 +322,48 @@ test('a rollback snapshot adds verdict-map elements after the chains they name',
   const elemAt = cmds.findIndex((c) => c.includes('"element"'));
   assert.ok(chainAt > 0 && elemAt > chainAt, cmds.join('\n'));
   assert.ok(!cmds.some((c) => c.includes('"map"') && c.includes('"elem"')), 'the map itself comes empty');
+});
+
+test('general rules are compiled once: 1,000 apps and 10,000 category rules stay near 11,000 rules', () => {
+  const app = (i: number): string => (i + 1).toString(16).padStart(64, '0');
+  const cat = (from: number): string[] =>
+    Array.from(
+      { length: 5000 },
+      (_, i) =>
+        `  - { name: cat${from + i}, chain: forward, action: accept, src-cat: C${(from + i) % 1000}, protocol: tcp, dport: ${1 + ((from + i) % 60000)} }`,
+    );
+  const own = Array.from(
+    { length: 1000 },
+    (_, i) => `  - { name: app${i}, chain: forward, action: accept, src-app: '${app(i)}', protocol: udp, dport: 53 }`,
+  );
+  const text = `version: 1\ndefaults: { forward: drop }\nrules:\n${[...cat(0), ...own, ...cat(5000)].join('\n')}\n  - { name: not-1, chain: forward, action: drop, src-app: '!${app(1)}' }\n`;
+  const c = compilePolicy(parsePolicy(text, 'mixed.yaml'));
+  const fwd = dispatchPlan(c).hooks.find((h) => h.hook === 'forward');
+  assert.ok(fwd);
+  const total =
+    fwd.plain.length +
+    fwd.enclave.length +
+    fwd.segments.reduce((n, s) => n + s.rules.length, 0) +
+    fwd.apps.reduce((n, a) => n + a.rules.length, 0);
+  const rules = c.rules.length;
+  const apps = fwd.apps.length;
+  assert.equal(apps, 1000);
+  // Each rule once, plus one jump per app and segment (3 segments: two runs and the negation).
+  assert.ok(total <= rules + 3 * apps + 3, `${total} compiled rules for ${rules} rules and ${apps} apps`);
+  assert.equal(
+    fwd.segments.reduce((n, s) => n + s.rules.length, 0),
+    10001,
+    'every rule without a positive src-app condition is in exactly one segment',
+  );
+  // The chains still walk what the linear list would (in order), minus the negated rule for app 1.
+  const a1 = fwd.apps.find((a) => a.mrEnclave === app(1));
+  const names = walked(fwd, a1?.rules ?? []);
+  assert.equal(names.length, 10001);
+  assert.deepEqual([names[4999], names[5000], names[5001], names.at(-1)], ['cat4999', 'app1', 'cat5000', 'cat9999']);
+  const a2 = fwd.apps.find((a) => a.mrEnclave === app(2));
+  assert.equal(walked(fwd, a2?.rules ?? []).at(-1), 'not-1');
+  // The nft document holds those rules (and their jumps) once.
+  const doc = nftApplyDocument(c) as { nftables: Expr[] };
+  const added = doc.nftables.filter((cmd) => (cmd.add as Expr | undefined)?.rule !== undefined).length;
+  assert.ok(added <= rules + 3 * apps + 10, `${added} rules in the document`);
 });
