@@ -172,12 +172,19 @@ function mismatches(text: string, packets: GenPacket[], m: Model, regs = GEN_REG
 
 test('the dispatch document decides like the evaluator on 150 generated policies', () => {
   const packets = [...genPackets('input'), ...genPackets('forward')];
+  let negatingSegments = 0;
+  let sharedSegments = 0;
   for (let seed = 1; seed <= 150; seed += 1) {
     const text = genPolicy(seed, 4 + (seed % 25), 'gen', ['input', 'forward']);
     const c = compilePolicy(parsePolicy(text, 'gen.yaml'), { apps });
+    for (const h of dispatchPlan(c).hooks) {
+      negatingSegments += h.segments.filter((s) => s.negates.size > 0).length;
+      sharedSegments += h.segments.filter((s) => s.negates.size === 0 && s.rules.length > 1).length;
+    }
     const bad = mismatches(text, packets, load(filledDocument(c)));
     assert.deepEqual(bad.slice(0, 5), [], `seed ${seed}:\n${text}`);
   }
+  assert.ok(negatingSegments > 20 && sharedSegments > 20, 'the policies exercise both kinds of segment');
 });
 
 test('re-applying over a live table (other policy, stale chains and map) gives the same decisions', () => {
