@@ -159,7 +159,8 @@ export async function runPolicyScale(opts: BenchOptions): Promise<PolicyScaleRes
     result.rates.filter((r) => r.config === c && Number.isFinite(r.deliveredPps)).map((r) => r.deliveredPps);
   const small = of('small');
   if (small.length && of('large').length) result.ratio = round(mean(of('large')) / mean(small), 3);
-  if (small.length && of('category').length) result.categoryRatio = round(mean(of('category')) / mean(small), 3);
+  if (small.length && of('category').length)
+    result.categoryRatio = round(mean(of('category')) / mean(small), 3);
   if (small.length && of('linear').length) result.linearRatio = round(mean(of('linear')) / mean(small), 3);
   return result;
 }

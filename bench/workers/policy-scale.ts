@@ -101,7 +101,12 @@ function dropTable(table: string): void {
 }
 
 /** Installs the compiled ruleset and registers `enclaves` (joinMany in chunks: setup, not the measured burst). */
-async function compiled(table: string, rules: number, enclaves: number, category = false): Promise<NftEnforcer> {
+async function compiled(
+  table: string,
+  rules: number,
+  enclaves: number,
+  category = false,
+): Promise<NftEnforcer> {
   const text = category ? categoryPolicyText(table, rules) : policyText(table, rules);
   const policy = compilePolicy(parsePolicy(text, `${table}.yaml`));
   const enforcer = new NftEnforcer({ policy, purge: async () => 0 });

@@ -118,7 +118,10 @@ type Step = { segment: Segment } | { app: string; rule: CompiledRule };
  * own step; the rules between two such rules form one segment, except that a rule negating
  * an app gets a segment of its own (the negated apps skip just that one rule).
  */
-function steps(hook: Chain, rules: CompiledRule[]): { steps: Step[]; segments: Segment[]; named: Set<string> } {
+function steps(
+  hook: Chain,
+  rules: CompiledRule[],
+): { steps: Step[]; segments: Segment[]; named: Set<string> } {
   const out: Step[] = [];
   const segments: Segment[] = [];
   const named = new Set<string>();
@@ -138,7 +141,9 @@ function steps(hook: Chain, rules: CompiledRule[]): { steps: Step[]; segments: S
       open = undefined;
     } else if (srcApps.length > 0) {
       // Negated src-app conditions only: they hold for every other enclave (specialized away).
-      newSegment(new Set(srcApps.map((c) => c.value))).rules.push(specialize(rule, undefined) as CompiledRule);
+      newSegment(new Set(srcApps.map((c) => c.value))).rules.push(
+        specialize(rule, undefined) as CompiledRule,
+      );
       open = undefined;
     } else {
       open ??= newSegment(new Set());
@@ -187,7 +192,8 @@ function hookPlan(hook: Chain, rules: CompiledRule[]): HookPlan {
     };
     let i = 0;
     for (const { at, segment } of segmentAt) {
-      while (i < mine.length && (mine[i] as { at: number }).at < at) pushOwn((mine[i++] as { rule: CompiledRule }).rule);
+      while (i < mine.length && (mine[i] as { at: number }).at < at)
+        pushOwn((mine[i++] as { rule: CompiledRule }).rule);
       if (!segment.negates.has(m)) items.push({ jump: segment.chain });
     }
     while (i < mine.length) pushOwn((mine[i++] as { rule: CompiledRule }).rule);

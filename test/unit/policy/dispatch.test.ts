@@ -116,8 +116,7 @@ function runChain(m: Model, chain: string, p: GenPacket): Outcome {
         assert.ok(m.chains.has(target), `rule jumps to missing chain ${target}`);
         const got = runChain(m, target, p);
         if (got !== undefined) return got;
-      }
-      else if ('accept' in e || 'drop' in e || 'reject' in e) return Object.keys(e)[0];
+      } else if ('accept' in e || 'drop' in e || 'reject' in e) return Object.keys(e)[0];
       else if (!('counter' in e) && !('log' in e))
         throw new Error(`unmodelled statement ${JSON.stringify(e)}`);
     }
@@ -249,14 +248,8 @@ test('a source app gets a chain with only its rules and the rules naming no sour
   const fwd = plan.hooks.find((h) => h.hook === 'forward');
   assert.equal(fwd?.apps.length, 200);
   for (const a of fwd?.apps ?? [])
-    assert.deepEqual(
-      walked(fwd, a.rules),
-      ['est', `app${parseInt(a.mrEnclave, 16)}`, 'web'],
-    );
-  assert.deepEqual(
-    walked(fwd, fwd?.enclave ?? []),
-    ['est', 'web'],
-  );
+    assert.deepEqual(walked(fwd, a.rules), ['est', `app${parseInt(a.mrEnclave, 16)}`, 'web']);
+  assert.deepEqual(walked(fwd, fwd?.enclave ?? []), ['est', 'web']);
   assert.deepEqual(
     fwd?.plain.map((r) => r.name),
     ['est'],
@@ -271,10 +264,7 @@ test('negated source apps: the named app is left out of its own chain, every oth
     input?.apps.map((a) => [a.mrEnclave, a.rules.length]),
     [[APP_A, 0]],
   );
-  assert.deepEqual(
-    walked(input, input?.enclave ?? []),
-    ['not-a'],
-  );
+  assert.deepEqual(walked(input, input?.enclave ?? []), ['not-a']);
   assert.deepEqual(input?.plain, [], 'a source that is no enclave never matches a source seng condition');
 });
 
@@ -341,7 +331,8 @@ test('general rules are compiled once: 1,000 apps and 10,000 category rules stay
     );
   const own = Array.from(
     { length: 1000 },
-    (_, i) => `  - { name: app${i}, chain: forward, action: accept, src-app: '${app(i)}', protocol: udp, dport: 53 }`,
+    (_, i) =>
+      `  - { name: app${i}, chain: forward, action: accept, src-app: '${app(i)}', protocol: udp, dport: 53 }`,
   );
   const text = `version: 1\ndefaults: { forward: drop }\nrules:\n${[...cat(0), ...own, ...cat(5000)].join('\n')}\n  - { name: not-1, chain: forward, action: drop, src-app: '!${app(1)}' }\n`;
   const c = compilePolicy(parsePolicy(text, 'mixed.yaml'));
@@ -366,7 +357,10 @@ test('general rules are compiled once: 1,000 apps and 10,000 category rules stay
   const a1 = fwd.apps.find((a) => a.mrEnclave === app(1));
   const names = walked(fwd, a1?.rules ?? []);
   assert.equal(names.length, 10001);
-  assert.deepEqual([names[4999], names[5000], names[5001], names.at(-1)], ['cat4999', 'app1', 'cat5000', 'cat9999']);
+  assert.deepEqual(
+    [names[4999], names[5000], names[5001], names.at(-1)],
+    ['cat4999', 'app1', 'cat5000', 'cat9999'],
+  );
   const a2 = fwd.apps.find((a) => a.mrEnclave === app(2));
   assert.equal(walked(fwd, a2?.rules ?? []).at(-1), 'not-1');
   // The nft document holds those rules (and their jumps) once.
