@@ -50,9 +50,12 @@ export function appChainName(hook: Chain, mrEnclave: string): string {
 export function segmentChainName(hook: Chain, n: number): string {
   return `${hook}_seg_${n}`;
 }
+export function blockChainName(hook: Chain, level: number, n: number): string {
+  return `${hook}_blk_${level}_${n}`;
+}
 
 /** Regular chains and maps the plan owns (so a new policy deletes the obsolete ones). */
-export const DISPATCH_CHAIN = /^(input|forward|output)_(enclave|app_[0-9a-f]{64}|seg_[0-9]+)$/;
+export const DISPATCH_CHAIN = /^(input|forward|output)_(enclave|app_[0-9a-f]{64}|seg_[0-9]+|blk_[0-9]+_[0-9]+)$/;
 export const DISPATCH_MAP = /^dispatch_(input|forward|output)$/;
 
 /** A rule of a dispatch chain, or a `jump` to a shared segment chain. */
@@ -84,6 +87,8 @@ export interface HookPlan {
   enclave: ChainItem[];
   /** `<hook>_seg_<n>`: each rule without a positive src-app condition, once. */
   segments: Segment[];
+  /** Block chains over the segments (jumps only), lowest level first. */
+  blocks: { chain: string; jumps: string[] }[];
   /** The verdict map (when some rule of the hook has a src-app condition). */
   map?: string;
   apps: AppChain[];
@@ -162,6 +167,7 @@ function hookPlan(hook: Chain, rules: CompiledRule[]): HookPlan {
     enclaveChain: enclaveChainName(hook),
     enclave: [],
     segments: [],
+    blocks: [],
     apps: [],
   };
   if (!split) return plan;
@@ -172,34 +178,98 @@ function hookPlan(hook: Chain, rules: CompiledRule[]): HookPlan {
     return plan;
   }
   plan.segments = cut.segments;
-  plan.enclave = cut.segments.map((s) => ({ jump: s.chain }));
+  const cover = jumpTree(hook, cut.segments, plan.blocks);
+  plan.enclave = cover(undefined, 0, cut.segments.length);
   plan.map = dispatchMapName(hook);
-  // Each app's chain: its own rules inline and a jump to each segment it does not negate,
-  // in file order. A segment that gives no verdict returns, so first match is kept. Every
-  // rule is compiled once; an app chain costs its own rules plus one jump per segment.
-  const segmentAt: { at: number; segment: Segment }[] = [];
-  const own = new Map<string, { at: number; rule: CompiledRule }[]>();
-  cut.steps.forEach((step, at) => {
-    if ('segment' in step) segmentAt.push({ at, segment: step.segment });
-    else own.set(step.app, [...(own.get(step.app) ?? []), { at, rule: step.rule }]);
-  });
-  for (const m of [...cut.named].sort()) {
-    const mine = own.get(m) ?? [];
-    const items: ChainItem[] = [];
-    const pushOwn = (r: CompiledRule): void => {
-      const s = specialize(r, m);
-      if (s) items.push(s);
-    };
-    let i = 0;
-    for (const { at, segment } of segmentAt) {
-      while (i < mine.length && (mine[i] as { at: number }).at < at)
-        pushOwn((mine[i++] as { rule: CompiledRule }).rule);
-      if (!segment.negates.has(m)) items.push({ jump: segment.chain });
+  // Each app's chain: its own rules inline and, between them, jumps covering the segments in
+  // between (those it does not negate), in file order. A segment or block that gives no
+  // verdict returns, so first match is kept. Every rule is compiled once.
+  const own = new Map<string, { before: number; rule: CompiledRule }[]>();
+  let seen = 0;
+  for (const step of cut.steps) {
+    if ('segment' in step) seen += 1;
+    else {
+      const list = own.get(step.app) ?? [];
+      list.push({ before: seen, rule: step.rule });
+      own.set(step.app, list);
     }
-    while (i < mine.length) pushOwn((mine[i++] as { rule: CompiledRule }).rule);
+  }
+  for (const m of [...cut.named].sort()) {
+    const items: ChainItem[] = [];
+    let from = 0;
+    for (const { before, rule } of own.get(m) ?? []) {
+      items.push(...cover(m, from, before));
+      from = before;
+      const s = specialize(rule, m);
+      if (s) items.push(s);
+    }
+    items.push(...cover(m, from, cut.segments.length));
     plan.apps.push({ mrEnclave: m, chain: appChainName(hook, m), rules: items });
   }
   return plan;
+}
+
+/** Children per block chain of the jump tree (its depth stays ≤ 6 for 100,000 segments). */
+export const BLOCK_FANOUT = 8;
+
+interface TreeNode {
+  chain: string;
+  from: number;
+  to: number;
+  negates: Set<string>;
+  children: TreeNode[];
+}
+
+/**
+ * A tree of block chains over the segments (`<hook>_blk_<level>_<n>`: jumps to up to
+ * {@link BLOCK_FANOUT} children), appended to `blocks`; returns the function that covers
+ * segments [from, to) for app `m` with O(fanout × depth) jumps, skipping the segments that
+ * negate `m` (a block holding one is opened). Without it, an app chain would need a jump
+ * per segment, and apps whose rules are scattered between the others would cost
+ * apps × segments jumps. nftables refuses chains nested deeper than 16, so the tree is flat.
+ */
+function jumpTree(
+  hook: Chain,
+  segments: Segment[],
+  blocks: { chain: string; jumps: string[] }[],
+): (m: string | undefined, from: number, to: number) => ChainItem[] {
+  let level: TreeNode[] = segments.map((s, i) => ({
+    chain: s.chain,
+    from: i,
+    to: i + 1,
+    negates: s.negates,
+    children: [],
+  }));
+  for (let depth = 1; level.length > BLOCK_FANOUT; depth += 1) {
+    const up: TreeNode[] = [];
+    for (let i = 0; i < level.length; i += BLOCK_FANOUT) {
+      const children = level.slice(i, i + BLOCK_FANOUT);
+      const node: TreeNode = {
+        chain: blockChainName(hook, depth, up.length),
+        from: (children[0] as TreeNode).from,
+        to: (children[children.length - 1] as TreeNode).to,
+        negates: new Set(children.flatMap((c) => [...c.negates])),
+        children,
+      };
+      blocks.push({ chain: node.chain, jumps: children.map((c) => c.chain) });
+      up.push(node);
+    }
+    level = up;
+  }
+  const top = level;
+  return (m, from, to) => {
+    const out: ChainItem[] = [];
+    const visit = (n: TreeNode): void => {
+      if (n.to <= from || n.from >= to) return;
+      if (from <= n.from && n.to <= to && !(m !== undefined && n.negates.has(m))) {
+        out.push({ jump: n.chain });
+        return;
+      }
+      for (const c of n.children) visit(c);
+    };
+    for (const n of top) visit(n);
+    return out;
+  };
 }
 
 /** The dispatch plan of a compiled policy (a pure function of it). */
@@ -214,7 +284,7 @@ export function dispatchPlan(p: CompiledPolicy): DispatchPlan {
   const maps: string[] = [];
   for (const h of hooks) {
     if (!h.split) continue;
-    chains.push(...h.segments.map((s) => s.chain), h.enclaveChain, ...h.apps.map((a) => a.chain));
+    chains.push(...h.segments.map((s) => s.chain), ...h.blocks.map((b) => b.chain), h.enclaveChain, ...h.apps.map((a) => a.chain));
     if (h.map) maps.push(h.map);
   }
   return { hooks, chains, maps };

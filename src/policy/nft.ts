@@ -285,6 +285,7 @@ export function nftApplyDocument(p: CompiledPolicy, opts: ApplyDocumentOptions =
     else cmds.push({ add: { rule: { ...base, chain, expr: [{ jump: { target: i.jump } }] } } });
   };
   for (const h of plan.hooks) for (const s of h.segments) for (const r of s.rules) addRule(s.chain, r, true);
+  for (const h of plan.hooks) for (const b of h.blocks) for (const jump of b.jumps) addItem(b.chain, { jump });
   for (const h of plan.hooks) {
     if (!h.split) continue;
     for (const i of h.enclave) addItem(h.enclaveChain, i);
@@ -376,6 +377,12 @@ export function nftText(p: CompiledPolicy): string {
       const what = s.negates.size ? `enclaves of apps other than ${[...s.negates].join(', ')}` : 'enclaves';
       regular(s.chain, s.rules, `shared by the chains below: ${what}`);
     }
+    for (const b of h.blocks)
+      regular(
+        b.chain,
+        b.jumps.map((jump) => ({ jump })),
+        'a block of segments (jumped to by the chains below)',
+      );
     regular(h.enclaveChain, h.enclave, 'enclaves of apps no src-app condition names');
     for (const a of h.apps) regular(a.chain, a.rules, `enclaves of app ${a.mrEnclave}`);
   }

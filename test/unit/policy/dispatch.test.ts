@@ -13,7 +13,9 @@ import { appDirectoryFromList } from '../../../src/policy/apps.js';
 import { evaluate, type Registration } from '../../../src/policy/evaluate.js';
 import { liveApplyOptions, nftApplyDocument } from '../../../src/policy/nft.js';
 import { restoreDocument } from '../../../src/nft/snapshot.js';
-import { dispatchPlan, isJump, type ChainItem, type HookPlan } from '../../../src/policy/dispatch.js';
+import { dispatchPlan, isJump, specialize, type ChainItem, type HookPlan } from '../../../src/policy/dispatch.js';
+
+const specializeNames = (r: Parameters<typeof specialize>[0], m: string): boolean => specialize(r, m) !== undefined;
 import { cidrContains, parseCidr, parseIpv4 } from '../../../src/util/ipv4.js';
 import type { CompiledPolicy } from '../../../src/policy/types.js';
 import { GEN_APPS, GEN_REGS, genPackets, genPolicy, APP_A, type GenPacket } from './policy-gen.js';
@@ -234,8 +236,24 @@ test('re-applying over a live table (other policy, stale chains and map) gives t
 /** The rule names a dispatch chain walks, with its segment jumps expanded. */
 function walked(h: HookPlan | undefined, items: ChainItem[]): string[] {
   const segments = new Map((h?.segments ?? []).map((s) => [s.chain, s.rules]));
-  return items.flatMap((i) => (isJump(i) ? (segments.get(i.jump) ?? []).map((r) => r.name) : [i.name]));
+  const blocks = new Map((h?.blocks ?? []).map((b) => [b.chain, b.jumps.map((jump) => ({ jump }))]));
+  return items.flatMap((i) => {
+    if (!isJump(i)) return [i.name];
+    const block = blocks.get(i.jump);
+    if (block) return walked(h, block);
+    const rules = segments.get(i.jump);
+    assert.ok(rules, `jump to unknown chain ${i.jump}`);
+    return rules.map((r) => r.name);
+  });
 }
+
+/** Rules of a hook's plan, jumps included. */
+const planSize = (h: HookPlan): number =>
+  h.plain.length +
+  h.enclave.length +
+  h.segments.reduce((n, s) => n + s.rules.length, 0) +
+  h.blocks.reduce((n, b) => n + b.jumps.length, 0) +
+  h.apps.reduce((n, a) => n + a.rules.length, 0);
 
 test('a source app gets a chain with only its rules and the rules naming no source app', () => {
   const rules = Array.from(
@@ -338,11 +356,7 @@ test('general rules are compiled once: 1,000 apps and 10,000 category rules stay
   const c = compilePolicy(parsePolicy(text, 'mixed.yaml'));
   const fwd = dispatchPlan(c).hooks.find((h) => h.hook === 'forward');
   assert.ok(fwd);
-  const total =
-    fwd.plain.length +
-    fwd.enclave.length +
-    fwd.segments.reduce((n, s) => n + s.rules.length, 0) +
-    fwd.apps.reduce((n, a) => n + a.rules.length, 0);
+  const total = planSize(fwd);
   const rules = c.rules.length;
   const apps = fwd.apps.length;
   assert.equal(apps, 1000);
@@ -367,4 +381,42 @@ test('general rules are compiled once: 1,000 apps and 10,000 category rules stay
   const doc = nftApplyDocument(c) as { nftables: Expr[] };
   const added = doc.nftables.filter((cmd) => (cmd.add as Expr | undefined)?.rule !== undefined).length;
   assert.ok(added <= rules + 3 * apps + 10, `${added} rules in the document`);
+});
+
+test('scattered source-app rules: a tree of block chains keeps the jumps near apps × fanout × depth', () => {
+  const app = (i: number): string => (i + 1).toString(16).padStart(64, '0');
+  const lines: string[] = [];
+  for (let i = 0; i < 1000; i++) {
+    for (let j = 0; j < 10; j++)
+      lines.push(`  - { name: cat${i * 10 + j}, chain: input, action: accept, src-cat: C${j}, protocol: tcp, dport: ${1 + i} }`);
+    lines.push(`  - { name: app${i}, chain: input, action: accept, src-app: '${app(i)}' }`);
+    if (i % 97 === 0) lines.push(`  - { name: not${i}, chain: input, action: drop, src-app: '!${app(i + 1)}' }`);
+  }
+  const text = `version: 1\nrules:\n${lines.join('\n')}\n`;
+  const c = compilePolicy(parsePolicy(text, 'scattered.yaml'));
+  const input = dispatchPlan(c).hooks[0];
+  assert.ok(input);
+  assert.ok(input.segments.length > 1000, 'one segment per run and per negating rule');
+  const total = planSize(input);
+  // A jump per segment would be ≈ 1,000 apps × 1,000 segments.
+  assert.ok(total < c.rules.length + 60 * 1000, `${total} compiled rules for ${c.rules.length} rules`);
+  // Every app still walks exactly the rules the linear list would test for it, in order.
+  const linear = (m: string): string[] =>
+    c.rules.filter((r) => r.chain === 'input' && specializeNames(r, m)).map((r) => r.name);
+  for (const i of [0, 1, 2, 96, 97, 98, 500, 999]) {
+    const items: ChainItem[] = input.apps.find((x) => x.mrEnclave === app(i))?.rules ?? [];
+    assert.deepEqual(walked(input, items), linear(app(i)), `app ${i}`);
+  }
+  assert.deepEqual(walked(input, input.enclave), linear('0'.repeat(64)));
+});
+
+test('the dispatch document decides like the evaluator on large generated policies (block chains)', () => {
+  const packets = genPackets('input');
+  for (let seed = 600; seed < 630; seed += 1) {
+    const text = genPolicy(seed, 150, 'gen', ['input']);
+    const c = compilePolicy(parsePolicy(text, 'gen.yaml'), { apps });
+    assert.ok((dispatchPlan(c).hooks[0]?.blocks.length ?? 0) > 0, `seed ${seed} has block chains`);
+    const bad = mismatches(text, packets, load(filledDocument(c)));
+    assert.deepEqual(bad.slice(0, 5), [], `seed ${seed}:\n${text}`);
+  }
 });
