@@ -12,11 +12,20 @@
  *                                            → goto <hook>_app_<mrenclave>
  *     ip saddr @enclaves goto <hook>_enclave any other enclave
  *     <rules without a source seng condition> every other source
+ *   <hook>_seg_<n>:  a run of rules without a positive src-app condition (negated ones
+ *                    specialized away; such a rule gets a segment of its own), each rule
+ *                    compiled once
+ *   <hook>_blk_<l>_<n>: jumps to up to BLOCK_FANOUT segments or lower blocks (only with more
+ *                    segments than that): any run of segments is a few jumps
  *   <hook>_app_<M>:  the rules whose src-app conditions hold for app M (those conditions
- *                    removed: they are decided by the dispatch), plus the rules without
- *                    src-app conditions, in file order
- *   <hook>_enclave:  the rules without a positive src-app condition (negated src-app
- *                    conditions hold there: the app is named nowhere), in file order
+ *                    removed: they are decided by the dispatch) and, in file order between
+ *                    them, jumps covering the segments M does not negate
+ *   <hook>_enclave:  jumps covering every segment (apps the policy does not name); without
+ *                    app chains it holds the rules itself
+ *
+ * A segment or block that ends without a verdict returns to the chain that jumped, so the
+ * first match is kept; the compiled ruleset is the policy's rules plus O(apps × own rules ×
+ * fanout × depth) jumps, not one copy of the shared rules per app.
  *
  * The verdict map is a hash lookup (its cost does not grow with the 100,000 elements),
  * and `goto` (not `jump`) means a chain that ends without a verdict ends the hook with the
@@ -24,8 +33,9 @@
  * never satisfies a source seng condition (SPEC §5.2, even negated), so its rules are the
  * ones without any. Per packet, nft walks only the rules naming the packet's source app
  * plus the rules that name no source app: independent of how many other apps, rules and
- * enclaves the policy and the sets hold. The remaining category/host conditions stay O(1)
- * set lookups. Hooks without any source seng condition keep the plain list.
+ * enclaves the policy and the sets hold. Only src-app is dispatched: each src-cat/src-host
+ * rule is walked (one O(1) set lookup each), so a category policy costs per packet in
+ * proportion to its category rules (rules/README.md, "What is walked"). Hooks without any source seng condition keep the plain list.
  *
  * A src-app condition is decided by the map alone, so an `app_<M>` set exists only when
  * a dst-app condition needs it ({@link nftSets}): with 10,000 apps named as sources, a join
@@ -55,7 +65,8 @@ export function blockChainName(hook: Chain, level: number, n: number): string {
 }
 
 /** Regular chains and maps the plan owns (so a new policy deletes the obsolete ones). */
-export const DISPATCH_CHAIN = /^(input|forward|output)_(enclave|app_[0-9a-f]{64}|seg_[0-9]+|blk_[0-9]+_[0-9]+)$/;
+export const DISPATCH_CHAIN =
+  /^(input|forward|output)_(enclave|app_[0-9a-f]{64}|seg_[0-9]+|blk_[0-9]+_[0-9]+)$/;
 export const DISPATCH_MAP = /^dispatch_(input|forward|output)$/;
 
 /** A rule of a dispatch chain, or a `jump` to a shared segment chain. */
@@ -284,7 +295,12 @@ export function dispatchPlan(p: CompiledPolicy): DispatchPlan {
   const maps: string[] = [];
   for (const h of hooks) {
     if (!h.split) continue;
-    chains.push(...h.segments.map((s) => s.chain), ...h.blocks.map((b) => b.chain), h.enclaveChain, ...h.apps.map((a) => a.chain));
+    chains.push(
+      ...h.segments.map((s) => s.chain),
+      ...h.blocks.map((b) => b.chain),
+      h.enclaveChain,
+      ...h.apps.map((a) => a.chain),
+    );
     if (h.map) maps.push(h.map);
   }
   return { hooks, chains, maps };

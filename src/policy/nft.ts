@@ -285,7 +285,8 @@ export function nftApplyDocument(p: CompiledPolicy, opts: ApplyDocumentOptions =
     else cmds.push({ add: { rule: { ...base, chain, expr: [{ jump: { target: i.jump } }] } } });
   };
   for (const h of plan.hooks) for (const s of h.segments) for (const r of s.rules) addRule(s.chain, r, true);
-  for (const h of plan.hooks) for (const b of h.blocks) for (const jump of b.jumps) addItem(b.chain, { jump });
+  for (const h of plan.hooks)
+    for (const b of h.blocks) for (const jump of b.jumps) addItem(b.chain, { jump });
   for (const h of plan.hooks) {
     if (!h.split) continue;
     for (const i of h.enclave) addItem(h.enclaveChain, i);

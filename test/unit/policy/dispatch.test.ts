@@ -13,9 +13,16 @@ import { appDirectoryFromList } from '../../../src/policy/apps.js';
 import { evaluate, type Registration } from '../../../src/policy/evaluate.js';
 import { liveApplyOptions, nftApplyDocument } from '../../../src/policy/nft.js';
 import { restoreDocument } from '../../../src/nft/snapshot.js';
-import { dispatchPlan, isJump, specialize, type ChainItem, type HookPlan } from '../../../src/policy/dispatch.js';
+import {
+  dispatchPlan,
+  isJump,
+  specialize,
+  type ChainItem,
+  type HookPlan,
+} from '../../../src/policy/dispatch.js';
 
-const specializeNames = (r: Parameters<typeof specialize>[0], m: string): boolean => specialize(r, m) !== undefined;
+const specializeNames = (r: Parameters<typeof specialize>[0], m: string): boolean =>
+  specialize(r, m) !== undefined;
 import { cidrContains, parseCidr, parseIpv4 } from '../../../src/util/ipv4.js';
 import type { CompiledPolicy } from '../../../src/policy/types.js';
 import { GEN_APPS, GEN_REGS, genPackets, genPolicy, APP_A, type GenPacket } from './policy-gen.js';
@@ -388,9 +395,12 @@ test('scattered source-app rules: a tree of block chains keeps the jumps near ap
   const lines: string[] = [];
   for (let i = 0; i < 1000; i++) {
     for (let j = 0; j < 10; j++)
-      lines.push(`  - { name: cat${i * 10 + j}, chain: input, action: accept, src-cat: C${j}, protocol: tcp, dport: ${1 + i} }`);
+      lines.push(
+        `  - { name: cat${i * 10 + j}, chain: input, action: accept, src-cat: C${j}, protocol: tcp, dport: ${1 + i} }`,
+      );
     lines.push(`  - { name: app${i}, chain: input, action: accept, src-app: '${app(i)}' }`);
-    if (i % 97 === 0) lines.push(`  - { name: not${i}, chain: input, action: drop, src-app: '!${app(i + 1)}' }`);
+    if (i % 97 === 0)
+      lines.push(`  - { name: not${i}, chain: input, action: drop, src-app: '!${app(i + 1)}' }`);
   }
   const text = `version: 1\nrules:\n${lines.join('\n')}\n`;
   const c = compilePolicy(parsePolicy(text, 'scattered.yaml'));
