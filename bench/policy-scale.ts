@@ -5,8 +5,9 @@
  *
  * The worker (bench/workers/policy-scale.ts) runs in the router namespace and installs, in
  * turn, the compiled ruleset with 10 rules / 10 enclaves and with 10,000 rules / 100,000
- * enclaves (three rounds, alternating, against drift), then the same 10,000 rules as the old
- * linear chain. For each, 64-byte UDP datagrams go from src (a registered enclave whose
+ * enclaves, and a category policy (10,000 rules, 9,000 of them src-cat over 1,000 categories,
+ * 100,000 enclaves; three rounds, alternating, against drift), then the same 10,000 rules
+ * as the old linear chain. For each, 64-byte UDP datagrams go from src (a registered enclave whose
  * app's rule is the last of the list) through the router's forward hook at full speed
  * (two iperf3 streams) and the datagrams/s delivered at dst are recorded. Then a burst of
  * 10,000 joins and of 10,000 leaves through NftEnforcer.joinMany/leaveMany: time and
@@ -18,7 +19,7 @@ import { createNetns, distBench, drained, vethPair, type Netns } from './lib/lab
 import { errorText, log, round, sleep, type BenchOptions } from './lib/util.js';
 
 export interface ScaleRate {
-  config: 'small' | 'large' | 'linear';
+  config: 'small' | 'large' | 'linear' | 'category';
   rules: number;
   enclaves: number;
   round: number;
@@ -35,6 +36,8 @@ export interface PolicyScaleResult {
   /** Mean delivered rate of large / small (target ≥ 0.95), and of the old linear shape / small. */
   ratio?: number;
   linearRatio?: number;
+  /** Mean delivered rate of the category policy (mostly src-cat rules, walked) / small. */
+  categoryRatio?: number;
   burst?: {
     size: number;
     joinMs: number;
@@ -156,6 +159,8 @@ export async function runPolicyScale(opts: BenchOptions): Promise<PolicyScaleRes
     result.rates.filter((r) => r.config === c && Number.isFinite(r.deliveredPps)).map((r) => r.deliveredPps);
   const small = of('small');
   if (small.length && of('large').length) result.ratio = round(mean(of('large')) / mean(small), 3);
+  if (small.length && of('category').length)
+    result.categoryRatio = round(mean(of('category')) / mean(small), 3);
   if (small.length && of('linear').length) result.linearRatio = round(mean(of('linear')) / mean(small), 3);
   return result;
 }

@@ -6,7 +6,11 @@
  * (`ready` event, then it waits for "next" on stdin):
  *   small    10 rules, 10 enclaves, the compiled (dispatch) ruleset;
  *   large    10,000 rules over 10,000 apps, 100,000 enclaves, the compiled ruleset;
- *   linear   the same 10,000 rules as one first-match chain (the shape before dispatch).
+ *   linear   the same 10,000 rules as one first-match chain (the shape before dispatch);
+ *   category 10,000 rules: 1,000 src-app rules, then 9,000 src-cat rules over 1,000
+ *            categories (9 each), 100,000 enclaves each in two categories; the source's
+ *            category (C0) has the last 9 rules (none matches the traffic). src-cat rules
+ *            are not dispatched: each is walked (one set lookup), so this is the honest case.
  * The traffic source 10.128.0.10 is an enclave whose app's only rule is the LAST of the
  * linear list (and does not match the traffic): the worst case of a linear list.
  * With the large ruleset in place, a burst of 10,000 joins and one of 10,000 leaves go
@@ -44,6 +48,37 @@ function policyText(table: string, rules: number): string {
   return `${lines.join('\n')}\n`;
 }
 
+const CATEGORY_APP_RULES = 1000;
+const CATEGORIES = 1000;
+
+/** The category policy: src-app rules first, then src-cat rules, C0's (the source's) last. */
+function categoryPolicyText(table: string, rules: number): string {
+  const lines = ['version: 1', `table: ${table}`, 'rules:'];
+  const appRules = Math.min(CATEGORY_APP_RULES, rules);
+  const catRules = rules - appRules;
+  const perCat = Math.max(1, Math.ceil(catRules / CATEGORIES));
+  for (let i = 0; i < appRules; i++) {
+    // Apps 1..appRules: not the source's app (0), whose enclaves fall through to the category rules.
+    lines.push(
+      `  - { name: a${i}, chain: forward, action: accept, src-app: "${app(i + 1)}", protocol: udp, dport: ${10000 + i} }`,
+    );
+  }
+  for (let j = 0; j < catRules; j++) {
+    const cat = Math.floor((catRules - 1 - j) / perCat);
+    lines.push(
+      `  - { name: c${j}, chain: forward, action: accept, src-cat: C${cat}, protocol: udp, dport: ${20000 + (j % 40000)} }`,
+    );
+  }
+  return `${lines.join('\n')}\n`;
+}
+
+/** The category configuration's registrations: two categories each, the source only in C0. */
+function catReg(i: number): EnclaveRegistration {
+  const r = reg(i, CATEGORY_APP_RULES + 1);
+  r.categories = i === SOURCE_INDEX ? ['C0'] : [`C${i % CATEGORIES}`, `C${(i * 7 + 1) % CATEGORIES}`];
+  return r;
+}
+
 function reg(i: number, apps: number): EnclaveRegistration {
   const ip = ((10 << 24) | (128 << 16)) + 1 + i;
   return {
@@ -66,14 +101,20 @@ function dropTable(table: string): void {
 }
 
 /** Installs the compiled ruleset and registers `enclaves` (joinMany in chunks: setup, not the measured burst). */
-async function compiled(table: string, rules: number, enclaves: number): Promise<NftEnforcer> {
-  const policy = compilePolicy(parsePolicy(policyText(table, rules), `${table}.yaml`));
+async function compiled(
+  table: string,
+  rules: number,
+  enclaves: number,
+  category = false,
+): Promise<NftEnforcer> {
+  const text = category ? categoryPolicyText(table, rules) : policyText(table, rules);
+  const policy = compilePolicy(parsePolicy(text, `${table}.yaml`));
   const enforcer = new NftEnforcer({ policy, purge: async () => 0 });
   let t0 = performance.now();
   await enforcer.start();
   const applyMs = ms(t0);
   t0 = performance.now();
-  const regs = Array.from({ length: enclaves }, (_, i) => reg(i, rules));
+  const regs = Array.from({ length: enclaves }, (_, i) => (category ? catReg(i) : reg(i, rules)));
   for (let i = 0; i < regs.length; i += 25_000) await enforcer.joinMany(regs.slice(i, i + 25_000));
   emit({ event: 'installed', table, rules, enclaves, applyMs, joinMs: ms(t0) });
   return enforcer;
@@ -148,6 +189,10 @@ async function main(): Promise<void> {
     if (round === rounds - 1) await burst(e, big);
     await e.stop();
     dropTable('pslarge');
+    e = await compiled('pscat', big.rules, big.enclaves, true);
+    if (!(await measure('category', big.rules, big.enclaves, round))) return;
+    await e.stop();
+    dropTable('pscat');
   }
   await linear('pslinear', big.rules, big.enclaves);
   if (!(await measure('linear', big.rules, big.enclaves, 0))) return;

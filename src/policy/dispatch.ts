@@ -12,11 +12,20 @@
  *                                            → goto <hook>_app_<mrenclave>
  *     ip saddr @enclaves goto <hook>_enclave any other enclave
  *     <rules without a source seng condition> every other source
+ *   <hook>_seg_<n>:  a run of rules without a positive src-app condition (negated ones
+ *                    specialized away; such a rule gets a segment of its own), each rule
+ *                    compiled once
+ *   <hook>_blk_<l>_<n>: jumps to up to BLOCK_FANOUT segments or lower blocks (only with more
+ *                    segments than that): any run of segments is a few jumps
  *   <hook>_app_<M>:  the rules whose src-app conditions hold for app M (those conditions
- *                    removed: they are decided by the dispatch), plus the rules without
- *                    src-app conditions, in file order
- *   <hook>_enclave:  the rules without a positive src-app condition (negated src-app
- *                    conditions hold there: the app is named nowhere), in file order
+ *                    removed: they are decided by the dispatch) and, in file order between
+ *                    them, jumps covering the segments M does not negate
+ *   <hook>_enclave:  jumps covering every segment (apps the policy does not name); without
+ *                    app chains it holds the rules itself
+ *
+ * A segment or block that ends without a verdict returns to the chain that jumped, so the
+ * first match is kept; the compiled ruleset is the policy's rules plus O(apps × own rules ×
+ * fanout × depth) jumps, not one copy of the shared rules per app.
  *
  * The verdict map is a hash lookup (its cost does not grow with the 100,000 elements),
  * and `goto` (not `jump`) means a chain that ends without a verdict ends the hook with the
@@ -24,8 +33,9 @@
  * never satisfies a source seng condition (SPEC §5.2, even negated), so its rules are the
  * ones without any. Per packet, nft walks only the rules naming the packet's source app
  * plus the rules that name no source app: independent of how many other apps, rules and
- * enclaves the policy and the sets hold. The remaining category/host conditions stay O(1)
- * set lookups. Hooks without any source seng condition keep the plain list.
+ * enclaves the policy and the sets hold. Only src-app is dispatched: each src-cat/src-host
+ * rule is walked (one O(1) set lookup each), so a category policy costs per packet in
+ * proportion to its category rules (rules/README.md, "What is walked"). Hooks without any source seng condition keep the plain list.
  *
  * A src-app condition is decided by the map alone, so an `app_<M>` set exists only when
  * a dst-app condition needs it ({@link nftSets}): with 10,000 apps named as sources, a join
@@ -47,15 +57,34 @@ export function enclaveChainName(hook: Chain): string {
 export function appChainName(hook: Chain, mrEnclave: string): string {
   return `${hook}_app_${mrEnclave}`;
 }
+export function segmentChainName(hook: Chain, n: number): string {
+  return `${hook}_seg_${n}`;
+}
+export function blockChainName(hook: Chain, level: number, n: number): string {
+  return `${hook}_blk_${level}_${n}`;
+}
 
 /** Regular chains and maps the plan owns (so a new policy deletes the obsolete ones). */
-export const DISPATCH_CHAIN = /^(input|forward|output)_(enclave|app_[0-9a-f]{64})$/;
+export const DISPATCH_CHAIN =
+  /^(input|forward|output)_(enclave|app_[0-9a-f]{64}|seg_[0-9]+|blk_[0-9]+_[0-9]+)$/;
 export const DISPATCH_MAP = /^dispatch_(input|forward|output)$/;
+
+/** A rule of a dispatch chain, or a `jump` to a shared segment chain. */
+export type ChainItem = CompiledRule | { jump: string };
+export const isJump = (i: ChainItem): i is { jump: string } => 'jump' in i;
 
 export interface AppChain {
   mrEnclave: string;
   chain: string;
+  rules: ChainItem[];
+}
+
+/** A shared run of rules without a positive src-app condition, jumped to by the chains that need it. */
+export interface Segment {
+  chain: string;
   rules: CompiledRule[];
+  /** Apps a rule of the segment negates (`src-app: '!M'`): their chains skip the segment. */
+  negates: Set<string>;
 }
 
 export interface HookPlan {
@@ -64,9 +93,13 @@ export interface HookPlan {
   split: boolean;
   /** Rules for sources that are not enclaves (all rules when not split). */
   plain: CompiledRule[];
-  /** `<hook>_enclave` and its rules (when split). */
+  /** `<hook>_enclave` and its body (when split): jumps to every segment. */
   enclaveChain: string;
-  enclave: CompiledRule[];
+  enclave: ChainItem[];
+  /** `<hook>_seg_<n>`: each rule without a positive src-app condition, once. */
+  segments: Segment[];
+  /** Block chains over the segments (jumps only), lowest level first. */
+  blocks: { chain: string; jumps: string[] }[];
   /** The verdict map (when some rule of the hook has a src-app condition). */
   map?: string;
   apps: AppChain[];
@@ -74,12 +107,11 @@ export interface HookPlan {
 
 export interface DispatchPlan {
   hooks: HookPlan[];
-  /** Every regular chain of the plan, and every map. */
+  /** Every regular chain of the plan (segments first: they hold no jumps), and every map. */
   chains: string[];
   maps: string[];
 }
 
-const isSrcApp = (r: CompiledRule): boolean => r.seng.some((c) => c.side === 'src' && c.kind === 'app');
 const hasSrcSeng = (r: CompiledRule): boolean => r.seng.some((c) => c.side === 'src');
 
 /**
@@ -94,6 +126,49 @@ export function specialize(r: CompiledRule, m: string | undefined): CompiledRule
   return { ...r, seng: r.seng.filter((c) => !(c.side === 'src' && c.kind === 'app')) };
 }
 
+/** The hook's rules in file order, as segments (shared runs) and own rules (one app's). */
+type Step = { segment: Segment } | { app: string; rule: CompiledRule };
+
+/**
+ * Cuts the hook's rules into steps: a rule with a positive src-app condition is its app's
+ * own step; the rules between two such rules form one segment, except that a rule negating
+ * an app gets a segment of its own (the negated apps skip just that one rule).
+ */
+function steps(
+  hook: Chain,
+  rules: CompiledRule[],
+): { steps: Step[]; segments: Segment[]; named: Set<string> } {
+  const out: Step[] = [];
+  const segments: Segment[] = [];
+  const named = new Set<string>();
+  let open: Segment | undefined;
+  const newSegment = (negates: Set<string>): Segment => {
+    const s: Segment = { chain: segmentChainName(hook, segments.length), rules: [], negates };
+    segments.push(s);
+    out.push({ segment: s });
+    return s;
+  };
+  for (const rule of rules) {
+    const srcApps = rule.seng.filter((c) => c.side === 'src' && c.kind === 'app');
+    for (const c of srcApps) named.add(c.value);
+    const positive = srcApps.find((c) => !c.negate);
+    if (positive) {
+      out.push({ app: positive.value, rule });
+      open = undefined;
+    } else if (srcApps.length > 0) {
+      // Negated src-app conditions only: they hold for every other enclave (specialized away).
+      newSegment(new Set(srcApps.map((c) => c.value))).rules.push(
+        specialize(rule, undefined) as CompiledRule,
+      );
+      open = undefined;
+    } else {
+      open ??= newSegment(new Set());
+      open.rules.push(rule);
+    }
+  }
+  return { steps: out, segments, named };
+}
+
 function hookPlan(hook: Chain, rules: CompiledRule[]): HookPlan {
   const split = rules.some(hasSrcSeng);
   const plan: HookPlan = {
@@ -102,46 +177,110 @@ function hookPlan(hook: Chain, rules: CompiledRule[]): HookPlan {
     plain: split ? rules.filter((r) => !hasSrcSeng(r)) : rules,
     enclaveChain: enclaveChainName(hook),
     enclave: [],
+    segments: [],
+    blocks: [],
     apps: [],
   };
   if (!split) return plan;
-  plan.enclave = rules.map((r) => specialize(r, undefined)).filter((r): r is CompiledRule => r !== undefined);
-  if (!rules.some(isSrcApp)) return plan;
+  const cut = steps(hook, rules);
+  if (cut.named.size === 0) {
+    // No app chain to share the rules with: the enclave chain holds them itself.
+    plan.enclave = cut.segments.flatMap((s) => s.rules);
+    return plan;
+  }
+  plan.segments = cut.segments;
+  const cover = jumpTree(hook, cut.segments, plan.blocks);
+  plan.enclave = cover(undefined, 0, cut.segments.length);
   plan.map = dispatchMapName(hook);
-  // A rule with a positive src-app condition belongs to that one app's chain; every other
-  // rule to every app chain (unless it negates that app). Merging the two by position
-  // keeps the file order and costs O(general rules + own rules) per app, not O(all rules).
-  const general: { at: number; rule: CompiledRule; negates: Set<string> }[] = [];
-  const own = new Map<string, { at: number; rule: CompiledRule }[]>();
-  const named = new Set<string>();
-  rules.forEach((rule, at) => {
-    const srcApps = rule.seng.filter((c) => c.side === 'src' && c.kind === 'app');
-    for (const c of srcApps) named.add(c.value);
-    const positive = srcApps.find((c) => !c.negate);
-    if (positive) {
-      const list = own.get(positive.value) ?? [];
-      list.push({ at, rule });
-      own.set(positive.value, list);
-    } else general.push({ at, rule, negates: new Set(srcApps.map((c) => c.value)) });
-  });
-  for (const m of [...named].sort()) {
-    const mine = own.get(m) ?? [];
-    const out: CompiledRule[] = [];
-    let i = 0;
-    for (const g of general) {
-      while (i < mine.length && (mine[i] as { at: number }).at < g.at)
-        pushSpecialized(out, (mine[i++] as { rule: CompiledRule }).rule, m);
-      if (!g.negates.has(m)) pushSpecialized(out, g.rule, m);
+  // Each app's chain: its own rules inline and, between them, jumps covering the segments in
+  // between (those it does not negate), in file order. A segment or block that gives no
+  // verdict returns, so first match is kept. Every rule is compiled once.
+  const own = new Map<string, { before: number; rule: CompiledRule }[]>();
+  let seen = 0;
+  for (const step of cut.steps) {
+    if ('segment' in step) seen += 1;
+    else {
+      const list = own.get(step.app) ?? [];
+      list.push({ before: seen, rule: step.rule });
+      own.set(step.app, list);
     }
-    while (i < mine.length) pushSpecialized(out, (mine[i++] as { rule: CompiledRule }).rule, m);
-    plan.apps.push({ mrEnclave: m, chain: appChainName(hook, m), rules: out });
+  }
+  for (const m of [...cut.named].sort()) {
+    const items: ChainItem[] = [];
+    let from = 0;
+    for (const { before, rule } of own.get(m) ?? []) {
+      items.push(...cover(m, from, before));
+      from = before;
+      const s = specialize(rule, m);
+      if (s) items.push(s);
+    }
+    items.push(...cover(m, from, cut.segments.length));
+    plan.apps.push({ mrEnclave: m, chain: appChainName(hook, m), rules: items });
   }
   return plan;
 }
 
-function pushSpecialized(out: CompiledRule[], r: CompiledRule, m: string): void {
-  const s = specialize(r, m);
-  if (s) out.push(s);
+/** Children per block chain of the jump tree (its depth stays ≤ 6 for 100,000 segments). */
+export const BLOCK_FANOUT = 8;
+
+interface TreeNode {
+  chain: string;
+  from: number;
+  to: number;
+  negates: Set<string>;
+  children: TreeNode[];
+}
+
+/**
+ * A tree of block chains over the segments (`<hook>_blk_<level>_<n>`: jumps to up to
+ * {@link BLOCK_FANOUT} children), appended to `blocks`; returns the function that covers
+ * segments [from, to) for app `m` with O(fanout × depth) jumps, skipping the segments that
+ * negate `m` (a block holding one is opened). Without it, an app chain would need a jump
+ * per segment, and apps whose rules are scattered between the others would cost
+ * apps × segments jumps. nftables refuses chains nested deeper than 16, so the tree is flat.
+ */
+function jumpTree(
+  hook: Chain,
+  segments: Segment[],
+  blocks: { chain: string; jumps: string[] }[],
+): (m: string | undefined, from: number, to: number) => ChainItem[] {
+  let level: TreeNode[] = segments.map((s, i) => ({
+    chain: s.chain,
+    from: i,
+    to: i + 1,
+    negates: s.negates,
+    children: [],
+  }));
+  for (let depth = 1; level.length > BLOCK_FANOUT; depth += 1) {
+    const up: TreeNode[] = [];
+    for (let i = 0; i < level.length; i += BLOCK_FANOUT) {
+      const children = level.slice(i, i + BLOCK_FANOUT);
+      const node: TreeNode = {
+        chain: blockChainName(hook, depth, up.length),
+        from: (children[0] as TreeNode).from,
+        to: (children[children.length - 1] as TreeNode).to,
+        negates: new Set(children.flatMap((c) => [...c.negates])),
+        children,
+      };
+      blocks.push({ chain: node.chain, jumps: children.map((c) => c.chain) });
+      up.push(node);
+    }
+    level = up;
+  }
+  const top = level;
+  return (m, from, to) => {
+    const out: ChainItem[] = [];
+    const visit = (n: TreeNode): void => {
+      if (n.to <= from || n.from >= to) return;
+      if (from <= n.from && n.to <= to && !(m !== undefined && n.negates.has(m))) {
+        out.push({ jump: n.chain });
+        return;
+      }
+      for (const c of n.children) visit(c);
+    };
+    for (const n of top) visit(n);
+    return out;
+  };
 }
 
 /** The dispatch plan of a compiled policy (a pure function of it). */
@@ -156,7 +295,12 @@ export function dispatchPlan(p: CompiledPolicy): DispatchPlan {
   const maps: string[] = [];
   for (const h of hooks) {
     if (!h.split) continue;
-    chains.push(h.enclaveChain, ...h.apps.map((a) => a.chain));
+    chains.push(
+      ...h.segments.map((s) => s.chain),
+      ...h.blocks.map((b) => b.chain),
+      h.enclaveChain,
+      ...h.apps.map((a) => a.chain),
+    );
     if (h.map) maps.push(h.map);
   }
   return { hooks, chains, maps };

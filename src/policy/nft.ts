@@ -19,6 +19,8 @@ import { InputError } from '../util/errors.js';
 import { ENCLAVES_SET, parseSetName } from './compile.js';
 import {
   DISPATCH_CHAIN,
+  isJump,
+  type ChainItem,
   DISPATCH_MAP,
   dispatchElements,
   dispatchPlan,
@@ -278,10 +280,17 @@ export function nftApplyDocument(p: CompiledPolicy, opts: ApplyDocumentOptions =
   // The dispatch chains' rules first, the base chains' (with their goto / vmap) last: once a
   // rule that jumps is in the transaction, the kernel re-validates the table at every rule
   // added after it, which made a 10,000-app policy take a minute instead of seconds.
+  const addItem = (chain: string, i: ChainItem): void => {
+    if (!isJump(i)) addRule(chain, i, true);
+    else cmds.push({ add: { rule: { ...base, chain, expr: [{ jump: { target: i.jump } }] } } });
+  };
+  for (const h of plan.hooks) for (const s of h.segments) for (const r of s.rules) addRule(s.chain, r, true);
+  for (const h of plan.hooks)
+    for (const b of h.blocks) for (const jump of b.jumps) addItem(b.chain, { jump });
   for (const h of plan.hooks) {
     if (!h.split) continue;
-    for (const r of h.enclave) addRule(h.enclaveChain, r, true);
-    for (const a of h.apps) for (const r of a.rules) addRule(a.chain, r, true);
+    for (const i of h.enclave) addItem(h.enclaveChain, i);
+    for (const a of h.apps) for (const i of a.rules) addItem(a.chain, i);
   }
   for (const h of plan.hooks) {
     for (const expr of baseChainRules(h)) cmds.push({ add: { rule: { ...base, chain: h.hook, expr } } });
@@ -357,14 +366,24 @@ export function nftText(p: CompiledPolicy): string {
     lines.push('\t}');
     chunks.push(lines);
     if (!h.split) continue;
-    const regular = (name: string, rules: CompiledRule[], what: string): void => {
+    const regular = (name: string, rules: ChainItem[], what: string): void => {
       chunks.push([
         `\tchain ${name} {`,
         `\t\t# ${what}`,
-        ...rules.map((r) => `\t\t${ruleText(r, ENCLAVES_SET, true)}`),
+        ...rules.map((r) => `\t\t${isJump(r) ? `jump ${r.jump}` : ruleText(r, ENCLAVES_SET, true)}`),
         '\t}',
       ]);
     };
+    for (const s of h.segments) {
+      const what = s.negates.size ? `enclaves of apps other than ${[...s.negates].join(', ')}` : 'enclaves';
+      regular(s.chain, s.rules, `shared by the chains below: ${what}`);
+    }
+    for (const b of h.blocks)
+      regular(
+        b.chain,
+        b.jumps.map((jump) => ({ jump })),
+        'a block of segments (jumped to by the chains below)',
+      );
     regular(h.enclaveChain, h.enclave, 'enclaves of apps no src-app condition names');
     for (const a of h.apps) regular(a.chain, a.rules, `enclaves of app ${a.mrEnclave}`);
   }

@@ -1,6 +1,6 @@
 /**
  * Generated policies on real nftables: the dispatch-shaped ruleset (verdict map → per-app
- * chains) installed by NftEnforcer decides real UDP packets exactly like the reference
+ * chains jumping to shared segment and block chains) installed by NftEnforcer decides real UDP packets exactly like the reference
  * evaluator, before and after enclaves leave; joinMany and leaveMany are one kernel
  * transaction each, and the conntrack entries of leavers are gone once purged() resolved.
  * Runs in a fresh network namespace (root needed).
@@ -19,11 +19,17 @@ import { GEN_ADDRS, GEN_APPS, GEN_REGS, genPackets, genPolicy } from '../../unit
 
 after(cleanupAll);
 
-const SEEDS = [11, 23, 37];
+// [seed, rules]: the 150-rule policy has block chains over its segments (jumps two deep).
+const SEEDS: [number, number][] = [
+  [11, 30],
+  [23, 30],
+  [37, 30],
+  [601, 150],
+];
 
-for (const seed of SEEDS) {
+for (const [seed, size] of SEEDS) {
   test(
-    `generated policy (seed ${seed}): real packets follow the evaluator`,
+    `generated policy (seed ${seed}, ${size} rules): real packets follow the evaluator`,
     { timeout: 120_000 },
     async () => {
       const ns = await createNetns('gen');
@@ -31,7 +37,7 @@ for (const seed of SEEDS) {
       await ns.exec('nft', [
         'add table ip ctrack; add chain ip ctrack c { type filter hook prerouting priority -150; }; add rule ip ctrack c ct state new counter; add chain ip ctrack o { type filter hook output priority -150; }; add rule ip ctrack o ct state new counter',
       ]);
-      const text = genPolicy(seed, 30, `gen${process.pid % 100000}`, ['input']);
+      const text = genPolicy(seed, size, `gen${process.pid % 100000}`, ['input']);
       const packets = genPackets('input');
       assert.match(text, /src-app: /, 'the policy dispatches on source apps');
       const leave = ['192.168.28.2', '192.168.28.4'];

@@ -1,7 +1,7 @@
 /**
  * The dispatch-shaped nftables document (src/policy/dispatch.ts) must decide every packet
  * like the reference evaluator (src/policy/evaluate.ts). The document is executed by a
- * small model of nft's rule evaluation (sets, verdict maps, goto, first match), on many
+ * small model of nft's rule evaluation (sets, verdict maps, goto, jump/return, first match), on many
  * generated policies; the integration test (test/integration/policy/generated.test.ts)
  * does the same with the kernel on real packets for a sample.
  */
@@ -13,7 +13,16 @@ import { appDirectoryFromList } from '../../../src/policy/apps.js';
 import { evaluate, type Registration } from '../../../src/policy/evaluate.js';
 import { liveApplyOptions, nftApplyDocument } from '../../../src/policy/nft.js';
 import { restoreDocument } from '../../../src/nft/snapshot.js';
-import { dispatchPlan } from '../../../src/policy/dispatch.js';
+import {
+  dispatchPlan,
+  isJump,
+  specialize,
+  type ChainItem,
+  type HookPlan,
+} from '../../../src/policy/dispatch.js';
+
+const specializeNames = (r: Parameters<typeof specialize>[0], m: string): boolean =>
+  specialize(r, m) !== undefined;
 import { cidrContains, parseCidr, parseIpv4 } from '../../../src/util/ipv4.js';
 import type { CompiledPolicy } from '../../../src/policy/types.js';
 import { GEN_APPS, GEN_REGS, genPackets, genPolicy, APP_A, type GenPacket } from './policy-gen.js';
@@ -110,7 +119,13 @@ function runChain(m: Model, chain: string, p: GenPacket): Outcome {
         if (target === undefined) continue rules;
         return runChain(m, target, p);
       } else if (e.goto) return runChain(m, (e.goto as Expr).target as string, p);
-      else if ('accept' in e || 'drop' in e || 'reject' in e) return Object.keys(e)[0];
+      else if (e.jump) {
+        // A jump returns when the called chain ends without a verdict.
+        const target = (e.jump as Expr).target as string;
+        assert.ok(m.chains.has(target), `rule jumps to missing chain ${target}`);
+        const got = runChain(m, target, p);
+        if (got !== undefined) return got;
+      } else if ('accept' in e || 'drop' in e || 'reject' in e) return Object.keys(e)[0];
       else if (!('counter' in e) && !('log' in e))
         throw new Error(`unmodelled statement ${JSON.stringify(e)}`);
     }
@@ -165,12 +180,19 @@ function mismatches(text: string, packets: GenPacket[], m: Model, regs = GEN_REG
 
 test('the dispatch document decides like the evaluator on 150 generated policies', () => {
   const packets = [...genPackets('input'), ...genPackets('forward')];
+  let negatingSegments = 0;
+  let sharedSegments = 0;
   for (let seed = 1; seed <= 150; seed += 1) {
     const text = genPolicy(seed, 4 + (seed % 25), 'gen', ['input', 'forward']);
     const c = compilePolicy(parsePolicy(text, 'gen.yaml'), { apps });
+    for (const h of dispatchPlan(c).hooks) {
+      negatingSegments += h.segments.filter((s) => s.negates.size > 0).length;
+      sharedSegments += h.segments.filter((s) => s.negates.size === 0 && s.rules.length > 1).length;
+    }
     const bad = mismatches(text, packets, load(filledDocument(c)));
     assert.deepEqual(bad.slice(0, 5), [], `seed ${seed}:\n${text}`);
   }
+  assert.ok(negatingSegments > 20 && sharedSegments > 20, 'the policies exercise both kinds of segment');
 });
 
 test('re-applying over a live table (other policy, stale chains and map) gives the same decisions', () => {
@@ -218,6 +240,28 @@ test('re-applying over a live table (other policy, stale chains and map) gives t
   }
 });
 
+/** The rule names a dispatch chain walks, with its segment jumps expanded. */
+function walked(h: HookPlan | undefined, items: ChainItem[]): string[] {
+  const segments = new Map((h?.segments ?? []).map((s) => [s.chain, s.rules]));
+  const blocks = new Map((h?.blocks ?? []).map((b) => [b.chain, b.jumps.map((jump) => ({ jump }))]));
+  return items.flatMap((i) => {
+    if (!isJump(i)) return [i.name];
+    const block = blocks.get(i.jump);
+    if (block) return walked(h, block);
+    const rules = segments.get(i.jump);
+    assert.ok(rules, `jump to unknown chain ${i.jump}`);
+    return rules.map((r) => r.name);
+  });
+}
+
+/** Rules of a hook's plan, jumps included. */
+const planSize = (h: HookPlan): number =>
+  h.plain.length +
+  h.enclave.length +
+  h.segments.reduce((n, s) => n + s.rules.length, 0) +
+  h.blocks.reduce((n, b) => n + b.jumps.length, 0) +
+  h.apps.reduce((n, a) => n + a.rules.length, 0);
+
 test('a source app gets a chain with only its rules and the rules naming no source app', () => {
   const rules = Array.from(
     { length: 200 },
@@ -229,14 +273,8 @@ test('a source app gets a chain with only its rules and the rules naming no sour
   const fwd = plan.hooks.find((h) => h.hook === 'forward');
   assert.equal(fwd?.apps.length, 200);
   for (const a of fwd?.apps ?? [])
-    assert.deepEqual(
-      a.rules.map((r) => r.name),
-      ['est', `app${parseInt(a.mrEnclave, 16)}`, 'web'],
-    );
-  assert.deepEqual(
-    fwd?.enclave.map((r) => r.name),
-    ['est', 'web'],
-  );
+    assert.deepEqual(walked(fwd, a.rules), ['est', `app${parseInt(a.mrEnclave, 16)}`, 'web']);
+  assert.deepEqual(walked(fwd, fwd?.enclave ?? []), ['est', 'web']);
   assert.deepEqual(
     fwd?.plain.map((r) => r.name),
     ['est'],
@@ -251,10 +289,7 @@ test('negated source apps: the named app is left out of its own chain, every oth
     input?.apps.map((a) => [a.mrEnclave, a.rules.length]),
     [[APP_A, 0]],
   );
-  assert.deepEqual(
-    input?.enclave.map((r) => r.name),
-    ['not-a'],
-  );
+  assert.deepEqual(walked(input, input?.enclave ?? []), ['not-a']);
   assert.deepEqual(input?.plain, [], 'a source that is no enclave never matches a source seng condition');
 });
 
@@ -309,4 +344,89 @@ test('a rollback snapshot adds verdict-map elements after the chains they name',
   const elemAt = cmds.findIndex((c) => c.includes('"element"'));
   assert.ok(chainAt > 0 && elemAt > chainAt, cmds.join('\n'));
   assert.ok(!cmds.some((c) => c.includes('"map"') && c.includes('"elem"')), 'the map itself comes empty');
+});
+
+test('general rules are compiled once: 1,000 apps and 10,000 category rules stay near 11,000 rules', () => {
+  const app = (i: number): string => (i + 1).toString(16).padStart(64, '0');
+  const cat = (from: number): string[] =>
+    Array.from(
+      { length: 5000 },
+      (_, i) =>
+        `  - { name: cat${from + i}, chain: forward, action: accept, src-cat: C${(from + i) % 1000}, protocol: tcp, dport: ${1 + ((from + i) % 60000)} }`,
+    );
+  const own = Array.from(
+    { length: 1000 },
+    (_, i) =>
+      `  - { name: app${i}, chain: forward, action: accept, src-app: '${app(i)}', protocol: udp, dport: 53 }`,
+  );
+  const text = `version: 1\ndefaults: { forward: drop }\nrules:\n${[...cat(0), ...own, ...cat(5000)].join('\n')}\n  - { name: not-1, chain: forward, action: drop, src-app: '!${app(1)}' }\n`;
+  const c = compilePolicy(parsePolicy(text, 'mixed.yaml'));
+  const fwd = dispatchPlan(c).hooks.find((h) => h.hook === 'forward');
+  assert.ok(fwd);
+  const total = planSize(fwd);
+  const rules = c.rules.length;
+  const apps = fwd.apps.length;
+  assert.equal(apps, 1000);
+  // Each rule once, plus one jump per app and segment (3 segments: two runs and the negation).
+  assert.ok(total <= rules + 3 * apps + 3, `${total} compiled rules for ${rules} rules and ${apps} apps`);
+  assert.equal(
+    fwd.segments.reduce((n, s) => n + s.rules.length, 0),
+    10001,
+    'every rule without a positive src-app condition is in exactly one segment',
+  );
+  // The chains still walk what the linear list would (in order), minus the negated rule for app 1.
+  const a1 = fwd.apps.find((a) => a.mrEnclave === app(1));
+  const names = walked(fwd, a1?.rules ?? []);
+  assert.equal(names.length, 10001);
+  assert.deepEqual(
+    [names[4999], names[5000], names[5001], names.at(-1)],
+    ['cat4999', 'app1', 'cat5000', 'cat9999'],
+  );
+  const a2 = fwd.apps.find((a) => a.mrEnclave === app(2));
+  assert.equal(walked(fwd, a2?.rules ?? []).at(-1), 'not-1');
+  // The nft document holds those rules (and their jumps) once.
+  const doc = nftApplyDocument(c) as { nftables: Expr[] };
+  const added = doc.nftables.filter((cmd) => (cmd.add as Expr | undefined)?.rule !== undefined).length;
+  assert.ok(added <= rules + 3 * apps + 10, `${added} rules in the document`);
+});
+
+test('scattered source-app rules: a tree of block chains keeps the jumps near apps × fanout × depth', () => {
+  const app = (i: number): string => (i + 1).toString(16).padStart(64, '0');
+  const lines: string[] = [];
+  for (let i = 0; i < 1000; i++) {
+    for (let j = 0; j < 10; j++)
+      lines.push(
+        `  - { name: cat${i * 10 + j}, chain: input, action: accept, src-cat: C${j}, protocol: tcp, dport: ${1 + i} }`,
+      );
+    lines.push(`  - { name: app${i}, chain: input, action: accept, src-app: '${app(i)}' }`);
+    if (i % 97 === 0)
+      lines.push(`  - { name: not${i}, chain: input, action: drop, src-app: '!${app(i + 1)}' }`);
+  }
+  const text = `version: 1\nrules:\n${lines.join('\n')}\n`;
+  const c = compilePolicy(parsePolicy(text, 'scattered.yaml'));
+  const input = dispatchPlan(c).hooks[0];
+  assert.ok(input);
+  assert.ok(input.segments.length > 1000, 'one segment per run and per negating rule');
+  const total = planSize(input);
+  // A jump per segment would be ≈ 1,000 apps × 1,000 segments.
+  assert.ok(total < c.rules.length + 60 * 1000, `${total} compiled rules for ${c.rules.length} rules`);
+  // Every app still walks exactly the rules the linear list would test for it, in order.
+  const linear = (m: string): string[] =>
+    c.rules.filter((r) => r.chain === 'input' && specializeNames(r, m)).map((r) => r.name);
+  for (const i of [0, 1, 2, 96, 97, 98, 500, 999]) {
+    const items: ChainItem[] = input.apps.find((x) => x.mrEnclave === app(i))?.rules ?? [];
+    assert.deepEqual(walked(input, items), linear(app(i)), `app ${i}`);
+  }
+  assert.deepEqual(walked(input, input.enclave), linear('0'.repeat(64)));
+});
+
+test('the dispatch document decides like the evaluator on large generated policies (block chains)', () => {
+  const packets = genPackets('input');
+  for (let seed = 600; seed < 630; seed += 1) {
+    const text = genPolicy(seed, 150, 'gen', ['input']);
+    const c = compilePolicy(parsePolicy(text, 'gen.yaml'), { apps });
+    assert.ok((dispatchPlan(c).hooks[0]?.blocks.length ?? 0) > 0, `seed ${seed} has block chains`);
+    const bad = mismatches(text, packets, load(filledDocument(c)));
+    assert.deepEqual(bad.slice(0, 5), [], `seed ${seed}:\n${text}`);
+  }
 });
