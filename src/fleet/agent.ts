@@ -14,7 +14,8 @@
  * transaction). The agent also reclaims the leases of lost gateways, so a fleet whose
  * gateways all died is cleaned up by its agents.
  */
-import { PgListener, backoffDelay, redactUrl } from '../pg/index.js';
+import type pg from 'pg';
+import { PgListener, backoffDelay, openPool, redactUrl } from '../pg/index.js';
 import type { Enforcer, EnclaveRegistration } from '../enforce/types.js';
 import { errorMessage } from '../util/errors.js';
 import { formatIpv4, parseIpv4, type Ipv4 } from '../util/ipv4.js';
@@ -30,7 +31,13 @@ const DEFAULT_RECLAIM_MS = 5_000;
 const RETRY_RESYNC_MS = 2_000;
 
 export interface AgentOptions {
+  /** The enclave registry. */
   url: string;
+  /**
+   * The policy store (netfilter layout) whose apps and categories apply; default: the
+   * registry's database.
+   */
+  policyUrl?: string;
   enforcer: Enforcer;
   log: Logger;
   /** How often expired leases are reclaimed (ms). */
@@ -71,6 +78,9 @@ export class FleetAgent {
   readonly stats: AgentStats = { resyncs: 0, joins: 0, leaves: 0, updates: 0, failures: 0, reclaimed: 0 };
   private registry: Registry | undefined;
   private listener: PgListener | undefined;
+  /** Only when the policy lives in another database than the registry. */
+  private policyListener: PgListener | undefined;
+  private policyPool: pg.Pool | undefined;
   /** What the backend holds, by enclave IP. */
   private readonly applied = new Map<Ipv4, Entry>();
   /** App names and categories from a netfilter policy in the same database, if any. */
@@ -148,6 +158,7 @@ export class FleetAgent {
         await new Promise((r) => setTimeout(r, delay));
       }
     }
+    await this.followSeparatePolicy();
     const reclaim = setInterval(() => void this.reclaim(), this.opts.reclaimEveryMs ?? DEFAULT_RECLAIM_MS);
     reclaim.unref();
     this.timers.push(reclaim);
@@ -169,10 +180,45 @@ export class FleetAgent {
     for (const t of this.timers) clearInterval(t);
     clearTimeout(this.retryTimer);
     await this.listener?.stop();
+    await this.policyListener?.stop();
     await this.queue;
     await this.opts.enforcer.stop();
     this.applied.clear();
     await this.registry?.close();
+    await this.policyPool?.end().catch(() => {});
+  }
+
+  /**
+   * A policy store in another database than the registry: read from its own pool and
+   * LISTEN there too (every reconnection resyncs, as for the registry).
+   */
+  private async followSeparatePolicy(): Promise<void> {
+    const url = this.opts.policyUrl;
+    if (url === undefined || url === this.opts.url || this.stopped) return;
+    this.policyPool = openPool(url, {
+      applicationName: 'seng-agent-policy',
+      onIdleError: (err) => this.log.warn({ event: 'pg-idle-error', err: errorMessage(err) }, 'idle error'),
+    });
+    const listener = new PgListener(url, [POLICY_CHANNEL], {
+      log: this.log,
+      applicationName: 'seng-agent-policy-listen',
+    });
+    this.policyListener = listener;
+    listener.on('connected', () => this.requestResync());
+    listener.on('notification', () => this.requestResync());
+    for (let attempt = 1; !this.stopped; attempt++) {
+      try {
+        await listener.start();
+        return;
+      } catch (err) {
+        const delay = backoffDelay(attempt, 200, 10_000);
+        this.log.error(
+          { event: 'policy-unreachable', policy: redactUrl(url), err: errorMessage(err), attempt },
+          `cannot LISTEN on the policy store (${errorMessage(err)}); retrying in ${delay} ms`,
+        );
+        await new Promise((r) => setTimeout(r, delay));
+      }
+    }
   }
 
   // ------------------------------------------------------------------ inputs
@@ -257,7 +303,7 @@ export class FleetAgent {
     const registry = this.registry;
     if (!registry) return;
     const started = Date.now();
-    this.policy = await readAppCategories(registry.pool);
+    this.policy = await readAppCategories(this.policyPool ?? registry.pool);
     const leases = await registry.liveLeases();
     const desired = new Map<Ipv4, Entry | null>();
     for (const l of leases) {

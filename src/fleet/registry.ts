@@ -5,9 +5,10 @@
  * retries on top. Every statement is parameterised.
  */
 import type pg from 'pg';
-import { openPool } from '../pg/index.js';
+import { openPool, redactUrl } from '../pg/index.js';
+import { EnvironmentError } from '../util/errors.js';
 import type { Ipv4 } from '../util/ipv4.js';
-import { ensureRegistrySchema } from './schema.js';
+import { ensureRegistrySchema, registrySchemaPresent } from './schema.js';
 
 /** What a gateway writes when it claims an enclave IP. */
 export interface LeaseClaim {
@@ -123,17 +124,22 @@ const FORGET_GATEWAYS_SQL = `DELETE FROM seng_gateways g
 export class Registry {
   private constructor(readonly pool: pg.Pool) {}
 
-  /** Opens a pool and creates the tables if needed (throws on connection errors: wrap in withRetry). */
+  /**
+   * Opens a pool and creates the tables if needed (throws on connection errors: wrap in
+   * withRetry). With `readOnly` nothing is created (`seng leases`, `seng status --fleet` may
+   * run as users that cannot): missing tables are an EREGISTRY_MISSING error with a hint.
+   */
   static async open(
     url: string,
-    opts: { applicationName?: string; onIdleError?: (err: Error) => void } = {},
+    opts: { applicationName?: string; onIdleError?: (err: Error) => void; readOnly?: boolean } = {},
   ): Promise<Registry> {
     const pool = openPool(url, {
       applicationName: opts.applicationName ?? 'seng-registry',
       ...(opts.onIdleError ? { onIdleError: opts.onIdleError } : {}),
     });
     try {
-      await ensureRegistrySchema(pool);
+      if (!opts.readOnly) await ensureRegistrySchema(pool);
+      else if (!(await registrySchemaPresent(pool))) throw registryMissing(url);
     } catch (err) {
       await pool.end().catch(() => {});
       throw err;
@@ -343,6 +349,14 @@ export class Registry {
     );
     return r.rows.map(fromRow);
   }
+}
+
+function registryMissing(url: string): EnvironmentError {
+  return new EnvironmentError(
+    'EREGISTRY_MISSING',
+    `${redactUrl(url)} holds no enclave registry (no seng_leases table)`,
+    'the registry is created by the first gateway started with --registry URL or -d postgres://… (or seng agent); check the URL and database name',
+  );
 }
 
 function claimParams(l: LeaseClaim): unknown[] {
