@@ -314,7 +314,13 @@ export class FleetAgent {
     const changed = await this.reconcile(desired);
     this.stats.resyncs++;
     this.log.info(
-      { event: 'resynced', leases: leases.length, ...changed, ms: Date.now() - started },
+      {
+        event: 'resynced',
+        leases: leases.length,
+        ...changed,
+        ms: Date.now() - started,
+        ...this.backendBatches(),
+      },
       `resynchronised with ${leases.length} live lease(s)`,
     );
   }
@@ -354,7 +360,24 @@ export class FleetAgent {
       const e = this.entryOf(lease);
       if (e) desired.set(ev.ip, e);
     }
-    await this.reconcile(desired);
+    const changed = await this.reconcile(desired);
+    // One line per step of the queue (debug): the bench measures bursts at the agent with it.
+    this.log.debug(
+      {
+        event: 'applied',
+        events: events.length,
+        ...changed,
+        enclaves: this.applied.size,
+        ...this.backendBatches(),
+      },
+      'lease changes applied',
+    );
+  }
+
+  /** Kernel transactions the backend made so far, when it counts them (nftables). */
+  private backendBatches(): { backendBatches?: number } {
+    const stats = (this.opts.enforcer as { stats?: { batches?: unknown } }).stats;
+    return typeof stats?.batches === 'number' ? { backendBatches: stats.batches } : {};
   }
 
   /** The backend's registration for a lease; undefined (logged) for a malformed row. */
