@@ -11,6 +11,7 @@ import type { GatewayState } from './lib/gateway-state.js';
 import type { FuzzResult } from './fuzz.js';
 import type { AdmissionResult } from './admission.js';
 import type { EnforcementResult } from './enforcement.js';
+import type { PolicyScaleResult } from './policy-scale.js';
 import type { MemoryResult } from './memory.js';
 import type { FleetResult } from './fleet.js';
 import type { ProfileSummary } from './profile.js';
@@ -28,6 +29,7 @@ export interface BenchResults {
     datapath?: DatapathResult;
     admission?: AdmissionResult;
     enforcement?: EnforcementResult;
+    'policy-scale'?: PolicyScaleResult;
     memory?: MemoryResult;
     profile?: ProfileSummary[];
     soak?: SoakResult;
@@ -195,6 +197,22 @@ function targets(res: BenchResults): Target[] {
       target: 'per-packet cost with 10,000 vs 10 enclaves does not grow (max rate ≥ 0.9×)',
       value: `${fmt(r, 2)}× max forwarding rate (${fmt(a10k.pps)} vs ${fmt(a10.pps)} pkt/s)`,
       met: Number.isFinite(r) ? r >= 0.9 : undefined,
+    });
+  }
+  const ps = res.sections['policy-scale'];
+  if (ps?.ratio !== undefined) {
+    const big = ps.rates.find((r) => r.config === 'large');
+    out.push({
+      target: `64 B forwarding rate through the compiled ruleset, ${fmt(big?.enclaves ?? 0)} enclaves / ${fmt(big?.rules ?? 0)} rules vs 10 / 10 ≥ 0.95× (issue 15)`,
+      value: `${fmt(ps.ratio, 2)}×${ps.linearRatio !== undefined ? ` (old linear chain: ${fmt(ps.linearRatio, 2)}×)` : ''}`,
+      met: ps.ratio >= 0.95,
+    });
+  }
+  if (ps?.burst) {
+    out.push({
+      target: `burst of ${fmt(ps.burst.size)} joins and of ${fmt(ps.burst.size)} leaves through the nft backend (issue 15): time and kernel transactions`,
+      value: `joins ${fmt(ps.burst.joinMs, 1)} ms in ${ps.burst.joinTransactions}, leaves ${fmt(ps.burst.leaveMs, 1)} ms in ${ps.burst.leaveTransactions} transaction(s)`,
+      met: ps.burst.joinTransactions === 1 && ps.burst.leaveTransactions === 1,
     });
   }
   const m = res.sections.memory;
@@ -623,6 +641,30 @@ function enforcementTables(e: EnforcementResult): string {
   return parts.join('\n');
 }
 
+function policyScaleTable(ps: PolicyScaleResult): string {
+  const parts = [
+    table(
+      ['ruleset', 'rules', 'registered enclaves', '64 B datagrams/s delivered (sent)', 'apply / register'],
+      ps.rates.map((r) => [
+        r.config === 'linear' ? 'linear chain (before dispatch)' : `compiled (${r.config})`,
+        fmt(r.rules),
+        fmt(r.enclaves),
+        r.error ? `error: ${r.error}` : `${fmt(r.deliveredPps)} (${fmt(r.sentPps)})`,
+        r.applyMs !== undefined ? `${fmt(r.applyMs, 0)} ms / ${fmt(r.joinMs ?? 0, 0)} ms` : '',
+      ]),
+    ),
+    '',
+    "Two iperf3 UDP streams (64-byte payloads, unlimited rate) from an enclave IP through the router namespace's forward hook; the source's app has the last rule of the list and it does not match, the worst case of a linear chain. Rounds alternate small and large; on a shared 2-core machine they disagree by tens of per cent, so a ratio above 1 means the rate does not fall, not a speed-up; where delivered equals sent, the sender was the limit in that round. `npm run bench -- --only policy-scale` runs this alone.",
+  ];
+  if (ps.burst)
+    parts.push(
+      '',
+      `- Burst of ${fmt(ps.burst.size)} joins (joinMany, with the large policy and its enclaves in place): **${fmt(ps.burst.joinMs, 1)} ms** in ${ps.burst.joinTransactions} kernel transaction(s); ${fmt(ps.burst.size)} leaves (leaveMany): **${fmt(ps.burst.leaveMs, 1)} ms** in ${ps.burst.leaveTransactions} (the conntrack purges follow, off the leave path).`,
+    );
+  for (const err of ps.errors) parts.push(`- **error**: ${err}`);
+  return parts.join('\n');
+}
+
 function profileTables(ps: ProfileSummary[]): string {
   const parts: string[] = [];
   for (const p of ps) {
@@ -777,6 +819,10 @@ export function renderReport(res: BenchResults): string {
   out.push('## 3. Policy and enforcement cost (nftables mode)', '');
   if (res.sections.enforcement) out.push(enforcementTables(res.sections.enforcement), '');
   else out.push(`_not measured_ ${res.errors.enforcement ?? ''}`, '');
+  out.push('### Policy cost independent of scale (dispatch, issue 15)', '');
+  const ps = res.sections['policy-scale'];
+  if (ps) out.push(policyScaleTable(ps), '');
+  else out.push(`_not measured_ ${res.errors['policy-scale'] ?? ''}`, '');
   out.push('## 4. Memory', '');
   if (res.sections.memory) out.push(memoryTable(res.sections.memory), '');
   else out.push(`_not measured_ ${res.errors.memory ?? ''}`, '');
@@ -803,7 +849,7 @@ export function renderReport(res: BenchResults): string {
     'npm ci && npm run build        # TypeScript and the native addons',
     'sudo npm run bench             # full run, ≈ 20 min; writes BENCHMARKS.md and bench/results/latest.json',
     'sudo npm run bench -- --quick  # short pass, a few minutes',
-    'sudo npm run bench -- --only datapath   # or admission, enforcement, memory, soak, profile, fuzz, fleet (comma-separated)',
+    'sudo npm run bench -- --only datapath   # or admission, enforcement, policy-scale, memory, soak, profile, fuzz, fleet (comma-separated)',
     '```',
     '',
     'Needs root, iperf3, openvpn, openssl, nft, ip, taskset (scripts/install-system-deps.sh). Everything runs in network namespaces named `sg-bn-<pid>-<n>` that the run creates and deletes (also on Ctrl-C). Method and caveats: [docs/bench.md](docs/bench.md).',

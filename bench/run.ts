@@ -5,7 +5,7 @@
  *
  *   npm run bench                      full run (≈ 20 min)
  *   npm run bench -- --quick           short pass (a few minutes)
- *   npm run bench -- --only datapath   one section (datapath, admission, enforcement, memory, soak, profile, fuzz, fleet); comma-separated
+ *   npm run bench -- --only datapath   one section (datapath, admission, enforcement, policy-scale, memory, soak, profile, fuzz, fleet); comma-separated
  *   npm run bench -- --out DIR         write the report and JSON somewhere else
  *   npm run bench -- --render          re-render BENCHMARKS.md from the last results (after editing bench/findings.md)
  *   npm run bench -- --only X --merge  re-run sections and keep the other sections of the last results
@@ -18,6 +18,7 @@ import { errorText, log, machineInfo, opensslSpeed, type BenchOptions } from './
 import { runDatapath } from './datapath.js';
 import { runAdmission } from './admission.js';
 import { runEnforcement } from './enforcement.js';
+import { runPolicyScale } from './policy-scale.js';
 import { runMemory } from './memory.js';
 import { runProfile } from './profile.js';
 import { runFuzz } from './fuzz.js';
@@ -29,6 +30,7 @@ export const SECTIONS = [
   'datapath',
   'admission',
   'enforcement',
+  'policy-scale',
   'memory',
   'soak',
   'profile',
@@ -61,7 +63,7 @@ function parseArgs(
     else if (a === '--merge') merge = true;
     else if (a === '--help' || a === '-h') {
       process.stdout.write(
-        'usage: npm run bench -- [--quick] [--only datapath|admission|enforcement|memory|soak|profile|fuzz|fleet] [--out DIR] [--no-report] [--render] [--merge]\n' +
+        'usage: npm run bench -- [--quick] [--only datapath|admission|enforcement|policy-scale|memory|soak|profile|fuzz|fleet] [--out DIR] [--no-report] [--render] [--merge]\n' +
           '  --merge: with --only, keep the other sections of bench/results/latest.json\n' +
           '  --render: only re-render BENCHMARKS.md from bench/results/latest.json (e.g. after editing bench/findings.md)\n',
       );
@@ -143,6 +145,7 @@ async function main(): Promise<void> {
     await section('datapath', () => runDatapath(needLab(), opts));
     await section('admission', () => runAdmission(needLab(), opts, results.opensslSpeed));
     await section('enforcement', () => runEnforcement(opts));
+    await section('policy-scale', () => runPolicyScale(opts));
     await section('memory', () => runMemory(needLab(), opts));
     await section('soak', () => runSoak(needLab(), opts));
     await section('profile', () => runProfile(needLab(), opts));

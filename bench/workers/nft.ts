@@ -88,6 +88,7 @@ async function main(): Promise<void> {
       joins.push(ms(t0));
       t0 = performance.now();
       await enforcer.leave(r);
+      await enforcer.purged(r.enclaveIp); // the row reports leave including its purge
       leaves.push(ms(t0));
     }
     // The conntrack purge alone (what leave adds to the set update).

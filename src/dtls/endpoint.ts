@@ -6,11 +6,25 @@
  */
 import { isIP } from 'node:net';
 import { InputError } from '../util/errors.js';
-import { loadAddon, type NativeEndpoint } from './native.js';
+import {
+  loadAddon,
+  RECORD_FLAG,
+  type NativeConn,
+  type NativeEndpoint,
+  type NativeRecvThreadStats,
+} from './native.js';
 import { nativeError } from './errors.js';
 
 /** A datagram: bytes [off, off + len) of `arena` (valid only during the call), from ip:port. */
 export type DatagramHandler = (arena: Buffer, off: number, len: number, ip: number, port: number) => void;
+
+/** A decrypted record the receive thread left to JavaScript: bytes [off, off + len) of `arena`. */
+export type RecordHandler = (arena: Buffer, off: number, len: number, ip: number, port: number) => void;
+
+export interface EndpointThreadOptions {
+  /** Decrypted records of routed sessions that the forwarder's rule leaves to JavaScript. */
+  onRecord: RecordHandler;
+}
 
 export function ipv4ToString(ip: number): string {
   return `${ip >>> 24}.${(ip >>> 16) & 255}.${(ip >>> 8) & 255}.${ip & 255}`;
@@ -36,7 +50,10 @@ export class UdpEndpoint {
 
   /**
    * Binds host:port (0: any free port) and starts delivering datagrams to `onDatagram`, reading up
-   * to `batch` (1..32) per system call; each slot of the receive arena is 18 KiB.
+   * to `batch` (1..32) per system call; each slot of the receive arena is 18 KiB. With `thread`,
+   * a native receive thread reads the socket (native/dtls/src/recv_thread.h): it forwards the
+   * application data of routed sessions itself (route()) and queues everything else for
+   * `onDatagram` (and `thread.onRecord`) on this thread.
    */
   static open(
     host: string,
@@ -44,6 +61,7 @@ export class UdpEndpoint {
     bufferBytes: number,
     onDatagram: DatagramHandler,
     batch = 32,
+    thread?: EndpointThreadOptions,
   ): UdpEndpoint {
     if (isIP(host) !== 4) {
       throw new InputError(`DTLS endpoints are IPv4 (SPEC §1.1); '${host}' is not an IPv4 address`);
@@ -65,10 +83,16 @@ export class UdpEndpoint {
           for (let i = 0; i < n; i++) {
             const len = meta[4 * i + 1] ?? 0;
             if (len === 0) continue;
-            onDatagram(arena, meta[4 * i] ?? 0, len, meta[4 * i + 2] ?? 0, meta[4 * i + 3] ?? 0);
+            const port = meta[4 * i + 3] ?? 0;
+            if (port & RECORD_FLAG) {
+              thread?.onRecord(arena, meta[4 * i] ?? 0, len, meta[4 * i + 2] ?? 0, port & 0xffff);
+              continue;
+            }
+            onDatagram(arena, meta[4 * i] ?? 0, len, meta[4 * i + 2] ?? 0, port);
           }
         },
         batch,
+        thread !== undefined,
       );
       arena = native.arena;
       meta = native.meta;
@@ -80,6 +104,34 @@ export class UdpEndpoint {
       throw nativeError(err, 'cannot poll the UDP socket');
     }
     return new UdpEndpoint(native, bound.fd, bound.port);
+  }
+
+  /** Whether a native receive thread reads the socket. */
+  get threaded(): boolean {
+    return this.native.threadStats() !== undefined;
+  }
+
+  /**
+   * Threaded: the receive thread opens and forwards the application data of the session at
+   * ip:port (host order) with its connection's forwarder settings (forwarding must be on).
+   */
+  route(ip: number, port: number, conn: NativeConn): boolean {
+    return this.native.route(ip, port, conn);
+  }
+
+  /** Removes a route; its final counters (RECV_ROUTE indices), undefined when there was none. */
+  unroute(ip: number, port: number): number[] | undefined {
+    return this.native.unroute(ip, port);
+  }
+
+  /** One route's counters (RECV_ROUTE indices), undefined when there is none. */
+  routeStats(ip: number, port: number): number[] | undefined {
+    return this.native.routeStats(ip, port);
+  }
+
+  /** The receive thread's counters, undefined when the endpoint is not threaded. */
+  threadStats(): NativeRecvThreadStats | undefined {
+    return this.native.threadStats();
   }
 
   /** Stops reading and closes the socket; resolves once the descriptor is closed. */

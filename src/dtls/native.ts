@@ -110,12 +110,61 @@ export interface NativeContext {
 }
 
 export interface NativeEndpoint {
-  /** Datagram i of a batch is arena[meta[4i], +meta[4i+1]) from IPv4 meta[4i+2] (host order), port meta[4i+3]. */
+  /**
+   * Datagram i of a batch is arena[meta[4i], +meta[4i+1]) from IPv4 meta[4i+2] (host order), port
+   * meta[4i+3] & 0xffff; bit 16 of the port word (threaded only): a decrypted record the receive
+   * thread left to JavaScript (RECORD_FLAG).
+   */
   readonly arena: Buffer;
   readonly meta: Uint32Array;
   readonly fd: number;
   start(): void;
   close(onClosed?: () => void): void;
+  /** Threaded: the receive thread takes ip:port's application data (conn's forwarder settings). */
+  route(ip: number, port: number, conn: NativeConn): boolean;
+  /** Threaded: removes the route; its final counters (RECV_ROUTE_* indices), undefined if none. */
+  unroute(ip: number, port: number): number[] | undefined;
+  /** One route's counters, or all as [ip * 65536 + port, ...counters] per route. */
+  routeStats(ip: number, port: number): number[] | undefined;
+  routeStats(): Float64Array;
+  threadStats(): NativeRecvThreadStats | undefined;
+}
+
+/** Bit 16 of a datagram's port word: a decrypted record from the receive thread. */
+export const RECORD_FLAG = 0x10000;
+
+/** Indices into a receive route's counters (native/dtls/src/endpoint.cc, routeValues). */
+export const RECV_ROUTE = {
+  lastRxMs: 0,
+  packets: 1,
+  bytes: 2,
+  dropped: 3,
+  oversize: 4,
+  malformed: 5,
+  spoofed: 6,
+  lastSpoofedSource: 7,
+  replayed: 8,
+  forged: 9,
+  other: 10,
+  toJs: 11,
+} as const;
+
+export interface NativeRecvThreadStats {
+  /** recvmmsg batches, datagrams read. */
+  wakeups: number;
+  datagrams: number;
+  /** Application-data datagrams of routed sessions opened on the thread. */
+  opened: number;
+  /** Items queued for JavaScript (datagrams, decrypted records), and dropped because the queue was full. */
+  queued: number;
+  queueDropped: number;
+  /** Decrypted records the forwarder's rule left to JavaScript. */
+  plainToJs: number;
+  /** Datagrams of routes whose session had ended (went to JavaScript). */
+  expired: number;
+  routes: number;
+  reading: boolean;
+  readError?: string;
 }
 
 export interface NativeTunDispatchStats {
@@ -192,7 +241,12 @@ export interface NativeTunWriteStats {
 
 export interface DtlsAddon {
   Context: new (opts: NativeContextOptions) => NativeContext;
-  Endpoint: new (fd: number, onBatch: (count: number) => void, batch?: number) => NativeEndpoint;
+  Endpoint: new (
+    fd: number,
+    onBatch: (count: number) => void,
+    batch?: number,
+    threaded?: boolean,
+  ) => NativeEndpoint;
   TunDispatch: new (
     tunFd: number,
     udpFd: number,

@@ -23,8 +23,10 @@ import {
   loadAddon,
   type NativeConn,
   type NativeContext,
+  type NativeRecvThreadStats,
   type NativeTunDispatch,
 } from './native.js';
+import { ReceiveRoute, type ReceiveRouteStats } from './recv-route.js';
 import { TunDispatch } from './dispatch.js';
 import { DtlsSession } from './session.js';
 import { UdpEndpoint, ipv4ToString } from './endpoint.js';
@@ -72,7 +74,8 @@ interface Handshake {
 }
 
 type Entry =
-  { hs: Handshake; session?: undefined } | { hs?: undefined; session: DtlsSession; random: string };
+  | { hs: Handshake; session?: undefined }
+  | { hs?: undefined; session: DtlsSession; random: string; recv: ReceiveRoute | undefined };
 
 export interface DtlsServerEvents {
   session: [session: DtlsSession];
@@ -100,7 +103,10 @@ export class DtlsServer extends EventEmitter<DtlsServerEvents> {
 
   private readonly ctx: NativeContext;
   private endpoint!: UdpEndpoint;
-  private readonly opts: Required<Omit<DtlsServerOptions, 'logger' | 'cipherList'>> & { cipherList: string };
+  private readonly opts: Required<Omit<DtlsServerOptions, 'logger' | 'cipherList' | 'receiveThread'>> & {
+    cipherList: string;
+    receiveThread: boolean;
+  };
   private readonly logger: Logger;
   private readonly peers = new Map<number, Entry>();
   private readonly cookieTimer: NodeJS.Timeout;
@@ -125,8 +131,15 @@ export class DtlsServer extends EventEmitter<DtlsServerEvents> {
     this.ctx = ctx;
     this.opts = opts;
     this.logger = logger;
-    this.endpoint = UdpEndpoint.open(host, opts.port, opts.socketBufferBytes, (arena, off, len, ip, port) =>
-      this.onDatagram(arena, off, len, ip, port),
+    this.endpoint = UdpEndpoint.open(
+      host,
+      opts.port,
+      opts.socketBufferBytes,
+      (arena, off, len, ip, port) => this.onDatagram(arena, off, len, ip, port),
+      32,
+      opts.receiveThread
+        ? { onRecord: (arena, off, len, ip, port) => this.onRecord(arena, off, len, ip, port) }
+        : undefined,
     );
     this.address = { address: host, port: this.endpoint.port };
     this.ctx.setFd(this.endpoint.fd);
@@ -158,6 +171,7 @@ export class DtlsServer extends EventEmitter<DtlsServerEvents> {
       cookieRotationMs: options.cookieRotationMs ?? 30_000,
       socketBufferBytes: options.socketBufferBytes ?? 4 * 1024 * 1024,
       retainPeerChain: options.retainPeerChain ?? true,
+      receiveThread: options.receiveThread ?? process.env.SENG_NATIVE_RECV_THREAD !== '0',
     };
     const positive = (name: string, v: number, min: number): void => {
       if (!Number.isFinite(v) || v < min)
@@ -204,6 +218,17 @@ export class DtlsServer extends EventEmitter<DtlsServerEvents> {
     const out: DtlsSession[] = [];
     for (const e of this.peers.values()) if (e.session) out.push(e.session);
     return out;
+  }
+
+  /** The native receive thread's counters, undefined when the socket is read on this thread. */
+  receiveThreadStats(): NativeRecvThreadStats | undefined {
+    return this.endpoint.threadStats();
+  }
+
+  /** What the receive thread did for `session` (forwarded, discarded), undefined without a thread. */
+  receiveStats(session: DtlsSession): ReceiveRouteStats | undefined {
+    for (const e of this.peers.values()) if (e.session === session) return e.recv?.stats();
+    return undefined;
   }
 
   /**
@@ -307,6 +332,14 @@ export class DtlsServer extends EventEmitter<DtlsServerEvents> {
     this.drive(hs, null, 0, 0);
   }
 
+  /** A decrypted record of a routed session that the receive thread left to JavaScript. */
+  private onRecord(arena: Buffer, off: number, len: number, ip: number, port: number): void {
+    if (this.closing) return;
+    // The session may have ended since the thread queued it: then the record is dropped.
+    const session = this.peers.get(peerKey(ip, port))?.session;
+    session?.receivedRecord(Buffer.from(arena.subarray(off, off + len)));
+  }
+
   private drive(hs: Handshake, datagram: Buffer | null, off: number, len: number): void {
     const flags = hs.conn.input(datagram, EMPTY_SLAB, 0, EMPTY_LENS, off, len) & 0xff;
     this.afterStep(hs, flags);
@@ -399,6 +432,7 @@ export class DtlsServer extends EventEmitter<DtlsServerEvents> {
     }
     clearTimeout(hs.deadline);
     this.countHandshake(hs.ip, -1);
+    const recv = this.opts.receiveThread ? new ReceiveRoute(this.endpoint, hs.ip, hs.port) : undefined;
     const session = new DtlsSession({
       conn: hs.conn,
       remoteAddress: hs.address,
@@ -409,8 +443,9 @@ export class DtlsServer extends EventEmitter<DtlsServerEvents> {
       idleTimeoutMs: this.opts.idleTimeoutMs,
       logger: this.logger,
       onEnd: this.sessionEnder(hs.key),
+      receiveRoute: recv,
     });
-    this.peers.set(hs.key, { session, random: hs.random });
+    this.peers.set(hs.key, { session, random: hs.random, recv });
     this.sessionCount++;
     this.counters.accepted++;
     this.logger.debug(

@@ -3,6 +3,7 @@
  * synchronously in the addon; encrypted records go straight to the socket with sendto(2).
  */
 import { EventEmitter } from 'node:events';
+import type { ReceiveRoute } from './recv-route.js';
 import type { Logger } from 'pino';
 import { silentLogger } from '../util/log.js';
 import { F_FATAL, F_MORE, F_PEER_CLOSED, type NativeConn } from './native.js';
@@ -31,6 +32,8 @@ export interface SessionInit {
   logger?: Logger;
   /** Called once when the session ends (before the 'close' event). */
   onEnd?: (session: DtlsSession, reason: CloseReason) => void;
+  /** The server's receive thread, when one reads this session's datagrams (recv-route.ts). */
+  receiveRoute?: ReceiveRoute;
 }
 
 /** Counters of the native receive-tunnel fast path (forwardTo). */
@@ -114,6 +117,8 @@ export class DtlsSession extends EventEmitter<DtlsSessionEvents> {
   private lastForward: Readonly<ForwardStats> = NO_FORWARDING;
   private readonly logger: Logger;
   private readonly onEnd: ((session: DtlsSession, reason: CloseReason) => void) | undefined;
+  /** @internal read by checkIdle (the receive thread's last-receive stamp) */
+  readonly receiveRoute: ReceiveRoute | undefined;
   /** @internal read by checkIdle */
   idleMs: number;
   /** @internal */
@@ -140,6 +145,7 @@ export class DtlsSession extends EventEmitter<DtlsSessionEvents> {
     this.verifyContext = init.verifyContext;
     this.logger = init.logger ?? silentLogger;
     this.onEnd = init.onEnd;
+    this.receiveRoute = init.receiveRoute;
     const info = init.conn.info();
     this.cipher = internSuiteName(info.cipher ?? '');
     this.maxRecordSize = info.maxRecord;
@@ -215,20 +221,24 @@ export class DtlsSession extends EventEmitter<DtlsSessionEvents> {
       opts.vnetHdr === true,
       opts.checkDestination === true,
     );
+    if (this.conn) this.receiveRoute?.update(this.conn, fd >= 0);
   }
 
   /** Counters of forwardTo() (kept after the session ended). */
   forwardStats(): ForwardStats {
     const s = this.conn?.forwardStats();
-    if (!s) return { ...this.lastForward };
+    const own = s ? forwardCounters(s) : this.lastForward;
+    const t = this.receiveRoute?.stats();
+    if (!t) return { ...own };
+    // What the receive thread forwarded for this session, added to the JavaScript thread's part.
     return {
-      packets: s[0] ?? 0,
-      bytes: s[1] ?? 0,
-      dropped: s[2] ?? 0,
-      oversize: s[3] ?? 0,
-      malformed: s[4] ?? 0,
-      spoofed: s[5] ?? 0,
-      lastSpoofedSource: s[6] ?? 0,
+      packets: own.packets + t.packets,
+      bytes: own.bytes + t.bytes,
+      dropped: own.dropped + t.dropped,
+      oversize: own.oversize + t.oversize,
+      malformed: own.malformed + t.malformed,
+      spoofed: own.spoofed + t.spoofed,
+      lastSpoofedSource: t.lastSpoofedSource || own.lastSpoofedSource,
     };
   }
 
@@ -287,7 +297,10 @@ export class DtlsSession extends EventEmitter<DtlsSessionEvents> {
     if (this.idleTimer) clearTimeout(this.idleTimer);
     this.idleTimer = undefined;
     const conn = this.conn;
-    if (conn) this.lastForward = this.forwardStats();
+    // Keep the JavaScript thread's part; the receive route keeps its own after remove().
+    const ownAtEnd = conn?.forwardStats();
+    if (ownAtEnd) this.lastForward = forwardCounters(ownAtEnd);
+    this.receiveRoute?.remove();
     this.conn = undefined;
     conn?.free();
     this.logger.debug(
@@ -296,6 +309,13 @@ export class DtlsSession extends EventEmitter<DtlsSessionEvents> {
     );
     this.onEnd?.(this, reason);
     this.emit('close', reason, detail);
+  }
+
+  /** @internal a decrypted record the server's receive thread left to JavaScript (a copy). */
+  receivedRecord(record: Buffer): void {
+    if (this.ended) return;
+    this.lastRx = Date.now();
+    this.deliverOne(record);
   }
 
   private deliver(n: number): void {
@@ -361,10 +381,23 @@ export class DtlsSession extends EventEmitter<DtlsSessionEvents> {
 }
 
 /** The idle timer of `s` fired: closes it when quiet long enough, else waits for the rest. */
+/** The native forwarder's counters (an array, see NativeConn.forwardStats) as an object. */
+function forwardCounters(s: number[]): ForwardStats {
+  return {
+    packets: s[0] ?? 0,
+    bytes: s[1] ?? 0,
+    dropped: s[2] ?? 0,
+    oversize: s[3] ?? 0,
+    malformed: s[4] ?? 0,
+    spoofed: s[5] ?? 0,
+    lastSpoofedSource: s[6] ?? 0,
+  };
+}
+
 function checkIdle(s: DtlsSession): void {
   s.idleTimer = undefined;
   if (!s.open) return;
-  const quiet = Date.now() - s.lastRx;
+  const quiet = Date.now() - Math.max(s.lastRx, s.receiveRoute?.lastReceived() ?? 0);
   if (quiet >= s.idleMs) {
     s.close('idle');
     return;

@@ -73,6 +73,13 @@ export interface DtlsServerOptions {
    * certificate for its lifetime; the hook always receives the chain.
    */
   retainPeerChain?: boolean;
+  /**
+   * Read the socket on a native receive thread (default: on, unless SENG_NATIVE_RECV_THREAD=0):
+   * the application data of sessions that forward natively (forwardTo) is opened and forwarded
+   * there, so a busy JavaScript thread does not stall it; everything else reaches JavaScript
+   * through a bounded queue. Off: the socket is read on the JavaScript thread (libuv poll).
+   */
+  receiveThread?: boolean;
   logger?: Logger;
 }
 

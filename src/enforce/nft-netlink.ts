@@ -45,21 +45,53 @@ const NFTA_SET_ELEM_LIST_SET = 2;
 const NFTA_SET_ELEM_LIST_ELEMENTS = 3;
 const NFTA_LIST_ELEM = 1;
 const NFTA_SET_ELEM_KEY = 1;
+const NFTA_SET_ELEM_DATA = 2;
 const NFTA_DATA_VALUE = 1;
-/** 16 bytes per element; an attribute holds at most 65535 bytes. */
-const MAX_ELEMENTS_PER_MESSAGE = 2048;
+const NFTA_DATA_VERDICT = 2;
+const NFTA_VERDICT_CODE = 1;
+const NFTA_VERDICT_CHAIN = 2;
+/** include/uapi/linux/netfilter/nf_tables.h: enum nft_verdicts, NFT_GOTO = -4. */
+const NFT_GOTO = -4;
+/** What one batch (one sendmsg) may carry; the socket's send buffer is 8 MiB. */
+const MAX_BATCH_BYTES = 6 << 20;
+/** An element list is one attribute, whose length field has 16 bits: stay below it. */
+const MAX_ELEMENT_BYTES_PER_MESSAGE = 2048 * 16;
 
-/** Element changes of one set. Addresses are host-order numbers. */
+/**
+ * Element changes of one set or map. Addresses are host-order numbers. For a verdict map
+ * (the policy's dispatch maps), `gotoChains[i]` is the chain the element `add[i]` jumps to
+ * with `goto`; `replace` lists added elements that may exist with another verdict (they
+ * are removed first in the same batch: the kernel refuses to overwrite a map element's data).
+ */
 export interface SetElementChange {
   set: string;
   add: number[];
   remove: number[];
+  gotoChains?: string[];
+  replace?: number[];
 }
 
-function ipKey(ip: number): Buffer {
+function ipValue(ip: number): Buffer {
   const v = Buffer.alloc(4);
   v.writeUInt32BE(ip >>> 0, 0);
-  return nlaNested(NFTA_LIST_ELEM, [nlaNested(NFTA_SET_ELEM_KEY, [nla(NFTA_DATA_VALUE, v)])]);
+  return v;
+}
+
+function element(ip: number, gotoChain?: string): Buffer {
+  const parts = [nlaNested(NFTA_SET_ELEM_KEY, [nla(NFTA_DATA_VALUE, ipValue(ip))])];
+  if (gotoChain !== undefined) {
+    const code = Buffer.alloc(4);
+    code.writeInt32BE(NFT_GOTO, 0);
+    parts.push(
+      nlaNested(NFTA_SET_ELEM_DATA, [
+        nlaNested(NFTA_DATA_VERDICT, [
+          nla(NFTA_VERDICT_CODE, code),
+          nlaStringz(NFTA_VERDICT_CHAIN, gotoChain),
+        ]),
+      ]),
+    );
+  }
+  return nlaNested(NFTA_LIST_ELEM, parts);
 }
 
 export interface NftNetlinkOptions {
@@ -74,6 +106,8 @@ export interface NftNetlinkOptions {
 export class NftNetlink {
   private channel: NetlinkChannel | undefined;
   private destroySupported = true;
+  /** Batches committed (one kernel transaction each), for benchmarks and tests. */
+  transactions = 0;
   readonly table: string;
   private readonly timeoutMs: number;
   private readonly transport: NetlinkTransport | undefined;
@@ -90,8 +124,9 @@ export class NftNetlink {
     if (!transport) {
       try {
         transport = new RawSocketTransport(NETLINK_NETFILTER, {
-          recvBufferSize: 1 << 20,
-          sendBufferSize: 1 << 20,
+          recvBufferSize: 4 << 20,
+          // A batch is one sendmsg, bounded by the send buffer: room for ~20,000 joins with their map entries.
+          sendBufferSize: 8 << 20,
         });
       } catch (e) {
         throw new EnvironmentError(
@@ -134,13 +169,28 @@ export class NftNetlink {
   /** The batch's messages: removals first, so an IP that leaves and rejoins within one batch ends up present. */
   private messages(work: SetElementChange[], delType: number): OutgoingMessage[] {
     const out: OutgoingMessage[] = [];
-    const elements = (msg: number, flags: number, set: string, all: number[], what: string): void => {
+    const elements = (
+      msg: number,
+      flags: number,
+      set: string,
+      all: number[],
+      what: string,
+      chains?: string[],
+    ): void => {
+      const encoded = all.map((ip, i) => element(ip, chains?.[i]));
       // The element list is one attribute, whose length field has 16 bits: chunk it.
-      for (let i = 0; i < all.length; i += MAX_ELEMENTS_PER_MESSAGE) {
+      for (let i = 0; i < encoded.length;) {
+        const chunk: Buffer[] = [];
+        let bytes = 0;
+        while (i < encoded.length && bytes + (encoded[i] as Buffer).length <= MAX_ELEMENT_BYTES_PER_MESSAGE) {
+          bytes += (encoded[i] as Buffer).length;
+          chunk.push(encoded[i] as Buffer);
+          i += 1;
+        }
         const attrs = [
           nlaStringz(NFTA_SET_ELEM_LIST_TABLE, this.table),
           nlaStringz(NFTA_SET_ELEM_LIST_SET, set),
-          nlaNested(NFTA_SET_ELEM_LIST_ELEMENTS, all.slice(i, i + MAX_ELEMENTS_PER_MESSAGE).map(ipKey)),
+          nlaNested(NFTA_SET_ELEM_LIST_ELEMENTS, chunk),
         ];
         out.push({
           what,
@@ -153,8 +203,9 @@ export class NftNetlink {
       }
     };
     for (const c of work) {
-      if (c.remove.length)
-        elements(delType, NLM_F_REQUEST | NLM_F_ACK, c.set, c.remove, `remove from set ${c.set}`);
+      const remove = c.replace?.length ? [...new Set([...c.remove, ...c.replace])] : c.remove;
+      if (remove.length)
+        elements(delType, NLM_F_REQUEST | NLM_F_ACK, c.set, remove, `remove from set ${c.set}`);
     }
     for (const c of work) {
       if (c.add.length)
@@ -164,17 +215,40 @@ export class NftNetlink {
           c.set,
           c.add,
           `add to set ${c.set}`,
+          c.gotoChains,
         );
     }
     return out;
   }
 
   private async send(work: SetElementChange[], delType: number): Promise<void> {
-    const results = await sendBatch(this.open(), NFNL_SUBSYS_NFTABLES, this.messages(work, delType), {
-      timeoutMs: this.timeoutMs,
+    // A batch is one sendmsg, and the kernel refuses one larger than the socket's send
+    // buffer: a change beyond MAX_BATCH_BYTES (≈ 50,000 joins with their map entries, e.g.
+    // removing everything at shutdown) goes as several transactions, removals first.
+    let group: OutgoingMessage[] = [];
+    let bytes = 0;
+    for (const m of this.messages(work, delType)) {
+      const size = m.build(0, 0).length;
+      if (group.length && bytes + size > MAX_BATCH_BYTES) {
+        await this.sendOne(group);
+        group = [];
+        bytes = 0;
+      }
+      group.push(m);
+      bytes += size;
+    }
+    if (group.length) await this.sendOne(group);
+  }
+
+  private async sendOne(messages: OutgoingMessage[]): Promise<void> {
+    const results = await sendBatch(this.open(), NFNL_SUBSYS_NFTABLES, messages, {
+      // The kernel finds each message's set by name (a list walk per message): a burst that
+      // touches thousands of sets legitimately takes longer than one join.
+      timeoutMs: this.timeoutMs + messages.length,
       what: `nf_tables batch on table ip ${this.table}`,
     });
     const first = results.find((r): r is NetlinkError => r instanceof NetlinkError);
+    if (!first) this.transactions += 1;
     if (first) {
       throw new NetlinkError(first.errno, 'kernel', first.request, {
         ...(first.extack ? { extack: first.extack } : {}),

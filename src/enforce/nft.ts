@@ -5,8 +5,12 @@
  * The policy's rules live in one nftables table owned by seng (see src/policy/nft.ts)
  * and refer to sets of enclave IPs; this backend keeps those sets equal to the live
  * sessions: `join` adds the enclave IP to the sets it belongs in (all enclaves, its app,
- * its categories, the host subnets that contain its untrusted host IP), `leave` removes
- * it and then purges its conntrack entries.
+ * its categories, the host subnets that contain its untrusted host IP) and to the
+ * dispatch maps that send its packets to its app's chains (src/policy/dispatch.ts), in
+ * the same kernel transaction; `leave` removes all of it in one transaction. The
+ * conntrack purge is not part of `leave`: it runs right after (coalesced with the purges
+ * of other leavers, ConntrackPurger), and `purged(ip)` tells the gateway when the IP may
+ * be handed out again.
  *
  * Set updates go over a long-lived netfilter netlink socket (src/enforce/nft-netlink.ts)
  * and are coalesced: every join/leave issued in the same event-loop turn (or within
@@ -21,11 +25,12 @@ import { SengError, errorMessage } from '../util/errors.js';
 import type { EnclaveRegistration, Enforcer } from './types.js';
 import type { CompiledPolicy, SetSpec } from '../policy/types.js';
 import { ENCLAVES_SET, parseSetName, setHolds } from '../policy/compile.js';
-import { NFT_FAMILY, nftApplyDocument, type NftCommand } from '../policy/nft.js';
+import { NFT_FAMILY, liveApplyOptions, nftApplyDocument, type NftCommand } from '../policy/nft.js';
 import { NftCli } from '../nft/cli.js';
 import { checkTableName } from '../nft/names.js';
 import { NftNetlink, type SetElementChange } from './nft-netlink.js';
-import { purgeConntrack } from './conntrack.js';
+import { ConntrackPurger } from './conntrack.js';
+import { DISPATCH_CHAIN, DISPATCH_MAP, dispatchPlan, dispatchTargets, nftSets } from '../policy/dispatch.js';
 import { loadCompiledPolicy } from '../policy/index.js';
 
 /** Writes set-element changes as one transaction. */
@@ -37,7 +42,11 @@ export interface ElementWriter {
 /** Runs whole-table nft transactions and reads the table back. */
 export interface NftRunner {
   run(doc: { nftables: NftCommand[] }, opts?: { check?: boolean }): Promise<void>;
-  listTable(table: string): Promise<{ sets: { name: string; elements: string[] }[] } | null>;
+  listTable(table: string): Promise<{
+    sets: { name: string; elements: string[] }[];
+    maps?: { name: string; elements: string[] }[];
+    chains?: { name: string }[];
+  } | null>;
 }
 
 export interface NftEnforcerOptions {
@@ -46,7 +55,7 @@ export interface NftEnforcerOptions {
   /** Table name (default: the policy's, else `seng`). */
   tableName?: string;
   logger?: Logger;
-  /** Deletes conntrack entries of an IP (default: purgeConntrack of src/enforce/conntrack.ts). */
+  /** Deletes conntrack entries of an IP (default: a coalescing ConntrackPurger of src/enforce/conntrack.ts). */
   purge?: (ip: Ipv4) => Promise<number>;
   nft?: NftRunner;
   elements?: ElementWriter;
@@ -66,6 +75,59 @@ export class NftEnforcerError extends SengError {
   }
 }
 
+/** A queued element change: remove, add to a set, or add to a map (goto a chain). */
+type ElementOp = boolean | { goto: string; replace: boolean };
+
+/** Where an app's enclaves go in the dispatch maps. */
+type Targets = Map<string, { map: string; chain: string }[]>;
+
+/** Dispatch targets of a live table that seng did not get a policy for (names tell the plan). */
+function liveTargets(live: { maps?: { name: string }[]; chains?: { name: string }[] } | null): Targets {
+  const out: Targets = new Map();
+  const maps = new Set((live?.maps ?? []).map((m) => m.name).filter((n) => DISPATCH_MAP.test(n)));
+  for (const c of live?.chains ?? []) {
+    const m = DISPATCH_CHAIN.exec(c.name);
+    const hook = m?.[1];
+    const app = /^app_([0-9a-f]{64})$/.exec(m?.[2] ?? '')?.[1];
+    if (!hook || !app || !maps.has(`dispatch_${hook}`)) continue;
+    const list = out.get(app) ?? [];
+    list.push({ map: `dispatch_${hook}`, chain: c.name });
+    out.set(app, list);
+  }
+  return out;
+}
+
+/**
+ * The sets indexed by what decides membership: with 10,000 app sets, a join costs a
+ * lookup of its own app and categories, not a test of every set.
+ */
+class SetIndex {
+  private readonly byApp = new Map<string, string[]>();
+  private readonly byCategory = new Map<string, string[]>();
+  private readonly others: SetSpec[] = [];
+
+  constructor(sets: Iterable<SetSpec>) {
+    for (const s of sets) {
+      if (s.kind === 'app') push(this.byApp, s.mrEnclave, s.name);
+      else if (s.kind === 'cat') push(this.byCategory, s.category, s.name);
+      else this.others.push(s);
+    }
+  }
+
+  setsOf(reg: EnclaveRegistration): string[] {
+    const out = [...(this.byApp.get(reg.mrEnclave.toString('hex')) ?? [])];
+    for (const c of new Set(reg.categories)) out.push(...(this.byCategory.get(c) ?? []));
+    for (const s of this.others) if (setHolds(s, reg)) out.push(s.name);
+    return out;
+  }
+}
+
+function push(m: Map<string, string[]>, key: string, value: string): void {
+  const list = m.get(key);
+  if (list) list.push(value);
+  else m.set(key, [value]);
+}
+
 interface Waiter {
   resolve: () => void;
   reject: (e: unknown) => void;
@@ -77,6 +139,11 @@ export class NftEnforcer implements Enforcer {
   private policy: CompiledPolicy | undefined;
   private readonly log: Logger;
   private readonly purge: (ip: Ipv4) => Promise<number>;
+  private purger: ConntrackPurger | undefined;
+  /** Conntrack purges after leave, by IP (failed ones stay: that IP stays quarantined). */
+  private readonly purges = new Map<Ipv4, Promise<void>>();
+  /** Dispatch-map entries per app (mrenclave hex) of the installed policy. */
+  private targets: Targets = new Map();
   private readonly nft: NftRunner;
   private readonly writer: ElementWriter;
   private readonly batchDelayMs: number;
@@ -84,8 +151,10 @@ export class NftEnforcer implements Enforcer {
   private readonly regs = new Map<Ipv4, EnclaveRegistration>();
   /** The sets of the table, by name. */
   private catalog = new Map<string, SetSpec>();
+  /** `catalog` indexed (rebuilt when the catalog changes). */
+  private indexed: { of: Map<string, SetSpec>; size: number; index: SetIndex } | undefined;
   /** Desired element state changes not yet written: set → ip → present? */
-  private pending = new Map<string, Map<Ipv4, boolean>>();
+  private pending = new Map<string, Map<Ipv4, ElementOp>>();
   private waiters: Waiter[] = [];
   private scheduled = false;
   /** Serializes batches and policy swaps. */
@@ -110,7 +179,12 @@ export class NftEnforcer implements Enforcer {
       );
     }
     this.log = (opts.logger ?? silentLogger).child({ backend: 'nftables', table: this.table });
-    this.purge = opts.purge ?? ((ip) => purgeConntrack(ip));
+    this.purge =
+      opts.purge ??
+      ((ip) => {
+        this.purger ??= new ConntrackPurger();
+        return this.purger.purge(ip);
+      });
     this.nft = opts.nft ?? new NftCli();
     this.writer = opts.elements ?? new NftNetlink({ table: this.table });
     this.batchDelayMs = opts.batchDelayMs ?? 0;
@@ -241,15 +315,23 @@ export class NftEnforcer implements Enforcer {
       const liveSets = live?.sets ?? [];
       const cmds: NftCommand[] = [];
       if (this.policy) {
-        cmds.push(...nftApplyDocument(this.policy, { liveSets: liveSets.map((s) => s.name) }).nftables);
+        // No session is live yet: the dispatch maps start empty (no members).
+        const { appMembers: _none, ...names } = liveApplyOptions(this.policy, live);
+        cmds.push(...nftApplyDocument(this.policy, names).nftables);
       } else {
         cmds.push({ add: { table: { family: NFT_FAMILY, name: this.table } } });
         cmds.push({
           add: { set: { family: NFT_FAMILY, table: this.table, name: ENCLAVES_SET, type: 'ipv4_addr' } },
         });
+        // Rules left as they are: a policy applied with `seng rules apply` may dispatch
+        // through maps; their stale elements go, and joins fill them again.
+        for (const m of live?.maps ?? []) {
+          if (DISPATCH_MAP.test(m.name) && m.elements.length)
+            cmds.push({ flush: { map: { family: NFT_FAMILY, table: this.table, name: m.name } } });
+        }
       }
       // Stale elements: flush every seng set that survives this transaction.
-      const keep = new Set(this.policy ? this.policy.sets.map((s) => s.name) : []);
+      const keep = new Set(this.policy ? nftSets(this.policy).map((s) => s.name) : []);
       let stale = 0;
       for (const s of liveSets) {
         if (!parseSetName(s.name)) continue;
@@ -261,7 +343,8 @@ export class NftEnforcer implements Enforcer {
       }
       await this.nft.run({ nftables: cmds });
       this.catalog = new Map();
-      if (this.policy) for (const s of this.policy.sets) this.catalog.set(s.name, s);
+      this.targets = this.policy ? dispatchTargets(dispatchPlan(this.policy)) : liveTargets(live);
+      if (this.policy) for (const s of nftSets(this.policy)) this.catalog.set(s.name, s);
       else {
         for (const s of liveSets) {
           const spec = parseSetName(s.name);
@@ -297,14 +380,27 @@ export class NftEnforcer implements Enforcer {
       const live = await this.nft.listTable(this.table);
       const liveNames = new Set((live?.sets ?? []).map((s) => s.name));
       const elements = new Map<string, string[]>();
-      for (const s of policy.sets) {
+      const members = new Map<string, string[]>();
+      const appMembers = new Map<string, string[]>();
+      const sets = nftSets(policy);
+      const index = new SetIndex(sets);
+      for (const r of this.regs.values()) {
+        const ip = formatIpv4(r.enclaveIp);
+        for (const name of index.setsOf(r)) push(members, name, ip);
+        push(appMembers, r.mrEnclave.toString('hex'), ip);
+      }
+      for (const s of sets) {
+        const ips = members.get(s.name) ?? [];
         if (liveNames.has(s.name) && this.catalog.has(s.name)) continue;
-        const ips = [...this.regs.values()].filter((r) => setHolds(s, r)).map((r) => formatIpv4(r.enclaveIp));
         if (ips.length) elements.set(s.name, ips);
       }
-      await this.nft.run(nftApplyDocument(policy, { liveSets: [...liveNames], elements }));
+      // The dispatch maps are re-derived from the live registrations in the same transaction.
+      await this.nft.run(
+        nftApplyDocument(policy, { ...liveApplyOptions(policy, live), elements, appMembers }),
+      );
       this.policy = policy;
-      this.catalog = new Map(policy.sets.map((s) => [s.name, s]));
+      this.catalog = new Map(sets.map((s) => [s.name, s]));
+      this.targets = dispatchTargets(dispatchPlan(policy));
       this.log.info(
         { rules: policy.rules.length, sets: policy.sets.length, source: policy.source },
         'nftables policy reloaded',
@@ -312,28 +408,78 @@ export class NftEnforcer implements Enforcer {
     });
   }
 
+  /** One transaction with the joins issued in the same event-loop turn. */
   async join(reg: EnclaveRegistration): Promise<void> {
+    await this.joinMany([reg]);
+  }
+
+  /** Every registration in ONE kernel transaction (sets and dispatch maps). */
+  async joinMany(regs: EnclaveRegistration[]): Promise<void> {
     this.requireStarted();
-    this.regs.set(reg.enclaveIp, { ...reg, categories: [...reg.categories] });
-    for (const s of this.catalog.values()) if (setHolds(s, reg)) this.queue(s.name, reg.enclaveIp, true);
+    for (const reg of regs) this.queueJoin(reg);
     await this.flushSoon();
   }
 
+  /**
+   * Removes the enclave from the sets and maps (one transaction, shared with the leaves of
+   * the same turn) and starts the purge of its conntrack entries, which `purged()` awaits.
+   */
   async leave(reg: EnclaveRegistration): Promise<void> {
+    await this.leaveMany([reg]);
+  }
+
+  /** Every removal in ONE kernel transaction; the conntrack purges follow, coalesced. */
+  async leaveMany(regs: EnclaveRegistration[]): Promise<void> {
     this.requireStarted();
+    for (const reg of regs) this.queueLeave(reg);
+    await this.flushSoon();
+    // Only now: a purge before the removal is committed could miss entries created meanwhile.
+    for (const reg of regs) this.startPurge(reg.enclaveIp);
+  }
+
+  /**
+   * Resolves when the conntrack purge that followed the IP's last leave has run (at once if
+   * none is pending); rejects when it failed, and keeps rejecting: the IP must stay
+   * quarantined (`seng conntrack purge` by hand, then a restart, frees it).
+   */
+  purged(ip: Ipv4): Promise<void> {
+    return this.purges.get(ip) ?? Promise.resolve();
+  }
+
+  private startPurge(ip: Ipv4): void {
+    const run = this.purge(ip).then(
+      (n) => {
+        if (this.purges.get(ip) === run) this.purges.delete(ip);
+        this.log.debug({ ip: formatIpv4(ip), conntrack: n }, 'enclave left, conntrack purged');
+      },
+      (e: unknown) => {
+        const err = new NftEnforcerError(
+          `enclave ${formatIpv4(ip)} left but purging its conntrack entries failed: ${errorMessage(e)}`,
+          'run `seng conntrack purge` for that IP; it stays quarantined until then',
+          e,
+        );
+        this.log.error({ ip: formatIpv4(ip), err: err.message }, 'conntrack purge after leave failed');
+        throw err;
+      },
+    );
+    run.catch(() => undefined); // observed through purged(); never an unhandled rejection
+    this.purges.set(ip, run);
+  }
+
+  private queueJoin(reg: EnclaveRegistration): void {
+    this.regs.set(reg.enclaveIp, { ...reg, categories: [...reg.categories] });
+    for (const name of this.index().setsOf(reg)) this.queue(name, reg.enclaveIp, true);
+    for (const t of this.targets.get(reg.mrEnclave.toString('hex')) ?? []) {
+      this.queue(t.map, reg.enclaveIp, t.chain);
+    }
+  }
+
+  private queueLeave(reg: EnclaveRegistration): void {
     const known = this.regs.get(reg.enclaveIp) ?? reg;
     this.regs.delete(reg.enclaveIp);
-    for (const s of this.catalog.values()) if (setHolds(s, known)) this.queue(s.name, reg.enclaveIp, false);
-    await this.flushSoon();
-    try {
-      const n = await this.purge(reg.enclaveIp);
-      this.log.debug({ ip: formatIpv4(reg.enclaveIp), conntrack: n }, 'enclave left, conntrack purged');
-    } catch (e) {
-      throw new NftEnforcerError(
-        `enclave ${formatIpv4(reg.enclaveIp)} left but purging its conntrack entries failed: ${errorMessage(e)}`,
-        'run `seng conntrack purge` for that IP; do not reuse it until then',
-        e,
-      );
+    for (const name of this.index().setsOf(known)) this.queue(name, reg.enclaveIp, false);
+    for (const t of this.targets.get(known.mrEnclave.toString('hex')) ?? []) {
+      this.queue(t.map, reg.enclaveIp, false);
     }
   }
 
@@ -366,17 +512,24 @@ export class NftEnforcer implements Enforcer {
       this.writer.close();
       return;
     }
-    for (const reg of [...this.regs.values()]) {
-      for (const s of this.catalog.values()) if (setHolds(s, reg)) this.queue(s.name, reg.enclaveIp, false);
-    }
-    this.regs.clear();
+    for (const reg of [...this.regs.values()]) this.queueLeave(reg);
     try {
       await this.flushSoon();
     } finally {
       this.started = false;
       this.writer.close();
+      this.purger?.close();
+      this.purger = undefined;
     }
     this.log.info('nftables sets emptied');
+  }
+
+  private index(): SetIndex {
+    const i = this.indexed;
+    if (i && i.of === this.catalog && i.size === this.catalog.size) return i.index;
+    const index = new SetIndex(this.catalog.values());
+    this.indexed = { of: this.catalog, size: this.catalog.size, index };
+    return index;
   }
 
   private requireStarted(): void {
@@ -384,13 +537,17 @@ export class NftEnforcer implements Enforcer {
       throw new NftEnforcerError('the nftables backend is not started', 'call start() first');
   }
 
-  private queue(set: string, ip: Ipv4, present: boolean): void {
+  /** `present`: true/false for a set element, a chain name for a dispatch-map element. */
+  private queue(set: string, ip: Ipv4, present: boolean | string): void {
     let m = this.pending.get(set);
     if (!m) {
       m = new Map();
       this.pending.set(set, m);
     }
-    m.set(ip, present);
+    const prev = m.get(ip);
+    if (typeof present !== 'string') m.set(ip, present);
+    // A map element removed and added again in one batch may still hold another verdict.
+    else m.set(ip, { goto: present, replace: prev === false || (typeof prev === 'object' && prev.replace) });
   }
 
   private serialize(fn: () => Promise<void>): Promise<void> {
@@ -428,7 +585,15 @@ export class NftEnforcer implements Enforcer {
     let ops = 0;
     for (const [set, m] of pending) {
       const c: SetElementChange = { set, add: [], remove: [] };
-      for (const [ip, present] of m) (present ? c.add : c.remove).push(ip);
+      for (const [ip, op] of m) {
+        if (op === false) c.remove.push(ip);
+        else if (op === true) c.add.push(ip);
+        else {
+          c.add.push(ip);
+          (c.gotoChains ??= []).push(op.goto);
+          if (op.replace) (c.replace ??= []).push(ip);
+        }
+      }
       ops += m.size;
       changes.push(c);
     }
@@ -440,8 +605,9 @@ export class NftEnforcer implements Enforcer {
         // the server): re-read the table, drop missing sets from the catalog, retry once.
         this.log.warn({ err: errorMessage(e) }, 'set update failed; re-reading the table and retrying');
         const live = await this.nft.listTable(this.table);
-        const names = new Set((live?.sets ?? []).map((s) => s.name));
+        const names = new Set([...(live?.sets ?? []), ...(live?.maps ?? [])].map((s) => s.name));
         for (const n of [...this.catalog.keys()]) if (!names.has(n)) this.catalog.delete(n);
+        if (!this.policy) this.targets = liveTargets(live);
         const retry = changes.filter((c) => names.has(c.set));
         if (!names.has(ENCLAVES_SET)) throw e;
         await this.writer.apply(retry);

@@ -2,8 +2,10 @@
  * The contract between the gateway and a firewall enforcement backend (the seng
  * kernel module over generic netlink, or nftables sets). The gateway calls these in
  * session order; a backend must keep the firewall's view equal to the set of live
- * sessions, and must make `leave` complete (unregister, then purge conntrack) before
- * the gateway releases the enclave IP, so a reused IP never inherits state.
+ * sessions, and the enclave IP must not be handed out again before its conntrack
+ * entries are purged, so a reused IP never inherits state: either `leave` purges before
+ * it resolves (kernel module), or the backend has `purged` and the gateway awaits that
+ * before releasing the IP (nftables: leave is one element transaction, the purge follows).
  */
 import type { Ipv4 } from '../util/ipv4.js';
 
@@ -29,7 +31,10 @@ export interface Enforcer {
   start(): Promise<void>;
   /** An enclave was admitted: make rules able to match it. */
   join(reg: EnclaveRegistration): Promise<void>;
-  /** An enclave's session ended: forget it and purge its conntrack entries. Resolves when done. */
+  /**
+   * An enclave's session ended: forget it. Resolves when the firewall no longer knows it
+   * and — for a backend without `purged` — when its conntrack entries are purged.
+   */
   leave(reg: EnclaveRegistration): Promise<void>;
   /**
    * The categories of an app changed in the database while it has active enclaves
@@ -41,6 +46,17 @@ export interface Enforcer {
 
   // Optional capabilities: a backend that compiles a policy file (nftables) has them; the
   // control socket and SIGHUP use them when present instead of testing the backend's type.
+
+  /** Many admissions as ONE kernel transaction (a firewall agent resynchronising, a burst). */
+  joinMany?(regs: EnclaveRegistration[]): Promise<void>;
+  /** Many session ends as ONE kernel transaction; their conntrack purges follow (see `purged`). */
+  leaveMany?(regs: EnclaveRegistration[]): Promise<void>;
+  /**
+   * Present when `leave` does not wait for the conntrack purge: resolves when the purge
+   * that followed the IP's last leave has run, rejects when it failed (then the IP must
+   * stay quarantined).
+   */
+  purged?(enclaveIp: Ipv4): Promise<void>;
 
   /** Re-reads the configured policy file and swaps the rules; returns a one-line summary. */
   reloadPolicy?(): Promise<string>;

@@ -3,17 +3,23 @@
  *
  * Enclave → network (receive channel, port P):
  *   1. The enclave's runtime sends one IPv4 packet per DTLS record to UDP port P.
- *   2. src/dtls/endpoint.ts: the addon's UDP socket reads datagrams in batches (recvmmsg).
- *   3. native/dtls/src/conn.cc (record layer, record_layer.cc): decrypts the record. Native fast path
- *      (most packets today): if forwarding is on for this channel (activate() below calls
- *      channel.forwardTo) and the record passes the addon's packet check, it is written
- *      straight to the TUN fd; JS never sees it. With TUN offload (seng serve opens the
- *      device with IFF_VNET_HDR when the native path is on) the valid packets of one
- *      recvmmsg batch are written together at the end of the batch by tun_writer.cc:
+ *   2. src/dtls/endpoint.ts: the addon's UDP socket is read in batches (recvmmsg) by the DTLS
+ *      addon's receive thread (native/dtls/src/recv_thread.cc; SENG_NATIVE_RECV_THREAD=0: by
+ *      the JS event loop's uv_poll instead, as before).
+ *   3. Native fast path, on that thread: activate() below calls channel.forwardTo, which routes
+ *      the session in the thread's table (peer address:port → the session's record layer and
+ *      the enclave IP). A datagram of a routed session whose records are all application data
+ *      is decrypted there (record_layer.cc: replay window, AES-GCM), each packet checked with the
+ *      addon's copy of the packet rule (tun_forward.cc, same order as classifyEnclavePacket) and
+ *      written straight to the TUN fd; JS never sees it and a busy JS thread (handshakes,
+ *      attestation, reloads) does not delay it. With TUN offload (seng serve opens the device
+ *      with IFF_VNET_HDR when the native path is on) the valid packets of one recvmmsg batch
+ *      are written together at the end of the batch by the thread's own writer (tun_writer.cc):
  *      consecutive TCP segments of a flow coalesced into one GSO frame (seng_gro_* in
  *      native/common/seng_net.c), everything else behind a zero virtio_net_hdr.
- *      Everything else goes up to JS as a 'message' on the channel (src/dtls/session.ts).
- *      This step still runs on the JS event-loop thread (the endpoint's uv_poll).
+ *      Everything else (handshakes, alerts, close_notify, records the rule refuses) is queued
+ *      to the JS thread and goes up as before: the DTLS server's handlers, and invalid packets
+ *      as a 'message' on the channel (src/dtls/session.ts) to step 4.
  *   4. fromEnclave() below (JS fallback): classifyEnclavePacket() in src/tunnel/packet.ts —
  *      THE rule of SPEC §1.4 (oversize, malformed, spoofed) — then device.write().
  *   5. src/tunnel/tun.ts + native/tun/src/tun.c: write(2) into the TUN device; the kernel
@@ -36,8 +42,9 @@
  *      destination IP (EnclaveTable, O(1)) and refuses malformed, unknown-destination and
  *      oversize packets; the send channel seals one record per packet (src/dtls/session.ts).
  *
- * The enclave → network fast path of step 3 above lives in native/dtls/src/conn.cc (record
- * layer) and tun_forward.cc (the packet check and the TUN write).
+ * The enclave → network fast path of step 3 above lives in native/dtls/src/recv_thread.cc (the
+ * thread, its route table and the queue to JS), record_layer.cc and tun_forward.cc (the packet
+ * check and the TUN write); conn.cc runs the same check for records JS feeds in.
  *
  * Offload counters (TSO frames read and split, GSO frames written) are in the gateway's stats
  * (`offload`, see offloadStats() below).

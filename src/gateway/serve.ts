@@ -153,6 +153,9 @@ export async function startGateway(config: ServeConfig, log: Logger): Promise<Ru
         maxHandshakesPerAddress: config.limits.maxHandshakes,
         // Admission keeps the attested identity; the certificate DER need not live per session.
         retainPeerChain: false,
+        // The receive channel's application data is opened and forwarded on the addon's receive
+        // thread when forwarding is native (SENG_NATIVE_RECV_THREAD=0: on the event loop).
+        receiveThread: port === config.port && nativeForward && process.env.SENG_NATIVE_RECV_THREAD !== '0',
         logger: log,
       });
       dtls.push({ channel: port === config.port ? 'receive' : 'send', server });
@@ -309,6 +312,7 @@ export async function startGateway(config: ServeConfig, log: Logger): Promise<Ru
     process.on('SIGINT', onInt);
     process.on('SIGTERM', onTerm);
     process.on('SIGHUP', onHup);
+    if (process.env.SENG_TEST_HOOKS === '1') installBlockHook(log);
 
     log.info(
       {
@@ -332,6 +336,24 @@ export async function startGateway(config: ServeConfig, log: Logger): Promise<Ru
     await cleanup();
     throw err;
   }
+}
+
+/**
+ * Test hook (SENG_TEST_HOOKS=1 only): SIGUSR2 busy-waits the JavaScript thread for 1 s, as a long
+ * attestation or reload would, to show that established sessions keep forwarding meanwhile
+ * (test/integration/gateway/recv-thread.test.ts). Logs the blocked interval afterwards.
+ */
+function installBlockHook(log: Logger): void {
+  process.on('SIGUSR2', () => {
+    const from = Date.now();
+    while (Date.now() - from < 1000) {
+      // busy: no event-loop turn
+    }
+    log.info(
+      { event: 'test-js-blocked', from, to: Date.now() },
+      'test hook: JavaScript thread blocked for 1 s',
+    );
+  });
 }
 
 /** The lease history's writer, or undefined (logged) when its store cannot be opened: not fatal. */

@@ -1,9 +1,9 @@
 /**
  * Ending a session, for whatever reason (close_notify, idle, setup failure, kick, revocation,
  * shutdown). Whatever ends a session frees everything it held, in the order enforcement
- * needs: stop routing, close both channels, leave the firewall (unregister, purge
- * conntrack), and only then release the IP — or quarantine it if the firewall could not
- * confirm the removal.
+ * needs: stop routing, close both channels, leave the firewall (unregister; the
+ * conntrack purge follows it, or is part of it), and only then release the IP — once its
+ * purge has run — or quarantine it if the firewall could not confirm the removal or purge.
  */
 import { errorMessage } from '../util/errors.js';
 import { formatIpv4 } from '../util/ipv4.js';
@@ -41,7 +41,7 @@ export class Teardown {
     if (e.joining) await e.joining;
     const unshadowed = await this.endShadows(e);
     const left = e.joined ? await this.leave(e) : true;
-    if (left && unshadowed) {
+    if (left && unshadowed && (await this.purged(e))) {
       // With a fleet registry the lease ends there first; the IP returns to the pool after.
       if (this.ctx.opts.leases) this.ctx.opts.leases.release(e.pool, e.ip, e.sessionId, reason);
       else e.pool.release(e.ip);
@@ -83,6 +83,20 @@ export class Teardown {
       this.ctx.log.error(
         { event: 'shadow-teardown-failed', enclaveIp: formatIpv4(e.ip), err: errorMessage(err) },
         'shadow teardown failed',
+      );
+      return false;
+    }
+  }
+
+  /** Waits for the conntrack purge that follows a leave (backends with `purged`); false if it failed. */
+  private async purged(e: Enclave): Promise<boolean> {
+    try {
+      await this.ctx.opts.enforcer?.purged?.(e.ip);
+      return true;
+    } catch (err) {
+      this.ctx.log.error(
+        { event: 'conntrack-purge-failed', enclaveIp: formatIpv4(e.ip), err: errorMessage(err) },
+        'conntrack purge after leave failed',
       );
       return false;
     }

@@ -41,6 +41,8 @@ export interface LiveSet {
 
 export interface LiveTable {
   sets: LiveSet[];
+  /** Maps (seng's dispatch maps): name, keys (dotted IPv4) and each key's `goto` chain. */
+  maps: (LiveSet & { gotos: (string | undefined)[] })[];
   chains: { name: string; hook?: string; policy?: string }[];
   rules: { chain: string; comment?: string; handle: number; counter?: { packets: number; bytes: number } }[];
 }
@@ -111,13 +113,26 @@ export class NftCli {
   async listTable(table: string, family = 'ip'): Promise<LiveTable | null> {
     const items = await this.listTableJson(table, family);
     if (!items) return null;
-    const t: LiveTable = { sets: [], chains: [], rules: [] };
+    const t: LiveTable = { sets: [], maps: [], chains: [], rules: [] };
     for (const it of items) {
       if (it.set) {
         const s = it.set as { name: string; elem?: unknown[] };
         t.sets.push({
           name: s.name,
           elements: (s.elem ?? []).map((e) => (typeof e === 'string' ? e : JSON.stringify(e))),
+        });
+      } else if (it.map) {
+        const m = it.map as { name: string; elem?: unknown[] };
+        const pairs = (m.elem ?? []).map(
+          (e) => (Array.isArray(e) ? e : [e, undefined]) as [unknown, unknown],
+        );
+        t.maps.push({
+          name: m.name,
+          elements: pairs.map(([key]) => (typeof key === 'string' ? key : JSON.stringify(key))),
+          gotos: pairs.map(([, data]) => {
+            const target = (data as { goto?: { target?: unknown } } | undefined)?.goto?.target;
+            return typeof target === 'string' ? target : undefined;
+          }),
         });
       } else if (it.chain) {
         const c = it.chain as { name: string; hook?: string; policy?: string };

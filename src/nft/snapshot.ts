@@ -25,13 +25,23 @@ export function restoreDocument(name: string, family: string, before: TableListi
   checkTableName(name);
   const cmds: NftCommand[] = [{ delete: { table: { family, name } } }];
   if (before) {
-    // nft lists objects in dependency order (table, sets, chains, rules); keep it.
+    // nft lists objects in dependency order (table, sets, chains, rules); keep it. A
+    // verdict map's elements name chains, so they go in after the chains exist.
+    const mapElements: NftCommand[] = [];
     for (const kind of RESTORABLE) {
       for (const item of before) {
         const obj = item[kind] as Record<string, unknown> | undefined;
-        if (obj) cmds.push({ add: { [kind]: withoutHandle(obj) } });
+        if (!obj) continue;
+        if (kind === 'map' && Array.isArray(obj.elem)) {
+          const { elem, ...rest } = withoutHandle(obj);
+          cmds.push({ add: { map: rest } });
+          mapElements.push({
+            add: { element: { family: obj.family, table: obj.table, name: obj.name, elem } },
+          });
+        } else cmds.push({ add: { [kind]: withoutHandle(obj) } });
       }
     }
+    cmds.push(...mapElements);
   }
   return { nftables: cmds };
 }

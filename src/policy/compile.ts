@@ -9,6 +9,8 @@
  *   cat_<name>               enclave IPs whose app has that category (name of [A-Za-z0-9_])
  *   catx_<hex of the name>   the same, for names with other characters
  *   host_<a>_<b>_<c>_<d>_<p> enclave IPs whose untrusted host IP is in a.b.c.d/p
+ * The nftables table holds these minus the app sets only src-app conditions use: those
+ * are decided by the dispatch map (src/policy/dispatch.ts, nftSets).
  */
 import { cidrContains, formatCidr, parseCidr, type Cidr, type Ipv4 } from '../util/ipv4.js';
 import { emptyAppDirectory, type AppDirectory } from './apps.js';

@@ -2,20 +2,31 @@
  * Compiled policy → nftables, through nft's JSON API (`nft -j -f`), plus a text
  * rendering in nft syntax for humans (`seng rules render --format nft`).
  *
- * One table (family ip) owned by seng holds the enclave-IP sets and three base chains
- * (input, forward, output; filter priority). Applying a policy is ONE JSON document,
- * which nft commits as one netlink transaction: either all of it takes effect or none.
- * The document adds the table and any missing sets (existing sets, and their live
- * elements, are kept), re-declares the chains with their policies, flushes them and
- * re-adds every rule, and deletes seng sets the new policy no longer uses.
+ * One table (family ip) owned by seng holds the enclave-IP sets, three base chains
+ * (input, forward, output; filter priority) and, for hooks whose rules name the source
+ * enclave, a verdict map and per-app chains that the base chain dispatches to once per
+ * packet (src/policy/dispatch.ts explains the shape and why it is first-match exact).
+ * Applying a policy is ONE JSON document, which nft commits as one netlink transaction:
+ * either all of it takes effect or none. The document adds the table and any missing
+ * sets (existing sets, and their live elements, are kept), re-declares the chains with
+ * their policies, flushes them and re-adds every rule, re-derives the dispatch maps from
+ * the app sets' members, and deletes seng sets, maps and chains the policy no longer uses.
  */
 import { formatIpv4, type Cidr } from '../util/ipv4.js';
 import type { NftCommand, NftDocument } from '../nft/cli.js';
 import { checkNftName, checkTableName } from '../nft/names.js';
 import { InputError } from '../util/errors.js';
-import { parseSetName } from './compile.js';
+import { ENCLAVES_SET, parseSetName } from './compile.js';
+import {
+  DISPATCH_CHAIN,
+  DISPATCH_MAP,
+  dispatchElements,
+  dispatchPlan,
+  nftSets,
+  type HookPlan,
+} from './dispatch.js';
 import { RULE_NAME } from './parse.js';
-import type { Chain, CompiledPolicy, CompiledRule, Negatable, PortRange, SengCondition } from './types.js';
+import type { CompiledPolicy, CompiledRule, Negatable, PortRange, SengCondition } from './types.js';
 import { CHAINS } from './types.js';
 
 export type { NftCommand, NftDocument };
@@ -67,7 +78,12 @@ function sengSides(r: CompiledRule): { side: 'src' | 'dst'; conds: SengCondition
     .filter((s) => s.conds.length > 0);
 }
 
-export function ruleExpressions(r: CompiledRule, enclavesSet = 'enclaves'): NftCommand[] {
+/** `srcIsEnclave`: the rule sits in a dispatch chain, where the source is known to be an enclave. */
+export function ruleExpressions(
+  r: CompiledRule,
+  enclavesSet = 'enclaves',
+  srcIsEnclave = false,
+): NftCommand[] {
   const e: NftCommand[] = [];
   if (r.state)
     e.push({
@@ -90,7 +106,7 @@ export function ruleExpressions(r: CompiledRule, enclavesSet = 'enclaves'): NftC
     // SPEC §5.2: a condition about an address can only hold for a registered enclave,
     // even when negated. The positive set lookups imply it; the explicit check makes the
     // rule correct on its own and costs one hash lookup.
-    e.push(match(payload('ip', field), `@${enclavesSet}`, false));
+    if (!(side === 'src' && srcIsEnclave)) e.push(match(payload('ip', field), `@${enclavesSet}`, false));
     for (const c of conds) e.push(match(payload('ip', field), `@${c.set}`, c.negate));
   }
   if (r.counter) e.push({ counter: null });
@@ -104,7 +120,7 @@ function neg(n: Negatable<unknown>): string {
 }
 
 /** The same rule in nft syntax (what `nft list` would show, modulo counters). */
-export function ruleText(r: CompiledRule, enclavesSet = 'enclaves'): string {
+export function ruleText(r: CompiledRule, enclavesSet = 'enclaves', srcIsEnclave = false): string {
   const t: string[] = [];
   if (r.state) t.push(`ct state ${r.state.join(',')}`);
   if (r.inIface) t.push(`iifname ${neg(r.inIface)}"${iface(r.inIface.value)}"`);
@@ -117,7 +133,7 @@ export function ruleText(r: CompiledRule, enclavesSet = 'enclaves'): string {
   if (r.dport) t.push(`${l4} dport ${neg(r.dport)}${listText(r.dport.value, portText)}`);
   for (const { side, conds } of sengSides(r)) {
     const field = side === 'src' ? 'saddr' : 'daddr';
-    t.push(`ip ${field} @${enclavesSet}`);
+    if (!(side === 'src' && srcIsEnclave)) t.push(`ip ${field} @${enclavesSet}`);
     for (const c of conds) t.push(`ip ${field} ${c.negate ? '!= ' : ''}@${c.set}`);
   }
   if (r.counter) t.push('counter');
@@ -147,24 +163,85 @@ export function checkPolicyNames(p: CompiledPolicy, elements?: Map<string, strin
 export interface ApplyDocumentOptions {
   /** Names of the sets that exist in the live table (obsolete seng sets get deleted). */
   liveSets?: string[];
-  /** Names of the chains that exist in the live table (to flush only existing ones). */
+  /** Names of the chains that exist in the live table (obsolete dispatch chains get deleted). */
   liveChains?: string[];
+  /** Names of the maps that exist in the live table (flushed and re-derived; obsolete ones deleted). */
+  liveMaps?: string[];
   /** Elements to add to sets in the same transaction (e.g. a server filling new sets). */
   elements?: Map<string, string[]>;
+  /**
+   * The enclave IPs of each app (64 hex → dotted IPs): the dispatch maps are re-derived
+   * from it. Missing: the maps start empty.
+   */
+  appMembers?: Map<string, string[]>;
+}
+
+/** A live table as far as applying needs it (NftCli.listTable gives it). */
+export interface LiveState {
+  sets: { name: string; elements: string[] }[];
+  chains?: { name: string }[];
+  maps?: { name: string; elements: string[]; gotos?: (string | undefined)[] }[];
+}
+
+/**
+ * The apply options that keep a live table's state: its object names, and which app each
+ * live enclave runs as far as the table tells (its `app_*` sets, and the dispatch maps'
+ * `goto <hook>_app_<hex>` elements), from which the new dispatch maps are derived.
+ */
+export function liveApplyOptions(_p: CompiledPolicy, live: LiveState | null): ApplyDocumentOptions {
+  const apps = new Map<string, Set<string>>();
+  const note = (app: string, ip: string): void => {
+    const s = apps.get(app) ?? new Set<string>();
+    s.add(ip);
+    apps.set(app, s);
+  };
+  for (const s of live?.sets ?? []) {
+    const spec = parseSetName(s.name);
+    if (spec?.kind === 'app') for (const ip of s.elements) note(spec.mrEnclave, ip);
+  }
+  for (const m of live?.maps ?? []) {
+    if (!DISPATCH_MAP.test(m.name)) continue;
+    m.elements.forEach((ip, i) => {
+      const app = /_app_([0-9a-f]{64})$/.exec(m.gotos?.[i] ?? '')?.[1];
+      if (app) note(app, ip);
+    });
+  }
+  return {
+    liveSets: (live?.sets ?? []).map((s) => s.name),
+    liveChains: (live?.chains ?? []).map((c) => c.name),
+    liveMaps: (live?.maps ?? []).map((m) => m.name),
+    appMembers: new Map([...apps].map(([k, v]) => [k, [...v]])),
+  };
+}
+
+const gotoJson = (chain: string): NftCommand => ({ goto: { target: chain } });
+
+/** Base chain body: dispatch (when split) then the rules for every other source. */
+function baseChainRules(h: HookPlan): NftCommand[][] {
+  const out: NftCommand[][] = [];
+  const saddr = payload('ip', 'saddr');
+  if (h.map) out.push([{ vmap: { key: saddr, data: `@${h.map}` } }]);
+  if (h.split) out.push([match(saddr, `@${ENCLAVES_SET}`, false), gotoJson(h.enclaveChain)]);
+  return out;
 }
 
 /**
  * The one-transaction document that makes the live table equal to the policy while
- * keeping existing sets and their elements.
+ * keeping existing sets and their elements (see src/policy/dispatch.ts for the shape).
  */
 export function nftApplyDocument(p: CompiledPolicy, opts: ApplyDocumentOptions = {}): NftDocument {
   checkPolicyNames(p, opts.elements);
+  const plan = dispatchPlan(p);
+  for (const c of plan.chains) checkNftName('chain', c);
   const table = p.table;
   const base = { family: NFT_FAMILY, table };
   const cmds: NftCommand[] = [{ add: { table: { family: NFT_FAMILY, name: table } } }];
-  for (const s of p.sets) {
+  const sets = nftSets(p);
+  for (const s of sets) {
     cmds.push({ add: { set: { ...base, name: s.name, type: 'ipv4_addr' } } });
   }
+  for (const m of plan.maps)
+    cmds.push({ add: { map: { ...base, name: m, type: 'ipv4_addr', map: 'verdict' } } });
   for (const chain of CHAINS) {
     cmds.push({
       add: {
@@ -179,17 +256,56 @@ export function nftApplyDocument(p: CompiledPolicy, opts: ApplyDocumentOptions =
       },
     });
   }
-  // `add chain` does not empty an existing chain: flush, then add the rules.
-  for (const chain of CHAINS) cmds.push({ flush: { chain: { ...base, name: chain } } });
-  for (const r of p.rules) {
-    cmds.push({ add: { rule: { ...base, chain: r.chain, comment: r.name, expr: ruleExpressions(r) } } });
+  for (const c of plan.chains) cmds.push({ add: { chain: { ...base, name: c } } });
+  // `add chain` does not empty an existing chain, nor `add map` a map: flush, then refill.
+  const liveChains = new Set(opts.liveChains ?? []);
+  const obsoleteChains = [...liveChains].filter((c) => DISPATCH_CHAIN.test(c) && !plan.chains.includes(c));
+  // Chains just created need no flush (and thousands of flushes cost nft much time); without
+  // `liveChains`, every dispatch chain may exist.
+  const existing = opts.liveChains ? plan.chains.filter((c) => liveChains.has(c)) : plan.chains;
+  for (const chain of [...CHAINS, ...existing, ...obsoleteChains]) {
+    cmds.push({ flush: { chain: { ...base, name: chain } } });
   }
+  const liveMaps = (opts.liveMaps ?? []).filter((m) => DISPATCH_MAP.test(m));
+  for (const m of liveMaps) cmds.push({ flush: { map: { ...base, name: m } } });
+  const addRule = (chain: string, r: CompiledRule, srcIsEnclave: boolean): void => {
+    cmds.push({
+      add: {
+        rule: { ...base, chain, comment: r.name, expr: ruleExpressions(r, ENCLAVES_SET, srcIsEnclave) },
+      },
+    });
+  };
+  // The dispatch chains' rules first, the base chains' (with their goto / vmap) last: once a
+  // rule that jumps is in the transaction, the kernel re-validates the table at every rule
+  // added after it, which made a 10,000-app policy take a minute instead of seconds.
+  for (const h of plan.hooks) {
+    if (!h.split) continue;
+    for (const r of h.enclave) addRule(h.enclaveChain, r, true);
+    for (const a of h.apps) for (const r of a.rules) addRule(a.chain, r, true);
+  }
+  for (const h of plan.hooks) {
+    for (const expr of baseChainRules(h)) cmds.push({ add: { rule: { ...base, chain: h.hook, expr } } });
+    for (const r of h.plain) addRule(h.hook, r, false);
+  }
+  const inTable = new Set(sets.map((s) => s.name));
   for (const [set, elems] of opts.elements ?? []) {
-    if (elems.length) cmds.push({ add: { element: { ...base, name: set, elem: elems } } });
+    if (elems.length && inTable.has(set))
+      cmds.push({ add: { element: { ...base, name: set, elem: elems } } });
   }
-  const wanted = new Set(p.sets.map((s) => s.name));
+  const members = (app: string): string[] => opts.appMembers?.get(app) ?? [];
+  const byMap = new Map<string, unknown[]>();
+  for (const e of dispatchElements(plan, members)) {
+    const list = byMap.get(e.map) ?? [];
+    list.push([e.ip, gotoJson(e.chain)]);
+    byMap.set(e.map, list);
+  }
+  for (const [name, elem] of byMap) cmds.push({ add: { element: { ...base, name, elem } } });
+  for (const name of liveMaps) {
+    if (!plan.maps.includes(name)) cmds.push({ delete: { map: { ...base, name } } });
+  }
+  for (const name of obsoleteChains) cmds.push({ delete: { chain: { ...base, name } } });
   for (const name of opts.liveSets ?? []) {
-    if (!wanted.has(name) && parseSetName(name)) cmds.push({ delete: { set: { ...base, name } } });
+    if (!inTable.has(name) && parseSetName(name)) cmds.push({ delete: { set: { ...base, name } } });
   }
   return { nftables: cmds };
 }
@@ -202,7 +318,7 @@ export function nftText(p: CompiledPolicy): string {
     '# Review only: `seng rules apply` installs it atomically and keeps the live set elements.',
     `table ${NFT_FAMILY} ${p.table} {`,
   ];
-  for (const s of p.sets) {
+  for (const s of nftSets(p)) {
     const what =
       s.kind === 'enclaves'
         ? 'every registered enclave IP'
@@ -219,12 +335,42 @@ export function nftText(p: CompiledPolicy): string {
       '',
     );
   }
-  CHAINS.forEach((chain: Chain, i) => {
-    out.push(`\tchain ${chain} {`);
-    out.push(`\t\ttype filter hook ${chain} priority filter; policy ${p.defaults[chain]};`);
-    for (const r of p.rules.filter((x) => x.chain === chain)) out.push(`\t\t${ruleText(r)}`);
-    out.push('\t}');
-    if (i < CHAINS.length - 1) out.push('');
+  const plan = dispatchPlan(p);
+  for (const m of plan.maps) {
+    out.push(
+      `\tmap ${m} {`,
+      `\t\ttype ipv4_addr : verdict`,
+      `\t\tcomment "enclave IP -> goto the chain of its app (filled by the enforcer)"`,
+      `\t}`,
+      '',
+    );
+  }
+  const chunks: string[][] = [];
+  for (const h of plan.hooks) {
+    const lines = [
+      `\tchain ${h.hook} {`,
+      `\t\ttype filter hook ${h.hook} priority filter; policy ${p.defaults[h.hook]};`,
+    ];
+    if (h.map) lines.push(`\t\tip saddr vmap @${h.map}`);
+    if (h.split) lines.push(`\t\tip saddr @${ENCLAVES_SET} goto ${h.enclaveChain}`);
+    for (const r of h.plain) lines.push(`\t\t${ruleText(r)}`);
+    lines.push('\t}');
+    chunks.push(lines);
+    if (!h.split) continue;
+    const regular = (name: string, rules: CompiledRule[], what: string): void => {
+      chunks.push([
+        `\tchain ${name} {`,
+        `\t\t# ${what}`,
+        ...rules.map((r) => `\t\t${ruleText(r, ENCLAVES_SET, true)}`),
+        '\t}',
+      ]);
+    };
+    regular(h.enclaveChain, h.enclave, 'enclaves of apps no src-app condition names');
+    for (const a of h.apps) regular(a.chain, a.rules, `enclaves of app ${a.mrEnclave}`);
+  }
+  chunks.forEach((lines, i) => {
+    out.push(...lines);
+    if (i < chunks.length - 1) out.push('');
   });
   out.push('}');
   return `${out.join('\n')}\n`;

@@ -93,6 +93,13 @@ bool Conn::sendPath(std::weak_ptr<RecordLayer> *rl, sockaddr_storage *peer, sock
   return true;
 }
 
+bool Conn::recvPath(std::weak_ptr<RecordLayer> *rl, TunForwarder *forward) const {
+  if (!rl_ || state_ != State::Open || !forward_.enabled()) return false;
+  *rl = rl_;
+  *forward = forward_;
+  return true;
+}
+
 Conn::~Conn() {
   release();
   --gLiveConn;

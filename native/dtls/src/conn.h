@@ -45,6 +45,9 @@ class Conn : public Napi::ObjectWrap<Conn> {
   // For TunDispatch: the record layer and peer of an open connection that was handed off to the
   // native record layer; false otherwise. The weak reference expires when the connection closes.
   bool sendPath(std::weak_ptr<RecordLayer> *rl, sockaddr_storage *peer, socklen_t *peerLen) const;
+  // For the endpoint's receive thread: the record layer and forwarder settings of an open,
+  // handed-off connection whose forwarding is on; false otherwise.
+  bool recvPath(std::weak_ptr<RecordLayer> *rl, TunForwarder *forward) const;
 
  private:
   enum class State { Handshaking, Held, Open, Closed };

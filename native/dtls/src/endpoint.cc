@@ -10,6 +10,7 @@
 
 #include "address.h"
 #include "common.h"
+#include "conn.h"
 #include "tun_writer.h"
 
 namespace seng_dtls {
@@ -18,6 +19,32 @@ namespace {
 
 constexpr size_t kSlot = kMaxPlain + 2048;  // the largest DTLS record plus headers
 constexpr int kRoundsPerWakeup = 8;         // then yield to the loop (level-triggered: it comes back)
+constexpr size_t kRouteValues = 12;         // numbers per route in unroute/routeStats
+
+double argNumber(const Napi::CallbackInfo &info, size_t i) {
+  return info.Length() > i && info[i].IsNumber() ? info[i].As<Napi::Number>().DoubleValue() : -1;
+}
+
+bool isUint32(double v) { return v >= 0 && v <= 4294967295.0 && v == static_cast<double>(static_cast<uint32_t>(v)); }
+bool isPort(double v) { return v >= 0 && v <= 65535 && v == static_cast<double>(static_cast<uint16_t>(v)); }
+
+// [lastRxMs, packets, bytes, dropped, oversize, malformed, spoofed, lastSpoofedSource, replayed,
+//  forged, other, toJs] (keep in sync with src/dtls/native.ts).
+void routeValues(const RecvThread::RouteCounters &c, double *v) {
+  const double values[kRouteValues] = {
+      c.lastRxMs, c.packets, c.bytes,  c.dropped, c.oversize, c.malformed, c.spoofed, c.lastSpoofedSource,
+      c.replayed, c.forged,  c.other,  c.toJs,
+  };
+  std::memcpy(v, values, sizeof values);
+}
+
+Napi::Value routeArray(Napi::Env env, const RecvThread::RouteCounters &c) {
+  double v[kRouteValues];
+  routeValues(c, v);
+  Napi::Array a = Napi::Array::New(env, kRouteValues);
+  for (uint32_t i = 0; i < kRouteValues; i++) a.Set(i, v[i]);
+  return a;
+}
 
 }  // namespace
 
@@ -29,11 +56,16 @@ Napi::Function Endpoint::Init(Napi::Env env) {
                          InstanceAccessor<&Endpoint::Arena>("arena"),
                          InstanceAccessor<&Endpoint::Meta>("meta"),
                          InstanceAccessor<&Endpoint::Fd>("fd"),
+                         InstanceMethod<&Endpoint::Route>("route"),
+                         InstanceMethod<&Endpoint::Unroute>("unroute"),
+                         InstanceMethod<&Endpoint::RouteStats>("routeStats"),
+                         InstanceMethod<&Endpoint::ThreadStats>("threadStats"),
                      });
 }
 
-// new Endpoint(fd, onBatch, batch?): takes ownership of fd (an IPv4 UDP socket, non-blocking);
-// batch (1..32, default 32) datagrams are read per recvmmsg call (a client needs few).
+// new Endpoint(fd, onBatch, batch?, threaded?): takes ownership of fd (an IPv4 UDP socket,
+// non-blocking); batch (1..32, default 32) datagrams are read per recvmmsg call (a client needs
+// few); threaded: a receive thread reads the socket (recv_thread.h).
 Endpoint::Endpoint(const Napi::CallbackInfo &info) : Napi::ObjectWrap<Endpoint>(info) {
   Napi::Env env = info.Env();
   if (info.Length() < 2 || !info[0].IsNumber() || !info[1].IsFunction())
@@ -45,6 +77,7 @@ Endpoint::Endpoint(const Napi::CallbackInfo &info) : Napi::ObjectWrap<Endpoint>(
   }
   fd_ = info[0].As<Napi::Number>().Int32Value();
   if (fd_ < 0) throwCode(env, "EDTLS_USAGE", "bad fd");
+  threaded_ = info.Length() >= 4 && info[3].ToBoolean().Value();
   onBatch_ = Napi::Persistent(info[1].As<Napi::Function>());
   arena_ = Napi::Persistent(Napi::Buffer<uint8_t>::New(env, kSlot * batch_));
   arenaData_ = arena_.Value().Data();
@@ -86,6 +119,23 @@ Napi::Value Endpoint::Start(const Napi::CallbackInfo &info) {
   if (polling_ || closing_) throwCode(env, "EDTLS_USAGE", "endpoint already started or closed");
   uv_loop_t *loop = nullptr;
   if (napi_get_uv_event_loop(env, &loop) != napi_ok || loop == nullptr) throwCode(env, "EDTLS_INTERNAL", "no event loop");
+  if (threaded_) {
+    const int a = uv_async_init(loop, &wake_, OnWake);
+    if (a != 0) throwCode(env, "EDTLS_SOCKET", std::string("uv_async_init: ") + uv_strerror(a));
+    wake_.data = this;
+    async_ = std::make_unique<Napi::AsyncContext>(env, "seng-dtls-udp");
+    polling_ = true;
+    Ref();  // alive while libuv holds a pointer to us
+    recv_ = std::make_unique<RecvThread>(fd_, batch_);
+    std::string err;
+    uv_async_t *wake = &wake_;
+    if (!recv_->start([wake] { uv_async_send(wake); }, &err)) {
+      closing_ = true;
+      uv_close(handle(), OnClosed);
+      throwCode(env, "EDTLS_INTERNAL", err);
+    }
+    return env.Undefined();
+  }
   int r = uv_poll_init(loop, &poll_, fd_);
   if (r != 0) throwCode(env, "EDTLS_SOCKET", std::string("uv_poll_init: ") + uv_strerror(r));
   poll_.data = this;
@@ -111,8 +161,12 @@ Napi::Value Endpoint::Close(const Napi::CallbackInfo &info) {
   closing_ = true;
   if (info.Length() >= 1 && info[0].IsFunction()) onClosed_ = Napi::Persistent(info[0].As<Napi::Function>());
   if (polling_) {
-    uv_poll_stop(&poll_);
-    uv_close(reinterpret_cast<uv_handle_t *>(&poll_), OnClosed);
+    if (threaded_) {
+      recv_->stop();  // joined: nothing reads the socket or signals the handle any more
+    } else {
+      uv_poll_stop(&poll_);
+    }
+    uv_close(handle(), OnClosed);
   } else {
     closeFd();
     Napi::FunctionReference cb = std::move(onClosed_);
@@ -124,6 +178,8 @@ Napi::Value Endpoint::Close(const Napi::CallbackInfo &info) {
 
 void Endpoint::OnClosed(uv_handle_t *h) {
   auto *self = static_cast<Endpoint *>(h->data);
+  if (self->recv_) self->recv_->stop();
+  self->recv_.reset();
   self->closeFd();
   self->polling_ = false;
   Napi::Env env(self->env_);
@@ -185,20 +241,130 @@ void Endpoint::drain() {
       metaData_[4 * i + 2] = ntohl(addrs_[i].sin_addr.s_addr);
       metaData_[4 * i + 3] = ntohs(addrs_[i].sin_port);
     }
-    // One recvmmsg batch: the offload TUN writers coalesce what its records forwarded.
-    TunWriter::beginBatch();
-    try {
-      onBatch_.MakeCallback(env.Global(), {Napi::Number::New(env, n)}, *async_);
-      TunWriter::endBatch();
-    } catch (const Napi::Error &e) {
-      TunWriter::endBatch();
-      // An exception from the batch handler is an uncaught exception of the process, like one
-      // thrown by a node event listener.
-      napi_fatal_exception(env_, e.Value());
-      return;
-    }
+    if (!deliver(static_cast<unsigned>(n))) return;
     if (static_cast<unsigned>(n) < batch_) return;
   }
+}
+
+// Calls onBatch(n) for the datagrams described in meta; false when it threw (reported as an
+// uncaught exception).
+bool Endpoint::deliver(unsigned n) {
+  Napi::Env env(env_);
+  // One batch: the offload TUN writers coalesce what its records forwarded.
+  TunWriter::beginBatch();
+  try {
+    onBatch_.MakeCallback(env.Global(), {Napi::Number::New(env, n)}, *async_);
+    TunWriter::endBatch();
+  } catch (const Napi::Error &e) {
+    TunWriter::endBatch();
+    // An exception from the batch handler is an uncaught exception of the process, like one
+    // thrown by a node event listener.
+    napi_fatal_exception(env_, e.Value());
+    return false;
+  }
+  return true;
+}
+
+void Endpoint::OnWake(uv_async_t *h) {
+  auto *self = static_cast<Endpoint *>(h->data);
+  if (self == nullptr || self->closing_ || self->metaData_ == nullptr || !self->recv_) return;
+  self->drainQueue();
+}
+
+// Threaded: what the receive thread queued, batch_ items per callback, up to kRoundsPerWakeup
+// callbacks; then the loop gets a turn (the handle is signalled again when items remain).
+void Endpoint::drainQueue() {
+  Napi::Env env(env_);
+  Napi::HandleScope scope(env);
+  size_t remaining = 0;
+  for (int round = 0; round < kRoundsPerWakeup && !closing_ && metaData_ != nullptr; round++) {
+    taken_.clear();
+    remaining = recv_->take(&taken_, batch_);
+    if (taken_.empty()) break;
+    for (size_t i = 0; i < taken_.size(); i++) {
+      const RecvThread::Item &item = taken_[i];
+      const bool fits = item.data.size() <= kSlot;
+      if (fits) std::memcpy(arenaData_ + i * kSlot, item.data.data(), item.data.size());
+      metaData_[4 * i] = static_cast<uint32_t>(i * kSlot);
+      metaData_[4 * i + 1] = fits ? static_cast<uint32_t>(item.data.size()) : 0;
+      metaData_[4 * i + 2] = item.ip;
+      metaData_[4 * i + 3] = static_cast<uint32_t>(item.port) | (item.plain ? 0x10000u : 0u);
+    }
+    const bool ok = deliver(static_cast<unsigned>(taken_.size()));
+    if (recv_) recv_->delivered(taken_);
+    if (!ok || remaining == 0) break;
+  }
+  taken_.clear();
+  if (remaining > 0 && !closing_) uv_async_send(&wake_);
+}
+
+// route(ip, port, conn): the receive thread takes the application data of the session at
+// ip:port (host order) and forwards it with conn's forwarder settings. false when the endpoint is
+// not threaded or conn is not an open, handed-off connection with forwarding on.
+Napi::Value Endpoint::Route(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  const double ip = argNumber(info, 0), port = argNumber(info, 1);
+  if (!isUint32(ip) || !isPort(port) || info.Length() < 3) throwCode(env, "EDTLS_USAGE", "route(ip, port, conn)");
+  Conn *conn = Conn::FromValue(env, info[2]);
+  if (conn == nullptr) throwCode(env, "EDTLS_USAGE", "route(ip, port, conn): conn is not a Conn");
+  if (!recv_ || closing_) return Napi::Boolean::New(env, false);
+  std::weak_ptr<RecordLayer> rl;
+  TunForwarder forward;
+  if (!conn->recvPath(&rl, &forward)) return Napi::Boolean::New(env, false);
+  recv_->route(static_cast<uint32_t>(ip), static_cast<uint16_t>(port), std::move(rl), forward);
+  return Napi::Boolean::New(env, true);
+}
+
+// unroute(ip, port): the route's final counters (see routeValues), undefined when there was none.
+Napi::Value Endpoint::Unroute(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  const double ip = argNumber(info, 0), port = argNumber(info, 1);
+  if (!isUint32(ip) || !isPort(port)) throwCode(env, "EDTLS_USAGE", "unroute(ip, port)");
+  RecvThread::RouteCounters c;
+  if (!recv_ || !recv_->unroute(static_cast<uint32_t>(ip), static_cast<uint16_t>(port), &c)) return env.Undefined();
+  return routeArray(env, c);
+}
+
+// routeStats(ip, port): one route's counters (or undefined); routeStats(): a Float64Array of
+// [ip * 65536 + port, ...counters] per route (in bulk).
+Napi::Value Endpoint::RouteStats(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  if (info.Length() >= 2) {
+    const double ip = argNumber(info, 0), port = argNumber(info, 1);
+    if (!isUint32(ip) || !isPort(port)) throwCode(env, "EDTLS_USAGE", "routeStats(ip?, port?)");
+    RecvThread::RouteCounters c;
+    if (!recv_ || !recv_->routeCounters(static_cast<uint32_t>(ip), static_cast<uint16_t>(port), &c))
+      return env.Undefined();
+    return routeArray(env, c);
+  }
+  const auto all = recv_ ? recv_->allRoutes() : std::vector<std::pair<uint64_t, RecvThread::RouteCounters>>();
+  Napi::Float64Array a = Napi::Float64Array::New(env, all.size() * (kRouteValues + 1));
+  double *out = a.Data();
+  for (const auto &[key, c] : all) {
+    *out++ = static_cast<double>(key >> 16) * 65536.0 + static_cast<double>(key & 0xffff);
+    routeValues(c, out);
+    out += kRouteValues;
+  }
+  return a;
+}
+
+// threadStats(): the receive thread's counters, undefined when the endpoint is not threaded.
+Napi::Value Endpoint::ThreadStats(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  if (!recv_) return env.Undefined();
+  const RecvThread::Counters c = recv_->counters();
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("wakeups", c.wakeups);
+  o.Set("datagrams", c.datagrams);
+  o.Set("opened", c.opened);
+  o.Set("queued", c.queued);
+  o.Set("queueDropped", c.queueDropped);
+  o.Set("plainToJs", c.plainToJs);
+  o.Set("expired", c.expired);
+  o.Set("routes", static_cast<double>(recv_->routes()));
+  o.Set("reading", recv_->running());
+  if (recv_->readErrno() != 0) o.Set("readError", std::strerror(recv_->readErrno()));
+  return o;
 }
 
 Napi::Value OpenUdp(const Napi::CallbackInfo &info) {

@@ -3,6 +3,12 @@
 // length (0 = truncated or not IPv4: drop), IPv4 address (host order), port. The arena is reused by
 // the next batch: everything must be consumed during the callback. Sending is not done here: every
 // connection writes its records to the socket itself (pipe.h).
+//
+// Threaded (the 4th constructor argument): instead of a libuv poll handle, a RecvThread
+// (recv_thread.h) reads the socket; it forwards the datagrams of routed sessions itself and queues
+// the rest, which a uv_async handle drains into the same onBatch(count) callback on node's loop.
+// A queued decrypted record (one the forwarder's rule leaves to JavaScript) has bit 16 set in its
+// port word. route/unroute/routeStats/threadStats manage and read the thread's table.
 #pragma once
 
 #include <napi.h>
@@ -11,6 +17,9 @@
 #include <uv.h>
 
 #include <memory>
+#include <vector>
+
+#include "recv_thread.h"
 
 namespace seng_dtls {
 
@@ -26,7 +35,10 @@ class Endpoint : public Napi::ObjectWrap<Endpoint> {
   unsigned batch_ = kBatch;
   napi_env env_ = nullptr;
   uv_poll_t poll_{};
-  bool polling_ = false;
+  uv_async_t wake_{};                  // threaded: the thread queued items
+  std::unique_ptr<RecvThread> recv_;  // threaded only
+  bool threaded_ = false;
+  bool polling_ = false;  // a libuv handle (poll_ or wake_) is open
   bool closing_ = false;
   Napi::FunctionReference onBatch_;
   Napi::FunctionReference onClosed_;
@@ -41,8 +53,14 @@ class Endpoint : public Napi::ObjectWrap<Endpoint> {
 
   void closeFd();
   void release();
+  std::vector<RecvThread::Item> taken_;  // threaded: items being delivered
+
   void drain();
+  void drainQueue();
+  bool deliver(unsigned n);
+  uv_handle_t *handle() { return threaded_ ? reinterpret_cast<uv_handle_t *>(&wake_) : reinterpret_cast<uv_handle_t *>(&poll_); }
   static void OnPoll(uv_poll_t *h, int status, int events);
+  static void OnWake(uv_async_t *h);
   static void OnClosed(uv_handle_t *h);
 
   Napi::Value Arena(const Napi::CallbackInfo &info);
@@ -50,6 +68,10 @@ class Endpoint : public Napi::ObjectWrap<Endpoint> {
   Napi::Value Fd(const Napi::CallbackInfo &info);
   Napi::Value Start(const Napi::CallbackInfo &info);
   Napi::Value Close(const Napi::CallbackInfo &info);
+  Napi::Value Route(const Napi::CallbackInfo &info);
+  Napi::Value Unroute(const Napi::CallbackInfo &info);
+  Napi::Value RouteStats(const Napi::CallbackInfo &info);
+  Napi::Value ThreadStats(const Napi::CallbackInfo &info);
 };
 
 // openUdp(address, port, bufferBytes): { fd, port }: a non-blocking UDP socket bound to

@@ -149,6 +149,7 @@ RecordLayer::Opened RecordLayer::open(const uint8_t *rec, size_t len, uint8_t *o
   if (len < kOverhead || len - kOverhead > kMaxPlain) return Opened::NotOurs;
   if (rec[1] != kVersionMajor || rec[2] != kVersionMinor) return Opened::NotOurs;
   if (((static_cast<unsigned>(rec[3]) << 8) | rec[4]) != kEpoch) return Opened::NotOurs;
+  std::lock_guard<std::mutex> guard(openLock_);
   const uint64_t seq = getUint48(rec + 5);
   if (!window_.fresh(seq)) return Opened::Replayed;
   const size_t n = len - kOverhead;

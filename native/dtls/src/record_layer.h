@@ -18,11 +18,12 @@
 // window (RFC 6347 §4.1.2.6, 64 records) before decryption and are marked in it only once
 // authenticated.
 //
-// Threads: seal() may run on the JavaScript thread and on TunDispatch's thread (the gateway →
-// enclave path), so the sending side (its context, created lazily, its use count and the sequence
-// number) is guarded by sealLock_, uncontended on the hot path. open() and the receiving side
-// (its context, created lazily inside open(), the use count and the replay window) are used by
-// one thread at a time: its callers serialize it.
+// Threads: seal() may run on TunDispatch's thread (the gateway → enclave path) and open() on the
+// endpoint's receive thread (recv_thread.h, the enclave → gateway path) while the JavaScript
+// thread seals control records or opens a datagram handed to it. Each side has its own mutex,
+// uncontended on the hot path: sealLock_ guards the sending side (its lazily created context,
+// its use count and the sequence number), openLock_ the receiving side (its context, created
+// lazily inside open(), the use count and the replay window).
 #pragma once
 
 #include <openssl/evp.h>
@@ -121,6 +122,7 @@ class RecordLayer {
   const EVP_CIPHER *cipher_ = nullptr;  // fetched once per process (record_keys.cc)
   size_t keyLen_ = 0;
   std::mutex sealLock_;  // seal_ and nextSeq_
+  std::mutex openLock_;  // open_ and window_
   Direction seal_;
   Direction open_;
   uint64_t nextSeq_ = 0;

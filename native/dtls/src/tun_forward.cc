@@ -24,12 +24,17 @@ TunForwarder::Verdict TunForwarder::classify(const uint8_t *p, size_t n) const {
   return checked(p) == source_ ? Verdict::Ok : Verdict::Spoofed;
 }
 
-bool TunForwarder::offer(const uint8_t *p, size_t n) {
+void TunForwarder::resetCounters() {
+  packets = bytes = dropped = oversize = malformed = spoofed = 0;
+  lastSpoofedSource = 0;
+}
+
+bool TunForwarder::offer(const uint8_t *p, size_t n, TunWriter *writer) {
   if (fd_ < 0) return false;
   switch (classify(p, n)) {
     case Verdict::Ok:
       if (vnetHdr_) {
-        TunWriter::forFd(fd_)->add(p, n);  // written at the end of the receive batch
+        (writer != nullptr ? writer : TunWriter::forFd(fd_))->add(p, n);  // written at the batch's end
         packets += 1;
         bytes += static_cast<double>(n);
       } else if (write(fd_, p, n) == static_cast<ssize_t>(n)) {

@@ -10,12 +10,18 @@
 // On a device with a virtio_net_hdr (vnetHdr: opened with offload) valid packets go through the
 // fd's TunWriter (tun_writer.h), which coalesces a receive batch's TCP segments into GSO writes;
 // `packets`/`bytes` then count packets handed to it and its own counters count the writes.
+//
+// Threads: a Conn's forwarder is used on the JavaScript thread; the receive thread
+// (recv_thread.h) uses its own copy per routed session (same settings, own counters, under its
+// table lock) and passes its own writer to offer().
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
 
 namespace seng_dtls {
+
+class TunWriter;
 
 class TunForwarder {
  public:
@@ -27,13 +33,18 @@ class TunForwarder {
   // Client role: compare the destination, not the source, with the configured address (the
   // mismatches count as `spoofed`, the address in lastSpoofedSource).
   void checkDestination(bool on) { checkDestination_ = on; }
+  int fd() const { return fd_; }
+  bool vnetHdr() const { return vnetHdr_; }
+  // Zeroes the counters (a copy for the receive thread starts its own).
+  void resetCounters();
 
   Verdict classify(const uint8_t *packet, size_t length) const;
 
   // Takes the record when forwarding is on and it is a valid packet (written to the device; a full
   // device queue counts as `dropped`) or, with dropInvalid, an invalid one (counted by reason).
-  // Returns false, touching nothing, when the record is left to JavaScript.
-  bool offer(const uint8_t *packet, size_t length);
+  // Returns false, touching nothing, when the record is left to JavaScript. With vnetHdr, valid
+  // packets go to `writer` (the caller's own) or, when null, to the fd's JavaScript-thread writer.
+  bool offer(const uint8_t *packet, size_t length, TunWriter *writer = nullptr);
 
   double packets = 0, bytes = 0, dropped = 0;
   double oversize = 0, malformed = 0, spoofed = 0;

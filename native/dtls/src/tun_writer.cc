@@ -17,17 +17,59 @@ std::unordered_map<int, std::unique_ptr<TunWriter>> gWriters;
 std::vector<TunWriter *> gDirty;  // writers with pending packets (JavaScript thread only)
 int gBatchDepth = 0;
 
+// Writers owned by other threads (alive), and the summed counters of retired ones, by fd.
+std::mutex gOwnedLock;
+std::vector<TunWriter *> gOwned;
+std::unordered_map<int, TunWriter::Stats> gRetired;
+
+void addStats(TunWriter::Stats *t, const TunWriter::Stats &s) {
+  t->frames += s.frames;
+  t->gsoFrames += s.gsoFrames;
+  t->packets += s.packets;
+  t->bytes += s.bytes;
+  t->dropped += s.dropped;
+  t->flushes += s.flushes;
+}
+
 }  // namespace
 
-TunWriter::TunWriter(int fd) : fd_(fd), gro_(new seng_gro) {
+TunWriter::TunWriter(int fd, bool owned) : fd_(fd), owned_(owned), gro_(new seng_gro) {
   seng_gro_init(gro_.get());
   arena_.resize(kArenaBytes);
 }
 
+TunWriter::~TunWriter() = default;
+
 TunWriter *TunWriter::forFd(int fd) {
   auto &slot = gWriters[fd];
-  if (!slot) slot.reset(new TunWriter(fd));
+  if (!slot) slot.reset(new TunWriter(fd, false));
   return slot.get();
+}
+
+std::unique_ptr<TunWriter> TunWriter::makeOwned(int fd) {
+  std::unique_ptr<TunWriter> w(new TunWriter(fd, true));
+  std::lock_guard<std::mutex> guard(gOwnedLock);
+  gOwned.push_back(w.get());
+  return w;
+}
+
+void TunWriter::retire(std::unique_ptr<TunWriter> w) {
+  if (!w) return;
+  w->flush();
+  const Stats s = w->stats();
+  std::lock_guard<std::mutex> guard(gOwnedLock);
+  for (auto it = gOwned.begin(); it != gOwned.end(); ++it) {
+    if (*it == w.get()) {
+      gOwned.erase(it);
+      break;
+    }
+  }
+  addStats(&gRetired[w->fd_], s);
+}
+
+TunWriter::Stats TunWriter::stats() const {
+  std::lock_guard<std::mutex> guard(statsLock_);
+  return stats_;
 }
 
 void TunWriter::beginBatch() { gBatchDepth++; }
@@ -44,18 +86,23 @@ TunWriter::Stats TunWriter::totals(int which) {
   Stats t;
   for (const auto &[fd, w] : gWriters) {
     if (which >= 0 && fd != which) continue;
-    t.frames += w->stats_.frames;
-    t.gsoFrames += w->stats_.gsoFrames;
-    t.packets += w->stats_.packets;
-    t.bytes += w->stats_.bytes;
-    t.dropped += w->stats_.dropped;
-    t.flushes += w->stats_.flushes;
+    addStats(&t, w->stats());
+  }
+  std::lock_guard<std::mutex> guard(gOwnedLock);
+  for (const TunWriter *w : gOwned) {
+    if (which >= 0 && w->fd_ != which) continue;
+    addStats(&t, w->stats());
+  }
+  for (const auto &[fd, s] : gRetired) {
+    if (which >= 0 && fd != which) continue;
+    addStats(&t, s);
   }
   return t;
 }
 
 void TunWriter::add(const uint8_t *p, size_t n) {
   if (n == 0 || n > arena_.size()) {
+    std::lock_guard<std::mutex> guard(statsLock_);
     stats_.dropped += 1;
     return;
   }
@@ -71,10 +118,12 @@ void TunWriter::add(const uint8_t *p, size_t n) {
     r = seng_gro_add(gro_.get(), copy, n);
   }
   if (r != 0) {
+    std::lock_guard<std::mutex> guard(statsLock_);
     stats_.dropped += 1;
     return;
   }
   used_ += n;
+  if (owned_) return;  // its thread flushes at the end of each batch
   if (gBatchDepth == 0) {
     flush();  // no receive batch is open: nothing would flush it later
     return;
@@ -91,6 +140,7 @@ void TunWriter::flush() {
   seng_gro_result res{};
   seng_gro_write(gro_.get(), fd_, &res);  // resets gro_
   used_ = 0;
+  std::lock_guard<std::mutex> guard(statsLock_);
   stats_.flushes += 1;
   stats_.frames += res.frames_written;
   stats_.gsoFrames += res.frames_gso;

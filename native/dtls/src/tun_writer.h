@@ -6,14 +6,18 @@
 // for TCP bulk transfers, a zero header for everything else. Outside a batch (records opened by a
 // direct call, as in the step-by-step tests) each packet is written at once.
 //
-// Threads: JavaScript thread only (the endpoint's poll callback and the connections' input
-// calls), like the forwarders that feed it. One writer per fd, kept for the process's lifetime (a
-// few hundred KiB, allocated on first use).
+// Threads: the shared writer of an fd (forFd) is JavaScript-thread only (the endpoint's poll or
+// queue callback and the connections' input calls), like the forwarders that feed it; one per fd,
+// kept for the process's lifetime (a few hundred KiB, allocated on first use). The endpoint's
+// receive thread (recv_thread.h) has writers of its own (makeOwned): only that thread adds to and
+// flushes them, always in batches (it calls flush() at each batch's end); retire() folds their
+// counters into the fd's totals when the thread ends. Counters are read under a per-writer lock.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <vector>
 
 #include "../../common/seng_net.h"
@@ -34,19 +38,29 @@ class TunWriter {
   // The counters of fd's writer (zero when it has none), or with fd < 0 the sum of all writers.
   static Stats totals(int fd);
 
-  // Copies the packet for the next flush (at once when no batch is open). Counts a failed write
-  // as dropped.
-  void add(const uint8_t *packet, size_t length);
+  // A writer for one thread's own use (see above), counted in totals(fd).
+  static std::unique_ptr<TunWriter> makeOwned(int fd);
+  // The owner is done with it: its counters stay in totals(fd), its memory is freed.
+  static void retire(std::unique_ptr<TunWriter> owned);
+  ~TunWriter();
 
- private:
-  explicit TunWriter(int fd);
+  // Copies the packet for the next flush (a shared writer outside a batch: at once). Counts a
+  // failed write as dropped.
+  void add(const uint8_t *packet, size_t length);
+  // Writes the pending packets (coalesced).
   void flush();
 
+ private:
+  TunWriter(int fd, bool owned);
+  Stats stats() const;
+
   int fd_;
+  bool owned_;
   std::unique_ptr<seng_gro> gro_;
   std::vector<uint8_t> arena_;  // copies of the pending packets
   size_t used_ = 0;
   bool pending_ = false;
+  mutable std::mutex statsLock_;  // stats_ (an owned writer's thread writes, JavaScript reads)
   Stats stats_;
 };
 

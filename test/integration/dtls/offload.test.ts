@@ -58,10 +58,13 @@ async function until(cond: () => boolean, what: string, ms = 5000): Promise<void
   }
 }
 
-async function pair(): Promise<{ server: DtlsServer; client: DtlsSession; session: DtlsSession }> {
+async function pair(
+  receiveThread?: boolean,
+): Promise<{ server: DtlsServer; client: DtlsSession; session: DtlsSession }> {
   const server = await DtlsServer.listen({
     host: '127.0.0.1',
     port: 0,
+    receiveThread,
     identities: [{ certPem: srv.certPem, keyPem: srv.keyPem }],
     verifyPeer: () => Promise.resolve({ accept: true }),
   });
@@ -151,7 +154,9 @@ describe('dtls native data path with TUN offload', { timeout: 60_000 }, () => {
   });
 
   it("writes one receive batch's consecutive TCP segments as one GSO frame", async () => {
-    const { server, client, session } = await pair();
+    // On the JavaScript thread's path, where a batch is what the loop finds waiting; the receive
+    // thread reads as datagrams arrive (its batches are only as full as the load makes them).
+    const { server, client, session } = await pair(false);
     const out = join(certs.dir, 'gso-frames.bin');
     const fd = openSync(out, 'w');
     try {
@@ -195,6 +200,50 @@ describe('dtls native data path with TUN offload', { timeout: 60_000 }, () => {
       const rest = file.subarray(10 + gsoLen);
       assert.deepEqual(rest.subarray(0, 10), Buffer.alloc(10), 'a zero header');
       assert.deepEqual(rest.subarray(10), other);
+    } finally {
+      session.forwardTo(-1, 0, MTU);
+      closeSync(fd);
+      client.close();
+      await server.close();
+    }
+  });
+
+  it("the receive thread's own writer delivers the stream intact, however its batches fall", async () => {
+    const { server, client, session } = await pair(true);
+    const out = join(certs.dir, 'thread-frames.bin');
+    const fd = openSync(out, 'w');
+    try {
+      session.forwardTo(fd, ENCLAVE, MTU, { vnetHdr: true });
+      const before = tunWriteStats(fd);
+      const segs = Array.from({ length: 40 }, (_, i) =>
+        buildTcpPacket({
+          src: ENCLAVE,
+          dst: PEER,
+          srcPort: 40000,
+          dstPort: 7000,
+          seq: 1 + i * 1000,
+          ack: 77,
+          flags: TCP_ACK,
+          payload: Buffer.alloc(1000, i),
+        }),
+      );
+      for (const s of segs) client.send(s);
+      // The thread's writer is counted in tunWriteStats(fd) like the JavaScript thread's.
+      await until(() => tunWriteStats(fd).packets - before.packets === segs.length, 'the 40 packets written');
+      assert.equal(server.receiveStats(session)?.packets, segs.length, 'all forwarded on the thread');
+      // Frames (virtio_net_hdr + packet, GSO super-packets or single segments) carry the stream in order.
+      const file = readFileSync(out);
+      const payloads: Buffer[] = [];
+      let frames = 0;
+      for (let off = 0; off < file.length; frames++) {
+        const len = file.readUInt16BE(off + 10 + 2);
+        const pkt = file.subarray(off + 10, off + 10 + len);
+        assert.equal(pkt.length, len, 'a whole frame');
+        payloads.push(tcpPayload(pkt));
+        off += 10 + len;
+      }
+      assert.equal(frames, tunWriteStats(fd).frames - before.frames);
+      assert.deepEqual(Buffer.concat(payloads), Buffer.concat(segs.map(tcpPayload)));
     } finally {
       session.forwardTo(-1, 0, MTU);
       closeSync(fd);

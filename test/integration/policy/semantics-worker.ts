@@ -21,6 +21,8 @@ export interface WorkerInput {
   leave: string[];
   /** A second policy applied with applyPolicy() after phase 1 (live sessions stay). */
   reload?: string;
+  /** Join and leave through joinMany/leaveMany (else concurrent join/leave calls). */
+  many?: boolean;
 }
 
 export interface WorkerOutput {
@@ -31,6 +33,9 @@ export interface WorkerOutput {
   setsAfterLeave: Record<string, string[]>;
   conntrackBefore: number;
   conntrackAfter: number;
+  /** Kernel transactions (netlink batches) of the joins, and of the leaves. */
+  joinBatches: number;
+  leaveBatches: number;
 }
 
 async function readStdin(): Promise<string> {
@@ -99,7 +104,10 @@ async function main(): Promise<void> {
     });
   }
   // All admissions at once: one batch.
-  await Promise.all([...regs.values()].map((r) => enforcer.join(r)));
+  const b0 = enforcer.stats.batches;
+  if (input.many) await enforcer.joinMany([...regs.values()]);
+  else await Promise.all([...regs.values()].map((r) => enforcer.join(r)));
+  const joinBatches = enforcer.stats.batches - b0;
   const phase1 = await sendAll(input);
   let phaseReload: number[] | undefined;
   if (input.reload !== undefined) {
@@ -107,7 +115,13 @@ async function main(): Promise<void> {
     phaseReload = await sendAll(input);
   }
   const conntrackBefore = conntrackCount(input.leave);
-  await Promise.all(input.leave.map((ip) => enforcer.leave(regs.get(ip) as EnclaveRegistration)));
+  const b1 = enforcer.stats.batches;
+  const leavers = input.leave.map((ip) => regs.get(ip) as EnclaveRegistration);
+  if (input.many) await enforcer.leaveMany(leavers);
+  else await Promise.all(leavers.map((r) => enforcer.leave(r)));
+  const leaveBatches = enforcer.stats.batches - b1;
+  // The purge follows the leave (the gateway releases the IP only after it).
+  await Promise.all(input.leave.map((ip) => enforcer.purged(parseIpv4(ip))));
   const conntrackAfter = conntrackCount(input.leave);
   const listing = JSON.parse(
     execFileSync('nft', ['-j', 'list', 'table', 'ip', compiled.table], { encoding: 'utf8' }),
@@ -122,6 +136,8 @@ async function main(): Promise<void> {
     setsAfterLeave,
     conntrackBefore,
     conntrackAfter,
+    joinBatches,
+    leaveBatches,
     ...(phaseReload && { phaseReload }),
   };
   process.stdout.write(JSON.stringify(out));

@@ -131,4 +131,51 @@ describe('NftNetlink (fake nf_tables)', () => {
       [DESTROYSETELEM, DELSETELEM, DELSETELEM],
     );
   });
+
+  it('a dispatch-map element carries a goto verdict (NFT_GOTO, chain name); a replaced one is removed first', async () => {
+    const k = new FakeNfTables();
+    k.sets.add('dispatch_input');
+    const nl = new NftNetlink({ table: 'seng', transport: k });
+    await nl.apply([
+      {
+        set: 'dispatch_input',
+        add: [0x0a000001],
+        remove: [],
+        gotoChains: ['input_app_x'],
+        replace: [0x0a000001],
+      },
+    ]);
+    const sent = k.datagrams[0] as SentMessage[];
+    assert.deepEqual(
+      sent.slice(1, -1).map((m) => m.type),
+      [DESTROYSETELEM, NEWSETELEM],
+    );
+    const list = new Map(attrs((sent[2] as SentMessage).payload.subarray(4))).get(3) as Buffer;
+    const elem = attrs(list)[0]?.[1] as Buffer;
+    const data = getAttr(elem, 2) as Buffer; // NFTA_SET_ELEM_DATA
+    const verdict = getAttr(data, 2) as Buffer; // NFTA_DATA_VERDICT
+    assert.equal((getAttr(verdict, 1) as Buffer).readInt32BE(0), -4, 'NFT_GOTO');
+    assert.equal((getAttr(verdict, 2) as Buffer).toString().replace(/\0+$/, ''), 'input_app_x');
+  });
+
+  it('a change too large for one sendmsg goes as several batches, removals first', async () => {
+    const k = new FakeNfTables();
+    k.sets.add('dispatch_forward');
+    const ips = Array.from({ length: 80_000 }, (_, i) => 0x0a000000 + i);
+    const chain = `forward_app_${'ab'.repeat(32)}`;
+    const nl = new NftNetlink({ table: 'seng', transport: k });
+    await nl.apply([
+      { set: 'enclaves', add: [], remove: ips },
+      { set: 'dispatch_forward', add: ips, remove: [], gotoChains: ips.map(() => chain) },
+    ]);
+    assert.ok(k.datagrams.length >= 2, `${k.datagrams.length} batches`);
+    for (const d of k.datagrams) {
+      assert.equal(d[0]?.type, 0x10, 'each datagram is a whole batch');
+      assert.equal(d.at(-1)?.type, 0x11);
+      assert.ok(d.reduce((n, m) => n + m.bytes.length, 0) <= 6 << 20);
+    }
+    assert.equal(nl.transactions, k.datagrams.length);
+    const types = k.datagrams.flatMap((d) => d.slice(1, -1).map((m) => m.type));
+    assert.equal(types.indexOf(NEWSETELEM) > types.lastIndexOf(DESTROYSETELEM), true);
+  });
 });

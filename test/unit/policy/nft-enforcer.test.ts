@@ -21,7 +21,12 @@ class FakeWriter implements ElementWriter {
   batches: SetElementChange[][] = [];
   async apply(changes: SetElementChange[]): Promise<void> {
     this.batches.push(
-      changes.map((c) => ({ set: c.set, add: [...c.add].sort(), remove: [...c.remove].sort() })),
+      changes.map((c) => ({
+        set: c.set,
+        add: [...c.add].sort(),
+        remove: [...c.remove].sort(),
+        ...(c.gotoChains && { gotoChains: [...c.gotoChains] }),
+      })),
     );
   }
   close(): void {}
@@ -63,11 +68,12 @@ test('start installs the policy and flushes stale elements in the same transacti
   );
   assert.deepEqual(
     e.sets().map((s) => s.name),
-    ['enclaves', `app_${A}`, 'cat_Web', 'host_10_0_0_0_8'],
+    // No app_A: only a src-app condition names A, and the dispatch map decides that.
+    ['enclaves', 'cat_Web', 'host_10_0_0_0_8'],
   );
 });
 
-test('joins in one event-loop turn become one batch; leave removes then purges conntrack', async () => {
+test('joins in one event-loop turn become one batch; leave removes, then the purge runs', async () => {
   const w = new FakeWriter();
   const purged: number[] = [];
   const e = new NftEnforcer({
@@ -83,16 +89,20 @@ test('joins in one event-loop turn become one batch; leave removes then purges c
   assert.equal(w.batches.length, 1);
   const byset = Object.fromEntries((w.batches[0] ?? []).map((c) => [c.set, c]));
   assert.deepEqual(byset.enclaves?.add, [r1.enclaveIp, r2.enclaveIp].sort());
-  assert.deepEqual(byset[`app_${A}`]?.add, [r1.enclaveIp]);
+  assert.equal(byset[`app_${A}`], undefined);
   assert.deepEqual(byset.cat_Web?.add, [r1.enclaveIp]);
   assert.deepEqual(byset.host_10_0_0_0_8?.add, [r1.enclaveIp]);
+  // The dispatch map sends app A's enclave to its chain, in the same batch; app B is named nowhere.
+  assert.deepEqual(byset.dispatch_input?.add, [r1.enclaveIp]);
+  assert.deepEqual(byset.dispatch_input?.gotoChains, [`input_app_${A}`]);
   await e.leave(r1);
   assert.equal(w.batches.length, 2);
   assert.deepEqual(
     (w.batches[1] ?? []).map((c) => c.set).sort(),
-    ['app_' + A, 'cat_Web', 'enclaves', 'host_10_0_0_0_8'].sort(),
+    ['cat_Web', 'dispatch_input', 'enclaves', 'host_10_0_0_0_8'].sort(),
   );
   assert.ok((w.batches[1] ?? []).every((c) => c.add.length === 0 && c.remove[0] === r1.enclaveIp));
+  await e.purged(r1.enclaveIp);
   assert.deepEqual(purged, [r1.enclaveIp]);
 });
 

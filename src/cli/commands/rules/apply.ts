@@ -2,7 +2,8 @@ import { Flags } from '@oclif/core';
 import { SengCommand } from '../../base.js';
 import { policyArg, policyFlags } from '../../policy-flags.js';
 import { lintPolicy, loadCompiledPolicyFrom, parseSetName } from '../../../policy/index.js';
-import { nftApplyDocument } from '../../../policy/nft.js';
+import { liveApplyOptions, nftApplyDocument } from '../../../policy/nft.js';
+import { dispatchPlan, nftSets } from '../../../policy/dispatch.js';
 import { diffPolicy, type DiffLine } from '../../../policy/diff.js';
 import { NftCli, type NftDocument } from '../../../nft/cli.js';
 import { restoreDocument } from '../../../nft/snapshot.js';
@@ -107,9 +108,14 @@ While \`seng serve --nft\` runs (its control socket answers), the policy is hand
     const nft = new NftCli();
     const live = await nft.listTable(compiled.table);
     const liveNames = new Set((live?.sets ?? []).map((s) => s.name));
-    const newSets = compiled.sets.map((s) => s.name).filter((n) => !liveNames.has(n));
-    const wanted = new Set(compiled.sets.map((s) => s.name));
-    const doc = nftApplyDocument(compiled, { liveSets: [...liveNames] });
+    const tableSets = nftSets(compiled);
+    // A per-app dispatch chain that is not live yet starts like a new set: nft alone does
+    // not know which registered enclaves run that app (the gateway does).
+    const liveChains = new Set((live?.chains ?? []).map((c) => c.name));
+    const newChains = dispatchPlan(compiled).chains.filter((c) => c.includes('_app_') && !liveChains.has(c));
+    const newSets = [...tableSets.map((s) => s.name).filter((n) => !liveNames.has(n)), ...newChains];
+    const wanted = new Set(tableSets.map((s) => s.name));
+    const doc = nftApplyDocument(compiled, liveApplyOptions(compiled, live));
     const deletedSets = [...liveNames].filter((n) => !wanted.has(n) && parseSetName(n) !== undefined);
     const registered = live?.sets.find((s) => s.name === 'enclaves')?.elements.length ?? 0;
     const liveElements = (live?.sets ?? [])
@@ -159,7 +165,7 @@ While \`seng serve --nft\` runs (its control socket answers), the policy is hand
     } else {
       await nft.run(doc);
       this.log(
-        `applied ${this.args.file} to table ip ${compiled.table} (${compiled.rules.length} rules, ${compiled.sets.length} sets)`,
+        `applied ${this.args.file} to table ip ${compiled.table} (${compiled.rules.length} rules, ${tableSets.length} sets)`,
       );
     }
     this.logChanges(changes);

@@ -1,0 +1,332 @@
+// The enclave → gateway receive thread (see recv_thread.h).
+#include "recv_thread.h"
+
+#include <arpa/inet.h>
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <openssl/err.h>
+
+#include <cerrno>
+#include <cstring>
+#include <system_error>
+
+#include "common.h"
+
+namespace seng_dtls {
+
+namespace {
+
+constexpr size_t kSlot = kMaxPlain + 2048;  // the largest DTLS record plus headers (as endpoint.cc)
+
+double wallClockMs() {
+  timespec ts{};
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return static_cast<double>(ts.tv_sec) * 1000.0 + static_cast<double>(ts.tv_nsec / 1000000);
+}
+
+}  // namespace
+
+bool allApplicationData(const uint8_t *d, size_t n) {
+  if (n == 0) return false;
+  size_t pos = 0;
+  while (pos < n) {
+    const size_t len = RecordLayer::framedLength(d + pos, n - pos);
+    if (len == 0 || d[pos] != kApplicationData) return false;
+    pos += len;
+  }
+  return true;
+}
+
+RecvThread::RecvThread(int udpFd, unsigned batch) : fd_(udpFd), batch_(batch < 1 || batch > kMaxBatch ? kMaxBatch : batch) {
+  arena_.resize(kSlot * batch_);
+  plain_.resize(kMaxPlain);
+  for (unsigned i = 0; i < batch_; i++) {
+    iov_[i].iov_base = arena_.data() + i * kSlot;
+    iov_[i].iov_len = kSlot;
+  }
+}
+
+RecvThread::~RecvThread() { stop(); }
+
+bool RecvThread::start(std::function<void()> notify, std::string *error) {
+  if (running_ || stop_ || wakeFd_ >= 0) {
+    *error = "receive thread already started or stopped";
+    return false;
+  }
+  notify_ = std::move(notify);
+  wakeFd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  if (wakeFd_ < 0) {
+    *error = std::string("eventfd: ") + std::strerror(errno);
+    return false;
+  }
+  running_ = true;
+  try {
+    thread_ = std::thread([this] { run(); });
+  } catch (const std::system_error &e) {
+    running_ = false;
+    close(wakeFd_);
+    wakeFd_ = -1;
+    *error = std::string("cannot start the receive thread: ") + e.what();
+    return false;
+  }
+  return true;
+}
+
+void RecvThread::stop() {
+  stop_ = true;
+  if (thread_.joinable()) {
+    const uint64_t one = 1;
+    ssize_t w;
+    do {
+      w = write(wakeFd_, &one, sizeof one);
+    } while (w < 0 && errno == EINTR);
+    thread_.join();
+  }
+  running_ = false;
+  if (wakeFd_ >= 0) {
+    close(wakeFd_);
+    wakeFd_ = -1;
+  }
+  for (auto &[fd, w] : writers_) TunWriter::retire(std::move(w));
+  writers_.clear();
+  {
+    std::lock_guard<std::mutex> guard(mu_);
+    routes_.clear();
+  }
+  std::lock_guard<std::mutex> guard(queueMu_);
+  queue_.clear();
+  queueBytes_ = 0;
+}
+
+void RecvThread::route(uint32_t ip, uint16_t port, std::weak_ptr<RecordLayer> rl, const TunForwarder &forward) {
+  Route r;
+  r.rl = std::move(rl);
+  r.forward = forward;
+  r.forward.resetCounters();
+  std::lock_guard<std::mutex> guard(mu_);
+  Route &slot = routes_[key(ip, port)];
+  r.inQueue = slot.inQueue;  // a route made again: its items still queued keep counting
+  slot = std::move(r);
+}
+
+bool RecvThread::unroute(uint32_t ip, uint16_t port, RouteCounters *out) {
+  std::lock_guard<std::mutex> guard(mu_);
+  auto it = routes_.find(key(ip, port));
+  if (it == routes_.end()) return false;
+  *out = it->second.c;
+  routes_.erase(it);
+  return true;
+}
+
+bool RecvThread::routeCounters(uint32_t ip, uint16_t port, RouteCounters *out) {
+  std::lock_guard<std::mutex> guard(mu_);
+  auto it = routes_.find(key(ip, port));
+  if (it == routes_.end()) return false;
+  *out = it->second.c;
+  return true;
+}
+
+std::vector<std::pair<uint64_t, RecvThread::RouteCounters>> RecvThread::allRoutes() {
+  std::lock_guard<std::mutex> guard(mu_);
+  std::vector<std::pair<uint64_t, RouteCounters>> all;
+  all.reserve(routes_.size());
+  for (const auto &[k, r] : routes_) all.emplace_back(k, r.c);
+  return all;
+}
+
+RecvThread::Counters RecvThread::counters() {
+  std::lock_guard<std::mutex> guard(mu_);
+  return counters_;
+}
+
+size_t RecvThread::routes() {
+  std::lock_guard<std::mutex> guard(mu_);
+  return routes_.size();
+}
+
+size_t RecvThread::take(std::vector<Item> *out, size_t max) {
+  std::lock_guard<std::mutex> guard(queueMu_);
+  while (max-- > 0 && !queue_.empty()) {
+    queueBytes_ -= queue_.front().data.size();
+    out->push_back(std::move(queue_.front()));
+    queue_.pop_front();
+  }
+  return queue_.size();
+}
+
+// The thread: wait for the socket (or the stop signal), read batches until it is empty.
+void RecvThread::run() {
+  pollfd fds[2] = {{fd_, POLLIN, 0}, {wakeFd_, POLLIN, 0}};
+  while (!stop_) {
+    const int r = poll(fds, 2, -1);
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      readErrno_ = errno;
+      break;
+    }
+    if (stop_ || (fds[1].revents & POLLIN) != 0) break;
+    if ((fds[0].revents & POLLNVAL) != 0) {
+      readErrno_ = EBADF;
+      break;
+    }
+    for (;;) {
+      for (unsigned i = 0; i < batch_; i++) {
+        std::memset(&msgs_[i].msg_hdr, 0, sizeof msgs_[i].msg_hdr);
+        msgs_[i].msg_hdr.msg_iov = &iov_[i];
+        msgs_[i].msg_hdr.msg_iovlen = 1;
+        msgs_[i].msg_hdr.msg_name = &addrs_[i];
+        msgs_[i].msg_hdr.msg_namelen = sizeof addrs_[i];
+        msgs_[i].msg_len = 0;
+      }
+      int n;
+      do {
+        n = recvmmsg(fd_, msgs_, batch_, MSG_DONTWAIT, nullptr);
+      } while (n < 0 && errno == EINTR);
+      if (n <= 0) break;  // EAGAIN (or e.g. ECONNREFUSED from ICMP: nothing to read)
+      handleBatch(static_cast<unsigned>(n));
+      if (stop_ || static_cast<unsigned>(n) < batch_) break;
+    }
+    ERR_clear_error();  // this thread's OpenSSL error queue
+  }
+  running_ = false;
+}
+
+void RecvThread::handleBatch(unsigned n) {
+  const double now = wallClockMs();
+  {
+    std::lock_guard<std::mutex> guard(mu_);
+    counters_.wakeups += 1;
+    counters_.datagrams += n;
+    for (unsigned i = 0; i < n; i++) {
+      const msghdr &m = msgs_[i].msg_hdr;
+      if ((m.msg_flags & MSG_TRUNC) != 0 || m.msg_namelen < sizeof(sockaddr_in) || addrs_[i].sin_family != AF_INET ||
+          msgs_[i].msg_len > kSlot || msgs_[i].msg_len == 0)
+        continue;  // the endpoint drops these too (not IPv4, truncated)
+      const uint8_t *d = arena_.data() + i * kSlot;
+      const size_t len = msgs_[i].msg_len;
+      const uint32_t ip = ntohl(addrs_[i].sin_addr.s_addr);
+      const uint16_t port = ntohs(addrs_[i].sin_port);
+      auto it = routes_.find(key(ip, port));
+      if (it == routes_.end()) {
+        pend(ip, port, false, d, len);
+        continue;
+      }
+      Route &route = it->second;
+      std::shared_ptr<RecordLayer> rl = route.rl.lock();
+      if (!rl) {  // the session ended and JavaScript has not unrouted it yet
+        counters_.expired += 1;
+        pend(ip, port, false, d, len);
+        continue;
+      }
+      route.c.lastRxMs = now;
+      if (route.inQueue > 0 || !allApplicationData(d, len)) {
+        route.c.toJs += 1;
+        pend(ip, port, false, d, len, &route);
+        continue;
+      }
+      counters_.opened += 1;
+      openDatagram(&route, rl.get(), d, len, ip, port);
+    }
+  }
+  for (auto &[fd, w] : writers_) w->flush();
+  publish();
+}
+
+// Opens every record of an application-data datagram of a routed session.
+void RecvThread::openDatagram(Route *route, RecordLayer *rl, const uint8_t *d, size_t n, uint32_t ip, uint16_t port) {
+  size_t pos = 0;
+  while (pos < n) {
+    const size_t len = RecordLayer::framedLength(d + pos, n - pos);  // allApplicationData checked framing
+    if (len == 0) break;
+    size_t plain = 0;
+    uint8_t type = 0;
+    const RecordLayer::Opened r = rl->open(d + pos, len, plain_.data(), &plain, &type);
+    pos += len;
+    if (r != RecordLayer::Opened::Ok) {
+      if (r == RecordLayer::Opened::Replayed)
+        route->c.replayed += 1;
+      else if (r == RecordLayer::Opened::Forged)
+        route->c.forged += 1;
+      else
+        route->c.other += 1;
+      continue;
+    }
+    if (plain == 0) continue;
+    TunForwarder &f = route->forward;
+    if (f.offer(plain_.data(), plain, f.vnetHdr() ? writerFor(f.fd()) : nullptr)) continue;
+    counters_.plainToJs += 1;
+    pend(ip, port, true, plain_.data(), plain, route);  // the rule leaves it to JavaScript
+  }
+  TunForwarder &f = route->forward;
+  route->c.packets = f.packets;
+  route->c.bytes = f.bytes;
+  route->c.dropped = f.dropped;
+  route->c.oversize = f.oversize;
+  route->c.malformed = f.malformed;
+  route->c.spoofed = f.spoofed;
+  route->c.lastSpoofedSource = f.lastSpoofedSource;
+}
+
+void RecvThread::pend(uint32_t ip, uint16_t port, bool plain, const uint8_t *d, size_t n, Route *route) {
+  Item item;
+  item.ip = ip;
+  item.port = port;
+  item.plain = plain;
+  item.routed = route != nullptr;
+  if (route != nullptr) route->inQueue += 1;
+  item.data.assign(d, d + n);
+  pending_.push_back(std::move(item));
+}
+
+// Moves this batch's items into the queue (a full queue drops them) and wakes JavaScript.
+void RecvThread::publish() {
+  if (pending_.empty()) return;
+  double dropped = 0, queued = 0;
+  std::vector<Item> lost;
+  {
+    std::lock_guard<std::mutex> guard(queueMu_);
+    for (Item &item : pending_) {
+      if (queue_.size() >= kQueueItems || queueBytes_ + item.data.size() > kQueueBytes) {
+        dropped += 1;
+        if (item.routed) lost.push_back(std::move(item));
+        continue;
+      }
+      queueBytes_ += item.data.size();
+      queue_.push_back(std::move(item));
+      queued += 1;
+    }
+  }
+  pending_.clear();
+  {
+    std::lock_guard<std::mutex> guard(mu_);
+    counters_.queued += queued;
+    counters_.queueDropped += dropped;
+    settle(lost);
+  }
+  if (queued > 0 && notify_) notify_();
+}
+
+void RecvThread::delivered(const std::vector<Item> &items) {
+  std::lock_guard<std::mutex> guard(mu_);
+  settle(items);
+}
+
+void RecvThread::settle(const std::vector<Item> &items) {
+  for (const Item &item : items) {
+    if (!item.routed) continue;
+    auto it = routes_.find(key(item.ip, item.port));
+    // A route made again since (or removed) starts from zero: nothing to count down.
+    if (it != routes_.end() && it->second.inQueue > 0) it->second.inQueue -= 1;
+  }
+}
+
+TunWriter *RecvThread::writerFor(int fd) {
+  auto &slot = writers_[fd];
+  if (!slot) slot = TunWriter::makeOwned(fd);
+  return slot.get();
+}
+
+}  // namespace seng_dtls
