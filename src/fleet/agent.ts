@@ -433,16 +433,8 @@ export class FleetAgent {
       }
     }
     let failed = 0;
-    failed += await this.inBatches(leave, async (e) => {
-      await this.opts.enforcer.leave(e.reg);
-      this.applied.delete(e.reg.enclaveIp);
-      this.stats.leaves++;
-    });
-    failed += await this.inBatches(join, async (e) => {
-      await this.opts.enforcer.join(e.reg);
-      this.applied.set(e.reg.enclaveIp, e);
-      this.stats.joins++;
-    });
+    failed += await this.inGroups(leave, (group) => this.leaveGroup(group));
+    failed += await this.inGroups(join, (group) => this.joinGroup(group));
     failed += await this.inBatches(update, async ({ before, after }) => {
       await this.opts.enforcer.updateCategories(after.reg.mrEnclave, after.reg.categories, [before.reg]);
       this.applied.set(after.reg.enclaveIp, after);
@@ -453,6 +445,84 @@ export class FleetAgent {
       this.retryLater();
     }
     return { joined: join.length, left: leave.length, updated: update.length };
+  }
+
+  /**
+   * Leaves of one batch: ONE kernel transaction with a backend that has leaveMany (nftables),
+   * else one leave per enclave, issued together.
+   */
+  private async leaveGroup(group: Entry[]): Promise<number> {
+    const enforcer = this.opts.enforcer;
+    if (!enforcer.leaveMany) {
+      return this.settle(group, async (e) => {
+        await enforcer.leave(e.reg);
+        this.leftOne(e);
+      });
+    }
+    try {
+      await enforcer.leaveMany(group.map((e) => e.reg));
+    } catch (err) {
+      return this.groupFailed(group.length, err);
+    }
+    for (const e of group) this.leftOne(e);
+    return 0;
+  }
+
+  /** Joins of one batch, as leaveGroup. */
+  private async joinGroup(group: Entry[]): Promise<number> {
+    const enforcer = this.opts.enforcer;
+    if (!enforcer.joinMany) {
+      return this.settle(group, async (e) => {
+        await enforcer.join(e.reg);
+        this.joinedOne(e);
+      });
+    }
+    try {
+      await enforcer.joinMany(group.map((e) => e.reg));
+    } catch (err) {
+      return this.groupFailed(group.length, err);
+    }
+    for (const e of group) this.joinedOne(e);
+    return 0;
+  }
+
+  private leftOne(e: Entry): void {
+    this.applied.delete(e.reg.enclaveIp);
+    this.stats.leaves++;
+  }
+
+  private joinedOne(e: Entry): void {
+    this.applied.set(e.reg.enclaveIp, e);
+    this.stats.joins++;
+  }
+
+  private groupFailed(count: number, err: unknown): number {
+    this.log.error(
+      { event: 'enforcement-failed', enclaves: count, err: errorMessage(err) },
+      `backend update of ${count} enclave(s) failed: ${errorMessage(err)} (retried by a resync)`,
+    );
+    return count;
+  }
+
+  /** `fn` for every item of `group` concurrently; returns how many failed (logged). */
+  private async settle<T>(group: T[], fn: (item: T) => Promise<void>): Promise<number> {
+    let failed = 0;
+    for (const r of await Promise.allSettled(group.map(fn))) {
+      if (r.status === 'fulfilled') continue;
+      failed++;
+      this.log.error(
+        { event: 'enforcement-failed', err: errorMessage(r.reason) },
+        `backend update failed: ${errorMessage(r.reason)} (retried by a resync)`,
+      );
+    }
+    return failed;
+  }
+
+  /** `fn` for every group of `batch` items, one group after the other; returns the failures. */
+  private async inGroups<T>(items: T[], fn: (group: T[]) => Promise<number>): Promise<number> {
+    let failed = 0;
+    for (let i = 0; i < items.length; i += this.batch) failed += await fn(items.slice(i, i + this.batch));
+    return failed;
   }
 
   /** Runs `fn` for every item, `batch` at a time concurrently; returns how many failed (logged). */

@@ -246,12 +246,14 @@ export class Registry {
 
   /** Claims `lease.ip`; false when another session holds it (the database decides). */
   async claim(lease: LeaseClaim): Promise<boolean> {
-    const r = await this.pool.query(
-      `INSERT INTO seng_leases (ip, subnet, session_id, gateway_id, app, mr_enclave, mr_signer, host_ip, categories)
+    // Named: prepared once per connection, as it runs once per admission.
+    const r = await this.pool.query({
+      name: 'seng-claim',
+      text: `INSERT INTO seng_leases (ip, subnet, session_id, gateway_id, app, mr_enclave, mr_signer, host_ip, categories)
        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
        ON CONFLICT DO NOTHING RETURNING ip`,
-      claimParams(lease),
-    );
+      values: claimParams(lease),
+    });
     return (r.rowCount ?? 0) > 0;
   }
 
@@ -288,11 +290,11 @@ export class Registry {
   /** Ends these leases (moved to history); a lease already gone or held by another session is skipped. */
   async release(items: readonly ReleaseItem[]): Promise<number> {
     if (items.length === 0) return 0;
-    const r = await this.pool.query(RELEASE_SQL, [
-      items.map((i) => i.ip),
-      items.map((i) => i.sessionId),
-      items.map((i) => i.reason),
-    ]);
+    const r = await this.pool.query({
+      name: 'seng-release',
+      text: RELEASE_SQL,
+      values: [items.map((i) => i.ip), items.map((i) => i.sessionId), items.map((i) => i.reason)],
+    });
     return r.rowCount ?? 0;
   }
 
