@@ -350,7 +350,7 @@ async function compareAdmission(
   server: PostgresServer,
   opts: BenchOptions,
 ): Promise<FleetAdmission> {
-  const seconds = opts.quick ? 4 : 8;
+  const seconds = opts.quick ? 4 : 6;
   const concurrency = 16;
   const url = await server.createDatabase();
   sengCli(['db', 'copy', lab.db, url]);
@@ -360,10 +360,10 @@ async function compareAdmission(
     postgres: { db: url, args: ['--lease-db', 'none', '--gateway-id', 'bench-admission'] },
   } as const;
   const runs: Record<keyof typeof stores, AdmissionRun[]> = { sqlite: [], postgres: [] };
-  // S P P S (full run): drift of the shared machine's load hits both stores alike.
+  // S P P S P S S P (full run): the shared machine's load drifts; both stores see it alike.
   const order: (keyof typeof stores)[] = opts.quick
     ? ['sqlite', 'postgres']
-    : ['sqlite', 'postgres', 'postgres', 'sqlite'];
+    : ['sqlite', 'postgres', 'postgres', 'sqlite', 'postgres', 'sqlite', 'sqlite', 'postgres'];
   for (const name of order) {
     const { db, args } = stores[name];
     const gw = await startGateway(lab, { suite: 'ec', ...(db ? { db } : {}), extraArgs: [...args] });
