@@ -249,7 +249,8 @@ export async function certPool(
   });
 }
 
-async function oneRun(
+/** One admission run of `concurrency` clients for `seconds` (also used by the fleet section). */
+export async function oneRun(
   lab: Lab,
   suite: Suite,
   concurrency: number,

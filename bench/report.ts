@@ -13,6 +13,7 @@ import type { AdmissionResult } from './admission.js';
 import type { EnforcementResult } from './enforcement.js';
 import type { PolicyScaleResult } from './policy-scale.js';
 import type { MemoryResult } from './memory.js';
+import type { FleetResult } from './fleet.js';
 import type { ProfileSummary } from './profile.js';
 import { repoRoot } from './lib/lab.js';
 import type { MachineInfo, OpensslSpeed } from './lib/util.js';
@@ -33,6 +34,7 @@ export interface BenchResults {
     profile?: ProfileSummary[];
     soak?: SoakResult;
     fuzz?: FuzzResult;
+    fleet?: FleetResult;
   };
   errors: Record<string, string>;
   durationSeconds: number;
@@ -265,7 +267,103 @@ function targets(res: BenchResults): Target[] {
       met: enough(c.cycles >= 10_000, c.gatewayAlive && !Object.keys(c.leaks).length),
     });
   }
+  out.push(...fleetTargets(res.sections.fleet));
   return out;
+}
+
+/** Issue 15: propagation, admissions on PostgreSQL, the agent's burst. */
+function fleetTargets(f: FleetResult | undefined): Target[] {
+  const p = f?.propagation;
+  const a = f?.admission;
+  const b = f?.burst;
+  const pOk = p && !p.error && p.changes > 0;
+  return [
+    {
+      target: 'policy change reaches 2 gateways + 1 agent: p99 ≤ 1 s',
+      value: pOk
+        ? `p50 ${fmt(p.allApplied.p50)} ms, p99 ${fmt(p.allApplied.p99)} ms over ${p.changes} changes (slowest of the three; ${p.missed} missed)`
+        : p?.error
+          ? `error: ${p.error}`
+          : 'not measured',
+      met: pOk ? p.missed === 0 && p.allApplied.p99 <= 1000 : undefined,
+    },
+    {
+      target: 'admissions per gateway CPU-second, PostgreSQL (policy + registry) vs SQLite ≥ 0.9×',
+      value:
+        a && Number.isFinite(a.ratio)
+          ? `${fmt(a.ratio, 2)}× (${fmt(a.postgres?.perGatewayCpuSecond, 1)} vs ${fmt(a.sqlite?.perGatewayCpuSecond, 1)})`
+          : a?.error
+            ? `error: ${a.error}`
+            : 'not measured',
+      met: a && Number.isFinite(a.ratio) ? a.ratio >= 0.9 : undefined,
+    },
+    {
+      target: `agent burst of ${b?.enclaves ? fmt(b.enclaves) : '10,000'} joins and leaves: time, kernel transactions`,
+      value:
+        b && !b.error
+          ? `joins ${fmt(b.joinSeconds, 2)} s / ${fmt(b.joinTransactions)} transactions; leaves ${fmt(b.leaveSeconds, 2)} s / ${fmt(b.leaveTransactions)} transactions`
+          : b?.error
+            ? `error: ${b.error}`
+            : 'not measured',
+      // No numeric target in the issue: met when the set ends up right both ways.
+      met: b && !b.error ? b.setAfterJoin === b.enclaves && b.setAfterLeave === 0 : undefined,
+    },
+  ];
+}
+
+function fleetTables(f: FleetResult): string {
+  const out: string[] = [];
+  const p = f.propagation;
+  out.push(
+    `Policy change propagation (${p.changes} changes, each one autocommit INSERT/DELETE of a category row; from sending the statement to the follower's log line saying the change is in force).`,
+    '',
+    table(
+      ['follower', 'p50 ms', 'p99 ms', 'max ms'],
+      [
+        ...p.followers.map((x) => [x.name, fmt(x.p50, 1), fmt(x.p99, 1), fmt(x.max, 1)]),
+        ['all three', fmt(p.allApplied.p50, 1), fmt(p.allApplied.p99, 1), fmt(p.allApplied.max, 1)],
+      ],
+    ),
+    '',
+  );
+  const a = f.admission;
+  if (a.sqlite && a.postgres) {
+    out.push(
+      'Admissions (ECDSA P-256, 16 concurrent clients): SQLite policy + local lease history vs PostgreSQL policy + registry.',
+      '',
+      table(
+        ['store', 'setups/s', 'per gateway CPU-s', 'p99 ms', 'failures'],
+        (
+          [
+            ['SQLite', a.sqlite],
+            ['PostgreSQL', a.postgres],
+          ] as const
+        ).map(([name, r]) => [
+          name,
+          fmt(r.perSecond, 1),
+          fmt(r.perGatewayCpuSecond, 1),
+          fmt(r.latencyMs.p99),
+          String(r.failures),
+        ]),
+      ),
+      '',
+    );
+  }
+  const b = f.burst;
+  if (!b.error) {
+    out.push(
+      `Agent burst: ${fmt(b.enclaves)} leases inserted in one transaction, then deleted in one; measured at the agent.`,
+      '',
+      table(
+        ['phase', 'seconds', 'kernel transactions', 'set elements after'],
+        [
+          ['join', fmt(b.joinSeconds, 2), fmt(b.joinTransactions), fmt(b.setAfterJoin)],
+          ['leave', fmt(b.leaveSeconds, 2), fmt(b.leaveTransactions), fmt(b.setAfterLeave)],
+        ],
+      ),
+    );
+  }
+  return out.join('\n');
 }
 
 function meanCost(
@@ -744,6 +842,9 @@ export function renderReport(res: BenchResults): string {
   out.push('## 6. Fuzz and soak', '');
   if (res.sections.soak) out.push(soakSection(res.sections.soak), '');
   else out.push(`_not measured_ ${res.errors.soak ?? ''}`, '');
+  out.push('## 7. Fleet (PostgreSQL policy and registry, docs/fleet.md)', '');
+  if (res.sections.fleet) out.push(fleetTables(res.sections.fleet), '');
+  else out.push(`_not measured_ ${res.errors.fleet ?? ''}`, '');
   if (res.sections.profile?.length)
     out.push(
       '## Profiles (node --cpu-prof, main thread, P-256 suite)',
@@ -760,7 +861,7 @@ export function renderReport(res: BenchResults): string {
     'npm ci && npm run build        # TypeScript and the native addons',
     'sudo npm run bench             # full run, ≈ 20 min; writes BENCHMARKS.md and bench/results/latest.json',
     'sudo npm run bench -- --quick  # short pass, a few minutes',
-    'sudo npm run bench -- --only datapath   # or admission, enforcement, memory, soak, profile, fuzz (comma-separated)',
+    'sudo npm run bench -- --only datapath   # or admission, enforcement, policy-scale, memory, soak, profile, fuzz, fleet (comma-separated)',
     '```',
     '',
     'Needs root, iperf3, openvpn, openssl, nft, ip, taskset (scripts/install-system-deps.sh). Everything runs in network namespaces named `sg-bn-<pid>-<n>` that the run creates and deletes (also on Ctrl-C). Method and caveats: [docs/bench.md](docs/bench.md).',

@@ -5,7 +5,7 @@
  *
  *   npm run bench                      full run (≈ 20 min)
  *   npm run bench -- --quick           short pass (a few minutes)
- *   npm run bench -- --only datapath   one section (datapath, admission, enforcement, policy-scale, memory, soak, profile, fuzz); comma-separated
+ *   npm run bench -- --only datapath   one section (datapath, admission, enforcement, policy-scale, memory, soak, profile, fuzz, fleet); comma-separated
  *   npm run bench -- --out DIR         write the report and JSON somewhere else
  *   npm run bench -- --render          re-render BENCHMARKS.md from the last results (after editing bench/findings.md)
  *   npm run bench -- --only X --merge  re-run sections and keep the other sections of the last results
@@ -23,6 +23,7 @@ import { runMemory } from './memory.js';
 import { runProfile } from './profile.js';
 import { runFuzz } from './fuzz.js';
 import { runSoak } from './soak.js';
+import { runFleet } from './fleet.js';
 import { renderReport, type BenchResults } from './report.js';
 
 export const SECTIONS = [
@@ -34,6 +35,7 @@ export const SECTIONS = [
   'soak',
   'profile',
   'fuzz',
+  'fleet',
 ] as const;
 
 function parseArgs(
@@ -61,7 +63,7 @@ function parseArgs(
     else if (a === '--merge') merge = true;
     else if (a === '--help' || a === '-h') {
       process.stdout.write(
-        'usage: npm run bench -- [--quick] [--only datapath|admission|enforcement|policy-scale|memory|soak|profile|fuzz] [--out DIR] [--no-report] [--render] [--merge]\n' +
+        'usage: npm run bench -- [--quick] [--only datapath|admission|enforcement|policy-scale|memory|soak|profile|fuzz|fleet] [--out DIR] [--no-report] [--render] [--merge]\n' +
           '  --merge: with --only, keep the other sections of bench/results/latest.json\n' +
           '  --render: only re-render BENCHMARKS.md from bench/results/latest.json (e.g. after editing bench/findings.md)\n',
       );
@@ -114,7 +116,7 @@ async function main(): Promise<void> {
         results.errors['openssl-speed'] = errorText(err);
       }
     }
-    if (want('datapath') || want('admission') || want('memory') || want('soak') || want('profile')) {
+    if (['datapath', 'admission', 'memory', 'soak', 'profile', 'fleet'].some(want)) {
       try {
         log('building the namespace lab');
         lab = await buildLab();
@@ -148,6 +150,7 @@ async function main(): Promise<void> {
     await section('soak', () => runSoak(needLab(), opts));
     await section('profile', () => runProfile(needLab(), opts));
     await section('fuzz', () => runFuzz(opts));
+    await section('fleet', () => runFleet(needLab(), opts));
   } finally {
     await cleanupAll();
     lab?.destroy();

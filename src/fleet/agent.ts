@@ -14,7 +14,8 @@
  * transaction). The agent also reclaims the leases of lost gateways, so a fleet whose
  * gateways all died is cleaned up by its agents.
  */
-import { PgListener, backoffDelay, redactUrl } from '../pg/index.js';
+import type pg from 'pg';
+import { PgListener, backoffDelay, openPool, redactUrl } from '../pg/index.js';
 import type { Enforcer, EnclaveRegistration } from '../enforce/types.js';
 import { errorMessage } from '../util/errors.js';
 import { formatIpv4, parseIpv4, type Ipv4 } from '../util/ipv4.js';
@@ -30,7 +31,13 @@ const DEFAULT_RECLAIM_MS = 5_000;
 const RETRY_RESYNC_MS = 2_000;
 
 export interface AgentOptions {
+  /** The enclave registry. */
   url: string;
+  /**
+   * The policy store (netfilter layout) whose apps and categories apply; default: the
+   * registry's database.
+   */
+  policyUrl?: string;
   enforcer: Enforcer;
   log: Logger;
   /** How often expired leases are reclaimed (ms). */
@@ -71,6 +78,9 @@ export class FleetAgent {
   readonly stats: AgentStats = { resyncs: 0, joins: 0, leaves: 0, updates: 0, failures: 0, reclaimed: 0 };
   private registry: Registry | undefined;
   private listener: PgListener | undefined;
+  /** Only when the policy lives in another database than the registry. */
+  private policyListener: PgListener | undefined;
+  private policyPool: pg.Pool | undefined;
   /** What the backend holds, by enclave IP. */
   private readonly applied = new Map<Ipv4, Entry>();
   /** App names and categories from a netfilter policy in the same database, if any. */
@@ -148,6 +158,7 @@ export class FleetAgent {
         await new Promise((r) => setTimeout(r, delay));
       }
     }
+    await this.followSeparatePolicy();
     const reclaim = setInterval(() => void this.reclaim(), this.opts.reclaimEveryMs ?? DEFAULT_RECLAIM_MS);
     reclaim.unref();
     this.timers.push(reclaim);
@@ -169,10 +180,45 @@ export class FleetAgent {
     for (const t of this.timers) clearInterval(t);
     clearTimeout(this.retryTimer);
     await this.listener?.stop();
+    await this.policyListener?.stop();
     await this.queue;
     await this.opts.enforcer.stop();
     this.applied.clear();
     await this.registry?.close();
+    await this.policyPool?.end().catch(() => {});
+  }
+
+  /**
+   * A policy store in another database than the registry: read from its own pool and
+   * LISTEN there too (every reconnection resyncs, as for the registry).
+   */
+  private async followSeparatePolicy(): Promise<void> {
+    const url = this.opts.policyUrl;
+    if (url === undefined || url === this.opts.url || this.stopped) return;
+    this.policyPool = openPool(url, {
+      applicationName: 'seng-agent-policy',
+      onIdleError: (err) => this.log.warn({ event: 'pg-idle-error', err: errorMessage(err) }, 'idle error'),
+    });
+    const listener = new PgListener(url, [POLICY_CHANNEL], {
+      log: this.log,
+      applicationName: 'seng-agent-policy-listen',
+    });
+    this.policyListener = listener;
+    listener.on('connected', () => this.requestResync());
+    listener.on('notification', () => this.requestResync());
+    for (let attempt = 1; !this.stopped; attempt++) {
+      try {
+        await listener.start();
+        return;
+      } catch (err) {
+        const delay = backoffDelay(attempt, 200, 10_000);
+        this.log.error(
+          { event: 'policy-unreachable', policy: redactUrl(url), err: errorMessage(err), attempt },
+          `cannot LISTEN on the policy store (${errorMessage(err)}); retrying in ${delay} ms`,
+        );
+        await new Promise((r) => setTimeout(r, delay));
+      }
+    }
   }
 
   // ------------------------------------------------------------------ inputs
@@ -257,7 +303,7 @@ export class FleetAgent {
     const registry = this.registry;
     if (!registry) return;
     const started = Date.now();
-    this.policy = await readAppCategories(registry.pool);
+    this.policy = await readAppCategories(this.policyPool ?? registry.pool);
     const leases = await registry.liveLeases();
     const desired = new Map<Ipv4, Entry | null>();
     for (const l of leases) {
@@ -268,7 +314,13 @@ export class FleetAgent {
     const changed = await this.reconcile(desired);
     this.stats.resyncs++;
     this.log.info(
-      { event: 'resynced', leases: leases.length, ...changed, ms: Date.now() - started },
+      {
+        event: 'resynced',
+        leases: leases.length,
+        ...changed,
+        ms: Date.now() - started,
+        ...this.backendBatches(),
+      },
       `resynchronised with ${leases.length} live lease(s)`,
     );
   }
@@ -308,7 +360,24 @@ export class FleetAgent {
       const e = this.entryOf(lease);
       if (e) desired.set(ev.ip, e);
     }
-    await this.reconcile(desired);
+    const changed = await this.reconcile(desired);
+    // One line per step of the queue (debug): the bench measures bursts at the agent with it.
+    this.log.debug(
+      {
+        event: 'applied',
+        events: events.length,
+        ...changed,
+        enclaves: this.applied.size,
+        ...this.backendBatches(),
+      },
+      'lease changes applied',
+    );
+  }
+
+  /** Kernel transactions the backend made so far, when it counts them (nftables). */
+  private backendBatches(): { backendBatches?: number } {
+    const stats = (this.opts.enforcer as { stats?: { batches?: unknown } }).stats;
+    return typeof stats?.batches === 'number' ? { backendBatches: stats.batches } : {};
   }
 
   /** The backend's registration for a lease; undefined (logged) for a malformed row. */
@@ -364,16 +433,8 @@ export class FleetAgent {
       }
     }
     let failed = 0;
-    failed += await this.inBatches(leave, async (e) => {
-      await this.opts.enforcer.leave(e.reg);
-      this.applied.delete(e.reg.enclaveIp);
-      this.stats.leaves++;
-    });
-    failed += await this.inBatches(join, async (e) => {
-      await this.opts.enforcer.join(e.reg);
-      this.applied.set(e.reg.enclaveIp, e);
-      this.stats.joins++;
-    });
+    failed += await this.inGroups(leave, (group) => this.leaveGroup(group));
+    failed += await this.inGroups(join, (group) => this.joinGroup(group));
     failed += await this.inBatches(update, async ({ before, after }) => {
       await this.opts.enforcer.updateCategories(after.reg.mrEnclave, after.reg.categories, [before.reg]);
       this.applied.set(after.reg.enclaveIp, after);
@@ -384,6 +445,84 @@ export class FleetAgent {
       this.retryLater();
     }
     return { joined: join.length, left: leave.length, updated: update.length };
+  }
+
+  /**
+   * Leaves of one batch: ONE kernel transaction with a backend that has leaveMany (nftables),
+   * else one leave per enclave, issued together.
+   */
+  private async leaveGroup(group: Entry[]): Promise<number> {
+    const enforcer = this.opts.enforcer;
+    if (!enforcer.leaveMany) {
+      return this.settle(group, async (e) => {
+        await enforcer.leave(e.reg);
+        this.leftOne(e);
+      });
+    }
+    try {
+      await enforcer.leaveMany(group.map((e) => e.reg));
+    } catch (err) {
+      return this.groupFailed(group.length, err);
+    }
+    for (const e of group) this.leftOne(e);
+    return 0;
+  }
+
+  /** Joins of one batch, as leaveGroup. */
+  private async joinGroup(group: Entry[]): Promise<number> {
+    const enforcer = this.opts.enforcer;
+    if (!enforcer.joinMany) {
+      return this.settle(group, async (e) => {
+        await enforcer.join(e.reg);
+        this.joinedOne(e);
+      });
+    }
+    try {
+      await enforcer.joinMany(group.map((e) => e.reg));
+    } catch (err) {
+      return this.groupFailed(group.length, err);
+    }
+    for (const e of group) this.joinedOne(e);
+    return 0;
+  }
+
+  private leftOne(e: Entry): void {
+    this.applied.delete(e.reg.enclaveIp);
+    this.stats.leaves++;
+  }
+
+  private joinedOne(e: Entry): void {
+    this.applied.set(e.reg.enclaveIp, e);
+    this.stats.joins++;
+  }
+
+  private groupFailed(count: number, err: unknown): number {
+    this.log.error(
+      { event: 'enforcement-failed', enclaves: count, err: errorMessage(err) },
+      `backend update of ${count} enclave(s) failed: ${errorMessage(err)} (retried by a resync)`,
+    );
+    return count;
+  }
+
+  /** `fn` for every item of `group` concurrently; returns how many failed (logged). */
+  private async settle<T>(group: T[], fn: (item: T) => Promise<void>): Promise<number> {
+    let failed = 0;
+    for (const r of await Promise.allSettled(group.map(fn))) {
+      if (r.status === 'fulfilled') continue;
+      failed++;
+      this.log.error(
+        { event: 'enforcement-failed', err: errorMessage(r.reason) },
+        `backend update failed: ${errorMessage(r.reason)} (retried by a resync)`,
+      );
+    }
+    return failed;
+  }
+
+  /** `fn` for every group of `batch` items, one group after the other; returns the failures. */
+  private async inGroups<T>(items: T[], fn: (group: T[]) => Promise<number>): Promise<number> {
+    let failed = 0;
+    for (let i = 0; i < items.length; i += this.batch) failed += await fn(items.slice(i, i + this.batch));
+    return failed;
   }
 
   /** Runs `fn` for every item, `batch` at a time concurrently; returns how many failed (logged). */

@@ -30,6 +30,8 @@ export const DEFAULT_LEASE_TTL_MS = 30_000;
 const CONFLICTS_BEFORE_REFRESH = 4;
 /** How long a graceful stop waits for the registry before leaving the rest to the TTL. */
 const STOP_TIMEOUT_MS = 5_000;
+/** Session ends gathered into one release statement (ms). */
+const RELEASE_GATHER_MS = 20;
 
 export interface GatewayLeasesOptions {
   url: string;
@@ -58,6 +60,7 @@ export class GatewayLeases implements LeaseAuthority {
   private lastContactMs = 0;
   private failures = 0;
   private timer: NodeJS.Timeout | undefined;
+  private releaseTimer: NodeJS.Timeout | undefined;
   private stopped = false;
   private readonly held = new Map<Ipv4, Held>();
   private releasing: Releasing[] = [];
@@ -93,6 +96,8 @@ export class GatewayLeases implements LeaseAuthority {
   async stop(): Promise<void> {
     this.stopped = true;
     clearTimeout(this.timer);
+    clearTimeout(this.releaseTimer);
+    this.releaseTimer = undefined;
     const registry = this.registry;
     if (!registry) return;
     const done = (async () => {
@@ -180,8 +185,15 @@ export class GatewayLeases implements LeaseAuthority {
     const held = this.held.get(ip);
     if (held?.claim.sessionId === sessionId) this.held.delete(ip);
     this.releasing.push({ pool, item: { ip, sessionId, reason } });
-    // Batched: every release of this event-loop turn goes in one statement.
-    if (this.releasing.length === 1) setImmediate(() => void this.flushReleases());
+    // Batched: the releases of the next RELEASE_GATHER_MS go in one statement (a burst of
+    // session ends costs one round trip). The IP stays taken meanwhile: it returns to the
+    // pool only after the write.
+    if (this.releasing.length === 1 && !this.releaseTimer) {
+      this.releaseTimer = setTimeout(() => {
+        this.releaseTimer = undefined;
+        void this.flushReleases();
+      }, RELEASE_GATHER_MS);
+    }
   }
 
   /** Writes queued releases; on success their IPs return to the local pools. */

@@ -5,9 +5,10 @@
  * retries on top. Every statement is parameterised.
  */
 import type pg from 'pg';
-import { openPool } from '../pg/index.js';
+import { openPool, redactUrl } from '../pg/index.js';
+import { EnvironmentError } from '../util/errors.js';
 import type { Ipv4 } from '../util/ipv4.js';
-import { ensureRegistrySchema } from './schema.js';
+import { ensureRegistrySchema, registrySchemaPresent } from './schema.js';
 
 /** What a gateway writes when it claims an enclave IP. */
 export interface LeaseClaim {
@@ -123,17 +124,22 @@ const FORGET_GATEWAYS_SQL = `DELETE FROM seng_gateways g
 export class Registry {
   private constructor(readonly pool: pg.Pool) {}
 
-  /** Opens a pool and creates the tables if needed (throws on connection errors: wrap in withRetry). */
+  /**
+   * Opens a pool and creates the tables if needed (throws on connection errors: wrap in
+   * withRetry). With `readOnly` nothing is created (`seng leases`, `seng status --fleet` may
+   * run as users that cannot): missing tables are an EREGISTRY_MISSING error with a hint.
+   */
   static async open(
     url: string,
-    opts: { applicationName?: string; onIdleError?: (err: Error) => void } = {},
+    opts: { applicationName?: string; onIdleError?: (err: Error) => void; readOnly?: boolean } = {},
   ): Promise<Registry> {
     const pool = openPool(url, {
       applicationName: opts.applicationName ?? 'seng-registry',
       ...(opts.onIdleError ? { onIdleError: opts.onIdleError } : {}),
     });
     try {
-      await ensureRegistrySchema(pool);
+      if (!opts.readOnly) await ensureRegistrySchema(pool);
+      else if (!(await registrySchemaPresent(pool))) throw registryMissing(url);
     } catch (err) {
       await pool.end().catch(() => {});
       throw err;
@@ -240,12 +246,14 @@ export class Registry {
 
   /** Claims `lease.ip`; false when another session holds it (the database decides). */
   async claim(lease: LeaseClaim): Promise<boolean> {
-    const r = await this.pool.query(
-      `INSERT INTO seng_leases (ip, subnet, session_id, gateway_id, app, mr_enclave, mr_signer, host_ip, categories)
+    // Named: prepared once per connection, as it runs once per admission.
+    const r = await this.pool.query({
+      name: 'seng-claim',
+      text: `INSERT INTO seng_leases (ip, subnet, session_id, gateway_id, app, mr_enclave, mr_signer, host_ip, categories)
        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
        ON CONFLICT DO NOTHING RETURNING ip`,
-      claimParams(lease),
-    );
+      values: claimParams(lease),
+    });
     return (r.rowCount ?? 0) > 0;
   }
 
@@ -282,11 +290,11 @@ export class Registry {
   /** Ends these leases (moved to history); a lease already gone or held by another session is skipped. */
   async release(items: readonly ReleaseItem[]): Promise<number> {
     if (items.length === 0) return 0;
-    const r = await this.pool.query(RELEASE_SQL, [
-      items.map((i) => i.ip),
-      items.map((i) => i.sessionId),
-      items.map((i) => i.reason),
-    ]);
+    const r = await this.pool.query({
+      name: 'seng-release',
+      text: RELEASE_SQL,
+      values: [items.map((i) => i.ip), items.map((i) => i.sessionId), items.map((i) => i.reason)],
+    });
     return r.rowCount ?? 0;
   }
 
@@ -343,6 +351,14 @@ export class Registry {
     );
     return r.rows.map(fromRow);
   }
+}
+
+function registryMissing(url: string): EnvironmentError {
+  return new EnvironmentError(
+    'EREGISTRY_MISSING',
+    `${redactUrl(url)} holds no enclave registry (no seng_leases table)`,
+    'the registry is created by the first gateway started with --registry URL or -d postgres://… (or seng agent); check the URL and database name',
+  );
 }
 
 function claimParams(l: LeaseClaim): unknown[] {

@@ -115,3 +115,12 @@ export async function ensureRegistrySchema(pool: pg.Pool): Promise<void> {
     client.release();
   }
 }
+
+/** Whether the registry's tables exist (read-only check; creates nothing). */
+export async function registrySchemaPresent(pool: pg.Pool): Promise<boolean> {
+  const r = await pool.query<{ ok: boolean }>(
+    `SELECT to_regclass('seng_leases') IS NOT NULL AND to_regclass('seng_lease_history') IS NOT NULL
+        AND to_regclass('seng_gateways') IS NOT NULL AS ok`,
+  );
+  return r.rows[0]?.ok === true;
+}

@@ -17,6 +17,7 @@ import { readFileSync, statSync } from 'node:fs';
 import { LineCounter, isMap, isScalar, isSeq, parseDocument, type Node } from 'yaml';
 import { SengError } from '../util/errors.js';
 import { isIpv4 } from '../util/ipv4.js';
+import { isPostgresUrl } from '../pg/connection.js';
 
 type KeySpec =
   | { type: 'string' }
@@ -83,7 +84,6 @@ export interface ParsedConfig {
 const DEPENDS_ON: ReadonlyArray<[ServeFileKey, ServeFileKey]> = [
   ['netfilter', 'db'],
   ['policy', 'nft'],
-  ['gateway-id', 'registry'],
 ];
 
 /** A config file bigger than this is the wrong file. */
@@ -148,6 +148,17 @@ export function parseServeConfig(text: string): ParsedConfig {
     if (options[key] !== undefined && options[key] !== false && !options[needs])
       at(nodes.get(key), key, `${key} needs ${needs} (as --${key} needs --${needs})`);
   }
+  // A PostgreSQL db is the registry too unless registry says otherwise (docs/fleet.md).
+  const pgDb = typeof options.db === 'string' && isPostgresUrl(options.db);
+  if (
+    options['gateway-id'] !== undefined &&
+    (options.registry === undefined ? !pgDb : options.registry === 'none')
+  )
+    at(
+      nodes.get('gateway-id'),
+      'gateway-id',
+      'gateway-id needs a registry: registry (a postgres:// URL) or a postgres:// db (as --gateway-id does)',
+    );
   if (options.netfilter === true && options.nft === true)
     at(nodes.get('nft'), 'nft', 'nft and netfilter exclude each other: choose one enforcement mode');
   if (Array.isArray(options.cert) && Array.isArray(options.key) && options.cert.length !== options.key.length)

@@ -108,6 +108,11 @@ export class PgPolicyFollower {
     if (!changed && !force) return;
     try {
       await this.apply(force);
+      // The moment a change is in force here (the fleet bench measures propagation with it).
+      this.log.info(
+        { event: 'policy-applied', version: this.mirror.dataVersion(), force },
+        'policy change applied',
+      );
     } catch (err) {
       this.log.error({ event: 'policy-reload-failed', err: errorMessage(err) }, 'policy reload failed');
     }

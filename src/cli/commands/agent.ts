@@ -12,20 +12,27 @@ export default class Agent extends SengCommand<typeof Agent> {
   static override summary =
     "Firewall agent: keep this host's nftables sets (or seng kernel module) equal to the fleet's live enclaves.";
   static override description = `Runs on a firewall host that is not a gateway. Follows the enclave registry (the PostgreSQL database the gateways lease enclave IPs in: seng serve --registry) and keeps this host's enforcement state equal to the live leases: with --nft the enclave sets of the nftables table (the same sets seng serve --nft fills, so a policy installed here with seng rules apply matches the fleet's enclaves), with -n the seng kernel module's enclave entries.
-Categories come from the lease; when the same database holds a netfilter-layout policy (apps, categories), from there, re-read on every policy change.
+With -d postgres://… (a netfilter-layout policy store, seng db init --schema netfilter) the apps' names and categories come from that policy and are re-read on every change (NOTIFY seng_policy), so this host agrees with the gateways; the registry defaults to the same database. Without -d, categories come from the registry's own database when it holds such a policy, else from the lease rows.
 On start and after every lost connection it resynchronises completely (entries of enclaves that ended meanwhile are removed, their conntrack entries purged). It also reclaims the leases of gateways whose heartbeat stopped (their lease TTL). Runs until SIGINT/SIGTERM; on stop it removes the entries it added (enclave rules then match nobody). See docs/fleet.md.`;
   static override examples = [
+    '<%= config.bin %> agent -d postgres://seng@db.example/seng --nft',
     '<%= config.bin %> agent --registry postgres://seng@db.example/seng --nft',
     '<%= config.bin %> agent --registry "postgres://seng@/seng?host=/run/postgresql" --nft --table seng',
     '<%= config.bin %> agent --registry postgres://seng@db.example/seng -n',
   ];
   static override enableJsonFlag = false;
   static override flags = {
+    db: Flags.string({
+      char: 'd',
+      summary:
+        'PostgreSQL policy store (postgres://…, netfilter layout): app categories come from it; also the registry unless --registry is given.',
+      env: 'SENG_DB',
+      helpValue: 'URL',
+    }),
     registry: Flags.string({
-      summary: 'The enclave registry (postgres://… URL, the one the gateways use).',
+      summary: 'The enclave registry (postgres://… URL, the one the gateways use; default: -d).',
       env: 'SENG_REGISTRY',
       helpValue: 'URL',
-      required: true,
     }),
     nft: Flags.boolean({ summary: 'Enforce with nftables sets on this host.', exclusive: ['netfilter'] }),
     netfilter: Flags.boolean({
@@ -50,14 +57,22 @@ On start and after every lost connection it resynchronises completely (entries o
 
   async run(): Promise<void> {
     const f = this.flags;
-    if (!isPostgresUrl(f.registry))
-      usageError(`--registry "${redactUrl(f.registry)}" is not a postgres:// or postgresql:// URL`);
+    if (f.db !== undefined && !isPostgresUrl(f.db))
+      usageError(
+        `-d "${redactUrl(f.db)}" is not a postgres:// or postgresql:// URL (the agent follows a PostgreSQL policy store only)`,
+      );
+    const registry = f.registry ?? f.db;
+    if (registry === undefined)
+      usageError('give the registry: -d postgres://… (policy and registry) or --registry URL');
+    if (!isPostgresUrl(registry))
+      usageError(`--registry "${redactUrl(registry)}" is not a postgres:// or postgresql:// URL`);
     if (!f.nft && !f.netfilter) usageError('give the backend to keep in sync: --nft or -n');
     const enforcer: Enforcer = f.nft
       ? new NftEnforcer({ tableName: f.table, logger: this.logger })
       : new KmodEnforcer({ logger: this.logger });
     const agent = new FleetAgent({
-      url: f.registry,
+      url: registry,
+      ...(f.db === undefined ? {} : { policyUrl: f.db }),
       enforcer,
       log: this.logger,
       reclaimEveryMs: f['reclaim-every'] * 1000,
@@ -77,7 +92,12 @@ On start and after every lost connection it resynchronises completely (entries o
       process.once('SIGTERM', () => stop('SIGTERM'));
     });
     this.logger.info(
-      { event: 'agent-starting', registry: redactUrl(f.registry), backend: enforcer.name },
+      {
+        event: 'agent-starting',
+        registry: redactUrl(registry),
+        ...(f.db === undefined ? {} : { policy: redactUrl(f.db) }),
+        backend: enforcer.name,
+      },
       `seng agent starting (${enforcer.name})`,
     );
     await agent.start();

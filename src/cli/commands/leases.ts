@@ -69,7 +69,8 @@ TIME is local time (the output names the timezone): ISO 8601 (2026-12-01T10:32, 
     }),
     db: Flags.string({
       char: 'd',
-      summary: 'A PostgreSQL policy database holding the registry (postgres://…; same as --registry).',
+      summary:
+        'A PostgreSQL policy store holding the registry (postgres://…; the gateways of seng serve -d URL use it as their registry).',
       helpValue: 'URL',
     }),
   };
@@ -154,9 +155,11 @@ function queryStore(path: string, q: Query): Lease[] {
 }
 
 async function queryRegistry(url: string, q: Query): Promise<RegistryLease[]> {
-  const registry = await Registry.open(url, { applicationName: 'seng-leases' }).catch((err: unknown) => {
-    throw isConnectionError(err) ? new PgConnectionError(url, err) : err;
-  });
+  const registry = await Registry.open(url, { applicationName: 'seng-leases', readOnly: true }).catch(
+    (err: unknown) => {
+      throw isConnectionError(err) ? new PgConnectionError(url, err) : err;
+    },
+  );
   try {
     const { ip, ...rest } = q;
     return await registry.query({ ...rest, ...(ip === undefined ? {} : { ip: parseIpv4(ip) }) });

@@ -33,6 +33,7 @@ export default class Serve extends SengCommand<typeof Serve> {
 Enclaves are attested from their RA-TLS client certificates and admitted by the database (-d): a vanilla database is an allowlist with host and enclave subnets; with -n a netfilter database supplies categories for the seng kernel module. Without -d every attested enclave is admitted into 192.168.28.0/24.
 Every option can also come from a YAML file (--config; keys are the long flag names, plus listen and port); flags given on the command line override it. Check a file with seng config check.
 Runs until SIGINT/SIGTERM (graceful: every session is closed and its IP and firewall state released). SIGHUP re-reads the database and the policy, and with --config the file: policy, timeouts (for new sessions) and log-level take effect, other changes are logged as needing a restart (docs/operations.md).
+With -d postgres://… the gateway follows policy changes live (LISTEN/NOTIFY) and, unless --registry names another database or "none", leases enclave IPs in the same database's enclave registry, so every gateway started with the same -d URL hands out distinct IPs (docs/fleet.md).
 With -s (ShadowServer) an enclave can make a listening TCP port reachable at its untrusted host's IP: the gateway reserves the port with the socket blocker on that host (seng blocker) and DNATs <host IP>:port to the enclave (docs/shadow.md).`;
   static override examples = [
     '<%= config.bin %> serve --cert gw.crt --key gw.key -d policy.db 10.0.0.1 12345',
@@ -164,7 +165,7 @@ With -s (ShadowServer) an enclave can make a listening TCP port reachable at its
     }),
     registry: Flags.string({
       summary:
-        'Shared enclave registry (postgres://…): enclave IPs are leased fleet-wide, unique across gateways (docs/fleet.md).',
+        'Shared enclave registry (postgres://…; default: the -d database when it is postgres://, "none" for no registry): enclave IPs are leased fleet-wide, unique across gateways (docs/fleet.md).',
       env: 'SENG_REGISTRY',
       helpValue: 'URL',
     }),
@@ -311,11 +312,26 @@ function buildServeConfig(o: ServeFileOptions): ServeConfig {
   };
 }
 
-/** --registry / --gateway-id / --lease-ttl. */
+/**
+ * --registry / --gateway-id / --lease-ttl. A PostgreSQL policy store (-d postgres://…) is the
+ * registry too unless --registry names another one or "none" (docs/fleet.md).
+ */
+export function registryUrlOf(o: { registry?: unknown; db?: unknown }): string | undefined {
+  const given = o.registry as string | undefined;
+  if (given === NO_REGISTRY) return undefined;
+  if (given !== undefined) return given;
+  const db = o.db as string | undefined;
+  return db !== undefined && isPostgresUrl(db) ? db : undefined;
+}
+
+/** --registry none: no registry even with a PostgreSQL policy store. */
+const NO_REGISTRY = 'none';
+
 function registryConfig(o: ServeFileOptions): Pick<ServeConfig, 'registry'> {
-  const url = o.registry as string | undefined;
+  const url = registryUrlOf(o);
   if (url === undefined) {
-    if (o['gateway-id'] !== undefined) usageError('--gateway-id needs --registry (here or in --config)');
+    if (o['gateway-id'] !== undefined)
+      usageError('--gateway-id needs a registry: --registry URL or -d postgres://… (here or in --config)');
     return {};
   }
   if (!isPostgresUrl(url))

@@ -24,7 +24,7 @@ export default class Status extends SengCommand<typeof Status> {
   static override summary =
     'Show the sessions of a running gateway: enclave IP, app, measurements, client, traffic, drops, last seen.';
   static override description = `With --watch [SECONDS] (default 2) the status is redrawn every SECONDS on a terminal, or printed once per interval otherwise; with --json, one JSON line per interval. Stop with Ctrl-C.
-With --fleet (and --registry URL) the fleet's enclave registry is shown instead of one gateway: every gateway with its heartbeat age and enclave count, and with --json every live lease.
+With --fleet (and --registry URL, or -d URL of the gateways' PostgreSQL policy store) the fleet's enclave registry is shown instead of one gateway: every gateway with its heartbeat age and enclave count, and with --json every live lease.
 LAST SEEN is when the gateway last noticed a packet from the enclave: it compares the enclave's packet counter at each status call or metrics scrape, so its resolution is the interval between those.`;
   static override examples = [
     '<%= config.bin %> status',
@@ -41,11 +41,17 @@ LAST SEEN is when the gateway last noticed a packet from the enclave: it compare
       max: 3600,
     }),
     fleet: Flags.boolean({
-      summary: "Show the fleet's gateways and leases from the enclave registry (needs --registry).",
+      summary: "Show the fleet's gateways and leases from the enclave registry (needs --registry or -d).",
     }),
     registry: Flags.string({
       summary: 'The enclave registry (postgres://… URL) for --fleet.',
       env: 'SENG_REGISTRY',
+      helpValue: 'URL',
+    }),
+    db: Flags.string({
+      char: 'd',
+      summary:
+        'For --fleet: the PostgreSQL policy store of seng serve -d URL, which holds the registry (same as --registry).',
       helpValue: 'URL',
     }),
   };
@@ -56,10 +62,11 @@ LAST SEEN is when the gateway last noticed a packet from the enclave: it compare
   }
 
   async run(): Promise<AnyStatus> {
-    if (this.flags.fleet && this.flags.registry === undefined)
-      usageError('--fleet needs --registry URL (or SENG_REGISTRY)');
-    if (this.flags.registry !== undefined && !isPostgresUrl(this.flags.registry))
-      usageError(`--registry "${redactUrl(this.flags.registry)}" is not a postgres:// or postgresql:// URL`);
+    const registry = this.flags.registry ?? this.flags.db;
+    if (this.flags.fleet && registry === undefined)
+      usageError('--fleet needs --registry URL (or SENG_REGISTRY) or -d postgres://…');
+    if (registry !== undefined && !isPostgresUrl(registry))
+      usageError(`--registry "${redactUrl(registry)}" is not a postgres:// or postgresql:// URL`);
     if (this.flags.watch !== undefined) return this.watch(this.flags.watch);
     const s = await this.fetch();
     if (!this.jsonEnabled()) for (const line of render(s)) this.log(line);
@@ -67,13 +74,17 @@ LAST SEEN is when the gateway last noticed a packet from the enclave: it compare
   }
 
   private fetch(): Promise<AnyStatus> {
-    return this.flags.fleet ? this.fetchFleet(this.flags.registry as string) : this.fetchGateway();
+    return this.flags.fleet
+      ? this.fetchFleet((this.flags.registry ?? this.flags.db) as string)
+      : this.fetchGateway();
   }
 
   private async fetchFleet(url: string): Promise<FleetStatus> {
-    const registry = await Registry.open(url, { applicationName: 'seng-status' }).catch((err: unknown) => {
-      throw isConnectionError(err) ? new PgConnectionError(url, err) : err;
-    });
+    const registry = await Registry.open(url, { applicationName: 'seng-status', readOnly: true }).catch(
+      (err: unknown) => {
+        throw isConnectionError(err) ? new PgConnectionError(url, err) : err;
+      },
+    );
     try {
       const [gateways, leases] = await Promise.all([registry.gateways(), registry.liveLeases()]);
       return {

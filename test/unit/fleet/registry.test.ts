@@ -414,3 +414,92 @@ test(
     }
   },
 );
+
+/** A MapEnforcer with joinMany/leaveMany that records the size of every call. */
+class BatchEnforcer extends MapEnforcer {
+  readonly calls: string[] = [];
+  override async join(r: EnclaveRegistration) {
+    this.calls.push('join');
+    await super.join(r);
+  }
+  override async leave(r: EnclaveRegistration) {
+    this.calls.push('leave');
+    await super.leave(r);
+  }
+  async joinMany(regs: EnclaveRegistration[]) {
+    this.calls.push(`joinMany ${regs.length}`);
+    for (const r of regs) await super.join(r);
+  }
+  async leaveMany(regs: EnclaveRegistration[]) {
+    this.calls.push(`leaveMany ${regs.length}`);
+    for (const r of regs) await super.leave(r);
+  }
+}
+
+test('the agent hands a burst to joinMany/leaveMany in batches of --batch', { skip }, async () => {
+  const url = await server.createDatabase();
+  const registry = await Registry.open(url);
+  await registry.registerGateway({ id: 'gw', address: 'x', leaseTtlMs: 60_000 });
+  const ips = Array.from({ length: 25 }, (_, i) => `192.168.28.${i + 10}`);
+  for (const [i, ip] of ips.entries()) assert.ok(await registry.claim(lease(ip, `b${i}`, 'gw')));
+  const enforcer = new BatchEnforcer();
+  const agent = new FleetAgent({ url, enforcer, log: silentLogger, batchSize: 10 });
+  await agent.start();
+  try {
+    await until('the start resync', () => enforcer.regs.size === 25);
+    await agent.settled();
+    assert.deepEqual(enforcer.calls, ['joinMany 10', 'joinMany 10', 'joinMany 5']);
+    enforcer.calls.length = 0;
+    await registry.unregisterGateway('gw');
+    await until('every leave', () => enforcer.regs.size === 0);
+    await agent.settled();
+    assert.ok(
+      enforcer.calls.every((c) => c.startsWith('leaveMany ')),
+      `leaves go through leaveMany: ${enforcer.calls.join(', ')}`,
+    );
+  } finally {
+    await agent.stop();
+    await registry.close();
+  }
+});
+
+test(
+  'with a policy store in another database the agent takes the categories from there',
+  { skip },
+  async () => {
+    const url = await server.createDatabase();
+    const policyUrl = await server.createDatabase();
+    await server.sql(
+      `CREATE TABLE apps(id integer PRIMARY KEY, name text NOT NULL, mr_enclave bytea NOT NULL UNIQUE, mr_signer bytea NOT NULL);
+     CREATE TABLE categories(id integer, name text NOT NULL, apps_id integer NOT NULL REFERENCES apps);
+     INSERT INTO apps VALUES (1, 'web', decode('${MR}', 'hex'), decode('${SIGNER}', 'hex'));
+     INSERT INTO categories VALUES (1, 'dmz', 1);`,
+      [],
+      policyUrl,
+    );
+    const registry = await Registry.open(url);
+    await registry.registerGateway({ id: 'gw', address: 'x', leaseTtlMs: 60_000 });
+    assert.ok(await registry.claim(lease('192.168.28.2', 's2', 'gw')));
+    const enforcer = new MapEnforcer();
+    const agent = new FleetAgent({ url, policyUrl, enforcer, log: silentLogger });
+    await agent.start();
+    try {
+      await until(
+        'categories of the policy store',
+        () => enforcer.regs.get('192.168.28.2')?.join() === 'dmz',
+      );
+      await server.sql(
+        `INSERT INTO categories VALUES (2, 'internet', 1); NOTIFY seng_policy, 'categories';`,
+        [],
+        policyUrl,
+      );
+      await until(
+        'a change in the policy store',
+        () => enforcer.regs.get('192.168.28.2')?.join() === 'dmz,internet',
+      );
+    } finally {
+      await agent.stop();
+      await registry.close();
+    }
+  },
+);
