@@ -81,6 +81,30 @@ type ElementOp = boolean | { goto: string; replace: boolean };
 /** Where an app's enclaves go in the dispatch maps. */
 type Targets = Map<string, { map: string; chain: string }[]>;
 
+/** `add element` commands that put the registrations into their sets and dispatch maps. */
+function initialElements(
+  table: string,
+  regs: EnclaveRegistration[],
+  index: SetIndex,
+  targets: Targets,
+): NftCommand[] {
+  const bySet = new Map<string, unknown[]>();
+  const add = (name: string, elem: unknown): void => {
+    const list = bySet.get(name) ?? [];
+    list.push(elem);
+    bySet.set(name, list);
+  };
+  for (const reg of regs) {
+    const ip = formatIpv4(reg.enclaveIp);
+    for (const name of index.setsOf(reg)) add(name, ip);
+    for (const t of targets.get(reg.mrEnclave.toString('hex')) ?? [])
+      add(t.map, [ip, { goto: { target: t.chain } }]);
+  }
+  return [...bySet].map(([name, elem]) => ({
+    add: { element: { family: NFT_FAMILY, table, name, elem } },
+  }));
+}
+
 /** Dispatch targets of a live table that seng did not get a policy for (names tell the plan). */
 function liveTargets(live: { maps?: { name: string }[]; chains?: { name: string }[] } | null): Targets {
   const out: Targets = new Map();
@@ -307,9 +331,11 @@ export class NftEnforcer implements Enforcer {
 
   /**
    * Installs the policy (if any) and reconciles: the table and its sets exist, and every
-   * element left by an earlier run is removed (no session is live before start).
+   * element left by an earlier run is removed. `initial`: registrations live already (the
+   * fleet agent's leases), whose set and dispatch-map elements are added in the SAME
+   * transaction, so the sets are never seen empty in between.
    */
-  async start(): Promise<void> {
+  async start(opts: { initial?: EnclaveRegistration[] } = {}): Promise<void> {
     await this.serialize(async () => {
       const live = await this.nft.listTable(this.table);
       const liveSets = live?.sets ?? [];
@@ -341,17 +367,24 @@ export class NftEnforcer implements Enforcer {
           cmds.push({ flush: { set: { family: NFT_FAMILY, table: this.table, name: s.name } } });
         }
       }
-      await this.nft.run({ nftables: cmds });
-      this.catalog = new Map();
-      this.targets = this.policy ? dispatchTargets(dispatchPlan(this.policy)) : liveTargets(live);
-      if (this.policy) for (const s of nftSets(this.policy)) this.catalog.set(s.name, s);
+      const catalog = new Map<string, SetSpec>();
+      const targets = this.policy ? dispatchTargets(dispatchPlan(this.policy)) : liveTargets(live);
+      if (this.policy) for (const s of nftSets(this.policy)) catalog.set(s.name, s);
       else {
         for (const s of liveSets) {
           const spec = parseSetName(s.name);
-          if (spec) this.catalog.set(s.name, spec);
+          if (spec) catalog.set(s.name, spec);
         }
-        this.catalog.set(ENCLAVES_SET, { kind: 'enclaves', name: ENCLAVES_SET });
+        catalog.set(ENCLAVES_SET, { kind: 'enclaves', name: ENCLAVES_SET });
       }
+      const initial = opts.initial ?? [];
+      // After the flushes: the initial elements are what the sets hold when this commits.
+      cmds.push(...initialElements(this.table, initial, new SetIndex(catalog.values()), targets));
+      await this.nft.run({ nftables: cmds });
+      this.catalog = catalog;
+      this.targets = targets;
+      this.regs.clear();
+      for (const reg of initial) this.regs.set(reg.enclaveIp, { ...reg, categories: [...reg.categories] });
       this.started = true;
       this.log.info(
         { sets: this.catalog.size, staleElements: stale, rules: this.policy?.rules.length },

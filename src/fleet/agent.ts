@@ -17,6 +17,7 @@
 import type pg from 'pg';
 import { PgListener, backoffDelay, openPool, redactUrl } from '../pg/index.js';
 import type { Enforcer, EnclaveRegistration } from '../enforce/types.js';
+import { NftEnforcer } from '../enforce/nft.js';
 import { errorMessage } from '../util/errors.js';
 import { formatIpv4, parseIpv4, type Ipv4 } from '../util/ipv4.js';
 import type { Logger } from '../util/log.js';
@@ -90,6 +91,7 @@ export class FleetAgent {
   private resyncWanted = false;
   private scheduled = false;
   private stopped = false;
+  private backendStarted = false;
   private timers: NodeJS.Timeout[] = [];
   private retryTimer: NodeJS.Timeout | undefined;
   private readonly log: Logger;
@@ -106,18 +108,23 @@ export class FleetAgent {
   }
 
   /**
-   * Starts the backend, then follows the registry. An unreachable database is retried with
-   * backoff (logged) until it answers or stop() is called; the backend stays as it is meanwhile.
+   * Reads the live leases, then starts the backend with them in the same transaction as its
+   * reconcile (nftables), then follows the registry. An unreachable database is retried with
+   * backoff (logged) until it answers or stop() is called; the backend is not touched (not
+   * even flushed) until the first successful read.
    */
   async start(): Promise<void> {
-    await this.opts.enforcer.start();
+    const separatePolicy = this.opts.policyUrl !== undefined && this.opts.policyUrl !== this.opts.url;
+    let first: { entries: Entry[]; count: number } | undefined;
     for (let attempt = 1; !this.stopped; attempt++) {
       try {
-        this.registry = await Registry.open(this.opts.url, {
+        this.registry ??= await Registry.open(this.opts.url, {
           applicationName: 'seng-agent',
           onIdleError: (err) =>
             this.log.warn({ event: 'pg-idle-error', err: errorMessage(err) }, 'idle error'),
         });
+        if (separatePolicy) this.openPolicyPool(this.opts.policyUrl!);
+        first = await this.desiredEntries(this.registry);
         break;
       } catch (err) {
         const delay = backoffDelay(attempt, 200, 10_000);
@@ -133,7 +140,8 @@ export class FleetAgent {
         await new Promise((r) => setTimeout(r, delay));
       }
     }
-    if (this.stopped || !this.registry) return;
+    if (this.stopped || !this.registry || !first) return;
+    await this.startBackend(first.entries, first.count);
     const listener = new PgListener(this.opts.url, [LEASES_CHANNEL, POLICY_CHANNEL], {
       log: this.log,
       applicationName: 'seng-agent-listen',
@@ -182,10 +190,57 @@ export class FleetAgent {
     await this.listener?.stop();
     await this.policyListener?.stop();
     await this.queue;
-    await this.opts.enforcer.stop();
+    // A backend never started (registry unreachable so far) keeps what it holds.
+    if (this.backendStarted) await this.opts.enforcer.stop();
     this.applied.clear();
     await this.registry?.close();
     await this.policyPool?.end().catch(() => {});
+  }
+
+  private openPolicyPool(url: string): void {
+    this.policyPool ??= openPool(url, {
+      applicationName: 'seng-agent-policy',
+      onIdleError: (err) => this.log.warn({ event: 'pg-idle-error', err: errorMessage(err) }, 'idle error'),
+    });
+  }
+
+  /**
+   * The backend's start after the first read of the live leases: with nftables the initial
+   * elements go into the start transaction itself (one transaction, the sets never empty in
+   * between); other backends start, then join the leases in groups.
+   */
+  private async startBackend(entries: Entry[], count: number): Promise<void> {
+    const enforcer = this.opts.enforcer;
+    if (enforcer instanceof NftEnforcer) {
+      await enforcer.start({ initial: entries.map((e) => e.reg) });
+      this.backendStarted = true;
+      for (const e of entries) this.applied.set(e.reg.enclaveIp, e);
+      this.stats.joins += entries.length;
+    } else {
+      await enforcer.start();
+      this.backendStarted = true;
+      const failed = await this.inGroups(entries, (group) => this.joinGroup(group));
+      if (failed > 0) {
+        this.stats.failures += failed;
+        this.retryLater();
+      }
+    }
+    this.log.info(
+      { event: 'backend-started', leases: count, enclaves: this.applied.size, ...this.backendBatches() },
+      `backend started with ${this.applied.size} live enclave(s)`,
+    );
+  }
+
+  /** Every live lease as the backend's entry (categories from the policy where it names the app). */
+  private async desiredEntries(registry: Registry): Promise<{ entries: Entry[]; count: number }> {
+    this.policy = await readAppCategories(this.policyPool ?? registry.pool);
+    const leases = await registry.liveLeases();
+    const entries: Entry[] = [];
+    for (const l of leases) {
+      const e = this.entryOf(l);
+      if (e) entries.push(e);
+    }
+    return { entries, count: leases.length };
   }
 
   /**
@@ -195,10 +250,7 @@ export class FleetAgent {
   private async followSeparatePolicy(): Promise<void> {
     const url = this.opts.policyUrl;
     if (url === undefined || url === this.opts.url || this.stopped) return;
-    this.policyPool = openPool(url, {
-      applicationName: 'seng-agent-policy',
-      onIdleError: (err) => this.log.warn({ event: 'pg-idle-error', err: errorMessage(err) }, 'idle error'),
-    });
+    this.openPolicyPool(url);
     const listener = new PgListener(url, [POLICY_CHANNEL], {
       log: this.log,
       applicationName: 'seng-agent-policy-listen',
@@ -303,25 +355,21 @@ export class FleetAgent {
     const registry = this.registry;
     if (!registry) return;
     const started = Date.now();
-    this.policy = await readAppCategories(this.policyPool ?? registry.pool);
-    const leases = await registry.liveLeases();
+    const { entries, count } = await this.desiredEntries(registry);
     const desired = new Map<Ipv4, Entry | null>();
-    for (const l of leases) {
-      const e = this.entryOf(l);
-      if (e) desired.set(l.ip, e);
-    }
+    for (const e of entries) desired.set(e.reg.enclaveIp, e);
     for (const ip of this.applied.keys()) if (!desired.has(ip)) desired.set(ip, null);
     const changed = await this.reconcile(desired);
     this.stats.resyncs++;
     this.log.info(
       {
         event: 'resynced',
-        leases: leases.length,
+        leases: count,
         ...changed,
         ms: Date.now() - started,
         ...this.backendBatches(),
       },
-      `resynchronised with ${leases.length} live lease(s)`,
+      `resynchronised with ${count} live lease(s)`,
     );
   }
 
