@@ -207,7 +207,7 @@ export class FleetAgent {
   /**
    * The backend's start after the first read of the live leases: with nftables the initial
    * elements go into the start transaction itself (one transaction, the sets never empty in
-   * between); other backends start, then join the leases in groups.
+   * between); other backends start, and the first resync fills them.
    */
   private async startBackend(entries: Entry[], count: number): Promise<void> {
     const enforcer = this.opts.enforcer;
@@ -217,13 +217,9 @@ export class FleetAgent {
       for (const e of entries) this.applied.set(e.reg.enclaveIp, e);
       this.stats.joins += entries.length;
     } else {
+      // Other backends: started, then filled by the resync of the first LISTEN connection.
       await enforcer.start();
       this.backendStarted = true;
-      const failed = await this.inGroups(entries, (group) => this.joinGroup(group));
-      if (failed > 0) {
-        this.stats.failures += failed;
-        this.retryLater();
-      }
     }
     this.log.info(
       { event: 'backend-started', leases: count, enclaves: this.applied.size, ...this.backendBatches() },
