@@ -10,7 +10,9 @@
  *   const url = await pg.createDatabase();       // postgres://postgres@/db_1?host=/tmp/…
  *
  * Every server is stopped (`pg_ctl stop -m immediate`, by its own PID file) and its directory
- * removed by stop(), and by a best-effort exit hook if a test process dies first.
+ * removed by stop(), and by a best-effort exit hook if a test process dies first. A test process
+ * killed with SIGKILL runs no hook: its directory carries its PID (`seng-pg-<pid>-…`), so the next
+ * startPostgres() stops and removes the servers of test processes that no longer exist.
  */
 import { spawnSync } from 'node:child_process';
 import { chmodSync, existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
@@ -65,10 +67,40 @@ function asPostgres(bin: string, args: string[], timeoutMs = 60_000): void {
 
 let dbCounter = 0;
 
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/** Stops and removes the servers left by test processes that died without their exit hook. */
+export function reapStalePostgres(bin = postgresBinDir()): void {
+  if (!bin) return;
+  for (const name of readdirSync(tmpdir())) {
+    const owner = /^seng-pg-(\d+)-/.exec(name);
+    if (!owner || processAlive(Number(owner[1]))) continue;
+    const data = join(tmpdir(), name, 'data');
+    if (existsSync(join(data, 'postmaster.pid'))) {
+      spawnSync(
+        'runuser',
+        ['-u', 'postgres', '--', join(bin, 'pg_ctl'), '-D', data, '-m', 'immediate', '-w', 'stop'],
+        {
+          timeout: 30_000,
+        },
+      );
+    }
+    rmSync(join(tmpdir(), name), { recursive: true, force: true });
+  }
+}
+
 export async function startPostgres(): Promise<PostgresServer> {
   const bin = postgresBinDir();
   if (!bin) throw new Error('PostgreSQL is not installed (scripts/install-system-deps.sh installs it)');
-  const dir = mkdtempSync(join(tmpdir(), 'seng-pg-'));
+  reapStalePostgres(bin);
+  const dir = mkdtempSync(join(tmpdir(), `seng-pg-${process.pid}-`));
   chmodSync(dir, 0o755);
   spawnSync('chown', ['postgres:postgres', dir]);
   const data = join(dir, 'data');
