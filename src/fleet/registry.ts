@@ -5,7 +5,7 @@
  * retries on top. Every statement is parameterised.
  */
 import type pg from 'pg';
-import { openPool, redactUrl } from '../pg/index.js';
+import { inTransaction, openPool, redactUrl } from '../pg/index.js';
 import { EnvironmentError } from '../util/errors.js';
 import type { Ipv4 } from '../util/ipv4.js';
 import { ensureRegistrySchema, registrySchemaPresent } from './schema.js';
@@ -173,9 +173,7 @@ export class Registry {
 
   /** A (re)starting gateway: fresh row (new started_at), the previous run's leases moved to history. */
   async registerGateway(gateway: { id: string; address: string; leaseTtlMs: number }): Promise<number> {
-    const client = await this.pool.connect();
-    try {
-      await client.query('BEGIN');
+    return inTransaction(this.pool, async (client) => {
       const ended = await client.query(END_GATEWAY_SQL, [gateway.id, GATEWAY_RESTARTED]);
       await client.query(
         `INSERT INTO seng_gateways (id, address, pid, lease_ttl_ms) VALUES ($1, $2, $3, $4)
@@ -183,34 +181,20 @@ export class Registry {
            lease_ttl_ms = EXCLUDED.lease_ttl_ms, started_at = clock_timestamp(), heartbeat_at = clock_timestamp()`,
         [gateway.id, gateway.address, process.pid, gateway.leaseTtlMs],
       );
-      await client.query('COMMIT');
       return ended.rowCount ?? 0;
-    } catch (err) {
-      await client.query('ROLLBACK').catch(() => {});
-      throw err;
-    } finally {
-      client.release();
-    }
+    });
   }
 
   /** Graceful stop: every lease the gateway still holds goes to history, then its row. */
   async unregisterGateway(id: string, reason = GATEWAY_STOPPED): Promise<number> {
-    const client = await this.pool.connect();
-    try {
-      await client.query('BEGIN');
+    return inTransaction(this.pool, async (client) => {
       // Row lock first: a claim still in flight for this gateway waits, then fails its
       // foreign key instead of leaving a lease behind the removed row.
       await client.query('SELECT 1 FROM seng_gateways WHERE id = $1 FOR UPDATE', [id]);
       const ended = await client.query(END_GATEWAY_SQL, [id, reason]);
       await client.query('DELETE FROM seng_gateways WHERE id = $1', [id]);
-      await client.query('COMMIT');
       return ended.rowCount ?? 0;
-    } catch (err) {
-      await client.query('ROLLBACK').catch(() => {});
-      throw err;
-    } finally {
-      client.release();
-    }
+    });
   }
 
   async gateways(): Promise<GatewayRecord[]> {

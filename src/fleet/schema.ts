@@ -21,6 +21,7 @@
  * with skewed clocks still agree on who is expired.
  */
 import type pg from 'pg';
+import { inTransaction } from '../pg/index.js';
 
 /** NOTIFY channel of live-lease changes. */
 export const LEASES_CHANNEL = 'seng_leases';
@@ -96,9 +97,7 @@ CREATE TRIGGER seng_leases_changed AFTER INSERT OR UPDATE OR DELETE ON seng_leas
  * any number of gateways and agents may start at the same moment.
  */
 export async function ensureRegistrySchema(pool: pg.Pool): Promise<void> {
-  const client = await pool.connect();
-  try {
-    await client.query('BEGIN');
+  await inTransaction(pool, async (client) => {
     await client.query('SELECT pg_advisory_xact_lock($1)', [SCHEMA_LOCK_KEY]);
     // Already there (the common case): do not take the trigger's table lock again.
     const present = await client.query<{ ok: boolean }>(
@@ -107,13 +106,7 @@ export async function ensureRegistrySchema(pool: pg.Pool): Promise<void> {
           AND EXISTS (SELECT 1 FROM pg_trigger WHERE tgname = 'seng_leases_changed') AS ok`,
     );
     if (!present.rows[0]?.ok) await client.query(REGISTRY_DDL);
-    await client.query('COMMIT');
-  } catch (err) {
-    await client.query('ROLLBACK').catch(() => {});
-    throw err;
-  } finally {
-    client.release();
-  }
+  });
 }
 
 /** Whether the registry's tables exist (read-only check; creates nothing). */

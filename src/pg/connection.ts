@@ -111,18 +111,28 @@ export function openPool(url: string, opts: PoolOptions = {}): pg.Pool {
   return pool;
 }
 
-/** Runs `fn` inside one transaction on one client of `pool` (ROLLBACK on any error). */
-export async function inTransaction<T>(pool: pg.Pool, fn: (client: pg.PoolClient) => Promise<T>): Promise<T> {
+/**
+ * Runs `fn` inside one transaction on one client of `pool` (ROLLBACK on any error). `begin` may
+ * choose the isolation (e.g. `BEGIN ISOLATION LEVEL SERIALIZABLE`). A client whose connection
+ * failed is destroyed rather than returned to the pool.
+ */
+export async function inTransaction<T>(
+  pool: pg.Pool,
+  fn: (client: pg.PoolClient) => Promise<T>,
+  begin = 'BEGIN',
+): Promise<T> {
   const client = await pool.connect();
+  let broken: Error | undefined;
   try {
-    await client.query('BEGIN');
+    await client.query(begin);
     const result = await fn(client);
     await client.query('COMMIT');
     return result;
   } catch (err) {
-    await client.query('ROLLBACK').catch(() => {});
+    if (isConnectionError(err)) broken = err as Error;
+    else await client.query('ROLLBACK').catch(() => {});
     throw err;
   } finally {
-    client.release();
+    client.release(broken);
   }
 }

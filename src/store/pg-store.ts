@@ -12,7 +12,14 @@
 import pg from 'pg';
 import { InputError, SengError, errorMessage } from '../util/errors.js';
 import { toWire, type Cidr, type Ipv4 } from '../util/ipv4.js';
-import { PgConnectionError, isConnectionError, openPool, redactUrl, withRetry } from '../pg/index.js';
+import {
+  PgConnectionError,
+  inTransaction,
+  isConnectionError,
+  openPool,
+  redactUrl,
+  withRetry,
+} from '../pg/index.js';
 import { StoreBusyError, StoreIoError, StoreOpenError, StorePermissionError } from './errors.js';
 import { LAYOUTS, type SchemaKind } from './schema.js';
 import { PG_DDL, POLICY_CHANNEL, pgResyncIdentity } from './pg-schema.js';
@@ -222,7 +229,7 @@ export class PgStore {
     const target = redactUrl(url);
     try {
       await guard(url, () =>
-        transaction(pool, async (c) => {
+        inTransaction(pool, async (c) => {
           await c.query('SELECT pg_advisory_xact_lock($1)', [INIT_LOCK_KEY]);
           const existing = await detectLayout(c, target).catch((err: unknown) => {
             if (err instanceof StoreOpenError) return 'other' as const;
@@ -267,7 +274,7 @@ export class PgStore {
   /** Apps, subnets and the version, read in one consistent snapshot. */
   async snapshot(): Promise<PolicySnapshot> {
     return guard(this.url, () =>
-      transaction(
+      inTransaction(
         this.pool,
         async (c) => {
           const version = await versionOn(c);
@@ -289,7 +296,7 @@ export class PgStore {
   private write<T>(fn: (c: pg.PoolClient) => Promise<T>): Promise<T> {
     const tables = [...policy.POLICY_TABLES[this.schema]].sort().join(', ');
     return guard(this.url, () =>
-      transaction(this.pool, async (c) => {
+      inTransaction(this.pool, async (c) => {
         await c.query(`LOCK TABLE ${tables} IN SHARE ROW EXCLUSIVE MODE`);
         return fn(c);
       }),
@@ -459,7 +466,7 @@ export class PgStore {
 
   async exportDump(): Promise<PolicyDump> {
     return guard(this.url, () =>
-      transaction(
+      inTransaction(
         this.pool,
         async (c) =>
           policy.buildDump(
@@ -566,29 +573,6 @@ async function writeRows(c: pg.PoolClient, schema: SchemaKind, dump: ValidDump):
   }
   if (schema === 'vanilla') await c.query(pgResyncIdentity('enclave_subnets'));
   await c.query(pgResyncIdentity('apps'));
-}
-
-/** Like inTransaction of src/pg, with a chosen BEGIN. */
-async function transaction<T>(
-  pool: pg.Pool,
-  fn: (c: pg.PoolClient) => Promise<T>,
-  begin = 'BEGIN',
-): Promise<T> {
-  const client = await pool.connect();
-  let broken: Error | undefined;
-  try {
-    await client.query(begin);
-    const result = await fn(client);
-    await client.query('COMMIT');
-    return result;
-  } catch (err) {
-    // A client whose connection failed must not go back into the pool.
-    if (isConnectionError(err)) broken = err as Error;
-    else await client.query('ROLLBACK').catch(() => {});
-    throw err;
-  } finally {
-    client.release(broken);
-  }
 }
 
 /** Retries a lost connection with backoff, then turns any error into a typed one. */
