@@ -2,7 +2,8 @@
  * Enforcement through the seng kernel module (SPEC §5.1, `seng serve -n`).
  *
  * `KmodEnforcer` keeps the module's view equal to the set of live sessions:
- * - start: resolve `seng_family` (fail fast if the module is missing), flush stale state;
+ * - start: resolve `seng_family` (fail fast if the module is missing), flush stale state, and
+ *   register the initial enclaves given (a firewall agent's live leases) right after;
  * - join: register the enclave; for the first live enclave of an app, add each category
  *   of the app (the module frees an app with its categories when its last enclave leaves);
  * - leave: unregister, then purge the IP's conntrack entries (the gateway releases the IP
@@ -100,14 +101,54 @@ export class KmodEnforcer implements Enforcer {
     };
   }
 
-  start(): Promise<void> {
+  /**
+   * Flushes what an earlier run left in the module and, with `initial` (a firewall agent's
+   * live leases read before the start), registers those enclaves and their apps' categories
+   * right after the flush, before any other call: the module holds the live enclaves when
+   * start resolves instead of filling up with the first resync. The module has no
+   * transactions, so the flush and the registrations are back-to-back requests; a failure
+   * among them flushes again (nothing half-known stays authorised) and rejects.
+   */
+  start(opts: { initial?: EnclaveRegistration[] } = {}): Promise<void> {
     return this.serial(async () => {
       await this.client.resolve();
-      await this.client.flush();
       this.enclaves.clear();
       this.apps.clear();
-      this.log.info('seng kernel module flushed at start');
+      for (const reg of opts.initial ?? []) this.remember(reg);
+      if (this.enclaves.size === 0) {
+        await this.client.flush();
+        this.log.info('seng kernel module flushed at start');
+        return;
+      }
+      try {
+        await this.resyncNow();
+      } catch (err) {
+        this.enclaves.clear();
+        this.apps.clear();
+        await this.client.flush().catch(() => undefined);
+        throw err;
+      }
     });
+  }
+
+  /** Adds a registration to our state only (start with initial entries). */
+  private remember(reg: EnclaveRegistration): void {
+    if (this.enclaves.has(reg.enclaveIp)) return;
+    const categories = uniqueValidCategories(reg.categories);
+    const key = reg.mrEnclave.toString('hex');
+    const app = this.apps.get(key);
+    if (app) {
+      app.count++;
+      app.desired = categories;
+    } else {
+      this.apps.set(key, {
+        mrEnclave: Buffer.from(reg.mrEnclave),
+        count: 1,
+        pushed: new Set(),
+        desired: categories,
+      });
+    }
+    this.enclaves.set(reg.enclaveIp, { ...reg, categories });
   }
 
   join(reg: EnclaveRegistration): Promise<void> {

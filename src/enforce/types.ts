@@ -27,8 +27,12 @@ export interface EnclaveRegistration {
 export interface Enforcer {
   /** Backend name for logs and `seng status`. */
   readonly name: string;
-  /** Called once before the first session: e.g. flush stale kernel state, reconcile sets. */
-  start(): Promise<void>;
+  /**
+   * Called once before the first session: e.g. flush stale kernel state, reconcile sets.
+   * `initial`: enclaves that are live already (a firewall agent's leases read before the
+   * start), registered by the start itself so the firewall holds them when it resolves.
+   */
+  start(opts?: { initial?: EnclaveRegistration[] }): Promise<void>;
   /** An enclave was admitted: make rules able to match it. */
   join(reg: EnclaveRegistration): Promise<void>;
   /**

@@ -17,7 +17,6 @@
 import type pg from 'pg';
 import { PgListener, backoffDelay, openPool, redactUrl } from '../pg/index.js';
 import type { Enforcer, EnclaveRegistration } from '../enforce/types.js';
-import { NftEnforcer } from '../enforce/nft.js';
 import { errorMessage } from '../util/errors.js';
 import { formatIpv4, parseIpv4, type Ipv4 } from '../util/ipv4.js';
 import type { Logger } from '../util/log.js';
@@ -178,6 +177,9 @@ export class FleetAgent {
       const q = this.queue;
       await q;
       if (q === this.queue && !this.scheduled) return;
+      // A flush scheduled on a timer runs only when the event loop turns: yield to it
+      // (awaiting the settled queue again would spin on microtasks and starve the timer).
+      if (this.scheduled) await new Promise((r) => setImmediate(r));
     }
   }
 
@@ -205,22 +207,16 @@ export class FleetAgent {
   }
 
   /**
-   * The backend's start after the first read of the live leases: with nftables the initial
-   * elements go into the start transaction itself (one transaction, the sets never empty in
-   * between); other backends start, and the first resync fills them.
+   * The backend's start after the first read of the live leases: the initial entries go into
+   * the start itself (nftables: the start transaction, the sets never empty in between; the
+   * kernel module: registered right after its flush), so the backend holds the live enclaves
+   * when start resolves; the first resync then finds nothing to do.
    */
   private async startBackend(entries: Entry[], count: number): Promise<void> {
-    const enforcer = this.opts.enforcer;
-    if (enforcer instanceof NftEnforcer) {
-      await enforcer.start({ initial: entries.map((e) => e.reg) });
-      this.backendStarted = true;
-      for (const e of entries) this.applied.set(e.reg.enclaveIp, e);
-      this.stats.joins += entries.length;
-    } else {
-      // Other backends: started, then filled by the resync of the first LISTEN connection.
-      await enforcer.start();
-      this.backendStarted = true;
-    }
+    await this.opts.enforcer.start({ initial: entries.map((e) => e.reg) });
+    this.backendStarted = true;
+    for (const e of entries) this.applied.set(e.reg.enclaveIp, e);
+    this.stats.joins += entries.length;
     this.log.info(
       { event: 'backend-started', leases: count, enclaves: this.applied.size, ...this.backendBatches() },
       `backend started with ${this.applied.size} live enclave(s)`,

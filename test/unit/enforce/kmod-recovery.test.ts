@@ -75,3 +75,62 @@ test('a flush the module refuses fails the start (the gateway then admits nobody
   await assert.rejects(gatewayProcess(state).start());
   assert.deepEqual([...state.enclaves], ['192.168.28.9']);
 });
+
+/** Like gatewayProcess, but records the module requests in order and can refuse the n-th register. */
+function recordingProcess(state: ModuleState, events: string[], refuseRegister?: string): KmodEnforcer {
+  const kernel = new FakeKernel();
+  kernel.verdict = (m) => {
+    const e = describeSeng(m.payload);
+    events.push(e.split(' ').slice(0, 2).join(' '));
+    if (refuseRegister && e.startsWith(`register ${refuseRegister} `)) return 22; // EINVAL
+    return state.apply(e);
+  };
+  return new KmodEnforcer({
+    client: new SengKmodClient({ transport: kernel, timeoutMs: 2000, retries: 0, retryDelayMs: 1 }),
+    purge: async () => 0,
+  });
+}
+
+test('start with initial enclaves registers them right after the flush (a restarted agent)', async () => {
+  const state = new ModuleState();
+  state.enclaves.add('192.168.28.7'); // left by a killed agent, no longer leased
+  const events: string[] = [];
+  const agent = recordingProcess(state, events);
+  const other = { ...reg('192.168.28.4'), mrEnclave: Buffer.alloc(32, 0xbb), categories: ['Db', 'Db'] };
+  await agent.start({ initial: [reg('192.168.28.2'), reg('192.168.28.3'), other] });
+  assert.deepEqual(events, [
+    'flush',
+    'register 192.168.28.2',
+    `cat-add ${'aa'.repeat(4)}`,
+    'register 192.168.28.3',
+    'register 192.168.28.4',
+    `cat-add ${'bb'.repeat(4)}`,
+  ]);
+  assert.deepEqual([...state.enclaves].sort(), ['192.168.28.2', '192.168.28.3', '192.168.28.4']);
+  assert.deepEqual([...state.categories].sort(), [`${'aa'.repeat(4)} Web`, `${'bb'.repeat(4)} Db`]);
+  assert.deepEqual(
+    agent
+      .snapshot()
+      .apps.map((a) => [a.enclaves, a.categories])
+      .sort(),
+    [
+      [1, ['Db']],
+      [2, ['Web']],
+    ],
+  );
+  // The state it started with is the one later calls build on: leaving the app's first
+  // enclave keeps the app's categories for the second.
+  await agent.leave(reg('192.168.28.2'));
+  assert.deepEqual([...state.enclaves].sort(), ['192.168.28.3', '192.168.28.4']);
+  assert.equal(agent.snapshot().apps.find((a) => a.categories[0] === 'Web')?.enclaves, 1);
+});
+
+test('a registration refused during start with initial enclaves flushes again and fails the start', async () => {
+  const state = new ModuleState();
+  const events: string[] = [];
+  const agent = recordingProcess(state, events, '192.168.28.3');
+  await assert.rejects(agent.start({ initial: [reg('192.168.28.2'), reg('192.168.28.3')] }));
+  assert.deepEqual(events.at(-1), 'flush', 'nothing half-registered stays in the module');
+  assert.deepEqual([...state.enclaves], []);
+  assert.deepEqual(agent.snapshot().enclaves, []);
+});

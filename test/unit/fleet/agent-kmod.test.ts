@@ -98,8 +98,16 @@ test(
       const second = new FleetAgent({ url, enforcer: kmodBackend(state, purged), log: silentLogger });
       await second.start();
       try {
-        await until('resynchronised', () => state.enclaves.size === 1 && state.enclaves.has('192.168.28.3'));
+        // The start itself registers the live leases (right after its flush), not a later resync.
+        assert.deepEqual(
+          [...state.enclaves],
+          ['192.168.28.3'],
+          'the module holds the live enclave when start resolves',
+        );
+        assert.deepEqual([...state.categories], [`${'aa'.repeat(4)} Web`]);
         assert.deepEqual(second.appliedIps(), ['192.168.28.3']);
+        await second.settled();
+        assert.deepEqual([...state.enclaves], ['192.168.28.3'], 'the first resync finds nothing to change');
         await registry.release([{ ip: parseIpv4('192.168.28.3'), sessionId: 's3', reason: 'end' }]);
         await until('unregistered on release', () => state.enclaves.size === 0);
         await second.settled(); // the leave purges conntrack after unregistering

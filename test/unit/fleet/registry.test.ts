@@ -331,7 +331,12 @@ test('history answers who held an IP at a given time', { skip }, async () => {
 class MapEnforcer implements Enforcer {
   readonly name = 'map';
   readonly regs = new Map<string, string[]>();
-  async start() {}
+  readonly starts: number[] = [];
+  /** The live leases read before the start come with it (Enforcer.start's `initial`). */
+  async start(opts: { initial?: EnclaveRegistration[] } = {}) {
+    this.starts.push(opts.initial?.length ?? 0);
+    for (const r of opts.initial ?? []) this.regs.set(formatIpv4(r.enclaveIp), r.categories);
+  }
   async join(r: EnclaveRegistration) {
     this.regs.set(formatIpv4(r.enclaveIp), r.categories);
   }
@@ -440,13 +445,24 @@ test('the agent hands a burst to joinMany/leaveMany in batches of --batch', { sk
   const url = await server.createDatabase();
   const registry = await Registry.open(url);
   await registry.registerGateway({ id: 'gw', address: 'x', leaseTtlMs: 60_000 });
-  const ips = Array.from({ length: 25 }, (_, i) => `192.168.28.${i + 10}`);
-  for (const [i, ip] of ips.entries()) assert.ok(await registry.claim(lease(ip, `b${i}`, 'gw')));
+  assert.ok(await registry.claim(lease('192.168.28.2', 'before', 'gw')));
   const enforcer = new BatchEnforcer();
   const agent = new FleetAgent({ url, enforcer, log: silentLogger, batchSize: 10 });
   await agent.start();
   try {
-    await until('the start resync', () => enforcer.regs.size === 25);
+    assert.deepEqual(enforcer.starts, [1], 'the lease that was live before the start came with it');
+    assert.ok(enforcer.regs.has('192.168.28.2'));
+    await agent.settled();
+    assert.equal(enforcer.calls.join(', '), '', 'the first resync finds nothing to do');
+    // 25 leases in one transaction: their notifications arrive together.
+    await server.sql(
+      `INSERT INTO seng_leases (ip, subnet, session_id, gateway_id, app, mr_enclave, mr_signer, host_ip)
+       SELECT $1::bigint + g, '192.168.28.0/24', 'b' || g, 'gw', 'web', $2, $3, '10.0.0.7'
+         FROM generate_series(1, 25) AS g`,
+      [parseIpv4('192.168.28.9'), MR, SIGNER],
+      url,
+    );
+    await until('the burst', () => enforcer.regs.size === 26);
     await agent.settled();
     assert.deepEqual(enforcer.calls, ['joinMany 10', 'joinMany 10', 'joinMany 5']);
     enforcer.calls.length = 0;
