@@ -11,8 +11,11 @@
  *      packets carrying exactly the merged payload, in sequence
  *   2  structured TSO super-packet -> seng_gso_split(); segments valid, payload and sequence
  *      numbers continuous, FIN/PSH only last, CWR only first
- *   3  raw bytes -> seng_ipv4_check / checksum helpers (bounds only)
+ *   3  raw bytes -> seng_ipv4_check / checksum helpers (bounds only), and a UDP GRO read length
+ *      and gso_size from the first bytes -> seng_udp_gro_split(): the datagrams must tile the
+ *      read exactly, each gso_size bytes but a last one of 1..gso_size
  */
+#include <errno.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -215,7 +218,32 @@ static void fuzz_tso(input *in) {
   CHECK(carried == plen);
 }
 
+static uint32_t gro_ends[SENG_UDP_GRO_MAX_SEGS];
+
+static void fuzz_udp_gro(const input *in) {
+  if (in->n < 7) return;
+  const size_t len = ((size_t)(in->p[0] & 1) << 16) | rd16(in->p + 1);
+  const int gso = (int)rd32(in->p + 3);
+  const size_t cap = 1 + (size_t)(in->n > 7 ? in->p[7] : 255) % SENG_UDP_GRO_MAX_SEGS;
+  const int n = seng_udp_gro_split(len, gso, gro_ends, cap);
+  if (n < 0) {
+    CHECK(n == -EINVAL || n == -E2BIG);
+    return;
+  }
+  CHECK(n >= 1 && (size_t)n <= cap && len > 0 && len <= 65535 && gso >= 0);
+  const size_t seg = gso == 0 ? len : (size_t)gso;
+  size_t start = 0;
+  for (int k = 0; k < n; k++) {
+    CHECK(gro_ends[k] > start && gro_ends[k] <= len);
+    const size_t dlen = gro_ends[k] - start;
+    CHECK(k == n - 1 ? dlen <= seg : dlen == seg);
+    start = gro_ends[k];
+  }
+  CHECK(start == len);
+}
+
 static void fuzz_checks(input *in) {
+  fuzz_udp_gro(in);
   int c = seng_ipv4_check(in->p, in->n);
   if (c == SENG_IPV4_OK) {
     (void)seng_ipv4_header_csum_ok(in->p);

@@ -420,3 +420,18 @@ int seng_tun_read(int fd, int vnet_hdr, size_t mtu, uint8_t *frame, size_t frame
   int n = seng_gso_split(frame, (size_t)r, mtu, out, out_cap, ends, ends_cap);
   return n > 0 ? n : 0;
 }
+
+/* ---------------------------------------------------------------------------------------------
+ * UDP GRO reads */
+
+int seng_udp_gro_split(size_t len, int gso_size, uint32_t *ends, size_t ends_cap) {
+  if (len == 0 || len > 65535 || gso_size < 0 || gso_size > 65535) return -EINVAL;
+  const size_t seg = gso_size == 0 ? len : (size_t)gso_size;
+  const size_t count = (len + seg - 1) / seg; /* the last datagram has 1..seg bytes */
+  if (count > ends_cap) return -E2BIG;
+  for (size_t i = 0; i < count; i++) {
+    const size_t end = (i + 1) * seg;
+    ends[i] = (uint32_t)(end < len ? end : len);
+  }
+  return (int)count;
+}

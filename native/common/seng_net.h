@@ -221,6 +221,22 @@ ssize_t seng_tun_write_vnet(int fd, const uint8_t *pkt, size_t len);
 int seng_tun_read(int fd, int vnet_hdr, size_t mtu, uint8_t *frame, size_t frame_cap, uint8_t *out,
                   size_t out_cap, uint32_t *ends, size_t ends_cap);
 
+/* ---------------------------------------------------------------------------------------------
+ * UDP GRO reads (a socket with the UDP_GRO option)
+ *
+ * One read may return several datagrams of one peer back to back: each gso_size bytes (the value
+ * of the read's UDP_GRO control message) but the last, which has 1..gso_size bytes. The bytes
+ * are network input and the split must give back exactly the datagrams the peer sent.
+ */
+#define SENG_UDP_GRO_MAX_SEGS 256 /* the kernel coalesces at most 64 (GRO) or 128 (GSO) */
+
+/* Writes the end offset of each datagram of a read of `len` bytes to ends[] and returns how many
+ * (>= 1). gso_size 0 means the read had no UDP_GRO control message: one datagram. Returns
+ * -EINVAL when len is 0 or above 65535 or gso_size is negative or above 65535 (not what the
+ * kernel hands out), -E2BIG when more than ends_cap datagrams would result; ends is then
+ * unchanged. */
+int seng_udp_gro_split(size_t len, int gso_size, uint32_t *ends, size_t ends_cap);
+
 #ifdef __cplusplus
 }
 #endif
