@@ -315,3 +315,23 @@ test('seng_ipv4_check agrees with checkIpv4 on well-formed and malformed headers
     [0, 1, 2, 3, 4, 4],
   );
 });
+
+test('seng_udp_gro_split cuts a UDP GRO read into its datagrams, the last one possibly shorter', () => {
+  const E2BIG = 7;
+  // Equal datagrams, then a short last one, then no control message (one datagram).
+  assert.deepEqual(addon.udpGroSplit(3 * 1469, 1469), [1469, 2938, 4407]);
+  assert.deepEqual(addon.udpGroSplit(2 * 1469 + 101, 1469), [1469, 2938, 3039]);
+  assert.deepEqual(addon.udpGroSplit(1200, 0), [1200]);
+  // gso_size at or above the read's length: one datagram.
+  assert.deepEqual(addon.udpGroSplit(1200, 1200), [1200]);
+  assert.deepEqual(addon.udpGroSplit(1200, 9000), [1200]);
+  // Malformed: nothing read, a negative gso_size or one no datagram can have, a read too long.
+  assert.equal(addon.udpGroSplit(0, 100), -EINVAL);
+  assert.equal(addon.udpGroSplit(1000, -1), -EINVAL);
+  assert.equal(addon.udpGroSplit(1000, 65536), -EINVAL);
+  assert.equal(addon.udpGroSplit(65536, 1000), -EINVAL);
+  // More datagrams than the caller takes (256): refused whole, never truncated.
+  assert.equal(addon.udpGroSplit(257, 1), -E2BIG);
+  const ends = addon.udpGroSplit(256, 1);
+  assert.ok(Array.isArray(ends) && ends.length === 256 && ends[255] === 256);
+});
