@@ -7,6 +7,8 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { rmSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import dgram from 'node:dgram';
 import {
   DtlsServer,
@@ -19,6 +21,16 @@ import {
 } from '../../../src/dtls/index.js';
 import { loadAddon } from '../../../src/dtls/native.js';
 import { CertDir, type TestIdentity } from '../../fixtures/dtls/certs.js';
+import { cleanupAll, createNetns, runIn } from '../../helpers/netns.js';
+
+const fallbackScript = join(
+  dirname(fileURLToPath(import.meta.url)),
+  '..',
+  '..',
+  'fixtures',
+  'dtls',
+  'gso-fallback.js',
+);
 
 let certs: CertDir;
 let srv: TestIdentity;
@@ -96,7 +108,10 @@ describe('dtls UDP GSO sends and GRO reads', { timeout: 60_000 }, () => {
     srv = certs.make('gso-srv', 'ec');
     cli = certs.make('gso-cli', 'ec');
   });
-  after(() => rmSync(certs.dir, { recursive: true, force: true }));
+  after(async () => {
+    rmSync(certs.dir, { recursive: true, force: true });
+    await cleanupAll();
+  });
 
   for (const receiveThread of [true, false]) {
     const how = receiveThread
@@ -171,5 +186,28 @@ describe('dtls UDP GSO sends and GRO reads', { timeout: 60_000 }, () => {
       await server.close();
       client.close();
     }
+  });
+
+  it('a GSO message the kernel refuses (segment above the path MTU) goes out as single datagrams, and GSO stays off', async () => {
+    const ns = await createNetns('gsofb');
+    await ns.ip('link', 'set', 'lo', 'mtu', '1200');
+    const r = await runIn(ns, fallbackScript, [], { timeoutMs: 30_000 });
+    const line = r.stdout.trim().split('\n').pop() ?? '';
+    const res = JSON.parse(line) as {
+      received: number;
+      same: boolean;
+      udpGso: boolean;
+      udpGsoSends: number;
+      sendFailed: number;
+      packets: number;
+    };
+    assert.deepEqual(res, {
+      received: 10,
+      same: true,
+      udpGso: false,
+      udpGsoSends: 0,
+      sendFailed: 0,
+      packets: 10,
+    });
   });
 });
