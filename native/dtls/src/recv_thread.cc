@@ -66,10 +66,10 @@ bool allApplicationData(const uint8_t *d, size_t n) {
 
 RecvThread::RecvThread(int udpFd, unsigned batch)
     : fd_(udpFd), batch_(batch < 1 || batch > kMaxBatch ? kMaxBatch : batch), gro_(enableGro(udpFd)), slot_(gro_ ? kGroSlot : kSlot) {
-  arena_.resize(slot_ * batch_);
+  arena_.reset(new uint8_t[slot_ * batch_]);
   plain_.resize(kMaxPlain);
   for (unsigned i = 0; i < batch_; i++) {
-    iov_[i].iov_base = arena_.data() + i * slot_;
+    iov_[i].iov_base = arena_.get() + i * slot_;
     iov_[i].iov_len = slot_;
   }
 }
@@ -235,7 +235,7 @@ void RecvThread::handleBatch(unsigned n) {
         counters_.datagrams += 1;
         continue;  // the endpoint drops these too (not IPv4, truncated)
       }
-      const uint8_t *d = arena_.data() + i * slot_;
+      const uint8_t *d = arena_.get() + i * slot_;
       const size_t len = msgs_[i].msg_len;
       const uint32_t ip = ntohl(addrs_[i].sin_addr.s_addr);
       const uint16_t port = ntohs(addrs_[i].sin_port);
