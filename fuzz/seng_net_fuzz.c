@@ -9,10 +9,17 @@
  *   1  structured batch of TCP segments (a few flows, contiguous or not, valid or corrupt) ->
  *      seng_gro_add/_frame_iov; every merged frame must split back (seng_gso_split) into valid
  *      packets carrying exactly the merged payload, in sequence
+ *      (with bit 2 of the first byte set: a batch of UDP datagrams of a few flows and sizes,
+ *      some corrupt, without checksum or with another TTL; every merged frame must be a
+ *      GSO_UDP_L4 frame whose payload, cut at gso_size, gives back exactly the merged datagrams'
+ *      payloads, each of them valid, all but the last of gso_size bytes)
  *   2  structured TSO super-packet -> seng_gso_split(); segments valid, payload and sequence
  *      numbers continuous, FIN/PSH only last, CWR only first
- *   3  raw bytes -> seng_ipv4_check / checksum helpers (bounds only)
+ *   3  raw bytes -> seng_ipv4_check / checksum helpers (bounds only), and a UDP GRO read length
+ *      and gso_size from the first bytes -> seng_udp_gro_split(): the datagrams must tile the
+ *      read exactly, each gso_size bytes but a last one of 1..gso_size
  */
+#include <errno.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -100,6 +107,29 @@ static size_t build_tcp(uint8_t *p, uint8_t flow, uint32_t seq, uint32_t ack, ui
   return total;
 }
 
+/* Builds an IPv4/UDP datagram (IHL 5) with valid checksums into p; returns its length. */
+static size_t build_udp(uint8_t *p, uint8_t flow, const uint8_t *payload, size_t plen, uint16_t id) {
+  size_t total = 28 + plen;
+  memset(p, 0, 28);
+  p[0] = 0x45;
+  wr16(p + 2, (uint32_t)total);
+  wr16(p + 4, id);
+  wr16(p + 6, 0x4000);
+  p[8] = 64;
+  p[9] = 17;
+  wr32(p + 12, 0x0a000001);
+  wr32(p + 16, 0x0a000100 + (flow & 1));
+  seng_ipv4_set_header_csum(p);
+  uint8_t *u = p + 20;
+  wr16(u, 2000 + (flow >> 1));
+  wr16(u + 2, 5201);
+  wr16(u + 4, (uint32_t)(8 + plen));
+  memcpy(u + 8, payload, plen);
+  uint16_t c = seng_csum_fold(seng_csum_add(seng_csum_pseudo4(p, 17, (uint32_t)(8 + plen)), u, 8 + plen));
+  wr16(u + 6, c == 0 ? 0xffff : c);
+  return total;
+}
+
 static void fuzz_raw_split(input *in) {
   size_t mtu = 68 + take16(in) % 9000;
   int n = seng_gso_split(in->p, in->n, mtu, out, sizeof out, ends, SENG_GSO_MAX_SEGS);
@@ -111,6 +141,75 @@ static void fuzz_raw_split(input *in) {
 #define ARENA 200000
 static uint8_t arena[ARENA];
 static uint8_t payload_src[2048];
+
+static void fuzz_udp_merge(input *in) {
+  static seng_gro g;
+  static struct iovec iov[1 + SENG_GRO_MAX_PKTS];
+  static uint8_t frame[65536 + SENG_VNET_HDR_LEN];
+  seng_gro_init(&g);
+  for (size_t i = 0; i < sizeof payload_src; i++) payload_src[i] = (uint8_t)(i * 5 + 1);
+  size_t used = 0;
+  while (in->n >= 3 && g.npkts < SENG_GRO_MAX_PKTS) {
+    uint8_t ctl = take(in), sz = take(in), idb = take(in);
+    uint8_t flow = ctl & 3;
+    size_t plen = (ctl & 0x04) ? 1000 : (ctl & 0x08) ? 64 : (size_t)sz * 5 + 1;
+    if (plen > sizeof payload_src) plen = sizeof payload_src;
+    if (used + 28 + plen > ARENA) break;
+    uint8_t *p = arena + used;
+    size_t len = build_udp(p, flow, payload_src + (idb & 7), plen, idb);
+    if ((ctl & 0xe0) == 0x20) p[len - 1] ^= 0x5a;     /* corrupt: must not be merged */
+    if ((ctl & 0xe0) == 0x40) wr16(p + 26, 0);        /* no checksum: must not be merged */
+    if ((ctl & 0xe0) == 0x60) {                       /* another TTL: a frame of its own */
+      p[8] = 63;
+      seng_ipv4_set_header_csum(p);
+    }
+    used += len;
+    CHECK(seng_gro_add(&g, p, len) == 0);
+  }
+  size_t frames = seng_gro_frames(&g), packets = 0;
+  CHECK(frames <= g.npkts);
+  for (size_t i = 0; i < frames; i++) {
+    const seng_gro_frame *f = &g.frames[i];
+    size_t flen = 0;
+    int n = seng_gro_frame_iov(&g, i, iov, 1 + SENG_GRO_MAX_PKTS, &flen);
+    CHECK(n >= 2 && flen <= sizeof frame);
+    size_t off = 0;
+    for (int k = 0; k < n; k++) {
+      CHECK(off + iov[k].iov_len <= sizeof frame);
+      memcpy(frame + off, iov[k].iov_base, iov[k].iov_len);
+      off += iov[k].iov_len;
+    }
+    CHECK(off == flen);
+    packets += f->count;
+    const uint8_t *ip = frame + SENG_VNET_HDR_LEN;
+    if (frame[1] != SENG_VNET_GSO_UDP_L4) {
+      CHECK(frame[1] == SENG_VNET_GSO_NONE && f->count == 1);
+      CHECK(memcmp(ip, g.pkts[f->first].data, g.pkts[f->first].len) == 0);
+      continue;
+    }
+    CHECK(f->count >= 2 && f->count <= SENG_GRO_UDP_MAX_SEGS);
+    uint16_t gso_size, hdr_len;
+    memcpy(&hdr_len, frame + 2, 2);
+    memcpy(&gso_size, frame + 4, 2);
+    size_t total = flen - SENG_VNET_HDR_LEN;
+    CHECK(hdr_len == 28 && gso_size > 0 && total <= 0xffff && rd16(ip + 2) == total);
+    CHECK(seng_ipv4_header_csum_ok(ip) && rd16(ip + 24) == total - 20);
+    /* Cut at gso_size, the payload is the merged datagrams' payloads, each of them valid. */
+    size_t pos = 28;
+    int k = 0;
+    for (int16_t pi = f->first; pi >= 0; pi = g.pkts[pi].next, k++) {
+      const seng_gro_pkt *pk = &g.pkts[pi];
+      size_t dl = pk->len - 28;
+      CHECK(seng_ipv4_l4_csum_ok(pk->data, pk->len) && rd16(pk->data + 26) != 0);
+      CHECK(pk->data[8] == ip[8] && memcmp(pk->data + 12, ip + 12, 12) == 0);
+      CHECK(pk->next < 0 ? dl <= gso_size : dl == gso_size);
+      CHECK(pos + dl <= total && memcmp(ip + pos, pk->data + 28, dl) == 0);
+      pos += dl;
+    }
+    CHECK(k == f->count && pos == total);
+  }
+  CHECK(packets == g.npkts);
+}
 
 static void fuzz_gro(input *in) {
   static seng_gro g;
@@ -215,7 +314,32 @@ static void fuzz_tso(input *in) {
   CHECK(carried == plen);
 }
 
+static uint32_t gro_ends[SENG_UDP_GRO_MAX_SEGS];
+
+static void fuzz_udp_gro(const input *in) {
+  if (in->n < 7) return;
+  const size_t len = ((size_t)(in->p[0] & 1) << 16) | rd16(in->p + 1);
+  const int gso = (int)rd32(in->p + 3);
+  const size_t cap = 1 + (size_t)(in->n > 7 ? in->p[7] : 255) % SENG_UDP_GRO_MAX_SEGS;
+  const int n = seng_udp_gro_split(len, gso, gro_ends, cap);
+  if (n < 0) {
+    CHECK(n == -EINVAL || n == -E2BIG);
+    return;
+  }
+  CHECK(n >= 1 && (size_t)n <= cap && len > 0 && len <= 65535 && gso >= 0);
+  const size_t seg = gso == 0 ? len : (size_t)gso;
+  size_t start = 0;
+  for (int k = 0; k < n; k++) {
+    CHECK(gro_ends[k] > start && gro_ends[k] <= len);
+    const size_t dlen = gro_ends[k] - start;
+    CHECK(k == n - 1 ? dlen <= seg : dlen == seg);
+    start = gro_ends[k];
+  }
+  CHECK(start == len);
+}
+
 static void fuzz_checks(input *in) {
+  fuzz_udp_gro(in);
   int c = seng_ipv4_check(in->p, in->n);
   if (c == SENG_IPV4_OK) {
     (void)seng_ipv4_header_csum_ok(in->p);
@@ -229,7 +353,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   input in = {data + 1, size - 1};
   switch (data[0] & 3) {
     case 0: fuzz_raw_split(&in); break;
-    case 1: fuzz_gro(&in); break;
+    case 1:
+      if (data[0] & 4) fuzz_udp_merge(&in);
+      else fuzz_gro(&in);
+      break;
     case 2: fuzz_tso(&in); break;
     default: fuzz_checks(&in); break;
   }

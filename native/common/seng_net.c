@@ -221,18 +221,26 @@ int seng_gso_split(const uint8_t *frame, size_t frame_len, size_t mtu, uint8_t *
 void seng_gro_init(seng_gro *g) {
   g->npkts = 0;
   g->nframes = 0;
+  g->merge_udp = 1;
+}
+
+/* Empties the batch, keeping the settings. */
+static void gro_clear(seng_gro *g) {
+  g->npkts = 0;
+  g->nframes = 0;
 }
 
 size_t seng_gro_frames(const seng_gro *g) { return g->nframes; }
 
-/* Fills the flow key of an IPv4/TCP packet whose ports are readable; 0 if it is not one. */
-static int tcp_key(const uint8_t *p, size_t len, uint8_t key[12]) {
-  if (seng_ipv4_check(p, len) != SENG_IPV4_OK || p[9] != IPPROTO_TCP_) return 0;
+/* Fills the flow key of an IPv4 TCP or UDP packet whose ports are readable; returns its protocol,
+ * 0 if it is not one. */
+static int flow_key(const uint8_t *p, size_t len, uint8_t key[12]) {
+  if (seng_ipv4_check(p, len) != SENG_IPV4_OK || (p[9] != IPPROTO_TCP_ && p[9] != IPPROTO_UDP_)) return 0;
   size_t ihl = ihl_of(p);
   if ((size_t)rd16(p + 2) < ihl + 4 || (rd16(p + 6) & IP_MF_OFFSET)) return 0;
   memcpy(key, p + 12, 8);
   memcpy(key + 8, p + ihl, 4);
-  return 1;
+  return p[9];
 }
 
 /* A segment that may be merged: no IP options, exact length, unfragmented, flags ACK [+ PSH],
@@ -248,6 +256,15 @@ static int mergeable_segment(const uint8_t *p, size_t len, size_t *thl, size_t *
   return 1;
 }
 
+/* A UDP datagram that may be merged: no IP options, exact IP and UDP lengths, unfragmented, a
+ * payload, a checksum that is present and correct. Sets *plen. */
+static int mergeable_datagram(const uint8_t *p, size_t len, size_t *plen) {
+  if ((p[0] & 0x0f) != 5 || rd16(p + 2) != len || len <= 28 || rd16(p + 24) != len - 20) return 0;
+  if (rd16(p + 26) == 0 || !seng_ipv4_header_csum_ok(p) || !seng_ipv4_l4_csum_ok(p, len)) return 0;
+  *plen = len - 28;
+  return 1;
+}
+
 /* Whether segment p (TCP header length thl) may follow frame f's head h. */
 static int continues(const seng_gro_frame *f, const uint8_t *h, const uint8_t *p, size_t thl,
                      size_t plen) {
@@ -255,6 +272,13 @@ static int continues(const seng_gro_frame *f, const uint8_t *h, const uint8_t *p
          (rd16(h + 6) & IP_DF) == (rd16(p + 6) & IP_DF) && memcmp(h + 28, p + 28, 4) == 0 &&
          memcmp(h + 40, p + 40, thl - 20) == 0 && plen <= f->gso_size &&
          rd32(p + 24) == f->next_seq && f->total_len + plen <= 0xffff;
+}
+
+/* Whether datagram p may follow frame f's head h (same TOS, TTL, DF; not longer; room left). */
+static int continues_udp(const seng_gro_frame *f, const uint8_t *h, const uint8_t *p, size_t plen) {
+  return f->mergeable && h[1] == p[1] && h[8] == p[8] &&
+         (rd16(h + 6) & IP_DF) == (rd16(p + 6) & IP_DF) && plen <= f->gso_size &&
+         f->count < SENG_GRO_UDP_MAX_SEGS && f->total_len + plen <= 0xffff;
 }
 
 int seng_gro_add(seng_gro *g, const uint8_t *pkt, size_t len) {
@@ -268,16 +292,29 @@ int seng_gro_add(seng_gro *g, const uint8_t *pkt, size_t len) {
   pk->next = -1;
 
   uint8_t key[12];
-  int is_tcp = tcp_key(pkt, len, key);
+  const int proto = flow_key(pkt, len, key);
   size_t thl = 0, plen = 0;
-  int candidate = is_tcp && mergeable_segment(pkt, len, &thl, &plen);
-  if (is_tcp) {
+  int candidate = proto == IPPROTO_TCP_   ? mergeable_segment(pkt, len, &thl, &plen)
+                  : proto == IPPROTO_UDP_ && g->merge_udp ? mergeable_datagram(pkt, len, &plen)
+                                          : 0;
+  if (proto != 0) {
     /* The newest frame of this flow decides: append to it, or start a new one after it. */
     size_t stop = g->nframes > GRO_SCAN ? g->nframes - GRO_SCAN : 0;
     for (size_t i = g->nframes; i-- > stop;) {
       seng_gro_frame *f = &g->frames[i];
-      if (!f->is_tcp || memcmp(f->tcp_key, key, 12) != 0) continue;
-      if (candidate && continues(f, g->pkts[f->first].data, pkt, thl, plen)) {
+      if (f->proto != proto || memcmp(f->key, key, 12) != 0) continue;
+      const uint8_t *h = g->pkts[f->first].data;
+      if (candidate && proto == IPPROTO_UDP_ && continues_udp(f, h, pkt, plen)) {
+        g->pkts[f->last].next = pi;
+        f->last = pi;
+        f->count++;
+        pk->payload_off = 28;
+        f->total_len += (uint32_t)plen;
+        if (plen < f->gso_size) f->mergeable = 0; /* a shorter datagram is the last segment */
+        g->npkts++;
+        return 0;
+      }
+      if (candidate && proto == IPPROTO_TCP_ && continues(f, h, pkt, thl, plen)) {
         g->pkts[f->last].next = pi;
         f->last = pi;
         f->count++;
@@ -296,14 +333,19 @@ int seng_gro_add(seng_gro *g, const uint8_t *pkt, size_t len) {
   memset(f, 0, sizeof *f);
   f->first = f->last = pi;
   f->count = 1;
-  f->is_tcp = (uint8_t)is_tcp;
-  if (is_tcp) memcpy(f->tcp_key, key, 12);
-  if (candidate) {
+  f->proto = (uint8_t)proto;
+  if (proto != 0) memcpy(f->key, key, 12);
+  if (candidate && proto == IPPROTO_TCP_) {
     f->psh = (pkt[33] & TCP_PSH) != 0;
     f->mergeable = !f->psh;
     f->hdr_len = (uint8_t)(20 + thl);
     f->gso_size = (uint16_t)plen;
     f->next_seq = rd32(pkt + 24) + (uint32_t)plen;
+    f->total_len = (uint32_t)len;
+  } else if (candidate) {
+    f->mergeable = 1;
+    f->hdr_len = 28;
+    f->gso_size = (uint16_t)plen;
     f->total_len = (uint32_t)len;
   }
   g->npkts++;
@@ -326,16 +368,23 @@ int seng_gro_frame_iov(seng_gro *g, size_t i, struct iovec *iov, size_t iov_cap,
     return 2;
   }
   if (iov_cap < 1 + (size_t)f->count) return -ENOSPC;
-  seng_vnet_hdr vh = {SENG_VNET_F_NEEDS_CSUM, SENG_VNET_GSO_TCPV4, f->hdr_len, f->gso_size, 20, 16};
+  const int udp = f->proto == IPPROTO_UDP_;
+  seng_vnet_hdr vh = {SENG_VNET_F_NEEDS_CSUM, udp ? SENG_VNET_GSO_UDP_L4 : SENG_VNET_GSO_TCPV4,
+                      f->hdr_len, f->gso_size, 20, udp ? 6 : 16};
   seng_vnet_hdr_write(g->hdr, &vh);
   uint8_t *ip = g->hdr + SENG_VNET_HDR_LEN;
   memcpy(ip, head->data, f->hdr_len);
   wr16(ip + 2, f->total_len);
   seng_ipv4_set_header_csum(ip);
   uint8_t *th = ip + 20;
-  if (f->psh) th[13] |= TCP_PSH;
+  if (udp) {
+    wr16(th + 4, f->total_len - 20); /* the segments get their own lengths from the kernel */
+  } else if (f->psh) {
+    th[13] |= TCP_PSH;
+  }
   /* CHECKSUM_PARTIAL: the field holds the (uncomplemented) pseudo-header sum. */
-  wr16(th + 16, (uint16_t)~seng_csum_fold(seng_csum_pseudo4(ip, IPPROTO_TCP_, f->total_len - 20)));
+  wr16(th + (udp ? 6 : 16),
+       (uint16_t)~seng_csum_fold(seng_csum_pseudo4(ip, (uint8_t)f->proto, f->total_len - 20)));
   iov[0].iov_base = g->hdr;
   iov[0].iov_len = SENG_VNET_HDR_LEN + (size_t)f->hdr_len;
   size_t n = 1;
@@ -380,7 +429,7 @@ size_t seng_gro_write(seng_gro *g, int fd, seng_gro_result *res) {
       r.packets_dropped += count;
     }
   }
-  seng_gro_init(g);
+  gro_clear(g);
   if (res) *res = r;
   return r.packets_written;
 }
@@ -419,4 +468,19 @@ int seng_tun_read(int fd, int vnet_hdr, size_t mtu, uint8_t *frame, size_t frame
   if (r == 0) return -EAGAIN;
   int n = seng_gso_split(frame, (size_t)r, mtu, out, out_cap, ends, ends_cap);
   return n > 0 ? n : 0;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * UDP GRO reads */
+
+int seng_udp_gro_split(size_t len, int gso_size, uint32_t *ends, size_t ends_cap) {
+  if (len == 0 || len > 65535 || gso_size < 0 || gso_size > 65535) return -EINVAL;
+  const size_t seg = gso_size == 0 ? len : (size_t)gso_size;
+  const size_t count = (len + seg - 1) / seg; /* the last datagram has 1..seg bytes */
+  if (count > ends_cap) return -E2BIG;
+  for (size_t i = 0; i < count; i++) {
+    const size_t end = (i + 1) * seg;
+    ends[i] = (uint32_t)(end < len ? end : len);
+  }
+  return (int)count;
 }

@@ -37,6 +37,7 @@ extern "C" {
 #define SENG_VNET_F_NEEDS_CSUM 1 /* checksum from csum_start, stored at csum_start + csum_offset */
 #define SENG_VNET_GSO_NONE 0
 #define SENG_VNET_GSO_TCPV4 1
+#define SENG_VNET_GSO_UDP_L4 5 /* UDP segmentation offload (Linux >= 6.2 on TUN) */
 #define SENG_VNET_GSO_ECN 0x80
 
 typedef struct seng_vnet_hdr {
@@ -133,8 +134,19 @@ int seng_gso_split(const uint8_t *frame, size_t frame_len, size_t mtu, uint8_t *
  * segment's headers with total length, IP checksum, PSH (if the last had it) and the TCP
  * pseudo-header checksum (CHECKSUM_PARTIAL), and a header {NEEDS_CSUM, GSO_TCPV4, hdr_len,
  * gso_size = first payload, csum_start = 20, csum_offset = 16}.
+ *
+ * A UDP datagram (merge_udp) joins the newest frame of its flow under the same conditions where
+ * they apply (IPv4 without options, not fragmented, same addresses/ports/TOS/TTL/DF, both
+ * checksums correct, the UDP checksum present, UDP length = IP payload), with a payload > 0 and at
+ * most the frame's first payload (a shorter one closes the frame: the receiver must see the same
+ * datagrams), at most SENG_GRO_UDP_MAX_SEGS datagrams and 65535 bytes. A merged UDP frame gets the
+ * first datagram's headers with total length, IP checksum, UDP length and the UDP pseudo-header
+ * checksum, and a header {NEEDS_CSUM, GSO_UDP_L4, 28, gso_size = first payload, 20, 6}: the
+ * kernel (TUN, Linux >= 6.2) cuts it back into the same datagrams where it has to (at the latest
+ * at the receiving socket), after one pass through routing and the firewall.
  */
 #define SENG_GRO_MAX_PKTS 256
+#define SENG_GRO_UDP_MAX_SEGS 64 /* UDP_MAX_SEGMENTS of kernels before 6.10 */
 #define SENG_GRO_HDR_MAX (SENG_VNET_HDR_LEN + 20 + 60)
 
 typedef struct seng_gro_pkt {
@@ -148,17 +160,18 @@ typedef struct seng_gro_frame {
   int16_t first, last; /* packet indexes */
   uint16_t count;      /* packets merged into this frame */
   uint8_t mergeable;   /* may still take packets */
-  uint8_t hdr_len;     /* IP + TCP header length (mergeable TCP frames), else 0 */
+  uint8_t hdr_len;     /* IP + TCP/UDP header length (mergeable frames), else 0 */
   uint16_t gso_size;
   uint32_t next_seq;
   uint32_t total_len;  /* IP total length of the merged packet */
-  uint8_t is_tcp;      /* tcp_key is set: an IPv4/TCP packet with readable ports */
+  uint8_t proto;       /* key is set: 6 or 17, an IPv4 TCP or UDP packet with readable ports */
   uint8_t psh;         /* the last merged segment had PSH */
-  uint8_t tcp_key[12]; /* source, destination address; source, destination port */
+  uint8_t key[12];     /* source, destination address; source, destination port */
 } seng_gro_frame;
 
 typedef struct seng_gro {
   uint16_t npkts, nframes;
+  uint8_t merge_udp; /* merge UDP datagrams too (seng_gro_init sets it; the owner may clear it) */
   seng_gro_pkt pkts[SENG_GRO_MAX_PKTS];
   seng_gro_frame frames[SENG_GRO_MAX_PKTS];
   uint8_t hdr[SENG_GRO_HDR_MAX]; /* scratch for building one merged frame's headers */
@@ -220,6 +233,22 @@ ssize_t seng_tun_write_vnet(int fd, const uint8_t *pkt, size_t len);
  */
 int seng_tun_read(int fd, int vnet_hdr, size_t mtu, uint8_t *frame, size_t frame_cap, uint8_t *out,
                   size_t out_cap, uint32_t *ends, size_t ends_cap);
+
+/* ---------------------------------------------------------------------------------------------
+ * UDP GRO reads (a socket with the UDP_GRO option)
+ *
+ * One read may return several datagrams of one peer back to back: each gso_size bytes (the value
+ * of the read's UDP_GRO control message) but the last, which has 1..gso_size bytes. The bytes
+ * are network input and the split must give back exactly the datagrams the peer sent.
+ */
+#define SENG_UDP_GRO_MAX_SEGS 256 /* the kernel coalesces at most 64 (GRO) or 128 (GSO) */
+
+/* Writes the end offset of each datagram of a read of `len` bytes to ends[] and returns how many
+ * (>= 1). gso_size 0 means the read had no UDP_GRO control message: one datagram. Returns
+ * -EINVAL when len is 0 or above 65535 or gso_size is negative or above 65535 (not what the
+ * kernel hands out), -E2BIG when more than ends_cap datagrams would result; ends is then
+ * unchanged. */
+int seng_udp_gro_split(size_t len, int gso_size, uint32_t *ends, size_t ends_cap);
 
 #ifdef __cplusplus
 }

@@ -184,6 +184,12 @@ export interface NativeTunDispatchStats {
   gsoFrames: number;
   gsoSegments: number;
   badFrames: number;
+  /** sendmmsg(2) calls; messages that carried a UDP GSO run (same peer, same record size) and the
+   * records in them; whether GSO is still on (off after the kernel refused it, or SENG_UDP_GSO=0). */
+  sendCalls: number;
+  udpGsoSends: number;
+  udpGsoRecords: number;
+  udpGso: boolean;
   /** Whether the device is read with a virtio_net_hdr (opened with offload). */
   offload: boolean;
   routes: number;
@@ -223,6 +229,14 @@ export interface NativeStats {
   directSends: number;
   /** Datagrams the socket refused (full buffer, EPERM from a firewall, ...): treated as loss. */
   droppedSends: number;
+  /** UDP GSO messages sent (two or more records each, cut back into datagrams by the kernel) and their records. */
+  gsoSends: number;
+  gsoRecords: number;
+  /** UDP GRO reads of the receive thread that held two or more datagrams, and those datagrams. */
+  groReads: number;
+  groDatagrams: number;
+  /** UDP GRO reads dropped because their gso_size could not split them. */
+  groMalformed: number;
 }
 
 /** Counters of the offload TUN writers (enclave → device, one recvmmsg batch coalesced per write). */

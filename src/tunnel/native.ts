@@ -77,6 +77,8 @@ export interface NativeTunAddon {
   ipv4Check(packet: Uint8Array): number;
   /** Whether an IPv4 TCP/UDP packet's transport checksum is right. */
   l4ChecksumOk(packet: Uint8Array): boolean;
+  /** seng_udp_gro_split(): end offsets of the datagrams of a UDP GRO read, or a negative errno. */
+  udpGroSplit(len: number, gsoSize: number): number[] | number;
 }
 
 /** Error thrown by the addon: an Error with the errno name as code. */

@@ -65,7 +65,8 @@ export interface TunOpenOptions {
   /**
    * Offloads (IFF_VNET_HDR, TUN_F_CSUM | TUN_F_TSO4): the kernel may hand over TCP
    * super-packets of up to 64 KiB, which the addon segments into packets of at most the MTU
-   * before they reach JS; writeBatch() coalesces TCP segments into GSO writes. Default false.
+   * before they reach JS; writeBatch() coalesces TCP segments (and same-size UDP datagrams) of a
+   * flow into GSO writes. Default false.
    */
   offload?: boolean;
   /** Number of queues (IFF_MULTI_QUEUE when > 1): one fd per queue, 1–64; default 1. */

@@ -14,6 +14,11 @@ std::atomic<int64_t> gLiveRecordLayer{0};
 std::atomic<int64_t> gLiveDispatch{0};
 std::atomic<uint64_t> gDirectSends{0};
 std::atomic<uint64_t> gDroppedSends{0};
+std::atomic<uint64_t> gGsoSends{0};
+std::atomic<uint64_t> gGsoRecords{0};
+std::atomic<uint64_t> gGroReads{0};
+std::atomic<uint64_t> gGroDatagrams{0};
+std::atomic<uint64_t> gGroMalformed{0};
 
 std::string drainErrors() {
   std::string msg;
@@ -51,6 +56,11 @@ Napi::Value NativeStats(const Napi::CallbackInfo &info) {
   set("liveDispatch", static_cast<double>(gLiveDispatch.load()));
   set("directSends", static_cast<double>(gDirectSends.load()));
   set("droppedSends", static_cast<double>(gDroppedSends.load()));
+  set("gsoSends", static_cast<double>(gGsoSends.load()));
+  set("gsoRecords", static_cast<double>(gGsoRecords.load()));
+  set("groReads", static_cast<double>(gGroReads.load()));
+  set("groDatagrams", static_cast<double>(gGroDatagrams.load()));
+  set("groMalformed", static_cast<double>(gGroMalformed.load()));
   return o;
 }
 

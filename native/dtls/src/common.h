@@ -21,6 +21,11 @@ extern std::atomic<int64_t> gLiveRecordLayer;  // native record layers (two keye
 extern std::atomic<int64_t> gLiveDispatch;     // TunDispatch objects
 extern std::atomic<uint64_t> gDirectSends;  // datagrams sent with sendto(2)
 extern std::atomic<uint64_t> gDroppedSends; // datagrams the socket refused (full buffer, EPERM, ...)
+extern std::atomic<uint64_t> gGsoSends;     // UDP GSO messages sent (two or more records each)
+extern std::atomic<uint64_t> gGsoRecords;   // records in those messages
+extern std::atomic<uint64_t> gGroReads;     // UDP GRO reads that held two or more datagrams
+extern std::atomic<uint64_t> gGroDatagrams; // datagrams in those reads
+extern std::atomic<uint64_t> gGroMalformed; // UDP GRO reads dropped: a gso_size the split refused
 
 constexpr size_t kRecordHeader = 13;  // DTLS record header: type, version(2), epoch(2), seq(6), length(2)
 constexpr size_t kMaxPlain = 16384;   // SSL3_RT_MAX_PLAIN_LENGTH

@@ -2,6 +2,7 @@
 #include "recv_thread.h"
 
 #include <arpa/inet.h>
+#include <netinet/udp.h>
 #include <poll.h>
 #include <sys/eventfd.h>
 #include <time.h>
@@ -10,9 +11,11 @@
 #include <openssl/err.h>
 
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <system_error>
 
+#include "../../common/seng_net.h"
 #include "common.h"
 
 namespace seng_dtls {
@@ -20,6 +23,27 @@ namespace seng_dtls {
 namespace {
 
 constexpr size_t kSlot = kMaxPlain + 2048;  // the largest DTLS record plus headers (as endpoint.cc)
+constexpr size_t kGroSlot = 65536;          // a UDP GRO read: datagrams of one peer, at most 64 KiB
+
+// Asks the kernel to coalesce datagrams of one peer into one read (UDP_GRO; SENG_UDP_GRO=0: no).
+bool enableGro(int fd) {
+  const char *env = std::getenv("SENG_UDP_GRO");
+  if (env != nullptr && std::strcmp(env, "0") == 0) return false;
+  const int one = 1;
+  return setsockopt(fd, SOL_UDP, UDP_GRO, &one, sizeof one) == 0;
+}
+
+// The gso_size of a read's UDP_GRO control message; 0 when there is none (one datagram).
+int groSize(const msghdr &m) {
+  for (cmsghdr *c = CMSG_FIRSTHDR(&m); c != nullptr; c = CMSG_NXTHDR(const_cast<msghdr *>(&m), c)) {
+    if (c->cmsg_level != SOL_UDP || c->cmsg_type != UDP_GRO) continue;
+    if (c->cmsg_len < CMSG_LEN(sizeof(int))) return -1;
+    int size = 0;
+    std::memcpy(&size, CMSG_DATA(c), sizeof size);
+    return size;
+  }
+  return 0;
+}
 
 double wallClockMs() {
   timespec ts{};
@@ -40,12 +64,13 @@ bool allApplicationData(const uint8_t *d, size_t n) {
   return true;
 }
 
-RecvThread::RecvThread(int udpFd, unsigned batch) : fd_(udpFd), batch_(batch < 1 || batch > kMaxBatch ? kMaxBatch : batch) {
-  arena_.resize(kSlot * batch_);
+RecvThread::RecvThread(int udpFd, unsigned batch)
+    : fd_(udpFd), batch_(batch < 1 || batch > kMaxBatch ? kMaxBatch : batch), gro_(enableGro(udpFd)), slot_(gro_ ? kGroSlot : kSlot) {
+  arena_.reset(new uint8_t[slot_ * batch_]);
   plain_.resize(kMaxPlain);
   for (unsigned i = 0; i < batch_; i++) {
-    iov_[i].iov_base = arena_.data() + i * kSlot;
-    iov_[i].iov_len = kSlot;
+    iov_[i].iov_base = arena_.get() + i * slot_;
+    iov_[i].iov_len = slot_;
   }
 }
 
@@ -179,6 +204,10 @@ void RecvThread::run() {
         msgs_[i].msg_hdr.msg_iovlen = 1;
         msgs_[i].msg_hdr.msg_name = &addrs_[i];
         msgs_[i].msg_hdr.msg_namelen = sizeof addrs_[i];
+        if (gro_) {
+          msgs_[i].msg_hdr.msg_control = controls_[i].bytes;
+          msgs_[i].msg_hdr.msg_controllen = sizeof controls_[i].bytes;
+        }
         msgs_[i].msg_len = 0;
       }
       int n;
@@ -199,40 +228,62 @@ void RecvThread::handleBatch(unsigned n) {
   {
     std::lock_guard<std::mutex> guard(mu_);
     counters_.wakeups += 1;
-    counters_.datagrams += n;
     for (unsigned i = 0; i < n; i++) {
       const msghdr &m = msgs_[i].msg_hdr;
       if ((m.msg_flags & MSG_TRUNC) != 0 || m.msg_namelen < sizeof(sockaddr_in) || addrs_[i].sin_family != AF_INET ||
-          msgs_[i].msg_len > kSlot || msgs_[i].msg_len == 0)
+          msgs_[i].msg_len > slot_ || msgs_[i].msg_len == 0) {
+        counters_.datagrams += 1;
         continue;  // the endpoint drops these too (not IPv4, truncated)
-      const uint8_t *d = arena_.data() + i * kSlot;
+      }
+      const uint8_t *d = arena_.get() + i * slot_;
       const size_t len = msgs_[i].msg_len;
       const uint32_t ip = ntohl(addrs_[i].sin_addr.s_addr);
       const uint16_t port = ntohs(addrs_[i].sin_port);
-      auto it = routes_.find(key(ip, port));
-      if (it == routes_.end()) {
-        pend(ip, port, false, d, len);
+      // A UDP GRO read holds datagrams of one peer back to back, each one datagram as sent.
+      const int count = seng_udp_gro_split(len, gro_ ? groSize(m) : 0, groEnds_, SENG_UDP_GRO_MAX_SEGS);
+      if (count <= 0) {
+        counters_.datagrams += 1;
+        ++gGroMalformed;
         continue;
       }
-      Route &route = it->second;
-      std::shared_ptr<RecordLayer> rl = route.rl.lock();
-      if (!rl) {  // the session ended and JavaScript has not unrouted it yet
-        counters_.expired += 1;
-        pend(ip, port, false, d, len);
-        continue;
+      if (count > 1) {
+        ++gGroReads;
+        gGroDatagrams += static_cast<uint64_t>(count);
       }
-      route.c.lastRxMs = now;
-      if (route.inQueue > 0 || !allApplicationData(d, len)) {
-        route.c.toJs += 1;
-        pend(ip, port, false, d, len, &route);
-        continue;
+      counters_.datagrams += count;
+      size_t off = 0;
+      for (int k = 0; k < count; k++) {
+        handleDatagram(d + off, groEnds_[k] - off, ip, port, now);
+        off = groEnds_[k];
       }
-      counters_.opened += 1;
-      openDatagram(&route, rl.get(), d, len, ip, port);
     }
   }
   for (auto &[fd, w] : writers_) w->flush();
   publish();
+}
+
+// One datagram of a peer, under mu_: opened here (a routed session's application data) or queued.
+void RecvThread::handleDatagram(const uint8_t *d, size_t len, uint32_t ip, uint16_t port, double now) {
+  auto it = routes_.find(key(ip, port));
+  if (it == routes_.end()) {
+    pend(ip, port, false, d, len);
+    return;
+  }
+  Route &route = it->second;
+  std::shared_ptr<RecordLayer> rl = route.rl.lock();
+  if (!rl) {  // the session ended and JavaScript has not unrouted it yet
+    counters_.expired += 1;
+    pend(ip, port, false, d, len);
+    return;
+  }
+  route.c.lastRxMs = now;
+  if (route.inQueue > 0 || !allApplicationData(d, len)) {
+    route.c.toJs += 1;
+    pend(ip, port, false, d, len, &route);
+    return;
+  }
+  counters_.opened += 1;
+  openDatagram(&route, rl.get(), d, len, ip, port);
 }
 
 // Opens every record of an application-data datagram of a routed session.

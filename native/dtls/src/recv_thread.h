@@ -1,7 +1,9 @@
 // RecvThread: the enclave → gateway data path on a thread of its own, so that nothing JavaScript
 // does (handshakes, attestation, policy reloads, logging) stalls forwarding of established
 // sessions. The thread owns the reads of an Endpoint's UDP socket: it waits in poll(2), reads
-// batches with recvmmsg(2) and looks each datagram's peer (IPv4 address and port) up in a table of
+// batches with recvmmsg(2) (with UDP_GRO on the socket, a read may hold several datagrams of one
+// peer, split at the UDP_GRO control message's gso_size: seng_udp_gro_split; SENG_UDP_GRO=0
+// turns it off) and looks each datagram's peer (IPv4 address and port) up in a table of
 // routed sessions that JavaScript keeps up to date (route when a session starts forwarding,
 // unroute when it ends):
 //
@@ -45,6 +47,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "../../common/seng_net.h"
 #include "record_layer.h"
 #include "tun_forward.h"
 #include "tun_writer.h"
@@ -96,6 +99,7 @@ class RecvThread {
   Counters counters();
   size_t routes();
   bool running() const { return running_; }
+  bool gro() const { return gro_; }
   int readErrno() const { return readErrno_; }
 
   // Moves up to max queued items to *out; returns how many remain.
@@ -119,6 +123,8 @@ class RecvThread {
 
   const int fd_;
   const unsigned batch_;
+  const bool gro_;     // UDP_GRO is on: reads may hold several datagrams of one peer
+  const size_t slot_;  // bytes per read (64 KiB with GRO)
   std::function<void()> notify_;
   int wakeFd_ = -1;
   std::thread thread_;
@@ -135,16 +141,24 @@ class RecvThread {
   size_t queueBytes_ = 0;
 
   // The thread only.
-  std::vector<uint8_t> arena_;
+  // batch_ reads of slot_ bytes, not zeroed: only the pages the kernel writes become resident
+  // (an idle endpoint does not pay for 2 MiB of GRO slots).
+  std::unique_ptr<uint8_t[]> arena_;
   std::vector<uint8_t> plain_;
   iovec iov_[kMaxBatch]{};
   sockaddr_in addrs_[kMaxBatch]{};
   mmsghdr msgs_[kMaxBatch]{};
+  union Control {
+    cmsghdr align;
+    char bytes[CMSG_SPACE(sizeof(int))];
+  } controls_[kMaxBatch]{};
+  uint32_t groEnds_[SENG_UDP_GRO_MAX_SEGS]{};
   std::vector<Item> pending_;  // this batch's items for JavaScript
   std::unordered_map<int, std::unique_ptr<TunWriter>> writers_;
 
   void run();
   void handleBatch(unsigned n);
+  void handleDatagram(const uint8_t *d, size_t len, uint32_t ip, uint16_t port, double now);
   void openDatagram(Route *route, RecordLayer *rl, const uint8_t *d, size_t n, uint32_t ip, uint16_t port);
   void pend(uint32_t ip, uint16_t port, bool plain, const uint8_t *d, size_t n, Route *route = nullptr);
   void settle(const std::vector<Item> &items);  // under mu_: the routes' inQueue of handled items

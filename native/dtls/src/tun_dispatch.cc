@@ -9,6 +9,7 @@
 #include <openssl/err.h>
 
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <set>
 #include <string>
@@ -86,9 +87,9 @@ TunDispatch::TunDispatch(const Napi::CallbackInfo &info) : Napi::ObjectWrap<TunD
   readBuf_.resize(static_cast<size_t>(vnetHdr_ ? slots : batch_ - 1) * mtu_ + lastRead);
   readEnds_.resize(slots);
   sealBuf_.resize(slots * (mtu_ + RecordLayer::kOverhead));
-  names_.resize(slots);
-  iov_.resize(slots);
-  msgs_.resize(slots);
+  const char *gso = std::getenv("SENG_UDP_GSO");  // "0": sendmmsg of single datagrams (A/B runs)
+  sender_ = std::make_unique<UdpSendBatch>(udpFd_, slots, gso == nullptr || std::strcmp(gso, "0") != 0);
+  udpGso_ = sender_->gso();
   ++gLiveDispatch;
 }
 
@@ -219,6 +220,10 @@ Napi::Value TunDispatch::Stats(const Napi::CallbackInfo &info) {
   o.Set("gsoFrames", counters_.gsoFrames);
   o.Set("gsoSegments", counters_.gsoSegments);
   o.Set("badFrames", counters_.badFrames);
+  o.Set("sendCalls", counters_.sendCalls);
+  o.Set("udpGsoSends", counters_.udpGsoSends);
+  o.Set("udpGsoRecords", counters_.udpGsoRecords);
+  o.Set("udpGso", udpGso_.load());
   o.Set("offload", vnetHdr_);
   o.Set("routes", static_cast<double>(routes_.size()));
   o.Set("defaultRoute", defaultRoute_ != nullptr);
@@ -262,12 +267,8 @@ void TunDispatch::run() {
       unsigned count = 0;
       more = readBatch(&count);
       if (count == 0 && batchBadFrames_ == 0) break;
-      const unsigned queued = sealBatch(count);
-      const unsigned failed = sendQueued(queued);
-      if (failed != 0) {
-        std::lock_guard<std::mutex> guard(mu_);
-        counters_.sendFailed += failed;
-      }
+      sealBatch(count);
+      sendQueued();
     }
     ERR_clear_error();  // this thread's OpenSSL error queue
   }
@@ -369,14 +370,7 @@ bool TunDispatch::queuePacket(const uint8_t *p, size_t n, unsigned slot) {
     counters_.sendFailed += 1;
     return false;
   }
-  names_[slot] = route.peer;
-  iov_[slot].iov_base = out;
-  iov_[slot].iov_len = len;
-  std::memset(&msgs_[slot], 0, sizeof msgs_[slot]);
-  msgs_[slot].msg_hdr.msg_name = &names_[slot];
-  msgs_[slot].msg_hdr.msg_namelen = route.peerLen;
-  msgs_[slot].msg_hdr.msg_iov = &iov_[slot];
-  msgs_[slot].msg_hdr.msg_iovlen = 1;
+  sender_->add(out, len, route.peer, route.peerLen);  // slot < capacity: cannot be full
   route.packets += 1;
   route.bytes += static_cast<double>(n);
   counters_.packets += 1;
@@ -384,25 +378,16 @@ bool TunDispatch::queuePacket(const uint8_t *p, size_t n, unsigned slot) {
   return true;
 }
 
-// sendmmsg(2) of the queued records; a full socket buffer drops the rest (loss, as on a wire).
-// Returns how many were dropped.
-unsigned TunDispatch::sendQueued(unsigned count) {
-  unsigned done = 0;
-  unsigned failed = 0;
-  while (done < count) {
-    const int r = sendmmsg(udpFd_, msgs_.data() + done, count - done, MSG_DONTWAIT | MSG_NOSIGNAL);
-    if (r < 0 && errno == EINTR) continue;
-    if (r <= 0) {
-      // The first message failed (EAGAIN, ENOBUFS, EPERM, ...): drop it and try the rest.
-      failed++;
-      ++gDroppedSends;
-      done++;
-      continue;
-    }
-    gDirectSends += static_cast<uint64_t>(r);
-    done += static_cast<unsigned>(r);
-  }
-  return failed;
+// Sends the queued records (udp_send_batch.h); a full socket buffer drops them (loss, as on a wire).
+void TunDispatch::sendQueued() {
+  if (sender_->size() == 0) return;
+  const UdpSendBatch::Result r = sender_->send();
+  udpGso_ = sender_->gso();
+  std::lock_guard<std::mutex> guard(mu_);
+  counters_.sendFailed += r.failed;
+  counters_.sendCalls += r.syscalls;
+  counters_.udpGsoSends += r.gsoMessages;
+  counters_.udpGsoRecords += r.gsoRecords;
 }
 
 }  // namespace seng_dtls

@@ -3,7 +3,8 @@
 // TUN device, reads the waiting packets in a batch, finds the session that owns each packet's
 // destination IPv4 address in a table JavaScript keeps up to date (route / unroute, when a session
 // becomes active / ends), seals each packet as one record with that session's native record layer
-// and sends the batch with sendmmsg(2) on the send tunnel's (P+1) UDP socket.
+// and sends the batch on the send tunnel's (P+1) UDP socket (udp_send_batch.h: one sendmmsg(2),
+// same-size records to one peer as UDP GSO runs; SENG_UDP_GSO=0 turns GSO off).
 //
 // Ownership: the thread owns its buffers; the route table and the counters are shared with the
 // JavaScript thread under one mutex (taken once per batch by the thread); a route holds only a weak
@@ -39,6 +40,7 @@
 #include <vector>
 
 #include "record_layer.h"
+#include "udp_send_batch.h"
 
 namespace seng_dtls {
 
@@ -60,7 +62,8 @@ class TunDispatch : public Napi::ObjectWrap<TunDispatch> {
   };
   struct Counters {
     double reads = 0, packets = 0, bytes = 0, malformed = 0, unknownDestination = 0, oversize = 0, sendFailed = 0,
-           wakeups = 0, gsoFrames = 0, gsoSegments = 0, badFrames = 0;
+           wakeups = 0, gsoFrames = 0, gsoSegments = 0, badFrames = 0, sendCalls = 0, udpGsoSends = 0,
+           udpGsoRecords = 0;
   };
 
   // Set at construction, read by both threads.
@@ -69,6 +72,7 @@ class TunDispatch : public Napi::ObjectWrap<TunDispatch> {
   size_t mtu_ = 0;
   unsigned batch_ = 64;
   bool vnetHdr_ = false;
+  std::atomic<bool> udpGso_{true};  // the sender still tries UDP GSO (read by stats())
 
   // JavaScript thread only.
   int wakeFd_ = -1;  // eventfd that tells the thread to stop
@@ -89,16 +93,14 @@ class TunDispatch : public Napi::ObjectWrap<TunDispatch> {
   std::vector<uint32_t> readEnds_; // end offset of each packet in readBuf_
   double batchFrames_ = 0, batchGsoFrames_ = 0, batchGsoSegments_ = 0, batchBadFrames_ = 0;
   std::vector<uint8_t> sealBuf_;  // batch_ records of up to mtu_ + RecordLayer::kOverhead bytes
-  std::vector<sockaddr_storage> names_;
-  std::vector<iovec> iov_;
-  std::vector<mmsghdr> msgs_;
+  std::unique_ptr<UdpSendBatch> sender_;
 
   void run();
   bool readBatch(unsigned *count);
   unsigned sealBatch(unsigned count);
   bool queuePacket(const uint8_t *p, size_t n, unsigned slot);
   Route *findRoute(uint32_t destination);
-  unsigned sendQueued(unsigned count);
+  void sendQueued();
   void stopThread();
 
   Napi::Value Start(const Napi::CallbackInfo &info);

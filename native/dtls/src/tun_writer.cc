@@ -2,6 +2,7 @@
 #include "tun_writer.h"
 
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <unordered_map>
 
@@ -35,6 +36,9 @@ void addStats(TunWriter::Stats *t, const TunWriter::Stats &s) {
 
 TunWriter::TunWriter(int fd, bool owned) : fd_(fd), owned_(owned), gro_(new seng_gro) {
   seng_gro_init(gro_.get());
+  // UDP datagrams of one flow and size are coalesced too (USO frames); SENG_TUN_USO=0: TCP only.
+  const char *uso = std::getenv("SENG_TUN_USO");
+  gro_->merge_udp = uso != nullptr && std::strcmp(uso, "0") == 0 ? 0 : 1;
   arena_.resize(kArenaBytes);
 }
 

@@ -1,9 +1,10 @@
 // TunWriter: the enclave → device write side for a TUN fd opened with IFF_VNET_HDR (offload on).
 // Valid packets from the receive sessions' TUN forwarders (tun_forward.h) are copied into the
 // writer of their fd; at the end of one receive batch (one recvmmsg(2) wakeup of the UDP endpoint)
-// the writer coalesces consecutive TCP segments of one flow into GSO super-packets (seng_gro_*,
-// native/common/seng_net.h) and writes every frame with its virtio_net_hdr: fewer, larger writes
-// for TCP bulk transfers, a zero header for everything else. Outside a batch (records opened by a
+// the writer coalesces consecutive TCP segments of one flow into GSO super-packets and UDP
+// datagrams of one flow and size into USO frames (seng_gro_*, native/common/seng_net.h;
+// SENG_TUN_USO=0: TCP only) and writes every frame with its virtio_net_hdr: fewer, larger writes
+// for bulk transfers, a zero header for everything else. Outside a batch (records opened by a
 // direct call, as in the step-by-step tests) each packet is written at once.
 //
 // Threads: the shared writer of an fd (forFd) is JavaScript-thread only (the endpoint's poll or

@@ -8,6 +8,9 @@
  *       the frames (virtio_net_hdr + packet) that seng_gro_write() would write, in order.
  *   ipv4Check(packet) -> number          seng_ipv4_check()
  *   l4ChecksumOk(packet) -> boolean      seng_ipv4_l4_csum_ok()
+ *   udpGroSplit(len, gsoSize) -> number[] | number
+ *       seng_udp_gro_split(): the end offsets of the datagrams of a UDP GRO read, or a
+ *       negative errno.
  */
 #include "pure.h"
 
@@ -140,12 +143,37 @@ static napi_value js_l4_csum_ok(napi_env env, napi_callback_info info) {
   return out;
 }
 
+static napi_value js_udp_gro_split(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2], out;
+  double len = -1, gso = -1;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 2 ||
+      napi_get_value_double(env, argv[0], &len) != napi_ok ||
+      napi_get_value_double(env, argv[1], &gso) != napi_ok || !(len >= 0 && len <= 1e9) ||
+      !(gso >= -1e9 && gso <= 1e9))
+    return fail(env, "udpGroSplit(len: number, gsoSize: number)");
+  uint32_t ends[SENG_UDP_GRO_MAX_SEGS];
+  const int n = seng_udp_gro_split((size_t)len, (int)gso, ends, SENG_UDP_GRO_MAX_SEGS);
+  if (n < 0) {
+    if (napi_create_int32(env, n, &out) != napi_ok) return NULL;
+    return out;
+  }
+  if (napi_create_array_with_length(env, (size_t)n, &out) != napi_ok) return NULL;
+  for (int i = 0; i < n; i++) {
+    napi_value v;
+    if (napi_create_uint32(env, ends[i], &v) != napi_ok || napi_set_element(env, out, (uint32_t)i, v) != napi_ok)
+      return NULL;
+  }
+  return out;
+}
+
 int register_pure_functions(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
       {"gsoSplit", NULL, js_gso_split, NULL, NULL, NULL, napi_enumerable, NULL},
       {"groCoalesce", NULL, js_gro_coalesce, NULL, NULL, NULL, napi_enumerable, NULL},
       {"ipv4Check", NULL, js_ipv4_check, NULL, NULL, NULL, napi_enumerable, NULL},
       {"l4ChecksumOk", NULL, js_l4_csum_ok, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"udpGroSplit", NULL, js_udp_gro_split, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   return napi_define_properties(env, exports, sizeof props / sizeof props[0], props) == napi_ok;
 }

@@ -3,7 +3,7 @@
 #define SENG_TUN_PURE_H
 #include <node_api.h>
 
-/* Adds gsoSplit, groCoalesce, ipv4Check and l4ChecksumOk to `exports`; 0 on failure (an
+/* Adds gsoSplit, groCoalesce, ipv4Check, l4ChecksumOk and udpGroSplit to `exports`; 0 on failure (an
  * exception is pending). */
 int register_pure_functions(napi_env env, napi_value exports);
 

@@ -7,7 +7,8 @@
  * With OFFLOAD (IFF_VNET_HDR + TUNSETOFFLOAD(TUN_F_CSUM | TUN_F_TSO4)) every read starts with a
  * virtio_net_hdr and may be a TCP super-packet of up to 64 KiB: the reader segments it with
  * seng_gso_split() (native/common) so JS still sees plain packets of at most `mtu` bytes; writes
- * get a zero header, and writeBatch() coalesces TCP segments into GSO frames (seng_gro_*).
+ * get a zero header, and writeBatch() coalesces TCP segments into GSO frames and same-size UDP
+ * datagrams of a flow into USO frames (seng_gro_*).
  *
  * JS API (wrapped by src/tunnel/tun.ts; not meant to be used directly):
  *   new TunHandle(name: string, mode: 0 | 1, batchMax: number, flags?: number, mtu?: number)

@@ -100,6 +100,30 @@ test('offload: TSO super-packets are segmented into valid MTU packets; coalesced
   await agent.exit();
 });
 
+test('offload: UDP datagrams of one flow written as USO frames reach a socket as the same datagrams', async () => {
+  const ns = await createNetns('tuso');
+  const agent = await NodeAgent.start(ns, agentScript);
+  await agent.ok('open', {
+    opts: { name: 'tunU', mtu: 1432, offload: true, addresses: ['10.77.5.1/24'] },
+  });
+  // Runs of one size with a shorter last one, a size change, tiny datagrams, one at the MTU.
+  const sizes = [1000, 1000, 1000, 1000, 1000, 600, 1000, 1000, 1200, 1200, 64, 1, 1, 1404];
+  const r = (await agent.ok('udpWriteBatch', {
+    name: 'tunU',
+    src: '10.77.5.2',
+    dst: '10.77.5.1',
+    port: 5301,
+    sizes,
+  })) as { written: number; same: boolean; lengths: number[]; txGso: number; txPackets: number };
+  assert.equal(r.written, sizes.length);
+  assert.deepEqual(r.lengths, sizes, 'every datagram, once, in order, with its own size');
+  assert.equal(r.same, true, 'the same payloads');
+  // Frames: 5×1000+600, 2×1000 (then 1200 is longer), 2×1200+64, 1+1, 1404 alone: 4 USO frames.
+  assert.equal(r.txGso, 4);
+  assert.equal(r.txPackets, sizes.length);
+  await agent.exit();
+});
+
 test('multi-queue: N fds on one device; packets of different flows arrive on several queues', async () => {
   const ns = await createNetns('tmq');
   const agent = await NodeAgent.start(ns, agentScript);

@@ -315,3 +315,78 @@ test('seng_ipv4_check agrees with checkIpv4 on well-formed and malformed headers
     [0, 1, 2, 3, 4, 4],
   );
 });
+
+test('seng_udp_gro_split cuts a UDP GRO read into its datagrams, the last one possibly shorter', () => {
+  const E2BIG = 7;
+  // Equal datagrams, then a short last one, then no control message (one datagram).
+  assert.deepEqual(addon.udpGroSplit(3 * 1469, 1469), [1469, 2938, 4407]);
+  assert.deepEqual(addon.udpGroSplit(2 * 1469 + 101, 1469), [1469, 2938, 3039]);
+  assert.deepEqual(addon.udpGroSplit(1200, 0), [1200]);
+  // gso_size at or above the read's length: one datagram.
+  assert.deepEqual(addon.udpGroSplit(1200, 1200), [1200]);
+  assert.deepEqual(addon.udpGroSplit(1200, 9000), [1200]);
+  // Malformed: nothing read, a negative gso_size or one no datagram can have, a read too long.
+  assert.equal(addon.udpGroSplit(0, 100), -EINVAL);
+  assert.equal(addon.udpGroSplit(1000, -1), -EINVAL);
+  assert.equal(addon.udpGroSplit(1000, 65536), -EINVAL);
+  assert.equal(addon.udpGroSplit(65536, 1000), -EINVAL);
+  // More datagrams than the caller takes (256): refused whole, never truncated.
+  assert.equal(addon.udpGroSplit(257, 1), -E2BIG);
+  const ends = addon.udpGroSplit(256, 1);
+  assert.ok(Array.isArray(ends) && ends.length === 256 && ends[255] === 256);
+});
+
+test('UDP datagrams of one flow and size merge into a USO frame that cuts back into the same datagrams', () => {
+  const udp = (len: number, seed: number, srcPort = 5001) =>
+    buildUdpPacket({ src: SRC, dst: DST, srcPort, dstPort: 5201, payload: pattern(len, seed), id: seed });
+  const a = [udp(1400, 1), udp(1400, 2), udp(1400, 3), udp(600, 4)]; // the short one ends the frame
+  const after = udp(1400, 5); // starts the next frame of the flow
+  const other = udp(64, 6, 6000); // another flow, interleaved
+  const corrupt = udp(1400, 7);
+  corrupt[40] = (corrupt[40] as number) ^ 0xff; // payload changed, checksum not: never merged
+  const noChecksum = udp(1400, 8);
+  noChecksum.writeUInt16BE(0, 26); // no UDP checksum: left alone (merging would add one)
+  const frames = addon.groCoalesce([a[0]!, other, a[1]!, a[2]!, a[3]!, after, corrupt, noChecksum]);
+  assert.equal(frames.length, 5);
+  const [merged, single, next, bad, bare] = frames as [Buffer, Buffer, Buffer, Buffer, Buffer];
+  assert.deepEqual(readVnet(merged), {
+    flags: 1,
+    gsoType: 5,
+    hdrLen: 28,
+    gsoSize: 1400,
+    csumStart: 20,
+    csumOffset: 6,
+  });
+  const ip = merged.subarray(10);
+  assert.equal(ip.readUInt16BE(2), ip.length, 'IP total length of the whole frame');
+  assert.ok(ipv4HeaderChecksumOk(ip));
+  assert.equal(ip.readUInt16BE(24), ip.length - 20, 'UDP length of the whole frame');
+  assert.deepEqual(ip.subarray(0, 2), a[0]!.subarray(0, 2));
+  // CHECKSUM_PARTIAL: the pseudo-header sum (addresses, protocol, UDP length), not complemented.
+  let sum = ((SRC >>> 16) + (SRC & 0xffff) + (DST >>> 16) + (DST & 0xffff) + 17 + ip.length - 20) >>> 0;
+  while (sum > 0xffff) sum = (sum & 0xffff) + (sum >>> 16);
+  assert.equal(ip.readUInt16BE(26), sum);
+  // Cut at gso_size, the payload gives back each datagram's payload, the short one last.
+  const payload = ip.subarray(28);
+  const cut = [0, 1400, 2800, 4200].map((o, i) => payload.subarray(o, i === 3 ? payload.length : o + 1400));
+  assert.deepEqual(
+    cut,
+    a.map((d) => d.subarray(28)),
+  );
+  for (const [frame, pkt] of [
+    [single, other],
+    [next, after],
+    [bad, corrupt],
+    [bare, noChecksum],
+  ] as const) {
+    assert.equal(frame[1], 0, 'written as it came');
+    assert.deepEqual(frame.subarray(10), pkt);
+  }
+  assert.ok(udpChecksumOk(a[0]!));
+  // At most 64 datagrams per frame (the kernel's UDP_MAX_SEGMENTS).
+  const many = addon.groCoalesce(Array.from({ length: 70 }, (_, i) => udp(100, i)));
+  assert.deepEqual(
+    many.map((f) => (f.length - 10 - 28) / 100),
+    [64, 6],
+  );
+});
