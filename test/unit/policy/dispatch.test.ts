@@ -16,6 +16,7 @@ import { restoreDocument } from '../../../src/nft/snapshot.js';
 import {
   dispatchPlan,
   isJump,
+  isVmap,
   specialize,
   type ChainItem,
   type HookPlan,
@@ -30,7 +31,8 @@ import { GEN_APPS, GEN_REGS, genPackets, genPolicy, APP_A, type GenPacket } from
 type Expr = Record<string, unknown>;
 interface Model {
   sets: Map<string, Set<string>>;
-  maps: Map<string, Map<string, string>>;
+  /** Verdict maps: key → target chain, and whether the verdict is a jump (else goto). */
+  maps: Map<string, Map<string, { target: string; jump: boolean }>>;
   chains: Map<string, Expr[][]>;
   policies: Map<string, string>;
 }
@@ -51,9 +53,10 @@ function load(doc: { nftables: Expr[] }, m?: Model): Model {
     else if (op === 'add' && kind === 'element') {
       for (const e of o.elem as unknown[]) {
         if (Array.isArray(e)) {
-          const target = ((e[1] as Expr).goto as Expr).target as string;
+          const v = e[1] as Expr;
+          const target = ((v.goto ?? v.jump) as Expr).target as string;
           assert.ok(model.chains.has(target), `map element jumps to missing chain ${target}`);
-          model.maps.get(name)?.set(e[0] as string, target);
+          model.maps.get(name)?.set(e[0] as string, { target, jump: v.jump !== undefined });
         } else model.sets.get(name)?.add(e as string);
       }
     } else if (op === 'flush' && kind === 'chain') model.chains.set(name, []);
@@ -115,9 +118,13 @@ function runChain(m: Model, chain: string, p: GenPacket): Outcome {
         if (hit === (op === '!=')) continue rules;
       } else if (e.vmap) {
         const data = (e.vmap as Expr).data as string;
-        const target = m.maps.get(data.slice(1))?.get(fieldOf((e.vmap as Expr).key as Expr, p) as string);
-        if (target === undefined) continue rules;
-        return runChain(m, target, p);
+        const v = m.maps.get(data.slice(1))?.get(fieldOf((e.vmap as Expr).key as Expr, p) as string);
+        if (v === undefined) continue rules;
+        if (!v.jump) return runChain(m, v.target, p);
+        // A jump returns when the called chain ends without a verdict: the walk goes on.
+        const got = runChain(m, v.target, p);
+        if (got !== undefined) return got;
+        continue rules;
       } else if (e.goto) return runChain(m, (e.goto as Expr).target as string, p);
       else if (e.jump) {
         // A jump returns when the called chain ends without a verdict.
@@ -206,7 +213,11 @@ test('re-applying over a live table (other policy, stale chains and map) gives t
     const live = liveApplyOptions(next, {
       sets: [...model.sets].map(([name, v]) => ({ name, elements: [...v] })),
       chains: [...model.chains.keys()].map((name) => ({ name })),
-      maps: [...model.maps].map(([name, m]) => ({ name, elements: [...m.keys()], gotos: [...m.values()] })),
+      maps: [...model.maps].map(([name, m]) => ({
+        name,
+        elements: [...m.keys()],
+        gotos: [...m.values()].map((v) => (v.jump ? undefined : v.target)),
+      })),
     });
     const newSets = next.sets.filter((s) => !model.sets.has(s.name));
     const elements = new Map<string, string[]>();
@@ -244,7 +255,9 @@ test('re-applying over a live table (other policy, stale chains and map) gives t
 function walked(h: HookPlan | undefined, items: ChainItem[]): string[] {
   const segments = new Map((h?.segments ?? []).map((s) => [s.chain, s.rules]));
   const blocks = new Map((h?.blocks ?? []).map((b) => [b.chain, b.jumps.map((jump) => ({ jump }))]));
+  const runs = new Map((h?.catRuns ?? []).map((r) => [r.map, r.rules]));
   return items.flatMap((i) => {
+    if (isVmap(i)) return (runs.get(i.vmap) ?? []).map((r) => r.name);
     if (!isJump(i)) return [i.name];
     const block = blocks.get(i.jump);
     if (block) return walked(h, block);
@@ -310,7 +323,7 @@ test('rules apply re-derives the dispatch map from the live app sets and maps', 
   };
   const model = load(nftApplyDocument(c, liveApplyOptions(c, live)) as { nftables: Expr[] });
   assert.deepEqual(
-    [...(model.maps.get('dispatch_forward') ?? [])].sort(),
+    [...(model.maps.get('dispatch_forward') ?? [])].map(([ip, v]) => [ip, v.target]).sort(),
     [
       ['192.168.28.2', `forward_app_${APP_A}`],
       ['192.168.28.4', `forward_app_${APP_A}`],
