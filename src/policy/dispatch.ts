@@ -491,7 +491,11 @@ export function liveCatRuns(chains: Iterable<string>, maps: Iterable<string>): C
     run.at.push(Number(m[3]));
     runs.set(map, run);
   }
-  return [...runs.values()].map(({ at, ...run }) => {
+  const hookOrder = (h: Chain): number => CHAINS.indexOf(h);
+  const sorted = [...runs.values()].sort(
+    (a, b) => hookOrder(a.hook) - hookOrder(b.hook) || a.index - b.index,
+  );
+  return sorted.map(({ at, ...run }) => {
     const order = run.blocks.map((b, i) => ({ b, pos: at[i] as number })).sort((x, y) => x.pos - y.pos);
     return { ...run, blocks: order.map((o) => o.b) };
   });
