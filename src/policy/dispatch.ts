@@ -23,6 +23,27 @@
  *   <hook>_enclave:  jumps covering every segment (apps the policy does not name); without
  *                    app chains it holds the rules itself
  *
+ * Inside a segment, a maximal run of consecutive rules whose only source condition is a
+ * positive src-cat (a "category run") is ONE rule, dispatched by the enclave's categories:
+ *
+ *   ip saddr vmap @catmap_<hook>_<r>      enclave IP → jump <hook>_cp_<r>_<hash>; no element
+ *                                          (none of the run's categories): the run is skipped
+ *   <hook>_cb_<r>_<pos>_<hex category>:   a block: consecutive rules of one category in run r
+ *                                          (the src-cat condition removed: the map decided it);
+ *                                          a category interleaved with others has several
+ *   <hook>_cp_<r>_<hash>:                 a profile: `jump` to every block of the categories of
+ *                                          one category set (restricted to run r's), in run
+ *                                          order = the run filtered to what can match, in order
+ *
+ * The map's verdicts are `jump`, not `goto`: a profile that ends without a verdict returns and
+ * the walk goes on after the run, so the first match is exact. Profiles exist only for the
+ * category sets live enclaves have: the enforcer creates one (and the map element) in the
+ * same netlink transaction as the first join of that set, and a policy apply re-derives them
+ * from the live enclaves (deleting the others); between applies they stay, at most one per
+ * (run, category set seen since). Block names carry the run, position and category, so the
+ * enforcer rebuilds the runs from the live chain names when the policy was applied with nft
+ * directly ({@link liveCatRuns}). The iptables output has no maps and stays linear.
+ *
  * A segment or block that ends without a verdict returns to the chain that jumped, so the
  * first match is kept; the compiled ruleset is the policy's rules plus O(apps × own rules ×
  * fanout × depth) jumps, not one copy of the shared rules per app.
@@ -31,11 +52,14 @@
  * and `goto` (not `jump`) means a chain that ends without a verdict ends the hook with the
  * base chain's policy, exactly as the linear list did. A source that is not an enclave
  * never satisfies a source seng condition (SPEC §5.2, even negated), so its rules are the
- * ones without any. Per packet, nft walks only the rules naming the packet's source app
- * plus the rules that name no source app: independent of how many other apps, rules and
- * enclaves the policy and the sets hold. Only src-app is dispatched: each src-cat/src-host
- * rule is walked (one O(1) set lookup each), so a category policy costs per packet in
- * proportion to its category rules (rules/README.md, "What is walked"). Hooks without any source seng condition keep the plain list.
+ * ones without any. Per packet, nft walks the rules naming the packet's source app, the
+ * rules that name neither a source app nor (positively, alone) a source category, one map
+ * lookup per category run, and the rules of the source's own categories in each run:
+ * independent of how many other apps, categories, rules and enclaves the policy and the sets
+ * hold. Still walked one by one (one O(1) set lookup each): src-host rules, negated src-cat
+ * rules, rules with both src-app and src-cat (in their app's chain), and rules that also
+ * negate a src-app (a segment of their own); see rules/README.md,
+ * "What is walked". Hooks without any source seng condition keep the plain list.
  *
  * A src-app condition is decided by the map alone, so an `app_<M>` set exists only when
  * a dst-app condition needs it ({@link nftSets}): with 10,000 apps named as sources, a join
