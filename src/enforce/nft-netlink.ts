@@ -222,6 +222,7 @@ export class NftNetlink {
       });
     };
     const table = nlaStringz(NFTA_CHAIN_TABLE, this.table);
+    const ruleTable = nlaStringz(NFTA_RULE_TABLE, this.table);
     for (const c of chains) {
       const name = nlaStringz(NFTA_CHAIN_NAME, c.name);
       message(
@@ -232,12 +233,12 @@ export class NftNetlink {
       );
       // Emptied first: re-creating a chain that exists (a retry) must not double its jumps.
       const chain = nlaStringz(NFTA_RULE_CHAIN, c.name);
-      message(NFT_MSG_DELRULE, NLM_F_REQUEST | NLM_F_ACK, [table, chain], `flush chain ${c.name}`);
+      message(NFT_MSG_DELRULE, NLM_F_REQUEST | NLM_F_ACK, [ruleTable, chain], `flush chain ${c.name}`);
       for (const j of c.jumps)
         message(
           NFT_MSG_NEWRULE,
           NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_APPEND,
-          [table, chain, jumpExpressions(j)],
+          [ruleTable, chain, jumpExpressions(j)],
           `add jump ${j} to chain ${c.name}`,
         );
     }
