@@ -147,7 +147,9 @@ async function linear(table: string, rules: number, enclaves: number): Promise<v
   for (const r of policy.rules)
     cmds.push({ add: { rule: { ...base, chain: 'forward', expr: ruleExpressions(r) } } });
   let t0 = performance.now();
-  await new NftCli().run({ nftables: cmds });
+  // 10,000 rules with a set lookup each take nft ≈ 15 s on the shared machine: more than
+  // NftCli's default timeout (made for a gateway's interactive applies).
+  await new NftCli(['nft'], 180_000).run({ nftables: cmds });
   const applyMs = ms(t0);
   t0 = performance.now();
   const nl = new NftNetlink({ table });
