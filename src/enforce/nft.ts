@@ -215,6 +215,8 @@ export class NftEnforcer implements Enforcer {
   private targets: Targets = new Map();
   /** Category runs of the installed policy (or of the live table without one). */
   private runs: CatRunShape[] = [];
+  /** `runs` by the categories they name. */
+  private runsByCategory = new Map<string, CatRunShape[]>();
   /**
    * Profile chains that exist in the table. A chain is created in the batch of the first
    * join that needs it and kept until the next policy apply or start, which re-derive them
@@ -450,7 +452,7 @@ export class NftEnforcer implements Enforcer {
       ).profiles.keys();
       this.catalog = catalog;
       this.targets = targets;
-      this.runs = runs;
+      this.setRuns(runs);
       // Without a policy, live profile chains stay (only their elements were flushed).
       this.profiles = new Set([...(plan ? [] : lc.profiles), ...initialProfiles]);
       this.regs.clear();
@@ -507,7 +509,7 @@ export class NftEnforcer implements Enforcer {
       this.policy = policy;
       this.catalog = new Map(sets.map((s) => [s.name, s]));
       this.targets = dispatchTargets(plan);
-      this.runs = catRunShapes(plan);
+      this.setRuns(catRunShapes(plan));
       // The document created exactly these profile chains and deleted the others.
       this.profiles = new Set(catElements(this.runs, catMembers).profiles.keys());
       this.log.info(
@@ -581,10 +583,28 @@ export class NftEnforcer implements Enforcer {
     for (const t of this.targets.get(reg.mrEnclave.toString('hex')) ?? []) {
       this.queue(t.map, reg.enclaveIp, t.chain);
     }
-    for (const run of this.runs) {
+    for (const run of this.runsOf(reg.categories)) {
       const p = catProfile(run, reg.categories);
       if (p) this.queue(p.map, reg.enclaveIp, this.needProfile(p.chain, p.jumps));
     }
+  }
+
+  private setRuns(runs: CatRunShape[]): void {
+    this.runs = runs;
+    this.runsByCategory = new Map();
+    for (const run of runs)
+      for (const c of new Set(run.blocks.map((b) => b.category))) {
+        const list = this.runsByCategory.get(c) ?? [];
+        list.push(run);
+        this.runsByCategory.set(c, list);
+      }
+  }
+
+  /** The category runs naming any of these categories (a join looks up its own, not every run). */
+  private runsOf(categories: readonly string[]): CatRunShape[] {
+    const out = new Set<CatRunShape>();
+    for (const c of categories) for (const run of this.runsByCategory.get(c) ?? []) out.add(run);
+    return [...out];
   }
 
   /** The profile chain, created in the pending batch when the table does not have it yet. */
@@ -600,7 +620,7 @@ export class NftEnforcer implements Enforcer {
     for (const t of this.targets.get(known.mrEnclave.toString('hex')) ?? []) {
       this.queue(t.map, reg.enclaveIp, false);
     }
-    for (const run of this.runs) {
+    for (const run of this.runsOf(known.categories)) {
       if (catProfile(run, known.categories)) this.queue(run.map, reg.enclaveIp, false);
     }
   }
@@ -623,7 +643,7 @@ export class NftEnforcer implements Enforcer {
         if (was !== now) this.queue(s.name, a.enclaveIp, now);
       }
       // The category maps follow: the element moves to the new profile (same batch).
-      for (const run of this.runs) {
+      for (const run of this.runsOf([...before.categories, ...categories])) {
         const was = catProfile(run, before.categories)?.chain;
         const now = catProfile(run, after.categories);
         if (was === now?.chain) continue;
@@ -742,7 +762,7 @@ export class NftEnforcer implements Enforcer {
         for (const n of [...this.catalog.keys()]) if (!names.has(n)) this.catalog.delete(n);
         if (!this.policy) {
           this.targets = liveTargets(live);
-          this.runs = liveCategories(live).runs;
+          this.setRuns(liveCategories(live).runs);
         }
         const retry = changes.filter((c) => names.has(c.set));
         if (!names.has(ENCLAVES_SET)) throw e;
