@@ -11,7 +11,8 @@
  * app's rule is the last of the list) through the router's forward hook at full speed
  * (two iperf3 streams) and the datagrams/s delivered at dst are recorded. Then a burst of
  * 10,000 joins and of 10,000 leaves through NftEnforcer.joinMany/leaveMany: time and
- * kernel transactions. `npm run bench -- --only policy-scale` runs it alone (≈ 2 min).
+ * kernel transactions, with the large policy and with the category policy (src-cat rules
+ * dispatched by category run; the profile chains the joins create are counted). `npm run bench -- --only policy-scale` runs it alone (≈ 2 min).
  */
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -28,6 +29,8 @@ export interface ScaleRate {
   sentPps: number;
   applyMs?: number;
   joinMs?: number;
+  /** Category profile chains the setup's joins created (category ruleset). */
+  profileChains?: number;
   error?: string;
 }
 
@@ -36,16 +39,20 @@ export interface PolicyScaleResult {
   /** Mean delivered rate of large / small (target ≥ 0.95), and of the old linear shape / small. */
   ratio?: number;
   linearRatio?: number;
-  /** Mean delivered rate of the category policy (mostly src-cat rules, walked) / small. */
+  /** Mean delivered rate of the category policy (src-cat rules dispatched by category run) / small. */
   categoryRatio?: number;
-  burst?: {
-    size: number;
-    joinMs: number;
-    joinTransactions: number;
-    leaveMs: number;
-    leaveTransactions: number;
-  };
+  burst?: Burst;
+  /** The same burst with the category policy (enclaves in two categories). */
+  categoryBurst?: Burst & { profileChains: number };
   errors: string[];
+}
+
+interface Burst {
+  size: number;
+  joinMs: number;
+  joinTransactions: number;
+  leaveMs: number;
+  leaveTransactions: number;
 }
 
 async function udpMax(src: Netns, seconds: number): Promise<{ sent: number; delivered: number }> {
@@ -108,15 +115,17 @@ export async function runPolicyScale(opts: BenchOptions): Promise<PolicyScaleRes
           continue;
         }
         if (m.event !== 'ready') {
-          if (m.event === 'burst') {
-            result.burst = {
+          if (m.event === 'burst' || m.event === 'categoryBurst') {
+            const b: Burst = {
               size: Number(m.size),
               joinMs: round(Number(m.joinMs), 1),
               joinTransactions: Number(m.joinTransactions),
               leaveMs: round(Number(m.leaveMs), 1),
               leaveTransactions: Number(m.leaveTransactions),
             };
-            log(`policy-scale: burst ${JSON.stringify(result.burst)}`);
+            if (m.event === 'burst') result.burst = b;
+            else result.categoryBurst = { ...b, profileChains: Number(m.profileChains) };
+            log(`policy-scale: ${String(m.event)} ${JSON.stringify(m)}`);
             continue;
           }
           break;
@@ -131,6 +140,7 @@ export async function runPolicyScale(opts: BenchOptions): Promise<PolicyScaleRes
           ...(installed && {
             applyMs: round(Number(installed.applyMs), 1),
             joinMs: round(Number(installed.joinMs), 1),
+            ...(m.config === 'category' && { profileChains: Number(installed.profileChains) }),
           }),
         };
         try {

@@ -8,14 +8,21 @@
  *   large    10,000 rules over 10,000 apps, 100,000 enclaves, the compiled ruleset;
  *   linear   the same 10,000 rules as one first-match chain (the shape before dispatch);
  *   category 10,000 rules: 1,000 src-app rules, then 9,000 src-cat rules over 1,000
- *            categories (9 each), 100,000 enclaves each in two categories; the source's
- *            category (C0) has the last 9 rules (none matches the traffic). src-cat rules
- *            are not dispatched: each is walked (one set lookup), so this is the honest case.
+ *            categories (9 each), 100,000 enclaves each in two categories (≈ 1,000
+ *            distinct category sets); the source's category (C0) has the last 9 rules
+ *            (none matches the traffic). The 9,000 src-cat rules form one category run:
+ *            one verdict-map lookup jumps to the profile chain of the source's categories
+ *            (created by the enforcer at the first join of that set), which walks only
+ *            C0's block of 9 rules. The number of profile chains the joins created is
+ *            reported with the setup.
  * The traffic source 10.128.0.10 is an enclave whose app's only rule is the LAST of the
  * linear list (and does not match the traffic): the worst case of a linear list.
  * With the large ruleset in place, a burst of 10,000 joins and one of 10,000 leaves go
  * through NftEnforcer.joinMany / leaveMany, as a firewall agent does it: time and kernel
  * transactions (the conntrack purges are stubbed: they follow the leave, not part of it).
+ * The same burst runs with the category ruleset (enclaves in two categories each, in
+ * category sets no installed enclave has): its joins also write category-map elements and
+ * create the ≈ 1,000 profile chains they need, in the same transaction.
  * Results are JSON lines on stdout.
  */
 import { createInterface } from 'node:readline';
@@ -116,7 +123,15 @@ async function compiled(
   t0 = performance.now();
   const regs = Array.from({ length: enclaves }, (_, i) => (category ? catReg(i) : reg(i, rules)));
   for (let i = 0; i < regs.length; i += 25_000) await enforcer.joinMany(regs.slice(i, i + 25_000));
-  emit({ event: 'installed', table, rules, enclaves, applyMs, joinMs: ms(t0) });
+  emit({
+    event: 'installed',
+    table,
+    rules,
+    enclaves,
+    applyMs,
+    joinMs: ms(t0),
+    profileChains: enforcer.stats.profileChains,
+  });
   return enforcer;
 }
 
@@ -132,7 +147,9 @@ async function linear(table: string, rules: number, enclaves: number): Promise<v
   for (const r of policy.rules)
     cmds.push({ add: { rule: { ...base, chain: 'forward', expr: ruleExpressions(r) } } });
   let t0 = performance.now();
-  await new NftCli().run({ nftables: cmds });
+  // 10,000 rules with a set lookup each take nft ≈ 15 s on the shared machine: more than
+  // NftCli's default timeout (made for a gateway's interactive applies).
+  await new NftCli(['nft'], 180_000).run({ nftables: cmds });
   const applyMs = ms(t0);
   t0 = performance.now();
   const nl = new NftNetlink({ table });
@@ -155,8 +172,21 @@ async function linear(table: string, rules: number, enclaves: number): Promise<v
  * 10,000 joins, then 10,000 leaves, with the large policy and its enclaves in place,
  * batched as a firewall agent does it (joinMany / leaveMany).
  */
-async function burst(e: NftEnforcer, big: { rules: number; enclaves: number }): Promise<void> {
-  const regs = Array.from({ length: 10_000 }, (_, i) => reg(big.enclaves + i, big.rules));
+async function burst(
+  e: NftEnforcer,
+  big: { rules: number; enclaves: number },
+  category = false,
+): Promise<void> {
+  const regs = Array.from({ length: 10_000 }, (_, i) => {
+    if (!category) return reg(big.enclaves + i, big.rules);
+    // Category sets the installed enclaves do not have (one per 10 joiners): their profile
+    // chains are created in the burst's transaction.
+    const r = catReg(big.enclaves + i);
+    const k = Math.floor(i / 10);
+    r.categories = [`C${k % CATEGORIES}`, `C${(k * 3 + 2) % CATEGORIES}`];
+    return r;
+  });
+  const p0 = e.stats.profileChains;
   let b0 = e.stats.batches;
   let t0 = performance.now();
   await e.joinMany(regs);
@@ -167,7 +197,15 @@ async function burst(e: NftEnforcer, big: { rules: number; enclaves: number }): 
   await e.leaveMany(regs);
   const leaveMs = ms(t0);
   const leaveTransactions = e.stats.batches - b0;
-  emit({ event: 'burst', size: regs.length, joinMs, joinTransactions, leaveMs, leaveTransactions });
+  emit({
+    event: category ? 'categoryBurst' : 'burst',
+    size: regs.length,
+    joinMs,
+    joinTransactions,
+    leaveMs,
+    leaveTransactions,
+    profileChains: e.stats.profileChains - p0,
+  });
 }
 
 async function main(): Promise<void> {
@@ -191,6 +229,7 @@ async function main(): Promise<void> {
     dropTable('pslarge');
     e = await compiled('pscat', big.rules, big.enclaves, true);
     if (!(await measure('category', big.rules, big.enclaves, round))) return;
+    if (round === rounds - 1) await burst(e, big, true);
     await e.stop();
     dropTable('pscat');
   }

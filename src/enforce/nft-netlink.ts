@@ -36,6 +36,9 @@ import {
 } from '../netlink/index.js';
 import { EnvironmentError, errorMessage } from '../util/errors.js';
 
+const NFT_MSG_NEWCHAIN = 3;
+const NFT_MSG_NEWRULE = 6;
+const NFT_MSG_DELRULE = 8;
 const NFT_MSG_NEWSETELEM = 12;
 const NFT_MSG_DELSETELEM = 14;
 /** Linux ≥ 6.3: delete, ignoring elements that do not exist. */
@@ -50,7 +53,20 @@ const NFTA_DATA_VALUE = 1;
 const NFTA_DATA_VERDICT = 2;
 const NFTA_VERDICT_CODE = 1;
 const NFTA_VERDICT_CHAIN = 2;
-/** include/uapi/linux/netfilter/nf_tables.h: enum nft_verdicts, NFT_GOTO = -4. */
+const NFTA_CHAIN_TABLE = 1;
+const NFTA_CHAIN_NAME = 3;
+const NFTA_RULE_TABLE = 1;
+const NFTA_RULE_CHAIN = 2;
+const NFTA_RULE_EXPRESSIONS = 4;
+const NFTA_EXPR_NAME = 1;
+const NFTA_EXPR_DATA = 2;
+const NFTA_IMMEDIATE_DREG = 1;
+const NFTA_IMMEDIATE_DATA = 2;
+const NFT_REG_VERDICT = 0;
+/** include/uapi/linux/netlink.h: add the rule at the end of the chain. */
+const NLM_F_APPEND = 0x800;
+/** include/uapi/linux/netfilter/nf_tables.h: enum nft_verdicts, NFT_JUMP = -3, NFT_GOTO = -4. */
+const NFT_JUMP = -3;
 const NFT_GOTO = -4;
 /** What one batch (one sendmsg) may carry; the socket's send buffer is 8 MiB. */
 const MAX_BATCH_BYTES = 6 << 20;
@@ -69,6 +85,38 @@ export interface SetElementChange {
   remove: number[];
   gotoChains?: string[];
   replace?: number[];
+  /** The map's verdicts are `jump` (category maps: the walk goes on after the chain), not `goto`. */
+  jump?: boolean;
+}
+
+/**
+ * A regular chain to create (or re-fill) in the same batch, before the elements that name
+ * it: `jump` rules to `jumps`, in order (the category profile chains of src/policy/dispatch.ts).
+ */
+export interface ChainCreation {
+  name: string;
+  jumps: string[];
+}
+
+function verdict(code: number, chain: string): Buffer {
+  const c = Buffer.alloc(4);
+  c.writeInt32BE(code, 0);
+  return nlaNested(NFTA_DATA_VERDICT, [nla(NFTA_VERDICT_CODE, c), nlaStringz(NFTA_VERDICT_CHAIN, chain)]);
+}
+
+/** The expression list of `jump <chain>`: one immediate into the verdict register. */
+function jumpExpressions(chain: string): Buffer {
+  const dreg = Buffer.alloc(4);
+  dreg.writeUInt32BE(NFT_REG_VERDICT, 0);
+  return nlaNested(NFTA_RULE_EXPRESSIONS, [
+    nlaNested(NFTA_LIST_ELEM, [
+      nlaStringz(NFTA_EXPR_NAME, 'immediate'),
+      nlaNested(NFTA_EXPR_DATA, [
+        nla(NFTA_IMMEDIATE_DREG, dreg),
+        nlaNested(NFTA_IMMEDIATE_DATA, [verdict(NFT_JUMP, chain)]),
+      ]),
+    ]),
+  ]);
 }
 
 function ipValue(ip: number): Buffer {
@@ -77,20 +125,10 @@ function ipValue(ip: number): Buffer {
   return v;
 }
 
-function element(ip: number, gotoChain?: string): Buffer {
+function element(ip: number, chain?: string, jump = false): Buffer {
   const parts = [nlaNested(NFTA_SET_ELEM_KEY, [nla(NFTA_DATA_VALUE, ipValue(ip))])];
-  if (gotoChain !== undefined) {
-    const code = Buffer.alloc(4);
-    code.writeInt32BE(NFT_GOTO, 0);
-    parts.push(
-      nlaNested(NFTA_SET_ELEM_DATA, [
-        nlaNested(NFTA_DATA_VERDICT, [
-          nla(NFTA_VERDICT_CODE, code),
-          nlaStringz(NFTA_VERDICT_CHAIN, gotoChain),
-        ]),
-      ]),
-    );
-  }
+  if (chain !== undefined)
+    parts.push(nlaNested(NFTA_SET_ELEM_DATA, [verdict(jump ? NFT_JUMP : NFT_GOTO, chain)]));
   return nlaNested(NFTA_LIST_ELEM, parts);
 }
 
@@ -145,11 +183,11 @@ export class NftNetlink {
    * Applies the changes as one kernel transaction. Rejects with a {@link NetlinkError} naming
    * the first message the kernel refused (and changes nothing), e.g. because a set does not exist.
    */
-  async apply(changes: SetElementChange[]): Promise<void> {
+  async apply(changes: SetElementChange[], chains: ChainCreation[] = []): Promise<void> {
     const work = changes.filter((c) => c.add.length || c.remove.length);
-    if (work.length === 0) return;
+    if (work.length === 0 && chains.length === 0) return;
     try {
-      await this.send(work, this.destroySupported ? NFT_MSG_DESTROYSETELEM : NFT_MSG_DELSETELEM);
+      await this.send(work, this.destroySupported ? NFT_MSG_DESTROYSETELEM : NFT_MSG_DELSETELEM, chains);
     } catch (e) {
       // Kernels before 6.3 do not know DESTROYSETELEM: remember and retry with DELSETELEM.
       if (
@@ -159,25 +197,61 @@ export class NftNetlink {
         work.some((c) => c.remove.length)
       ) {
         this.destroySupported = false;
-        await this.send(work, NFT_MSG_DELSETELEM);
+        await this.send(work, NFT_MSG_DELSETELEM, chains);
         return;
       }
       throw e;
     }
   }
 
-  /** The batch's messages: removals first, so an IP that leaves and rejoins within one batch ends up present. */
-  private messages(work: SetElementChange[], delType: number): OutgoingMessage[] {
+  /**
+   * The batch's messages: chains to create first (elements name them), then removals, so an
+   * IP that leaves and rejoins within one batch ends up present, then additions.
+   */
+  private messages(
+    work: SetElementChange[],
+    delType: number,
+    chains: ChainCreation[] = [],
+  ): OutgoingMessage[] {
     const out: OutgoingMessage[] = [];
+    const message = (msg: number, flags: number, attrs: Buffer[], what: string): void => {
+      out.push({
+        what,
+        build: (seq, port) =>
+          encodeNfnlMsg({ subsys: NFNL_SUBSYS_NFTABLES, msg, flags, family: NFPROTO_IPV4, seq, port }, attrs),
+      });
+    };
+    const table = nlaStringz(NFTA_CHAIN_TABLE, this.table);
+    const ruleTable = nlaStringz(NFTA_RULE_TABLE, this.table);
+    for (const c of chains) {
+      const name = nlaStringz(NFTA_CHAIN_NAME, c.name);
+      message(
+        NFT_MSG_NEWCHAIN,
+        NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE,
+        [table, name],
+        `create chain ${c.name}`,
+      );
+      // Emptied first: re-creating a chain that exists (a retry) must not double its jumps.
+      const chain = nlaStringz(NFTA_RULE_CHAIN, c.name);
+      message(NFT_MSG_DELRULE, NLM_F_REQUEST | NLM_F_ACK, [ruleTable, chain], `flush chain ${c.name}`);
+      for (const j of c.jumps)
+        message(
+          NFT_MSG_NEWRULE,
+          NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_APPEND,
+          [ruleTable, chain, jumpExpressions(j)],
+          `add jump ${j} to chain ${c.name}`,
+        );
+    }
     const elements = (
       msg: number,
       flags: number,
       set: string,
       all: number[],
       what: string,
-      chains?: string[],
+      targets?: string[],
+      jump = false,
     ): void => {
-      const encoded = all.map((ip, i) => element(ip, chains?.[i]));
+      const encoded = all.map((ip, i) => element(ip, targets?.[i], jump));
       // The element list is one attribute, whose length field has 16 bits: chunk it.
       for (let i = 0; i < encoded.length;) {
         const chunk: Buffer[] = [];
@@ -216,18 +290,19 @@ export class NftNetlink {
           c.add,
           `add to set ${c.set}`,
           c.gotoChains,
+          c.jump,
         );
     }
     return out;
   }
 
-  private async send(work: SetElementChange[], delType: number): Promise<void> {
+  private async send(work: SetElementChange[], delType: number, chains: ChainCreation[]): Promise<void> {
     // A batch is one sendmsg, and the kernel refuses one larger than the socket's send
     // buffer: a change beyond MAX_BATCH_BYTES (≈ 50,000 joins with their map entries, e.g.
     // removing everything at shutdown) goes as several transactions, removals first.
     let group: OutgoingMessage[] = [];
     let bytes = 0;
-    for (const m of this.messages(work, delType)) {
+    for (const m of this.messages(work, delType, chains)) {
       const size = m.build(0, 0).length;
       if (group.length && bytes + size > MAX_BATCH_BYTES) {
         await this.sendOne(group);

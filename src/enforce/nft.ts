@@ -28,14 +28,27 @@ import { ENCLAVES_SET, parseSetName, setHolds } from '../policy/compile.js';
 import { NFT_FAMILY, liveApplyOptions, nftApplyDocument, type NftCommand } from '../policy/nft.js';
 import { NftCli } from '../nft/cli.js';
 import { checkTableName } from '../nft/names.js';
-import { NftNetlink, type SetElementChange } from './nft-netlink.js';
+import { NftNetlink, type ChainCreation, type SetElementChange } from './nft-netlink.js';
 import { ConntrackPurger } from './conntrack.js';
-import { DISPATCH_CHAIN, DISPATCH_MAP, dispatchPlan, dispatchTargets, nftSets } from '../policy/dispatch.js';
+import {
+  CAT_MAP,
+  CAT_PROFILE_CHAIN,
+  DISPATCH_CHAIN,
+  DISPATCH_MAP,
+  catElements,
+  catProfile,
+  catRunShapes,
+  dispatchPlan,
+  dispatchTargets,
+  liveCatRuns,
+  nftSets,
+  type CatRunShape,
+} from '../policy/dispatch.js';
 import { loadCompiledPolicy } from '../policy/index.js';
 
-/** Writes set-element changes as one transaction. */
+/** Writes set-element changes (and the profile chains they need) as one transaction. */
 export interface ElementWriter {
-  apply(changes: SetElementChange[]): Promise<void>;
+  apply(changes: SetElementChange[], chains?: ChainCreation[]): Promise<void>;
   close(): void;
 }
 
@@ -87,6 +100,7 @@ function initialElements(
   regs: EnclaveRegistration[],
   index: SetIndex,
   targets: Targets,
+  runs: CatRunShape[] = [],
 ): NftCommand[] {
   const bySet = new Map<string, unknown[]>();
   const add = (name: string, elem: unknown): void => {
@@ -100,9 +114,25 @@ function initialElements(
     for (const t of targets.get(reg.mrEnclave.toString('hex')) ?? [])
       add(t.map, [ip, { goto: { target: t.chain } }]);
   }
-  return [...bySet].map(([name, elem]) => ({
-    add: { element: { family: NFT_FAMILY, table, name, elem } },
-  }));
+  // Category maps: the profile chains first (re-filled: a live one may predate the blocks).
+  const cmds: NftCommand[] = [];
+  const base = { family: NFT_FAMILY, table };
+  const cat = catElements(
+    runs,
+    regs.map((r) => [formatIpv4(r.enclaveIp), r.categories]),
+  );
+  for (const [name, jumps] of cat.profiles) {
+    cmds.push({ add: { chain: { ...base, name } } }, { flush: { chain: { ...base, name } } });
+    for (const target of jumps)
+      cmds.push({ add: { rule: { ...base, chain: name, expr: [{ jump: { target } }] } } });
+  }
+  for (const e of cat.elements) add(e.map, [e.ip, { jump: { target: e.chain } }]);
+  cmds.push(
+    ...[...bySet].map(([name, elem]) => ({
+      add: { element: { ...base, name, elem } },
+    })),
+  );
+  return cmds;
 }
 
 /** Dispatch targets of a live table that seng did not get a policy for (names tell the plan). */
@@ -119,6 +149,21 @@ function liveTargets(live: { maps?: { name: string }[]; chains?: { name: string 
     out.set(app, list);
   }
   return out;
+}
+
+/** Category runs and profile chains of a live table seng did not get a policy for. */
+function liveCategories(live: { maps?: { name: string }[]; chains?: { name: string }[] } | null): {
+  runs: CatRunShape[];
+  profiles: Set<string>;
+} {
+  const chains = (live?.chains ?? []).map((c) => c.name);
+  return {
+    runs: liveCatRuns(
+      chains,
+      (live?.maps ?? []).map((m) => m.name),
+    ),
+    profiles: new Set(chains.filter((c) => CAT_PROFILE_CHAIN.test(c))),
+  };
 }
 
 /**
@@ -168,6 +213,18 @@ export class NftEnforcer implements Enforcer {
   private readonly purges = new Map<Ipv4, Promise<void>>();
   /** Dispatch-map entries per app (mrenclave hex) of the installed policy. */
   private targets: Targets = new Map();
+  /** Category runs of the installed policy (or of the live table without one). */
+  private runs: CatRunShape[] = [];
+  /** `runs` by the categories they name. */
+  private runsByCategory = new Map<string, CatRunShape[]>();
+  /**
+   * Profile chains that exist in the table. A chain is created in the batch of the first
+   * join that needs it and kept until the next policy apply or start, which re-derive them
+   * from the live enclaves (so at most one per category set seen since then per run).
+   */
+  private profiles = new Set<string>();
+  /** Profile chains the pending batch creates (name → block chains it jumps to). */
+  private newProfiles = new Map<string, string[]>();
   private readonly nft: NftRunner;
   private readonly writer: ElementWriter;
   private readonly batchDelayMs: number;
@@ -191,7 +248,7 @@ export class NftEnforcer implements Enforcer {
   /** The last rollback of an unconfirmed change (settled when it has run). */
   private rollbackRun: Promise<void> = Promise.resolve();
   /** Counters for `seng status` and benchmarks. */
-  readonly stats = { batches: 0, elementOps: 0, failures: 0 };
+  readonly stats = { batches: 0, elementOps: 0, failures: 0, profileChains: 0 };
 
   constructor(opts: NftEnforcerOptions = {}) {
     this.policy = opts.policy;
@@ -340,10 +397,13 @@ export class NftEnforcer implements Enforcer {
       const live = await this.nft.listTable(this.table);
       const liveSets = live?.sets ?? [];
       const cmds: NftCommand[] = [];
+      const initial = opts.initial ?? [];
       if (this.policy) {
-        // No session is live yet: the dispatch maps start empty (no members).
-        const { appMembers: _none, ...names } = liveApplyOptions(this.policy, live);
-        cmds.push(...nftApplyDocument(this.policy, names).nftables);
+        // No session is live yet: the dispatch maps start empty (no members); the initial
+        // registrations' category profiles are part of the document (it deletes the others).
+        const { appMembers: _none, catMembers: _old, ...names } = liveApplyOptions(this.policy, live);
+        const catMembers = new Map(initial.map((r) => [formatIpv4(r.enclaveIp), [...r.categories]]));
+        cmds.push(...nftApplyDocument(this.policy, { ...names, catMembers }).nftables);
       } else {
         cmds.push({ add: { table: { family: NFT_FAMILY, name: this.table } } });
         cmds.push({
@@ -368,7 +428,10 @@ export class NftEnforcer implements Enforcer {
         }
       }
       const catalog = new Map<string, SetSpec>();
-      const targets = this.policy ? dispatchTargets(dispatchPlan(this.policy)) : liveTargets(live);
+      const plan = this.policy ? dispatchPlan(this.policy) : undefined;
+      const targets = plan ? dispatchTargets(plan) : liveTargets(live);
+      const lc = liveCategories(live);
+      const runs = plan ? catRunShapes(plan) : lc.runs;
       if (this.policy) for (const s of nftSets(this.policy)) catalog.set(s.name, s);
       else {
         for (const s of liveSets) {
@@ -377,12 +440,21 @@ export class NftEnforcer implements Enforcer {
         }
         catalog.set(ENCLAVES_SET, { kind: 'enclaves', name: ENCLAVES_SET });
       }
-      const initial = opts.initial ?? [];
       // After the flushes: the initial elements are what the sets hold when this commits.
-      cmds.push(...initialElements(this.table, initial, new SetIndex(catalog.values()), targets));
+      // (With a policy, the document already holds the category profiles and elements.)
+      cmds.push(
+        ...initialElements(this.table, initial, new SetIndex(catalog.values()), targets, plan ? [] : runs),
+      );
       await this.nft.run({ nftables: cmds });
+      const initialProfiles = catElements(
+        runs,
+        initial.map((r) => [formatIpv4(r.enclaveIp), r.categories]),
+      ).profiles.keys();
       this.catalog = catalog;
       this.targets = targets;
+      this.setRuns(runs);
+      // Without a policy, live profile chains stay (only their elements were flushed).
+      this.profiles = new Set([...(plan ? [] : lc.profiles), ...initialProfiles]);
       this.regs.clear();
       for (const reg of initial) this.regs.set(reg.enclaveIp, { ...reg, categories: [...reg.categories] });
       this.started = true;
@@ -415,12 +487,14 @@ export class NftEnforcer implements Enforcer {
       const elements = new Map<string, string[]>();
       const members = new Map<string, string[]>();
       const appMembers = new Map<string, string[]>();
+      const catMembers = new Map<string, string[]>();
       const sets = nftSets(policy);
       const index = new SetIndex(sets);
       for (const r of this.regs.values()) {
         const ip = formatIpv4(r.enclaveIp);
         for (const name of index.setsOf(r)) push(members, name, ip);
         push(appMembers, r.mrEnclave.toString('hex'), ip);
+        catMembers.set(ip, [...r.categories]);
       }
       for (const s of sets) {
         const ips = members.get(s.name) ?? [];
@@ -429,11 +503,15 @@ export class NftEnforcer implements Enforcer {
       }
       // The dispatch maps are re-derived from the live registrations in the same transaction.
       await this.nft.run(
-        nftApplyDocument(policy, { ...liveApplyOptions(policy, live), elements, appMembers }),
+        nftApplyDocument(policy, { ...liveApplyOptions(policy, live), elements, appMembers, catMembers }),
       );
+      const plan = dispatchPlan(policy);
       this.policy = policy;
       this.catalog = new Map(sets.map((s) => [s.name, s]));
-      this.targets = dispatchTargets(dispatchPlan(policy));
+      this.targets = dispatchTargets(plan);
+      this.setRuns(catRunShapes(plan));
+      // The document created exactly these profile chains and deleted the others.
+      this.profiles = new Set(catElements(this.runs, catMembers).profiles.keys());
       this.log.info(
         { rules: policy.rules.length, sets: policy.sets.length, source: policy.source },
         'nftables policy reloaded',
@@ -505,6 +583,34 @@ export class NftEnforcer implements Enforcer {
     for (const t of this.targets.get(reg.mrEnclave.toString('hex')) ?? []) {
       this.queue(t.map, reg.enclaveIp, t.chain);
     }
+    for (const run of this.runsOf(reg.categories)) {
+      const p = catProfile(run, reg.categories);
+      if (p) this.queue(p.map, reg.enclaveIp, this.needProfile(p.chain, p.jumps));
+    }
+  }
+
+  private setRuns(runs: CatRunShape[]): void {
+    this.runs = runs;
+    this.runsByCategory = new Map();
+    for (const run of runs)
+      for (const c of new Set(run.blocks.map((b) => b.category))) {
+        const list = this.runsByCategory.get(c) ?? [];
+        list.push(run);
+        this.runsByCategory.set(c, list);
+      }
+  }
+
+  /** The category runs naming any of these categories (a join looks up its own, not every run). */
+  private runsOf(categories: readonly string[]): CatRunShape[] {
+    const out = new Set<CatRunShape>();
+    for (const c of categories) for (const run of this.runsByCategory.get(c) ?? []) out.add(run);
+    return [...out];
+  }
+
+  /** The profile chain, created in the pending batch when the table does not have it yet. */
+  private needProfile(chain: string, jumps: string[]): string {
+    if (!this.profiles.has(chain)) this.newProfiles.set(chain, jumps);
+    return chain;
   }
 
   private queueLeave(reg: EnclaveRegistration): void {
@@ -513,6 +619,9 @@ export class NftEnforcer implements Enforcer {
     for (const name of this.index().setsOf(known)) this.queue(name, reg.enclaveIp, false);
     for (const t of this.targets.get(known.mrEnclave.toString('hex')) ?? []) {
       this.queue(t.map, reg.enclaveIp, false);
+    }
+    for (const run of this.runsOf(known.categories)) {
+      if (catProfile(run, known.categories)) this.queue(run.map, reg.enclaveIp, false);
     }
   }
 
@@ -532,6 +641,14 @@ export class NftEnforcer implements Enforcer {
         const was = setHolds(s, before);
         const now = setHolds(s, after);
         if (was !== now) this.queue(s.name, a.enclaveIp, now);
+      }
+      // The category maps follow: the element moves to the new profile (same batch).
+      for (const run of this.runsOf([...before.categories, ...categories])) {
+        const was = catProfile(run, before.categories)?.chain;
+        const now = catProfile(run, after.categories);
+        if (was === now?.chain) continue;
+        if (was !== undefined) this.queue(run.map, a.enclaveIp, false);
+        if (now) this.queue(run.map, a.enclaveIp, this.needProfile(now.chain, now.jumps));
       }
     }
     await this.flushSoon();
@@ -608,8 +725,10 @@ export class NftEnforcer implements Enforcer {
   private async writeBatch(): Promise<void> {
     const pending = this.pending;
     const waiters = this.waiters;
+    const created = this.newProfiles;
     this.pending = new Map();
     this.waiters = [];
+    this.newProfiles = new Map();
     if (pending.size === 0) {
       for (const w of waiters) w.resolve();
       return;
@@ -617,7 +736,7 @@ export class NftEnforcer implements Enforcer {
     const changes: SetElementChange[] = [];
     let ops = 0;
     for (const [set, m] of pending) {
-      const c: SetElementChange = { set, add: [], remove: [] };
+      const c: SetElementChange = { set, add: [], remove: [], ...(CAT_MAP.test(set) && { jump: true }) };
       for (const [ip, op] of m) {
         if (op === false) c.remove.push(ip);
         else if (op === true) c.add.push(ip);
@@ -630,9 +749,10 @@ export class NftEnforcer implements Enforcer {
       ops += m.size;
       changes.push(c);
     }
+    const chains = [...created].map(([name, jumps]) => ({ name, jumps }));
     try {
       try {
-        await this.writer.apply(changes);
+        await this.writer.apply(changes, chains);
       } catch (e) {
         // A set may have been removed behind our back (an admin, a policy applied without
         // the server): re-read the table, drop missing sets from the catalog, retry once.
@@ -640,12 +760,20 @@ export class NftEnforcer implements Enforcer {
         const live = await this.nft.listTable(this.table);
         const names = new Set([...(live?.sets ?? []), ...(live?.maps ?? [])].map((s) => s.name));
         for (const n of [...this.catalog.keys()]) if (!names.has(n)) this.catalog.delete(n);
-        if (!this.policy) this.targets = liveTargets(live);
+        if (!this.policy) {
+          this.targets = liveTargets(live);
+          this.setRuns(liveCategories(live).runs);
+        }
         const retry = changes.filter((c) => names.has(c.set));
         if (!names.has(ENCLAVES_SET)) throw e;
-        await this.writer.apply(retry);
+        // Profile chains whose blocks are gone cannot be created (nor their elements added).
+        const liveChains = new Set((live?.chains ?? []).map((c) => c.name));
+        const possible = chains.filter((c) => c.jumps.every((j) => liveChains.has(j)));
+        await this.writer.apply(retry, possible);
       }
+      for (const c of chains) this.profiles.add(c.name);
       this.stats.batches += 1;
+      this.stats.profileChains += chains.length;
       this.stats.elementOps += ops;
       for (const w of waiters) w.resolve();
     } catch (e) {

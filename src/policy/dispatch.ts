@@ -23,6 +23,27 @@
  *   <hook>_enclave:  jumps covering every segment (apps the policy does not name); without
  *                    app chains it holds the rules itself
  *
+ * Inside a segment, a maximal run of consecutive rules whose only source condition is a
+ * positive src-cat (a "category run") is ONE rule, dispatched by the enclave's categories:
+ *
+ *   ip saddr vmap @catmap_<hook>_<r>      enclave IP → jump <hook>_cp_<r>_<hash>; no element
+ *                                          (none of the run's categories): the run is skipped
+ *   <hook>_cb_<r>_<pos>_<hex category>:   a block: consecutive rules of one category in run r
+ *                                          (the src-cat condition removed: the map decided it);
+ *                                          a category interleaved with others has several
+ *   <hook>_cp_<r>_<hash>:                 a profile: `jump` to every block of the categories of
+ *                                          one category set (restricted to run r's), in run
+ *                                          order = the run filtered to what can match, in order
+ *
+ * The map's verdicts are `jump`, not `goto`: a profile that ends without a verdict returns and
+ * the walk goes on after the run, so the first match is exact. Profiles exist only for the
+ * category sets live enclaves have: the enforcer creates one (and the map element) in the
+ * same netlink transaction as the first join of that set, and a policy apply re-derives them
+ * from the live enclaves (deleting the others); between applies they stay, at most one per
+ * (run, category set seen since). Block names carry the run, position and category, so the
+ * enforcer rebuilds the runs from the live chain names when the policy was applied with nft
+ * directly ({@link liveCatRuns}). The iptables output has no maps and stays linear.
+ *
  * A segment or block that ends without a verdict returns to the chain that jumped, so the
  * first match is kept; the compiled ruleset is the policy's rules plus O(apps × own rules ×
  * fanout × depth) jumps, not one copy of the shared rules per app.
@@ -31,11 +52,14 @@
  * and `goto` (not `jump`) means a chain that ends without a verdict ends the hook with the
  * base chain's policy, exactly as the linear list did. A source that is not an enclave
  * never satisfies a source seng condition (SPEC §5.2, even negated), so its rules are the
- * ones without any. Per packet, nft walks only the rules naming the packet's source app
- * plus the rules that name no source app: independent of how many other apps, rules and
- * enclaves the policy and the sets hold. Only src-app is dispatched: each src-cat/src-host
- * rule is walked (one O(1) set lookup each), so a category policy costs per packet in
- * proportion to its category rules (rules/README.md, "What is walked"). Hooks without any source seng condition keep the plain list.
+ * ones without any. Per packet, nft walks the rules naming the packet's source app, the
+ * rules that name neither a source app nor (positively, alone) a source category, one map
+ * lookup per category run, and the rules of the source's own categories in each run:
+ * independent of how many other apps, categories, rules and enclaves the policy and the sets
+ * hold. Still walked one by one (one O(1) set lookup each): src-host rules, negated src-cat
+ * rules, rules with both src-app and src-cat (in their app's chain), and rules that also
+ * negate a src-app (a segment of their own); see rules/README.md,
+ * "What is walked". Hooks without any source seng condition keep the plain list.
  *
  * A src-app condition is decided by the map alone, so an `app_<M>` set exists only when
  * a dst-app condition needs it ({@link nftSets}): with 10,000 apps named as sources, a join
@@ -44,6 +68,7 @@
  * set elements, and a policy apply re-derives them (from its registrations, or from the
  * live map and app sets when applied with nft directly).
  */
+import { createHash } from 'node:crypto';
 import type { Chain, CompiledRule, CompiledPolicy, SetSpec } from './types.js';
 import { CHAINS } from './types.js';
 
@@ -63,15 +88,68 @@ export function segmentChainName(hook: Chain, n: number): string {
 export function blockChainName(hook: Chain, level: number, n: number): string {
   return `${hook}_blk_${level}_${n}`;
 }
+/** The verdict map of category run `n`: enclave IP → jump to its category profile chain. */
+export function catMapName(hook: Chain, n: number): string {
+  return `catmap_${hook}_${n}`;
+}
+/**
+ * A block of category run `n`: the rules at position `pos` (block order in the run) of one
+ * category. The category is in the name (hex of its ≤ 20 bytes, so ≤ 40 characters and any
+ * character allowed), so the enforcer can rebuild the run from the live chain names alone.
+ */
+export function catBlockChainName(hook: Chain, n: number, pos: number, category: string): string {
+  return `${hook}_cb_${n}_${pos}_${Buffer.from(category, 'utf8').toString('hex')}`;
+}
+/** The profile chain of run `n` for a set of its categories (`key`: a hash of the set). */
+export function catProfileChainName(hook: Chain, n: number, key: string): string {
+  return `${hook}_cp_${n}_${key}`;
+}
 
 /** Regular chains and maps the plan owns (so a new policy deletes the obsolete ones). */
 export const DISPATCH_CHAIN =
-  /^(input|forward|output)_(enclave|app_[0-9a-f]{64}|seg_[0-9]+|blk_[0-9]+_[0-9]+)$/;
-export const DISPATCH_MAP = /^dispatch_(input|forward|output)$/;
+  /^(input|forward|output)_(enclave|app_[0-9a-f]{64}|seg_[0-9]+|blk_[0-9]+_[0-9]+|cb_[0-9]+_[0-9]+_(?:[0-9a-f]{2})+)$/;
+/** Category block chains: hook, run, position, category (hex). */
+export const CAT_BLOCK_CHAIN = /^(input|forward|output)_cb_([0-9]+)_([0-9]+)_((?:[0-9a-f]{2})+)$/;
+/** Profile chains, created for the category sets live enclaves have (not part of the plan). */
+export const CAT_PROFILE_CHAIN = /^(input|forward|output)_cp_([0-9]+)_([0-9a-f]{16})$/;
+/** Dispatch maps: by source app (goto) and per category run (jump). */
+export const DISPATCH_MAP = /^(?:dispatch_(input|forward|output)|catmap_(input|forward|output)_[0-9]+)$/;
+export const CAT_MAP = /^catmap_(input|forward|output)_([0-9]+)$/;
 
-/** A rule of a dispatch chain, or a `jump` to a shared segment chain. */
-export type ChainItem = CompiledRule | { jump: string };
+/**
+ * A rule of a dispatch chain, a `jump` to a shared segment or block chain, or the one
+ * rule of a category run (`ip saddr vmap @<catmap>`).
+ */
+export type ChainItem = CompiledRule | { jump: string } | { vmap: string };
 export const isJump = (i: ChainItem): i is { jump: string } => 'jump' in i;
+export const isVmap = (i: ChainItem): i is { vmap: string } => 'vmap' in i;
+
+/** One block of a category run: consecutive rules of one category, that condition removed. */
+export interface CatBlock {
+  chain: string;
+  category: string;
+  rules: CompiledRule[];
+}
+
+/** What the enforcer needs of a category run (also rebuilt from live chain names). */
+export interface CatRunShape {
+  hook: Chain;
+  index: number;
+  map: string;
+  blocks: { chain: string; category: string }[];
+}
+
+/**
+ * A maximal run of consecutive rules (inside a segment) whose only source condition is a
+ * positive src-cat: compiled as one `ip saddr vmap @<map>` rule. Each enclave's element
+ * jumps to the profile chain of its categories in the run, which jumps to those
+ * categories' blocks in run order: exactly the run's rules that can match it, in order.
+ */
+export interface CatRun extends CatRunShape {
+  blocks: CatBlock[];
+  /** The run's rules as written (for docs and tests). */
+  rules: CompiledRule[];
+}
 
 export interface AppChain {
   mrEnclave: string;
@@ -82,7 +160,10 @@ export interface AppChain {
 /** A shared run of rules without a positive src-app condition, jumped to by the chains that need it. */
 export interface Segment {
   chain: string;
+  /** The segment's rules in order (each compiled once, in the segment or a category block). */
   rules: CompiledRule[];
+  /** What the segment chain holds: its rules, category runs replaced by their vmap rule. */
+  body: ChainItem[];
   /** Apps a rule of the segment negates (`src-app: '!M'`): their chains skip the segment. */
   negates: Set<string>;
 }
@@ -103,11 +184,16 @@ export interface HookPlan {
   /** The verdict map (when some rule of the hook has a src-app condition). */
   map?: string;
   apps: AppChain[];
+  /** Category runs of the segments, with their maps and block chains. */
+  catRuns: CatRun[];
 }
 
 export interface DispatchPlan {
   hooks: HookPlan[];
-  /** Every regular chain of the plan (segments first: they hold no jumps), and every map. */
+  /**
+   * Every regular chain of the plan (category blocks and segments first: they hold no
+   * jumps), and every map. Profile chains are not in it: they follow the live enclaves.
+   */
   chains: string[];
   maps: string[];
 }
@@ -143,7 +229,7 @@ function steps(
   const named = new Set<string>();
   let open: Segment | undefined;
   const newSegment = (negates: Set<string>): Segment => {
-    const s: Segment = { chain: segmentChainName(hook, segments.length), rules: [], negates };
+    const s: Segment = { chain: segmentChainName(hook, segments.length), rules: [], body: [], negates };
     segments.push(s);
     out.push({ segment: s });
     return s;
@@ -169,6 +255,47 @@ function steps(
   return { steps: out, segments, named };
 }
 
+/** A positive src-cat is the rule's only source condition: it can be dispatched by category. */
+function catDispatchable(r: CompiledRule): string | undefined {
+  const src = r.seng.filter((c) => c.side === 'src');
+  const c = src[0];
+  return src.length === 1 && c && c.kind === 'cat' && !c.negate ? c.value : undefined;
+}
+
+/**
+ * Fills each segment's body: its rules, with every maximal run of category-dispatchable
+ * rules replaced by one vmap rule (the run, its blocks and map appended to `runs`).
+ */
+function fillBodies(hook: Chain, segments: Segment[], runs: CatRun[]): void {
+  for (const s of segments) {
+    let run: CatRun | undefined;
+    for (const r of s.rules) {
+      const category = s.negates.size === 0 ? catDispatchable(r) : undefined;
+      if (category === undefined) {
+        run = undefined;
+        s.body.push(r);
+        continue;
+      }
+      if (!run) {
+        const index = runs.length;
+        run = { hook, index, map: catMapName(hook, index), blocks: [], rules: [] };
+        runs.push(run);
+        s.body.push({ vmap: run.map });
+      }
+      run.rules.push(r);
+      const rule = { ...r, seng: r.seng.filter((c) => c.side !== 'src') };
+      const last = run.blocks[run.blocks.length - 1];
+      if (last?.category === category) last.rules.push(rule);
+      else
+        run.blocks.push({
+          chain: catBlockChainName(hook, run.index, run.blocks.length, category),
+          category,
+          rules: [rule],
+        });
+    }
+  }
+}
+
 function hookPlan(hook: Chain, rules: CompiledRule[]): HookPlan {
   const split = rules.some(hasSrcSeng);
   const plan: HookPlan = {
@@ -180,12 +307,14 @@ function hookPlan(hook: Chain, rules: CompiledRule[]): HookPlan {
     segments: [],
     blocks: [],
     apps: [],
+    catRuns: [],
   };
   if (!split) return plan;
   const cut = steps(hook, rules);
+  fillBodies(hook, cut.segments, plan.catRuns);
   if (cut.named.size === 0) {
     // No app chain to share the rules with: the enclave chain holds them itself.
-    plan.enclave = cut.segments.flatMap((s) => s.rules);
+    plan.enclave = cut.segments.flatMap((s) => s.body);
     return plan;
   }
   plan.segments = cut.segments;
@@ -296,12 +425,14 @@ export function dispatchPlan(p: CompiledPolicy): DispatchPlan {
   for (const h of hooks) {
     if (!h.split) continue;
     chains.push(
+      ...h.catRuns.flatMap((r) => r.blocks.map((b) => b.chain)),
       ...h.segments.map((s) => s.chain),
       ...h.blocks.map((b) => b.chain),
       h.enclaveChain,
       ...h.apps.map((a) => a.chain),
     );
     if (h.map) maps.push(h.map);
+    maps.push(...h.catRuns.map((r) => r.map));
   }
   return { hooks, chains, maps };
 }
@@ -351,4 +482,93 @@ export function dispatchTargets(plan: DispatchPlan): Map<string, { map: string; 
     }
   }
   return out;
+}
+
+/** The category runs of a plan, as the enforcer needs them. */
+export function catRunShapes(plan: DispatchPlan): CatRunShape[] {
+  return plan.hooks.flatMap((h) =>
+    h.catRuns.map((r) => ({
+      hook: r.hook,
+      index: r.index,
+      map: r.map,
+      blocks: r.blocks.map((b) => ({ chain: b.chain, category: b.category })),
+    })),
+  );
+}
+
+/**
+ * The category runs of a live table seng holds no policy for, rebuilt from its chain and map
+ * names (a block chain names its run, its position and its category).
+ */
+export function liveCatRuns(chains: Iterable<string>, maps: Iterable<string>): CatRunShape[] {
+  const haveMap = new Set(maps);
+  const runs = new Map<string, CatRunShape & { at: number[] }>();
+  for (const name of chains) {
+    const m = CAT_BLOCK_CHAIN.exec(name);
+    if (!m) continue;
+    const hook = m[1] as Chain;
+    const index = Number(m[2]);
+    const map = catMapName(hook, index);
+    if (!haveMap.has(map)) continue;
+    const run = runs.get(map) ?? { hook, index, map, blocks: [], at: [] };
+    run.blocks.push({ chain: name, category: Buffer.from(m[4] as string, 'hex').toString('utf8') });
+    run.at.push(Number(m[3]));
+    runs.set(map, run);
+  }
+  const hookOrder = (h: Chain): number => CHAINS.indexOf(h);
+  const sorted = [...runs.values()].sort(
+    (a, b) => hookOrder(a.hook) - hookOrder(b.hook) || a.index - b.index,
+  );
+  return sorted.map(({ at, ...run }) => {
+    const order = run.blocks.map((b, i) => ({ b, pos: at[i] as number })).sort((x, y) => x.pos - y.pos);
+    return { ...run, blocks: order.map((o) => o.b) };
+  });
+}
+
+/** A profile chain: the blocks of one run an enclave with given categories walks, in order. */
+export interface CatProfile {
+  map: string;
+  chain: string;
+  jumps: string[];
+}
+
+/**
+ * The profile of `categories` in the run: undefined when the enclave has none of the run's
+ * categories (no map element: the run cannot match it). Enclaves whose categories agree on
+ * the run's categories share the chain (its name hashes that intersection).
+ */
+export function catProfile(run: CatRunShape, categories: Iterable<string>): CatProfile | undefined {
+  const have = new Set(categories);
+  const blocks = run.blocks.filter((b) => have.has(b.category));
+  if (blocks.length === 0) return undefined;
+  const key = createHash('sha256')
+    .update([...new Set(blocks.map((b) => b.category))].sort().join('\n'))
+    .digest('hex')
+    .slice(0, 16);
+  return {
+    map: run.map,
+    chain: catProfileChainName(run.hook, run.index, key),
+    jumps: blocks.map((b) => b.chain),
+  };
+}
+
+/**
+ * The category-map elements and the profile chains they need, for enclaves with known
+ * categories (`members`: enclave IP (dotted) → its categories).
+ */
+export function catElements(
+  runs: CatRunShape[],
+  members: Iterable<[string, readonly string[]]>,
+): { profiles: Map<string, string[]>; elements: DispatchElement[] } {
+  const profiles = new Map<string, string[]>();
+  const elements: DispatchElement[] = [];
+  for (const [ip, categories] of members) {
+    for (const run of runs) {
+      const p = catProfile(run, categories);
+      if (!p) continue;
+      profiles.set(p.chain, p.jumps);
+      elements.push({ map: p.map, ip, chain: p.chain });
+    }
+  }
+  return { profiles, elements };
 }

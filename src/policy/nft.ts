@@ -18,10 +18,14 @@ import { checkNftName, checkTableName } from '../nft/names.js';
 import { InputError } from '../util/errors.js';
 import { ENCLAVES_SET, parseSetName } from './compile.js';
 import {
+  CAT_PROFILE_CHAIN,
   DISPATCH_CHAIN,
   isJump,
+  isVmap,
   type ChainItem,
   DISPATCH_MAP,
+  catElements,
+  catRunShapes,
   dispatchElements,
   dispatchPlan,
   nftSets,
@@ -176,6 +180,11 @@ export interface ApplyDocumentOptions {
    * from it. Missing: the maps start empty.
    */
   appMembers?: Map<string, string[]>;
+  /**
+   * The categories of each enclave (dotted IP → categories): the category maps and the
+   * profile chains they jump to are derived from it. Missing: the maps start empty.
+   */
+  catMembers?: Map<string, string[]>;
 }
 
 /** A live table as far as applying needs it (NftCli.listTable gives it). */
@@ -197,9 +206,13 @@ export function liveApplyOptions(_p: CompiledPolicy, live: LiveState | null): Ap
     s.add(ip);
     apps.set(app, s);
   };
+  const cats = new Map<string, string[]>();
   for (const s of live?.sets ?? []) {
     const spec = parseSetName(s.name);
     if (spec?.kind === 'app') for (const ip of s.elements) note(spec.mrEnclave, ip);
+    // Category sets hold every category the live policy names: enough for its category maps.
+    if (spec?.kind === 'cat')
+      for (const ip of s.elements) cats.set(ip, [...(cats.get(ip) ?? []), spec.category]);
   }
   for (const m of live?.maps ?? []) {
     if (!DISPATCH_MAP.test(m.name)) continue;
@@ -213,10 +226,13 @@ export function liveApplyOptions(_p: CompiledPolicy, live: LiveState | null): Ap
     liveChains: (live?.chains ?? []).map((c) => c.name),
     liveMaps: (live?.maps ?? []).map((m) => m.name),
     appMembers: new Map([...apps].map(([k, v]) => [k, [...v]])),
+    catMembers: cats,
   };
 }
 
 const gotoJson = (chain: string): NftCommand => ({ goto: { target: chain } });
+const jumpJson = (chain: string): NftCommand => ({ jump: { target: chain } });
+const vmapJson = (map: string): NftCommand => ({ vmap: { key: payload('ip', 'saddr'), data: `@${map}` } });
 
 /** Base chain body: dispatch (when split) then the rules for every other source. */
 function baseChainRules(h: HookPlan): NftCommand[][] {
@@ -258,13 +274,20 @@ export function nftApplyDocument(p: CompiledPolicy, opts: ApplyDocumentOptions =
       },
     });
   }
-  for (const c of plan.chains) cmds.push({ add: { chain: { ...base, name: c } } });
+  // Profile chains for the category sets of the known enclaves (they follow the enclaves).
+  const cat = catElements(catRunShapes(plan), opts.catMembers ?? []);
+  const profiles = [...cat.profiles.keys()];
+  for (const c of profiles) checkNftName('chain', c);
+  for (const c of [...plan.chains, ...profiles]) cmds.push({ add: { chain: { ...base, name: c } } });
   // `add chain` does not empty an existing chain, nor `add map` a map: flush, then refill.
   const liveChains = new Set(opts.liveChains ?? []);
-  const obsoleteChains = [...liveChains].filter((c) => DISPATCH_CHAIN.test(c) && !plan.chains.includes(c));
+  const wanted = new Set([...plan.chains, ...profiles]);
+  const obsoleteChains = [...liveChains].filter(
+    (c) => (DISPATCH_CHAIN.test(c) || CAT_PROFILE_CHAIN.test(c)) && !wanted.has(c),
+  );
   // Chains just created need no flush (and thousands of flushes cost nft much time); without
   // `liveChains`, every dispatch chain may exist.
-  const existing = opts.liveChains ? plan.chains.filter((c) => liveChains.has(c)) : plan.chains;
+  const existing = opts.liveChains ? [...wanted].filter((c) => liveChains.has(c)) : [...wanted];
   for (const chain of [...CHAINS, ...existing, ...obsoleteChains]) {
     cmds.push({ flush: { chain: { ...base, name: chain } } });
   }
@@ -281,10 +304,15 @@ export function nftApplyDocument(p: CompiledPolicy, opts: ApplyDocumentOptions =
   // rule that jumps is in the transaction, the kernel re-validates the table at every rule
   // added after it, which made a 10,000-app policy take a minute instead of seconds.
   const addItem = (chain: string, i: ChainItem): void => {
-    if (!isJump(i)) addRule(chain, i, true);
-    else cmds.push({ add: { rule: { ...base, chain, expr: [{ jump: { target: i.jump } }] } } });
+    if (isJump(i)) cmds.push({ add: { rule: { ...base, chain, expr: [jumpJson(i.jump)] } } });
+    else if (isVmap(i)) cmds.push({ add: { rule: { ...base, chain, expr: [vmapJson(i.vmap)] } } });
+    else addRule(chain, i, true);
   };
-  for (const h of plan.hooks) for (const s of h.segments) for (const r of s.rules) addRule(s.chain, r, true);
+  for (const h of plan.hooks)
+    for (const run of h.catRuns)
+      for (const b of run.blocks) for (const r of b.rules) addRule(b.chain, r, true);
+  for (const h of plan.hooks) for (const s of h.segments) for (const i of s.body) addItem(s.chain, i);
+  for (const [chain, jumps] of cat.profiles) for (const jump of jumps) addItem(chain, { jump });
   for (const h of plan.hooks)
     for (const b of h.blocks) for (const jump of b.jumps) addItem(b.chain, { jump });
   for (const h of plan.hooks) {
@@ -306,6 +334,11 @@ export function nftApplyDocument(p: CompiledPolicy, opts: ApplyDocumentOptions =
   for (const e of dispatchElements(plan, members)) {
     const list = byMap.get(e.map) ?? [];
     list.push([e.ip, gotoJson(e.chain)]);
+    byMap.set(e.map, list);
+  }
+  for (const e of cat.elements) {
+    const list = byMap.get(e.map) ?? [];
+    list.push([e.ip, jumpJson(e.chain)]);
     byMap.set(e.map, list);
   }
   for (const [name, elem] of byMap) cmds.push({ add: { element: { ...base, name, elem } } });
@@ -346,13 +379,10 @@ export function nftText(p: CompiledPolicy): string {
   }
   const plan = dispatchPlan(p);
   for (const m of plan.maps) {
-    out.push(
-      `\tmap ${m} {`,
-      `\t\ttype ipv4_addr : verdict`,
-      `\t\tcomment "enclave IP -> goto the chain of its app (filled by the enforcer)"`,
-      `\t}`,
-      '',
-    );
+    const what = m.startsWith('catmap_')
+      ? 'enclave IP -> jump to the profile chain of its categories in this run (filled by the enforcer)'
+      : 'enclave IP -> goto the chain of its app (filled by the enforcer)';
+    out.push(`\tmap ${m} {`, `\t\ttype ipv4_addr : verdict`, `\t\tcomment "${what}"`, `\t}`, '');
   }
   const chunks: string[][] = [];
   for (const h of plan.hooks) {
@@ -370,13 +400,24 @@ export function nftText(p: CompiledPolicy): string {
       chunks.push([
         `\tchain ${name} {`,
         `\t\t# ${what}`,
-        ...rules.map((r) => `\t\t${isJump(r) ? `jump ${r.jump}` : ruleText(r, ENCLAVES_SET, true)}`),
+        ...rules.map(
+          (r) =>
+            `\t\t${isJump(r) ? `jump ${r.jump}` : isVmap(r) ? `ip saddr vmap @${r.vmap}` : ruleText(r, ENCLAVES_SET, true)}`,
+        ),
         '\t}',
       ]);
     };
+    for (const run of h.catRuns)
+      run.blocks.forEach((b, pos) =>
+        regular(
+          b.chain,
+          b.rules,
+          `category ${JSON.stringify(b.category)}, block ${pos} of run ${run.index} (jumped to by the profile chains ${h.hook}_cp_${run.index}_<hash> the enforcer creates for the category sets of live enclaves)`,
+        ),
+      );
     for (const s of h.segments) {
       const what = s.negates.size ? `enclaves of apps other than ${[...s.negates].join(', ')}` : 'enclaves';
-      regular(s.chain, s.rules, `shared by the chains below: ${what}`);
+      regular(s.chain, s.body, `shared by the chains below: ${what}`);
     }
     for (const b of h.blocks)
       regular(

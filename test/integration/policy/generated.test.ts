@@ -15,21 +15,41 @@ import { appDirectoryFromList } from '../../../src/policy/apps.js';
 import { evaluate, type Registration } from '../../../src/policy/evaluate.js';
 import { parseIpv4 } from '../../../src/util/ipv4.js';
 import type { WorkerInput, WorkerOutput } from './semantics-worker.js';
-import { GEN_ADDRS, GEN_APPS, GEN_REGS, genPackets, genPolicy } from '../../unit/policy/policy-gen.js';
+import {
+  GEN_ADDRS,
+  GEN_APPS,
+  GEN_CAT_CHANGES,
+  GEN_CAT_REGS,
+  GEN_REGS,
+  genCatPolicy,
+  genPackets,
+  genPolicy,
+  type GenReg,
+} from '../../unit/policy/policy-gen.js';
 
 after(cleanupAll);
 
-// [seed, rules]: the 150-rule policy has block chains over its segments (jumps two deep).
-const SEEDS: [number, number][] = [
-  [11, 30],
-  [23, 30],
-  [37, 30],
-  [601, 150],
+// [seed, rules, kind]: the 150-rule policy has block chains over its segments (jumps two
+// deep); the category policies dispatch src-cat runs through category maps to profile chains
+// the enforcer creates at join, with enclaves in several categories that change while live.
+const SEEDS: [number, number, 'app' | 'category'][] = [
+  [11, 30, 'app'],
+  [23, 30, 'app'],
+  [37, 30, 'app'],
+  [601, 150, 'app'],
+  [5, 40, 'category'],
+  [17, 60, 'category'],
 ];
 
-for (const [seed, size] of SEEDS) {
+for (const [seed, size, kind] of SEEDS) {
+  const cat = kind === 'category';
+  const startRegs: GenReg[] = cat ? GEN_CAT_REGS : GEN_REGS;
+  // After the category changes (category policies only): what the leaves start from.
+  let changed = startRegs;
+  for (const c of cat ? GEN_CAT_CHANGES : [])
+    changed = changed.map((r) => (r.mrEnclave === c.mrEnclave ? { ...r, categories: c.categories } : r));
   test(
-    `generated policy (seed ${seed}, ${size} rules): real packets follow the evaluator`,
+    `generated ${kind} policy (seed ${seed}, ${size} rules): real packets follow the evaluator`,
     { timeout: 120_000 },
     async () => {
       const ns = await createNetns('gen');
@@ -37,14 +57,20 @@ for (const [seed, size] of SEEDS) {
       await ns.exec('nft', [
         'add table ip ctrack; add chain ip ctrack c { type filter hook prerouting priority -150; }; add rule ip ctrack c ct state new counter; add chain ip ctrack o { type filter hook output priority -150; }; add rule ip ctrack o ct state new counter',
       ]);
-      const text = genPolicy(seed, size, `gen${process.pid % 100000}`, ['input']);
+      const table = `gen${process.pid % 100000}`;
+      const text = cat ? genCatPolicy(seed, size, table, ['input']) : genPolicy(seed, size, table, ['input']);
       const packets = genPackets('input');
-      assert.match(text, /src-app: /, 'the policy dispatches on source apps');
+      assert.match(
+        text,
+        cat ? /src-cat: / : /src-app: /,
+        'the policy dispatches on source apps / categories',
+      );
       const leave = ['192.168.28.2', '192.168.28.4'];
       const input: WorkerInput = {
         policy: text,
         apps: GEN_APPS,
-        regs: GEN_REGS,
+        regs: startRegs,
+        ...(cat && { changes: GEN_CAT_CHANGES }),
         packets: packets.map(({ id, src, dst, dport }) => ({ id, src, dst, dport })),
         leave,
         many: true,
@@ -82,8 +108,16 @@ for (const [seed, size] of SEEDS) {
           .filter((x) => !want.includes(x))
           .map((id) => `expected drop, accepted: ${JSON.stringify(packets[id])}`),
       ];
-      assert.deepEqual(diff(out.phase1, accepted(GEN_REGS)), [], text);
-      assert.deepEqual(diff(out.phase2, accepted(GEN_REGS.filter((x) => !leave.includes(x.ip)))), [], text);
+      assert.deepEqual(diff(out.phase1, accepted(startRegs)), [], text);
+      if (cat) {
+        assert.deepEqual(
+          diff(out.phaseChanged ?? [], accepted(changed)),
+          [],
+          `after category changes:\n${text}`,
+        );
+        assert.ok(out.profileChains > 0, 'the joins created profile chains');
+      }
+      assert.deepEqual(diff(out.phase2, accepted(changed.filter((x) => !leave.includes(x.ip)))), [], text);
       assert.equal(out.joinBatches, 1, 'joinMany is one kernel transaction');
       assert.equal(out.leaveBatches, 1, 'leaveMany is one kernel transaction');
       assert.equal(out.conntrackAfter, 0, 'no conntrack entry of a leaver survives its purge');

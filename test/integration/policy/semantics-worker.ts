@@ -23,6 +23,8 @@ export interface WorkerInput {
   reload?: string;
   /** Join and leave through joinMany/leaveMany (else concurrent join/leave calls). */
   many?: boolean;
+  /** Category changes of live enclaves (app → new categories), made after phase 1 / the reload. */
+  changes?: { mrEnclave: string; categories: string[] }[];
 }
 
 export interface WorkerOutput {
@@ -30,6 +32,10 @@ export interface WorkerOutput {
   phase2: number[];
   /** After the reload (when `reload` was given), before anyone leaves. */
   phaseReload?: number[];
+  /** After the category changes (when `changes` were given), before anyone leaves. */
+  phaseChanged?: number[];
+  /** Profile chains the enforcer created in its batches. */
+  profileChains: number;
   setsAfterLeave: Record<string, string[]>;
   conntrackBefore: number;
   conntrackAfter: number;
@@ -114,6 +120,15 @@ async function main(): Promise<void> {
     await enforcer.applyPolicy(compilePolicy(parsePolicy(input.reload, 'reload.yaml'), { apps }));
     phaseReload = await sendAll(input);
   }
+  let phaseChanged: number[] | undefined;
+  if (input.changes) {
+    for (const c of input.changes) {
+      const app = Buffer.from(c.mrEnclave, 'hex');
+      await enforcer.updateCategories(app, c.categories, [...regs.values()]);
+      for (const r of regs.values()) if (r.mrEnclave.equals(app)) r.categories = [...c.categories];
+    }
+    phaseChanged = await sendAll(input);
+  }
   const conntrackBefore = conntrackCount(input.leave);
   const b1 = enforcer.stats.batches;
   const leavers = input.leave.map((ip) => regs.get(ip) as EnclaveRegistration);
@@ -138,7 +153,9 @@ async function main(): Promise<void> {
     conntrackAfter,
     joinBatches,
     leaveBatches,
+    profileChains: enforcer.stats.profileChains,
     ...(phaseReload && { phaseReload }),
+    ...(phaseChanged && { phaseChanged }),
   };
   process.stdout.write(JSON.stringify(out));
 }

@@ -12,6 +12,14 @@ import { attrs, errorReply, getAttr, splitDatagram, type SentMessage } from '../
 const NEWSETELEM = 0x0a0c;
 const DELSETELEM = 0x0a0e;
 const DESTROYSETELEM = 0x0a1e;
+const NEWCHAIN = 0x0a03;
+const NEWRULE = 0x0a06;
+const DELRULE = 0x0a08;
+
+const str = (b: Buffer | undefined): string => b?.toString().replace(/\0+$/, '') ?? '';
+/** A verdict attribute (NFTA_DATA_VERDICT) as "code chain". */
+const verdictText = (v: Buffer): string =>
+  `${(getAttr(v, 1) as Buffer).readInt32BE(0)} ${str(getAttr(v, 2))}`;
 
 /** nf_tables with a set of sets: refuses unknown sets (ENOENT), optionally DESTROYSETELEM (EOPNOTSUPP). */
 class FakeNfTables implements NetlinkTransport {
@@ -32,6 +40,7 @@ class FakeNfTables implements NetlinkTransport {
   }
   private verdict(m: SentMessage): number {
     if (m.type === DESTROYSETELEM && !this.destroySupported) return 95;
+    if ([NEWCHAIN, NEWRULE, DELRULE].includes(m.type)) return 0;
     const set = getAttr(m.payload.subarray(4), 2)?.toString().replace(/\0+$/, '') ?? '';
     return this.sets.has(set) ? 0 : 2;
   }
@@ -84,6 +93,47 @@ describe('NftNetlink (fake nf_tables)', () => {
     ]);
     await nl.apply([{ set: 'idle', add: [], remove: [] }]);
     assert.equal(k.datagrams.length, 1, 'nothing to do: nothing sent');
+  });
+
+  it('profile chains come first in the batch (create, flush, jump rules), then jump-verdict elements naming them', async () => {
+    const k = new FakeNfTables();
+    k.sets.add('catmap_input_0');
+    const nl = new NftNetlink({ table: 'seng', transport: k });
+    await nl.apply(
+      [
+        { set: 'enclaves', add: [0xc0a81c02], remove: [] },
+        { set: 'catmap_input_0', add: [0xc0a81c02], remove: [], gotoChains: ['input_cp_0_ab'], jump: true },
+      ],
+      [{ name: 'input_cp_0_ab', jumps: ['input_cb_0_0_41', 'input_cb_0_2_41'] }],
+    );
+    const sent = (k.datagrams[0] as SentMessage[]).slice(1, -1);
+    assert.equal(k.datagrams.length, 1, 'one transaction');
+    assert.deepEqual(
+      sent.map((m) => [m.type, m.flags]),
+      [
+        [NEWCHAIN, 0x405],
+        [DELRULE, 5],
+        [NEWRULE, 0xc05],
+        [NEWRULE, 0xc05],
+        [NEWSETELEM, 0x405],
+        [NEWSETELEM, 0x405],
+      ],
+    );
+    const a = (m: SentMessage | undefined): Buffer => (m as SentMessage).payload.subarray(4);
+    assert.deepEqual([str(getAttr(a(sent[0]), 1)), str(getAttr(a(sent[0]), 3))], ['seng', 'input_cp_0_ab']);
+    assert.deepEqual([str(getAttr(a(sent[1]), 1)), str(getAttr(a(sent[1]), 2))], ['seng', 'input_cp_0_ab']);
+    // NEWRULE: table, chain, one immediate expression loading `jump <block>` into the verdict register.
+    const jumps = sent.slice(2, 4).map((m) => {
+      const expr = getAttr(getAttr(a(m), 4) as Buffer, 1) as Buffer;
+      assert.equal(str(getAttr(expr, 1)), 'immediate');
+      const data = getAttr(expr, 2) as Buffer;
+      assert.equal((getAttr(data, 1) as Buffer).readUInt32BE(0), 0, 'NFT_REG_VERDICT');
+      return verdictText(getAttr(getAttr(data, 2) as Buffer, 2) as Buffer);
+    });
+    assert.deepEqual(jumps, ['-3 input_cb_0_0_41', '-3 input_cb_0_2_41']);
+    // The map element's data: NFT_JUMP (-3) to the profile, not NFT_GOTO (-4).
+    const elem = attrs(getAttr(a(sent[5]), 3) as Buffer)[0]?.[1] as Buffer;
+    assert.equal(verdictText(getAttr(getAttr(elem, 2) as Buffer, 2) as Buffer), '-3 input_cp_0_ab');
   });
 
   it('splits an element list too long for one attribute into several messages of the same batch', async () => {

@@ -14,8 +14,11 @@ import { evaluate, type Registration } from '../../../src/policy/evaluate.js';
 import { liveApplyOptions, nftApplyDocument } from '../../../src/policy/nft.js';
 import { restoreDocument } from '../../../src/nft/snapshot.js';
 import {
+  catElements,
+  catRunShapes,
   dispatchPlan,
   isJump,
+  isVmap,
   specialize,
   type ChainItem,
   type HookPlan,
@@ -24,13 +27,30 @@ import {
 const specializeNames = (r: Parameters<typeof specialize>[0], m: string): boolean =>
   specialize(r, m) !== undefined;
 import { cidrContains, parseCidr, parseIpv4 } from '../../../src/util/ipv4.js';
+import { catProfile, liveCatRuns } from '../../../src/policy/dispatch.js';
 import type { CompiledPolicy } from '../../../src/policy/types.js';
-import { GEN_APPS, GEN_REGS, genPackets, genPolicy, APP_A, type GenPacket } from './policy-gen.js';
+import {
+  GEN_APPS,
+  GEN_CAT_CHANGES,
+  GEN_CAT_REGS,
+  GEN_REGS,
+  genCatPolicy,
+  genPackets,
+  genPolicy,
+  APP_A,
+  type GenPacket,
+  type GenReg,
+} from './policy-gen.js';
+import { NftEnforcer, type ElementWriter, type NftRunner } from '../../../src/enforce/nft.js';
+import type { ChainCreation, SetElementChange } from '../../../src/enforce/nft-netlink.js';
+import type { EnclaveRegistration } from '../../../src/enforce/types.js';
+import { formatIpv4 } from '../../../src/util/ipv4.js';
 
 type Expr = Record<string, unknown>;
 interface Model {
   sets: Map<string, Set<string>>;
-  maps: Map<string, Map<string, string>>;
+  /** Verdict maps: key → target chain, and whether the verdict is a jump (else goto). */
+  maps: Map<string, Map<string, { target: string; jump: boolean }>>;
   chains: Map<string, Expr[][]>;
   policies: Map<string, string>;
 }
@@ -51,9 +71,10 @@ function load(doc: { nftables: Expr[] }, m?: Model): Model {
     else if (op === 'add' && kind === 'element') {
       for (const e of o.elem as unknown[]) {
         if (Array.isArray(e)) {
-          const target = ((e[1] as Expr).goto as Expr).target as string;
+          const v = e[1] as Expr;
+          const target = ((v.goto ?? v.jump) as Expr).target as string;
           assert.ok(model.chains.has(target), `map element jumps to missing chain ${target}`);
-          model.maps.get(name)?.set(e[0] as string, target);
+          model.maps.get(name)?.set(e[0] as string, { target, jump: v.jump !== undefined });
         } else model.sets.get(name)?.add(e as string);
       }
     } else if (op === 'flush' && kind === 'chain') model.chains.set(name, []);
@@ -115,9 +136,13 @@ function runChain(m: Model, chain: string, p: GenPacket): Outcome {
         if (hit === (op === '!=')) continue rules;
       } else if (e.vmap) {
         const data = (e.vmap as Expr).data as string;
-        const target = m.maps.get(data.slice(1))?.get(fieldOf((e.vmap as Expr).key as Expr, p) as string);
-        if (target === undefined) continue rules;
-        return runChain(m, target, p);
+        const v = m.maps.get(data.slice(1))?.get(fieldOf((e.vmap as Expr).key as Expr, p) as string);
+        if (v === undefined) continue rules;
+        if (!v.jump) return runChain(m, v.target, p);
+        // A jump returns when the called chain ends without a verdict: the walk goes on.
+        const got = runChain(m, v.target, p);
+        if (got !== undefined) return got;
+        continue rules;
       } else if (e.goto) return runChain(m, (e.goto as Expr).target as string, p);
       else if (e.jump) {
         // A jump returns when the called chain ends without a verdict.
@@ -163,7 +188,8 @@ function filledDocument(c: CompiledPolicy, regs = GEN_REGS): { nftables: Expr[] 
   }
   const appMembers = new Map<string, string[]>();
   for (const r of regs) appMembers.set(r.mrEnclave, [...(appMembers.get(r.mrEnclave) ?? []), r.ip]);
-  return nftApplyDocument(c, { elements, appMembers }) as { nftables: Expr[] };
+  const catMembers = new Map(regs.map((r) => [r.ip, r.categories]));
+  return nftApplyDocument(c, { elements, appMembers, catMembers }) as { nftables: Expr[] };
 }
 
 function mismatches(text: string, packets: GenPacket[], m: Model, regs = GEN_REGS): string[] {
@@ -206,7 +232,11 @@ test('re-applying over a live table (other policy, stale chains and map) gives t
     const live = liveApplyOptions(next, {
       sets: [...model.sets].map(([name, v]) => ({ name, elements: [...v] })),
       chains: [...model.chains.keys()].map((name) => ({ name })),
-      maps: [...model.maps].map(([name, m]) => ({ name, elements: [...m.keys()], gotos: [...m.values()] })),
+      maps: [...model.maps].map(([name, m]) => ({
+        name,
+        elements: [...m.keys()],
+        gotos: [...m.values()].map((v) => (v.jump ? undefined : v.target)),
+      })),
     });
     const newSets = next.sets.filter((s) => !model.sets.has(s.name));
     const elements = new Map<string, string[]>();
@@ -228,14 +258,19 @@ test('re-applying over a live table (other policy, stale chains and map) gives t
     for (const r of GEN_REGS) {
       if (!known.has(r.ip)) appMembers.set(r.mrEnclave, [...(appMembers.get(r.mrEnclave) ?? []), r.ip]);
     }
-    const doc = nftApplyDocument(next, { ...live, appMembers, elements }) as { nftables: Expr[] };
+    // Categories: the live category sets tell those the first policy named; a server knows all.
+    const catMembers = new Map(GEN_REGS.map((r) => [r.ip, r.categories]));
+    const doc = nftApplyDocument(next, { ...live, appMembers, elements, catMembers }) as {
+      nftables: Expr[];
+    };
     load(doc, model);
     assert.deepEqual(mismatches(text, packets, model).slice(0, 5), [], `seed ${seed}`);
     // Nothing of the first policy's dispatch is left over.
     const plan = dispatchPlan(next);
+    const profiles = catElements(catRunShapes(plan), catMembers).profiles;
     for (const name of model.chains.keys()) {
       if (!['input', 'forward', 'output'].includes(name))
-        assert.ok(plan.chains.includes(name), `stale chain ${name}`);
+        assert.ok(plan.chains.includes(name) || profiles.has(name), `stale chain ${name}`);
     }
   }
 });
@@ -244,7 +279,9 @@ test('re-applying over a live table (other policy, stale chains and map) gives t
 function walked(h: HookPlan | undefined, items: ChainItem[]): string[] {
   const segments = new Map((h?.segments ?? []).map((s) => [s.chain, s.rules]));
   const blocks = new Map((h?.blocks ?? []).map((b) => [b.chain, b.jumps.map((jump) => ({ jump }))]));
+  const runs = new Map((h?.catRuns ?? []).map((r) => [r.map, r.rules]));
   return items.flatMap((i) => {
+    if (isVmap(i)) return (runs.get(i.vmap) ?? []).map((r) => r.name);
     if (!isJump(i)) return [i.name];
     const block = blocks.get(i.jump);
     if (block) return walked(h, block);
@@ -310,7 +347,7 @@ test('rules apply re-derives the dispatch map from the live app sets and maps', 
   };
   const model = load(nftApplyDocument(c, liveApplyOptions(c, live)) as { nftables: Expr[] });
   assert.deepEqual(
-    [...(model.maps.get('dispatch_forward') ?? [])].sort(),
+    [...(model.maps.get('dispatch_forward') ?? [])].map(([ip, v]) => [ip, v.target]).sort(),
     [
       ['192.168.28.2', `forward_app_${APP_A}`],
       ['192.168.28.4', `forward_app_${APP_A}`],
@@ -429,4 +466,210 @@ test('the dispatch document decides like the evaluator on large generated polici
     const bad = mismatches(text, packets, load(filledDocument(c)));
     assert.deepEqual(bad.slice(0, 5), [], `seed ${seed}:\n${text}`);
   }
+});
+
+/** The enforcer's whole-table documents, loaded into the model. */
+class ModelNft implements NftRunner {
+  constructor(readonly model: Model) {}
+  async run(doc: { nftables: Record<string, unknown>[] }): Promise<void> {
+    load(doc as { nftables: Expr[] }, this.model);
+  }
+  async listTable(): Promise<{
+    sets: { name: string; elements: string[] }[];
+    maps: { name: string; elements: string[]; gotos: (string | undefined)[] }[];
+    chains: { name: string }[];
+  }> {
+    const m = this.model;
+    return {
+      sets: [...m.sets].map(([name, v]) => ({ name, elements: [...v] })),
+      maps: [...m.maps].map(([name, v]) => ({
+        name,
+        elements: [...v.keys()],
+        gotos: [...v.values()].map((x) => (x.jump ? undefined : x.target)),
+      })),
+      chains: [...m.chains.keys()].map((name) => ({ name })),
+    };
+  }
+}
+
+/** The enforcer's netlink batches (profile chains, then removals, then additions), on the model. */
+class ModelWriter implements ElementWriter {
+  created = 0;
+  constructor(readonly model: Model) {}
+  async apply(changes: SetElementChange[], chains: ChainCreation[] = []): Promise<void> {
+    const m = this.model;
+    for (const c of chains) {
+      for (const j of c.jumps) assert.ok(m.chains.has(j), `profile ${c.name} jumps to missing chain ${j}`);
+      m.chains.set(
+        c.name,
+        c.jumps.map((target) => [{ jump: { target } }]),
+      );
+      this.created += 1;
+    }
+    for (const c of changes) {
+      const map = m.maps.get(c.set);
+      const set = m.sets.get(c.set);
+      assert.ok(map || set, `batch names missing set ${c.set}`);
+      for (const ip of [...c.remove, ...(c.replace ?? [])]) {
+        map?.delete(formatIpv4(ip));
+        set?.delete(formatIpv4(ip));
+      }
+    }
+    for (const c of changes) {
+      c.add.forEach((ip, i) => {
+        const map = m.maps.get(c.set);
+        if (!map) return void m.sets.get(c.set)?.add(formatIpv4(ip));
+        const target = c.gotoChains?.[i] as string;
+        assert.ok(m.chains.has(target), `element of ${c.set} names missing chain ${target}`);
+        assert.ok(
+          !map.has(formatIpv4(ip)),
+          `element ${formatIpv4(ip)} of ${c.set} exists (the kernel refuses)`,
+        );
+        map.set(formatIpv4(ip), { target, jump: c.jump === true });
+      });
+    }
+  }
+  close(): void {}
+}
+
+const toReg = (r: GenReg): EnclaveRegistration => ({
+  enclaveIp: parseIpv4(r.ip),
+  mrEnclave: Buffer.from(r.mrEnclave, 'hex'),
+  mrSigner: Buffer.alloc(32),
+  hostIp: parseIpv4(r.host),
+  categories: [...r.categories],
+});
+
+test('category runs: profile chains list exactly the filtered first-match blocks', () => {
+  const text = `version: 1\nrules:\n${[
+    ['a1', 'A'],
+    ['b1', 'B'],
+    ['a2', 'A'],
+    ['a3', 'A'],
+    ['c1', "'c.d'"],
+    ['b2', 'B'],
+  ]
+    .map(
+      ([n, c]) => `  - { name: ${n}, chain: input, action: accept, src-cat: ${c}, protocol: udp, dport: 1 }`,
+    )
+    .join(
+      '\n',
+    )}\n  - { name: host, chain: input, action: drop, src-host: 10.0.0.0/8 }\n  - { name: a4, chain: input, action: accept, src-cat: A }\n  - { name: nota, chain: input, action: drop, src-cat: '!A' }\n  - { name: appcat, chain: input, action: drop, src-app: '${APP_A}', src-cat: A }\n`;
+  const plan = dispatchPlan(compilePolicy(parsePolicy(text, 'runs.yaml')));
+  const input = plan.hooks[0];
+  assert.ok(input);
+  // Two runs, cut by the src-host rule; the negated src-cat rule is walked; the app's rule stays in its chain.
+  assert.deepEqual(
+    input.catRuns.map((r) => r.rules.map((x) => x.name)),
+    [['a1', 'b1', 'a2', 'a3', 'c1', 'b2'], ['a4']],
+  );
+  const run = input.catRuns[0];
+  assert.ok(run);
+  assert.deepEqual(
+    run.blocks.map((b) => [b.category, b.rules.map((x) => x.name)]),
+    [
+      ['A', ['a1']],
+      ['B', ['b1']],
+      ['A', ['a2', 'a3']],
+      ['c.d', ['c1']],
+      ['B', ['b2']],
+    ],
+  );
+  assert.ok(run.blocks.every((b) => b.rules.every((x) => !x.seng.some((c) => c.side === 'src'))));
+  assert.match(run.blocks[3]?.chain ?? '', /^input_cb_0_3_632e64$/, 'a category in hex');
+  const names = (cats: string[]): string[] =>
+    (catProfile(run, cats)?.jumps ?? []).flatMap(
+      (j) => run.blocks.find((b) => b.chain === j)?.rules.map((x) => x.name) ?? [],
+    );
+  assert.deepEqual(names(['A']), ['a1', 'a2', 'a3']);
+  assert.deepEqual(names(['B', 'A']), ['a1', 'b1', 'a2', 'a3', 'b2']);
+  assert.deepEqual(names(['c.d', 'Z']), ['c1']);
+  assert.equal(catProfile(run, ['Z']), undefined, 'no category of the run: no element');
+  assert.equal(catProfile(run, ['A', 'B'])?.chain, catProfile(run, ['B', 'Z', 'A'])?.chain);
+  assert.notEqual(catProfile(run, ['A'])?.chain, catProfile(run, ['A', 'B'])?.chain);
+  // The enforcer rebuilds the same runs from the live chain and map names alone.
+  const shapes = liveCatRuns([...plan.chains].reverse(), plan.maps);
+  assert.deepEqual(
+    shapes.map((r) => [r.map, r.blocks]),
+    input.catRuns.map((r) => [r.map, r.blocks.map((b) => ({ chain: b.chain, category: b.category }))]),
+  );
+  assert.deepEqual(walked(input, input.enclave), c(text));
+  function c(t: string): string[] {
+    return compilePolicy(parsePolicy(t, 'runs.yaml'))
+      .rules.filter((r) => specialize(r, undefined))
+      .map((r) => r.name);
+  }
+});
+
+test('category dispatch decides like the evaluator on 120 generated category policies', () => {
+  const packets = [...genPackets('input'), ...genPackets('forward')];
+  let runs = 0;
+  let interleaved = 0;
+  for (let seed = 1; seed <= 120; seed += 1) {
+    const text = genCatPolicy(seed, 6 + (seed % 40), 'gen', ['input', 'forward']);
+    const c = compilePolicy(parsePolicy(text, 'gen.yaml'), { apps });
+    for (const h of dispatchPlan(c).hooks) {
+      runs += h.catRuns.length;
+      interleaved += h.catRuns.filter(
+        (r) => new Set(r.blocks.map((b) => b.category)).size < r.blocks.length,
+      ).length;
+    }
+    const bad = mismatches(text, packets, load(filledDocument(c, GEN_CAT_REGS)), GEN_CAT_REGS);
+    assert.deepEqual(bad.slice(0, 5), [], `seed ${seed}:\n${text}`);
+  }
+  assert.ok(runs > 100 && interleaved > 30, `${runs} runs, ${interleaved} with a category in several blocks`);
+});
+
+test('the enforcer keeps category maps and profile chains exact through joins, category changes, leaves and re-applies', async () => {
+  const packets = [...genPackets('input'), ...genPackets('forward')];
+  let created = 0;
+  for (let seed = 700; seed < 760; seed += 1) {
+    const text = genCatPolicy(seed, 10 + (seed % 30), 'seng', ['input', 'forward']);
+    const policy = compilePolicy(parsePolicy(text, 'gen.yaml'), { apps });
+    const model = load({ nftables: [] });
+    const writer = new ModelWriter(model);
+    const e = new NftEnforcer({ policy, nft: new ModelNft(model), elements: writer, purge: async () => 0 });
+    const check = (regs: GenReg[], what: string, t = text): void =>
+      assert.deepEqual(mismatches(t, packets, model, regs).slice(0, 5), [], `seed ${seed}, ${what}:\n${t}`);
+    // Half of the enclaves are live at start (a fleet agent's leases), the others join.
+    await e.start({ initial: GEN_CAT_REGS.slice(0, 2).map(toReg) });
+    await e.joinMany(GEN_CAT_REGS.slice(2).map(toReg));
+    let regs = GEN_CAT_REGS.map((r) => ({ ...r }));
+    check(regs, 'after joins');
+    for (const change of GEN_CAT_CHANGES) {
+      regs = regs.map((r) =>
+        r.mrEnclave === change.mrEnclave ? { ...r, categories: change.categories } : r,
+      );
+      await e.updateCategories(Buffer.from(change.mrEnclave, 'hex'), change.categories, regs.map(toReg));
+      check(regs, `after categories of ${change.mrEnclave.slice(0, 4)} → ${change.categories.join(',')}`);
+    }
+    const leaving = ['192.168.28.2', '192.168.28.5'];
+    await e.leaveMany(regs.filter((r) => leaving.includes(r.ip)).map(toReg));
+    regs = regs.filter((r) => !leaving.includes(r.ip));
+    check(regs, 'after leaves');
+    await e.joinMany(GEN_CAT_REGS.filter((r) => leaving.includes(r.ip)).map(toReg));
+    regs = [...regs, ...GEN_CAT_REGS.filter((r) => leaving.includes(r.ip))];
+    check(regs, 'after re-joins');
+    const nextText = genCatPolicy(seed + 5000, 20, 'seng', ['input', 'forward']);
+    await e.applyPolicy(compilePolicy(parsePolicy(nextText, 'next.yaml'), { apps }));
+    check(regs, 'after a policy apply', nextText);
+    // Only the profiles of live category sets survive an apply.
+    const profiles = [...model.chains.keys()].filter((n) => /_cp_/.test(n));
+    const shapes = liveCatRuns(model.chains.keys(), model.maps.keys());
+    const needed = new Set(
+      regs.flatMap((r) =>
+        shapes.map((s) => catProfile(s, r.categories)?.chain).filter((x) => x !== undefined),
+      ),
+    );
+    assert.deepEqual(profiles.sort(), [...needed].sort(), `seed ${seed}: profiles after apply`);
+    await e.stop();
+    // A gateway without a policy (applied with nft directly) rebuilds the runs from the names.
+    const bare = new NftEnforcer({ nft: new ModelNft(model), elements: writer, purge: async () => 0 });
+    await bare.start({ initial: regs.slice(0, 1).map(toReg) });
+    await bare.joinMany(regs.slice(1).map(toReg));
+    check(regs, 'without a policy held', nextText);
+    await bare.stop();
+    created += writer.created;
+  }
+  assert.ok(created > 100, `${created} profile chains created by joins and category changes`);
 });

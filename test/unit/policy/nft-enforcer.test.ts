@@ -4,7 +4,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { NftEnforcer, type ElementWriter, type NftRunner } from '../../../src/enforce/nft.js';
-import type { SetElementChange } from '../../../src/enforce/nft-netlink.js';
+import type { ChainCreation, SetElementChange } from '../../../src/enforce/nft-netlink.js';
 import { parsePolicy } from '../../../src/policy/parse.js';
 import { compilePolicy } from '../../../src/policy/compile.js';
 import { parseIpv4 } from '../../../src/util/ipv4.js';
@@ -19,13 +19,17 @@ const policy = compilePolicy(
 
 class FakeWriter implements ElementWriter {
   batches: SetElementChange[][] = [];
-  async apply(changes: SetElementChange[]): Promise<void> {
+  /** The profile chains each batch created. */
+  chains: ChainCreation[][] = [];
+  async apply(changes: SetElementChange[], chains: ChainCreation[] = []): Promise<void> {
+    this.chains.push(chains);
     this.batches.push(
       changes.map((c) => ({
         set: c.set,
         add: [...c.add].sort(),
         remove: [...c.remove].sort(),
         ...(c.gotoChains && { gotoChains: [...c.gotoChains] }),
+        ...(c.jump && { jump: true }),
       })),
     );
   }
@@ -95,12 +99,22 @@ test('joins in one event-loop turn become one batch; leave removes, then the pur
   // The dispatch map sends app A's enclave to its chain, in the same batch; app B is named nowhere.
   assert.deepEqual(byset.dispatch_input?.add, [r1.enclaveIp]);
   assert.deepEqual(byset.dispatch_input?.gotoChains, [`input_app_${A}`]);
+  // r2 (the app no rule names) reaches the src-cat rule through its segment: the category map
+  // jumps r1 (in Web) to the profile chain of {Web}, created in the same batch.
+  assert.equal(byset.catmap_input_0?.jump, true);
+  assert.deepEqual(byset.catmap_input_0?.add, [r1.enclaveIp]);
+  const profile = byset.catmap_input_0?.gotoChains?.[0] ?? '';
+  assert.match(profile, /^input_cp_0_[0-9a-f]{16}$/);
+  assert.deepEqual(w.chains[0], [
+    { name: profile, jumps: [`input_cb_0_0_${Buffer.from('Web').toString('hex')}`] },
+  ]);
   await e.leave(r1);
   assert.equal(w.batches.length, 2);
   assert.deepEqual(
     (w.batches[1] ?? []).map((c) => c.set).sort(),
-    ['cat_Web', 'dispatch_input', 'enclaves', 'host_10_0_0_0_8'].sort(),
+    ['cat_Web', 'catmap_input_0', 'dispatch_input', 'enclaves', 'host_10_0_0_0_8'].sort(),
   );
+  assert.deepEqual(w.chains[1], [], 'the profile chain stays until the next policy apply');
   assert.ok((w.batches[1] ?? []).every((c) => c.add.length === 0 && c.remove[0] === r1.enclaveIp));
   await e.purged(r1.enclaveIp);
   assert.deepEqual(purged, [r1.enclaveIp]);
@@ -124,7 +138,19 @@ test('category updates move enclaves between category sets; reload fills new set
   const r = reg('192.168.28.4', A, [], '10.0.0.1');
   await e.join(r);
   await e.updateCategories(r.mrEnclave, ['Web'], [r]);
-  assert.deepEqual(w.batches.at(-1), [{ set: 'cat_Web', add: [r.enclaveIp], remove: [] }]);
+  const profile = w.chains.at(-1)?.[0]?.name ?? '';
+  assert.match(profile, /^input_cp_0_/, 'the profile chain of {Web} comes with the change');
+  assert.deepEqual(w.batches.at(-1), [
+    { set: 'cat_Web', add: [r.enclaveIp], remove: [] },
+    { set: 'catmap_input_0', add: [r.enclaveIp], remove: [], gotoChains: [profile], jump: true },
+  ]);
+  await e.updateCategories(r.mrEnclave, [], [r]);
+  assert.deepEqual(w.batches.at(-1), [
+    { set: 'cat_Web', add: [], remove: [r.enclaveIp] },
+    { set: 'catmap_input_0', add: [], remove: [r.enclaveIp], jump: true },
+  ]);
+  await e.updateCategories(r.mrEnclave, ['Web'], [r]);
+  assert.deepEqual(w.chains.at(-1), [], 'an existing profile chain is not created again');
   nft.sets = policy.sets.map((s) => ({ name: s.name, elements: [] }));
   const next = compilePolicy(
     parsePolicy(
@@ -134,10 +160,19 @@ test('category updates move enclaves between category sets; reload fills new set
   await e.applyPolicy(next);
   const doc = JSON.stringify(nft.docs.at(-1));
   assert.match(doc, /"delete":\{"set":\{"family":"ip","table":"seng","name":"app_a+"\}\}/);
-  assert.ok(!doc.includes('"element"'), 'existing sets keep their elements; no re-adding');
+  const elements = (
+    nft.docs.at(-1) as { nftables: Record<string, { element?: { name: string } }>[] }
+  ).nftables
+    .map((c) => c.add?.element?.name)
+    .filter((n) => n !== undefined);
+  // Existing sets keep their elements (no re-adding); the new run's map is derived from the
+  // live enclaves, with its profile chain in the same document.
+  assert.deepEqual(elements, ['catmap_forward_0']);
+  assert.match(doc, /"add":\{"chain":\{"family":"ip","table":"seng","name":"forward_cp_0_[0-9a-f]{16}"\}\}/);
   await e.stop();
   assert.deepEqual((w.batches.at(-1) ?? []).map((c) => c.set).sort(), [
     'cat_Web',
+    'catmap_forward_0',
     'enclaves',
     'host_10_0_0_0_8',
   ]);

@@ -114,3 +114,61 @@ export function genPackets(chain: Chain = 'input', dests: string[] = GEN_ADDRS):
         out.push({ id: out.length, chain, src, dst, protocol: 'udp', dport, iif: 'lo' });
   return out;
 }
+
+/** Categories of the category generator: one with characters a chain name cannot hold. */
+export const GEN_CATS = ['Web', 'Mail', 'Db', 'Ops', 'x.y-z'] as const;
+
+/** The same enclaves as GEN_REGS, each in several categories (one in none). */
+export const GEN_CAT_REGS: GenReg[] = [
+  { ip: '192.168.28.2', mrEnclave: APP_A, categories: ['Web', 'Db'], host: '10.1.1.1' },
+  { ip: '192.168.28.3', mrEnclave: APP_B, categories: [], host: '10.2.2.2' },
+  { ip: '192.168.28.4', mrEnclave: APP_C, categories: ['Mail', 'Ops', 'x.y-z'], host: '172.16.5.5' },
+  { ip: '192.168.28.5', mrEnclave: APP_D, categories: ['Web', 'Mail', 'Db'], host: '192.0.2.7' },
+];
+
+/** Category changes applied to live enclaves in turn (app → its new categories). */
+export const GEN_CAT_CHANGES: { mrEnclave: string; categories: string[] }[] = [
+  { mrEnclave: APP_C, categories: ['Web', 'Db'] },
+  { mrEnclave: APP_A, categories: [] },
+  { mrEnclave: APP_B, categories: ['x.y-z', 'Ops', 'Mail'] },
+];
+
+/**
+ * A policy where most rules are `src-cat` (interleaved categories, so a category has
+ * several blocks in a run), mixed with src-app, src-app + src-cat, negated src-cat and
+ * src-host rules that cut or stay outside the category runs.
+ */
+export function genCatPolicy(seed: number, n: number, table: string, chains: Chain[] = ['input']): string {
+  const r = rng(seed);
+  const cat = (): string => {
+    const c = pick(r, GEN_CATS);
+    return c.includes('.') ? `'${c}'` : c;
+  };
+  const lines = [
+    'version: 1',
+    `table: ${table}`,
+    `defaults: { input: ${pick(r, ['accept', 'drop'])}, forward: ${pick(r, ['accept', 'drop'])} }`,
+    'rules:',
+  ];
+  for (let i = 0; i < n; i += 1) {
+    const c: string[] = [
+      `name: r${i}`,
+      `chain: ${pick(r, chains)}`,
+      `action: ${pick(r, ['accept', 'drop', 'drop'])}`,
+    ];
+    const kind = r();
+    if (kind < 0.6) c.push(`src-cat: ${cat()}`);
+    else if (kind < 0.67) c.push(`src-cat: '!${pick(r, GEN_CATS)}'`);
+    else if (kind < 0.75) c.push(`src-app: ${pick(r, APP_REFS)}`);
+    else if (kind < 0.8) c.push(`src-app: ${pick(r, APP_REFS)}`, `src-cat: ${cat()}`);
+    else if (kind < 0.85) c.push(`src-host: ${pick(r, HOST_REFS)}`);
+    if (r() < 0.1) c.push(`dst-cat: ${cat()}`);
+    if (r() < 0.7) {
+      c.push('protocol: udp');
+      const ports = GEN_PORTS.filter(() => r() < 0.4);
+      if (ports.length) c.push(`dport: [${ports.join(', ')}]`);
+    }
+    lines.push(`  - { ${c.join(', ')} }`);
+  }
+  return `${lines.join('\n')}\n`;
+}
