@@ -92,7 +92,9 @@ export interface BurstResult {
   /**
    * The gateway's DTLS listener counters over the burst, both ports summed (bench probe):
    * busy = ClientHellos dropped because the handshake slots (or the per-address share) were
-   * full, timedOut = handshakes the gateway gave up on, cookiesSent, accepted, failed, …
+   * full, deferred = ClientHellos left to retransmit because the handshakes in progress already
+   * took the latency target's share (src/dtls/pacer.ts), timedOut = handshakes the gateway gave
+   * up on, cookiesSent, accepted, failed, …
    */
   gatewayDtlsCounters?: Record<string, number>;
   error?: string;
@@ -167,7 +169,8 @@ async function burst(
     const counterDelta: Record<string, number> = {};
     if (counters0 && counters1)
       for (const [k, v] of Object.entries(counters1))
-        if (k !== 'handshakes' && k !== 'sessions') counterDelta[k] = v - (counters0[k] ?? 0);
+        if (k !== 'handshakes' && k !== 'sessions' && k !== 'handshakeLimit')
+          counterDelta[k] = v - (counters0[k] ?? 0);
     const lat = rs.flatMap((r) => r.latencies);
     const errors: Record<string, number> = {};
     for (const r of rs) for (const [k, v] of Object.entries(r.errors)) errors[k] = (errors[k] ?? 0) + v;
@@ -412,7 +415,10 @@ function admissionSelection(): {
     suites: suites.length ? suites : ['ec', 'rsa'],
     levels: levels.length ? levels : [1, 16, 128],
     bursts: process.env.SENG_BENCH_ADMISSION_BURST !== '0',
-    runSeconds: Number(process.env.SENG_BENCH_ADMISSION_SECONDS) > 0 ? Number(process.env.SENG_BENCH_ADMISSION_SECONDS) : undefined,
+    runSeconds:
+      Number(process.env.SENG_BENCH_ADMISSION_SECONDS) > 0
+        ? Number(process.env.SENG_BENCH_ADMISSION_SECONDS)
+        : undefined,
   };
 }
 
