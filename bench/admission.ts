@@ -92,7 +92,9 @@ export interface BurstResult {
   /**
    * The gateway's DTLS listener counters over the burst, both ports summed (bench probe):
    * busy = ClientHellos dropped because the handshake slots (or the per-address share) were
-   * full, timedOut = handshakes the gateway gave up on, cookiesSent, accepted, failed, …
+   * full, deferred = ClientHellos left to retransmit because the handshakes in progress already
+   * took the latency target's share (src/dtls/pacer.ts), timedOut = handshakes the gateway gave
+   * up on, cookiesSent, accepted, failed, …
    */
   gatewayDtlsCounters?: Record<string, number>;
   error?: string;
@@ -167,7 +169,8 @@ async function burst(
     const counterDelta: Record<string, number> = {};
     if (counters0 && counters1)
       for (const [k, v] of Object.entries(counters1))
-        if (k !== 'handshakes' && k !== 'sessions') counterDelta[k] = v - (counters0[k] ?? 0);
+        if (k !== 'handshakes' && k !== 'sessions' && k !== 'handshakeLimit')
+          counterDelta[k] = v - (counters0[k] ?? 0);
     const lat = rs.flatMap((r) => r.latencies);
     const errors: Record<string, number> = {};
     for (const r of rs) for (const [k, v] of Object.entries(r.errors)) errors[k] = (errors[k] ?? 0) + v;
@@ -334,10 +337,10 @@ export async function runAdmission(
   opts: BenchOptions,
   speed: OpensslSpeed | undefined,
 ): Promise<AdmissionResult> {
-  const seconds = opts.quick ? 3 : 6;
-  const levels = [1, 16, 128];
+  const { suites, levels, bursts, runSeconds } = admissionSelection();
+  const seconds = runSeconds ?? (opts.quick ? 3 : 6);
   const result: AdmissionResult = { seconds, cryptoLimits: [], runs: [] };
-  for (const suite of ['ec', 'rsa'] as const) {
+  for (const suite of suites) {
     const limit = speed ? cryptoLimit(suite, speed) : undefined;
     if (limit) result.cryptoLimits.push(limit);
     log(`admission: ${SUITE_NAMES[suite]}: ${Math.max(...levels)} client certificates`);
@@ -356,16 +359,17 @@ export async function runAdmission(
           result.runs.push(failed(suite, c, 2, err));
         }
       }
-      try {
-        const b = await burst(lab, suite, opts.quick ? 300 : 2000, gw, opts.quick ? 60 : 120);
-        (result.bursts ??= []).push(b);
-        log(
-          `  ${suite} burst of ${b.enclaves}: ${b.admitted} admitted in ${b.seconds} s, p99 ${b.latencyMs.p99} ms, ${b.timeouts} timeouts (${b.timeoutsWithSpareCpu} with CPU to spare)`,
-        );
-      } catch (err) {
-        (result.bursts ??= []).push(failedBurst(suite, err));
-        log(`  ${suite} burst failed: ${errorText(err)}`);
-      }
+      if (bursts)
+        try {
+          const b = await burst(lab, suite, opts.quick ? 300 : 2000, gw, opts.quick ? 60 : 120);
+          (result.bursts ??= []).push(b);
+          log(
+            `  ${suite} burst of ${b.enclaves}: ${b.admitted} admitted in ${b.seconds} s, p99 ${b.latencyMs.p99} ms, ${b.timeouts} timeouts (${b.timeoutsWithSpareCpu} with CPU to spare)`,
+          );
+        } catch (err) {
+          (result.bursts ??= []).push(failedBurst(suite, err));
+          log(`  ${suite} burst failed: ${errorText(err)}`);
+        }
       // Scaling: the gateway confined to one core (clients still free).
       try {
         pin([gw.pid], '0');
@@ -385,6 +389,37 @@ export async function runAdmission(
     }
   }
   return result;
+}
+
+/**
+ * What to run; the environment narrows it for experiments (the report records the runs made):
+ * SENG_BENCH_ADMISSION_SUITES=ec,rsa, SENG_BENCH_ADMISSION_LEVELS=1,16,128,
+ * SENG_BENCH_ADMISSION_BURST=0 (no burst), SENG_BENCH_ADMISSION_SECONDS=N (per run).
+ */
+function admissionSelection(): {
+  suites: Suite[];
+  levels: number[];
+  bursts: boolean;
+  runSeconds: number | undefined;
+} {
+  const list = (name: string): string[] =>
+    (process.env[name] ?? '')
+      .split(',')
+      .map((x) => x.trim())
+      .filter(Boolean);
+  const suites = list('SENG_BENCH_ADMISSION_SUITES').filter((x): x is Suite => x === 'ec' || x === 'rsa');
+  const levels = list('SENG_BENCH_ADMISSION_LEVELS')
+    .map(Number)
+    .filter((n) => Number.isInteger(n) && n > 0);
+  return {
+    suites: suites.length ? suites : ['ec', 'rsa'],
+    levels: levels.length ? levels : [1, 16, 128],
+    bursts: process.env.SENG_BENCH_ADMISSION_BURST !== '0',
+    runSeconds:
+      Number(process.env.SENG_BENCH_ADMISSION_SECONDS) > 0
+        ? Number(process.env.SENG_BENCH_ADMISSION_SECONDS)
+        : undefined,
+  };
 }
 
 function failedBurst(suite: Suite, err: unknown): BurstResult {

@@ -26,6 +26,7 @@ import {
   type NativeRecvThreadStats,
   type NativeTunDispatch,
 } from './native.js';
+import { HandshakePacer } from './pacer.js';
 import { ReceiveRoute, type ReceiveRouteStats } from './recv-route.js';
 import { TunDispatch } from './dispatch.js';
 import { DtlsSession } from './session.js';
@@ -59,6 +60,13 @@ export interface DtlsServerStats {
   dropped: number;
   /** New peers turned away because a limit (maxHandshakes / maxSessions) was reached. */
   busy: number;
+  /**
+   * New peers left to retransmit because the handshakes in progress already use the CPU the
+   * latency target allows (src/dtls/pacer.ts); below maxHandshakes.
+   */
+  deferred: number;
+  /** Handshakes the pacer lets run at once now. */
+  handshakeLimit: number;
 }
 
 interface Handshake {
@@ -68,6 +76,8 @@ interface Handshake {
   port: number;
   key: number;
   random: string;
+  /** performance.now() when the handshake started (valid cookie). */
+  started: number;
   verifying: boolean;
   deadline: NodeJS.Timeout;
   rtx: NodeJS.Timeout | undefined;
@@ -103,6 +113,7 @@ export class DtlsServer extends EventEmitter<DtlsServerEvents> {
 
   private readonly ctx: NativeContext;
   private endpoint!: UdpEndpoint;
+  private readonly pacer: HandshakePacer;
   private readonly opts: Required<Omit<DtlsServerOptions, 'logger' | 'cipherList' | 'receiveThread'>> & {
     cipherList: string;
     receiveThread: boolean;
@@ -124,6 +135,7 @@ export class DtlsServer extends EventEmitter<DtlsServerEvents> {
     timedOut: 0,
     dropped: 0,
     busy: 0,
+    deferred: 0,
   };
 
   private constructor(ctx: NativeContext, host: string, opts: DtlsServer['opts'], logger: Logger) {
@@ -131,6 +143,7 @@ export class DtlsServer extends EventEmitter<DtlsServerEvents> {
     this.ctx = ctx;
     this.opts = opts;
     this.logger = logger;
+    this.pacer = new HandshakePacer({ max: opts.maxHandshakes, targetMs: opts.handshakeLatencyTargetMs });
     this.endpoint = UdpEndpoint.open(
       host,
       opts.port,
@@ -164,6 +177,7 @@ export class DtlsServer extends EventEmitter<DtlsServerEvents> {
       verifyPeer: options.verifyPeer,
       mtu: options.mtu ?? 1500,
       handshakeTimeoutMs: options.handshakeTimeoutMs ?? 5000,
+      handshakeLatencyTargetMs: options.handshakeLatencyTargetMs ?? (options.handshakeTimeoutMs ?? 5000) / 2,
       idleTimeoutMs: options.idleTimeoutMs ?? 120_000,
       maxHandshakes: options.maxHandshakes ?? 256,
       maxSessions: options.maxSessions ?? 10_000,
@@ -179,6 +193,7 @@ export class DtlsServer extends EventEmitter<DtlsServerEvents> {
     };
     positive('mtu', opts.mtu, 576);
     positive('handshakeTimeoutMs', opts.handshakeTimeoutMs, 1);
+    positive('handshakeLatencyTargetMs', opts.handshakeLatencyTargetMs, 1);
     positive('idleTimeoutMs', opts.idleTimeoutMs, 0);
     positive('maxHandshakes', opts.maxHandshakes, 1);
     positive('maxSessions', opts.maxSessions, 1);
@@ -210,7 +225,12 @@ export class DtlsServer extends EventEmitter<DtlsServerEvents> {
   }
 
   stats(): DtlsServerStats {
-    return { handshakes: this.handshakeCount, sessions: this.sessionCount, ...this.counters };
+    return {
+      handshakes: this.handshakeCount,
+      sessions: this.sessionCount,
+      ...this.counters,
+      handshakeLimit: this.pacer.limit,
+    };
   }
 
   /** The established sessions. */
@@ -291,6 +311,10 @@ export class DtlsServer extends EventEmitter<DtlsServerEvents> {
       this.counters.busy++;
       return;
     }
+    if (!entry && this.handshakeCount >= this.pacer.limit) {
+      this.counters.deferred++;
+      return;
+    }
     if (!entry && this.handshakeCount + this.sessionCount >= this.opts.maxSessions) {
       this.counters.busy++;
       return;
@@ -323,6 +347,7 @@ export class DtlsServer extends EventEmitter<DtlsServerEvents> {
       port,
       key,
       random: clientHelloRandom(arena, off, len) ?? '',
+      started: performance.now(),
       verifying: false,
       rtx: undefined,
       deadline: setTimeout(() => this.onDeadline(hs), this.opts.handshakeTimeoutMs),
@@ -362,6 +387,7 @@ export class DtlsServer extends EventEmitter<DtlsServerEvents> {
       return;
     }
     if (flags & F_HANDSHAKE_DONE) {
+      this.pacer.finished(performance.now() - hs.started);
       hs.verifying = true;
       if (hs.rtx) clearTimeout(hs.rtx);
       hs.rtx = undefined;

@@ -55,6 +55,12 @@ export interface DtlsServerOptions {
   idleTimeoutMs?: number;
   /** Concurrent handshakes (verification included); further new peers are dropped. Default 256. */
   maxHandshakes?: number;
+  /**
+   * Latency a handshake should finish its cryptographic part within (src/dtls/pacer.ts): below
+   * maxHandshakes, the server runs only as many handshakes at once as finish within it, and new
+   * peers wait for their ClientHello retransmission meanwhile. Default handshakeTimeoutMs / 2.
+   */
+  handshakeLatencyTargetMs?: number;
   /** Concurrent sessions plus handshakes; further new peers are dropped. Default 10000. */
   maxSessions?: number;
   /**

@@ -67,8 +67,11 @@ export class Operations {
     const index = this.ctx.opts.index;
     const generation = index.generation;
     const changed = index.reload(force);
-    // A reload re-decides admission from scratch: no attestation verdict survives it.
-    this.ctx.attestations.clear();
+    // A reload that read the database again (it changed, or an operator forced it) re-decides
+    // admission from scratch: no attestation verdict survives it. The database poll calls this
+    // every second; an unchanged database keeps the verdicts (clearing them there made every
+    // certificate pay a full attestation again once a second).
+    if (force || index.generation !== generation) this.ctx.attestations.clear();
     const ended = index.generation === generation ? [] : await this.endRevoked(index);
     for (const change of changed) {
       const active = [...this.ctx.table.all].filter(

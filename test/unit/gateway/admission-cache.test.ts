@@ -43,6 +43,19 @@ test('a reconnecting enclave is attested from the cache; a reload clears it', as
   await h.gateway.stop();
 });
 
+test('the periodic database poll keeps the cache while nothing changed', async () => {
+  const h = harness();
+  await h.gateway.start();
+  await h.connect();
+  const cache = cacheOf(h);
+  assert.equal(cache.size, 1);
+  await h.gateway.reloadIndex(); // what the poll does each second
+  assert.equal(cache.size, 1, 'an unchanged database must not forget the verdicts');
+  await h.gateway.reloadIndex(true);
+  assert.equal(cache.size, 0);
+  await h.gateway.stop();
+});
+
 test('the enclave keeps its identity, not the parsed evidence or the certificate DER', async () => {
   const h = harness();
   await h.gateway.start();
