@@ -360,13 +360,21 @@ async function compareAdmission(
     postgres: { db: url, args: ['--lease-db', 'none', '--gateway-id', 'bench-admission'] },
   } as const;
   const runs: Record<keyof typeof stores, AdmissionRun[]> = { sqlite: [], postgres: [] };
+  // SENG_BENCH_FLEET_PROFILE=DIR: V8 CPU profiles of the gateways (DIR/sqlite, DIR/postgres),
+  // to see where the registry's CPU goes; the profiler's own cost skews the ratio a little.
+  const profileDir = process.env.SENG_BENCH_FLEET_PROFILE;
   // S P P S P S S P (full run): the shared machine's load drifts; both stores see it alike.
   const order: (keyof typeof stores)[] = opts.quick
     ? ['sqlite', 'postgres']
     : ['sqlite', 'postgres', 'postgres', 'sqlite', 'postgres', 'sqlite', 'sqlite', 'postgres'];
   for (const name of order) {
     const { db, args } = stores[name];
-    const gw = await startGateway(lab, { suite: 'ec', ...(db ? { db } : {}), extraArgs: [...args] });
+    const gw = await startGateway(lab, {
+      suite: 'ec',
+      ...(db ? { db } : {}),
+      extraArgs: [...args],
+      ...(profileDir ? { nodeArgs: ['--cpu-prof', '--cpu-prof-dir', join(profileDir, name)] } : {}),
+    });
     try {
       runs[name].push(await oneRun(lab, 'ec', concurrency, seconds, certs, gw, 2, undefined));
     } finally {

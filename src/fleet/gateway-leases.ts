@@ -32,6 +32,13 @@ const CONFLICTS_BEFORE_REFRESH = 4;
 const STOP_TIMEOUT_MS = 5_000;
 /** Session ends gathered into one release statement (ms). */
 const RELEASE_GATHER_MS = 20;
+/**
+ * Claim statements start at most this often (ms): the claims that arrive meanwhile go in the
+ * next one. A claim after a quiet spell is sent at once; under load each waits ≤ this long.
+ */
+const CLAIM_INTERVAL_MS = 20;
+/** Most claims in one statement. */
+const CLAIM_BATCH_MAX = 256;
 
 export interface GatewayLeasesOptions {
   url: string;
@@ -45,6 +52,13 @@ export interface GatewayLeasesOptions {
 interface Held {
   claim: LeaseClaim;
   startedAt: Date;
+}
+
+interface PendingClaim {
+  claim: LeaseClaim;
+  /** Settled with whether the registry gave this session the IP. */
+  resolve: (won: boolean) => void;
+  reject: (err: unknown) => void;
 }
 
 interface Releasing {
@@ -64,6 +78,12 @@ export class GatewayLeases implements LeaseAuthority {
   private stopped = false;
   private readonly held = new Map<Ipv4, Held>();
   private releasing: Releasing[] = [];
+  private claims: PendingClaim[] = [];
+  private claimTimer: NodeJS.Timeout | undefined;
+  /** A claim statement is in flight (one at a time; the next gathers what came meanwhile). */
+  private claiming = false;
+  /** Date.now() when the last claim statement started. */
+  private lastClaimMs = 0;
   private flushing: Promise<void> | undefined;
   private readonly foreign = new Map<IpPool, Set<Ipv4>>();
   private readonly log: Logger;
@@ -98,6 +118,10 @@ export class GatewayLeases implements LeaseAuthority {
     clearTimeout(this.timer);
     clearTimeout(this.releaseTimer);
     this.releaseTimer = undefined;
+    clearTimeout(this.claimTimer);
+    this.claimTimer = undefined;
+    // Admissions still waiting for a claim are refused (the gateway is stopping anyway).
+    for (const c of this.claims.splice(0)) c.reject(new Error('the gateway is stopping'));
     const registry = this.registry;
     if (!registry) return;
     const done = (async () => {
@@ -160,13 +184,11 @@ export class GatewayLeases implements LeaseAuthority {
       };
       let won: boolean;
       try {
-        won = await registry.claim(claim);
+        won = await this.queueClaim(claim);
       } catch (err) {
         pool.release(ip);
-        this.failed('claim', err);
         return this.unreachable(err);
       }
-      this.contact();
       if (won) {
         this.held.set(ip, { claim, startedAt: new Date() });
         return { ok: true, ip };
@@ -178,6 +200,51 @@ export class GatewayLeases implements LeaseAuthority {
         refreshed = true;
         if (!(await this.refreshForeign(registry, pool))) return this.unreachable();
       }
+    }
+  }
+
+  /**
+   * Claims go to the registry in batches (one INSERT for all the claims gathered, see
+   * CLAIM_INTERVAL_MS): each statement costs the gateway CPU (encoding, a socket write and
+   * read, promise turns) whatever its size. Each claim still gets its own answer from the
+   * database. Rejects when the statement failed.
+   */
+  private queueClaim(claim: LeaseClaim): Promise<boolean> {
+    return new Promise<boolean>((resolve, reject) => {
+      this.claims.push({ claim, resolve, reject });
+      this.scheduleClaims();
+    });
+  }
+
+  private scheduleClaims(): void {
+    if (this.claimTimer || this.claiming || this.claims.length === 0 || this.stopped) return;
+    const wait =
+      this.claims.length >= CLAIM_BATCH_MAX
+        ? 0
+        : Math.max(0, this.lastClaimMs + CLAIM_INTERVAL_MS - Date.now());
+    // Even without waiting, the claims of this event-loop turn go together.
+    this.claimTimer = setTimeout(() => {
+      this.claimTimer = undefined;
+      void this.writeClaims();
+    }, wait);
+  }
+
+  private async writeClaims(): Promise<void> {
+    const batch = this.claims.splice(0, CLAIM_BATCH_MAX);
+    const registry = this.registry;
+    this.claiming = true;
+    this.lastClaimMs = Date.now();
+    try {
+      if (!registry) throw new Error('not connected');
+      const lost = await registry.claimMany(batch.map((c) => c.claim));
+      this.contact();
+      for (const c of batch) c.resolve(!lost.has(c.claim.ip));
+    } catch (err) {
+      this.failed('claim', err);
+      for (const c of batch) c.reject(err);
+    } finally {
+      this.claiming = false;
+      this.scheduleClaims();
     }
   }
 
