@@ -211,6 +211,7 @@ export class GatewayLeases implements LeaseAuthority {
    */
   private queueClaim(claim: LeaseClaim): Promise<boolean> {
     return new Promise<boolean>((resolve, reject) => {
+      if (this.stopped) return reject(new Error('the gateway is stopping'));
       this.claims.push({ claim, resolve, reject });
       this.scheduleClaims();
     });
