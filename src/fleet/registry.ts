@@ -117,7 +117,7 @@ const RELEASE_SQL = moveSql(
  * gateways claiming overlapping batches wait for each other in the same order and cannot
  * deadlock. Answers with the IPs it could NOT claim (usually none: no rows to decode).
  */
-const CLAIM_SQL = `WITH input AS MATERIALIZED (
+const CLAIM_CTES = `input AS MATERIALIZED (
     SELECT * FROM json_to_recordset($1::json) AS r(ip bigint, subnet text, session_id text,
       gateway_id text, app text, mr_enclave text, mr_signer text, host_ip text, categories text[])
   ), won AS (
@@ -125,8 +125,23 @@ const CLAIM_SQL = `WITH input AS MATERIALIZED (
     SELECT ip, subnet, session_id, gateway_id, app, mr_enclave, mr_signer, host_ip, coalesce(categories, '{}')
       FROM input ORDER BY ip
     ON CONFLICT DO NOTHING RETURNING ip
-  )
-  SELECT i.ip FROM input i WHERE NOT EXISTS (SELECT 1 FROM won w WHERE w.ip = i.ip)`;
+  )`;
+const LOST_SQL = 'SELECT i.ip FROM input i WHERE NOT EXISTS (SELECT 1 FROM won w WHERE w.ip = i.ip)';
+const CLAIM_SQL = `WITH ${CLAIM_CTES} ${LOST_SQL}`;
+/**
+ * Releases ($2-$4 as in RELEASE_SQL) and claims ($1) in one statement, so a busy gateway
+ * makes one round trip for both. The released and the claimed IPs never overlap (a released
+ * IP returns to the gateway's pool only after its release was written).
+ */
+const CLAIM_AND_RELEASE_SQL = `WITH gone AS (
+    DELETE FROM seng_leases l USING unnest($2::bigint[], $3::text[], $4::text[]) AS r(ip, session_id, reason)
+     WHERE l.ip = r.ip AND l.session_id = r.session_id
+    RETURNING l.*, r.reason AS end_reason
+  ), kept AS (
+    INSERT INTO seng_lease_history (${LEASE_COLUMNS}, ended_at, end_reason)
+    SELECT ${LEASE_COLUMNS}, clock_timestamp(), end_reason FROM gone
+    ON CONFLICT (session_id) DO NOTHING
+  ), ${CLAIM_CTES} ${LOST_SQL}`;
 const END_GATEWAY_SQL = moveSql('', 'l.gateway_id = $1', '$2::text');
 /** Leases of gateways whose heartbeat is older than that gateway's TTL (by the gateway index). */
 const RECLAIM_SQL = moveSql(
@@ -258,13 +273,34 @@ export class Registry {
    * session holds (those leases were not written). The IPs of one batch must be distinct.
    */
   async claimMany(leases: readonly LeaseClaim[]): Promise<Set<Ipv4>> {
-    if (leases.length === 0) return new Set();
-    // Named: prepared once per connection, as it runs for every admission.
-    const r = await this.pool.query<{ ip: string }>({
-      name: 'seng-claim-many',
-      text: CLAIM_SQL,
-      values: [JSON.stringify(leases.map(claimRow))],
-    });
+    return this.claimAndRelease(leases, []);
+  }
+
+  /**
+   * claimMany and release in one statement (one transaction): the gateway's write of what
+   * its admissions and session ends gathered. Returns the IPs it could not claim.
+   */
+  async claimAndRelease(leases: readonly LeaseClaim[], releases: readonly ReleaseItem[]): Promise<Set<Ipv4>> {
+    if (leases.length === 0) {
+      await this.release(releases);
+      return new Set();
+    }
+    const claims = JSON.stringify(leases.map(claimRow));
+    // Named: prepared once per connection, as they run for every admission.
+    const r = await this.pool.query<{ ip: string }>(
+      releases.length === 0
+        ? { name: 'seng-claim-many', text: CLAIM_SQL, values: [claims] }
+        : {
+            name: 'seng-claim-release',
+            text: CLAIM_AND_RELEASE_SQL,
+            values: [
+              claims,
+              releases.map((i) => i.ip),
+              releases.map((i) => i.sessionId),
+              releases.map((i) => i.reason),
+            ],
+          },
+    );
     return new Set(r.rows.map((x) => Number(x.ip)));
   }
 

@@ -5,7 +5,7 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { postgresAvailable, startPostgres, type PostgresServer } from '../../helpers/postgres.js';
-import { Registry, type LeaseClaim } from '../../../src/fleet/registry.js';
+import { Registry, type LeaseClaim, type ReleaseItem } from '../../../src/fleet/registry.js';
 import { GatewayLeases } from '../../../src/fleet/gateway-leases.js';
 import { IpPool } from '../../../src/gateway/ip-pool.js';
 import { formatIpv4, parseCidr, parseIpv4, type Ipv4 } from '../../../src/util/ipv4.js';
@@ -52,18 +52,27 @@ function req(sessionId: string): LeaseRequest {
   return { sessionId, app: 'web', mrEnclave: MR, mrSigner: SIGNER, hostIp: '10.0.0.7', categories: ['web'] };
 }
 
-/** Records every claimMany batch (its IPs) while `fn` runs. */
-async function spyClaims<T>(fn: () => Promise<T>): Promise<{ result: T; batches: Ipv4[][] }> {
-  const original = Registry.prototype.claimMany;
-  const batches: Ipv4[][] = [];
-  Registry.prototype.claimMany = function (this: Registry, leases: readonly LeaseClaim[]) {
-    batches.push(leases.map((l) => l.ip));
-    return original.call(this, leases);
+interface Write {
+  claims: Ipv4[];
+  releases: Ipv4[];
+}
+
+/** Records every write of a gateway (the IPs claimed and released) while `fn` runs. */
+async function spyWrites<T>(fn: () => Promise<T>): Promise<{ result: T; writes: Write[] }> {
+  const original = Registry.prototype.claimAndRelease;
+  const writes: Write[] = [];
+  Registry.prototype.claimAndRelease = function (
+    this: Registry,
+    leases: readonly LeaseClaim[],
+    releases: readonly ReleaseItem[],
+  ) {
+    writes.push({ claims: leases.map((l) => l.ip), releases: releases.map((r) => r.ip) });
+    return original.call(this, leases, releases);
   };
   try {
-    return { result: await fn(), batches };
+    return { result: await fn(), writes };
   } finally {
-    Registry.prototype.claimMany = original;
+    Registry.prototype.claimAndRelease = original;
   }
 }
 
@@ -150,7 +159,7 @@ test(
       for (const [i, ip] of taken.entries())
         assert.equal(await other.claim(lease(formatIpv4(ip), `b${i}`, 'gw-b')), true);
       const p = pool();
-      const { result, batches } = await spyClaims(() =>
+      const { result, writes } = await spyWrites(() =>
         Promise.all(Array.from({ length: 5 }, (_, i) => gw.claim(p, req(`s${i}`)))),
       );
       const ips = result.map((r) => (r.ok ? r.ip : assert.fail(JSON.stringify(r))));
@@ -160,8 +169,11 @@ test(
         'none of the IPs held elsewhere',
       );
       assert.deepEqual(
-        batches.map((b) => b.length),
-        [5, 2],
+        writes.map((w) => [w.claims.length, w.releases.length]),
+        [
+          [5, 0],
+          [2, 0],
+        ],
         'one statement for the five claims, one for the two retries',
       );
       const live = await other.liveLeases();
@@ -175,6 +187,45 @@ test(
     }
   },
 );
+
+test('session ends and claims gathered meanwhile go to the registry in one statement', { skip }, async () => {
+  const url = await server.createDatabase();
+  const gw = new GatewayLeases({
+    url,
+    gatewayId: 'gw-a',
+    address: 'a',
+    leaseTtlMs: 30_000,
+    log: silentLogger,
+  });
+  await gw.start();
+  const registry = await Registry.open(url);
+  try {
+    const p = pool();
+    const first = await gw.claim(p, req('first'));
+    assert.ok(first.ok);
+    const { result, writes } = await spyWrites(async () => {
+      gw.release(p, first.ip, 'first', 'ended');
+      assert.equal(p.inUse, 1, 'the IP stays taken until the registry let go of it');
+      return Promise.all(['s1', 's2', 's3'].map((s) => gw.claim(p, req(s))));
+    });
+    const ips = result.map((r) => (r.ok ? r.ip : assert.fail(JSON.stringify(r))));
+    assert.ok(!ips.includes(first.ip));
+    assert.deepEqual(writes, [{ claims: ips, releases: [first.ip] }]);
+    assert.equal(p.inUse, 3, 'the released IP is back in the pool');
+    const live = await registry.liveLeases();
+    assert.deepEqual(
+      live.map((l) => [l.ip, l.sessionId]),
+      ips.map((ip, i) => [ip, `s${i + 1}`]).sort((x, y) => (x[0] as number) - (y[0] as number)),
+    );
+    assert.deepEqual(
+      (await registry.query({ ip: first.ip })).map((l) => [l.sessionId, l.endReason]),
+      [['first', 'ended']],
+    );
+  } finally {
+    await gw.stop();
+    await registry.close();
+  }
+});
 
 test('a stopping gateway refuses the claims still waiting for their statement', { skip }, async () => {
   const url = await server.createDatabase();
