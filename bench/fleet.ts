@@ -10,6 +10,10 @@
  * (b) Admissions per gateway CPU-second, PostgreSQL (policy + registry, no local lease file)
  *     vs SQLite (policy + local lease history): the admission section's client run (ECDSA
  *     suite, 16 concurrent clients) against the same policy copied with `seng db copy`.
+ *     The PostgreSQL gateway writes its claims and session ends in batches (one statement per
+ *     ≤ 20 ms, docs/fleet.md "What a claim costs"). SENG_BENCH_FLEET_PROFILE=DIR writes V8 CPU
+ *     profiles of the gateways (wall-clock samples: time a loaded host takes the CPU away
+ *     inside a syscall counts too, unlike the CPU seconds this section reports).
  * (c) Agent burst: N leases inserted into the registry in one transaction, then deleted in
  *     one: time until the agent's backend holds all N / none (its `applied` debug lines, then
  *     the nft set checked), and the kernel transactions its nftables backend made.

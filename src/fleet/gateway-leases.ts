@@ -89,6 +89,8 @@ export class GatewayLeases implements LeaseAuthority {
   private writing: Promise<void> | undefined;
   private writingReleases: Releasing[] = [];
   private writeTimer: NodeJS.Timeout | undefined;
+  /** Date.now() the pending writeTimer fires at. */
+  private writeDueMs = 0;
   /** Date.now() when the last write carrying claims started. */
   private lastClaimWriteMs = 0;
   private readonly foreign = new Map<IpPool, Set<Ipv4>>();
@@ -252,7 +254,7 @@ export class GatewayLeases implements LeaseAuthority {
    * claims (at once after a quiet spell), and never while another one is in flight.
    */
   private scheduleWrite(): void {
-    if (this.writeTimer || this.writing) return;
+    if (this.writing) return;
     const now = Date.now();
     let due = Infinity;
     if (this.claims.length > 0)
@@ -263,6 +265,12 @@ export class GatewayLeases implements LeaseAuthority {
     if (this.releasing.length > 0 && !this.releasesHeld)
       due = Math.min(due, this.releasingSinceMs + RELEASE_GATHER_MS);
     if (due === Infinity) return;
+    // A claim must not wait for the timer of a session end that came just before it.
+    if (this.writeTimer) {
+      if (this.writeDueMs <= due) return;
+      clearTimeout(this.writeTimer);
+    }
+    this.writeDueMs = due;
     // Even without waiting, the claims of this event-loop turn go together.
     this.writeTimer = setTimeout(() => {
       this.writeTimer = undefined;

@@ -2,7 +2,7 @@
  * Batched claims and releases of the enclave registry (docs/fleet.md "What a claim costs"),
  * against a real PostgreSQL server (test/helpers/postgres.ts).
  */
-import { after, before, test } from 'node:test';
+import { after, before, mock, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { postgresAvailable, startPostgres, type PostgresServer } from '../../helpers/postgres.js';
 import { Registry, type LeaseClaim, type ReleaseItem } from '../../../src/fleet/registry.js';
@@ -10,7 +10,7 @@ import { GatewayLeases } from '../../../src/fleet/gateway-leases.js';
 import { IpPool } from '../../../src/gateway/ip-pool.js';
 import { formatIpv4, parseCidr, parseIpv4, type Ipv4 } from '../../../src/util/ipv4.js';
 import { silentLogger } from '../../../src/util/log.js';
-import type { LeaseRequest } from '../../../src/gateway/context.js';
+import type { LeaseClaimResult, LeaseRequest } from '../../../src/gateway/context.js';
 
 const skip = postgresAvailable() ? false : 'PostgreSQL is not installed';
 let server: PostgresServer;
@@ -58,7 +58,9 @@ interface Write {
 }
 
 /** Records every write of a gateway (the IPs claimed and released) while `fn` runs. */
-async function spyWrites<T>(fn: () => Promise<T>): Promise<{ result: T; writes: Write[] }> {
+async function spyWrites<T>(
+  fn: (writes: readonly Write[]) => Promise<T>,
+): Promise<{ result: T; writes: Write[] }> {
   const original = Registry.prototype.claimAndRelease;
   const writes: Write[] = [];
   Registry.prototype.claimAndRelease = function (
@@ -70,7 +72,7 @@ async function spyWrites<T>(fn: () => Promise<T>): Promise<{ result: T; writes: 
     return original.call(this, leases, releases);
   };
   try {
-    return { result: await fn(), writes };
+    return { result: await fn(writes), writes };
   } finally {
     Registry.prototype.claimAndRelease = original;
   }
@@ -226,6 +228,46 @@ test('session ends and claims gathered meanwhile go to the registry in one state
     await registry.close();
   }
 });
+
+test(
+  'a claim does not wait for the gather time of a session end queued just before it',
+  { skip },
+  async () => {
+    const url = await server.createDatabase();
+    const gw = new GatewayLeases({
+      url,
+      gatewayId: 'gw-a',
+      address: 'a',
+      leaseTtlMs: 30_000,
+      log: silentLogger,
+    });
+    await gw.start();
+    try {
+      const p = pool();
+      const first = await gw.claim(p, req('first'));
+      assert.ok(first.ok);
+      await new Promise((resolve) => setTimeout(resolve, 25)); // past the claim interval
+      const { result, writes } = await spyWrites(async (seen) => {
+        // Mocked timers: only what is due without waiting runs on tick(0).
+        mock.timers.enable({ apis: ['setTimeout'] });
+        let claimed: Promise<LeaseClaimResult>;
+        try {
+          gw.release(p, first.ip, 'first', 'ended');
+          claimed = gw.claim(p, req('second'));
+          mock.timers.tick(0);
+          assert.equal(seen.length, 1, 'the claim was written at once, with the session end');
+        } finally {
+          mock.timers.reset();
+        }
+        return claimed;
+      });
+      assert.ok(result.ok);
+      assert.deepEqual(writes, [{ claims: [result.ip], releases: [first.ip] }]);
+    } finally {
+      await gw.stop();
+    }
+  },
+);
 
 test('a stopping gateway refuses the claims still waiting for their statement', { skip }, async () => {
   const url = await server.createDatabase();
