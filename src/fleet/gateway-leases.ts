@@ -294,6 +294,11 @@ export class GatewayLeases implements LeaseAuthority {
 
   private async writeBatch(claims: PendingClaim[], releases: Releasing[]): Promise<void> {
     if (claims.length === 0 && releases.length === 0) return;
+    if (!this.registry && this.stopped) {
+      // Stopped: what is left is the TTL's job (stop() already tried to write it).
+      for (const c of claims) c.reject(new Error('the gateway is stopping'));
+      return;
+    }
     try {
       if (!this.registry) throw new Error('not connected');
       const lost = await this.registry.claimAndRelease(
