@@ -129,9 +129,9 @@ const CLAIM_CTES = `input AS MATERIALIZED (
 const LOST_SQL = 'SELECT i.ip FROM input i WHERE NOT EXISTS (SELECT 1 FROM won w WHERE w.ip = i.ip)';
 const CLAIM_SQL = `WITH ${CLAIM_CTES} ${LOST_SQL}`;
 /**
- * Releases ($2-$4 as in RELEASE_SQL) and claims ($1) in one statement, so a busy gateway
- * makes one round trip for both. The released and the claimed IPs never overlap (a released
- * IP returns to the gateway's pool only after its release was written).
+ * Releases (the arrays of RELEASE_SQL, here $2–$4) and claims ($1) in one statement, so a
+ * busy gateway makes one round trip for both. The released and the claimed IPs never overlap
+ * (a released IP returns to the gateway's pool only after its release was written).
  */
 const CLAIM_AND_RELEASE_SQL = `WITH gone AS (
     DELETE FROM seng_leases l USING unnest($2::bigint[], $3::text[], $4::text[]) AS r(ip, session_id, reason)
