@@ -6,9 +6,11 @@
  *   (INSERT … ON CONFLICT DO NOTHING). An IP another gateway holds is kept marked as used
  *   locally ("foreign"); after a few conflicts, or when the pool looks full, the subnet's
  *   taken IPs are read in one query instead of being discovered one by one.
- * - release: queued and written in batches off the session's path; the IP returns to the
- *   local pool only once the registry has let go of it, so it is never handed out while the
- *   database still says it is taken.
+ * - release: queued off the session's path; the IP returns to the local pool only once the
+ *   registry has let go of it, so it is never handed out while the database still says it is
+ *   taken.
+ * - claims and releases are written together in batches, one statement per write and one
+ *   write in flight (scheduleWrite): a statement costs the gateway CPU whatever its size.
  * - heartbeat every TTL/3; admissions are refused while the last successful contact is older
  *   than the TTL (other gateways may have reclaimed our leases by then). When the registry
  *   counts fewer leases for us than we hold, ours were reclaimed while we were cut off: we
