@@ -10,6 +10,10 @@
  * (b) Admissions per gateway CPU-second, PostgreSQL (policy + registry, no local lease file)
  *     vs SQLite (policy + local lease history): the admission section's client run (ECDSA
  *     suite, 16 concurrent clients) against the same policy copied with `seng db copy`.
+ *     The PostgreSQL gateway writes its claims and session ends in batches (one statement per
+ *     ≤ 20 ms, docs/fleet.md "What a claim costs"). SENG_BENCH_FLEET_PROFILE=DIR writes V8 CPU
+ *     profiles of the gateways (wall-clock samples: time a loaded host takes the CPU away
+ *     inside a syscall counts too, unlike the CPU seconds this section reports).
  * (c) Agent burst: N leases inserted into the registry in one transaction, then deleted in
  *     one: time until the agent's backend holds all N / none (its `applied` debug lines, then
  *     the nft set checked), and the kernel transactions its nftables backend made.
@@ -360,13 +364,21 @@ async function compareAdmission(
     postgres: { db: url, args: ['--lease-db', 'none', '--gateway-id', 'bench-admission'] },
   } as const;
   const runs: Record<keyof typeof stores, AdmissionRun[]> = { sqlite: [], postgres: [] };
+  // SENG_BENCH_FLEET_PROFILE=DIR: V8 CPU profiles of the gateways (DIR/sqlite, DIR/postgres),
+  // to see where the registry's CPU goes; the profiler's own cost skews the ratio a little.
+  const profileDir = process.env.SENG_BENCH_FLEET_PROFILE;
   // S P P S P S S P (full run): the shared machine's load drifts; both stores see it alike.
   const order: (keyof typeof stores)[] = opts.quick
     ? ['sqlite', 'postgres']
     : ['sqlite', 'postgres', 'postgres', 'sqlite', 'postgres', 'sqlite', 'sqlite', 'postgres'];
   for (const name of order) {
     const { db, args } = stores[name];
-    const gw = await startGateway(lab, { suite: 'ec', ...(db ? { db } : {}), extraArgs: [...args] });
+    const gw = await startGateway(lab, {
+      suite: 'ec',
+      ...(db ? { db } : {}),
+      extraArgs: [...args],
+      ...(profileDir ? { nodeArgs: ['--cpu-prof', '--cpu-prof-dir', join(profileDir, name)] } : {}),
+    });
     try {
       runs[name].push(await oneRun(lab, 'ec', concurrency, seconds, certs, gw, 2, undefined));
     } finally {

@@ -6,9 +6,11 @@
  *   (INSERT … ON CONFLICT DO NOTHING). An IP another gateway holds is kept marked as used
  *   locally ("foreign"); after a few conflicts, or when the pool looks full, the subnet's
  *   taken IPs are read in one query instead of being discovered one by one.
- * - release: queued and written in batches off the session's path; the IP returns to the
- *   local pool only once the registry has let go of it, so it is never handed out while the
- *   database still says it is taken.
+ * - release: queued off the session's path; the IP returns to the local pool only once the
+ *   registry has let go of it, so it is never handed out while the database still says it is
+ *   taken.
+ * - claims and releases are written together in batches, one statement per write and one
+ *   write in flight (scheduleWrite): a statement costs the gateway CPU whatever its size.
  * - heartbeat every TTL/3; admissions are refused while the last successful contact is older
  *   than the TTL (other gateways may have reclaimed our leases by then). When the registry
  *   counts fewer leases for us than we hold, ours were reclaimed while we were cut off: we
@@ -30,8 +32,17 @@ export const DEFAULT_LEASE_TTL_MS = 30_000;
 const CONFLICTS_BEFORE_REFRESH = 4;
 /** How long a graceful stop waits for the registry before leaving the rest to the TTL. */
 const STOP_TIMEOUT_MS = 5_000;
-/** Session ends gathered into one release statement (ms). */
+/** A session end waits at most this long (ms) for the write that carries it. */
 const RELEASE_GATHER_MS = 20;
+/**
+ * Writes carrying claims start at most this often (ms): the claims that arrive meanwhile go
+ * in the next one. A claim after a quiet spell is sent at once; under load each waits ≤ this.
+ */
+const CLAIM_INTERVAL_MS = 20;
+/** Most claims in one statement. */
+const CLAIM_BATCH_MAX = 256;
+/** Most releases in one statement. */
+const RELEASE_BATCH_MAX = 1000;
 
 export interface GatewayLeasesOptions {
   url: string;
@@ -47,6 +58,13 @@ interface Held {
   startedAt: Date;
 }
 
+interface PendingClaim {
+  claim: LeaseClaim;
+  /** Settled with whether the registry gave this session the IP. */
+  resolve: (won: boolean) => void;
+  reject: (err: unknown) => void;
+}
+
 interface Releasing {
   pool: IpPool;
   item: ReleaseItem;
@@ -60,11 +78,23 @@ export class GatewayLeases implements LeaseAuthority {
   private lastContactMs = 0;
   private failures = 0;
   private timer: NodeJS.Timeout | undefined;
-  private releaseTimer: NodeJS.Timeout | undefined;
   private stopped = false;
   private readonly held = new Map<Ipv4, Held>();
+  /** Claims and session ends waiting for the next write (see write()). */
+  private claims: PendingClaim[] = [];
   private releasing: Releasing[] = [];
-  private flushing: Promise<void> | undefined;
+  /** Date.now() when the oldest queued release arrived. */
+  private releasingSinceMs = 0;
+  /** A failed write's releases wait for flushReleases() (the heartbeat) instead of a timer. */
+  private releasesHeld = false;
+  /** The write in flight (one at a time; the next gathers what came meanwhile) and its releases. */
+  private writing: Promise<void> | undefined;
+  private writingReleases: Releasing[] = [];
+  private writeTimer: NodeJS.Timeout | undefined;
+  /** Date.now() the pending writeTimer fires at. */
+  private writeDueMs = 0;
+  /** Date.now() when the last write carrying claims started. */
+  private lastClaimWriteMs = 0;
   private readonly foreign = new Map<IpPool, Set<Ipv4>>();
   private readonly log: Logger;
   /** Told of a live session whose IP another gateway holds now (end that session). */
@@ -96,8 +126,10 @@ export class GatewayLeases implements LeaseAuthority {
   async stop(): Promise<void> {
     this.stopped = true;
     clearTimeout(this.timer);
-    clearTimeout(this.releaseTimer);
-    this.releaseTimer = undefined;
+    clearTimeout(this.writeTimer);
+    this.writeTimer = undefined;
+    // Admissions still waiting for a claim are refused (the gateway is stopping anyway).
+    for (const c of this.claims.splice(0)) c.reject(new Error('the gateway is stopping'));
     const registry = this.registry;
     if (!registry) return;
     const done = (async () => {
@@ -160,13 +192,11 @@ export class GatewayLeases implements LeaseAuthority {
       };
       let won: boolean;
       try {
-        won = await registry.claim(claim);
+        won = await this.queueClaim(claim);
       } catch (err) {
         pool.release(ip);
-        this.failed('claim', err);
         return this.unreachable(err);
       }
-      this.contact();
       if (won) {
         this.held.set(ip, { claim, startedAt: new Date() });
         return { ok: true, ip };
@@ -181,42 +211,111 @@ export class GatewayLeases implements LeaseAuthority {
     }
   }
 
+  /**
+   * Queues a claim for the next write; settles with whether the registry gave the IP to this
+   * session, or rejects when the write failed.
+   */
+  private queueClaim(claim: LeaseClaim): Promise<boolean> {
+    return new Promise<boolean>((resolve, reject) => {
+      if (this.stopped) return reject(new Error('the gateway is stopping'));
+      this.claims.push({ claim, resolve, reject });
+      this.scheduleWrite();
+    });
+  }
+
   release(pool: IpPool, ip: Ipv4, sessionId: string, reason: string): void {
     const held = this.held.get(ip);
     if (held?.claim.sessionId === sessionId) this.held.delete(ip);
+    if (this.releasing.length === 0) this.releasingSinceMs = Date.now();
     this.releasing.push({ pool, item: { ip, sessionId, reason } });
-    // Batched: the releases of the next RELEASE_GATHER_MS go in one statement (a burst of
-    // session ends costs one round trip). The IP stays taken meanwhile: it returns to the
-    // pool only after the write.
-    if (this.releasing.length === 1 && !this.releaseTimer) {
-      this.releaseTimer = setTimeout(() => {
-        this.releaseTimer = undefined;
-        void this.flushReleases();
-      }, RELEASE_GATHER_MS);
+    // The IP stays taken meanwhile: it returns to the pool only after the write.
+    this.scheduleWrite();
+  }
+
+  /**
+   * Writes the queued releases now (and the claims waiting, in the same statement); on
+   * success their IPs return to the local pools. A failure is logged, not thrown: they stay
+   * queued for the next heartbeat.
+   */
+  async flushReleases(): Promise<void> {
+    this.releasesHeld = false;
+    for (;;) {
+      while (this.writing) await this.writing;
+      if (this.releasing.length === 0 || this.releasesHeld) return;
+      clearTimeout(this.writeTimer);
+      this.writeTimer = undefined;
+      await this.write();
     }
   }
 
-  /** Writes queued releases; on success their IPs return to the local pools. */
-  flushReleases(): Promise<void> {
-    if (!this.flushing) {
-      this.flushing = this.writeReleases().finally(() => {
-        this.flushing = undefined;
-      });
+  /**
+   * Claims and session ends go to the registry together, in batches: one statement per write
+   * (claimAndRelease), as every statement costs the gateway CPU (encoding, a socket write
+   * and read, promise turns) whatever its size. A write starts when the oldest release has
+   * waited RELEASE_GATHER_MS, or for claims CLAIM_INTERVAL_MS after the previous write with
+   * claims (at once after a quiet spell), and never while another one is in flight.
+   */
+  private scheduleWrite(): void {
+    if (this.writing) return;
+    const now = Date.now();
+    let due = Infinity;
+    if (this.claims.length > 0)
+      due =
+        this.claims.length >= CLAIM_BATCH_MAX
+          ? now
+          : Math.max(now, this.lastClaimWriteMs + CLAIM_INTERVAL_MS);
+    if (this.releasing.length > 0 && !this.releasesHeld)
+      due = Math.min(due, this.releasingSinceMs + RELEASE_GATHER_MS);
+    if (due === Infinity) return;
+    // A claim must not wait for the timer of a session end that came just before it.
+    if (this.writeTimer) {
+      if (this.writeDueMs <= due) return;
+      clearTimeout(this.writeTimer);
     }
-    return this.flushing;
+    this.writeDueMs = due;
+    // Even without waiting, the claims of this event-loop turn go together.
+    this.writeTimer = setTimeout(() => {
+      this.writeTimer = undefined;
+      void this.write();
+    }, due - now);
   }
 
-  private async writeReleases(): Promise<void> {
-    while (this.releasing.length > 0 && this.registry) {
-      const batch = this.releasing.slice(0, 1000);
-      try {
-        await this.registry.release(batch.map((r) => r.item));
-      } catch (err) {
-        this.failed('release', err);
-        return; // kept queued; the next heartbeat retries
-      }
-      this.releasing.splice(0, batch.length);
-      for (const r of batch) r.pool.release(r.item.ip);
+  private write(): Promise<void> {
+    const claims = this.claims.splice(0, CLAIM_BATCH_MAX);
+    const releases = this.releasesHeld ? [] : this.releasing.splice(0, RELEASE_BATCH_MAX);
+    if (this.releasing.length > 0) this.releasingSinceMs = Date.now() - RELEASE_GATHER_MS;
+    if (claims.length > 0) this.lastClaimWriteMs = Date.now();
+    this.writingReleases = releases;
+    this.writing = this.writeBatch(claims, releases).finally(() => {
+      this.writing = undefined;
+      this.writingReleases = [];
+      this.scheduleWrite();
+    });
+    return this.writing;
+  }
+
+  private async writeBatch(claims: PendingClaim[], releases: Releasing[]): Promise<void> {
+    if (claims.length === 0 && releases.length === 0) return;
+    if (!this.registry && this.stopped) {
+      // Stopped: what is left is the TTL's job (stop() already tried to write it).
+      for (const c of claims) c.reject(new Error('the gateway is stopping'));
+      return;
+    }
+    try {
+      if (!this.registry) throw new Error('not connected');
+      const lost = await this.registry.claimAndRelease(
+        claims.map((c) => c.claim),
+        releases.map((r) => r.item),
+      );
+      this.contact();
+      for (const r of releases) r.pool.release(r.item.ip);
+      for (const c of claims) c.resolve(!lost.has(c.claim.ip));
+    } catch (err) {
+      this.failed(claims.length > 0 ? 'claim' : 'release', err);
+      for (const c of claims) c.reject(err);
+      // Kept queued (first, in their order); the next heartbeat retries them.
+      this.releasing.unshift(...releases);
+      if (this.releasing.length > 0) this.releasesHeld = true;
     }
   }
 
@@ -330,7 +429,7 @@ export class GatewayLeases implements LeaseAuthority {
     const foreign = this.foreignOf(pool);
     for (const ip of foreign) pool.release(ip);
     foreign.clear();
-    const releasing = new Set(this.releasing.map((r) => r.item.ip));
+    const releasing = new Set([...this.releasing, ...this.writingReleases].map((r) => r.item.ip));
     for (const t of taken) {
       if (this.held.has(t.ip) || releasing.has(t.ip)) continue;
       if (pool.reserve(t.ip)) foreign.add(t.ip);

@@ -88,9 +88,10 @@ const LEASE_COLUMNS =
 
 /**
  * Moves the live leases chosen by `where` (a constant SQL fragment over `l` and the USING
- * list) into the history with `reason` (an SQL expression, also constant); returns them.
+ * list) into the history with `reason` (an SQL expression, also constant); answers with
+ * `answer` over `gone` (default: the moved leases).
  */
-function moveSql(using: string, where: string, reason: string): string {
+function moveSql(using: string, where: string, reason: string, answer = 'SELECT * FROM gone'): string {
   return `WITH gone AS (
       DELETE FROM seng_leases l ${using} WHERE ${where}
       RETURNING l.*, ${reason} AS end_reason
@@ -99,14 +100,48 @@ function moveSql(using: string, where: string, reason: string): string {
       SELECT ${LEASE_COLUMNS}, clock_timestamp(), end_reason FROM gone
       ON CONFLICT (session_id) DO NOTHING
     )
-    SELECT * FROM gone`;
+    ${answer}`;
 }
 
+/** Releases answer with a count only: decoding the moved rows would cost the gateway CPU. */
 const RELEASE_SQL = moveSql(
   'USING unnest($1::bigint[], $2::text[], $3::text[]) AS r(ip, session_id, reason)',
   'l.ip = r.ip AND l.session_id = r.session_id',
   'r.reason',
+  'SELECT count(*)::int AS n FROM gone',
 );
+
+/**
+ * Claims a batch of leases, given as one JSON array (one parameter instead of nine arrays:
+ * cheaper to encode, and `categories` stays an array per row). Inserted in IP order, so two
+ * gateways claiming overlapping batches wait for each other in the same order and cannot
+ * deadlock. Answers with the IPs it could NOT claim (usually none: no rows to decode).
+ */
+const CLAIM_CTES = `input AS MATERIALIZED (
+    SELECT * FROM json_to_recordset($1::json) AS r(ip bigint, subnet text, session_id text,
+      gateway_id text, app text, mr_enclave text, mr_signer text, host_ip text, categories text[])
+  ), won AS (
+    INSERT INTO seng_leases (ip, subnet, session_id, gateway_id, app, mr_enclave, mr_signer, host_ip, categories)
+    SELECT ip, subnet, session_id, gateway_id, app, mr_enclave, mr_signer, host_ip, coalesce(categories, '{}')
+      FROM input ORDER BY ip
+    ON CONFLICT DO NOTHING RETURNING ip
+  )`;
+const LOST_SQL = 'SELECT i.ip FROM input i WHERE NOT EXISTS (SELECT 1 FROM won w WHERE w.ip = i.ip)';
+const CLAIM_SQL = `WITH ${CLAIM_CTES} ${LOST_SQL}`;
+/**
+ * Releases (the arrays of RELEASE_SQL, here $2–$4) and claims ($1) in one statement, so a
+ * busy gateway makes one round trip for both. The released and the claimed IPs never overlap
+ * (a released IP returns to the gateway's pool only after its release was written).
+ */
+const CLAIM_AND_RELEASE_SQL = `WITH gone AS (
+    DELETE FROM seng_leases l USING unnest($2::bigint[], $3::text[], $4::text[]) AS r(ip, session_id, reason)
+     WHERE l.ip = r.ip AND l.session_id = r.session_id
+    RETURNING l.*, r.reason AS end_reason
+  ), kept AS (
+    INSERT INTO seng_lease_history (${LEASE_COLUMNS}, ended_at, end_reason)
+    SELECT ${LEASE_COLUMNS}, clock_timestamp(), end_reason FROM gone
+    ON CONFLICT (session_id) DO NOTHING
+  ), ${CLAIM_CTES} ${LOST_SQL}`;
 const END_GATEWAY_SQL = moveSql('', 'l.gateway_id = $1', '$2::text');
 /** Leases of gateways whose heartbeat is older than that gateway's TTL (by the gateway index). */
 const RECLAIM_SQL = moveSql(
@@ -230,15 +265,43 @@ export class Registry {
 
   /** Claims `lease.ip`; false when another session holds it (the database decides). */
   async claim(lease: LeaseClaim): Promise<boolean> {
-    // Named: prepared once per connection, as it runs once per admission.
-    const r = await this.pool.query({
-      name: 'seng-claim',
-      text: `INSERT INTO seng_leases (ip, subnet, session_id, gateway_id, app, mr_enclave, mr_signer, host_ip, categories)
-       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-       ON CONFLICT DO NOTHING RETURNING ip`,
-      values: claimParams(lease),
-    });
-    return (r.rowCount ?? 0) > 0;
+    return !(await this.claimMany([lease])).has(lease.ip);
+  }
+
+  /**
+   * Claims every lease of the batch that is free, in one statement; returns the IPs another
+   * session holds (those leases were not written). The IPs of one batch must be distinct.
+   */
+  async claimMany(leases: readonly LeaseClaim[]): Promise<Set<Ipv4>> {
+    return this.claimAndRelease(leases, []);
+  }
+
+  /**
+   * claimMany and release in one statement (one transaction): the gateway's write of what
+   * its admissions and session ends gathered. Returns the IPs it could not claim.
+   */
+  async claimAndRelease(leases: readonly LeaseClaim[], releases: readonly ReleaseItem[]): Promise<Set<Ipv4>> {
+    if (leases.length === 0) {
+      await this.release(releases);
+      return new Set();
+    }
+    const claims = JSON.stringify(leases.map(claimRow));
+    // Named: prepared once per connection, as they run for every admission.
+    const r = await this.pool.query<{ ip: string }>(
+      releases.length === 0
+        ? { name: 'seng-claim-many', text: CLAIM_SQL, values: [claims] }
+        : {
+            name: 'seng-claim-release',
+            text: CLAIM_AND_RELEASE_SQL,
+            values: [
+              claims,
+              releases.map((i) => i.ip),
+              releases.map((i) => i.sessionId),
+              releases.map((i) => i.reason),
+            ],
+          },
+    );
+    return new Set(r.rows.map((x) => Number(x.ip)));
   }
 
   /**
@@ -274,12 +337,12 @@ export class Registry {
   /** Ends these leases (moved to history); a lease already gone or held by another session is skipped. */
   async release(items: readonly ReleaseItem[]): Promise<number> {
     if (items.length === 0) return 0;
-    const r = await this.pool.query({
-      name: 'seng-release',
+    const r = await this.pool.query<{ n: number }>({
+      name: 'seng-release-count',
       text: RELEASE_SQL,
       values: [items.map((i) => i.ip), items.map((i) => i.sessionId), items.map((i) => i.reason)],
     });
-    return r.rowCount ?? 0;
+    return r.rows[0]?.n ?? 0;
   }
 
   /**
@@ -347,6 +410,21 @@ function registryMissing(url: string): EnvironmentError {
 
 function claimParams(l: LeaseClaim): unknown[] {
   return [l.ip, l.subnet, l.sessionId, l.gatewayId, l.app, l.mrEnclave, l.mrSigner, l.hostIp, l.categories];
+}
+
+/** A claim as a row of CLAIM_SQL's JSON input. */
+function claimRow(l: LeaseClaim): Record<string, unknown> {
+  return {
+    ip: l.ip,
+    subnet: l.subnet,
+    session_id: l.sessionId,
+    gateway_id: l.gatewayId,
+    app: l.app,
+    mr_enclave: l.mrEnclave,
+    mr_signer: l.mrSigner,
+    host_ip: l.hostIp,
+    categories: l.categories,
+  };
 }
 
 function fromRow(r: LeaseRow): RegistryLease {
