@@ -143,7 +143,12 @@ export class DtlsServer extends EventEmitter<DtlsServerEvents> {
     this.ctx = ctx;
     this.opts = opts;
     this.logger = logger;
-    this.pacer = new HandshakePacer({ max: opts.maxHandshakes, targetMs: opts.handshakeLatencyTargetMs });
+    this.pacer = new HandshakePacer({
+      max: opts.maxHandshakes,
+      targetMs: opts.handshakeLatencyTargetMs,
+      // SENG_HANDSHAKE_PACER=0: every slot up to maxHandshakes at once (A/B runs of the bench).
+      ...(process.env.SENG_HANDSHAKE_PACER === '0' ? { floor: opts.maxHandshakes } : {}),
+    });
     this.endpoint = UdpEndpoint.open(
       host,
       opts.port,
