@@ -78,20 +78,25 @@ static void check_split(int n, size_t mtu, int tcp) {
   }
 }
 
-/* Builds an IPv4/TCP packet (IHL 5) with valid checksums into p; returns its length. */
-static size_t build_tcp(uint8_t *p, uint8_t flow, uint32_t seq, uint32_t ack, uint8_t flags,
-                        size_t opt_len, const uint8_t *payload, size_t plen, uint16_t id) {
-  size_t thl = 20 + opt_len, total = 20 + thl + plen;
-  memset(p, 0, 20 + thl);
+/* Writes an IPv4 header (IHL 5, DF, TTL 64, 10.0.0.1 → 10.0.1.<flow & 1>) with its checksum. */
+static void build_ipv4_header(uint8_t *p, uint8_t proto, size_t total, uint16_t id, uint8_t flow) {
   p[0] = 0x45;
   wr16(p + 2, (uint32_t)total);
   wr16(p + 4, id);
   wr16(p + 6, 0x4000);
   p[8] = 64;
-  p[9] = 6;
+  p[9] = proto;
   wr32(p + 12, 0x0a000001);
   wr32(p + 16, 0x0a000100 + (flow & 1));
   seng_ipv4_set_header_csum(p);
+}
+
+/* Builds an IPv4/TCP packet (IHL 5) with valid checksums into p; returns its length. */
+static size_t build_tcp(uint8_t *p, uint8_t flow, uint32_t seq, uint32_t ack, uint8_t flags,
+                        size_t opt_len, const uint8_t *payload, size_t plen, uint16_t id) {
+  size_t thl = 20 + opt_len, total = 20 + thl + plen;
+  memset(p, 0, 20 + thl);
+  build_ipv4_header(p, 6, total, id, flow);
   uint8_t *t = p + 20;
   wr16(t, 1000 + (flow >> 1));
   wr16(t + 2, 80);
@@ -111,15 +116,7 @@ static size_t build_tcp(uint8_t *p, uint8_t flow, uint32_t seq, uint32_t ack, ui
 static size_t build_udp(uint8_t *p, uint8_t flow, const uint8_t *payload, size_t plen, uint16_t id) {
   size_t total = 28 + plen;
   memset(p, 0, 28);
-  p[0] = 0x45;
-  wr16(p + 2, (uint32_t)total);
-  wr16(p + 4, id);
-  wr16(p + 6, 0x4000);
-  p[8] = 64;
-  p[9] = 17;
-  wr32(p + 12, 0x0a000001);
-  wr32(p + 16, 0x0a000100 + (flow & 1));
-  seng_ipv4_set_header_csum(p);
+  build_ipv4_header(p, 17, total, id, flow);
   uint8_t *u = p + 20;
   wr16(u, 2000 + (flow >> 1));
   wr16(u + 2, 5201);

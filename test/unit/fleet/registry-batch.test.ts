@@ -78,6 +78,19 @@ async function spyWrites<T>(
   }
 }
 
+/** Gateway "gw-a" with a 30 s lease TTL, started on the registry at `url`. */
+async function startedGateway(url: string): Promise<GatewayLeases> {
+  const gw = new GatewayLeases({
+    url,
+    gatewayId: 'gw-a',
+    address: 'a',
+    leaseTtlMs: 30_000,
+    log: silentLogger,
+  });
+  await gw.start();
+  return gw;
+}
+
 test(
   'claimMany writes the free leases of a batch and answers with the IPs held elsewhere',
   { skip },
@@ -145,14 +158,7 @@ test(
   async () => {
     const url = await server.createDatabase();
     const other = await Registry.open(url);
-    const gw = new GatewayLeases({
-      url,
-      gatewayId: 'gw-a',
-      address: 'a',
-      leaseTtlMs: 30_000,
-      log: silentLogger,
-    });
-    await gw.start();
+    const gw = await startedGateway(url);
     try {
       // The two IPs the pool would propose first are held by another gateway.
       const probe = pool();
@@ -192,14 +198,7 @@ test(
 
 test('session ends and claims gathered meanwhile go to the registry in one statement', { skip }, async () => {
   const url = await server.createDatabase();
-  const gw = new GatewayLeases({
-    url,
-    gatewayId: 'gw-a',
-    address: 'a',
-    leaseTtlMs: 30_000,
-    log: silentLogger,
-  });
-  await gw.start();
+  const gw = await startedGateway(url);
   const registry = await Registry.open(url);
   try {
     const p = pool();
@@ -234,14 +233,7 @@ test(
   { skip },
   async () => {
     const url = await server.createDatabase();
-    const gw = new GatewayLeases({
-      url,
-      gatewayId: 'gw-a',
-      address: 'a',
-      leaseTtlMs: 30_000,
-      log: silentLogger,
-    });
-    await gw.start();
+    const gw = await startedGateway(url);
     try {
       const p = pool();
       const first = await gw.claim(p, req('first'));
@@ -271,14 +263,7 @@ test(
 
 test('a stopping gateway refuses the claims still waiting for their statement', { skip }, async () => {
   const url = await server.createDatabase();
-  const gw = new GatewayLeases({
-    url,
-    gatewayId: 'gw-a',
-    address: 'a',
-    leaseTtlMs: 30_000,
-    log: silentLogger,
-  });
-  await gw.start();
+  const gw = await startedGateway(url);
   const p = pool();
   const pending = gw.claim(p, req('late'));
   await gw.stop();
