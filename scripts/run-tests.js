@@ -1,18 +1,78 @@
 // Runs the compiled test files (dist/test/**/*.test.js) with node's test runner.
 //   --unit           only test/unit/** (no root, no network namespaces)
 //   --only PATTERN   only files whose path contains PATTERN
-// Tests run one file at a time: integration tests build network namespaces and
-// measure traffic, and two of those at once on a 2-core machine only add noise.
-import { readdirSync, statSync } from 'node:fs';
-import { join, dirname, relative } from 'node:path';
-import { spawnSync } from 'node:child_process';
+//   --serial         every file one after the other in one process (no parallel group)
+//   --jobs N         files of the parallel group run N at a time (default 2)
+//
+// Two groups run at the same time, each in its own `node --test` process:
+//   - the sequential group, one file at a time: integration tests that build network
+//     namespaces and send traffic, or that look at machine-wide state (nft tables in the root
+//     namespace, conntrack, the kernel module, TUN devices). Two of those at once on a 2-core
+//     machine would only add noise, and some of them share global state.
+//   - the parallel group, --jobs files at a time: files listed in PARALLEL below. Each was
+//     read for what it touches: only private temporary directories, private PostgreSQL
+//     servers (test/helpers/postgres.ts: own directory and Unix socket per process, no TCP),
+//     loopback sockets on ports the kernel picks, fakes of the kernel interfaces, and CLI
+//     processes that are refused before they create anything. Most of their time is spent
+//     starting `seng` CLI processes or waiting, which overlaps well with the sequential group.
+// The sequential group's output is shown as it comes; the parallel group's is shown in one
+// block when it is done, so the two never interleave. Exit code: non-zero if either fails.
+//
+// `seng` CLI processes started by the tests (test/helpers/cli.ts) run from a copy of the
+// package root with an oclif command manifest (see prepareCliRoot), which halves the start-up
+// of every CLI process.
+import {
+  chmodSync,
+  copyFileSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  rmSync,
+  statSync,
+  symlinkSync,
+} from 'node:fs';
+import { writeFileSync } from 'node:fs';
+import { join, dirname, relative, sep } from 'node:path';
+import { spawn, spawnSync } from 'node:child_process';
+import { tmpdir } from 'node:os';
 import { fileURLToPath } from 'node:url';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
+const testRoot = join(root, 'dist', 'test');
 const argv = process.argv.slice(2);
 const unitOnly = argv.includes('--unit');
+const serial = argv.includes('--serial');
 const onlyIdx = argv.indexOf('--only');
 const only = onlyIdx >= 0 ? argv[onlyIdx + 1] : undefined;
+const jobsIdx = argv.indexOf('--jobs');
+const jobs = jobsIdx >= 0 ? Number(argv[jobsIdx + 1]) : 2;
+if (!Number.isInteger(jobs) || jobs < 1 || jobs > 16) {
+  console.error('--jobs needs an integer from 1 to 16');
+  process.exit(2);
+}
+
+/**
+ * Files (paths under dist/test, prefix match) that may run alongside each other and alongside
+ * the sequential group. When in doubt a file stays out of this list.
+ */
+const PARALLEL = [
+  // Logic, fakes of netlink/nft/conntrack, loopback sockets on kernel-chosen ports, temp dirs,
+  // private PostgreSQL servers. Nothing in test/unit creates a namespace, device or table.
+  'unit/',
+  // The policy store through the CLI: SQLite files in private temp dirs, private PostgreSQL
+  // servers; no network, no kernel state.
+  'integration/store/',
+  // Attestation CLI (inspect/verify/sim ca/sim cert) on files in a temp dir.
+  'integration/attestation/cli.test.js',
+  // `seng serve`, `seng status/kick` and `seng kmod/conntrack/demo` refused before they create
+  // anything (fake control sockets in temp dirs; usage errors).
+  'integration/gateway/serve-cli.test.js',
+  'integration/gateway/control-errors.test.js',
+  'integration/kmod/cli-flags.test.js',
+  // Builds its own sanitized addon (build-sanitize/, fuzz/build/, used by nothing else in the
+  // suite) and runs the TUN tests under it in their own pid-named namespaces.
+  'integration/tunnel/sanitize.test.js',
+];
 
 function walk(dir) {
   let out = [];
@@ -24,16 +84,133 @@ function walk(dir) {
   return out;
 }
 
-let files = walk(join(root, 'dist', 'test')).sort();
+/**
+ * A copy of the package root for the tests' `seng` processes: package.json and bin/run.js
+ * copied, dist/ and node_modules/ linked, plus oclif.manifest.json. Without a manifest oclif
+ * imports every command module on every start to learn the command list (~0.4 s of CPU per
+ * process); with one it imports only the command that runs. The manifest is made here by
+ * oclif's own discovery of dist/src/cli/commands (the same path `seng` takes without one), so
+ * a command that does not load fails the run. The repository itself gets no manifest, so it
+ * can never be stale there. Returns undefined (tests use bin/run.js) if that fails.
+ */
+async function prepareCliRoot() {
+  let dir;
+  try {
+    dir = mkdtempSync(join(tmpdir(), `seng-test-cli-${process.pid}-`));
+    chmodSync(dir, 0o755); // tests run seng as uid 65534 too
+    mkdirSync(join(dir, 'bin'));
+    copyFileSync(join(root, 'package.json'), join(dir, 'package.json'));
+    copyFileSync(join(root, 'bin', 'run.js'), join(dir, 'bin', 'run.js'));
+    symlinkSync(join(root, 'dist'), join(dir, 'dist'));
+    symlinkSync(join(root, 'node_modules'), join(dir, 'node_modules'));
+    const { Plugin } = await import('@oclif/core');
+    const plugin = new Plugin({ root, type: 'core', ignoreManifest: true, errorOnManifestCreate: true });
+    await plugin.load();
+    writeFileSync(join(dir, 'oclif.manifest.json'), JSON.stringify(plugin.manifest));
+    const check = spawnSync(process.execPath, [join(dir, 'bin', 'run.js'), '--version'], {
+      encoding: 'utf8',
+    });
+    if (check.status !== 0) throw new Error(check.stderr);
+    return dir;
+  } catch (err) {
+    console.error(`note: the tests start seng from bin/run.js (no command manifest): ${err.message}`);
+    if (dir) rmSync(dir, { recursive: true, force: true });
+    return undefined;
+  }
+}
+
+/** Starts one `node --test` process over `files`, `concurrency` files at a time. */
+function runGroup(files, concurrency, env) {
+  const child = spawn(
+    process.execPath,
+    [
+      '--test',
+      `--test-concurrency=${concurrency}`,
+      '--test-timeout=600000',
+      '--test-reporter=spec',
+      ...files,
+    ],
+    { cwd: root, env, stdio: ['ignore', 'pipe', 'pipe'] },
+  );
+  const done = new Promise((resolve) =>
+    child.on('close', (code, signal) => resolve(code ?? (signal ? 1 : 1))),
+  );
+  return { child, done };
+}
+
+/** The spec reporter's closing counters (ℹ tests 12 …) of one group's output. */
+function counters(text) {
+  const out = {};
+  for (const m of text.matchAll(/^ℹ (tests|pass|fail|cancelled|skipped|todo) (\d+)$/gm))
+    out[m[1]] = Number(m[2]);
+  return out;
+}
+
+let files = walk(testRoot).sort();
 if (unitOnly) files = files.filter((f) => relative(root, f).includes(`${join('test', 'unit')}`));
 if (only) files = files.filter((f) => f.includes(only));
 if (files.length === 0) {
   console.error('no test files found: run `npm run build` first');
   process.exit(1);
 }
-const r = spawnSync(
-  process.execPath,
-  ['--test', '--test-concurrency=1', '--test-timeout=600000', '--test-reporter=spec', ...files],
-  { stdio: 'inherit', cwd: root },
-);
-process.exit(r.status ?? 1);
+const isParallel = (f) => {
+  const rel = relative(testRoot, f).split(sep).join('/');
+  return PARALLEL.some((p) => rel.startsWith(p));
+};
+const parallelFiles = serial ? [] : files.filter(isParallel);
+const sequentialFiles = serial ? files : files.filter((f) => !isParallel(f));
+
+const cliRoot = await prepareCliRoot();
+const env = { ...process.env };
+if (cliRoot) env.SENG_TEST_CLI_ROOT = cliRoot;
+if (process.stdout.isTTY && env.FORCE_COLOR === undefined) env.FORCE_COLOR = '1';
+const started = Date.now();
+let stopping = false;
+const children = [];
+for (const sig of ['SIGINT', 'SIGTERM']) {
+  process.on(sig, () => {
+    if (stopping) return;
+    stopping = true;
+    for (const c of children) c.kill(sig);
+  });
+}
+
+const runs = [];
+if (sequentialFiles.length > 0) {
+  const seq = runGroup(sequentialFiles, 1, env);
+  children.push(seq.child);
+  let text = '';
+  seq.child.stdout.on('data', (d) => {
+    text += d;
+    process.stdout.write(d);
+  });
+  seq.child.stderr.on('data', (d) => process.stderr.write(d));
+  runs.push(seq.done.then((code) => ({ name: 'sequential', files: sequentialFiles.length, code, text })));
+}
+if (parallelFiles.length > 0) {
+  const par = runGroup(parallelFiles, jobs, env);
+  children.push(par.child);
+  let text = '';
+  par.child.stdout.on('data', (d) => (text += d));
+  par.child.stderr.on('data', (d) => (text += d));
+  runs.push(par.done.then((code) => ({ name: 'parallel', files: parallelFiles.length, code, text })));
+}
+const results = await Promise.all(runs);
+if (cliRoot) rmSync(cliRoot, { recursive: true, force: true });
+
+const par = results.find((r) => r.name === 'parallel');
+if (par) {
+  const header = `── parallel group: ${par.files} files, ${jobs} at a time (ran alongside the sequential group) ──`;
+  process.stdout.write(`\n${header}\n${par.text}`);
+}
+if (results.length > 1) {
+  const total = {};
+  for (const r of results)
+    for (const [k, v] of Object.entries(counters(r.text))) total[k] = (total[k] ?? 0) + v;
+  console.log(`\n── both groups (${files.length} files) ──`);
+  for (const k of ['tests', 'pass', 'fail', 'cancelled', 'skipped', 'todo'])
+    console.log(`ℹ ${k} ${total[k] ?? 0}`);
+  console.log(`ℹ wall time ${((Date.now() - started) / 1000).toFixed(1)} s`);
+  for (const r of results) if (r.code !== 0) console.log(`✖ the ${r.name} group failed (exit ${r.code})`);
+}
+process.exit(results.every((r) => r.code === 0) ? 0 : 1);
