@@ -3,6 +3,7 @@
 //   --only PATTERN   only files whose path contains PATTERN
 //   --serial         every file one after the other in one process (no parallel group)
 //   --jobs N         files of the parallel group run N at a time (default 2)
+//   --group G        only the files of one group: parallel or sequential
 //
 // Two groups run at the same time, each in its own `node --test` process:
 //   - the sequential group, one file at a time: integration tests that build network
@@ -40,10 +41,29 @@ import { fileURLToPath } from 'node:url';
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const testRoot = join(root, 'dist', 'test');
 const argv = process.argv.slice(2);
+const usage =
+  'usage: node scripts/run-tests.js [--unit] [--only PATTERN] [--group parallel|sequential] [--serial] [--jobs N]';
+for (let i = 0; i < argv.length; i++) {
+  const a = argv[i];
+  if (['--only', '--group', '--jobs'].includes(a) && argv[i + 1] !== undefined) i++;
+  else if (a === '--help' || a === '-h') {
+    console.log(usage);
+    process.exit(0);
+  } else if (a !== '--unit' && a !== '--serial') {
+    console.error(`unknown argument ${a}\n${usage}`);
+    process.exit(2);
+  }
+}
 const unitOnly = argv.includes('--unit');
 const serial = argv.includes('--serial');
 const onlyIdx = argv.indexOf('--only');
 const only = onlyIdx >= 0 ? argv[onlyIdx + 1] : undefined;
+const groupIdx = argv.indexOf('--group');
+const group = groupIdx >= 0 ? argv[groupIdx + 1] : undefined;
+if (group !== undefined && group !== 'parallel' && group !== 'sequential') {
+  console.error('--group is parallel or sequential');
+  process.exit(2);
+}
 const jobsIdx = argv.indexOf('--jobs');
 const jobs = jobsIdx >= 0 ? Number(argv[jobsIdx + 1]) : 2;
 if (!Number.isInteger(jobs) || jobs < 1 || jobs > 16) {
@@ -157,8 +177,14 @@ const isParallel = (f) => {
   const rel = relative(testRoot, f).split(sep).join('/');
   return PARALLEL.some((p) => rel.startsWith(p));
 };
-const parallelFiles = serial ? [] : files.filter(isParallel);
-const sequentialFiles = serial ? files : files.filter((f) => !isParallel(f));
+let parallelFiles = serial ? [] : files.filter(isParallel);
+let sequentialFiles = serial ? files : files.filter((f) => !isParallel(f));
+if (group === 'parallel') sequentialFiles = [];
+if (group === 'sequential') parallelFiles = [];
+if (parallelFiles.length + sequentialFiles.length === 0) {
+  console.error(`no test file of the ${group} group matches`);
+  process.exit(1);
+}
 
 const cliRoot = await prepareCliRoot();
 const env = { ...process.env };
