@@ -152,16 +152,15 @@ function runGroup(files, concurrency, env) {
     ],
     { cwd: root, env, stdio: ['ignore', 'pipe', 'pipe'] },
   );
-  const done = new Promise((resolve) =>
-    child.on('close', (code, signal) => resolve(code ?? (signal ? 1 : 1))),
-  );
+  const done = new Promise((resolve) => child.on('close', (code) => resolve(code ?? 1)));
   return { child, done };
 }
 
 /** The spec reporter's closing counters (ℹ tests 12 …) of one group's output. */
 function counters(text) {
   const out = {};
-  for (const m of text.matchAll(/^ℹ (tests|pass|fail|cancelled|skipped|todo) (\d+)$/gm))
+  const plain = text.replace(new RegExp(`${String.fromCharCode(27)}\\[[0-9;]*m`, 'g'), '');
+  for (const m of plain.matchAll(/^ℹ (tests|pass|fail|cancelled|skipped|todo) (\d+)$/gm))
     out[m[1]] = Number(m[2]);
   return out;
 }
@@ -226,7 +225,8 @@ if (cliRoot) rmSync(cliRoot, { recursive: true, force: true });
 
 const par = results.find((r) => r.name === 'parallel');
 if (par) {
-  const header = `── parallel group: ${par.files} files, ${jobs} at a time (ran alongside the sequential group) ──`;
+  const alongside = results.length > 1 ? ', alongside the sequential group' : '';
+  const header = `── parallel group: ${par.files} file${par.files === 1 ? '' : 's'}, ${jobs} at a time${alongside} ──`;
   process.stdout.write(`\n${header}\n${par.text}`);
 }
 if (results.length > 1) {
