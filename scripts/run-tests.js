@@ -21,7 +21,8 @@
 //
 // `seng` CLI processes started by the tests (test/helpers/cli.ts) run from a copy of the
 // package root with an oclif command manifest (see prepareCliRoot), which halves the start-up
-// of every CLI process.
+// of every CLI process. SENG_TEST_SHARED_DIR is a directory for files the test files of one run
+// may share (the gateway labs' keys, test/helpers/gateway-lab.ts).
 import {
   chmodSync,
   copyFileSync,
@@ -186,7 +187,10 @@ if (parallelFiles.length + sequentialFiles.length === 0) {
 }
 
 const cliRoot = await prepareCliRoot();
-const env = { ...process.env };
+// Files that test files of this run may share (test/helpers/gateway-lab.ts keeps the lab keys
+// here, made once instead of once per file).
+const sharedDir = mkdtempSync(join(tmpdir(), `seng-test-shared-${process.pid}-`));
+const env = { ...process.env, SENG_TEST_SHARED_DIR: sharedDir };
 if (cliRoot) env.SENG_TEST_CLI_ROOT = cliRoot;
 if (process.stdout.isTTY && env.FORCE_COLOR === undefined) env.FORCE_COLOR = '1';
 const started = Date.now();
@@ -222,6 +226,7 @@ if (parallelFiles.length > 0) {
 }
 const results = await Promise.all(runs);
 if (cliRoot) rmSync(cliRoot, { recursive: true, force: true });
+rmSync(sharedDir, { recursive: true, force: true });
 
 const par = results.find((r) => r.name === 'parallel');
 if (par) {

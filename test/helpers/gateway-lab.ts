@@ -8,11 +8,11 @@
  * its own app namespace; the service namespace is reached through the tunnel (10.99.0.0/24 is
  * routed via the enclave's gateway). Everything is tracked by the netns toolkit for cleanup.
  */
-import { writeFileSync, mkdtempSync, rmSync } from 'node:fs';
+import { cpSync, existsSync, mkdtempSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execFileSync, type ChildProcess } from 'node:child_process';
-import { createSimCa, createSimCertificate, type SimCa } from '../../src/attestation/index.js';
+import { createSimCa, createSimCertificate, loadSimCa, type SimCa } from '../../src/attestation/index.js';
 import { createNetns, vethPair, waitForLine, stop, type Netns } from './netns.js';
 import { sengBin } from './cli.js';
 
@@ -54,8 +54,58 @@ export async function buildLab(tag: string): Promise<Lab> {
   await vethPair(gw, svc, { addrA: '10.99.0.1/24', addrB: `${SERVICE}/24` });
   await svc.ip('route', 'add', 'default', 'via', '10.99.0.1');
   await gw.exec('sysctl', ['-qw', 'net.ipv4.ip_forward=1']);
-  const ca = createSimCa(join(dir, 'ca'));
-  const gwKeys = ['rsa:3072', 'ec'].map((kind, i) => {
+  labIdentities(dir);
+  const ca = loadSimCa(join(dir, 'ca'));
+  const gwKeys = GW_KEY_KINDS.map((_, i) => ({
+    cert: join(dir, `gw${i}.crt`),
+    key: join(dir, `gw${i}.key`),
+  }));
+  const gwCert = join(dir, 'gw-all.crt');
+  return {
+    dir,
+    ca,
+    gw,
+    host1,
+    host2,
+    svc,
+    gwCert,
+    gwKeys,
+    control: join(dir, 'control.sock'),
+    cleanup: () => rmSync(dir, { recursive: true, force: true }),
+  };
+}
+
+/** The gateway's two identities: RSA-3072 and EC P-256 (the simulator picks its suite by them). */
+const GW_KEY_KINDS = ['rsa:3072', 'ec'];
+
+/**
+ * Writes a lab's keys into `dir`: the test authority (ca/) and the gateway's identities
+ * (gw0/gw1 .crt/.key, gw-all.crt with both). Generating them costs about 2 s of CPU (RSA keys),
+ * so within one run of scripts/run-tests.js (SENG_TEST_SHARED_DIR set) the first lab makes them
+ * and every later lab gets its own copy of the same files; run alone, a lab makes its own.
+ */
+function labIdentities(dir: string): void {
+  const shared = process.env.SENG_TEST_SHARED_DIR;
+  if (!shared || !existsSync(shared)) {
+    makeIdentities(dir);
+    return;
+  }
+  const made = join(shared, 'lab-identities');
+  if (!existsSync(made)) {
+    const fresh = mkdtempSync(join(shared, 'lab-identities-'));
+    makeIdentities(fresh);
+    try {
+      renameSync(fresh, made); // atomic: a file running at the same time may have won
+    } catch {
+      rmSync(fresh, { recursive: true, force: true });
+    }
+  }
+  cpSync(made, dir, { recursive: true });
+}
+
+function makeIdentities(dir: string): void {
+  createSimCa(join(dir, 'ca'));
+  const certs = GW_KEY_KINDS.map((kind, i) => {
     const cert = join(dir, `gw${i}.crt`);
     const key = join(dir, `gw${i}.key`);
     const args = kind === 'ec' ? ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256'] : ['-newkey', kind];
@@ -77,22 +127,9 @@ export async function buildLab(tag: string): Promise<Lab> {
       ],
       { stdio: 'ignore' },
     );
-    return { cert, key };
+    return cert;
   });
-  const gwCert = join(dir, 'gw-all.crt');
-  execFileSync('sh', ['-c', `cat ${gwKeys.map((k) => k.cert).join(' ')} > ${gwCert}`]);
-  return {
-    dir,
-    ca,
-    gw,
-    host1,
-    host2,
-    svc,
-    gwCert,
-    gwKeys,
-    control: join(dir, 'control.sock'),
-    cleanup: () => rmSync(dir, { recursive: true, force: true }),
-  };
+  execFileSync('sh', ['-c', `cat ${certs.join(' ')} > ${join(dir, 'gw-all.crt')}`]);
 }
 
 async function firstVeth(ns: Netns): Promise<string | undefined> {
