@@ -8,7 +8,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { cleanupAll, stop } from '../../helpers/netns.js';
+import { cleanupAll, stop, waitFor } from '../../helpers/netns.js';
 import { appCert, buildLab, serve, sim, SERVICE, type Lab, type Served } from '../../helpers/gateway-lab.js';
 import { seng } from '../../helpers/cli.js';
 
@@ -63,6 +63,18 @@ async function addConntrack(src: string, dst: string, sport: number): Promise<vo
   ]);
 }
 
+/**
+ * Waits until the gateway logged the admission of `ip`. A simulator is ready once it has its IP;
+ * the gateway registers the enclave with the firewall backend right after and logs "admitted"
+ * when that is done, so the set is only checked from then on (on a loaded machine the simulator
+ * can get there first).
+ */
+async function admitted(gw: Served, ip: string): Promise<void> {
+  await waitFor(() => gw.log.find((l) => l.includes('"event":"admitted"') && l.includes(`"${ip}"`)), 15_000, {
+    message: `the gateway logs the admission of ${ip}`,
+  });
+}
+
 async function conntrackOf(ip: string): Promise<string> {
   const src = await lab.gw.exec('conntrack', ['-L', '-s', ip], { check: false });
   const dst = await lab.gw.exec('conntrack', ['-L', '-d', ip], { check: false });
@@ -79,6 +91,7 @@ test('after SIGKILL with live enclaves, a restart removes stale nft and conntrac
     assert.ok(e.ready, e.stderr());
     return e.ready.ip;
   });
+  for (const ip of ips) await admitted(gw, ip);
   assert.deepEqual((await setElements()).sort(), [...ips].sort());
   // Connections of both enclaves, one of a subnet address no enclave holds now, and one
   // outside the enclave subnets that must survive.
@@ -111,6 +124,7 @@ test('after SIGKILL with live enclaves, a restart removes stale nft and conntrac
     // The restarted gateway admits again (TUN device and control socket were recovered).
     const again = await sim(lab, lab.host1, appCert(lab, APP));
     assert.ok(again.ready, again.stderr());
+    await admitted(gw, again.ready.ip);
     assert.deepEqual(await setElements(), [again.ready.ip]);
     const status = seng(['status', '--control', lab.control, '--json']);
     assert.equal(status.code, 0, status.stderr);

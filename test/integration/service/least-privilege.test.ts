@@ -160,6 +160,13 @@ test('--nft: admitted as uid 65534 with only CAP_NET_ADMIN, enclave IP lands in 
     assertOnlyNetAdmin(gw.child.pid!);
     const enclave = await sim(lab, lab.host1, appCert(lab, APP));
     assert.ok(enclave.ready, enclave.stderr());
+    // The set is filled when the gateway logs "admitted", which may come just after the
+    // simulator has its IP.
+    const ip = enclave.ready.ip;
+    await waitFor(
+      () => gw.log.find((l) => l.includes('"event":"admitted"') && l.includes(`"${ip}"`)),
+      15_000,
+    );
     const r = await lab.gw.exec('nft', ['-j', 'list', 'set', 'ip', 'seng', 'enclaves']);
     const elems = (
       JSON.parse(r.stdout) as { nftables: Array<{ set?: { elem?: unknown[] } }> }
