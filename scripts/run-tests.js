@@ -186,6 +186,22 @@ if (parallelFiles.length + sequentialFiles.length === 0) {
   process.exit(1);
 }
 
+/** Removes the temp directories of runs that were killed before they could (names carry the PID). */
+function reapStaleRunDirs() {
+  for (const name of readdirSync(tmpdir())) {
+    const owner = /^seng-test-(?:cli|shared)-(\d+)-/.exec(name);
+    if (!owner) continue;
+    try {
+      process.kill(Number(owner[1]), 0);
+      continue; // that run is still going
+    } catch (err) {
+      if (err.code === 'EPERM') continue;
+    }
+    rmSync(join(tmpdir(), name), { recursive: true, force: true });
+  }
+}
+
+reapStaleRunDirs();
 const cliRoot = await prepareCliRoot();
 // Files that test files of this run may share (test/helpers/gateway-lab.ts keeps the lab keys
 // here, made once instead of once per file).
