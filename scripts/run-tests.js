@@ -14,8 +14,8 @@
 //     read for what it touches: only private temporary directories, private PostgreSQL
 //     servers (test/helpers/postgres.ts: own directory and Unix socket per process, no TCP),
 //     loopback sockets on ports the kernel picks, fakes of the kernel interfaces, and CLI
-//     processes that are refused before they create anything. Most of their time is spent
-//     starting `seng` CLI processes or waiting, which overlaps well with the sequential group.
+//     processes that are refused before they create anything. None of them measures time or
+//     traffic, and their deadlines are generous, so a busy machine only makes them slower.
 // The sequential group's output is shown as it comes; the parallel group's is shown in one
 // block when it is done, so the two never interleave. Exit code: non-zero if either fails.
 //
@@ -32,8 +32,8 @@ import {
   rmSync,
   statSync,
   symlinkSync,
+  writeFileSync,
 } from 'node:fs';
-import { writeFileSync } from 'node:fs';
 import { join, dirname, relative, sep } from 'node:path';
 import { spawn, spawnSync } from 'node:child_process';
 import { tmpdir } from 'node:os';
