@@ -230,26 +230,33 @@ if (sequentialFiles.length > 0) {
     process.stdout.write(d);
   });
   seq.child.stderr.on('data', (d) => process.stderr.write(d));
-  runs.push(seq.done.then((code) => ({ name: 'sequential', files: sequentialFiles.length, code, text })));
+  runs.push(seq.done.then((code) => ({ name: 'sequential', code, text })));
 }
 if (parallelFiles.length > 0) {
   const par = runGroup(parallelFiles, jobs, env);
   children.push(par.child);
+  // Alone (e.g. --unit) it streams; beside the sequential group it is shown whole at the end.
+  const alone = sequentialFiles.length === 0;
+  const header = `── parallel group: ${parallelFiles.length} file${parallelFiles.length === 1 ? '' : 's'}, ${jobs} at a time${alone ? '' : ', alongside the sequential group'} ──\n`;
   let text = '';
-  par.child.stdout.on('data', (d) => (text += d));
-  par.child.stderr.on('data', (d) => (text += d));
-  runs.push(par.done.then((code) => ({ name: 'parallel', files: parallelFiles.length, code, text })));
+  if (alone) process.stdout.write(header);
+  par.child.stdout.on('data', (d) => {
+    if (alone) process.stdout.write(d);
+    text += d;
+  });
+  par.child.stderr.on('data', (d) => {
+    if (alone) process.stderr.write(d);
+    text += d;
+  });
+  runs.push(
+    par.done.then((code) => ({ name: 'parallel', code, text, held: alone ? '' : `\n${header}${text}` })),
+  );
 }
 const results = await Promise.all(runs);
 if (cliRoot) rmSync(cliRoot, { recursive: true, force: true });
 rmSync(sharedDir, { recursive: true, force: true });
+for (const r of results) if (r.held) process.stdout.write(r.held);
 
-const par = results.find((r) => r.name === 'parallel');
-if (par) {
-  const alongside = results.length > 1 ? ', alongside the sequential group' : '';
-  const header = `── parallel group: ${par.files} file${par.files === 1 ? '' : 's'}, ${jobs} at a time${alongside} ──`;
-  process.stdout.write(`\n${header}\n${par.text}`);
-}
 if (results.length > 1) {
   const total = {};
   for (const r of results)
