@@ -144,7 +144,6 @@ class RecvThread {
   // batch_ reads of slot_ bytes, not zeroed: only the pages the kernel writes become resident
   // (an idle endpoint does not pay for 2 MiB of GRO slots).
   std::unique_ptr<uint8_t[]> arena_;
-  std::vector<uint8_t> plain_;
   iovec iov_[kMaxBatch]{};
   sockaddr_in addrs_[kMaxBatch]{};
   mmsghdr msgs_[kMaxBatch]{};
@@ -158,8 +157,8 @@ class RecvThread {
 
   void run();
   void handleBatch(unsigned n);
-  void handleDatagram(const uint8_t *d, size_t len, uint32_t ip, uint16_t port, double now);
-  void openDatagram(Route *route, RecordLayer *rl, const uint8_t *d, size_t n, uint32_t ip, uint16_t port);
+  void handleDatagram(uint8_t *d, size_t len, uint32_t ip, uint16_t port, double now);
+  void openDatagram(Route *route, RecordLayer *rl, uint8_t *d, size_t n, uint32_t ip, uint16_t port);
   void pend(uint32_t ip, uint16_t port, bool plain, const uint8_t *d, size_t n, Route *route = nullptr);
   void settle(const std::vector<Item> &items);  // under mu_: the routes' inQueue of handled items
   void publish();
