@@ -5,6 +5,7 @@
 #include <netinet/udp.h>
 #include <poll.h>
 #include <sys/eventfd.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -183,6 +184,10 @@ size_t RecvThread::take(std::vector<Item> *out, size_t max) {
 
 // The thread: wait for the socket (or the stop signal), read batches until it is empty.
 void RecvThread::run() {
+  tid_ = static_cast<long>(syscall(SYS_gettid));
+  const ThreadPriority prio = raiseForwardingPriority();  // forwarding before the control plane
+  nice_ = prio.nice;
+  priorityRaised_ = prio.raised;
   pollfd fds[2] = {{fd_, POLLIN, 0}, {wakeFd_, POLLIN, 0}};
   while (!stop_) {
     const int r = poll(fds, 2, -1);
