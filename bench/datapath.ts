@@ -47,7 +47,14 @@ export const isReverse = (t: TestName): boolean => t.endsWith('r');
  */
 function envList(name: string): Set<string> | undefined {
   const v = process.env[name];
-  return v ? new Set(v.split(',').map((x) => x.trim()).filter(Boolean)) : undefined;
+  return v
+    ? new Set(
+        v
+          .split(',')
+          .map((x) => x.trim())
+          .filter(Boolean),
+      )
+    : undefined;
 }
 const selectedTests = (): TestName[] => {
   const want = envList('SENG_BENCH_DATAPATH_TESTS');
@@ -64,11 +71,18 @@ function perfRecord(pid: number | undefined, seconds: number, file: string): { s
   const dir = process.env.SENG_BENCH_PERF;
   if (!dir || pid === undefined) return { stop: async () => {} };
   mkdirSync(dir, { recursive: true });
-  const child = spawn('perf', ['record', '-g', '-p', String(pid), '-o', join(dir, file), '--', 'sleep', String(seconds)], {
-    stdio: 'ignore',
-  });
+  const child = spawn(
+    'perf',
+    ['record', '-g', '-p', String(pid), '-o', join(dir, file), '--', 'sleep', String(seconds)],
+    {
+      stdio: 'ignore',
+    },
+  );
   return {
-    stop: () => new Promise<void>((resolve) => (child.exitCode !== null ? resolve() : child.once('exit', () => resolve()))),
+    stop: () =>
+      new Promise<void>((resolve) =>
+        child.exitCode !== null ? resolve() : child.once('exit', () => resolve()),
+      ),
   };
 }
 
@@ -114,8 +128,8 @@ export interface SystemResult {
   error?: string;
 }
 
-export interface StormResult {
-  test: TestName;
+/** One storm: the stream alone right before, the stream during the storm, their ratio. */
+export interface StormPhase {
   quiet: TestResult;
   storm: TestResult;
   ratio: number;
@@ -124,7 +138,15 @@ export interface StormResult {
   failures: number;
   /** CPU busy fraction of the storm's client processes (sum). */
   clientUtilization: number;
+}
+
+/** The storm with its clients at normal priority (the top-level fields) and under SCHED_IDLE. */
+export interface StormResult extends StormPhase {
+  test: TestName;
   clients: number;
+  /** The same storm with the client processes under SCHED_IDLE (`chrt --idle 0`): clients on
+   * other hosts, as far as the gateway's CPU is concerned. Absent in results of older runs. */
+  idleClients?: StormPhase;
 }
 
 export interface DatapathResult {
@@ -516,8 +538,13 @@ export async function runDatapath(lab: Lab, opts: BenchOptions): Promise<Datapat
         if (suite === 'ec' && !skipped('storm')) {
           seng.storm = await storm(lab, sengRun, suite, seconds, port, opts.quick);
           log(
-            `  seng-${suite} tcp1 during an admission storm: ${describe(seng.storm.storm)} (${seng.storm.setups} setups)`,
+            `  seng-${suite} tcp1 during an admission storm: ${describe(seng.storm.storm)} (${seng.storm.setups} setups, ${seng.storm.ratio}× of ${seng.storm.quiet.mbps} Mbit/s alone)`,
           );
+          const idle = seng.storm.idleClients;
+          if (idle)
+            log(
+              `  seng-${suite} tcp1 during an admission storm of SCHED_IDLE clients: ${describe(idle.storm)} (${idle.setups} setups, ${idle.ratio}× of ${idle.quiet.mbps} Mbit/s alone)`,
+            );
         }
       } catch (err) {
         seng.error = errorText(err);
@@ -562,8 +589,12 @@ async function gatewayScaling(
 }
 
 /**
- * TCP 1 stream of the established enclave, once alone and once while two client processes
- * admit new enclaves as fast as they can (full setups, then close, 16 in flight each).
+ * TCP 1 stream of the established enclave, alone and while two client processes admit new
+ * enclaves as fast as they can (full setups, then close, 16 in flight each) — twice: with the
+ * clients at normal priority (they compete with the gateway for the machine's two vCPUs), and
+ * with the clients under SCHED_IDLE (`chrt --idle 0`: they get only CPU nobody else wants, which
+ * models clients on other hosts — what the target is about: the gateway's own handshake work
+ * against its forwarding). Each storm is paired with a quiet measurement right before it.
  */
 async function storm(
   lab: Lab,
@@ -575,40 +606,50 @@ async function storm(
 ): Promise<StormResult> {
   const clients = quick ? 16 : 32;
   const certs = await certPool(lab, suite, clients);
-  const quiet = await measure(r.client, 'tcp1', seconds, port, r.pids);
-  const workers = [0, 1].map((i) =>
-    startClients(lab.sh, lab.dir, {
-      mode: 'admission',
-      gateway: GW_SENG,
-      port: SENG_PORT,
-      gatewayCertPem: lab.gwKeys[suite].certPem,
-      certs: certs.slice((i * clients) / 2, ((i + 1) * clients) / 2),
-      concurrency: clients / 2,
-      seconds: seconds + 3,
-    }),
-  );
-  try {
-    await sleep(1500); // the storm is under way before the stream starts
-    const during = await measure(r.client, 'tcp1', seconds, port, r.pids);
-    const rs = (await Promise.all(workers.map((w) => w.next(['result'], (seconds + 60) * 1000)))) as {
-      setups?: number;
-      failures?: number;
-      cpuSeconds?: number;
-      elapsedSeconds?: number;
-    }[];
-    return {
-      test: 'tcp1',
-      quiet,
-      storm: during,
-      ratio: round2(value(during) / value(quiet)),
-      setups: rs.reduce((a, x) => a + (x.setups ?? 0), 0),
-      failures: rs.reduce((a, x) => a + (x.failures ?? 0), 0),
-      clientUtilization: round2(
-        rs.reduce((a, x) => a + (x.cpuSeconds ?? 0), 0) / Math.max(...rs.map((x) => x.elapsedSeconds ?? 1)),
+  const phase = async (wrap: string[]): Promise<StormPhase> => {
+    const quiet = await measure(r.client, 'tcp1', seconds, port, r.pids);
+    await sleep(200);
+    const workers = [0, 1].map((i) =>
+      startClients(
+        lab.sh,
+        lab.dir,
+        {
+          mode: 'admission',
+          gateway: GW_SENG,
+          port: SENG_PORT,
+          gatewayCertPem: lab.gwKeys[suite].certPem,
+          certs: certs.slice((i * clients) / 2, ((i + 1) * clients) / 2),
+          concurrency: clients / 2,
+          seconds: seconds + 3,
+        },
+        wrap,
       ),
-      clients,
-    };
-  } finally {
-    await Promise.all(workers.map((w) => w.proc.stop()));
-  }
+    );
+    try {
+      await sleep(1500); // the storm is under way before the stream starts
+      const during = await measure(r.client, 'tcp1', seconds, port, r.pids);
+      const rs = (await Promise.all(workers.map((w) => w.next(['result'], (seconds + 60) * 1000)))) as {
+        setups?: number;
+        failures?: number;
+        cpuSeconds?: number;
+        elapsedSeconds?: number;
+      }[];
+      return {
+        quiet,
+        storm: during,
+        ratio: round2(value(during) / value(quiet)),
+        setups: rs.reduce((a, x) => a + (x.setups ?? 0), 0),
+        failures: rs.reduce((a, x) => a + (x.failures ?? 0), 0),
+        clientUtilization: round2(
+          rs.reduce((a, x) => a + (x.cpuSeconds ?? 0), 0) / Math.max(...rs.map((x) => x.elapsedSeconds ?? 1)),
+        ),
+      };
+    } finally {
+      await Promise.all(workers.map((w) => w.proc.stop()));
+    }
+  };
+  const normal = await phase([]);
+  await sleep(500);
+  const idle = await phase(['chrt', '--idle', '0']);
+  return { test: 'tcp1', ...normal, clients, idleClients: idle };
 }
