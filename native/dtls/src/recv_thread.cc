@@ -255,9 +255,13 @@ void RecvThread::handleBatch(unsigned n) {
         gGroDatagrams += static_cast<uint64_t>(count);
       }
       counters_.datagrams += count;
+      // One peer per read: its route and record layer are looked up once for all its datagrams.
+      auto it = routes_.find(key(ip, port));
+      Route *route = it == routes_.end() ? nullptr : &it->second;
+      std::shared_ptr<RecordLayer> rl = route != nullptr ? route->rl.lock() : nullptr;
       size_t off = 0;
       for (int k = 0; k < count; k++) {
-        handleDatagram(d + off, groEnds_[k] - off, ip, port, now);
+        handleDatagram(route, rl.get(), d + off, groEnds_[k] - off, ip, port, now);
         off = groEnds_[k];
       }
     }
@@ -267,27 +271,26 @@ void RecvThread::handleBatch(unsigned n) {
 }
 
 // One datagram of a peer, under mu_: opened here (a routed session's application data) or queued.
-void RecvThread::handleDatagram(uint8_t *d, size_t len, uint32_t ip, uint16_t port, double now) {
-  auto it = routes_.find(key(ip, port));
-  if (it == routes_.end()) {
+// route: the peer's entry (nullptr: not routed); rl: its record layer (nullptr: the session ended).
+void RecvThread::handleDatagram(Route *route, RecordLayer *rl, uint8_t *d, size_t len, uint32_t ip, uint16_t port,
+                                double now) {
+  if (route == nullptr) {
     pend(ip, port, false, d, len);
     return;
   }
-  Route &route = it->second;
-  std::shared_ptr<RecordLayer> rl = route.rl.lock();
-  if (!rl) {  // the session ended and JavaScript has not unrouted it yet
+  if (rl == nullptr) {  // the session ended and JavaScript has not unrouted it yet
     counters_.expired += 1;
     pend(ip, port, false, d, len);
     return;
   }
-  route.c.lastRxMs = now;
-  if (route.inQueue > 0 || !allApplicationData(d, len)) {
-    route.c.toJs += 1;
-    pend(ip, port, false, d, len, &route);
+  route->c.lastRxMs = now;
+  if (route->inQueue > 0 || !allApplicationData(d, len)) {
+    route->c.toJs += 1;
+    pend(ip, port, false, d, len, route);
     return;
   }
   counters_.opened += 1;
-  openDatagram(&route, rl.get(), d, len, ip, port);
+  openDatagram(route, rl, d, len, ip, port);
 }
 
 // Opens every record of an application-data datagram of a routed session, in place in the arena:

@@ -164,7 +164,7 @@ class RecvThread {
 
   void run();
   void handleBatch(unsigned n);
-  void handleDatagram(uint8_t *d, size_t len, uint32_t ip, uint16_t port, double now);
+  void handleDatagram(Route *route, RecordLayer *rl, uint8_t *d, size_t len, uint32_t ip, uint16_t port, double now);
   void openDatagram(Route *route, RecordLayer *rl, uint8_t *d, size_t n, uint32_t ip, uint16_t port);
   void pend(uint32_t ip, uint16_t port, bool plain, const uint8_t *d, size_t n, Route *route = nullptr);
   void settle(const std::vector<Item> &items);  // under mu_: the routes' inQueue of handled items
