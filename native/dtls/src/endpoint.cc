@@ -363,6 +363,10 @@ Napi::Value Endpoint::ThreadStats(const Napi::CallbackInfo &info) {
   o.Set("expired", c.expired);
   o.Set("routes", static_cast<double>(recv_->routes()));
   o.Set("reading", recv_->running());
+  const ThreadPriority prio = recv_->priority();
+  o.Set("tid", static_cast<double>(recv_->tid()));
+  o.Set("nice", prio.nice);
+  o.Set("priorityRaised", prio.raised);
   if (recv_->readErrno() != 0) o.Set("readError", std::strerror(recv_->readErrno()));
   return o;
 }

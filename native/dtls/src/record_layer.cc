@@ -1,6 +1,9 @@
 // The native DTLS 1.2 record layer (see record_layer.h).
 #include "record_layer.h"
 
+#include <openssl/core_names.h>
+#include <openssl/params.h>
+
 #include <cstring>
 
 namespace seng_dtls {
@@ -28,6 +31,12 @@ void makeAad(uint8_t aad[13], const uint8_t *header, size_t plainLen) {
   aad[10] = header[2];
   aad[11] = static_cast<uint8_t>(plainLen >> 8);
   aad[12] = static_cast<uint8_t>(plainLen);
+}
+
+// One octet-string parameter of a cipher context (TLS AEAD mode: the AAD, the fixed IV).
+bool setOctets(EVP_CIPHER_CTX *c, const char *name, void *data, size_t len) {
+  OSSL_PARAM p[2] = {OSSL_PARAM_construct_octet_string(name, data, len), OSSL_PARAM_construct_end()};
+  return EVP_CIPHER_CTX_set_params(c, p) == 1;
 }
 
 EVP_CIPHER_CTX *keyedContext(const EVP_CIPHER *cipher, const uint8_t *key, bool encrypt) {
@@ -124,23 +133,27 @@ size_t RecordLayer::seal(uint8_t type, const uint8_t *in, size_t n, uint8_t *out
   putUint48(h + 5, seq);
   h[11] = static_cast<uint8_t>(bodyLen >> 8);
   h[12] = static_cast<uint8_t>(bodyLen);
-  uint8_t *explicitNonce = out + kRecordHeader;
-  std::memcpy(explicitNonce, h + 3, kExplicitNonce);  // epoch || seq
-  uint8_t nonce[12];
-  std::memcpy(nonce, seal_.iv, 4);
-  std::memcpy(nonce + 4, explicitNonce, kExplicitNonce);
+  uint8_t *body = out + kRecordHeader;  // explicit nonce || text || tag, sealed in place
+  if (in != out + kPlainOffset) std::memmove(out + kPlainOffset, in, n);
+  // TLS mode: the AAD's length field counts the explicit nonce too (OpenSSL subtracts it).
   uint8_t aad[13];
-  makeAad(aad, h, n);
-  uint8_t *ct = explicitNonce + kExplicitNonce;
+  makeAad(aad, h, kExplicitNonce + n);
   EVP_CIPHER_CTX *c = contextFor(&seal_, true);
   if (c == nullptr) return 0;
-  int outl = 0;
-  int finl = 0;
-  const bool ok = EVP_EncryptInit_ex(c, nullptr, nullptr, nullptr, nonce) == 1 &&
-                  EVP_EncryptUpdate(c, nullptr, &outl, aad, sizeof aad) == 1 &&
-                  EVP_EncryptUpdate(c, ct, &outl, in, static_cast<int>(n)) == 1 &&
-                  EVP_EncryptFinal_ex(c, ct + outl, &finl) == 1 &&
-                  EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_GCM_GET_TAG, kTag, ct + n) == 1;
+  // The context's nonce counter (implicit IV || epoch || seq) counts up by one per record; set it
+  // when it does not hold this record's sequence number (a new context, or after a failure).
+  const bool persistent = c == seal_.ctx;
+  bool ok = true;
+  if (!persistent || seal_.ctrSeq != seq) {
+    uint8_t nonce[12];
+    std::memcpy(nonce, seal_.iv, 4);
+    std::memcpy(nonce + 4, h + 3, kExplicitNonce);  // epoch || seq
+    ok = setOctets(c, OSSL_CIPHER_PARAM_AEAD_TLS1_IV_FIXED, nonce, static_cast<size_t>(-1));  // the whole IV
+  }
+  ok = ok && setOctets(c, OSSL_CIPHER_PARAM_AEAD_TLS1_AAD, aad, sizeof aad) &&
+       EVP_Cipher(c, body, body, static_cast<unsigned>(bodyLen)) >= 0 &&  // -1 on failure
+       std::memcmp(body, h + 3, kExplicitNonce) == 0;  // the nonce it used is epoch || seq
+  if (persistent) seal_.ctrSeq = ok ? seq + 1 : kNoSeq;
   done(seal_, c);
   return ok ? kRecordHeader + bodyLen : 0;
 }
@@ -163,6 +176,7 @@ RecordLayer::Opened RecordLayer::open(const uint8_t *rec, size_t len, uint8_t *o
   uint8_t tag[kTag];
   std::memcpy(tag, ct + n, kTag);  // SET_TAG takes a non-const pointer
   EVP_CIPHER_CTX *c = contextFor(&open_, false);
+  if (c == open_.ctx) open_.tlsReady = false;  // the streaming init below replaces TLS mode's IV state
   int outl = 0;
   int finl = 0;
   const bool ok = c != nullptr && EVP_DecryptInit_ex(c, nullptr, nullptr, nullptr, nonce) == 1 &&
@@ -173,6 +187,39 @@ RecordLayer::Opened RecordLayer::open(const uint8_t *rec, size_t len, uint8_t *o
   if (c != nullptr) done(open_, c);
   if (!ok) {
     OPENSSL_cleanse(out, n);  // never leave unauthenticated plaintext behind
+    return Opened::Forged;
+  }
+  window_.accept(seq);
+  *plainLen = n;
+  *type = rec[0];
+  return Opened::Ok;
+}
+
+RecordLayer::Opened RecordLayer::openInPlace(uint8_t *rec, size_t len, size_t *plainLen, uint8_t *type) {
+  if (len < kOverhead || len - kOverhead > kMaxPlain) return Opened::NotOurs;
+  if (rec[1] != kVersionMajor || rec[2] != kVersionMinor) return Opened::NotOurs;
+  if (((static_cast<unsigned>(rec[3]) << 8) | rec[4]) != kEpoch) return Opened::NotOurs;
+  std::lock_guard<std::mutex> guard(openLock_);
+  const uint64_t seq = getUint48(rec + 5);
+  if (!window_.fresh(seq)) return Opened::Replayed;
+  const size_t n = len - kOverhead;
+  const size_t bodyLen = len - kRecordHeader;
+  uint8_t *body = rec + kRecordHeader;
+  // TLS mode: the AAD's length field is the whole body (OpenSSL subtracts nonce and tag); the
+  // nonce is the fixed IV || the record's explicit nonce, taken by the cipher from the body.
+  uint8_t aad[13];
+  makeAad(aad, rec, bodyLen);
+  EVP_CIPHER_CTX *c = contextFor(&open_, false);
+  const bool persistent = c != nullptr && c == open_.ctx;
+  bool ok = c != nullptr;
+  if (ok && (!persistent || !open_.tlsReady))
+    ok = setOctets(c, OSSL_CIPHER_PARAM_AEAD_TLS1_IV_FIXED, open_.iv, sizeof open_.iv);
+  if (persistent) open_.tlsReady = ok;
+  ok = ok && setOctets(c, OSSL_CIPHER_PARAM_AEAD_TLS1_AAD, aad, sizeof aad) &&
+       EVP_Cipher(c, body, body, static_cast<unsigned>(bodyLen)) >= 0;  // -1 on failure (bad tag)
+  if (c != nullptr) done(open_, c);
+  if (!ok) {
+    OPENSSL_cleanse(rec + kPlainOffset, n);  // never leave unauthenticated plaintext behind
     return Opened::Forged;
   }
   window_.accept(seq);

@@ -14,7 +14,13 @@
 // only the IpAssignment and alerts), its send association (P+1) no open context (the enclave sends
 // nothing there but close_notify): an enclave with traffic holds two contexts instead of four, an
 // enclave that stayed idle since its setup none.
-// With a persistent context only the nonce changes per record. Received records pass the replay
+// With a persistent context only the nonce changes per record, and a record is one call into the
+// cipher: OpenSSL's TLS AEAD mode (the AAD handed as a parameter, then one EVP_Cipher() over
+// explicit nonce ‖ text ‖ tag, in place), which skips the per-record parameter lookups of the
+// init / update / final / tag sequence (perf: ≈ 10 % of the gateway's CPU with 64-byte packets).
+// Sealing lets the context generate the explicit nonce: its invocation counter is set to
+// epoch ‖ seq once and counts up with our sequence numbers (checked on every record).
+// Received records pass the replay
 // window (RFC 6347 §4.1.2.6, 64 records) before decryption and are marked in it only once
 // authenticated.
 //
@@ -74,9 +80,14 @@ class RecordLayer {
   RecordLayer(const RecordLayer &) = delete;
   RecordLayer &operator=(const RecordLayer &) = delete;
 
+  // Where a record's plaintext starts (header and explicit nonce before it).
+  static constexpr size_t kPlainOffset = kRecordHeader + kExplicitNonce;
+
   // Seals `n` plaintext bytes into one record of `type` at `out` (room for n + kOverhead bytes,
-  // n ≤ kMaxPlain). Returns the record's length, 0 when sequence numbers are exhausted or the
-  // cipher failed (the association must end then).
+  // n ≤ kMaxPlain). The plaintext is moved to out + kPlainOffset first unless it is already there
+  // (in == out + kPlainOffset, the cheapest call); `in` may overlap out otherwise too. Returns the
+  // record's length, 0 when sequence numbers are exhausted or the cipher failed (the association
+  // must end then).
   size_t seal(uint8_t type, const uint8_t *in, size_t n, uint8_t *out);
 
   enum class Opened { Ok, NotOurs, Replayed, Forged };
@@ -85,6 +96,10 @@ class RecordLayer {
   // already in the window; Forged: the tag did not verify. On Ok the plaintext is at out (room
   // for len - kOverhead bytes) and *plainLen / *type are set.
   Opened open(const uint8_t *rec, size_t len, uint8_t *out, size_t *plainLen, uint8_t *type);
+  // open(), decrypting in place: on Ok the plaintext is at rec + kPlainOffset (*plainLen bytes);
+  // otherwise the record's bytes after the header may have been overwritten. One call into the
+  // cipher per record (the receive thread's path).
+  Opened openInPlace(uint8_t *rec, size_t len, size_t *plainLen, uint8_t *type);
 
   // The length of the record that starts at d[0, n) when the whole of it is there, else 0.
   static size_t framedLength(const uint8_t *d, size_t n);
@@ -95,10 +110,16 @@ class RecordLayer {
   bool hasOpenContext() const { return open_.ctx != nullptr; }
 
  private:
+  static constexpr uint64_t kNoSeq = ~uint64_t{0};
+
   // One direction: its key and implicit IV, and its cipher context once it is worth keeping.
   struct Direction {
     EVP_CIPHER_CTX *ctx = nullptr;
     uint32_t uses = 0;  // records before the persistent context (saturates at kTransientRecords)
+    // ctx's TLS-mode state: sealing, the sequence number its nonce counter holds (kNoSeq: not
+    // set); opening, whether its fixed IV is set for TLS mode (a streaming open() may reset it).
+    uint64_t ctrSeq = kNoSeq;
+    bool tlsReady = false;
     uint8_t key[32]{};
     uint8_t iv[4]{};
   };

@@ -5,6 +5,7 @@
 #include <netinet/udp.h>
 #include <poll.h>
 #include <sys/eventfd.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -67,7 +68,6 @@ bool allApplicationData(const uint8_t *d, size_t n) {
 RecvThread::RecvThread(int udpFd, unsigned batch)
     : fd_(udpFd), batch_(batch < 1 || batch > kMaxBatch ? kMaxBatch : batch), gro_(enableGro(udpFd)), slot_(gro_ ? kGroSlot : kSlot) {
   arena_.reset(new uint8_t[slot_ * batch_]);
-  plain_.resize(kMaxPlain);
   for (unsigned i = 0; i < batch_; i++) {
     iov_[i].iov_base = arena_.get() + i * slot_;
     iov_[i].iov_len = slot_;
@@ -184,6 +184,10 @@ size_t RecvThread::take(std::vector<Item> *out, size_t max) {
 
 // The thread: wait for the socket (or the stop signal), read batches until it is empty.
 void RecvThread::run() {
+  tid_ = static_cast<long>(syscall(SYS_gettid));
+  const ThreadPriority prio = raiseForwardingPriority();  // forwarding before the control plane
+  nice_ = prio.nice;
+  priorityRaised_ = prio.raised;
   pollfd fds[2] = {{fd_, POLLIN, 0}, {wakeFd_, POLLIN, 0}};
   while (!stop_) {
     const int r = poll(fds, 2, -1);
@@ -235,7 +239,7 @@ void RecvThread::handleBatch(unsigned n) {
         counters_.datagrams += 1;
         continue;  // the endpoint drops these too (not IPv4, truncated)
       }
-      const uint8_t *d = arena_.get() + i * slot_;
+      uint8_t *d = arena_.get() + i * slot_;
       const size_t len = msgs_[i].msg_len;
       const uint32_t ip = ntohl(addrs_[i].sin_addr.s_addr);
       const uint16_t port = ntohs(addrs_[i].sin_port);
@@ -251,9 +255,13 @@ void RecvThread::handleBatch(unsigned n) {
         gGroDatagrams += static_cast<uint64_t>(count);
       }
       counters_.datagrams += count;
+      // One peer per read: its route and record layer are looked up once for all its datagrams.
+      auto it = routes_.find(key(ip, port));
+      Route *route = it == routes_.end() ? nullptr : &it->second;
+      std::shared_ptr<RecordLayer> rl = route != nullptr ? route->rl.lock() : nullptr;
       size_t off = 0;
       for (int k = 0; k < count; k++) {
-        handleDatagram(d + off, groEnds_[k] - off, ip, port, now);
+        handleDatagram(route, rl.get(), d + off, groEnds_[k] - off, ip, port, now);
         off = groEnds_[k];
       }
     }
@@ -263,38 +271,40 @@ void RecvThread::handleBatch(unsigned n) {
 }
 
 // One datagram of a peer, under mu_: opened here (a routed session's application data) or queued.
-void RecvThread::handleDatagram(const uint8_t *d, size_t len, uint32_t ip, uint16_t port, double now) {
-  auto it = routes_.find(key(ip, port));
-  if (it == routes_.end()) {
+// route: the peer's entry (nullptr: not routed); rl: its record layer (nullptr: the session ended).
+void RecvThread::handleDatagram(Route *route, RecordLayer *rl, uint8_t *d, size_t len, uint32_t ip, uint16_t port,
+                                double now) {
+  if (route == nullptr) {
     pend(ip, port, false, d, len);
     return;
   }
-  Route &route = it->second;
-  std::shared_ptr<RecordLayer> rl = route.rl.lock();
-  if (!rl) {  // the session ended and JavaScript has not unrouted it yet
+  if (rl == nullptr) {  // the session ended and JavaScript has not unrouted it yet
     counters_.expired += 1;
     pend(ip, port, false, d, len);
     return;
   }
-  route.c.lastRxMs = now;
-  if (route.inQueue > 0 || !allApplicationData(d, len)) {
-    route.c.toJs += 1;
-    pend(ip, port, false, d, len, &route);
+  route->c.lastRxMs = now;
+  if (route->inQueue > 0 || !allApplicationData(d, len)) {
+    route->c.toJs += 1;
+    pend(ip, port, false, d, len, route);
     return;
   }
   counters_.opened += 1;
-  openDatagram(&route, rl.get(), d, len, ip, port);
+  openDatagram(route, rl, d, len, ip, port);
 }
 
-// Opens every record of an application-data datagram of a routed session.
-void RecvThread::openDatagram(Route *route, RecordLayer *rl, const uint8_t *d, size_t n, uint32_t ip, uint16_t port) {
+// Opens every record of an application-data datagram of a routed session, in place in the arena:
+// the plaintext goes to the device from there (an offload device's writer borrows it until the
+// batch's flush, before the next read into the arena).
+void RecvThread::openDatagram(Route *route, RecordLayer *rl, uint8_t *d, size_t n, uint32_t ip, uint16_t port) {
   size_t pos = 0;
   while (pos < n) {
     const size_t len = RecordLayer::framedLength(d + pos, n - pos);  // allApplicationData checked framing
     if (len == 0) break;
     size_t plain = 0;
     uint8_t type = 0;
-    const RecordLayer::Opened r = rl->open(d + pos, len, plain_.data(), &plain, &type);
+    const RecordLayer::Opened r = rl->openInPlace(d + pos, len, &plain, &type);
+    const uint8_t *p = d + pos + RecordLayer::kPlainOffset;
     pos += len;
     if (r != RecordLayer::Opened::Ok) {
       if (r == RecordLayer::Opened::Replayed)
@@ -307,9 +317,9 @@ void RecvThread::openDatagram(Route *route, RecordLayer *rl, const uint8_t *d, s
     }
     if (plain == 0) continue;
     TunForwarder &f = route->forward;
-    if (f.offer(plain_.data(), plain, f.vnetHdr() ? writerFor(f.fd()) : nullptr)) continue;
+    if (f.offer(p, plain, f.vnetHdr() ? writerFor(f.fd()) : nullptr)) continue;
     counters_.plainToJs += 1;
-    pend(ip, port, true, plain_.data(), plain, route);  // the rule leaves it to JavaScript
+    pend(ip, port, true, p, plain, route);  // the rule leaves it to JavaScript
   }
   TunForwarder &f = route->forward;
   route->c.packets = f.packets;

@@ -49,6 +49,7 @@
 
 #include "../../common/seng_net.h"
 #include "record_layer.h"
+#include "thread_priority.h"
 #include "tun_forward.h"
 #include "tun_writer.h"
 
@@ -101,6 +102,9 @@ class RecvThread {
   bool running() const { return running_; }
   bool gro() const { return gro_; }
   int readErrno() const { return readErrno_; }
+  // The thread's id and scheduling priority (thread_priority.h), once it runs.
+  ThreadPriority priority() const { return {priorityRaised_, nice_}; }
+  long tid() const { return tid_; }
 
   // Moves up to max queued items to *out; returns how many remain.
   size_t take(std::vector<Item> *out, size_t max);
@@ -131,6 +135,9 @@ class RecvThread {
   std::atomic<bool> running_{false};
   std::atomic<bool> stop_{false};
   std::atomic<int> readErrno_{0};
+  std::atomic<bool> priorityRaised_{false};
+  std::atomic<int> nice_{0};
+  std::atomic<long> tid_{0};
 
   std::mutex mu_;  // routes_, counters_
   std::unordered_map<uint64_t, Route> routes_;
@@ -144,7 +151,6 @@ class RecvThread {
   // batch_ reads of slot_ bytes, not zeroed: only the pages the kernel writes become resident
   // (an idle endpoint does not pay for 2 MiB of GRO slots).
   std::unique_ptr<uint8_t[]> arena_;
-  std::vector<uint8_t> plain_;
   iovec iov_[kMaxBatch]{};
   sockaddr_in addrs_[kMaxBatch]{};
   mmsghdr msgs_[kMaxBatch]{};
@@ -158,8 +164,8 @@ class RecvThread {
 
   void run();
   void handleBatch(unsigned n);
-  void handleDatagram(const uint8_t *d, size_t len, uint32_t ip, uint16_t port, double now);
-  void openDatagram(Route *route, RecordLayer *rl, const uint8_t *d, size_t n, uint32_t ip, uint16_t port);
+  void handleDatagram(Route *route, RecordLayer *rl, uint8_t *d, size_t len, uint32_t ip, uint16_t port, double now);
+  void openDatagram(Route *route, RecordLayer *rl, uint8_t *d, size_t n, uint32_t ip, uint16_t port);
   void pend(uint32_t ip, uint16_t port, bool plain, const uint8_t *d, size_t n, Route *route = nullptr);
   void settle(const std::vector<Item> &items);  // under mu_: the routes' inQueue of handled items
   void publish();

@@ -4,6 +4,7 @@
 #include <arpa/inet.h>
 #include <poll.h>
 #include <sys/eventfd.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <openssl/err.h>
@@ -16,6 +17,7 @@
 #include <system_error>
 
 #include "../../common/seng_net.h"
+#include "thread_priority.h"
 #include "common.h"
 #include "conn.h"
 
@@ -228,6 +230,9 @@ Napi::Value TunDispatch::Stats(const Napi::CallbackInfo &info) {
   o.Set("routes", static_cast<double>(routes_.size()));
   o.Set("defaultRoute", defaultRoute_ != nullptr);
   o.Set("reading", running_.load() && !stop_.load());
+  o.Set("tid", static_cast<double>(tid_.load()));
+  o.Set("nice", nice_.load());
+  o.Set("priorityRaised", priorityRaised_.load());
   if (readErrno_ != 0) o.Set("readError", std::strerror(readErrno_));
   return o;
 }
@@ -249,6 +254,10 @@ Napi::Value TunDispatch::RouteStats(const Napi::CallbackInfo &info) {
 
 // The thread: wait for the device (or the stop signal), read a batch, seal it, send it.
 void TunDispatch::run() {
+  tid_ = static_cast<long>(syscall(SYS_gettid));
+  const ThreadPriority prio = raiseForwardingPriority();  // forwarding before the control plane
+  nice_ = prio.nice;
+  priorityRaised_ = prio.raised;
   pollfd fds[2] = {{tunFd_, POLLIN, 0}, {wakeFd_, POLLIN, 0}};
   while (!stop_) {
     const int r = poll(fds, 2, -1);

@@ -81,6 +81,9 @@ class TunDispatch : public Napi::ObjectWrap<TunDispatch> {
   std::atomic<bool> running_{false};
   std::atomic<bool> stop_{false};
   std::atomic<int> readErrno_{0};
+  std::atomic<bool> priorityRaised_{false};  // thread_priority.h, set when the thread starts
+  std::atomic<int> nice_{0};
+  std::atomic<long> tid_{0};
 
   std::mutex mu_;  // routes_, counters_
   std::unordered_map<uint32_t, Route> routes_;

@@ -39,7 +39,7 @@ TunWriter::TunWriter(int fd, bool owned) : fd_(fd), owned_(owned), gro_(new seng
   // UDP datagrams of one flow and size are coalesced too (USO frames); SENG_TUN_USO=0: TCP only.
   const char *uso = std::getenv("SENG_TUN_USO");
   gro_->merge_udp = uso != nullptr && std::strcmp(uso, "0") == 0 ? 0 : 1;
-  arena_.resize(kArenaBytes);
+  if (!owned_) arena_.resize(kArenaBytes);  // an owned writer borrows the packets
 }
 
 TunWriter::~TunWriter() = default;
@@ -105,6 +105,10 @@ TunWriter::Stats TunWriter::totals(int which) {
 }
 
 void TunWriter::add(const uint8_t *p, size_t n) {
+  if (owned_) {
+    lend(p, n);
+    return;
+  }
   if (n == 0 || n > arena_.size()) {
     std::lock_guard<std::mutex> guard(statsLock_);
     stats_.dropped += 1;
@@ -136,6 +140,21 @@ void TunWriter::add(const uint8_t *p, size_t n) {
     pending_ = true;
     gDirty.push_back(this);
   }
+}
+
+// An owned writer's add(): the packet stays where its owner keeps it until the next flush().
+void TunWriter::lend(const uint8_t *p, size_t n) {
+  int r = seng_gro_add(gro_.get(), p, n);  // refuses 0 and > 65535 bytes
+  if (r == -ENOSPC) {
+    flush();  // the batch is full: write it, then add again
+    r = seng_gro_add(gro_.get(), p, n);
+  }
+  if (r != 0) {
+    std::lock_guard<std::mutex> guard(statsLock_);
+    stats_.dropped += 1;
+    return;
+  }
+  used_ += n;
 }
 
 void TunWriter::flush() {

@@ -12,7 +12,10 @@
 // kept for the process's lifetime (a few hundred KiB, allocated on first use). The endpoint's
 // receive thread (recv_thread.h) has writers of its own (makeOwned): only that thread adds to and
 // flushes them, always in batches (it calls flush() at each batch's end); retire() folds their
-// counters into the fd's totals when the thread ends. Counters are read under a per-writer lock.
+// counters into the fd's totals when the thread ends. An owned writer does not copy: it keeps
+// pointers to the packets it is given, which the owner keeps valid until the next flush() (the
+// receive thread decrypts in place in its receive arena and flushes before it reads into the
+// arena again) — one copy of every packet less. Counters are read under a per-writer lock.
 #pragma once
 
 #include <cstddef>
@@ -39,26 +42,27 @@ class TunWriter {
   // The counters of fd's writer (zero when it has none), or with fd < 0 the sum of all writers.
   static Stats totals(int fd);
 
-  // A writer for one thread's own use (see above), counted in totals(fd).
+  // A writer for one thread's own use (see above: it borrows the packets), counted in totals(fd).
   static std::unique_ptr<TunWriter> makeOwned(int fd);
   // The owner is done with it: its counters stay in totals(fd), its memory is freed.
   static void retire(std::unique_ptr<TunWriter> owned);
   ~TunWriter();
 
-  // Copies the packet for the next flush (a shared writer outside a batch: at once). Counts a
-  // failed write as dropped.
+  // Takes the packet for the next flush (a shared writer outside a batch: at once): a shared
+  // writer copies it, an owned one borrows it until then. Counts a failed write as dropped.
   void add(const uint8_t *packet, size_t length);
   // Writes the pending packets (coalesced).
   void flush();
 
  private:
   TunWriter(int fd, bool owned);
+  void lend(const uint8_t *packet, size_t length);
   Stats stats() const;
 
   int fd_;
   bool owned_;
   std::unique_ptr<seng_gro> gro_;
-  std::vector<uint8_t> arena_;  // copies of the pending packets
+  std::vector<uint8_t> arena_;  // copies of the pending packets (shared writers only)
   size_t used_ = 0;
   bool pending_ = false;
   mutable std::mutex statsLock_;  // stats_ (an owned writer's thread writes, JavaScript reads)

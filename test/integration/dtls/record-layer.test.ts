@@ -103,6 +103,52 @@ describe('dtls native record layer over sockets', { timeout: 60_000 }, () => {
   });
 
   for (const kind of ['rsa', 'ec'] as const) {
+    it(`${kind}: every sealed record's explicit nonce is its epoch and sequence number, across the context switch`, async () => {
+      // The seal context generates the explicit nonce from a counter it keeps (TLS AEAD mode):
+      // the first records use temporary contexts, later ones the persistent context, and both
+      // must write epoch || seq — the nonce the header promises — and consecutive sequence numbers.
+      const { server } = await startServer();
+      const relay = new UdpRelay(server.address.port);
+      await relay.start();
+      try {
+        const client = await dtlsConnect({
+          host: '127.0.0.1',
+          port: relay.port,
+          certPem: ids[`cli-${kind}`]!.certPem,
+          keyPem: ids[`cli-${kind}`]!.keyPem,
+          caPem: ids[`srv-${kind}`]!.certPem,
+          cipherList: SUITES[kind],
+        });
+        const echoes: string[] = [];
+        client.on('message', (m) => echoes.push(m.toString()));
+        const count = 3 * 8 + 5; // well past the temporary contexts
+        for (let i = 0; i < count; i++) assert.equal(client.send(Buffer.from(`m${i}`)), true);
+        await until(() => echoes.length === count, 'every echo');
+        assert.deepEqual(
+          echoes,
+          Array.from({ length: count }, (_, i) => `echo: m${i}`),
+        );
+        const records: Buffer[] = [];
+        for (const d of relay.seen.toClient)
+          for (let off = 0; off + 13 <= d.length; off += 13 + d.readUInt16BE(off + 11))
+            if (d[off] === 23) records.push(d.subarray(off, off + 13 + d.readUInt16BE(off + 11)));
+        assert.ok(records.length >= count, 'the echoes went through the relay');
+        let prev = -1;
+        for (const r of records) {
+          assert.ok(r.subarray(13, 21).equals(r.subarray(3, 11)), 'explicit nonce = epoch || seq');
+          const seq = r.readUIntBE(5, 6);
+          if (prev >= 0) assert.equal(seq, prev + 1, 'consecutive sequence numbers');
+          prev = seq;
+        }
+        client.close();
+      } finally {
+        await relay.close();
+        await server.close();
+      }
+    });
+  }
+
+  for (const kind of ['rsa', 'ec'] as const) {
     it(`openssl s_client (${SUITES[kind]}) with the final flight lost: resent, data both ways, close`, async () => {
       const { server, sessions } = await startServer();
       const { relay, dropped } = await lossyRelay(server.address.port);
