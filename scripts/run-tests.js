@@ -32,12 +32,12 @@ import {
   rmSync,
   statSync,
   symlinkSync,
-  writeFileSync,
 } from 'node:fs';
 import { join, dirname, relative, sep } from 'node:path';
 import { spawn, spawnSync } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import { fileURLToPath } from 'node:url';
+import { writeManifest } from './gen-manifest.js';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const testRoot = join(root, 'dist', 'test');
@@ -109,10 +109,10 @@ function walk(dir) {
  * A copy of the package root for the tests' `seng` processes: package.json and bin/run.js
  * copied, dist/ and node_modules/ linked, plus oclif.manifest.json. Without a manifest oclif
  * imports every command module on every start to learn the command list (~0.4 s of CPU per
- * process); with one it imports only the command that runs. The manifest is made here by
- * oclif's own discovery of dist/src/cli/commands (the same path `seng` takes without one), so
- * a command that does not load fails the run. The repository itself gets no manifest, so it
- * can never be stale there. Returns undefined (tests use bin/run.js) if that fails.
+ * process); with one it imports only the command that runs. The manifest is made afresh here
+ * (scripts/gen-manifest.js, as `npm run build` does for the package root), so the tests never
+ * see a stale one even when dist/ was rebuilt with tsc alone. Returns undefined (tests use
+ * bin/run.js) if that fails.
  */
 async function prepareCliRoot() {
   let dir;
@@ -124,10 +124,7 @@ async function prepareCliRoot() {
     copyFileSync(join(root, 'bin', 'run.js'), join(dir, 'bin', 'run.js'));
     symlinkSync(join(root, 'dist'), join(dir, 'dist'));
     symlinkSync(join(root, 'node_modules'), join(dir, 'node_modules'));
-    const { Plugin } = await import('@oclif/core');
-    const plugin = new Plugin({ root, type: 'core', ignoreManifest: true, errorOnManifestCreate: true });
-    await plugin.load();
-    writeFileSync(join(dir, 'oclif.manifest.json'), JSON.stringify(plugin.manifest));
+    await writeManifest(dir);
     const check = spawnSync(process.execPath, [join(dir, 'bin', 'run.js'), '--version'], {
       encoding: 'utf8',
     });
