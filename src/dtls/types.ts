@@ -58,9 +58,20 @@ export interface DtlsServerOptions {
   /**
    * Latency a handshake should finish its cryptographic part within (src/dtls/pacer.ts): below
    * maxHandshakes, the server runs only as many handshakes at once as finish within it, and new
-   * peers wait for their ClientHello retransmission meanwhile. Default handshakeTimeoutMs / 2.
+   * peers wait in the hello queue meanwhile. Default handshakeTimeoutMs / 2.
    */
   handshakeLatencyTargetMs?: number;
+  /**
+   * Cookie-verified ClientHellos that wait for a handshake slot (src/dtls/hello-queue.ts): the
+   * oldest starts as soon as one frees. Default 16 × maxHandshakes; 0 disables the queue (such
+   * hellos are dropped and the clients retransmit).
+   */
+  handshakeQueueSize?: number;
+  /**
+   * A queued ClientHello older than this is dropped, never started (its client has probably given
+   * up). Default cookieRotationMs / 2, so that a queued hello's cookie is still valid when it starts.
+   */
+  handshakeQueueMs?: number;
   /** Concurrent sessions plus handshakes; further new peers are dropped. Default 10000. */
   maxSessions?: number;
   /**
