@@ -151,6 +151,9 @@ export async function startGateway(config: ServeConfig, log: Logger): Promise<Ru
         // A client host that reboots brings all of its enclaves back at once: every one of them
         // may hold a handshake slot (the cookie exchange has proven the address already).
         maxHandshakesPerAddress: config.limits.maxHandshakes,
+        // A send-channel hello that waited longer than the setup step allows belongs to a setup
+        // that has already failed: never start it.
+        ...(port === config.port + 1 ? { handshakeQueueMs: config.timeouts.setupMs } : {}),
         // Admission keeps the attested identity; the certificate DER need not live per session.
         retainPeerChain: false,
         // The receive channel's application data is opened and forwarded on the addon's receive
@@ -158,6 +161,9 @@ export async function startGateway(config: ServeConfig, log: Logger): Promise<Ru
         receiveThread: port === config.port && nativeForward && process.env.SENG_NATIVE_RECV_THREAD !== '0',
         logger: log,
       });
+      // Setups in progress first: the receive channel starts no new setup while send-channel
+      // handshakes wait for a slot (DtlsServer.yieldTo).
+      if (port === config.port + 1) dtls.find((d) => d.channel === 'receive')?.server.yieldTo(server);
       dtls.push({ channel: port === config.port ? 'receive' : 'send', server });
       return server;
     };
