@@ -107,6 +107,11 @@ export class HelloQueue {
     return this.entries.has(key);
   }
 
+  /** The client random of the peer's queued hello, if any. */
+  randomOf(key: number): string | undefined {
+    return this.entries.get(key)?.random;
+  }
+
   /** Removes the peer's entry (it started by another way, or the server closes). */
   delete(key: number): void {
     const e = this.entries.get(key);

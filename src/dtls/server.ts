@@ -160,9 +160,6 @@ export class DtlsServer extends EventEmitter<DtlsServerEvents> {
   private readonly pacer: HandshakePacer;
   private readonly queue: HelloQueue;
   private drainScheduled = false;
-  /** The server this one yields to (yieldTo), and those that yield to this one. */
-  private ahead: DtlsServer | undefined;
-  private readonly behind = new Set<DtlsServer>();
   private readonly opts: Required<Omit<DtlsServerOptions, 'logger' | 'cipherList' | 'receiveThread'>> & {
     cipherList: string;
     receiveThread: boolean;
@@ -302,18 +299,6 @@ export class DtlsServer extends EventEmitter<DtlsServerEvents> {
     };
   }
 
-  /**
-   * Lets `next` go first: while ClientHellos wait for a handshake slot on `next`, this server
-   * starts no new handshake (its own new peers wait in its queue). The gateway's receive channel
-   * (P) yields to its send channel (P+1): a setup whose second handshake cannot start in time is
-   * wasted work, and starting more first handshakes only makes more of them.
-   */
-  yieldTo(next: DtlsServer): void {
-    this.ahead?.behind.delete(this);
-    this.ahead = next;
-    next.behind.add(this);
-  }
-
   /** The established sessions. */
   sessions(): DtlsSession[] {
     const out: DtlsSession[] = [];
@@ -358,7 +343,6 @@ export class DtlsServer extends EventEmitter<DtlsServerEvents> {
     this.closing ??= (async () => {
       clearInterval(this.cookieTimer);
       this.queue.clear();
-      for (const b of this.behind) b.scheduleDrain();
       for (const d of this.dispatches) d.close();
       this.dispatches.clear();
       for (const [key, e] of [...this.peers]) {
@@ -404,10 +388,9 @@ export class DtlsServer extends EventEmitter<DtlsServerEvents> {
     this.start(arena, off, len, ip, port, key, entry);
   }
 
-  /** Whether a new handshake may start now (slots, the pacer's limit, sessions, yieldTo). */
+  /** Whether a new handshake may start now (slots, the pacer's limit, sessions). */
   private slotFree(): boolean {
     return (
-      (this.ahead === undefined || this.ahead.queue.size === 0 || this.ahead.closing !== undefined) &&
       this.handshakeCount < this.opts.maxHandshakes &&
       this.handshakeCount < this.pacer.limit &&
       this.handshakeCount + this.sessionCount < this.opts.maxSessions
@@ -432,7 +415,9 @@ export class DtlsServer extends EventEmitter<DtlsServerEvents> {
       return;
     }
     const address = ipv4ToString(ip);
-    const repeated = this.queue.has(key); // a retransmission: its cookie was checked when it queued
+    // A retransmission of the queued hello (same client random): its cookie was checked when it
+    // queued. Anything else from that address:port proves itself again.
+    const repeated = this.queue.randomOf(key) === hello.random;
     if (!repeated && !(hello.cookieLength > 0 && this.cookieValid(address, port, arena, hello))) {
       this.answerStatelessly(arena, off, len, address, port);
       return;
@@ -487,12 +472,10 @@ export class DtlsServer extends EventEmitter<DtlsServerEvents> {
     const admissible = (q: QueuedHello): boolean => !this.peers.has(q.key) && this.slotFor(q.ip);
     while (!this.closing && this.queue.size > 0 && this.slotFree()) {
       const q = this.queue.take(admissible);
-      if (!q) break;
+      if (!q) return;
       this.counters.queueStarted++;
       this.start(q.datagram, 0, q.datagram.length, q.ip, q.port, q.key, undefined);
     }
-    // Nothing waits here any more: the servers that yield to this one may start again.
-    if (this.queue.size === 0) for (const b of this.behind) b.scheduleDrain();
   }
 
   /**

@@ -161,9 +161,6 @@ export async function startGateway(config: ServeConfig, log: Logger): Promise<Ru
         receiveThread: port === config.port && nativeForward && process.env.SENG_NATIVE_RECV_THREAD !== '0',
         logger: log,
       });
-      // Setups in progress first: the receive channel starts no new setup while send-channel
-      // handshakes wait for a slot (DtlsServer.yieldTo).
-      if (port === config.port + 1) dtls.find((d) => d.channel === 'receive')?.server.yieldTo(server);
       dtls.push({ channel: port === config.port ? 'receive' : 'send', server });
       return server;
     };

@@ -306,6 +306,17 @@ describe('dtls server robustness', { timeout: 120_000 }, () => {
       assert.equal(st.busy, 40 - cap - queueSize);
       // The cap plus this server's one shared listener: queued hellos hold no OpenSSL object.
       assert.equal(nativeStats().liveSsl - base, cap + 1, 'native state bounded by the cap');
+      if (queueSize > 0) {
+        // A new hello without a cookie from a queued peer's address:port (someone spoofing it)
+        // gets a HelloVerifyRequest and does not replace the queued, cookie-verified hello.
+        const last = peers[cap] as RawPeer; // sent its hello right after the first `cap`: queued
+        const cookiesBefore = capped.stats().cookiesSent;
+        const otherRandom = Buffer.from(first);
+        otherRandom[13 + 12 + 2] = (otherRandom[13 + 12 + 2] ?? 0) ^ 0xff;
+        last.socket.send(otherRandom, capped.address.port, '127.0.0.1');
+        await until(() => capped.stats().cookiesSent > cookiesBefore, 'a HelloVerifyRequest');
+        assert.equal(capped.stats().queued, queueSize);
+      }
       // The queued hellos start as the first handshakes reach their deadline (these peers never
       // answer), each with no retransmission: every queued peer gets the server's flight.
       await until(() => capped.stats().handshakes === 0 && capped.stats().queued === 0, 'all to end', 20_000);

@@ -126,6 +126,13 @@ test('take skips entries that are not admissible now (their address at its limit
   assert.equal(q.take()?.datagram[1], 1);
 });
 
+test('randomOf tells a retransmission of the queued hello from anything else', () => {
+  const { q } = queue();
+  q.offer(key(1, 1), 1, 1, hello(1), 'a');
+  assert.equal(q.randomOf(key(1, 1)), 'a');
+  assert.equal(q.randomOf(key(1, 2)), undefined);
+});
+
 test('delete and clear free the per-address share', () => {
   const { q } = queue({ maxPerAddress: 1 });
   q.offer(key(1, 1), 1, 1, hello(1), 'a');
