@@ -242,7 +242,15 @@ export class DtlsServer extends EventEmitter<DtlsServerEvents> {
       maxHandshakesPerAddress: options.maxHandshakesPerAddress ?? 32,
       cookieRotationMs: options.cookieRotationMs ?? 30_000,
       handshakeQueueSize: options.handshakeQueueSize ?? 16 * (options.maxHandshakes ?? 256),
-      handshakeQueueMs: options.handshakeQueueMs ?? (options.cookieRotationMs ?? 30_000) / 2,
+      // A hello that waited longer than a handshake should take has used up much of its client's
+      // patience: under overload the oldest entries expire (their clients retransmit) instead of
+      // every client waiting its whole setup timeout in line. Well inside the cookie's validity.
+      handshakeQueueMs:
+        options.handshakeQueueMs ??
+        Math.min(
+          options.handshakeLatencyTargetMs ?? (options.handshakeTimeoutMs ?? 5000) / 2,
+          (options.cookieRotationMs ?? 30_000) / 2,
+        ),
       socketBufferBytes: options.socketBufferBytes ?? 4 * 1024 * 1024,
       retainPeerChain: options.retainPeerChain ?? true,
       receiveThread: options.receiveThread ?? process.env.SENG_NATIVE_RECV_THREAD !== '0',

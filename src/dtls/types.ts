@@ -68,8 +68,10 @@ export interface DtlsServerOptions {
    */
   handshakeQueueSize?: number;
   /**
-   * A queued ClientHello older than this is dropped, never started (its client has probably given
-   * up). Default cookieRotationMs / 2, so that a queued hello's cookie is still valid when it starts.
+   * A queued ClientHello older than this is dropped, never started: its client has used up much of
+   * its patience, and under overload the oldest should make room (their clients retransmit) rather
+   * than every client waiting its whole timeout in line. Default min(handshakeLatencyTargetMs,
+   * cookieRotationMs / 2).
    */
   handshakeQueueMs?: number;
   /** Concurrent sessions plus handshakes; further new peers are dropped. Default 10000. */

@@ -151,9 +151,6 @@ export async function startGateway(config: ServeConfig, log: Logger): Promise<Ru
         // A client host that reboots brings all of its enclaves back at once: every one of them
         // may hold a handshake slot (the cookie exchange has proven the address already).
         maxHandshakesPerAddress: config.limits.maxHandshakes,
-        // A send-channel hello that waited longer than the setup step allows belongs to a setup
-        // that has already failed: never start it.
-        ...(port === config.port + 1 ? { handshakeQueueMs: config.timeouts.setupMs } : {}),
         // Admission keeps the attested identity; the certificate DER need not live per session.
         retainPeerChain: false,
         // The receive channel's application data is opened and forwarded on the addon's receive

@@ -274,6 +274,7 @@ describe('dtls server robustness', { timeout: 120_000 }, () => {
       verifyPeer: () => Promise.resolve({ accept: true }),
       handshakeTimeoutMs: 2500,
       handshakeQueueSize: queueSize,
+      handshakeQueueMs: 30_000, // the queued hellos wait for the first handshakes' deadline
       ...limits,
     });
     const peers: RawPeer[] = [];
