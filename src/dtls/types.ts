@@ -63,8 +63,8 @@ export interface DtlsServerOptions {
   handshakeLatencyTargetMs?: number;
   /**
    * Cookie-verified ClientHellos that wait for a handshake slot (src/dtls/hello-queue.ts): the
-   * oldest starts as soon as one frees. Default 16 × maxHandshakes; 0 disables the queue (such
-   * hellos are dropped and the clients retransmit).
+   * oldest starts as soon as one frees. Default 0 (no queue: such hellos are dropped and the
+   * clients retransmit; SENG_HELLO_QUEUE=1 makes the default 16 × maxHandshakes).
    */
   handshakeQueueSize?: number;
   /**

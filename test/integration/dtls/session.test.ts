@@ -392,6 +392,7 @@ describe('dtls sessions over loopback', { timeout: 120_000 }, () => {
     const gate = new Promise<void>((r) => (release = r));
     const server = await startServer({
       maxHandshakes: 2,
+      handshakeQueueSize: 32,
       handshakeTimeoutMs: 60_000,
       verifyPeer: async () => {
         await gate;
@@ -447,6 +448,7 @@ describe('dtls sessions over loopback', { timeout: 120_000 }, () => {
     const gate = new Promise<void>((r) => (release = r));
     const server = await startServer({
       maxHandshakes: 1,
+      handshakeQueueSize: 4,
       maxSessions: 2,
       handshakeTimeoutMs: 10_000,
       verifyPeer: async () => {
