@@ -101,6 +101,11 @@ export interface NativeContext {
     datagramOffset?: number,
     datagramLength?: number,
   ): NativeConn | number;
+  /**
+   * True when bytes [offset, +length) of `cookie` are the cookie this server issued to
+   * address:port (current or previous secret); nothing is sent or kept.
+   */
+  cookieValid(address: string, port: number, cookie: Buffer, offset: number, length: number): boolean;
   /** A client connection that sends on the UDP socket fd. */
   connect(address: string, port: number, fd: number): NativeConn;
   rotateCookieSecret(): void;

@@ -7,8 +7,9 @@
  * every handshake that finished in under half the target (or while the event loop has time to
  * spare) and shrinks by a quarter (at most once per target period) when one took longer than the
  * target while the event loop was saturated — a handshake slowed by its client or the network is
- * no reason to hold others back. New peers beyond the limit are not answered; DTLS clients
- * retransmit their ClientHello and are served once a slot frees up, instead of starting a
+ * no reason to hold others back. New peers beyond the limit get their HelloVerifyRequest but no
+ * handshake; DTLS clients retransmit their ClientHello and are served once a slot frees up (or
+ * wait in the hello queue, src/dtls/hello-queue.ts, when it is on), instead of starting a
  * handshake that stalls.
  */
 import { performance } from 'node:perf_hooks';

@@ -26,6 +26,7 @@ import {
   type NativeRecvThreadStats,
   type NativeTunDispatch,
 } from './native.js';
+import { HelloQueue, type QueuedHello } from './hello-queue.js';
 import { HandshakePacer } from './pacer.js';
 import { ReceiveRoute, type ReceiveRouteStats } from './recv-route.js';
 import { TunDispatch } from './dispatch.js';
@@ -58,15 +59,24 @@ export interface DtlsServerStats {
   timedOut: number;
   /** Datagrams from unknown peers dropped without a reply (garbage, not a ClientHello, ...). */
   dropped: number;
-  /** New peers turned away because a limit (maxHandshakes / maxSessions) was reached. */
+  /** New peers turned away: maxSessions reached, or the hello queue (or its share per address) full. */
   busy: number;
   /**
-   * New peers left to retransmit because the handshakes in progress already use the CPU the
-   * latency target allows (src/dtls/pacer.ts); below maxHandshakes.
+   * Cookie-verified ClientHellos (retransmissions included) that could not start at once — the
+   * handshake slots, the pacer's limit (src/dtls/pacer.ts) or the per-address limit — and were
+   * queued or found already queued (src/dtls/hello-queue.ts).
    */
   deferred: number;
   /** Handshakes the pacer lets run at once now. */
   handshakeLimit: number;
+  /** ClientHellos waiting in the queue now. */
+  queued: number;
+  /** ClientHellos queued since start (one per waiting peer). */
+  queuedTotal: number;
+  /** Queued ClientHellos started when a slot freed. */
+  queueStarted: number;
+  /** Queued ClientHellos dropped because they waited longer than handshakeQueueMs. */
+  queueExpired: number;
 }
 
 interface Handshake {
@@ -103,6 +113,40 @@ function clientHelloRandom(d: Buffer, off: number, len: number): string | undefi
   return d.toString('hex', off + RANDOM_OFF, off + RANDOM_OFF + 32);
 }
 
+/**
+ * An unfragmented epoch-0 ClientHello: its random (hex) and where its cookie is in `d` (length 0:
+ * no cookie). Everything is bounds-checked against the record and the handshake message.
+ */
+export function parseClientHello(
+  d: Buffer,
+  off: number,
+  len: number,
+): { random: string; cookieOffset: number; cookieLength: number } | undefined {
+  if (off < 0 || len < 0 || off + len > d.length || len < RANDOM_OFF + 32 + 2) return undefined;
+  if (d[off] !== 22 || d[off + 3] !== 0 || d[off + 4] !== 0) return undefined;
+  const recordEnd = off + 13 + d.readUInt16BE(off + 11);
+  if (recordEnd > off + len) return undefined;
+  const h = off + 13;
+  if (d[h] !== 1) return undefined;
+  const msgLen = d.readUIntBE(h + 1, 3);
+  if (d.readUIntBE(h + 6, 3) !== 0 || d.readUIntBE(h + 9, 3) !== msgLen) return undefined; // fragmented
+  const bodyEnd = h + 12 + msgLen;
+  if (bodyEnd > recordEnd) return undefined;
+  let p = off + RANDOM_OFF + 32;
+  if (p + 1 > bodyEnd) return undefined;
+  const sessionIdLength = d.readUInt8(p);
+  p += 1 + sessionIdLength;
+  if (sessionIdLength > 32 || p + 1 > bodyEnd) return undefined;
+  const cookieLength = d.readUInt8(p);
+  p += 1;
+  if (p + cookieLength > bodyEnd) return undefined;
+  return {
+    random: d.toString('hex', off + RANDOM_OFF, off + RANDOM_OFF + 32),
+    cookieOffset: p,
+    cookieLength,
+  };
+}
+
 /** Peers are keyed by IPv4 address and port as one number (exact below 2^53). */
 function peerKey(ip: number, port: number): number {
   return ip * 65536 + port;
@@ -114,6 +158,8 @@ export class DtlsServer extends EventEmitter<DtlsServerEvents> {
   private readonly ctx: NativeContext;
   private endpoint!: UdpEndpoint;
   private readonly pacer: HandshakePacer;
+  private readonly queue: HelloQueue;
+  private drainScheduled = false;
   private readonly opts: Required<Omit<DtlsServerOptions, 'logger' | 'cipherList' | 'receiveThread'>> & {
     cipherList: string;
     receiveThread: boolean;
@@ -136,6 +182,7 @@ export class DtlsServer extends EventEmitter<DtlsServerEvents> {
     dropped: 0,
     busy: 0,
     deferred: 0,
+    queueStarted: 0,
   };
 
   private constructor(ctx: NativeContext, host: string, opts: DtlsServer['opts'], logger: Logger) {
@@ -148,6 +195,12 @@ export class DtlsServer extends EventEmitter<DtlsServerEvents> {
       targetMs: opts.handshakeLatencyTargetMs,
       // SENG_HANDSHAKE_PACER=0: every slot up to maxHandshakes at once (A/B runs of the bench).
       ...(process.env.SENG_HANDSHAKE_PACER === '0' ? { floor: opts.maxHandshakes } : {}),
+    });
+    this.queue = new HelloQueue({
+      // SENG_HELLO_QUEUE=0: no queue even where an option asks for one (A/B runs of the bench).
+      max: process.env.SENG_HELLO_QUEUE === '0' ? 0 : opts.handshakeQueueSize,
+      maxPerAddress: Math.ceil((opts.handshakeQueueSize * opts.maxHandshakesPerAddress) / opts.maxHandshakes),
+      maxAgeMs: opts.handshakeQueueMs,
     });
     this.endpoint = UdpEndpoint.open(
       host,
@@ -188,6 +241,20 @@ export class DtlsServer extends EventEmitter<DtlsServerEvents> {
       maxSessions: options.maxSessions ?? 10_000,
       maxHandshakesPerAddress: options.maxHandshakesPerAddress ?? 32,
       cookieRotationMs: options.cookieRotationMs ?? 30_000,
+      // Off unless asked for (SENG_HELLO_QUEUE=1 turns the default on): measured on a machine
+      // whose clients share the gateway's CPUs, the queue made reconnect bursts worse (docs/dtls.md).
+      handshakeQueueSize:
+        options.handshakeQueueSize ??
+        (process.env.SENG_HELLO_QUEUE === '1' ? 16 * (options.maxHandshakes ?? 256) : 0),
+      // A hello that waited longer than a handshake should take has used up much of its client's
+      // patience: under overload the oldest entries expire (their clients retransmit) instead of
+      // every client waiting its whole setup timeout in line. Well inside the cookie's validity.
+      handshakeQueueMs:
+        options.handshakeQueueMs ??
+        Math.min(
+          options.handshakeLatencyTargetMs ?? (options.handshakeTimeoutMs ?? 5000) / 2,
+          (options.cookieRotationMs ?? 30_000) / 2,
+        ),
       socketBufferBytes: options.socketBufferBytes ?? 4 * 1024 * 1024,
       retainPeerChain: options.retainPeerChain ?? true,
       receiveThread: options.receiveThread ?? process.env.SENG_NATIVE_RECV_THREAD !== '0',
@@ -204,6 +271,8 @@ export class DtlsServer extends EventEmitter<DtlsServerEvents> {
     positive('maxSessions', opts.maxSessions, 1);
     positive('maxHandshakesPerAddress', opts.maxHandshakesPerAddress, 1);
     positive('cookieRotationMs', opts.cookieRotationMs, 1000);
+    positive('handshakeQueueSize', opts.handshakeQueueSize, 0);
+    positive('handshakeQueueMs', opts.handshakeQueueMs, 1);
     positive('socketBufferBytes', opts.socketBufferBytes, 0);
     const logger = options.logger ?? silentLogger;
     const addon = loadAddon();
@@ -230,11 +299,15 @@ export class DtlsServer extends EventEmitter<DtlsServerEvents> {
   }
 
   stats(): DtlsServerStats {
+    const q = this.queue.stats();
     return {
       handshakes: this.handshakeCount,
       sessions: this.sessionCount,
       ...this.counters,
       handshakeLimit: this.pacer.limit,
+      queued: q.queued,
+      queuedTotal: q.enqueued,
+      queueExpired: q.expired,
     };
   }
 
@@ -281,6 +354,7 @@ export class DtlsServer extends EventEmitter<DtlsServerEvents> {
   close(): Promise<void> {
     this.closing ??= (async () => {
       clearInterval(this.cookieTimer);
+      this.queue.clear();
       for (const d of this.dispatches) d.close();
       this.dispatches.clear();
       for (const [key, e] of [...this.peers]) {
@@ -312,22 +386,123 @@ export class DtlsServer extends EventEmitter<DtlsServerEvents> {
       // A new ClientHello from a known address:port: the peer restarted. Only a valid cookie
       // (proof that it receives at this address) replaces the existing state.
     }
-    if (!entry && this.handshakeCount >= this.opts.maxHandshakes) {
-      this.counters.busy++;
+    if (!entry) {
+      if (this.handshakeCount + this.sessionCount >= this.opts.maxSessions) {
+        this.counters.busy++;
+        return;
+      }
+      // Those that wait go first: a new hello queues behind them even if a slot is free now.
+      if (this.queue.size > 0 || !this.slotFor(ip)) {
+        this.holdBack(arena, off, len, ip, port, key);
+        return;
+      }
+    }
+    this.start(arena, off, len, ip, port, key, entry);
+  }
+
+  /** Whether a new handshake may start now (slots, the pacer's limit, sessions). */
+  private slotFree(): boolean {
+    return (
+      this.handshakeCount < this.opts.maxHandshakes &&
+      this.handshakeCount < this.pacer.limit &&
+      this.handshakeCount + this.sessionCount < this.opts.maxSessions
+    );
+  }
+
+  /** Whether a new handshake from `ip` may start now. */
+  private slotFor(ip: number): boolean {
+    return this.slotFree() && (this.handshakesByIp.get(ip) ?? 0) < this.opts.maxHandshakesPerAddress;
+  }
+
+  /**
+   * A new peer's datagram that cannot start a handshake now. A ClientHello with a valid cookie
+   * (the peer proved its address) is queued; one without (or with a stale cookie) gets its
+   * HelloVerifyRequest as always — stateless, so a flood costs nothing but the answer —;
+   * anything else is dropped.
+   */
+  private holdBack(arena: Buffer, off: number, len: number, ip: number, port: number, key: number): void {
+    const hello = parseClientHello(arena, off, len);
+    if (!hello) {
+      this.counters.dropped++;
       return;
     }
-    if (!entry && this.handshakeCount >= this.pacer.limit) {
-      this.counters.deferred++;
+    const address = ipv4ToString(ip);
+    // A retransmission of the queued hello (same client random): its cookie was checked when it
+    // queued. Anything else from that address:port proves itself again.
+    const repeated = this.queue.randomOf(key) === hello.random;
+    if (!repeated && !(hello.cookieLength > 0 && this.cookieValid(address, port, arena, hello))) {
+      this.answerStatelessly(arena, off, len, address, port);
       return;
     }
-    if (!entry && this.handshakeCount + this.sessionCount >= this.opts.maxSessions) {
-      this.counters.busy++;
+    const result = this.queue.offer(key, ip, port, arena.subarray(off, off + len), hello.random);
+    if (result === 'full') this.counters.busy++;
+    else this.counters.deferred++;
+    this.scheduleDrain();
+  }
+
+  private cookieValid(
+    address: string,
+    port: number,
+    arena: Buffer,
+    hello: { cookieOffset: number; cookieLength: number },
+  ): boolean {
+    try {
+      return this.ctx.cookieValid(address, port, arena, hello.cookieOffset, hello.cookieLength);
+    } catch {
+      return false;
+    }
+  }
+
+  /** The listener's answer to a hello that must not start now: a HelloVerifyRequest or nothing. */
+  private answerStatelessly(arena: Buffer, off: number, len: number, address: string, port: number): void {
+    let r: NativeConn | number;
+    try {
+      r = this.ctx.listen(arena, address, port, off, len);
+    } catch (err) {
+      this.logger.warn({ peer: `${address}:${port}`, err: errorMessage(err) }, 'dtls listen failed');
       return;
     }
-    if (!entry && (this.handshakesByIp.get(ip) ?? 0) >= this.opts.maxHandshakesPerAddress) {
-      this.counters.busy++;
-      return;
+    if (typeof r !== 'number') {
+      // OpenSSL found a valid cookie where the parser did not: no slot for it now.
+      r.free();
+      this.counters.dropped++;
+    } else if (r === 0) this.counters.dropped++;
+    else this.counters.cookiesSent++;
+  }
+
+  /** Starts queued hellos while slots are free (after a handshake ended or the limit grew). */
+  private scheduleDrain(): void {
+    if (this.drainScheduled || this.queue.size === 0 || this.closing) return;
+    this.drainScheduled = true;
+    setImmediate(() => {
+      this.drainScheduled = false;
+      this.drain();
+    });
+  }
+
+  private drain(): void {
+    const admissible = (q: QueuedHello): boolean => !this.peers.has(q.key) && this.slotFor(q.ip);
+    while (!this.closing && this.queue.size > 0 && this.slotFree()) {
+      const q = this.queue.take(admissible);
+      if (!q) return;
+      this.counters.queueStarted++;
+      this.start(q.datagram, 0, q.datagram.length, q.ip, q.port, q.key, undefined);
     }
+  }
+
+  /**
+   * Runs the datagram through the stateless listener and starts a handshake if its cookie is
+   * valid; `entry` is the peer's existing state, replaced by the new handshake.
+   */
+  private start(
+    arena: Buffer,
+    off: number,
+    len: number,
+    ip: number,
+    port: number,
+    key: number,
+    entry: Entry | undefined,
+  ): void {
     const address = ipv4ToString(ip);
     let r: NativeConn | number;
     try {
@@ -341,6 +516,7 @@ export class DtlsServer extends EventEmitter<DtlsServerEvents> {
       else this.counters.cookiesSent++;
       return;
     }
+    this.queue.delete(key); // started by a retransmission while its queued copy waited
     if (entry) {
       if (entry.session) entry.session.end('replaced', 'new handshake from the same address and port');
       else this.dropHandshake(entry.hs, 'replaced');
@@ -393,6 +569,7 @@ export class DtlsServer extends EventEmitter<DtlsServerEvents> {
     }
     if (flags & F_HANDSHAKE_DONE) {
       this.pacer.finished(performance.now() - hs.started);
+      this.scheduleDrain(); // the limit may have grown
       hs.verifying = true;
       if (hs.rtx) clearTimeout(hs.rtx);
       hs.rtx = undefined;
@@ -524,6 +701,7 @@ export class DtlsServer extends EventEmitter<DtlsServerEvents> {
     const n = (this.handshakesByIp.get(ip) ?? 0) + delta;
     if (n > 0) this.handshakesByIp.set(ip, n);
     else this.handshakesByIp.delete(ip);
+    if (delta < 0) this.scheduleDrain(); // a slot freed: the oldest queued hello starts
   }
 }
 

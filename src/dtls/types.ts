@@ -58,9 +58,22 @@ export interface DtlsServerOptions {
   /**
    * Latency a handshake should finish its cryptographic part within (src/dtls/pacer.ts): below
    * maxHandshakes, the server runs only as many handshakes at once as finish within it, and new
-   * peers wait for their ClientHello retransmission meanwhile. Default handshakeTimeoutMs / 2.
+   * peers wait in the hello queue meanwhile. Default handshakeTimeoutMs / 2.
    */
   handshakeLatencyTargetMs?: number;
+  /**
+   * Cookie-verified ClientHellos that wait for a handshake slot (src/dtls/hello-queue.ts): the
+   * oldest starts as soon as one frees. Default 0 (no queue: such hellos are dropped and the
+   * clients retransmit; SENG_HELLO_QUEUE=1 makes the default 16 × maxHandshakes).
+   */
+  handshakeQueueSize?: number;
+  /**
+   * A queued ClientHello older than this is dropped, never started: its client has used up much of
+   * its patience, and under overload the oldest should make room (their clients retransmit) rather
+   * than every client waiting its whole timeout in line. Default min(handshakeLatencyTargetMs,
+   * cookieRotationMs / 2).
+   */
+  handshakeQueueMs?: number;
   /** Concurrent sessions plus handshakes; further new peers are dropped. Default 10000. */
   maxSessions?: number;
   /**

@@ -134,6 +134,7 @@ Napi::Function Context::Init(Napi::Env env) {
   return DefineClass(env, "Context",
                      {
                          InstanceMethod<&Context::Listen>("listen"),
+                         InstanceMethod<&Context::CookieValid>("cookieValid"),
                          InstanceMethod<&Context::Connect>("connect"),
                          InstanceMethod<&Context::RotateCookieSecret>("rotateCookieSecret"),
                          InstanceMethod<&Context::SetFd>("setFd"),
@@ -292,6 +293,33 @@ Napi::Value Context::Listen(const Napi::CallbackInfo &info) {
   }
   // A HelloVerifyRequest was written (sent, or dropped by a full socket buffer: the client retries).
   return Napi::Number::New(env, gDirectSends.load() + gDroppedSends.load() > sentBefore ? 1 : 0);
+}
+
+// cookieValid(address, port, cookie, cookieOffset, cookieLength): true when bytes
+// [cookieOffset, +cookieLength) of `cookie` are the cookie this server issued to address:port
+// (current or previous secret). Nothing is parsed here: JavaScript finds the cookie in a
+// ClientHello that cannot start yet and queues the hello only if this says its address is proven.
+Napi::Value Context::CookieValid(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  requireLive(env);
+  if (!shared_->server) throwCode(env, "EDTLS_USAGE", "cookieValid() needs a server context");
+  if (info.Length() < 5 || !info[0].IsString() || !info[1].IsNumber() || !info[2].IsBuffer() || !info[3].IsNumber() ||
+      !info[4].IsNumber())
+    throwCode(env, "EDTLS_USAGE", "cookieValid(address, port, buffer, offset, length)");
+  auto buf = info[2].As<Napi::Buffer<uint8_t>>();
+  double o = info[3].As<Napi::Number>().DoubleValue();
+  double l = info[4].As<Napi::Number>().DoubleValue();
+  if (!(o >= 0) || !(l >= 0) || o + l > static_cast<double>(buf.Length()))
+    throwCode(env, "EDTLS_USAGE", "cookie range out of bounds");
+  sockaddr_storage ss{};
+  socklen_t ssLen = 0;
+  std::vector<uint8_t> key;
+  if (!parseAddress(info[0].As<Napi::String>().Utf8Value(), info[1].As<Napi::Number>().Int32Value(), &ss, &ssLen, &key))
+    throwCode(env, "EDTLS_USAGE", "bad peer address");
+  ERR_clear_error();
+  bool ok = cookieMatches(shared_.get(), key, buf.Data() + static_cast<size_t>(o), static_cast<size_t>(l));
+  ERR_clear_error();
+  return Napi::Boolean::New(env, ok);
 }
 
 // connect(address, port, fd): a client Conn sending on fd; call input(null, ...) to send the ClientHello.

@@ -32,6 +32,7 @@ class Context : public Napi::ObjectWrap<Context> {
   void requireLive(Napi::Env env) const;
 
   Napi::Value Listen(const Napi::CallbackInfo &info);
+  Napi::Value CookieValid(const Napi::CallbackInfo &info);
   Napi::Value Connect(const Napi::CallbackInfo &info);
   Napi::Value RotateCookieSecret(const Napi::CallbackInfo &info);
   Napi::Value SetFd(const Napi::CallbackInfo &info);

@@ -36,14 +36,14 @@ EVP_MAC_CTX *cookieMac(SharedContext *cs) {
   return ctx;
 }
 
-bool cookieFor(SharedContext *cs, int which, const Pipe *p, uint8_t out[kCookieLen]) {
-  if (p->cookieKey.empty()) return false;
+bool cookieFor(SharedContext *cs, int which, const std::vector<uint8_t> &key, uint8_t out[kCookieLen]) {
+  if (key.empty()) return false;
   EVP_MAC_CTX *ctx = cookieMac(cs);
   if (ctx == nullptr) return false;
   // init with a key resets the context (also after a final), so one context serves every cookie.
   size_t mdLen = 0;
   if (EVP_MAC_init(ctx, cs->secret[which], sizeof cs->secret[which], nullptr) != 1 ||
-      EVP_MAC_update(ctx, p->cookieKey.data(), p->cookieKey.size()) != 1 ||
+      EVP_MAC_update(ctx, key.data(), key.size()) != 1 ||
       EVP_MAC_final(ctx, out, &mdLen, kCookieLen) != 1)
     return false;
   return mdLen == kCookieLen;
@@ -61,7 +61,7 @@ int generateCookie(SSL *ssl, unsigned char *cookie, unsigned int *cookieLen) {
   SharedContext *cs;
   parties(ssl, &p, &cs);
   if (p == nullptr || cs == nullptr || cookie == nullptr || cookieLen == nullptr) return 0;
-  if (!cookieFor(cs, 0, p, cookie)) return 0;
+  if (!cookieFor(cs, 0, p->cookieKey, cookie)) return 0;
   *cookieLen = kCookieLen;
   return 1;
 }
@@ -70,12 +70,17 @@ int verifyCookie(SSL *ssl, const unsigned char *cookie, unsigned int cookieLen) 
   Pipe *p;
   SharedContext *cs;
   parties(ssl, &p, &cs);
-  if (p == nullptr || cs == nullptr || cookie == nullptr || cookieLen != kCookieLen) return 0;
+  if (p == nullptr || cs == nullptr) return 0;
+  return cookieMatches(cs, p->cookieKey, cookie, cookieLen) ? 1 : 0;
+}
+
+bool cookieMatches(SharedContext *cs, const std::vector<uint8_t> &key, const unsigned char *cookie, size_t cookieLen) {
+  if (cs == nullptr || cookie == nullptr || cookieLen != kCookieLen) return false;
   uint8_t expect[kCookieLen];
   for (int which = 0; which < (cs->havePrevious ? 2 : 1); which++) {
-    if (cookieFor(cs, which, p, expect) && CRYPTO_memcmp(expect, cookie, kCookieLen) == 0) return 1;
+    if (cookieFor(cs, which, key, expect) && CRYPTO_memcmp(expect, cookie, kCookieLen) == 0) return true;
   }
-  return 0;
+  return false;
 }
 
 }  // namespace seng_dtls

@@ -258,8 +258,9 @@ describe('dtls server robustness', { timeout: 120_000 }, () => {
   });
 
   async function flood(
-    limits: { maxHandshakes: number; maxHandshakesPerAddress?: number },
+    limits: { maxHandshakes: number; maxHandshakesPerAddress?: number; handshakeQueueSize?: number },
     cap: number,
+    queueSize = 0,
   ): Promise<void> {
     const { flights, relay, c } = await captureHandshake();
     c.close();
@@ -272,6 +273,8 @@ describe('dtls server robustness', { timeout: 120_000 }, () => {
       identities: [{ certPem: srv.certPem, keyPem: srv.keyPem }],
       verifyPeer: () => Promise.resolve({ accept: true }),
       handshakeTimeoutMs: 2500,
+      handshakeQueueSize: queueSize,
+      handshakeQueueMs: 30_000, // the queued hellos wait for the first handshakes' deadline
       ...limits,
     });
     const peers: RawPeer[] = [];
@@ -293,18 +296,35 @@ describe('dtls server robustness', { timeout: 120_000 }, () => {
       }
       assert.equal(started, 40, 'all got a cookie while no handshake was running');
       await until(
-        () => capped.stats().handshakes + capped.stats().busy + capped.stats().timedOut >= 40,
+        () =>
+          capped.stats().handshakes + capped.stats().busy + capped.stats().queued + capped.stats().timedOut >=
+          40,
         'all hellos',
       );
       const st = capped.stats();
       assert.equal(st.handshakes, cap, 'capped');
-      assert.equal(st.busy, 40 - cap);
-      // The cap plus this server's one shared listener.
+      assert.equal(st.queued, queueSize, 'the queue is bounded');
+      assert.equal(st.busy, 40 - cap - queueSize);
+      // The cap plus this server's one shared listener: queued hellos hold no OpenSSL object.
       assert.equal(nativeStats().liveSsl - base, cap + 1, 'native state bounded by the cap');
-      const end = Date.now() + 5000;
-      while (capped.stats().handshakes > 0 && Date.now() < end) await sleep(50);
-      assert.equal(capped.stats().handshakes, 0);
-      assert.equal(capped.stats().timedOut, cap);
+      if (queueSize > 0) {
+        // A new hello without a cookie from a queued peer's address:port (someone spoofing it)
+        // gets a HelloVerifyRequest and does not replace the queued, cookie-verified hello.
+        const last = peers[cap] as RawPeer; // sent its hello right after the first `cap`: queued
+        const cookiesBefore = capped.stats().cookiesSent;
+        const otherRandom = Buffer.from(first);
+        otherRandom[13 + 12 + 2] = (otherRandom[13 + 12 + 2] ?? 0) ^ 0xff;
+        last.socket.send(otherRandom, capped.address.port, '127.0.0.1');
+        await until(() => capped.stats().cookiesSent > cookiesBefore, 'a HelloVerifyRequest');
+        assert.equal(capped.stats().queued, queueSize);
+      }
+      // The queued hellos start as the first handshakes reach their deadline (these peers never
+      // answer), each with no retransmission: every queued peer gets the server's flight.
+      await until(() => capped.stats().handshakes === 0 && capped.stats().queued === 0, 'all to end', 20_000);
+      assert.equal(capped.stats().timedOut, cap + queueSize);
+      assert.equal(capped.stats().queueStarted, queueSize);
+      const served = peers.filter((p) => p.replies.some((d) => d[0] === 22 && d[13] === 2)).length;
+      assert.equal(served, cap + queueSize, 'a ServerHello for each started peer');
       assert.equal(nativeStats().liveSsl, base + 1);
     } finally {
       for (const p of peers) await p.close();
@@ -318,6 +338,10 @@ describe('dtls server robustness', { timeout: 120_000 }, () => {
 
   it('one address cannot take more than maxHandshakesPerAddress handshakes', async () => {
     await flood({ maxHandshakes: 100, maxHandshakesPerAddress: 6 }, 6);
+  });
+
+  it('cookie-verified hellos beyond maxHandshakes queue (bounded) and start as slots free', async () => {
+    await flood({ maxHandshakes: 10 }, 10, 5);
   });
 
   it('truncated and replayed handshake messages: no state from strangers, sessions survive', async () => {

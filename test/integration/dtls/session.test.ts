@@ -383,11 +383,72 @@ describe('dtls sessions over loopback', { timeout: 120_000 }, () => {
     }
   });
 
-  it('limits: handshakes beyond maxHandshakes are turned away, then served', async () => {
+  it('a burst larger than maxHandshakes is admitted from the queue, without ClientHello retransmissions', async () => {
+    // Every client's ClientHello retransmissions are lost (only its first hello and the first
+    // with the cookie pass), so a client that could not start at once is served only if the
+    // server keeps its hello and starts it when a slot frees.
+    const clients = 8;
+    let release: () => void = () => {};
+    const gate = new Promise<void>((r) => (release = r));
+    const server = await startServer({
+      maxHandshakes: 2,
+      handshakeQueueSize: 32,
+      handshakeTimeoutMs: 60_000,
+      verifyPeer: async () => {
+        await gate;
+        return { accept: true };
+      },
+    });
+    const relays: UdpRelay[] = [];
+    try {
+      for (let i = 0; i < clients; i++) {
+        const relay = new UdpRelay(server.address.port);
+        await relay.start();
+        let hellos = 0;
+        relay.policy = (dir, d) => {
+          if (dir !== 'toServer' || d[0] !== 22 || d[3] !== 0 || d[4] !== 0 || d[13] !== 1) return 'pass';
+          if (++hellos <= 2) return 'pass';
+          return 'drop';
+        };
+        relays.push(relay);
+      }
+      const sessions: DtlsSession[] = [];
+      server.on('session', (s) => sessions.push(s));
+      const pending = relays.map((relay) =>
+        dtlsConnect({
+          host: '127.0.0.1',
+          port: relay.port,
+          certPem: cliEc.certPem,
+          keyPem: cliEc.keyPem,
+          caPem: srvEc.certPem,
+          cipherList: EC_SUITE,
+          handshakeTimeoutMs: 60_000,
+        }),
+      );
+      await waitUntil(() => server.stats().queued === clients - 2, 20_000, 'the rest to be queued');
+      assert.equal(server.stats().handshakes, 2);
+      release();
+      const conns = await Promise.all(pending);
+      assert.equal(sessions.length, clients);
+      const st = server.stats();
+      assert.equal(st.queueStarted, clients - 2, 'every other client started from the queue');
+      assert.equal(st.queuedTotal, clients - 2);
+      assert.equal(st.queued, 0);
+      assert.equal(st.queueExpired, 0);
+      assert.equal(st.busy, 0);
+      for (const c of conns) c.close();
+    } finally {
+      await server.close();
+      for (const r of relays) await r.close();
+    }
+  });
+
+  it('limits: handshakes beyond maxHandshakes wait in the queue, then are served', async () => {
     let release: () => void = () => {};
     const gate = new Promise<void>((r) => (release = r));
     const server = await startServer({
       maxHandshakes: 1,
+      handshakeQueueSize: 4,
       maxSessions: 2,
       handshakeTimeoutMs: 10_000,
       verifyPeer: async () => {
@@ -399,11 +460,13 @@ describe('dtls sessions over loopback', { timeout: 120_000 }, () => {
       const first = connect(server, cliEc, { handshakeTimeoutMs: 8000 });
       await waitUntil(() => server.stats().handshakes === 1, 3000, 'first handshake');
       const second = connect(server, cliEc, { handshakeTimeoutMs: 8000 });
-      await waitUntil(() => server.stats().busy > 0, 3000, 'second to be turned away');
+      await waitUntil(() => server.stats().queued === 1, 3000, 'second to be queued');
       assert.equal(server.stats().handshakes, 1);
+      assert.equal(server.stats().busy, 0);
       release();
       const [c1, c2] = await Promise.all([first, second]);
       assert.equal(server.stats().sessions, 2);
+      assert.equal(server.stats().queueStarted, 1);
       // maxSessions reached: a third peer is turned away until a session ends.
       const busyBefore = server.stats().busy;
       await assert.rejects(connect(server, cliEc, { handshakeTimeoutMs: 600 }), (err: unknown) => {
