@@ -571,7 +571,7 @@ function admissionTables(a: AdmissionResult): string {
     '',
     ...(a.bursts?.length
       ? [
-          '**Reconnect burst**: every enclave starts its setup at the same moment (two client processes); a setup that fails is retried until the deadline, as a real enclave would. Latency is from the burst\'s start to the enclave\'s admission (retries included); a timeout "with CPU to spare" is a setup the client gave up on while the gateway had used < 90 % of a core in the second before.',
+          '**Reconnect burst**: every enclave starts its setup at the same moment (two client processes); a setup that fails is retried until the deadline, as a real enclave would. Latency is from the burst\'s start to the enclave\'s admission (retries included); a timeout "with CPU to spare" is a setup the client gave up on while, in the second before, the gateway had used < 90 % of a core and the machine had ≥ 0.25 of a core idle (when the clients beside it take every CPU, the gateway has none to spare).',
           '',
           table(
             [
