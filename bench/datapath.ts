@@ -11,7 +11,7 @@
  */
 import { execFileSync, spawn } from 'node:child_process';
 import { join } from 'node:path';
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, readFileSync } from 'node:fs';
 import {
   appCert,
   drained,
@@ -100,14 +100,27 @@ export interface TestResult {
   /** CPU seconds of each measured process during the test, and per GB delivered. */
   cpu: Record<string, number>;
   cpuPerGB: Record<string, number>;
+  /**
+   * UDP: datagrams the receiving iperf3 socket dropped because iperf3 did not read them in time
+   * (its receive buffer was full; the `drops` column of /proc/net/udp, read in the receiver's
+   * namespace during the test). The tunnel delivered them to the service host.
+   */
+  socketDrops?: number;
+  /** UDP: CPU seconds per GB the tunnel delivered to the receiving host (received + socket drops). */
+  cpuPerHostGB?: Record<string, number>;
   /** Machine-wide busy CPU seconds (both cores, all processes and softirq). */
   machineBusySeconds: number;
   /** seng: median of the ratios to the OpenVPN measurement taken right before, per round. */
   ratioToOpenvpn?: number;
   /** seng: every paired ratio (seng ÷ the OpenVPN sample taken right before it). */
   pairedRatios?: number[];
-  /** seng: median of the paired ratios of gateway CPU s/GB (seng serve ÷ OpenVPN server). */
+  /**
+   * seng: upper median of the paired ratios of gateway CPU s/GB (seng serve ÷ OpenVPN server),
+   * per GB delivered to the receiving host (UDP: received + socket drops; TCP: received).
+   */
   gatewayCpuPerGBRatio?: number;
+  /** seng, UDP: the same ratio per GB that iperf3 read (socket drops not counted as delivered). */
+  gatewayCpuPerAppGBRatio?: number;
   /** Number of successful samples the figure is the median of. */
   samples?: number;
   error?: string;
@@ -240,6 +253,57 @@ async function iperfOnce(
   };
 }
 
+/**
+ * The receive-buffer drops of the UDP sockets of one iperf3 test, from /proc/PID/net/udp of a
+ * process in the receiver's namespace (the iperf3 server for enclave → service, the tunnel
+ * client for service → enclave): sockets whose local or remote port is the test's port, so the
+ * tunnel's own sockets are never counted. Sampled every 100 ms (a socket's count only grows and
+ * the socket is gone after the test), so drops of the last 100 ms can be missed: conservative.
+ */
+function socketDropMeter(pid: number | undefined, port: number): { stop(): number } {
+  if (pid === undefined) return { stop: () => 0 };
+  const portHex = port.toString(16).toUpperCase().padStart(4, '0');
+  const maxByInode = new Map<string, number>();
+  const sample = (): void => {
+    let text: string;
+    try {
+      text = readFileSync(`/proc/${pid}/net/udp`, 'utf8');
+    } catch {
+      return;
+    }
+    for (const line of text.split('\n').slice(1)) {
+      const f = line.trim().split(/\s+/);
+      if (f.length < 13) continue;
+      const local = f[1]?.split(':')[1];
+      const remote = f[2]?.split(':')[1];
+      if (local !== portHex && remote !== portHex) continue;
+      const inode = f[9] as string;
+      const drops = Number(f[12]);
+      if (Number.isFinite(drops) && drops > (maxByInode.get(inode) ?? 0)) maxByInode.set(inode, drops);
+    }
+  };
+  sample();
+  const timer = setInterval(sample, 100);
+  return {
+    stop: () => {
+      clearInterval(timer);
+      sample();
+      let sum = 0;
+      for (const v of maxByInode.values()) sum += v;
+      return sum;
+    },
+  };
+}
+
+/** The iperf3 server's pid (in the service namespace), for the socket drops of enclave → service. */
+let servicePid: number | undefined;
+
+function perGB(cpu: Record<string, number>, bytes: number): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const [k, v] of Object.entries(cpu)) out[k] = round(v / (bytes / 1e9), 2);
+  return out;
+}
+
 async function measure(
   client: Netns,
   test: TestName,
@@ -249,14 +313,26 @@ async function measure(
   wrap: string[] = [],
 ): Promise<TestResult> {
   const meter = new CpuMeter(pids);
+  const udp = test.startsWith('udp');
+  // Raw routing has no tunnel processes (pids {}): nothing to attribute, no drop meter.
+  const receiver =
+    !udp || pids.gateway === undefined ? undefined : isReverse(test) ? pids.client : servicePid;
+  const drops = socketDropMeter(receiver, port);
   try {
     const r = await iperf(client, test, seconds, port, wrap);
     const m = meter.read();
-    const gb = r.bytes / 1e9;
-    const cpuPerGB: Record<string, number> = {};
-    for (const [k, v] of Object.entries(m.cpu)) cpuPerGB[k] = round(v / gb, 2);
-    return { test, ...r, cpu: m.cpu, cpuPerGB, machineBusySeconds: m.machineBusySeconds };
+    const dropped = drops.stop();
+    const cpuPerGB = perGB(m.cpu, r.bytes);
+    const host =
+      udp && receiver !== undefined
+        ? {
+            socketDrops: dropped,
+            cpuPerHostGB: perGB(m.cpu, r.bytes + dropped * (test.startsWith('udp64') ? 64 : 1400)),
+          }
+        : {};
+    return { test, ...r, cpu: m.cpu, cpuPerGB, ...host, machineBusySeconds: m.machineBusySeconds };
   } catch (err) {
+    drops.stop();
     const m = meter.read();
     return {
       test,
@@ -428,6 +504,7 @@ export async function runDatapath(lab: Lab, opts: BenchOptions): Promise<Datapat
     systems: [],
   };
   const server = drained(lab.svc.spawn('iperf3', ['-s', '-p', String(port)]));
+  servicePid = server.pid;
   await sleep(500);
   const wg = wireguard(lab);
   result.systems.push({
@@ -488,6 +565,7 @@ export async function runDatapath(lab: Lab, opts: BenchOptions): Promise<Datapat
           const samples: TestResult[] = [];
           const ratios: number[] = [];
           const cpuRatios: number[] = [];
+          const appCpuRatios: number[] = [];
           for (let round = 0; round < suiteRounds(suite); round++) {
             let o: TestResult | undefined;
             if (ovpnRun) {
@@ -503,9 +581,12 @@ export async function runDatapath(lab: Lab, opts: BenchOptions): Promise<Datapat
             log(`  seng-${suite} ${test}: ${describe(r)}`);
             if (o && !o.error && !r.error && value(o) > 0) {
               ratios.push(value(r) / value(o));
-              const og = o.cpuPerGB.gateway ?? NaN;
-              const sg = r.cpuPerGB.gateway ?? NaN;
+              const og = (o.cpuPerHostGB ?? o.cpuPerGB).gateway ?? NaN;
+              const sg = (r.cpuPerHostGB ?? r.cpuPerGB).gateway ?? NaN;
               if (og > 0 && Number.isFinite(sg)) cpuRatios.push(sg / og);
+              const oa = o.cpuPerGB.gateway ?? NaN;
+              const sa = r.cpuPerGB.gateway ?? NaN;
+              if (r.cpuPerHostGB && oa > 0 && Number.isFinite(sa)) appCpuRatios.push(sa / oa);
             }
             await sleep(200);
           }
@@ -520,6 +601,9 @@ export async function runDatapath(lab: Lab, opts: BenchOptions): Promise<Datapat
             cpuRatios.sort((a, b) => a - b);
             if (cpuRatios.length)
               m.gatewayCpuPerGBRatio = round2(cpuRatios[Math.floor(cpuRatios.length / 2)] as number);
+            appCpuRatios.sort((a, b) => a - b);
+            if (appCpuRatios.length)
+              m.gatewayCpuPerAppGBRatio = round2(appCpuRatios[Math.floor(appCpuRatios.length / 2)] as number);
             seng.results.push(m);
           }
         }
