@@ -211,6 +211,7 @@ export class SimEnclave extends EventEmitter {
         throw new SimEnclaveError(`the gateway closed the session while waiting for IpAssignACK: ${reason}`);
       }
       this.recv.send(encodeIpAssignAck(toWire(parseIpv4(assignment.ip))));
+      const native = o.tun !== undefined && this.nativeForwardWanted();
       this.send = await dtlsConnect({
         ...common,
         port: o.port + 1,
@@ -220,9 +221,10 @@ export class SimEnclave extends EventEmitter {
         // The gateway → enclave stream: read it in full recvmmsg batches.
         receiveBatch: 32,
         socketBufferBytes: 4 << 20,
+        // Native path: a receive thread opens and forwards it (GRO reads) once routed by forwardTo.
+        receiveThread: native,
       });
       this.send.on('close', (reason: string) => void this.close(`send tunnel closed: ${reason}`));
-      const native = o.tun !== undefined && this.nativeForwardWanted();
       if (o.tun) await this.plumb(o.tun, assignment, native);
       // Records the native check leaves to JS (and every record on the JS path).
       this.send.on('message', (pkt: Buffer) => {
@@ -312,11 +314,15 @@ export class SimEnclave extends EventEmitter {
     this.log.debug({ event: 'native-forward', offload: tun.offload }, 'forwarding natively');
   }
 
-  /** Packets the native paths moved (zero on the JS path). */
-  nativeStats(): { toGateway: number; fromGateway: number } {
+  /**
+   * Packets the native paths moved (zero on the JS path); `fromGatewayByThread`: the part of
+   * `fromGateway` the send session's receive thread opened and wrote to the device.
+   */
+  nativeStats(): { toGateway: number; fromGateway: number; fromGatewayByThread: number } {
     return {
       toGateway: this.dispatch?.stats().packets ?? 0,
       fromGateway: this.send?.forwardStats().packets ?? 0,
+      fromGatewayByThread: this.send?.receiveRoute?.stats().packets ?? 0,
     };
   }
 
@@ -398,8 +404,11 @@ export class SimEnclave extends EventEmitter {
     if (this.closedReason !== undefined) return;
     this.closedReason = reason;
     clearInterval(this.keepaliveTimer);
+    if (this.dispatch)
+      this.log.info({ event: 'native-stats', ...this.nativeStats() }, 'native forwarding ended');
     // The dispatch thread first: it reads the device and seals with the receive session.
     this.dispatch?.close();
+    // Stops the send session's forwarding and removes its receive-thread route before the device closes.
     this.send?.forwardTo(-1, 0, SIM_MTU);
     this.recv?.close();
     this.send?.close();
