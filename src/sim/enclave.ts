@@ -11,9 +11,9 @@
  * layer after the setup exchange; a dispatch thread reads the TUN device in batches (offload on:
  * TSO super-packets are cut into ≤ MTU packets), seals each packet as a record of the receive
  * tunnel (P) and sends the batch with sendmmsg(2) (TunDispatch with a default route); records of
- * the send tunnel (P+1) are opened inside the addon as they arrive (recvmmsg) and written to the
- * device, TCP segments coalesced into GSO writes (forwardTo, checking the destination is the
- * enclave IP). The JS path (one SSL_write + send per packet, one TUN write per record) remains
+ * the send tunnel (P+1) are read by a native receive thread (UDP GRO), opened there in place and
+ * written to the device, TCP segments coalesced into GSO writes (forwardTo routes the session in
+ * the thread, checking the destination is the enclave IP). The JS path (one SSL_write + send per packet, one TUN write per record) remains
  * for SENG_NATIVE_FORWARD=0, nativeForward: false and the spoofSource switch.
  */
 import { spawnSync } from 'node:child_process';
