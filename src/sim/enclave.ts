@@ -13,8 +13,9 @@
  * tunnel (P) and sends the batch with sendmmsg(2) (TunDispatch with a default route); records of
  * the send tunnel (P+1) are read by a native receive thread (UDP GRO), opened there in place and
  * written to the device, TCP segments coalesced into GSO writes (forwardTo routes the session in
- * the thread, checking the destination is the enclave IP). The JS path (one SSL_write + send per packet, one TUN write per record) remains
- * for SENG_NATIVE_FORWARD=0, nativeForward: false and the spoofSource switch.
+ * the thread, checking the destination is the enclave IP). The JS path (one SSL_write + send per
+ * packet, one TUN write per record) remains for SENG_NATIVE_FORWARD=0, nativeForward: false and
+ * the spoofSource switch.
  */
 import { spawnSync } from 'node:child_process';
 import { X509Certificate } from 'node:crypto';
