@@ -9,6 +9,7 @@ import { silentLogger } from '../util/log.js';
 import { F_FATAL, F_HANDSHAKE_DONE, loadAddon, type NativeConn } from './native.js';
 import { nativeError } from './errors.js';
 import { UdpEndpoint, ipv4FromString } from './endpoint.js';
+import { ReceiveRoute } from './recv-route.js';
 import { DtlsSession } from './session.js';
 import { DEFAULT_CIPHERS, DtlsError, type DtlsConnectOptions } from './types.js';
 
@@ -66,6 +67,8 @@ export async function dtlsConnect(opts: DtlsConnectOptions): Promise<DtlsSession
   }
   // Datagrams from the server go to whichever stage is current (handshake, then session).
   let onServerDatagram: (arena: Buffer, off: number, len: number) => void = () => {};
+  // Threaded: decrypted records of the routed session that the forwarder leaves to JavaScript.
+  let onServerRecord: (record: Buffer) => void = () => {};
   let endpoint: UdpEndpoint;
   try {
     endpoint = UdpEndpoint.open(
@@ -76,11 +79,20 @@ export async function dtlsConnect(opts: DtlsConnectOptions): Promise<DtlsSession
         if (ip === serverIp && p === port) onServerDatagram(arena, off, len);
       },
       opts.receiveBatch ?? 8, // one peer: a small arena (8 × 18 KiB) is plenty unless it streams
+      opts.receiveThread
+        ? {
+            onRecord: (arena, off, len, ip, p) => {
+              if (ip === serverIp && p === port) onServerRecord(Buffer.from(arena.subarray(off, off + len)));
+            },
+          }
+        : undefined,
     );
   } catch (err) {
     ctx.free();
     throw err;
   }
+  // The thread's entry for the server: set by the session's forwardTo, removed when it ends.
+  const receiveRoute = opts.receiveThread ? new ReceiveRoute(endpoint, serverIp, port) : undefined;
   let conn: NativeConn;
   try {
     conn = ctx.connect(host, port, endpoint.fd);
@@ -147,7 +159,10 @@ export async function dtlsConnect(opts: DtlsConnectOptions): Promise<DtlsSession
           idleTimeoutMs: opts.idleTimeoutMs ?? 120_000,
           logger,
           onEnd: () => void endpoint.close(),
+          receiveRoute,
         });
+        const established = session;
+        onServerRecord = (record) => established.receivedRecord(record);
         sessionSockets.set(session, endpoint.fd);
         session.input(null); // records that arrived with the server's Finished
         resolve(session);

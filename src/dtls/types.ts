@@ -117,6 +117,13 @@ export interface DtlsConnectOptions {
   socketBufferBytes?: number;
   /** Datagrams read per recvmmsg(2) (1..32, default 8; a streaming client wants 32). */
   receiveBatch?: number;
+  /**
+   * Read the socket with a native receive thread (UDP GRO reads; native/dtls/src/recv_thread.h):
+   * once the session is handed off (handOffClientSession) and forwards natively (forwardTo), the
+   * thread opens its application data and writes it to the device without the JavaScript thread;
+   * records the forwarder's rule leaves to JavaScript still arrive as 'message' events.
+   */
+  receiveThread?: boolean;
   logger?: Logger;
 }
 

@@ -11,10 +11,11 @@
  * layer after the setup exchange; a dispatch thread reads the TUN device in batches (offload on:
  * TSO super-packets are cut into ≤ MTU packets), seals each packet as a record of the receive
  * tunnel (P) and sends the batch with sendmmsg(2) (TunDispatch with a default route); records of
- * the send tunnel (P+1) are opened inside the addon as they arrive (recvmmsg) and written to the
- * device, TCP segments coalesced into GSO writes (forwardTo, checking the destination is the
- * enclave IP). The JS path (one SSL_write + send per packet, one TUN write per record) remains
- * for SENG_NATIVE_FORWARD=0, nativeForward: false and the spoofSource switch.
+ * the send tunnel (P+1) are read by a native receive thread (UDP GRO), opened there in place and
+ * written to the device, TCP segments coalesced into GSO writes (forwardTo routes the session in
+ * the thread, checking the destination is the enclave IP). The JS path (one SSL_write + send per
+ * packet, one TUN write per record) remains for SENG_NATIVE_FORWARD=0, nativeForward: false and
+ * the spoofSource switch.
  */
 import { spawnSync } from 'node:child_process';
 import { X509Certificate } from 'node:crypto';
@@ -211,6 +212,7 @@ export class SimEnclave extends EventEmitter {
         throw new SimEnclaveError(`the gateway closed the session while waiting for IpAssignACK: ${reason}`);
       }
       this.recv.send(encodeIpAssignAck(toWire(parseIpv4(assignment.ip))));
+      const native = o.tun !== undefined && this.nativeForwardWanted();
       this.send = await dtlsConnect({
         ...common,
         port: o.port + 1,
@@ -220,9 +222,10 @@ export class SimEnclave extends EventEmitter {
         // The gateway → enclave stream: read it in full recvmmsg batches.
         receiveBatch: 32,
         socketBufferBytes: 4 << 20,
+        // Native path: a receive thread opens and forwards it (GRO reads) once routed by forwardTo.
+        receiveThread: native,
       });
       this.send.on('close', (reason: string) => void this.close(`send tunnel closed: ${reason}`));
-      const native = o.tun !== undefined && this.nativeForwardWanted();
       if (o.tun) await this.plumb(o.tun, assignment, native);
       // Records the native check leaves to JS (and every record on the JS path).
       this.send.on('message', (pkt: Buffer) => {
@@ -312,11 +315,15 @@ export class SimEnclave extends EventEmitter {
     this.log.debug({ event: 'native-forward', offload: tun.offload }, 'forwarding natively');
   }
 
-  /** Packets the native paths moved (zero on the JS path). */
-  nativeStats(): { toGateway: number; fromGateway: number } {
+  /**
+   * Packets the native paths moved (zero on the JS path); `fromGatewayByThread`: the part of
+   * `fromGateway` the send session's receive thread opened and wrote to the device.
+   */
+  nativeStats(): { toGateway: number; fromGateway: number; fromGatewayByThread: number } {
     return {
       toGateway: this.dispatch?.stats().packets ?? 0,
       fromGateway: this.send?.forwardStats().packets ?? 0,
+      fromGatewayByThread: this.send?.receiveRoute?.stats().packets ?? 0,
     };
   }
 
@@ -398,8 +405,11 @@ export class SimEnclave extends EventEmitter {
     if (this.closedReason !== undefined) return;
     this.closedReason = reason;
     clearInterval(this.keepaliveTimer);
+    if (this.dispatch)
+      this.log.info({ event: 'native-stats', ...this.nativeStats() }, 'native forwarding ended');
     // The dispatch thread first: it reads the device and seals with the receive session.
     this.dispatch?.close();
+    // Stops the send session's forwarding and removes its receive-thread route before the device closes.
     this.send?.forwardTo(-1, 0, SIM_MTU);
     this.recv?.close();
     this.send?.close();

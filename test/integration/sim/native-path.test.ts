@@ -135,7 +135,18 @@ test('the native simulator carries TCP and UDP both ways, mixed sizes up to exac
   assert.ok((me?.packetsIn ?? 0) > 1000 && (me?.packetsOut ?? 0) > 1000, JSON.stringify(me));
   await stop(s.child);
   await waitFor(() => status().sessions.length === 0, 5000);
+  // The gateway's records were opened and written to the device by the send session's receive thread.
+  const stats = nativeStats(s.stderr());
+  assert.ok(stats, `no native-stats line in: ${s.stderr()}`);
+  assert.ok(stats.fromGatewayByThread > 1000, JSON.stringify(stats));
+  assert.ok(stats.fromGatewayByThread <= stats.fromGateway, JSON.stringify(stats));
 });
+
+/** The counters the simulator logs when its native forwarding ends. */
+function nativeStats(stderr: string): { fromGateway: number; fromGatewayByThread: number } | undefined {
+  const line = stderr.split('\n').find((l) => l.includes('"event":"native-stats"'));
+  return line ? (JSON.parse(line) as { fromGateway: number; fromGatewayByThread: number }) : undefined;
+}
 
 test('close_notify from the simulator ends the gateway session after the handoff', async () => {
   const s = await sim(lab, lab.host1, cert, { app });
