@@ -158,10 +158,15 @@ size_t RecordLayer::seal(uint8_t type, const uint8_t *in, size_t n, uint8_t *out
   return ok ? kRecordHeader + bodyLen : 0;
 }
 
+// A record both open paths may try: its size fits a sealed packet, DTLS 1.2, this epoch.
+bool RecordLayer::ourRecord(const uint8_t *rec, size_t len) {
+  if (len < kOverhead || len - kOverhead > kMaxPlain) return false;
+  if (rec[1] != kVersionMajor || rec[2] != kVersionMinor) return false;
+  return ((static_cast<unsigned>(rec[3]) << 8) | rec[4]) == kEpoch;
+}
+
 RecordLayer::Opened RecordLayer::open(const uint8_t *rec, size_t len, uint8_t *out, size_t *plainLen, uint8_t *type) {
-  if (len < kOverhead || len - kOverhead > kMaxPlain) return Opened::NotOurs;
-  if (rec[1] != kVersionMajor || rec[2] != kVersionMinor) return Opened::NotOurs;
-  if (((static_cast<unsigned>(rec[3]) << 8) | rec[4]) != kEpoch) return Opened::NotOurs;
+  if (!ourRecord(rec, len)) return Opened::NotOurs;
   std::lock_guard<std::mutex> guard(openLock_);
   const uint64_t seq = getUint48(rec + 5);
   if (!window_.fresh(seq)) return Opened::Replayed;
@@ -196,9 +201,7 @@ RecordLayer::Opened RecordLayer::open(const uint8_t *rec, size_t len, uint8_t *o
 }
 
 RecordLayer::Opened RecordLayer::openInPlace(uint8_t *rec, size_t len, size_t *plainLen, uint8_t *type) {
-  if (len < kOverhead || len - kOverhead > kMaxPlain) return Opened::NotOurs;
-  if (rec[1] != kVersionMajor || rec[2] != kVersionMinor) return Opened::NotOurs;
-  if (((static_cast<unsigned>(rec[3]) << 8) | rec[4]) != kEpoch) return Opened::NotOurs;
+  if (!ourRecord(rec, len)) return Opened::NotOurs;
   std::lock_guard<std::mutex> guard(openLock_);
   const uint64_t seq = getUint48(rec + 5);
   if (!window_.fresh(seq)) return Opened::Replayed;

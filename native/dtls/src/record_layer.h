@@ -131,6 +131,7 @@ class RecordLayer {
 
  private:
   static constexpr uint16_t kEpoch = 1;
+  static bool ourRecord(const uint8_t *rec, size_t len);
   static constexpr uint64_t kMaxSeq = (uint64_t{1} << 48) - 1;
 
   // The context for the next record of `d`: its persistent one (created on the record after the
