@@ -19,22 +19,13 @@
 // The sequential group's output is shown as it comes; the parallel group's is shown in one
 // block when it is done, so the two never interleave. Exit code: non-zero if either fails.
 //
-// `seng` CLI processes started by the tests (test/helpers/cli.ts) run from a copy of the
-// package root with an oclif command manifest (see prepareCliRoot), which halves the start-up
-// of every CLI process. SENG_TEST_SHARED_DIR is a directory for files the test files of one run
+// `seng` CLI processes started by the tests (test/helpers/cli.ts) start with a fresh oclif
+// command manifest (see refreshManifest), which halves the start-up of every CLI process.
+// SENG_TEST_SHARED_DIR is a directory for files the test files of one run
 // may share (the gateway labs' keys, test/helpers/gateway-lab.ts).
-import {
-  chmodSync,
-  copyFileSync,
-  mkdirSync,
-  mkdtempSync,
-  readdirSync,
-  rmSync,
-  statSync,
-  symlinkSync,
-} from 'node:fs';
+import { mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { join, dirname, relative, sep } from 'node:path';
-import { spawn, spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { writeManifest } from './gen-manifest.js';
@@ -106,34 +97,18 @@ function walk(dir) {
 }
 
 /**
- * A copy of the package root for the tests' `seng` processes: package.json and bin/run.js
- * copied, dist/ and node_modules/ linked, plus oclif.manifest.json. Without a manifest oclif
- * imports every command module on every start to learn the command list (~0.4 s of CPU per
- * process); with one it imports only the command that runs. The manifest is made afresh here
- * (scripts/gen-manifest.js, as `npm run build` does for the package root), so the tests never
- * see a stale one even when dist/ was rebuilt with tsc alone. Returns undefined (tests use
- * bin/run.js) if that fails.
+ * Writes the package root's oclif command manifest afresh (scripts/gen-manifest.js, as `npm run
+ * build` does), so the tests' `seng` processes import only the command that runs (~0.4 s of CPU
+ * less per process) and never see a stale manifest when dist/ was rebuilt with tsc alone. If
+ * that fails (a command does not load), the manifest is removed: oclif then discovers the
+ * commands itself and the failing command fails its tests.
  */
-async function prepareCliRoot() {
-  let dir;
+async function refreshManifest() {
   try {
-    dir = mkdtempSync(join(tmpdir(), `seng-test-cli-${process.pid}-`));
-    chmodSync(dir, 0o755); // tests run seng as uid 65534 too
-    mkdirSync(join(dir, 'bin'));
-    copyFileSync(join(root, 'package.json'), join(dir, 'package.json'));
-    copyFileSync(join(root, 'bin', 'run.js'), join(dir, 'bin', 'run.js'));
-    symlinkSync(join(root, 'dist'), join(dir, 'dist'));
-    symlinkSync(join(root, 'node_modules'), join(dir, 'node_modules'));
-    await writeManifest(dir);
-    const check = spawnSync(process.execPath, [join(dir, 'bin', 'run.js'), '--version'], {
-      encoding: 'utf8',
-    });
-    if (check.status !== 0) throw new Error(check.stderr);
-    return dir;
+    await writeManifest(root);
   } catch (err) {
-    console.error(`note: the tests start seng from bin/run.js (no command manifest): ${err.message}`);
-    if (dir) rmSync(dir, { recursive: true, force: true });
-    return undefined;
+    console.error(`note: no oclif command manifest (seng discovers its commands): ${err.message}`);
+    rmSync(join(root, 'oclif.manifest.json'), { force: true });
   }
 }
 
@@ -186,7 +161,7 @@ if (parallelFiles.length + sequentialFiles.length === 0) {
 /** Removes the temp directories of runs that were killed before they could (names carry the PID). */
 function reapStaleRunDirs() {
   for (const name of readdirSync(tmpdir())) {
-    const owner = /^seng-test-(?:cli|shared)-(\d+)-/.exec(name);
+    const owner = /^seng-test-(?:cli|shared)-(\d+)-/.exec(name); // cli: left by older runners
     if (!owner) continue;
     try {
       process.kill(Number(owner[1]), 0);
@@ -199,12 +174,11 @@ function reapStaleRunDirs() {
 }
 
 reapStaleRunDirs();
-const cliRoot = await prepareCliRoot();
+await refreshManifest();
 // Files that test files of this run may share (test/helpers/gateway-lab.ts keeps the lab keys
 // here, made once instead of once per file).
 const sharedDir = mkdtempSync(join(tmpdir(), `seng-test-shared-${process.pid}-`));
 const env = { ...process.env, SENG_TEST_SHARED_DIR: sharedDir };
-if (cliRoot) env.SENG_TEST_CLI_ROOT = cliRoot;
 if (process.stdout.isTTY && env.FORCE_COLOR === undefined) env.FORCE_COLOR = '1';
 const started = Date.now();
 let stopping = false;
@@ -250,7 +224,6 @@ if (parallelFiles.length > 0) {
   );
 }
 const results = await Promise.all(runs);
-if (cliRoot) rmSync(cliRoot, { recursive: true, force: true });
 rmSync(sharedDir, { recursive: true, force: true });
 for (const r of results) if (r.held) process.stdout.write(r.held);
 

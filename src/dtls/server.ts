@@ -227,6 +227,10 @@ export class DtlsServer extends EventEmitter<DtlsServerEvents> {
       throw new InputError(`DTLS port must be 0..65535, got ${options.port}`);
     }
     if (typeof options.verifyPeer !== 'function') throw new InputError('verifyPeer hook is required');
+    const handshakeTimeoutMs = options.handshakeTimeoutMs ?? 5000;
+    const handshakeLatencyTargetMs = options.handshakeLatencyTargetMs ?? handshakeTimeoutMs / 2;
+    const maxHandshakes = options.maxHandshakes ?? 256;
+    const cookieRotationMs = options.cookieRotationMs ?? 30_000;
     const opts: DtlsServer['opts'] = {
       host: options.host,
       port: options.port,
@@ -234,27 +238,21 @@ export class DtlsServer extends EventEmitter<DtlsServerEvents> {
       cipherList: options.cipherList ?? DEFAULT_CIPHERS,
       verifyPeer: options.verifyPeer,
       mtu: options.mtu ?? 1500,
-      handshakeTimeoutMs: options.handshakeTimeoutMs ?? 5000,
-      handshakeLatencyTargetMs: options.handshakeLatencyTargetMs ?? (options.handshakeTimeoutMs ?? 5000) / 2,
+      handshakeTimeoutMs,
+      handshakeLatencyTargetMs,
       idleTimeoutMs: options.idleTimeoutMs ?? 120_000,
-      maxHandshakes: options.maxHandshakes ?? 256,
+      maxHandshakes,
       maxSessions: options.maxSessions ?? 10_000,
       maxHandshakesPerAddress: options.maxHandshakesPerAddress ?? 32,
-      cookieRotationMs: options.cookieRotationMs ?? 30_000,
+      cookieRotationMs,
       // Off unless asked for (SENG_HELLO_QUEUE=1 turns the default on): measured on a machine
       // whose clients share the gateway's CPUs, the queue made reconnect bursts worse (docs/dtls.md).
       handshakeQueueSize:
-        options.handshakeQueueSize ??
-        (process.env.SENG_HELLO_QUEUE === '1' ? 16 * (options.maxHandshakes ?? 256) : 0),
+        options.handshakeQueueSize ?? (process.env.SENG_HELLO_QUEUE === '1' ? 16 * maxHandshakes : 0),
       // A hello that waited longer than a handshake should take has used up much of its client's
       // patience: under overload the oldest entries expire (their clients retransmit) instead of
       // every client waiting its whole setup timeout in line. Well inside the cookie's validity.
-      handshakeQueueMs:
-        options.handshakeQueueMs ??
-        Math.min(
-          options.handshakeLatencyTargetMs ?? (options.handshakeTimeoutMs ?? 5000) / 2,
-          (options.cookieRotationMs ?? 30_000) / 2,
-        ),
+      handshakeQueueMs: options.handshakeQueueMs ?? Math.min(handshakeLatencyTargetMs, cookieRotationMs / 2),
       socketBufferBytes: options.socketBufferBytes ?? 4 * 1024 * 1024,
       retainPeerChain: options.retainPeerChain ?? true,
       receiveThread: options.receiveThread ?? process.env.SENG_NATIVE_RECV_THREAD !== '0',
@@ -455,19 +453,36 @@ export class DtlsServer extends EventEmitter<DtlsServerEvents> {
 
   /** The listener's answer to a hello that must not start now: a HelloVerifyRequest or nothing. */
   private answerStatelessly(arena: Buffer, off: number, len: number, address: string, port: number): void {
+    const conn = this.listen(arena, off, len, address, port);
+    if (conn) {
+      // OpenSSL found a valid cookie where the parser did not: no slot for it now.
+      conn.free();
+      this.counters.dropped++;
+    }
+  }
+
+  /**
+   * Runs a datagram through the stateless listener: a connection when it is a ClientHello with a
+   * valid cookie; otherwise undefined, counted as a HelloVerifyRequest sent or as dropped.
+   */
+  private listen(
+    arena: Buffer,
+    off: number,
+    len: number,
+    address: string,
+    port: number,
+  ): NativeConn | undefined {
     let r: NativeConn | number;
     try {
       r = this.ctx.listen(arena, address, port, off, len);
     } catch (err) {
       this.logger.warn({ peer: `${address}:${port}`, err: errorMessage(err) }, 'dtls listen failed');
-      return;
+      return undefined;
     }
-    if (typeof r !== 'number') {
-      // OpenSSL found a valid cookie where the parser did not: no slot for it now.
-      r.free();
-      this.counters.dropped++;
-    } else if (r === 0) this.counters.dropped++;
+    if (typeof r !== 'number') return r;
+    if (r === 0) this.counters.dropped++;
     else this.counters.cookiesSent++;
+    return undefined;
   }
 
   /** Starts queued hellos while slots are free (after a handshake ended or the limit grew). */
@@ -504,18 +519,8 @@ export class DtlsServer extends EventEmitter<DtlsServerEvents> {
     entry: Entry | undefined,
   ): void {
     const address = ipv4ToString(ip);
-    let r: NativeConn | number;
-    try {
-      r = this.ctx.listen(arena, address, port, off, len);
-    } catch (err) {
-      this.logger.warn({ peer: `${address}:${port}`, err: errorMessage(err) }, 'dtls listen failed');
-      return;
-    }
-    if (typeof r === 'number') {
-      if (r === 0) this.counters.dropped++;
-      else this.counters.cookiesSent++;
-      return;
-    }
+    const r = this.listen(arena, off, len, address, port);
+    if (!r) return;
     this.queue.delete(key); // started by a retransmission while its queued copy waited
     if (entry) {
       if (entry.session) entry.session.end('replaced', 'new handshake from the same address and port');

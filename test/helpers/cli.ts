@@ -7,13 +7,8 @@ import { fileURLToPath } from 'node:url';
 import { join, dirname } from 'node:path';
 
 export const repoRoot = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
-/**
- * The `seng` entry point the tests start: bin/run.js, or the same file in the copy of the
- * package root that scripts/run-tests.js prepares with an oclif command manifest (it links
- * this checkout's dist/ and node_modules/, so the code that runs is the same; each process
- * only starts faster).
- */
-export const sengBin = join(process.env.SENG_TEST_CLI_ROOT ?? repoRoot, 'bin', 'run.js');
+/** The `seng` entry point the tests start (scripts/run-tests.js refreshes its command manifest). */
+export const sengBin = join(repoRoot, 'bin', 'run.js');
 
 export interface CliResult {
   code: number;
