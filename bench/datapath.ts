@@ -32,6 +32,7 @@ import {
 import { CpuMeter, errorText, log, round, sleep, type BenchOptions } from './lib/util.js';
 import { startClients } from './lib/workers.js';
 import { certPool } from './admission.js';
+import { udpDropsByInode } from './lib/udp-drops.js';
 
 /** Enclave → service, and (suffix r, iperf3 -R) service → enclave. */
 export type TestName = 'tcp1' | 'tcp4' | 'udp1400' | 'udp64' | 'tcp1r' | 'tcp4r' | 'udp1400r' | 'udp64r';
@@ -43,7 +44,9 @@ export const isReverse = (t: TestName): boolean => t.endsWith('r');
  * Selectors for experiments (A/B runs of one test; the full run ignores them when unset):
  * SENG_BENCH_DATAPATH_TESTS=udp1400,udp64 (tests), SENG_BENCH_DATAPATH_SUITES=rsa (seng suites),
  * SENG_BENCH_DATAPATH_SKIP=raw,scaling,storm (phases), SENG_BENCH_PERF=DIR (`perf record -g` of
- * the gateway during each seng test, into DIR/seng-SUITE-TEST-ROUND.data).
+ * the gateway during each seng test, into DIR/seng-SUITE-TEST-ROUND.data; SENG_BENCH_PERF_PROCESS=client
+ * profiles the enclave simulator instead, SENG_BENCH_PERF_EVENTS=EV,... records those events,
+ * SENG_BENCH_PERF_STAT=1 counts the process's system calls by kind into DIR/...txt).
  */
 function envList(name: string): Set<string> | undefined {
   const v = process.env[name];
@@ -66,18 +69,54 @@ const selectedSuites = (): Suite[] => {
 };
 const skipped = (phase: string): boolean => envList('SENG_BENCH_DATAPATH_SKIP')?.has(phase) ?? false;
 
+const SYSCALL_EVENTS = [
+  'read',
+  'readv',
+  'write',
+  'writev',
+  'recvmmsg',
+  'sendmmsg',
+  'sendmsg',
+  'poll',
+  'epoll_wait',
+]
+  .map((c) => `syscalls:sys_enter_${c}`)
+  .join(',');
+
 /** `perf record -g` of pid for `seconds` into file, when SENG_BENCH_PERF names a directory. */
 function perfRecord(pid: number | undefined, seconds: number, file: string): { stop(): Promise<void> } {
   const dir = process.env.SENG_BENCH_PERF;
   if (!dir || pid === undefined) return { stop: async () => {} };
   mkdirSync(dir, { recursive: true });
-  const child = spawn(
-    'perf',
-    ['record', '-g', '-p', String(pid), '-o', join(dir, file), '--', 'sleep', String(seconds)],
-    {
-      stdio: 'ignore',
-    },
-  );
+  // SENG_BENCH_PERF_STAT=1: count the process's system calls (per kind) instead of sampling.
+  const args = process.env.SENG_BENCH_PERF_STAT
+    ? [
+        'stat',
+        '-e',
+        SYSCALL_EVENTS,
+        '-p',
+        String(pid),
+        '-o',
+        join(dir, file.replace(/\.data$/, '.txt')),
+        '--',
+        'sleep',
+        String(seconds),
+      ]
+    : [
+        'record',
+        '-g',
+        ...(process.env.SENG_BENCH_PERF_EVENTS ? ['-e', process.env.SENG_BENCH_PERF_EVENTS] : []),
+        '-p',
+        String(pid),
+        '-o',
+        join(dir, file),
+        '--',
+        'sleep',
+        String(seconds),
+      ];
+  const child = spawn('perf', args, {
+    stdio: 'ignore',
+  });
   return {
     stop: () =>
       new Promise<void>((resolve) =>
@@ -254,32 +293,33 @@ async function iperfOnce(
 }
 
 /**
- * The receive-buffer drops of the UDP sockets of one iperf3 test, from /proc/PID/net/udp of a
- * process in the receiver's namespace (the iperf3 server for enclave → service, the tunnel
- * client for service → enclave): sockets whose local or remote port is the test's port, so the
- * tunnel's own sockets are never counted. Sampled every 100 ms (a socket's count only grows and
- * the socket is gone after the test), so drops of the last 100 ms can be missed: conservative.
+ * The receive-buffer drops of the UDP sockets of one iperf3 test, from /proc/PID/net/udp and udp6
+ * of a process in the receiving iperf3's namespace (the iperf3 server for enclave → service, a
+ * probe in the iperf3 client's namespace for service → enclave): sockets whose local or remote
+ * port is the test's port, so the tunnel's own sockets are never counted. Sampled every 100 ms
+ * (a socket's count only grows and the socket is gone after the test), so drops of the last
+ * 100 ms can be missed: conservative.
  */
 function socketDropMeter(pid: number | undefined, port: number): { stop(): number } {
   if (pid === undefined) return { stop: () => 0 };
-  const portHex = port.toString(16).toUpperCase().padStart(4, '0');
   const maxByInode = new Map<string, number>();
+  // Sockets that already exist when the test starts (a listener kept between tests) count only
+  // the drops from now on.
+  let baseline: Map<string, number> | undefined;
   const sample = (): void => {
-    let text: string;
-    try {
-      text = readFileSync(`/proc/${pid}/net/udp`, 'utf8');
-    } catch {
-      return;
+    const tables: string[] = [];
+    for (const table of ['udp', 'udp6']) {
+      try {
+        tables.push(readFileSync(`/proc/${pid}/net/${table}`, 'utf8'));
+      } catch {
+        // the process is gone: nothing to add
+      }
     }
-    for (const line of text.split('\n').slice(1)) {
-      const f = line.trim().split(/\s+/);
-      if (f.length < 13) continue;
-      const local = f[1]?.split(':')[1];
-      const remote = f[2]?.split(':')[1];
-      if (local !== portHex && remote !== portHex) continue;
-      const inode = f[9] as string;
-      const drops = Number(f[12]);
-      if (Number.isFinite(drops) && drops > (maxByInode.get(inode) ?? 0)) maxByInode.set(inode, drops);
+    const now = udpDropsByInode(tables, port);
+    baseline ??= new Map(now);
+    for (const [inode, drops] of now) {
+      const since = drops - (baseline.get(inode) ?? 0);
+      if (since > (maxByInode.get(inode) ?? 0)) maxByInode.set(inode, since);
     }
   };
   sample();
@@ -297,6 +337,19 @@ function socketDropMeter(pid: number | undefined, port: number): { stop(): numbe
 
 /** The iperf3 server's pid (in the service namespace), for the socket drops of enclave → service. */
 let servicePid: number | undefined;
+
+/**
+ * A process that lives in ns for the rest of the lab (killed with it), so that /proc/PID/net/udp
+ * shows ns's sockets: the receiving iperf3 of service → enclave tests runs in the client
+ * namespace, which is not the tunnel client's own namespace for every tunnel (seng's enclave
+ * simulator keeps its UDP socket in the untrusted host's namespace and its TUN device in the
+ * enclave's, where iperf3 runs; OpenVPN's client has both in one).
+ */
+const probes = new WeakMap<Netns, number | undefined>();
+function namespaceProbe(ns: Netns): number | undefined {
+  if (!probes.has(ns)) probes.set(ns, ns.spawn('sleep', ['86400'], { stdio: 'ignore' }).pid);
+  return probes.get(ns);
+}
 
 function perGB(cpu: Record<string, number>, bytes: number): Record<string, number> {
   const out: Record<string, number> = {};
@@ -316,7 +369,7 @@ async function measure(
   const udp = test.startsWith('udp');
   // Raw routing has no tunnel processes (pids {}): nothing to attribute, no drop meter.
   const receiver =
-    !udp || pids.gateway === undefined ? undefined : isReverse(test) ? pids.client : servicePid;
+    !udp || pids.gateway === undefined ? undefined : isReverse(test) ? namespaceProbe(client) : servicePid;
   const drops = socketDropMeter(receiver, port);
   try {
     const r = await iperf(client, test, seconds, port, wrap);
@@ -574,7 +627,8 @@ export async function runDatapath(lab: Lab, opts: BenchOptions): Promise<Datapat
               log(`  openvpn ${test}: ${describe(o)}`);
               await sleep(200);
             }
-            const perf = perfRecord(gw.pid, seconds, `seng-${suite}-${test}-${round}.data`);
+            const profiled = process.env.SENG_BENCH_PERF_PROCESS === 'client' ? sengRun.pids.client : gw.pid;
+            const perf = perfRecord(profiled, seconds, `seng-${suite}-${test}-${round}.data`);
             const r = await measure(sengRun.client, test, seconds, port, sengRun.pids);
             await perf.stop();
             samples.push(r);

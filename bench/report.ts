@@ -427,7 +427,7 @@ function datapathTables(d: DatapathResult): string {
         : ''
     }. Ratios in parentheses are to OpenVPN in this run; for seng they are the lower median of the paired ratios (OpenVPN and seng measured back to back, alternating, per round; with 2 rounds the lower of the two — conservative), so they can differ from the ratio of the two medians shown. UDP: datagrams per second that reached the receiver (iperf3 \`-b 0\`, sender unlimited).`,
     '',
-    "**CPU seconds per GB delivered** (gateway-side process / client-side process; for seng the ratio of the gateway's figure to the OpenVPN server's, paired, in parentheses; for raw veth the forwarding happens in softirq and is not attributed). UDP: per GB the tunnel delivered to the receiving host — what iperf3 read plus what its socket dropped because iperf3 read too slowly (`drops` in /proc/net/udp of the receiver's namespace, for both tunnels alike); the figure per GB iperf3 read follows after \"app\":",
+    "**CPU seconds per GB delivered** (gateway-side process / client-side process; for seng the ratio of the gateway's figure to the OpenVPN server's, paired, in parentheses; for raw veth the forwarding happens in softirq and is not attributed). UDP: per GB the tunnel delivered to the receiving host — what iperf3 read plus what its socket dropped because iperf3 read too slowly (`drops` of iperf3's sockets in /proc/net/udp and /proc/net/udp6 of the receiving iperf3's namespace, for both tunnels alike); the figure per GB iperf3 read follows after \"app\":",
     '',
     table(
       ['system', ...TESTS],
