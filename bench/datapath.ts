@@ -46,7 +46,9 @@ export const isReverse = (t: TestName): boolean => t.endsWith('r');
  * SENG_BENCH_DATAPATH_SKIP=raw,scaling,storm (phases), SENG_BENCH_PERF=DIR (`perf record -g` of
  * the gateway during each seng test, into DIR/seng-SUITE-TEST-ROUND.data; SENG_BENCH_PERF_PROCESS=client
  * profiles the enclave simulator instead, SENG_BENCH_PERF_EVENTS=EV,... records those events,
- * SENG_BENCH_PERF_STAT=1 counts the process's system calls by kind into DIR/...txt).
+ * SENG_BENCH_PERF_STAT=1 counts the process's system calls by kind into DIR/...txt),
+ * SENG_BENCH_SIM_FORWARD_NICE=N starts the simulator with SENG_FORWARD_NICE=N (its forwarding
+ * threads' priority; the gateway keeps its own).
  */
 function envList(name: string): Set<string> | undefined {
   const v = process.env[name];
@@ -607,7 +609,13 @@ export async function runDatapath(lab: Lab, opts: BenchOptions): Promise<Datapat
       try {
         const gw = await startGateway(lab, { suite });
         mine.push(gw);
-        const sim = await startSim(lab, appCert(lab, suite), suite);
+        const simNice = process.env.SENG_BENCH_SIM_FORWARD_NICE;
+        const sim = await startSim(
+          lab,
+          appCert(lab, suite),
+          suite,
+          simNice ? ['env', `SENG_FORWARD_NICE=${simNice}`] : [],
+        );
         mine.push(sim);
         const sengRun: Running = {
           system: seng.system,
