@@ -75,8 +75,27 @@ int seng_ipv4_check(const uint8_t *pkt, size_t len) {
 
 uint32_t seng_csum_add(uint32_t sum, const uint8_t *d, size_t len) {
   /* Bulk: native-order 32-bit words (RFC 1071: the sum is byte-order independent up to a final
-   * byte swap); the tail in big-endian 16-bit words. */
-  uint64_t bulk = 0;
+   * byte swap) into four independent 64-bit accumulators, so the additions of one 32-byte block
+   * do not wait on each other (this runs over every UDP datagram the TUN writer merges; one
+   * chain of dependent additions made it ≈ 1.6× slower). Each accumulator takes at most two
+   * 32-bit words per block: no overflow below 2^31 blocks. The tail in big-endian 16-bit words. */
+  uint64_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+  while (len >= 32) {
+    uint64_t w0, w1, w2, w3;
+    memcpy(&w0, d, 8);
+    memcpy(&w1, d + 8, 8);
+    memcpy(&w2, d + 16, 8);
+    memcpy(&w3, d + 24, 8);
+    a0 += (w0 & 0xffffffffu) + (w0 >> 32);
+    a1 += (w1 & 0xffffffffu) + (w1 >> 32);
+    a2 += (w2 & 0xffffffffu) + (w2 >> 32);
+    a3 += (w3 & 0xffffffffu) + (w3 >> 32);
+    d += 32;
+    len -= 32;
+  }
+  /* Fold each to 32 bits before adding them up (a 4 GiB buffer could otherwise carry out). */
+  uint64_t bulk = (a0 & 0xffffffffu) + (a0 >> 32) + (a1 & 0xffffffffu) + (a1 >> 32) + (a2 & 0xffffffffu) +
+                  (a2 >> 32) + (a3 & 0xffffffffu) + (a3 >> 32);
   while (len >= 8) {
     uint64_t w;
     memcpy(&w, d, 8);
