@@ -5,14 +5,16 @@
  *
  * The first input byte picks a mode:
  *   0  raw frame -> seng_gso_split(); any success must give packets within `out`, and for a TCPv4
- *      GSO frame, valid IPv4/TCP packets of at most mtu bytes
+ *      GSO frame, valid IPv4/TCP packets of at most mtu bytes; for a UDP GSO frame, valid
+ *      IPv4/UDP datagrams
  *   1  structured batch of TCP segments (a few flows, contiguous or not, valid or corrupt) ->
  *      seng_gro_add/_frame_iov; every merged frame must split back (seng_gso_split) into valid
  *      packets carrying exactly the merged payload, in sequence
  *      (with bit 2 of the first byte set: a batch of UDP datagrams of a few flows and sizes,
  *      some corrupt, without checksum or with another TTL; every merged frame must be a
  *      GSO_UDP_L4 frame whose payload, cut at gso_size, gives back exactly the merged datagrams'
- *      payloads, each of them valid, all but the last of gso_size bytes)
+ *      payloads, each of them valid, all but the last of gso_size bytes, and that
+ *      seng_gso_split cuts back into the same datagrams)
  *   2  structured TSO super-packet -> seng_gso_split(); segments valid, payload and sequence
  *      numbers continuous, FIN/PSH only last, CWR only first
  *   3  raw bytes -> seng_ipv4_check / checksum helpers (bounds only), and a UDP GRO read length
@@ -61,18 +63,24 @@ static uint8_t take(input *in) {
 static uint16_t take16(input *in) { return (uint16_t)((take(in) << 8) | take(in)); }
 
 /* Checks a split result: ends increasing, within out, every packet valid if `tcp`. */
-static void check_split(int n, size_t mtu, int tcp) {
+/* What a split's packets must be: only within `out` (SPLIT_ANY), valid IPv4/TCP segments of at
+ * most mtu bytes (SPLIT_TCP), or valid IPv4/UDP datagrams (SPLIT_UDP: the sender's sizes, so no
+ * MTU bound here). */
+enum { SPLIT_ANY, SPLIT_TCP, SPLIT_UDP };
+
+static void check_split(int n, size_t mtu, int kind) {
   uint32_t start = 0;
   for (int i = 0; i < n; i++) {
     CHECK(ends[i] > start && ends[i] <= sizeof out);
     const uint8_t *p = out + start;
     size_t len = ends[i] - start;
-    if (tcp) {
-      CHECK(len <= mtu);
+    if (kind != SPLIT_ANY) {
+      CHECK(kind != SPLIT_TCP || len <= mtu);
       CHECK(seng_ipv4_check(p, len) == SENG_IPV4_OK);
       CHECK(rd16(p + 2) == len);
       CHECK(seng_ipv4_header_csum_ok(p));
       CHECK(seng_ipv4_l4_csum_ok(p, len));
+      CHECK(kind != SPLIT_UDP || rd16(p + (size_t)(p[0] & 0x0f) * 4 + 4) == len - (size_t)(p[0] & 0x0f) * 4);
     }
     start = ends[i];
   }
@@ -131,8 +139,8 @@ static void fuzz_raw_split(input *in) {
   size_t mtu = 68 + take16(in) % 9000;
   int n = seng_gso_split(in->p, in->n, mtu, out, sizeof out, ends, SENG_GSO_MAX_SEGS);
   if (n <= 0) return;
-  int gso = in->n > SENG_VNET_HDR_LEN && (in->p[1] & 0x7f) == SENG_VNET_GSO_TCPV4;
-  check_split(n, mtu, gso);
+  const uint8_t type = in->n > SENG_VNET_HDR_LEN ? (uint8_t)(in->p[1] & 0x7f) : 0;
+  check_split(n, mtu, type == SENG_VNET_GSO_TCPV4 ? SPLIT_TCP : type == SENG_VNET_GSO_UDP_L4 ? SPLIT_UDP : SPLIT_ANY);
 }
 
 #define ARENA 200000
@@ -204,6 +212,19 @@ static void fuzz_udp_merge(input *in) {
       pos += dl;
     }
     CHECK(k == f->count && pos == total);
+    /* The kernel -> us direction (seng_gso_split) cuts it back into the same datagrams. */
+    int segs = seng_gso_split(frame, flen, 65535, out, sizeof out, ends, SENG_GSO_MAX_SEGS);
+    CHECK(segs == (int)f->count);
+    check_split(segs, 65535, SPLIT_UDP);
+    uint32_t start = 0;
+    k = 0;
+    for (int16_t pi = f->first; pi >= 0; pi = g.pkts[pi].next, k++) {
+      const seng_gro_pkt *pk = &g.pkts[pi];
+      CHECK(ends[k] - start == pk->len);
+      /* Ports, UDP length, checksum and payload as sent (IP id and header checksum may differ). */
+      CHECK(memcmp(out + start + 20, pk->data + 20, pk->len - 20) == 0);
+      start = ends[k];
+    }
   }
   CHECK(packets == g.npkts);
 }
@@ -263,7 +284,7 @@ static void fuzz_gro(input *in) {
     size_t hl = g.frames[i].hdr_len;
     int segs = seng_gso_split(frame, flen, hl + gso_size, out, sizeof out, ends, SENG_GSO_MAX_SEGS);
     CHECK(segs == g.frames[i].count);
-    check_split(segs, hl + gso_size, 1);
+    check_split(segs, hl + gso_size, SPLIT_TCP);
     uint32_t seq = rd32(frame + SENG_VNET_HDR_LEN + 24), start = 0;
     for (int k = 0; k < segs; k++) {
       CHECK(rd32(out + start + 24) == seq);
@@ -291,7 +312,7 @@ static void fuzz_tso(input *in) {
   seng_vnet_hdr_write(f, &h);
   int n = seng_gso_split(f, SENG_VNET_HDR_LEN + len, mtu, out, sizeof out, ends, SENG_GSO_MAX_SEGS);
   if (n <= 0) return;
-  check_split(n, mtu, 1);
+  check_split(n, mtu, SPLIT_TCP);
   uint32_t start = 0, s = seq;
   size_t hl = 40 + opt, carried = 0;
   for (int k = 0; k < n; k++) {

@@ -180,6 +180,46 @@ static int split_plain(const seng_vnet_hdr *h, const uint8_t *pkt, size_t len, u
   return 1;
 }
 
+/* A UDP super-packet (USO: a sender's UDP_SEGMENT run, or datagrams of one flow merged by GRO on
+ * the way in) -> its datagrams. Unlike TCP, a datagram's bounds are the sender's message bounds:
+ * every datagram carries exactly gso_size payload bytes (the last one 1..gso_size), whatever the
+ * MTU; one that does not fit the MTU is left for the caller to refuse, as an oversize plain
+ * packet is. Each gets its IP total length, the kernel's incrementing IP ID, its UDP length and
+ * a complete UDP checksum. */
+static int split_udp(const seng_vnet_hdr *h, const uint8_t *pkt, size_t len, uint8_t *out,
+                     size_t out_cap, uint32_t *ends, size_t ends_cap) {
+  if (seng_ipv4_check(pkt, len) != SENG_IPV4_OK) return -EINVAL;
+  if (pkt[9] != IPPROTO_UDP_ || (rd16(pkt + 6) & IP_MF_OFFSET)) return -EINVAL;
+  size_t ihl = ihl_of(pkt), total = rd16(pkt + 2);
+  size_t hl = ihl + 8;
+  if (total <= hl || h->gso_size == 0) return -EINVAL;
+  size_t payload = total - hl, seg = h->gso_size;
+  size_t nseg = (payload + seg - 1) / seg;
+  if (nseg > ends_cap || nseg > SENG_GSO_MAX_SEGS) return -ENOSPC;
+  if (payload + nseg * hl > out_cap) return -ENOSPC;
+
+  uint16_t id = rd16(pkt + 4);
+  size_t off = 0;
+  for (size_t i = 0; i < nseg; i++) {
+    size_t plen = payload - i * seg < seg ? payload - i * seg : seg;
+    uint8_t *o = out + off;
+    memcpy(o, pkt, hl);
+    memcpy(o + hl, pkt + hl + i * seg, plen);
+    wr16(o + 2, (uint32_t)(hl + plen));
+    wr16(o + 4, (uint32_t)(id + i));
+    seng_ipv4_set_header_csum(o);
+    uint8_t *uh = o + ihl;
+    wr16(uh + 4, (uint32_t)(8 + plen));
+    uh[6] = uh[7] = 0;
+    uint16_t c = seng_csum_fold(
+        seng_csum_add(seng_csum_pseudo4(o, IPPROTO_UDP_, (uint32_t)(8 + plen)), uh, 8 + plen));
+    wr16(uh + 6, c == 0 ? 0xffff : c); /* 0 means "no checksum" in UDP */
+    off += hl + plen;
+    ends[i] = (uint32_t)off;
+  }
+  return (int)nseg;
+}
+
 int seng_gso_split(const uint8_t *frame, size_t frame_len, size_t mtu, uint8_t *out,
                    size_t out_cap, uint32_t *ends, size_t ends_cap) {
   if (frame_len <= SENG_VNET_HDR_LEN || frame_len - SENG_VNET_HDR_LEN > 0xffffffffu)
@@ -190,6 +230,7 @@ int seng_gso_split(const uint8_t *frame, size_t frame_len, size_t mtu, uint8_t *
   size_t len = frame_len - SENG_VNET_HDR_LEN;
   uint8_t type = h.gso_type & (uint8_t)~SENG_VNET_GSO_ECN;
   if (type == SENG_VNET_GSO_NONE) return split_plain(&h, pkt, len, out, out_cap, ends, ends_cap);
+  if (type == SENG_VNET_GSO_UDP_L4) return split_udp(&h, pkt, len, out, out_cap, ends, ends_cap);
   if (type != SENG_VNET_GSO_TCPV4) return -EPROTONOSUPPORT;
 
   if (seng_ipv4_check(pkt, len) != SENG_IPV4_OK) return -EINVAL;

@@ -1,10 +1,10 @@
 /*
  * seng_net: pure C helpers shared by the native addons (native/tun, native/dtls) for packets that
  * cross a TUN device: IPv4 header checks, Internet checksums, and the TUN offloads (IFF_VNET_HDR +
- * TUNSETOFFLOAD(TUN_F_CSUM | TUN_F_TSO4)):
+ * TUNSETOFFLOAD(TUN_F_CSUM | TUN_F_TSO4, plus TUN_F_USO4 | TUN_F_USO6 where the kernel has them)):
  *
  *   kernel -> us   seng_gso_split(): one frame (virtio_net_hdr + packet, possibly a TSO
- *                  super-packet of up to 64 KiB or a CHECKSUM_PARTIAL packet) -> plain IPv4
+ *                  or UDP super-packet of up to 64 KiB or a CHECKSUM_PARTIAL packet) -> plain IPv4
  *                  packets of at most `mtu` bytes with complete checksums (SPEC §1: one packet
  *                  per DTLS record).
  *   us -> kernel   seng_gro_*: collect the packets of a batch, merge consecutive TCP segments of
@@ -103,10 +103,15 @@ int seng_ipv4_l4_csum_ok(const uint8_t *pkt, size_t len);
  *     min(gso_size, mtu - headers) payload bytes, each at most `mtu` bytes: IP id + i, total
  *     length, IP header checksum, TCP sequence number, flags (FIN and PSH only on the last
  *     segment, CWR only on the first) and a full TCP checksum are set per segment.
+ *   - GSO_UDP_L4 (TUN_F_USO4, Linux >= 6.2): the IPv4/UDP super-packet is cut into its
+ *     datagrams of exactly gso_size payload bytes (the last 1..gso_size) — the sender's message
+ *     bounds, so never re-cut to the MTU (a datagram over `mtu` is for the caller to refuse, as
+ *     an oversize plain packet) — with IP id + i, total length, IP header checksum, UDP length
+ *     and a full UDP checksum each.
  * Returns the number of packets (>= 1), or:
  *   -EINVAL    frame shorter than the header, bad checksum offsets, a GSO packet that is not a
- *              well-formed unfragmented IPv4/TCP packet, gso_size 0, mtu too small;
- *   -EPROTONOSUPPORT  another gso_type (UDP, TCPv6: never requested by seng);
+ *              well-formed unfragmented IPv4/TCP (IPv4/UDP) packet, gso_size 0, mtu too small;
+ *   -EPROTONOSUPPORT  another gso_type (TCPv6, the IPv6 side of USO: seng forwards IPv4 only);
  *   -ENOSPC    `out` or `ends` too small (SENG_GSO_SPLIT_ROOM and SENG_GSO_MAX_SEGS suffice
  *              unless the frame needs more than SENG_GSO_MAX_SEGS segments);
  * Nothing is written to ends on failure; `out` may have been written.

@@ -16,7 +16,7 @@ export interface NativeTunStats {
   txEagain: number;
   /** Writes the kernel rejected for another reason (packet dropped). */
   txErrors: number;
-  /** Offload: TSO super-packets read and segmented (each counted once). */
+  /** Offload: TSO and USO super-packets read and segmented (each counted once). */
   rxGso: number;
   /** Offload: frames from the kernel that could not be segmented (malformed/unsupported). */
   rxDropped: number;
@@ -24,6 +24,11 @@ export interface NativeTunStats {
   txGso: number;
   open: boolean;
   reading: boolean;
+  /**
+   * Offload: the kernel may also hand over UDP super-packets (TUN_F_USO4, Linux ≥ 6.2, unless
+   * SENG_TUN_USO=0): a local sender's UDP_SEGMENT runs or datagrams merged by GRO forwarding.
+   */
+  uso: boolean;
 }
 
 export interface NativeTunHandle {

@@ -42,6 +42,10 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/if_tun.h>
+#ifndef TUN_F_USO4 /* Linux 6.2 (older userspace headers lack them) */
+#define TUN_F_USO4 0x20
+#define TUN_F_USO6 0x40
+#endif
 #include <net/if.h>
 #include <node_api.h>
 #include <stdint.h>
@@ -82,6 +86,7 @@ typedef struct {
   napi_async_context actx;
   uint32_t batch_max;
   int offload;
+  int uso;            /* OFFLOAD: the kernel may also hand us UDP super-packets */
   uint32_t mtu;       /* OFFLOAD: segment size limit */
   uint8_t *slab;      /* packets handed to JS: slab_size_for(batch_max, offload) bytes */
   size_t slab_size;
@@ -251,6 +256,17 @@ static size_t slab_size_for(uint32_t batch, int offload) {
 /* Reads one packet (plain mode) or one frame, segmented into packets (OFFLOAD), into the slab at
  * *off. Returns the packets added (0 for a dropped frame), -1 at EAGAIN/EOF, -2 on an error
  * (*err set). */
+/* TUNSETOFFLOAD for an IFF_VNET_HDR fd: checksum-partial packets and TCPv4 super-packets, and
+ * UDP super-packets where the kernel has them (USO is only taken for IPv4 and IPv6 together) and
+ * SENG_TUN_USO is not "0". Returns 1 with USO, 0 without, -1 (errno set) on failure. */
+static int set_offloads(int fd) {
+  const unsigned long base = TUN_F_CSUM | TUN_F_TSO4;
+  const char *env = getenv("SENG_TUN_USO");
+  if (!(env != NULL && strcmp(env, "0") == 0) && ioctl(fd, TUNSETOFFLOAD, base | TUN_F_USO4 | TUN_F_USO6) == 0)
+    return 1;
+  return ioctl(fd, TUNSETOFFLOAD, base) == 0 ? 0 : -1;
+}
+
 static int read_one(tun_t *t, size_t *off, uint32_t *n, int *err) {
   int k = seng_tun_read(t->fd, t->offload, t->mtu, t->frame, t->frame ? SENG_TUN_FRAME_MAX : 0,
                         t->slab + *off, t->slab_size - *off, t->ends + *n, ENDS_MAX - *n);
@@ -418,8 +434,12 @@ static napi_value tun_new(napi_env env, napi_callback_info info) {
     throw_errno(env, e, "ioctl(TUNSETIFF)", name);
     return NULL;
   }
-  /* The kernel may now hand us checksum-partial packets and TCPv4 super-packets. */
-  if (offload && ioctl(fd, TUNSETOFFLOAD, (unsigned long)(TUN_F_CSUM | TUN_F_TSO4)) < 0) {
+  /* The kernel may now hand us checksum-partial packets, TCPv4 super-packets and (Linux >= 6.2,
+   * which takes USO only for both IP versions at once) UDP super-packets: a local sender's
+   * UDP_SEGMENT runs, or a flow's datagrams merged by GRO forwarding on the way in. Older kernels
+   * refuse the USO bits with EINVAL: then TSO only. */
+  const int uso = offload ? set_offloads(fd) : 0;
+  if (uso < 0) {
     int e = errno;
     close(fd);
     throw_errno(env, e, "ioctl(TUNSETOFFLOAD)", name);
@@ -453,6 +473,7 @@ static napi_value tun_new(napi_env env, napi_callback_info info) {
   t->slab_size = slab_size_for(batch, offload);
   t->batch_max = batch;
   t->offload = offload;
+  t->uso = uso;
   t->mtu = mtu;
   t->frame = frame;
   t->gro = gro;
@@ -732,6 +753,8 @@ static napi_value tun_stats(napi_env env, napi_callback_info info) {
   CHECK(napi_set_named_property(env, o, "open", b));
   CHECK(napi_get_boolean(env, t->polling != 0, &b));
   CHECK(napi_set_named_property(env, o, "reading", b));
+  CHECK(napi_get_boolean(env, t->uso != 0, &b));
+  CHECK(napi_set_named_property(env, o, "uso", b));
   return o;
 }
 

@@ -124,6 +124,48 @@ test('offload: UDP datagrams of one flow written as USO frames reach a socket as
   await agent.exit();
 });
 
+test('offload: a local sender’s UDP_SEGMENT runs reach the device as USO super-packets and leave it as their datagrams', async () => {
+  const ns = await createNetns('tuso');
+  const agent = await NodeAgent.start(ns, agentScript);
+  await agent.ok('open', {
+    opts: { name: 'tunG', mtu: 1432, offload: true, addresses: ['10.77.6.1/24'] },
+  });
+  // 40 sends of 20 datagrams of 1,000 bytes, then 10 of 44 datagrams of 1,404 (exactly the MTU).
+  for (const [size, perSend, sends] of [
+    [1000, 20, 40],
+    [1404, 44, 10],
+  ] as const) {
+    const r = (await agent.ok('udpGsoCapture', {
+      name: 'tunG',
+      dst: '10.77.6.2',
+      port: 5401,
+      size,
+      perSend,
+      sends,
+    })) as {
+      sentSha256: string;
+      packets: number;
+      lengths: number[];
+      maxLen: number;
+      valid: boolean;
+      sha256: string;
+      rxGso: number;
+      rxDropped: number;
+      uso: boolean;
+    };
+    if (process.env.SENG_TEST_VERBOSE) console.log(JSON.stringify(r));
+    assert.equal(r.uso, true, 'the kernel (>= 6.2) took TUN_F_USO4');
+    assert.ok(r.rxGso > 0, 'the kernel handed over UDP super-packets');
+    assert.equal(r.rxDropped, 0);
+    assert.equal(r.packets, perSend * sends, 'every datagram, once');
+    assert.deepEqual(r.lengths, [size + 28], 'each datagram has its own size');
+    assert.ok(r.maxLen <= 1432);
+    assert.equal(r.valid, true, 'valid IPv4 headers and UDP checksums');
+    assert.equal(r.sha256, r.sentSha256, 'the same bytes in the same order');
+  }
+  await agent.exit();
+});
+
 test('multi-queue: N fds on one device; packets of different flows arrive on several queues', async () => {
   const ns = await createNetns('tmq');
   const agent = await NodeAgent.start(ns, agentScript);

@@ -181,8 +181,11 @@ test('malformed or unsupported frames are refused, not read out of bounds', () =
   assert.equal(addon.gsoSplit(good.subarray(0, 9), MTU), -EINVAL, 'shorter than the header');
   assert.equal(addon.gsoSplit(good.subarray(0, 10), MTU), -EINVAL, 'header only');
   const udpGso = Buffer.from(good);
-  udpGso[1] = 5; // VIRTIO_NET_HDR_GSO_UDP_L4
-  assert.equal(addon.gsoSplit(udpGso, MTU), -EPROTONOSUPPORT);
+  udpGso[1] = 5; // VIRTIO_NET_HDR_GSO_UDP_L4 on a TCP packet
+  assert.equal(addon.gsoSplit(udpGso, MTU), -EINVAL);
+  const tcp6Gso = Buffer.from(good);
+  tcp6Gso[1] = 4; // VIRTIO_NET_HDR_GSO_TCPV6: IPv6, never forwarded
+  assert.equal(addon.gsoSplit(tcp6Gso, MTU), -EPROTONOSUPPORT);
   const zeroSize = Buffer.from(good);
   zeroSize.writeUInt16LE(0, 4);
   assert.equal(addon.gsoSplit(zeroSize, MTU), -EINVAL);
@@ -389,4 +392,75 @@ test('UDP datagrams of one flow and size merge into a USO frame that cuts back i
     many.map((f) => (f.length - 10 - 28) / 100),
     [64, 6],
   );
+});
+
+/** A USO super-packet as the kernel hands it over: vnet header + one IPv4/UDP packet whose
+ * payload is `count` datagrams of `gsoSize` bytes (the last one shorter by `short`). */
+function udpSuperFrame(
+  gsoSize: number,
+  count: number,
+  short = 0,
+  id = 0xfffe,
+): { frame: Buffer; payload: Buffer } {
+  const payload = pattern(gsoSize * count - short);
+  const pkt = buildUdpPacket({ src: SRC, dst: DST, srcPort: 40001, dstPort: 5201, payload, id });
+  setPartialChecksum(pkt, 20, 6, 17);
+  const frame = Buffer.concat([
+    vnet({ flags: 1, gsoType: 5, hdrLen: 28, gsoSize, csumStart: 20, csumOffset: 6 }),
+    pkt,
+  ]);
+  return { frame, payload };
+}
+
+test('USO: a UDP super-packet becomes its datagrams, each with its own lengths, IP id and checksums', () => {
+  const { frame, payload } = udpSuperFrame(1000, 5, 400);
+  const segs = split(frame);
+  assert.deepEqual(
+    segs.map((s) => s.length),
+    [1028, 1028, 1028, 1028, 628],
+    'gso_size bytes each, the last one shorter',
+  );
+  let off = 0;
+  segs.forEach((s, i) => {
+    assert.equal(checkIpv4(s), 0, `valid IPv4 header of datagram ${i}`);
+    assert.ok(ipv4HeaderChecksumOk(s), `IP header checksum of datagram ${i}`);
+    assert.equal(s.readUInt16BE(4), (0xfffe + i) & 0xffff, 'IP id counts up per datagram, wrapping');
+    assert.equal(s.readUInt16BE(24), s.length - 20, 'UDP length');
+    assert.ok(udpChecksumOk(s), `UDP checksum of datagram ${i}`);
+    assert.notEqual(s.readUInt16BE(26), 0, 'a checksum is always present');
+    assert.ok(s.subarray(28).equals(payload.subarray(off, off + s.length - 28)), 'the payload in order');
+    off += s.length - 28;
+  });
+  assert.equal(off, payload.length);
+});
+
+test('USO: datagram bounds are the sender’s — never re-cut to the MTU; tiny datagrams; malformed frames refused', () => {
+  // 1404-byte datagrams split at exactly the MTU; larger ones are left whole for the caller to refuse.
+  assert.deepEqual(
+    split(udpSuperFrame(1404, 3).frame).map((s) => s.length),
+    [1432, 1432, 1432],
+  );
+  assert.deepEqual(
+    split(udpSuperFrame(1500, 2).frame).map((s) => s.length),
+    [1528, 1528],
+    'not cut to the MTU (a datagram boundary is the message boundary)',
+  );
+  const tiny = split(udpSuperFrame(1, 64).frame);
+  assert.equal(tiny.length, 64);
+  assert.ok(tiny.every((s) => s.length === 29 && udpChecksumOk(s)));
+  const { frame } = udpSuperFrame(100, 4);
+  const zeroSize = Buffer.from(frame);
+  zeroSize.writeUInt16LE(0, 4);
+  assert.equal(addon.gsoSplit(zeroSize, MTU), -EINVAL, 'gso_size 0');
+  const notUdp = Buffer.from(frame);
+  notUdp[10 + 9] = 6;
+  assert.equal(addon.gsoSplit(notUdp, MTU), -EINVAL, 'UDP GSO type on a TCP packet');
+  assert.equal(addon.gsoSplit(frame.subarray(0, 10 + 28), MTU), -EINVAL, 'IP total length beyond the buffer');
+  const headerOnly = udpSuperFrame(100, 1);
+  const empty = Buffer.from(headerOnly.frame.subarray(0, 10 + 28));
+  empty.writeUInt16BE(28, 10 + 2);
+  assert.equal(addon.gsoSplit(empty, MTU), -EINVAL, 'no payload');
+  const fragment = Buffer.from(frame);
+  fragment.writeUInt16BE(0x2000, 10 + 6); // more fragments
+  assert.equal(addon.gsoSplit(fragment, MTU), -EINVAL, 'a fragment');
 });
