@@ -85,37 +85,23 @@ const SYSCALL_EVENTS = [
   .map((c) => `syscalls:sys_enter_${c}`)
   .join(',');
 
-/** `perf record -g` of pid for `seconds` into file, when SENG_BENCH_PERF names a directory. */
+/**
+ * `perf record -g` (or `perf stat` of its system calls) of pid for `seconds` into file, when
+ * SENG_BENCH_PERF names a directory.
+ */
 function perfRecord(pid: number | undefined, seconds: number, file: string): { stop(): Promise<void> } {
   const dir = process.env.SENG_BENCH_PERF;
   if (!dir || pid === undefined) return { stop: async () => {} };
   mkdirSync(dir, { recursive: true });
   // SENG_BENCH_PERF_STAT=1: count the process's system calls (per kind) instead of sampling.
-  const args = process.env.SENG_BENCH_PERF_STAT
-    ? [
-        'stat',
-        '-e',
-        SYSCALL_EVENTS,
-        '-p',
-        String(pid),
-        '-o',
-        join(dir, file.replace(/\.data$/, '.txt')),
-        '--',
-        'sleep',
-        String(seconds),
-      ]
-    : [
-        'record',
-        '-g',
-        ...(process.env.SENG_BENCH_PERF_EVENTS ? ['-e', process.env.SENG_BENCH_PERF_EVENTS] : []),
-        '-p',
-        String(pid),
-        '-o',
-        join(dir, file),
-        '--',
-        'sleep',
-        String(seconds),
-      ];
+  const stat = Boolean(process.env.SENG_BENCH_PERF_STAT);
+  const events = stat ? SYSCALL_EVENTS : process.env.SENG_BENCH_PERF_EVENTS;
+  const args = [
+    ...(stat ? ['stat'] : ['record', '-g']),
+    ...(events ? ['-e', events] : []),
+    ...['-p', String(pid), '-o', join(dir, stat ? file.replace(/\.data$/, '.txt') : file)],
+    ...['--', 'sleep', String(seconds)],
+  ];
   const child = spawn('perf', args, {
     stdio: 'ignore',
   });

@@ -5,6 +5,7 @@
 #include "seng_net.h"
 
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -180,6 +181,24 @@ static int split_plain(const seng_vnet_hdr *h, const uint8_t *pkt, size_t len, u
   return 1;
 }
 
+/* The checks every super-packet passes: a well-formed, unfragmented IPv4 packet of `proto`. */
+static int gso_ipv4_ok(const uint8_t *pkt, size_t len, uint8_t proto) {
+  return seng_ipv4_check(pkt, len) == SENG_IPV4_OK && pkt[9] == proto && !(rd16(pkt + 6) & IP_MF_OFFSET);
+}
+
+/* Writes segment i of a super-packet at `o`: its headers (hl bytes) and `plen` payload bytes from
+ * payload offset `from`, with the IP total length, IP id `id` and the IP header checksum set.
+ * The caller completes the L4 header. Returns the segment's end. */
+static uint8_t *cut_segment(uint8_t *o, const uint8_t *pkt, size_t hl, size_t from, size_t plen,
+                            uint16_t id) {
+  memcpy(o, pkt, hl);
+  memcpy(o + hl, pkt + hl + from, plen);
+  wr16(o + 2, (uint32_t)(hl + plen));
+  wr16(o + 4, id);
+  seng_ipv4_set_header_csum(o);
+  return o + hl + plen;
+}
+
 /* A UDP super-packet (USO: a sender's UDP_SEGMENT run, or datagrams of one flow merged by GRO on
  * the way in) -> its datagrams. Unlike TCP, a datagram's bounds are the sender's message bounds:
  * every datagram carries exactly gso_size payload bytes (the last one 1..gso_size), whatever the
@@ -188,8 +207,7 @@ static int split_plain(const seng_vnet_hdr *h, const uint8_t *pkt, size_t len, u
  * a complete UDP checksum. */
 static int split_udp(const seng_vnet_hdr *h, const uint8_t *pkt, size_t len, uint8_t *out,
                      size_t out_cap, uint32_t *ends, size_t ends_cap) {
-  if (seng_ipv4_check(pkt, len) != SENG_IPV4_OK) return -EINVAL;
-  if (pkt[9] != IPPROTO_UDP_ || (rd16(pkt + 6) & IP_MF_OFFSET)) return -EINVAL;
+  if (!gso_ipv4_ok(pkt, len, IPPROTO_UDP_)) return -EINVAL;
   size_t ihl = ihl_of(pkt), total = rd16(pkt + 2);
   size_t hl = ihl + 8;
   if (total <= hl || h->gso_size == 0) return -EINVAL;
@@ -199,23 +217,58 @@ static int split_udp(const seng_vnet_hdr *h, const uint8_t *pkt, size_t len, uin
   if (payload + nseg * hl > out_cap) return -ENOSPC;
 
   uint16_t id = rd16(pkt + 4);
-  size_t off = 0;
+  uint8_t *o = out;
   for (size_t i = 0; i < nseg; i++) {
     size_t plen = payload - i * seg < seg ? payload - i * seg : seg;
-    uint8_t *o = out + off;
-    memcpy(o, pkt, hl);
-    memcpy(o + hl, pkt + hl + i * seg, plen);
-    wr16(o + 2, (uint32_t)(hl + plen));
-    wr16(o + 4, (uint32_t)(id + i));
-    seng_ipv4_set_header_csum(o);
+    uint8_t *end = cut_segment(o, pkt, hl, i * seg, plen, (uint16_t)(id + i));
     uint8_t *uh = o + ihl;
     wr16(uh + 4, (uint32_t)(8 + plen));
     uh[6] = uh[7] = 0;
     uint16_t c = seng_csum_fold(
         seng_csum_add(seng_csum_pseudo4(o, IPPROTO_UDP_, (uint32_t)(8 + plen)), uh, 8 + plen));
     wr16(uh + 6, c == 0 ? 0xffff : c); /* 0 means "no checksum" in UDP */
-    off += hl + plen;
-    ends[i] = (uint32_t)off;
+    o = end;
+    ends[i] = (uint32_t)(o - out);
+  }
+  return (int)nseg;
+}
+
+/* A TCPv4 super-packet (TSO) -> segments of at most min(gso_size, mtu - headers) payload bytes,
+ * sequence numbers, flags and full TCP checksums set per segment. */
+static int split_tcp(const seng_vnet_hdr *h, size_t mtu, const uint8_t *pkt, size_t len, uint8_t *out,
+                     size_t out_cap, uint32_t *ends, size_t ends_cap) {
+  if (!gso_ipv4_ok(pkt, len, IPPROTO_TCP_)) return -EINVAL;
+  size_t ihl = ihl_of(pkt), total = rd16(pkt + 2);
+  if (total < ihl + 20) return -EINVAL;
+  const uint8_t *tcp = pkt + ihl;
+  size_t thl = (size_t)(tcp[12] >> 4) * 4;
+  if (thl < 20 || ihl + thl > total) return -EINVAL;
+  size_t hl = ihl + thl, payload = total - hl;
+  if (h->gso_size == 0 || mtu <= hl) return -EINVAL;
+  size_t seg = mtu - hl < h->gso_size ? mtu - hl : h->gso_size;
+  size_t nseg = payload == 0 ? 1 : (payload + seg - 1) / seg;
+  if (nseg > ends_cap || nseg > SENG_GSO_MAX_SEGS) return -ENOSPC;
+  if (payload + nseg * hl > out_cap) return -ENOSPC;
+
+  uint16_t id = rd16(pkt + 4);
+  uint32_t seq = rd32(tcp + 4);
+  uint8_t flags = tcp[13];
+  uint8_t *o = out;
+  for (size_t i = 0; i < nseg; i++) {
+    size_t plen = payload - i * seg < seg ? payload - i * seg : seg;
+    uint8_t *end = cut_segment(o, pkt, hl, i * seg, plen, (uint16_t)(id + i));
+    uint8_t *th = o + ihl;
+    wr32(th + 4, seq + (uint32_t)(i * seg));
+    uint8_t f = flags;
+    if (i + 1 != nseg) f &= (uint8_t)~(TCP_FIN | TCP_PSH);
+    if (i != 0) f &= (uint8_t)~TCP_CWR;
+    th[13] = f;
+    th[16] = th[17] = 0;
+    uint32_t s = seng_csum_add(seng_csum_pseudo4(o, IPPROTO_TCP_, (uint32_t)(thl + plen)), th,
+                               thl + plen);
+    wr16(th + 16, seng_csum_fold(s));
+    o = end;
+    ends[i] = (uint32_t)(o - out);
   }
   return (int)nseg;
 }
@@ -228,51 +281,24 @@ int seng_gso_split(const uint8_t *frame, size_t frame_len, size_t mtu, uint8_t *
   seng_vnet_hdr_read(frame, &h);
   const uint8_t *pkt = frame + SENG_VNET_HDR_LEN;
   size_t len = frame_len - SENG_VNET_HDR_LEN;
-  uint8_t type = h.gso_type & (uint8_t)~SENG_VNET_GSO_ECN;
-  if (type == SENG_VNET_GSO_NONE) return split_plain(&h, pkt, len, out, out_cap, ends, ends_cap);
-  if (type == SENG_VNET_GSO_UDP_L4) return split_udp(&h, pkt, len, out, out_cap, ends, ends_cap);
-  if (type != SENG_VNET_GSO_TCPV4) return -EPROTONOSUPPORT;
-
-  if (seng_ipv4_check(pkt, len) != SENG_IPV4_OK) return -EINVAL;
-  if (pkt[9] != IPPROTO_TCP_ || (rd16(pkt + 6) & IP_MF_OFFSET)) return -EINVAL;
-  size_t ihl = ihl_of(pkt), total = rd16(pkt + 2);
-  if (total < ihl + 20) return -EINVAL;
-  const uint8_t *tcp = pkt + ihl;
-  size_t thl = (size_t)(tcp[12] >> 4) * 4;
-  if (thl < 20 || ihl + thl > total) return -EINVAL;
-  size_t hl = ihl + thl, payload = total - hl;
-  if (h.gso_size == 0 || mtu <= hl) return -EINVAL;
-  size_t seg = mtu - hl < h.gso_size ? mtu - hl : h.gso_size;
-  size_t nseg = payload == 0 ? 1 : (payload + seg - 1) / seg;
-  if (nseg > ends_cap || nseg > SENG_GSO_MAX_SEGS) return -ENOSPC;
-  if (payload + nseg * hl > out_cap) return -ENOSPC;
-
-  uint16_t id = rd16(pkt + 4);
-  uint32_t seq = rd32(tcp + 4);
-  uint8_t flags = tcp[13];
-  size_t off = 0;
-  for (size_t i = 0; i < nseg; i++) {
-    size_t plen = payload - i * seg < seg ? payload - i * seg : seg;
-    uint8_t *o = out + off;
-    memcpy(o, pkt, hl);
-    memcpy(o + hl, pkt + hl + i * seg, plen);
-    wr16(o + 2, (uint32_t)(hl + plen));
-    wr16(o + 4, (uint32_t)(id + i));
-    seng_ipv4_set_header_csum(o);
-    uint8_t *th = o + ihl;
-    wr32(th + 4, seq + (uint32_t)(i * seg));
-    uint8_t f = flags;
-    if (i + 1 != nseg) f &= (uint8_t)~(TCP_FIN | TCP_PSH);
-    if (i != 0) f &= (uint8_t)~TCP_CWR;
-    th[13] = f;
-    th[16] = th[17] = 0;
-    uint32_t s = seng_csum_add(seng_csum_pseudo4(o, IPPROTO_TCP_, (uint32_t)(thl + plen)), th,
-                               thl + plen);
-    wr16(th + 16, seng_csum_fold(s));
-    off += hl + plen;
-    ends[i] = (uint32_t)off;
+  switch (h.gso_type & (uint8_t)~SENG_VNET_GSO_ECN) {
+    case SENG_VNET_GSO_NONE:
+      return split_plain(&h, pkt, len, out, out_cap, ends, ends_cap);
+    case SENG_VNET_GSO_TCPV4:
+      return split_tcp(&h, mtu, pkt, len, out, out_cap, ends, ends_cap);
+    case SENG_VNET_GSO_UDP_L4:
+      return split_udp(&h, pkt, len, out, out_cap, ends, ends_cap);
+    default:
+      return -EPROTONOSUPPORT;
   }
-  return (int)nseg;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* The SENG_TUN_USO switch (UDP offload of TUN devices, both directions) */
+
+int seng_tun_uso_allowed(void) {
+  const char *v = getenv("SENG_TUN_USO");
+  return !(v != NULL && strcmp(v, "0") == 0);
 }
 
 /* ------------------------------------------------------------------------------------------ */

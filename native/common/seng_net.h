@@ -119,6 +119,11 @@ int seng_ipv4_l4_csum_ok(const uint8_t *pkt, size_t len);
 int seng_gso_split(const uint8_t *frame, size_t frame_len, size_t mtu, uint8_t *out,
                    size_t out_cap, uint32_t *ends, size_t ends_cap);
 
+/* Whether TUN devices may use UDP segmentation offload (USO): on unless the environment sets
+ * SENG_TUN_USO=0 — one switch for both directions (the devices' TUN_F_USO4 reads and the merged
+ * UDP writes of seng_gro_*). */
+int seng_tun_uso_allowed(void);
+
 /* ---------------------------------------------------------------------------------------------
  * us -> kernel: coalescing (GRO) and writing
  *

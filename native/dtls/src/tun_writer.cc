@@ -2,7 +2,6 @@
 #include "tun_writer.h"
 
 #include <cerrno>
-#include <cstdlib>
 #include <cstring>
 #include <unordered_map>
 
@@ -37,8 +36,7 @@ void addStats(TunWriter::Stats *t, const TunWriter::Stats &s) {
 TunWriter::TunWriter(int fd, bool owned) : fd_(fd), owned_(owned), gro_(new seng_gro) {
   seng_gro_init(gro_.get());
   // UDP datagrams of one flow and size are coalesced too (USO frames); SENG_TUN_USO=0: TCP only.
-  const char *uso = std::getenv("SENG_TUN_USO");
-  gro_->merge_udp = uso != nullptr && std::strcmp(uso, "0") == 0 ? 0 : 1;
+  gro_->merge_udp = seng_tun_uso_allowed() ? 1 : 0;
   if (!owned_) arena_.resize(kArenaBytes);  // an owned writer borrows the packets
 }
 

@@ -253,20 +253,18 @@ static size_t slab_size_for(uint32_t batch, int offload) {
                  : READ_MAX + (size_t)batch * SLAB_PER_PACKET;
 }
 
-/* Reads one packet (plain mode) or one frame, segmented into packets (OFFLOAD), into the slab at
- * *off. Returns the packets added (0 for a dropped frame), -1 at EAGAIN/EOF, -2 on an error
- * (*err set). */
 /* TUNSETOFFLOAD for an IFF_VNET_HDR fd: checksum-partial packets and TCPv4 super-packets, and
- * UDP super-packets where the kernel has them (USO is only taken for IPv4 and IPv6 together) and
- * SENG_TUN_USO is not "0". Returns 1 with USO, 0 without, -1 (errno set) on failure. */
+ * UDP super-packets where the kernel has them (USO is only taken for IPv4 and IPv6 together)
+ * and seng_tun_uso_allowed(). Returns 1 with USO, 0 without, -1 (errno set) on failure. */
 static int set_offloads(int fd) {
   const unsigned long base = TUN_F_CSUM | TUN_F_TSO4;
-  const char *env = getenv("SENG_TUN_USO");
-  if (!(env != NULL && strcmp(env, "0") == 0) && ioctl(fd, TUNSETOFFLOAD, base | TUN_F_USO4 | TUN_F_USO6) == 0)
-    return 1;
+  if (seng_tun_uso_allowed() && ioctl(fd, TUNSETOFFLOAD, base | TUN_F_USO4 | TUN_F_USO6) == 0) return 1;
   return ioctl(fd, TUNSETOFFLOAD, base) == 0 ? 0 : -1;
 }
 
+/* Reads one packet (plain mode) or one frame, segmented into packets (OFFLOAD), into the slab at
+ * *off. Returns the packets added (0 for a dropped frame), -1 at EAGAIN/EOF, -2 on an error
+ * (*err set). */
 static int read_one(tun_t *t, size_t *off, uint32_t *n, int *err) {
   int k = seng_tun_read(t->fd, t->offload, t->mtu, t->frame, t->frame ? SENG_TUN_FRAME_MAX : 0,
                         t->slab + *off, t->slab_size - *off, t->ends + *n, ENDS_MAX - *n);
