@@ -129,11 +129,29 @@ function runGroup(files, concurrency, env) {
   return { child, done };
 }
 
+/** The text without terminal colour codes. */
+function plain(text) {
+  return text.replace(new RegExp(`${String.fromCharCode(27)}\\[[0-9;]*m`, 'g'), '');
+}
+
+/**
+ * The spec reporter's "failing tests:" block (each failed test with its error and stack), cut at
+ * the closing counters. Repeated at the very end of the run, so a log read from its tail (a CI
+ * summary) shows why a test failed, not only that the sequential group did.
+ */
+function failingBlock(text) {
+  const t = plain(text);
+  const at = t.lastIndexOf('failing tests:');
+  if (at < 0) return '';
+  const end = t.indexOf('\nℹ tests ', at);
+  const block = t.slice(at, end < 0 ? undefined : end).trimEnd();
+  return block.length > 12_000 ? `${block.slice(0, 12_000)}\n… (cut; the whole block is above)` : block;
+}
+
 /** The spec reporter's closing counters (ℹ tests 12 …) of one group's output. */
 function counters(text) {
   const out = {};
-  const plain = text.replace(new RegExp(`${String.fromCharCode(27)}\\[[0-9;]*m`, 'g'), '');
-  for (const m of plain.matchAll(/^ℹ (tests|pass|fail|cancelled|skipped|todo) (\d+)$/gm))
+  for (const m of plain(text).matchAll(/^ℹ (tests|pass|fail|cancelled|skipped|todo) (\d+)$/gm))
     out[m[1]] = Number(m[2]);
   return out;
 }
@@ -235,6 +253,11 @@ if (results.length > 1) {
   for (const k of ['tests', 'pass', 'fail', 'cancelled', 'skipped', 'todo'])
     console.log(`ℹ ${k} ${total[k] ?? 0}`);
   console.log(`ℹ wall time ${((Date.now() - started) / 1000).toFixed(1)} s`);
+  for (const r of results) {
+    if (r.code === 0) continue;
+    const block = failingBlock(r.text);
+    if (block) console.log(`\n── ${r.name} group, again: ${block}`);
+  }
   for (const r of results) if (r.code !== 0) console.log(`✖ the ${r.name} group failed (exit ${r.code})`);
 }
 process.exit(results.every((r) => r.code === 0) ? 0 : 1);
