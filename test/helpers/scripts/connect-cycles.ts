@@ -17,13 +17,15 @@ let failed = 0;
 const ips = new Set<string>();
 for (let i = 0; i < Number(nText); i++) {
   const sim = new SimEnclave(opts);
+  const started = performance.now();
   try {
     const a = await sim.connect();
     ips.add(a.ip);
     ok++;
   } catch (err) {
     failed++;
-    process.stderr.write(`cycle ${i}: ${(err as Error).message}\n`);
+    const ms = Math.round(performance.now() - started);
+    process.stderr.write(`cycle ${i}, after ${ms} ms: ${(err as Error).message}\n`);
   }
   await sim.close();
 }
