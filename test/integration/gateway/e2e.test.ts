@@ -76,7 +76,9 @@ before(async () => {
   for (let i = 0; i < 3; i++) apps.push(await createNetns(`gwapp${i}`));
   // The gateway listens on host1's side; host2 reaches it through the gateway namespace's routing.
   await lab.host2.ip('route', 'add', `${GW_HOST1}/32`, 'via', '10.51.0.1');
-  gw = await serve(lab, ['-d', db, '--idle-timeout', '10', '--setup-timeout', '3']);
+  // A setup deadline short enough for the half-open tests below, long enough that a client
+  // stalled for a moment on a busy machine (the 200 cycles) still completes its setup.
+  gw = await serve(lab, ['-d', db, '--idle-timeout', '10', '--setup-timeout', '5']);
   const echo = lab.svc.spawn(process.execPath, [join(scripts, 'echo-server.js'), '7000']);
   await waitForLine(echo, /listening/);
 });
@@ -211,14 +213,14 @@ test('the second session is refused from another client IP or with another quote
     5000,
   );
   // Both half-open enclaves are reclaimed by the setup deadline.
-  await waitFor(() => status().sessions.length === 0, 8000);
+  await waitFor(() => status().sessions.length === 0, 12_000);
   assert.equal(status().subnets[0]?.inUse, 0);
 });
 
 test('a client that never acknowledges its IP is dropped after the bounded resends', async () => {
   const s = await sim(lab, lab.host1, certA, { extra: ['--skip-ack'] });
   assert.equal(s.ready, undefined);
-  await waitFor(() => gw.log.find((l) => l.includes('no IpAssignACK after')), 10_000);
+  await waitFor(() => gw.log.find((l) => l.includes('no IpAssignACK after')), 15_000);
   await waitFor(() => status().sessions.length === 0, 5000);
 });
 
