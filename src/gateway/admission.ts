@@ -25,7 +25,14 @@ import { decodeIpAssignAck, encodeIpAssignment } from '../proto/messages.js';
 import { errorMessage } from '../util/errors.js';
 import { formatIpv4, parseIpv4, toWire, type Ipv4 } from '../util/ipv4.js';
 import type { GatewayContext, LeaseAuthority, Rejection } from './context.js';
-import { appLabel, auditIdentity, newCounters, registration, type Enclave } from './enclave.js';
+import {
+  appLabel,
+  auditIdentity,
+  newCounters,
+  registration,
+  type Enclave,
+  type EnclaveState,
+} from './enclave.js';
 import type { IpPool } from './ip-pool.js';
 import type { EnclaveChannel, PeerVerdict } from './types.js';
 
@@ -59,6 +66,9 @@ export interface AdmissionHooks {
 type Peer = { address: string; port: number };
 
 export class Admission {
+  /** Second handshakes waiting for their enclave's IpAssignACK (see verifySend); rarely any. */
+  private readonly ackWaiters = new Map<Enclave, Set<() => void>>();
+
   constructor(
     private readonly ctx: GatewayContext,
     private readonly hooks: AdmissionHooks,
@@ -233,6 +243,8 @@ export class Admission {
       ended: undefined,
     };
     this.ctx.table.all.add(e);
+    // A second handshake may bind to it from now on; it waits for the ACK if that comes first.
+    this.ctx.table.setAwaiting(e, true);
     channel.on('message', (record: Buffer) => {
       if (e.state === 'active') this.hooks.fromEnclave(e, record);
       else if (e.state === 'assigning') this.onAck(e, record);
@@ -276,7 +288,7 @@ export class Admission {
     }
     clearTimeout(e.timer);
     e.state = 'awaiting-send';
-    this.ctx.table.setAwaiting(e, true);
+    this.wakeAckWaiters(e);
     const ms = this.ctx.timeouts.sendSessionMs;
     e.timer = setTimeout(() => void this.hooks.end(e, `no send-tunnel handshake within ${ms} ms`), ms);
   }
@@ -329,11 +341,53 @@ export class Admission {
       enclave = sameQuote.find((e) => e.identity.keyHash === keyHash);
       if (!enclave) return reject("the certificate key differs from the receive tunnel's");
     }
+    if (enclave.state === 'assigning') {
+      // The client opens this tunnel right after sending its IpAssignACK on the other port,
+      // whose datagrams another path reads: on a busy gateway this certificate can be verified
+      // before the ACK record was. SPEC §1.2 order (ACK, then the send tunnel) is kept by
+      // waiting for it, at most until the setup would be abandoned for the missing ACK.
+      const state = await this.ackOrEnd(enclave);
+      if (state !== 'awaiting-send') {
+        return reject(
+          state === 'assigning' || state === 'closing'
+            ? 'the receive tunnel ended without an IpAssignACK'
+            : 'another send tunnel took this enclave',
+        );
+      }
+    }
     // Claim it now, so two concurrent handshakes cannot both bind to the same enclave.
     enclave.state = 'joining';
     this.ctx.table.setAwaiting(enclave, false);
     const context: SendContext = { kind: 'send', enclave };
     return { accept: true, context };
+  }
+
+  /**
+   * Resolves when `e` leaves 'assigning': its ACK was read (onAck), or its setup ended (the
+   * receive channel closes whenever a session ends, as it does when the ACK deadline passes), or,
+   * only as a bound, one ACK interval after that deadline. Its value is the enclave's state then.
+   */
+  private ackOrEnd(e: Enclave): Promise<EnclaveState> {
+    return new Promise((resolve) => {
+      const done = (): void => {
+        clearTimeout(bound);
+        e.recv.off('close', done);
+        const waiters = this.ackWaiters.get(e);
+        if (waiters?.delete(done) && waiters.size === 0) this.ackWaiters.delete(e);
+        resolve(e.state);
+      };
+      const { ackIntervalMs, ackTries } = this.ctx.timeouts;
+      const bound = setTimeout(done, ackIntervalMs * (ackTries + 1));
+      e.recv.on('close', done);
+      const waiters = this.ackWaiters.get(e) ?? new Set<() => void>();
+      waiters.add(done);
+      this.ackWaiters.set(e, waiters);
+    });
+  }
+
+  private wakeAckWaiters(e: Enclave): void {
+    const waiters = this.ackWaiters.get(e);
+    if (waiters) for (const wake of [...waiters]) wake();
   }
 
   onSendSession(channel: EnclaveChannel): void {

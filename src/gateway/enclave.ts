@@ -181,7 +181,10 @@ export class EnclaveTable {
   readonly all = new Set<Enclave>();
   /** Established enclaves by IP: the TUN → enclave dispatch table (O(1)). */
   private readonly routes = new Map<Ipv4, Enclave>();
-  /** Enclaves whose send channel may now be opened, by client address. */
+  /**
+   * Enclaves whose receive channel is up and whose send channel is not yet (assigning or
+   * awaiting-send), by client address: what a second handshake may bind to.
+   */
   private readonly awaiting = new Map<string, Set<Enclave>>();
 
   /** Enclaves not being torn down. */

@@ -82,6 +82,34 @@ test('the second session must come from the same IP with the same quote and key'
   assert.match(recv.closedWith ?? '', /no send-tunnel handshake within 200 ms/);
 });
 
+test('a send handshake verified before the IpAssignACK on the other port was read waits for it', async () => {
+  // The ACK (port P) and the second handshake (port P+1) come in on two sockets, read by two
+  // paths; the client sends its ACK and opens the send tunnel at once, so on a busy gateway the
+  // second handshake's certificate can be verified before the ACK record was read.
+  const h = harness();
+  await h.gateway.start();
+  const recv = (await h.handshake(12345, cert.certDer)) as FakeSession;
+  const ack = encodeIpAssignAck(decodeIpAssignment(recv.sent[0]!).ip);
+  const early = h.handshake(12346, cert.certDer);
+  await new Promise((r) => setTimeout(r, 5));
+  assert.equal(h.gateway.status()[0]?.state, 'assigning');
+  recv.emit('message', ack);
+  const send = await early;
+  assert.ok(send instanceof FakeSession, 'the send tunnel is accepted once the ACK is read');
+  await new Promise((r) => setImmediate(r));
+  assert.equal(h.gateway.status()[0]?.state, 'active');
+
+  // No ACK at all: the waiting handshake is refused when the setup is abandoned.
+  const recv2 = (await h.handshake(12345, cert.certDer)) as FakeSession;
+  const verdict = (await h.handshake(12346, cert.certDer)) as PeerVerdict;
+  assert.equal(verdict.accept, false);
+  assert.match(verdict.accept ? '' : verdict.reason, /IpAssignACK/);
+  assert.match(recv2.closedWith ?? '', /no IpAssignACK after 3/);
+  await new Promise((r) => setTimeout(r, 10));
+  assert.equal(h.gateway.status().length, 1, 'only the first enclave is left');
+  await h.gateway.stop();
+});
+
 test('an enclave whose removal the firewall cannot confirm keeps its IP out of the pool', async () => {
   const enf = new RecordingEnforcer();
   const h = harness(enf);
