@@ -62,10 +62,9 @@ static uint8_t take(input *in) {
 }
 static uint16_t take16(input *in) { return (uint16_t)((take(in) << 8) | take(in)); }
 
-/* Checks a split result: ends increasing, within out, every packet valid if `tcp`. */
-/* What a split's packets must be: only within `out` (SPLIT_ANY), valid IPv4/TCP segments of at
- * most mtu bytes (SPLIT_TCP), or valid IPv4/UDP datagrams (SPLIT_UDP: the sender's sizes, so no
- * MTU bound here). */
+/* Checks a split result: ends increasing and within `out`; then per kind: nothing more
+ * (SPLIT_ANY), valid IPv4/TCP segments of at most mtu bytes (SPLIT_TCP), or valid IPv4/UDP
+ * datagrams (SPLIT_UDP: the sender's sizes, so no MTU bound here). */
 enum { SPLIT_ANY, SPLIT_TCP, SPLIT_UDP };
 
 static void check_split(int n, size_t mtu, int kind) {

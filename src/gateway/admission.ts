@@ -66,9 +66,6 @@ export interface AdmissionHooks {
 type Peer = { address: string; port: number };
 
 export class Admission {
-  /** Second handshakes waiting for their enclave's IpAssignACK (see verifySend); rarely any. */
-  private readonly ackWaiters = new Map<Enclave, Set<() => void>>();
-
   constructor(
     private readonly ctx: GatewayContext,
     private readonly hooks: AdmissionHooks,
@@ -288,7 +285,6 @@ export class Admission {
     }
     clearTimeout(e.timer);
     e.state = 'awaiting-send';
-    this.wakeAckWaiters(e);
     const ms = this.ctx.timeouts.sendSessionMs;
     e.timer = setTimeout(() => void this.hooks.end(e, `no send-tunnel handshake within ${ms} ms`), ms);
   }
@@ -363,31 +359,28 @@ export class Admission {
   }
 
   /**
-   * Resolves when `e` leaves 'assigning': its ACK was read (onAck), or its setup ended (the
-   * receive channel closes whenever a session ends, as it does when the ACK deadline passes), or,
-   * only as a bound, one ACK interval after that deadline. Its value is the enclave's state then.
+   * Resolves when `e` leaves 'assigning': a record on its receive channel was read as its ACK
+   * (or refused, ending the setup), or the channel closed (as it does when a session ends, also
+   * when the ACK deadline passes), or, only as a bound, one ACK interval after that deadline.
+   * Its value is the enclave's state then.
    */
   private ackOrEnd(e: Enclave): Promise<EnclaveState> {
     return new Promise((resolve) => {
-      const done = (): void => {
+      const finish = (): void => {
         clearTimeout(bound);
-        e.recv.off('close', done);
-        const waiters = this.ackWaiters.get(e);
-        if (waiters?.delete(done) && waiters.size === 0) this.ackWaiters.delete(e);
+        e.recv.off('message', afterRecord);
+        e.recv.off('close', finish);
         resolve(e.state);
       };
+      // Added after assign()'s own 'message' listener, so onAck has run when this one does.
+      const afterRecord = (): void => {
+        if (e.state !== 'assigning') finish();
+      };
       const { ackIntervalMs, ackTries } = this.ctx.timeouts;
-      const bound = setTimeout(done, ackIntervalMs * (ackTries + 1));
-      e.recv.on('close', done);
-      const waiters = this.ackWaiters.get(e) ?? new Set<() => void>();
-      waiters.add(done);
-      this.ackWaiters.set(e, waiters);
+      const bound = setTimeout(finish, ackIntervalMs * (ackTries + 1));
+      e.recv.on('message', afterRecord);
+      e.recv.on('close', finish);
     });
-  }
-
-  private wakeAckWaiters(e: Enclave): void {
-    const waiters = this.ackWaiters.get(e);
-    if (waiters) for (const wake of [...waiters]) wake();
   }
 
   onSendSession(channel: EnclaveChannel): void {

@@ -255,13 +255,12 @@ test('200 connect/disconnect cycles leave no session, IP, socket or TUN behind',
   );
   const out = JSON.parse(r.stdout) as { ok: number; failed: number; ips: string[] };
   // On a failed cycle, the client's errors and what the gateway said of setups meanwhile.
-  const gatewaySaid = () =>
-    gw.log
-      .slice(logFrom)
-      .filter((l) => /"level":[456]0/.test(l)) // warnings and errors: rejections, failed setups
-      .slice(-20)
-      .join('\n');
-  assert.equal(out.failed, 0, `${r.stderr}\ngateway:\n${gatewaySaid()}`);
+  const gatewaySaid = gw.log
+    .slice(logFrom)
+    .filter((l) => /"level":[456]0/.test(l)) // warnings and errors: rejections, failed setups
+    .slice(-20)
+    .join('\n');
+  assert.equal(out.failed, 0, `${r.stderr}\ngateway:\n${gatewaySaid}`);
   assert.equal(out.ok, cycles);
   assert.ok(out.ips.length > 100, 'next-fit hands out fresh addresses');
   await waitFor(() => status().sessions.length === 0, 10_000);
